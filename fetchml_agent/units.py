@@ -1,0 +1,46 @@
+"""Conversions shared by the agent, the CLI, the Nomad templates and the Ansible filters.
+
+Sizes follow the seed's spelling (``8g``, ``512m``, ``20g``): a number and an optional binary
+unit (k, m, g, t; an ``i``/``b`` suffix is accepted: ``8Gi``, ``8GB``). A bare number is MiB.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_cpu", "parse_size_mb", "format_size_mb"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?\s*$", re.IGNORECASE)
+_FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def parse_size_mb(value: str | int | float, what: str = "size") -> int:
+    """``"8g"`` → 8192. Raises ValueError with a message naming ``what`` on anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what}: expected a size such as 8g or 512m, got {value!r}")
+    if isinstance(value, (int, float)):
+        mb = float(value)
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ValueError(f"{what}: expected a size such as 8g or 512m, got {value!r}")
+        mb = float(m.group(1)) * _FACTOR_MB[m.group(2).lower()]
+    if mb <= 0:
+        raise ValueError(f"{what}: must be more than zero, got {value!r}")
+    return max(1, int(round(mb)))
+
+
+def format_size_mb(mb: int) -> str:
+    """8192 → ``"8g"``; 1536 → ``"1536m"``."""
+    return f"{mb // 1024}g" if mb % 1024 == 0 else f"{mb}m"
+
+
+def parse_cpu(value: str | int | float, what: str = "cpu") -> float:
+    """CPU cores as a positive number (``4``, ``0.5``, ``"2"``)."""
+    try:
+        cpu = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: expected a number of cores such as 4 or 0.5, got {value!r}") from None
+    if isinstance(value, bool) or not cpu > 0 or cpu != cpu or cpu == float("inf"):
+        raise ValueError(f"{what}: must be a positive number of cores, got {value!r}")
+    return cpu
