@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = ["run_blocking"]
 

@@ -13,8 +13,9 @@ from the error packet's code.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import AgentUnreachable, ProtocolError, Timeout, error_for_code

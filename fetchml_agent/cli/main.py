@@ -16,8 +16,9 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import AgentUnreachable, AuthenticationFailed, FetchmlError, InvalidArgument
 

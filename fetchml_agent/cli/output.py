@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = ["emit_json", "human_age", "print_kv", "print_table", "status_text", "stderr"]
 
@@ -54,10 +55,10 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], empty: st
         print(empty)
         return
     widths = [max([len(h)] + [_visible_len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    head = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()
+    head = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()
     print(f"\x1b[1m{head}\x1b[0m" if _tty() else head)
     for row in cells:
-        print("  ".join(c + " " * (w - _visible_len(c)) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c + " " * (w - _visible_len(c)) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 def print_kv(pairs: Iterable[tuple[str, Any]]) -> None:

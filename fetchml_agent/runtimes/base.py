@@ -40,9 +40,10 @@ through :func:`fetchml_agent.aio.run_blocking`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 __all__ = [
     "ExecResult",

@@ -361,7 +361,7 @@ class LocalRuntime(Runtime):
 
         try:
             await asyncio.wait_for(asyncio.gather(pump(), proc.wait()), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:

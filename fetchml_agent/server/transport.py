@@ -9,7 +9,8 @@ connection stays usable.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ..errors import AuthenticationFailed, ErrorCode, FetchmlError, NotSupported
 from ..protocol import (

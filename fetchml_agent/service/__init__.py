@@ -10,8 +10,9 @@ opcode, the HTTP transport by route; both authenticate first and hand over a :cl
 from __future__ import annotations
 
 import importlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from cerberus import Validator
 

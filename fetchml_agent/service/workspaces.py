@@ -61,7 +61,7 @@ def _resources(args: dict[str, Any], base: dict[str, Any] | None = None) -> Reso
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     gpu = merged.get("gpu") or 0
-    if isinstance(gpu, bool) or not isinstance(gpu, int) and not str(gpu).isdigit():
+    if isinstance(gpu, bool) or (not isinstance(gpu, int) and not str(gpu).isdigit()):
         raise InvalidArgument(f"--gpu: expected a whole number of GPUs, got {gpu!r}")
     return Resources(cpu=cpu, memory_mb=memory, gpu=int(gpu), disk_mb=disk)
 
