@@ -11,16 +11,21 @@ listen=${FETCHML_DEV_LISTEN:-127.0.0.1:9101}
 ml_config=${FETCHML_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/fetchml/ml.yaml}
 
 ensure_venv() {
+  # EXTRAS: the pyproject extras wanted (dev by default; CI adds ansible). Reinstalls only when the
+  # package is missing, pyproject.toml changed, or an extra is asked for that is not installed yet.
+  local extras=${EXTRAS:-dev} stamp="$venv/.fetchml-installed" have want
   if [ ! -x "$venv/bin/python" ]; then
     echo "creating $venv"
     python3 -m venv "$venv"
   fi
+  have=$(cat "$stamp" 2>/dev/null || true)
+  want=$(printf '%s\n' "${have//,/$'\n'}" "${extras//,/$'\n'}" | sed '/^$/d' | sort -u | paste -sd, -)
   if ! "$venv/bin/python" -c 'import fetchml_agent, jupyterlab, websockets, uvicorn' 2>/dev/null \
-     || [ pyproject.toml -nt "$venv/.fetchml-installed" ]; then
-    echo "installing the package and its dependencies into $venv"
+     || [ pyproject.toml -nt "$stamp" ] || [ "$want" != "$have" ]; then
+    echo "installing the package and its dependencies ($want) into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -e ".[dev]"
-    touch "$venv/.fetchml-installed"
+    "$venv/bin/python" -m pip install -q -e ".[$want]"
+    echo "$want" >"$stamp"
   fi
 }
 

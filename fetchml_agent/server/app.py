@@ -70,7 +70,7 @@ def _http_endpoint(agent: Agent, op: Operation) -> Any:
                 status_code=500,
             )
         if result.data_type is not None:
-            return JSONResponse(result.data, status_code=result.http_status)
+            return Response(result.json_bytes(), status_code=result.http_status, media_type="application/json")
         return JSONResponse({"message": result.message}, status_code=result.http_status)
 
     endpoint.__name__ = op.name

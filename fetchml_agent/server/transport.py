@@ -67,6 +67,6 @@ async def handle_frame(agent: Agent, frame: bytes | str, send: Send) -> None:
         )
         return
     if result.data_type is not None:
-        await send(DataPacket.json(result.data_type, result.data).serialize())
+        await send(DataPacket(result.data_type, result.json_bytes()).serialize())
     if op.streaming or result.data_type is None:
         await send(SuccessPacket(result.message).serialize())

@@ -54,6 +54,14 @@ class Result:
     data_type: str | None = None
     data: Any = None
     http_status: int = 200
+    payload: bytes | None = None  # ``data`` already serialized as JSON (hot paths cache it)
+
+    def json_bytes(self) -> bytes:
+        if self.payload is None:
+            import json
+
+            self.payload = json.dumps(self.data, separators=(",", ":"), default=str).encode("utf-8")
+        return self.payload
 
 
 Handler = Callable[["Agent", Call, dict[str, Any]], Awaitable[Result]]

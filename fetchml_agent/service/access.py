@@ -95,6 +95,7 @@ async def _grant(agent: Agent, call: Call, args: dict[str, Any], kind: str) -> R
     role = args["role"]
     await agent.store.run(_set_grant, ws.id, kind, principal, role, call.user.name)
     _grants(agent).setdefault(ws.id, {})[(kind, principal)] = role
+    agent.invalidate()
     await agent.audit(call.user.name, "access.grant", ws.name, principal=f"{kind}:{principal}", role=role)
     return Result(f"{kind} {principal} is now {role} on {ws.name}", "access", {"workspace": ws.name, kind: principal, "role": role})
 
@@ -124,6 +125,7 @@ async def revoke_access(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
         raise NotFound(f"{kind} {who!r} has no access grant on {ws.name}")
     await agent.store.run(_set_grant, ws.id, kind, who, None, call.user.name)
     grants.pop((kind, who), None)
+    agent.invalidate()
     await agent.audit(call.user.name, "access.revoke", ws.name, principal=f"{kind}:{who}")
     return Result(f"revoked {kind} {who}'s access to {ws.name}")
 

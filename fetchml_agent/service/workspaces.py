@@ -435,11 +435,12 @@ async def stop_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result
 async def list_services(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     cache = agent.list_cache()
     key = "all" if call.user.is_admin else f"user:{call.user.name}"
-    doc = cache.get(key)
-    if doc is None:
+    cached = cache.get(key)
+    if cached is None:
         doc = {"services": [service_view(ws) for ws in agent.workspaces.values() if visible(agent, call.user, ws)]}
-        cache[key] = doc
-    return Result(f"{len(doc['services'])} services", "jupyter_services", doc)
+        cached = cache[key] = Result(f"{len(doc['services'])} services", "jupyter_services", doc)
+        cached.json_bytes()
+    return cached
 
 
 _NAME_ONLY = {"name": {"type": "string", "required": True, "empty": False}}
