@@ -99,7 +99,14 @@ class AgentProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError("agent exited:\n" + (self.root / "agent.log").read_text()[-3000:])
             try:
-                urllib.request.urlopen(self.http_url + "/api/v1/health", timeout=1).read()
+                tls = self.extra.get("tls")
+                if tls:
+                    import ssl
+
+                    ctx = ssl.create_default_context(cafile=tls["cert"])
+                    urllib.request.urlopen(self.http_url.replace("http:", "https:") + "/api/v1/health", timeout=1, context=ctx).read()
+                else:
+                    urllib.request.urlopen(self.http_url + "/api/v1/health", timeout=1).read()
                 return
             except OSError:
                 time.sleep(0.1)
