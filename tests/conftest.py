@@ -94,7 +94,7 @@ class AgentProcess:
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("agent exited:\n" + (self.root / "agent.log").read_text()[-3000:])

@@ -169,3 +169,23 @@ def test_help_everywhere(agent: AgentProcess) -> None:
         assert "usage: ml jupyter " + verb in agent.ml("jupyter", verb, "--help").stdout
     cp = agent.ml("jupyter", "frobnicate", check=False)
     assert cp.returncode == 2 and "invalid choice" in cp.stderr
+
+
+def test_audit_trail_records_actions_and_denials(agent: AgentProcess, unique_name: str) -> None:
+    agent.ml_json("jupyter", "create", unique_name, user="bob")
+    agent.ml("jupyter", "stop", unique_name, user="carol", check=False)  # denied, not audited as a stop
+    agent.ml("jupyter", "stop", unique_name, user="bob")
+    events = agent.ml_json("jupyter", "audit", unique_name, user="bob")["events"]
+    actions = [e["action"] for e in events]
+    assert "workspace.create" in actions and "workspace.stop" in actions
+    assert all(e["user"] == "bob" for e in events if e["action"].startswith("workspace."))
+    csv_text = agent.ml("jupyter", "audit", unique_name, "--export=csv", user="bob").stdout
+    assert csv_text.splitlines()[0] == "id,time,user,action,workspace,outcome,details"
+    assert "workspace.create" in csv_text
+    assert agent.ml("jupyter", "audit", unique_name, user="carol", check=False).returncode == 3
+    assert agent.ml("jupyter", "audit", user="bob", check=False).returncode == 3
+    agent.ml("jupyter", "list", check=False, env={"FETCHML_API_KEY": "wrong"})
+    whole = agent.ml_json("jupyter", "audit", "--action", "auth.")["events"]
+    assert any(e["action"] == "auth.failed" and e["outcome"] == "denied" for e in whole)
+    agent.ml("jupyter", "delete", unique_name, "--yes", user="bob")
+    assert any(e["action"] == "workspace.delete" for e in agent.ml_json("jupyter", "audit", unique_name)["events"])

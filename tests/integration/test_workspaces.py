@@ -22,6 +22,20 @@ def test_create_run_code_stop_delete(agent: AgentProcess, unique_name: str) -> N
     assert Path(created["path"]).is_dir()
     assert created["resources"]["cpu"] == 1.0 and created["resources"]["memory_mb"] == 1024
     assert "enforced" in created["limits"]
+    limits = created["limits"]
+    if limits["enforced"]:  # read the limits back from the kernel's own files
+        group = limits["cgroup"]
+        if limits["mechanism"] == "cgroup v1":
+            mem = Path("/sys/fs/cgroup/memory", group)
+            assert int((mem / "memory.limit_in_bytes").read_text()) == 1024**3
+            assert (Path("/sys/fs/cgroup/cpu", group) / "cpu.cfs_quota_us").read_text().strip() == "100000"
+        else:
+            root = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.controllers").exists() else Path("/sys/fs/cgroup")
+            mem = root / group
+            assert int((mem / "memory.max").read_text()) == 1024**3
+        assert (mem / "cgroup.procs").read_text().split()
+    else:
+        assert limits["reason"]
 
     assert "started" in api_status(created["url"])
     assert execute(created["url"], "1+1").strip() == "2"
