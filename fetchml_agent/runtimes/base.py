@@ -167,6 +167,10 @@ class Runtime(abc.ABC):
     ) -> ExecResult:
         """Run ``argv`` in the workspace's environment (its Python first on PATH)."""
 
+    async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
+        """Discard what was installed into the workspace's environment (``reset --hard``),
+        keeping its files. Called while the workspace is stopped. Default: nothing to discard."""
+
     def gpu_capacity(self) -> int | None:
         """GPUs on this host that the agent assigns itself (0 when none); ``None`` when the
         backend places GPUs itself (Nomad), so the agent does not count them."""

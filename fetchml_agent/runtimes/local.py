@@ -317,6 +317,9 @@ class LocalRuntime(Runtime):
         if self.cgroups is not None:
             await run_blocking(self.cgroups.remove, spec.id)
 
+    async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
+        await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
+
     async def discover(self) -> list[tuple[str, State]]:
         """Local workloads are found from the stored state (pid + start time); see ``poll``."""
         return []

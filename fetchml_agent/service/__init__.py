@@ -30,6 +30,7 @@ MODULES = [
     "fetchml_agent.service.workspaces",
     "fetchml_agent.service.access",
     "fetchml_agent.service.audit",
+    "fetchml_agent.service.operations",
 ]
 
 
