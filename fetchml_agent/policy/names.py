@@ -1,10 +1,20 @@
-"""Package-name normalization (PEP 503), the only place names are compared from."""
+"""Package-name validity (PEP 508) and normalization (PEP 503), the only place names are compared from."""
 
 from __future__ import annotations
 
+import re
+
 from packaging.utils import canonicalize_name
 
-__all__ = ["normalize_name", "normalize_names"]
+__all__ = ["is_valid_name", "normalize_name", "normalize_names"]
+
+# PEP 508 names, with \Z so a trailing newline never passes (the 2025 fix to the spec).
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
+
+
+def is_valid_name(name: str) -> bool:
+    """True for a valid project name: ASCII letters, digits, ``.``, ``_``, ``-``, alphanumeric ends."""
+    return bool(_VALID_NAME.match(name))
 
 
 def normalize_name(name: str) -> str:
