@@ -19,7 +19,6 @@ Nothing here reads ``os.environ``: the config loader passes its environment to
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import cerberus
 import yaml
 
 from fetchml_agent.errors import InvalidArgument
-from fetchml_agent.policy.names import is_valid_name, normalize_name, normalize_names
+from fetchml_agent.policy.names import is_valid_channel, is_valid_name, normalize_name, normalize_names
 
 __all__ = [
     "BLOCKED_ENV",
@@ -57,18 +56,13 @@ DEFAULT_BLOCKED_PACKAGES: tuple[str, ...] = ("requests", "urllib3", "socket", "s
 BLOCKED_ENV = "FETCHML_JUPYTER_BLOCKED_PACKAGES"
 STARTUP_BLOCKED_ENV = "FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES"
 
-# A conda channel: a name (``conda-forge``, ``company-internal``, ``conda-forge/label/dev``)
-# or an http(s)/file URL. No spaces, no control characters, ASCII only.
-_VALID_CHANNEL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]+)*|(?:https?|file)://[!-~]+)\Z")
-
-
 def _check_name(field: str, value: Any, error: Any) -> None:
     if not isinstance(value, str) or not is_valid_name(value):
         error(field, f"{value!r} is not a valid package name (letters, digits, '.', '_', '-')")
 
 
 def _check_channel(field: str, value: Any, error: Any) -> None:
-    if not isinstance(value, str) or not _VALID_CHANNEL.match(value):
+    if not isinstance(value, str) or not is_valid_channel(value):
         error(field, f"{value!r} is not a channel name or an http(s)/file URL")
 
 

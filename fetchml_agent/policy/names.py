@@ -6,10 +6,18 @@ import re
 
 from packaging.utils import canonicalize_name
 
-__all__ = ["is_valid_name", "normalize_name", "normalize_names"]
+__all__ = ["is_valid_channel", "is_valid_name", "normalize_name", "normalize_names"]
 
 # PEP 508 names, with \Z so a trailing newline never passes (the 2025 fix to the spec).
 _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
+# A conda channel: a name (``conda-forge``, ``company-internal``, ``conda-forge/label/dev``) or an
+# http(s)/file URL; ASCII, no spaces.
+_VALID_CHANNEL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]+)*|(?:https?|file)://[!-~]+)\Z")
+
+
+def is_valid_channel(channel: str) -> bool:
+    """True for a conda channel name or an http(s)/file channel URL."""
+    return bool(_VALID_CHANNEL.match(channel))
 
 
 def is_valid_name(name: str) -> bool:

@@ -32,7 +32,7 @@ from packaging.utils import (
 )
 
 from fetchml_agent.errors import InvalidArgument
-from fetchml_agent.policy.names import is_valid_name, normalize_name
+from fetchml_agent.policy.names import is_valid_channel, is_valid_name, normalize_name
 
 __all__ = ["MAX_SPEC_LENGTH", "PackageSpec", "SpecKind", "name_from_filename", "parse_spec"]
 
@@ -182,6 +182,8 @@ def _url_spec(raw: str, s: str, conda: bool) -> PackageSpec:
 
 
 def _looks_like_path(s: str) -> bool:
+    if "://" in s or s.startswith("@"):
+        return False  # a URL in the middle of text is a broken "name @ url", not a path
     return s.startswith((".", "/", "~")) or "/" in s or "\\" in s or bool(_ARCHIVE.search(s))
 
 
@@ -212,6 +214,8 @@ def _option_spec(raw: str, s: str, conda: bool) -> PackageSpec:
         return PackageSpec(raw, SpecKind.EDITABLE, name=inner.name, url=inner.url or value, option=opt, value=value)
     if kind is SpecKind.CHANNEL_OPTION:
         channel = value.rstrip("/") if value else "local"
+        if not is_valid_channel(channel):
+            raise _refuse(raw, f"{value!r} is not a conda channel name or URL")
         return PackageSpec(raw, kind, channel=channel, conda=True, option=opt, value=value or None)
     return PackageSpec(raw, kind, conda=conda, option=opt, value=value or None)
 
@@ -290,6 +294,8 @@ def _parse_conda(raw: str, s: str) -> PackageSpec:
         raise _refuse(raw, f"{version!r} is not a conda version or build spec")
     channel = fields.get("channel", channel)
     subdir = fields.get("subdir", subdir)
+    if channel is not None and channel != "*" and not is_valid_channel(channel.rstrip("/")):
+        raise _refuse(raw, f"{channel!r} is not a conda channel name or URL")
     return PackageSpec(raw, SpecKind.NAME, name=normalize_name(name_text), specifier=version.strip(),
                        channel=channel.rstrip("/") if channel else None, subdir=subdir, conda=True)
 
