@@ -24,15 +24,9 @@ import urllib.parse
 from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
 
 from fetchml_agent.errors import InvalidArgument
-from fetchml_agent.policy.names import is_valid_channel, is_valid_name, normalize_name
+from fetchml_agent.policy.names import dist_filename_parts, is_valid_channel, is_valid_name, normalize_name
 
 __all__ = ["MAX_SPEC_LENGTH", "PackageSpec", "SpecKind", "name_from_filename", "parse_spec"]
 
@@ -155,19 +149,15 @@ def _check_text(raw: object) -> str:
 
 
 def name_from_filename(filename: str) -> str | None:
-    """The normalized project name of a wheel or sdist file name, or ``None`` if it has none."""
-    try:
-        if filename.lower().endswith(".whl"):
-            return str(parse_wheel_filename(filename)[0])
-        if filename.lower().endswith((".tar.gz", ".zip")):
-            return str(parse_sdist_filename(filename)[0])
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        return None
+    """The normalized project name of a wheel, sdist or conda archive name, or ``None``."""
+    parts = dist_filename_parts(filename)
+    if parts is not None:
+        return parts[0]
     if filename.lower().endswith((".conda", ".tar.bz2")):
         # conda archives: name-version-build.conda
-        parts = re.sub(r"\.(conda|tar\.bz2)$", "", filename, flags=re.IGNORECASE).rsplit("-", 2)
-        if len(parts) == 3 and _CONDA_NAME.match(parts[0]):
-            return normalize_name(parts[0])
+        pieces = re.sub(r"\.(conda|tar\.bz2)$", "", filename, flags=re.IGNORECASE).rsplit("-", 2)
+        if len(pieces) == 3 and _CONDA_NAME.match(pieces[0]):
+            return normalize_name(pieces[0])
     return None
 
 
