@@ -328,7 +328,7 @@ def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], A
             return PlainTextResponse("only the simple API's JSON and HTML forms are served\n", status_code=406)
         decision = await service.decide(ctx, name)
         if decision.decision != ALLOW:
-            return _text(404, f"{name}: {decision.reason}", request)
+            return _text(404, decision.reason, request)
         try:
             page = await service.project(name)
         except UpstreamUnavailable as exc:
@@ -356,7 +356,7 @@ def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], A
             return PlainTextResponse("file name does not match its link\n", status_code=404)
         decision = await service.decide(ctx, name)
         if decision.decision != ALLOW:
-            return PlainTextResponse(f"{name}: {decision.reason}\n", status_code=403)
+            return PlainTextResponse(decision.reason + "\n", status_code=403)
         version = version_of(base_name)
         if decision.rule == "approved_request" and not ctx.approvals.covers_every_version(name) and not (
                 version and ctx.approvals.version_allowed(name, version)):
