@@ -126,6 +126,8 @@ class IndexService:
                                                 "trust_env": False, "proxy": proxy, "transport": transport}
         self._client: httpx.AsyncClient | None = None
         self._pages: dict[str, tuple[float, ProjectPage | None]] = {}
+        # rendered pages, per upstream page object: {id(page): (page, {(media, filenames): body})}
+        self._rendered: dict[int, tuple[ProjectPage, dict[tuple[str, tuple[str, ...] | None], bytes]]] = {}
         self._root: tuple[float, list[str]] | None = None
 
     @property
@@ -142,6 +144,7 @@ class IndexService:
     def clear_cache(self) -> int:
         """Forgets cached pages and deletes cached files; returns the number of files removed."""
         self._pages.clear()
+        self._rendered.clear()
         self._root = None
         removed = 0
         for path in (self.cache_dir / "files").glob("*/*"):
@@ -178,6 +181,9 @@ class IndexService:
             page = parse_project_page(resp.content, resp.headers.get("content-type", ""), str(resp.url), name)
         elif resp.status_code != 404:
             raise self._unavailable(f"HTTP {resp.status_code} from {url}")
+        old = self._pages.get(name)
+        if old and old[1] is not None:
+            self._rendered.pop(id(old[1]), None)
         self._pages[name] = (time.monotonic(), page)
         return page
 
@@ -220,6 +226,20 @@ class IndexService:
         if self.on_decision is not None:
             await self.on_decision(ctx, decision)
         return decision
+
+    def render(self, name: str, upstream_page: ProjectPage, visible: ProjectPage, media: str) -> bytes:
+        """The page as served (file URLs relative, through ``files/``), rendered once per upstream page."""
+        slot = self._rendered.get(id(upstream_page))
+        if slot is None or slot[0] is not upstream_page:
+            slot = (upstream_page, {})
+            self._rendered[id(upstream_page)] = slot
+        key = (media, None if visible is upstream_page else tuple(f.filename for f in visible.files))
+        body = slot[1].get(key)
+        if body is None:
+            body = render_project(visible, media, lambda f: f"../../files/{name}/{self.token(name, f)}/"
+                                                            f"{urllib.parse.quote(f.filename)}")
+            slot[1][key] = body
+        return body
 
     def visible_files(self, ctx: IndexContext, decision: Decision, page: ProjectPage) -> ProjectPage:
         """Files the workspace may fetch: all, or those in the approved version ranges."""
@@ -335,9 +355,7 @@ def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], A
             return _text(502, exc.message, request)
         if page is None:
             return PlainTextResponse(f"{name} is not on the upstream package index\n", status_code=404)
-        page = service.visible_files(ctx, decision, page)
-        body = render_project(page, media,
-                              lambda f: f"../../files/{name}/{service.token(name, f)}/{urllib.parse.quote(f.filename)}")
+        body = service.render(name, page, service.visible_files(ctx, decision, page), media)
         return Response(body, media_type=media, headers={"cache-control": "max-age=60"})
 
     async def files(request: Request) -> Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import socket
 import threading
 import time
@@ -60,8 +59,11 @@ def build_wheel(directory: Path, name: str, version: str, requires: list[str] = 
 def make_upstream_app(wheelhouse: Path) -> Starlette:
     """A simple index over ``wheelhouse``; ``app.state.hits`` counts requests per path."""
     hits: Counter[str] = Counter()
+    known: dict[str, list[DistFile]] = {}
 
     def files_of(project: str) -> list[DistFile]:
+        if project in known:  # the wheelhouse is written before the upstream starts
+            return known[project]
         out = []
         for whl in sorted(wheelhouse.glob("*.whl")):
             parts = dist_filename_parts(whl.name)
@@ -70,6 +72,7 @@ def make_upstream_app(wheelhouse: Path) -> Starlette:
                 meta = hashlib.sha256((wheelhouse / (whl.name + ".metadata")).read_bytes()).hexdigest()
                 out.append(DistFile(whl.name, f"/files/{whl.name}", {"sha256": sha},
                                     requires_python=">=3.8", core_metadata={"sha256": meta}))
+        known[project] = out
         return out
 
     async def root(request: Request) -> Response:
@@ -111,7 +114,9 @@ class ServerThread:
     """A real uvicorn serving ``app`` on 127.0.0.1 in a thread; ``url`` once started."""
 
     def __init__(self, app: object) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (it checks proto);
+        # without it every keep-alive response waits ~40 ms on delayed ACKs.
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -141,7 +146,3 @@ def free_port_url() -> str:
     port = s.getsockname()[1]
     s.close()
     return f"http://127.0.0.1:{port}/simple/"
-
-
-def dump_json(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=True)
