@@ -64,8 +64,8 @@ _SOURCE_REASONS: dict[SpecKind, str] = {
     SpecKind.LOCAL_PATH: "installs from local files or directories bypass the package index and run their build code; "
                          "install it by name",
     SpecKind.EDITABLE: "editable installs come from local directories or version control, not the package index",
-    SpecKind.REQUIREMENTS_FILE: "pass the file's lines (ml jupyter install WS -r FILE is checked line by line), "
-                                "not a file the agent cannot see",
+    SpecKind.REQUIREMENTS_FILE: "the agent cannot read a file named in a spec; give the requirements themselves "
+                                "(each line is checked)",
     SpecKind.CONSTRAINTS_FILE: "constraints files are not read here; pin versions in the specs themselves",
     SpecKind.INDEX_OPTION: "the workspace installs only through its own filtering package index; "
                            "index options would go around the policy",
