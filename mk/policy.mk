@@ -1,12 +1,10 @@
-# Package policy (fetchml_agent/policy/): tests and benchmark. Included by the Makefile.
-PYTHON ?= python3
-
+# Package policy (fetchml_agent/policy/): tests and benchmark. Included by the Makefile ($(PY), venv).
 .PHONY: test-policy bench-policy
 
 ## test-policy: spec table, schema, engine, scan; the filtering index with a real pip (127.0.0.1 only)
-test-policy:
-	PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest tests/unit/policy tests/integration/index -q
+test-policy: venv
+	$(PY) -m pytest -q tests/unit/policy tests/integration/index
 
 ## bench-policy: 500-line requirements decisions; index page/file latency vs the local upstream
-bench-policy:
-	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/bench_policy.py
+bench-policy: venv
+	$(PY) -m benchmarks policy

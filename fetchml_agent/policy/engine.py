@@ -33,8 +33,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from fetchml_agent.errors import ApprovalRequired, InvalidArgument, PolicyDenied
-from fetchml_agent.policy.model import PackagePolicy
 from fetchml_agent.policy.names import normalize_name
+from fetchml_agent.policy.schema import PackagePolicy
 from fetchml_agent.policy.specs import PackageSpec, SpecKind, parse_spec
 
 __all__ = [

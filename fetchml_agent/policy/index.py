@@ -57,8 +57,8 @@ from starlette.routing import Route
 
 from fetchml_agent.errors import UpstreamUnavailable
 from fetchml_agent.policy.engine import ALLOW, Approvals, Decision, decide_name
-from fetchml_agent.policy.model import PackagePolicy
 from fetchml_agent.policy.names import is_valid_name, normalize_name
+from fetchml_agent.policy.schema import PackagePolicy
 from fetchml_agent.policy.simple import (
     UPSTREAM_ACCEPT,
     DistFile,

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fetchml_agent.errors import InvalidArgument, PolicyDenied
-from fetchml_agent.policy.model import STARTUP_BLOCKED_ENV, PackagePolicy
 from fetchml_agent.policy.names import normalize_name
+from fetchml_agent.policy.schema import STARTUP_BLOCKED_ENV, PackagePolicy
 
 __all__ = ["SCAN_ARGV", "blocked_installed", "check_startup", "installed_from_json", "installed_from_path"]
 

@@ -13,12 +13,12 @@ import urllib.parse
 
 import httpx
 import pytest
-from conftest import TABLE, World
 from packaging.specifiers import SpecifierSet
 
 from fetchml_agent.policy.engine import Approvals, decide, decide_name
 from fetchml_agent.policy.simple import JSON_V1, version_of
 from fetchml_agent.policy.specs import SpecKind, parse_spec
+from tests.integration.index.indexworld import TABLE, World
 
 PIP_ROWS = [r for r in TABLE.ROWS if not r[1]]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import World
-from localindex import ServerThread, free_port_url
 
 from fetchml_agent.policy.index import IndexContext, make_index_app
-from fetchml_agent.policy.model import PackagePolicy
+from fetchml_agent.policy.schema import PackagePolicy
 from fetchml_agent.policy.simple import HTML_V1, JSON_V1, parse_project_page
+from tests.integration.index.indexworld import World
+from tests.integration.index.localindex import ServerThread, free_port_url
 
 PIP_ACCEPT = f"{JSON_V1}, {HTML_V1}; q=0.1, text/html; q=0.01"
 
@@ -157,7 +157,7 @@ def test_upstream_down_is_502_with_a_message(tmp_path: Path) -> None:
 
 def test_index_works_without_a_server_too(tmp_path: Path, wheelhouse: Path) -> None:
     """In-process through httpx's ASGI transport: the same app the agent mounts."""
-    from localindex import make_upstream_app
+    from tests.integration.index.localindex import make_upstream_app
 
     async def run() -> dict:
         upstream = httpx.ASGITransport(app=make_upstream_app(wheelhouse))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Venv, World, pip_install
+
+from tests.integration.index.indexworld import Venv, World, pip_install
 
 pytestmark = pytest.mark.slow
 

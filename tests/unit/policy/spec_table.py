@@ -1,14 +1,14 @@
 """The spec table: every form pip and conda accept, with the decision the policy must give.
 
-Shared by the unit suite (``test_spec_table.py``) and the index agreement test
-(``tests/integration/index/test_index_agreement.py``), which loads this file by path.
+Shared by the unit suite (``test_policy_spec_table.py``) and the index agreement test
+(``tests/integration/index/test_index_agreement.py``).
 Rows: ``(spec, conda, decision, package, rule)``; ``decision`` is ``allow``, ``deny``,
 ``approval_required`` or ``refused`` (the parser raises InvalidArgument; package/rule unused).
 """
 
 from __future__ import annotations
 
-from fetchml_agent.policy.model import (
+from fetchml_agent.policy.schema import (
     effective_policy,
     policy_from_document,
     workspace_security_from_document,

@@ -34,6 +34,7 @@ __all__ = [
     "BLOCKED_ENV",
     "DEFAULT_BLOCKED_PACKAGES",
     "DEFAULT_TRUSTED_CHANNELS",
+    "AGENT_SECTION_SCHEMA",
     "PACKAGE_MANAGEMENT_SCHEMA",
     "STARTUP_BLOCKED_ENV",
     "WORKSPACE_SECURITY_SCHEMA",
@@ -92,6 +93,9 @@ PACKAGE_MANAGEMENT_SCHEMA: dict[str, Any] = {
         ],
     },
 }
+
+#: The agent config's rule for its ``package_management:`` section (fetchml_agent.config merges it).
+AGENT_SECTION_SCHEMA: dict[str, Any] = {"type": "dict", "nullable": True, "schema": PACKAGE_MANAGEMENT_SCHEMA}
 
 
 @dataclass(frozen=True)

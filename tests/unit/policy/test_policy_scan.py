@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from fetchml_agent.errors import InvalidArgument, PolicyDenied
-from fetchml_agent.policy.model import PackagePolicy, apply_environ
 from fetchml_agent.policy.scan import (
     SCAN_ARGV,
     blocked_installed,
@@ -18,6 +17,7 @@ from fetchml_agent.policy.scan import (
     installed_from_json,
     installed_from_path,
 )
+from fetchml_agent.policy.schema import PackagePolicy, apply_environ
 
 PIP_LIST = json.dumps([{"name": "Requests", "version": "2.31.0"}, {"name": "numpy", "version": "1.26.4"},
                        {"name": "urllib3", "version": "2.0.7"}, {"name": "httpx", "version": "0.28.1"}])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fetchml_agent.errors import InvalidArgument
-from fetchml_agent.policy.model import (
+from fetchml_agent.policy.schema import (
     DEFAULT_TRUSTED_CHANNELS,
     PACKAGE_MANAGEMENT_SCHEMA,
     PackagePolicy,

@@ -13,7 +13,7 @@ import yaml
 
 from fetchml_agent.errors import UpstreamUnavailable
 from fetchml_agent.policy.index import INDEX_VARIABLES_TO_UNSET, default_upstream, workspace_index_config
-from fetchml_agent.policy.model import PackagePolicy
+from fetchml_agent.policy.schema import PackagePolicy
 from fetchml_agent.policy.simple import (
     HTML,
     HTML_V1,

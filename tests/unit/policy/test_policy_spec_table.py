@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from spec_table import APPROVED, POLICY, ROWS
 
 from fetchml_agent.errors import ApprovalRequired, InvalidArgument, PolicyDenied
 from fetchml_agent.policy.engine import Approvals, decide
 from fetchml_agent.policy.specs import parse_spec
+from tests.unit.policy.spec_table import APPROVED, POLICY, ROWS
 
 
 def _id(row: tuple) -> str:

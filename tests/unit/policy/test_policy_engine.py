@@ -15,7 +15,7 @@ from fetchml_agent.policy.engine import (
     decide_name,
     summarize,
 )
-from fetchml_agent.policy.model import PackagePolicy
+from fetchml_agent.policy.schema import PackagePolicy
 
 ALLOWLIST = PackagePolicy(allowlist=frozenset({"numpy", "pandas", "scikit-learn", "matplotlib", "requests"}),
                           approval_required=frozenset({"matplotlib"}))
