@@ -31,6 +31,7 @@ Call ``await app.state.index.aclose()`` when the agent stops (a mounted app gets
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -109,6 +111,21 @@ def _text(status: int, message: str, request: Request) -> Response:
     return PlainTextResponse(message + "\n", status_code=status, headers={"cache-control": "no-store"})
 
 
+def _local_path(url: str) -> Path:
+    """The file a ``file://`` URL names; a directory stands for its index.html (as pip reads it)."""
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    return path / "index.html" if path.is_dir() else path
+
+
+def _read_local(url: str) -> httpx.Response:
+    path = _local_path(url)
+    request = httpx.Request("GET", url)
+    if not path.is_file():
+        return httpx.Response(404, request=request)
+    media = "text/html" if path.suffix == ".html" else "application/octet-stream"
+    return httpx.Response(200, headers={"content-type": media}, content=path.read_bytes(), request=request)
+
+
 class IndexService:
     """The index's state: the upstream client, the page cache and the file cache."""
 
@@ -161,6 +178,8 @@ class IndexService:
             "until it answers. Check package_index.upstream in the agent's config.")
 
     async def _get(self, url: str) -> httpx.Response:
+        if url.startswith("file://"):
+            return await asyncio.to_thread(_read_local, url)
         try:
             resp = await self.client.get(url, headers={"accept": UPSTREAM_ACCEPT})
         except httpx.HTTPError as exc:
@@ -255,7 +274,20 @@ class IndexService:
         digest = hashlib.sha256(url.encode()).hexdigest()
         return self.cache_dir / "files" / digest[:2] / f"{digest[2:20]}-{filename}"
 
+    def fetchable(self, url: str) -> bool:
+        """Only an upstream that is itself a local directory may link local files."""
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        return scheme in ("http", "https") or (scheme == "file" and self.upstream.startswith("file://"))
+
     async def stream_file(self, url: str, filename: str, sha256: str | None) -> Response:
+        if not self.fetchable(url):
+            return PlainTextResponse(f"{filename}: the upstream linked it with a URL this index does not fetch\n",
+                                     status_code=403)
+        if url.startswith("file://"):  # a local mirror is its own cache
+            local = _local_path(url)
+            if not local.is_file():
+                return PlainTextResponse(f"{filename} is not on the upstream package index\n", status_code=404)
+            return FileResponse(local, media_type="application/octet-stream")
         path = self.cache_path(url, filename)
         if path.is_file():
             return FileResponse(path, media_type="application/octet-stream")
@@ -301,7 +333,8 @@ def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], A
                    proxy: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     """The filtering index as a Starlette app; see the module docstring for its routes.
 
-    ``upstream``: the simple index to filter (see :func:`default_upstream`); ``cache_dir``: where
+    ``upstream``: the simple index to filter, http(s) or a ``file://`` directory (see
+    :func:`default_upstream`); ``cache_dir``: where
     files are kept; ``resolve(key)``: the workspace's :class:`IndexContext`, or ``None``;
     ``on_decision(ctx, decision)``: awaited for every project decision (audit, dry-run log);
     ``page_ttl``: seconds a project page is reused. The service is ``app.state.index``.

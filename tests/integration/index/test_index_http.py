@@ -176,3 +176,63 @@ def test_index_works_without_a_server_too(tmp_path: Path, wheelhouse: Path) -> N
     assert body["meta"] == {"api-version": "1.0"} and len(body["files"]) == 2
     assert all(re.match(r"^\.\./\.\./files/alpha/[^/]+/alpha-", f["url"]) for f in body["files"])
     assert json.dumps(body)
+
+
+def test_a_file_url_upstream_directory(tmp_path: Path) -> None:
+    """``package_index.upstream: file:///...``: a directory laid out as a simple index (offline mirrors)."""
+    from fetchml_agent.policy.simple import DistFile, ProjectPage, render_project, render_root
+    from tests.integration.index.localindex import build_wheel
+
+    (tmp_path / "files").mkdir()
+    wheel = build_wheel(tmp_path / "files", "six", "1.17.0")
+    (tmp_path / "simple" / "six").mkdir(parents=True)
+    (tmp_path / "simple" / "index.html").write_bytes(render_root(["six", "requests"], "text/html", lambda n: f"{n}/"))
+    page = ProjectPage("six", (DistFile(wheel.name, f"../../files/{wheel.name}"),))
+    (tmp_path / "simple" / "six" / "index.html").write_bytes(render_project(page, "text/html", lambda f: f.url))
+
+    async def run() -> tuple[httpx.Response, httpx.Response, httpx.Response, httpx.Response]:
+        async def resolve(key: str) -> IndexContext | None:
+            return IndexContext(PackagePolicy())
+
+        app = make_index_app(upstream=(tmp_path / "simple").as_uri() + "/", cache_dir=tmp_path / "cache",
+                             resolve=resolve)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent.test") as c:
+            root = await c.get("/k/simple/")
+            project = await c.get("/k/simple/six/", headers={"accept": JSON_V1})
+            file = await c.get(str(project.url.join(project.json()["files"][0]["url"])))
+            missing = await c.get("/k/simple/absent/")
+        await app.state.index.aclose()
+        return root, project, file, missing
+
+    root, project, file, missing = asyncio.run(run())
+    assert '<a href="six/">six</a>' in root.text and "requests" not in root.text
+    assert project.status_code == 200 and file.content == wheel.read_bytes()
+    assert missing.status_code == 404
+
+
+def test_an_http_upstream_cannot_make_the_index_read_local_files(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    secret = tmp_path / "secret-1.0-py3-none-any.whl"
+    secret.write_bytes(b"agent-local data")
+
+    async def page(request: object) -> HTMLResponse:
+        return HTMLResponse(f'<a href="{secret.as_uri()}">{secret.name}</a>')
+
+    async def resolve(key: str) -> IndexContext | None:
+        return IndexContext(PackagePolicy())
+
+    async def run() -> httpx.Response:
+        hostile = httpx.ASGITransport(app=Starlette(routes=[Route("/simple/secret/", page)]))
+        app = make_index_app(upstream="http://hostile.test/simple/", cache_dir=tmp_path / "c", resolve=resolve,
+                             transport=hostile)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent.test") as c:
+            listing = await c.get("/k/simple/secret/", headers={"accept": JSON_V1})
+            r = await c.get(str(listing.url.join(listing.json()["files"][0]["url"])))
+        await app.state.index.aclose()
+        return r
+
+    r = asyncio.run(run())
+    assert r.status_code == 403 and b"agent-local" not in r.content
