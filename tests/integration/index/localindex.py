@@ -25,6 +25,8 @@ from starlette.routing import Route
 from fetchml_agent.policy.names import dist_filename_parts, normalize_name
 from fetchml_agent.policy.simple import JSON_V1, DistFile, ProjectPage, negotiate, render_project, render_root
 
+__all__ = ["ServerThread", "build_wheel", "free_port_url", "make_upstream_app", "wheel_metadata"]
+
 
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
