@@ -65,7 +65,10 @@ class Agent:
         limits = config.section("limits")
         self.start_slots = asyncio.Semaphore(limits.get("max_concurrent_starts", 4))
         self.max_workspaces = int(limits.get("max_workspaces", 1000))
-        self.extensions: dict[str, Any] = {}  # services of other concerns, keyed by name
+        # Services of other concerns, keyed by name; also their hooks: "start_hooks" and
+        # "shutdown_hooks" (async fn(agent), awaited in Agent.start after the store is open and in
+        # Agent.close), and the per-workspace hooks listed in fetchml_agent.service.
+        self.extensions: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._list_cache: dict[str, Any] = {}
         from .service import setup_agent
@@ -81,6 +84,8 @@ class Agent:
         await self.runtime.open()
         for ws in await self.store.run(load_workspaces):
             self.workspaces[ws.name] = ws
+        for hook in self.extensions.get("start_hooks", []):
+            await hook(self)
         from .service.workspaces import adopt_all
 
         await adopt_all(self)
@@ -94,6 +99,13 @@ class Agent:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        # Services release what they hold (the package index's HTTP client, ...); a hook that
+        # fails must not keep the agent from closing its runtime and store.
+        for hook in self.extensions.get("shutdown_hooks", []):
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("shutdown hook failed")
         await self.runtime.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 

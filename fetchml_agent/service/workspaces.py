@@ -195,6 +195,9 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
         await agent.save(ws)
         await call.progress(f"starting workspace {ws.name} on the {agent.runtime.name} runtime")
         try:
+            # e.g. the package policy's startup scan: a hook that raises stops the start.
+            for hook in agent.extensions.get("before_start_hooks", []):
+                await hook(agent, call, ws)
             started = await agent.runtime.start(spec_for(agent, ws, gpu_ids), call.progress)
         except FetchmlError as exc:
             ws.status, ws.status_message, ws.runtime_state = "failed", exc.message, None
