@@ -735,6 +735,11 @@ async def _run_installer(agent: Agent, call: Call, ws: Workspace, parsed: list[P
             svc._forced.pop(ws.id, None)
             refused_by_index = svc._watch.pop(ws.id, [])
     specs_text = " ".join(p.raw.strip() for p in parsed)
+    shown: set[str | None] = set()
+    for d in refused_by_index:  # dry run: what the index let through that enforcement would refuse
+        if d.would_have is not None and d.package not in shown:
+            shown.add(d.package)
+            await call.progress(f"dry run (package index): {d.reason}")
     if result.exit_code != 0:
         error: FetchmlError
         refused = [d for d in refused_by_index if d.decision != ALLOW]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -36,8 +35,3 @@ def workspace(pkg_agent: AgentProcess, request: pytest.FixtureRequest) -> Iterat
     yield name
     pkg_agent.ml("jupyter", "delete", name, "--yes", check=False)
 
-
-def site_packages(agent: AgentProcess, name: str) -> Path:
-    """The workspace venv's site-packages (the local runtime's layer)."""
-    ws_id = agent.ml_json("jupyter", "info", name)["id"]
-    return next((agent.data_dir / "envs" / ws_id).glob("lib/python*/site-packages"))

@@ -12,7 +12,8 @@ from typing import Any
 from tests.conftest import AgentProcess, free_port
 from tests.integration.index.localindex import ServerThread, build_wheel, make_upstream_app
 
-__all__ = ["BLOCKED", "POLICY", "WHEELS", "ServerThread", "agent_for", "make_upstream", "make_wheelhouse"]
+__all__ = ["BLOCKED", "POLICY", "WHEELS", "ServerThread", "agent_for", "make_upstream", "make_wheelhouse",
+           "site_packages", "workspace_python"]
 
 # name -> [(version, requires)]; none of these names is in the agent's own environment.
 WHEELS: dict[str, list[tuple[str, list[str]]]] = {
@@ -50,3 +51,14 @@ def agent_for(root: Path, upstream_url: str, policy: dict[str, Any] | None = Non
         "package_index": {"upstream": upstream_url},
         **extra,
     })
+
+
+def workspace_python(agent: AgentProcess, name: str) -> Path:
+    """The local runtime's Python of workspace ``name`` (its venv)."""
+    ws_id = agent.ml_json("jupyter", "info", name)["id"]
+    return agent.data_dir / "envs" / ws_id / "bin" / "python"
+
+
+def site_packages(agent: AgentProcess, name: str) -> Path:
+    """The workspace venv's site-packages: what the workspace installed itself."""
+    return next(workspace_python(agent, name).parent.parent.glob("lib/python*/site-packages"))
