@@ -120,14 +120,20 @@ _INSTALLER_VARIABLES = ("PIP_", "UV_", "CONDA")
 _INDEX_AUDIT_TTL = 60.0
 
 _REPORT_MARK = b"@@fetchml-pip-report@@ "
-# Runs inside the workspace (standard library only, ``python3 -S``): pip with --report, then one
-# marker line with what was installed, so the agent records exactly what pip put there.
+# Runs inside the workspace with its Python: ``python -m pip install --report FILE ...`` in this same
+# process (one interpreter start, not two), then one marker line with what pip installed, so the
+# agent records exactly that.
 _PIP_WRAPPER = (
-    "import json, os, subprocess, sys, tempfile\n"
+    "import json, os, runpy, sys, tempfile\n"
     "fd, path = tempfile.mkstemp(prefix='fetchml-pip-report-', suffix='.json')\n"
     "os.close(fd)\n"
+    "sys.argv = ['pip', 'install', '--report', path] + sys.argv[1:]\n"
+    "code = 0\n"
     "try:\n"
-    "    code = subprocess.call([sys.executable, '-m', 'pip', 'install', '--report', path] + sys.argv[1:])\n"
+    "    runpy.run_module('pip', run_name='__main__', alter_sys=True)\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)\n"
+    "try:\n"
     "    if code == 0:\n"
     "        with open(path, encoding='utf-8') as fh:\n"
     "            report = json.load(fh)\n"
@@ -719,7 +725,7 @@ async def _run_installer(agent: Agent, call: Call, ws: Workspace, parsed: list[P
             argv += ["-c", channel]
         argv += _pip_argv(parsed)
     else:
-        argv = ["python3", "-S", "-c", _PIP_WRAPPER, "--no-input", "--progress-bar", "off", *_pip_argv(parsed)]
+        argv = ["python3", "-c", _PIP_WRAPPER, "--no-input", "--progress-bar", "off", *_pip_argv(parsed)]
     output = _PipOutput(call.log)
     async with agent.lock(f"{ws.name}#packages"):
         await run_blocking(svc.write_index_files, ws, policy)
