@@ -71,6 +71,9 @@ def test_pip_in_a_notebook_uses_the_workspace_index(pkg_agent: AgentProcess, wor
     out = execute(url, "!pip install netlib", timeout=240)
     assert 'fetchml-policy="netlib is blocked by the package policy' in out, out
     assert "No matching distribution found for netlib" in out
+    # requests itself sits in the local runtime's shared base; any other version must come from the index
+    out = execute(url, "!pip install requests==2.31.0", timeout=240)
+    assert 'fetchml-policy="requests is blocked by the package policy' in out, out
     out = execute(url, "!pip install webtool", timeout=240)
     assert "No matching distribution found for netlib" in out, out
     # %pip and pip's own config: the same index, whatever the host's pip configuration says
