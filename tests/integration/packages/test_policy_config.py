@@ -80,12 +80,15 @@ def test_startup_scan_follows_the_seed_variables(make_agent: Any) -> None:
     agent.ml("jupyter", "create", "seed-example", user="bob")
     agent.ml("jupyter", "install", "seed-example", "netlib", "alpha", "--force")  # netlib is in the environment now
     assert agent.ml("jupyter", "restart", "seed-example", check=False).returncode == 5
+    request_id = agent.ml_json("jupyter", "request", "seed-example", "custom-package", user="bob")["request"]["id"]
+    agent.ml("jupyter", "approve", request_id)
 
     agent.stop()
     agent.start(env={"FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES": "off"})
     assert agent.ml_json("jupyter", "restart", "seed-example")["status"] == "running"
     blocked = agent.ml("jupyter", "install", "seed-example", "netlib", user="bob", check=False)
     assert blocked.returncode == 5 and "blocked_packages" in blocked.stderr  # installs stay blocked
+    assert _check(agent, "custom-package", "--workspace", "seed-example")[1]["rule"] == "approved_request"  # kept
     scan = json.loads(agent.ml("jupyter", "security-scan", "seed-example", "--json", check=False).stdout)
     assert scan["startup_scan"]["list"] == "off" and scan["startup_scan"]["found"] == []
     assert [f["name"] for f in scan["findings"] if f["location"] == "workspace"] == ["netlib"]  # still reported
