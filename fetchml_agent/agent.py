@@ -94,6 +94,11 @@ class Agent:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        for hook in self.extensions.get("shutdown_hooks", []):
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("shutdown hook failed")
         await self.runtime.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
@@ -159,7 +164,10 @@ class Agent:
     async def audit(
         self, user: str, action: str, workspace: str | None, outcome: str = "ok", **details: Any
     ) -> None:
-        await self.store.run(insert_event, user, action, workspace, outcome, details)
+        event_id = await self.store.run(insert_event, user, action, workspace, outcome, details)
+        for listener in self.extensions.get("audit_listeners", []):
+            listener({"id": event_id, "ts": time.time(), "user": user, "action": action,
+                      "workspace": workspace, "outcome": outcome, "details": details})
 
     def overloaded(self) -> Overloaded:
         return Overloaded(
