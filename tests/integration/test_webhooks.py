@@ -10,7 +10,7 @@ import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,9 +18,9 @@ from tests.conftest import AgentProcess, free_port
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict[str, str], bytes]] = []
+    received: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Receiver.received.append((self.path, dict(self.headers), body))
         self.send_response(200 if self.path != "/broken" else 500)
@@ -75,7 +75,7 @@ def test_events_reach_http_slack_and_email(tmp_path: Path) -> None:
         agent.start()
         agent.ml_json("jupyter", "create", "hooked")
         _wait(lambda: any(p == "/hook" for p, _, _ in _Receiver.received))
-        path, headers, body = next(r for r in _Receiver.received if r[0] == "/hook")
+        _, headers, body = next(r for r in _Receiver.received if r[0] == "/hook")
         event = json.loads(body)
         assert event["event"] == "workspace_created" and event["workspace"] == "hooked" and event["user"] == "admin"
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
