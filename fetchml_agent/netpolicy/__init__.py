@@ -169,6 +169,7 @@ def _variables(policy: NetPolicy, workspaces: Iterable[WorkspaceNet]) -> dict[st
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
     undefined=jinja2.StrictUndefined,
+    trim_blocks=True,  # as Ansible's template module renders the same file
     keep_trailing_newline=True,
     autoescape=False,
 )
