@@ -569,7 +569,13 @@ class DockerRuntime(Runtime):
     def _gpus_in_use(self, except_name: str) -> set[int]:
         used: set[int] = set()
         with _docker_errors("listing workspace containers"):
-            for c in self.client.containers.list(filters={"label": [f"{_INSTANCE}={self.prefix}"]}):
+            for c in self.client.containers.list(
+                all=True,
+                filters={
+                    "label": [f"{_INSTANCE}={self.prefix}"],
+                    "status": ["created", "running", "restarting"],
+                },
+            ):
                 if c.name == self._names(except_name)[0]:
                     continue
                 used.update(int(x) for x in (c.labels.get(_GPUS) or "").split(",") if x)
@@ -656,10 +662,24 @@ class DockerRuntime(Runtime):
                     )
                 gpu_ids = free[: spec.resources.gpu]
             await progress("preparing network")
-            net, new_net = await self._ensure_network(spec)
-            if new_net:
-                created.append("network")
+
+            def ensure_volume() -> None:
+                with _docker_errors(f"creating volume {vol_name}"):
+                    try:
+                        self.client.volumes.get(vol_name)
+                    except docker.errors.NotFound:
+                        self.client.volumes.create(vol_name, labels=self._labels(spec))
+                        created.append("volume")
+
+            volume_job = asyncio.ensure_future(_blocking(ensure_volume))
             try:
+                try:
+                    net, new_net = await self._ensure_network(spec)
+                    if new_net:
+                        created.append("network")
+                finally:
+                    await asyncio.gather(volume_job, return_exceptions=True)
+                volume_job.result()
                 kwargs = self._container_config(spec, image, gpu_ids, net.name, vol_name)
                 if existing is not None and existing.labels.get(_CONFIG) != kwargs["labels"][_CONFIG]:
                     await progress("settings changed: recreating the container (files are kept)")
@@ -668,22 +688,22 @@ class DockerRuntime(Runtime):
 
                 def create() -> Any:
                     with _docker_errors(f"creating container {cname}"):
-                        try:
-                            self.client.volumes.get(vol_name)
-                        except docker.errors.NotFound:
-                            self.client.volumes.create(vol_name, labels=self._labels(spec))
-                            created.append("volume")
                         container = self.client.containers.create(**kwargs)
                         created.append("container")
                         return container
 
                 container = existing if existing is not None else await _blocking(create)
-                await progress("starting")
-                with _docker_errors(f"starting container {cname}"):
-                    await _blocking(container.start)
             except BaseException:
                 await self._undo(spec, created, locked=True)
                 raise
+        # The container exists (and holds its GPUs) now: starting it needs no lock.
+        await progress("starting")
+        try:
+            with _docker_errors(f"starting container {cname}"):
+                await _blocking(container.start)
+        except BaseException:
+            await self._undo(spec, created)
+            raise
         return await self._ready(spec, container, progress, created)
 
     async def _ready(
@@ -693,6 +713,7 @@ class DockerRuntime(Runtime):
             port = await _blocking(self._published_port, container)
             url = f"http://{self.publish_addr}:{port}/"
             deadline = time.monotonic() + self.ready_timeout
+            polls = 0
             async with httpx.AsyncClient(timeout=2.0) as http:
                 while True:
                     with contextlib.suppress(httpx.HTTPError):
@@ -701,7 +722,9 @@ class DockerRuntime(Runtime):
                         )
                         if r.status_code == 200:
                             break
-                    await _blocking(container.reload)
+                    polls += 1
+                    if polls % 10 == 0:  # a dead container is noticed within half a second
+                        await _blocking(container.reload)
                     if container.status not in ("running", "created"):
                         logs = (await _blocking(container.logs, tail=15)).decode(errors="replace")
                         raise BackendError(f"workspace {spec.name} exited while starting", logs.strip())
@@ -710,7 +733,7 @@ class DockerRuntime(Runtime):
                             f"JupyterLab of workspace {spec.name} did not answer within {self.ready_timeout:.0f}s",
                             f"container {container.name}; see `docker logs {container.name}`",
                         )
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.025)
         except BaseException:
             await self._undo(spec, created)
             raise
