@@ -20,6 +20,7 @@ if [ "${FORCE:-0}" != 1 ] && [ "$have" = "$hash" ]; then
   echo "workspace image $tag is up to date"; exit 0
 fi
 
+old_id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
 index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}
 case "$index" in file:*) index= ;; esac   # a file:// index on this host is not visible in the build
 start=$(date +%s)
@@ -28,3 +29,7 @@ docker build --tag "$tag" \
   ${index:+--build-arg PIP_INDEX_URL="$index"} \
   "$here/workspace"
 echo "built workspace image $tag in $(( $(date +%s) - start ))s"
+# The image this one replaced is untagged now: remove it unless a container still uses it.
+if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+  docker image rm "$old_id" >/dev/null 2>&1 || true
+fi

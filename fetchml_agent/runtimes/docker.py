@@ -43,7 +43,7 @@ import tarfile
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -52,7 +52,7 @@ import httpx
 import requests.exceptions
 from packaging.requirements import InvalidRequirement, Requirement
 
-from fetchml_agent import __version__
+from fetchml_agent.aio import run_blocking
 from fetchml_agent.errors import (
     BackendError,
     BackendUnavailable,
@@ -66,6 +66,7 @@ from fetchml_agent.errors import (
 )
 from fetchml_agent.gpus import detect_gpus
 from fetchml_agent.netpolicy import Firewall, NetPolicy, WorkspaceNet
+from fetchml_agent.policy.scan import SCAN_ARGV, Installed, installed_from_json
 from fetchml_agent.runtimes.base import (
     ExecResult,
     Output,
@@ -76,6 +77,7 @@ from fetchml_agent.runtimes.base import (
     Status,
     WorkspaceSpec,
 )
+from fetchml_agent.runtimes.docker_schema import DEFAULT_IMAGE
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -86,7 +88,6 @@ __all__ = [
     "rewrite_loopback_urls",
 ]
 
-DEFAULT_IMAGE = f"fetchml/workspace:{__version__}"
 LABEL = "io.fetchml"  # every label this runtime writes starts with it
 _INSTANCE = f"{LABEL}.instance"
 _WS_ID = f"{LABEL}.workspace.id"
@@ -103,12 +104,10 @@ _IMAGE_REF = re.compile(
     r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
 
+if TYPE_CHECKING:
+    from fetchml_agent.config import AgentConfig
+
 PackageCheck = Callable[[list[str]], "Awaitable[None] | None"]
-_T = TypeVar("_T")
-
-
-async def _blocking(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def _explain(exc: Exception) -> str:
@@ -184,7 +183,8 @@ class DockerRuntime(Runtime):
     """Workspaces as containers of the local Docker engine; see the module docstring.
 
     ``image`` is the default workspace image; ``allowed_images`` (``None``: any) limits what
-    ``--image`` may name, besides images this runtime built itself. ``index`` is the address and
+    ``--image`` may name, besides images this runtime built itself; ``allowed_bases`` is the
+    list the agent passes to :meth:`build_image` (``None``: any). ``index`` is the address and
     port at which containers reach the agent's package index (address ``None``: the gateway of
     Docker's default bridge, e.g. 172.17.0.1; the agent must listen there); ``dns`` and
     ``allow`` open more destinations (:class:`~fetchml_agent.netpolicy.NetPolicy`). ``gpus`` are
@@ -198,6 +198,7 @@ class DockerRuntime(Runtime):
         *,
         image: str = DEFAULT_IMAGE,
         allowed_images: Sequence[str] | None = None,
+        allowed_bases: Sequence[str] | None = ("fetchml/workspace",),
         base_url: str = "unix:///var/run/docker.sock",
         prefix: str = "fetchml",
         publish_addr: str = "127.0.0.1",
@@ -217,6 +218,7 @@ class DockerRuntime(Runtime):
             raise InvalidArgument(f"docker runtime prefix: expected a short lower-case name, got {prefix!r}")
         self.image = image
         self.allowed_images = list(allowed_images) if allowed_images is not None else None
+        self.allowed_bases = list(allowed_bases) if allowed_bases is not None else None
         self.base_url = base_url
         self.prefix = prefix
         self.publish_addr = publish_addr
@@ -235,7 +237,37 @@ class DockerRuntime(Runtime):
         self.firewall: Firewall | None = None
         self._masquerade = True
         self._lock = asyncio.Lock()
-        self._scans: dict[str, list[dict[str, str]]] = {}
+        self._scans: dict[str, list[Installed]] = {}
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> DockerRuntime:
+        """From agent.yaml's ``docker:`` section (:data:`~fetchml_agent.runtimes.docker_schema.
+        DOCKER_SECTION_SCHEMA`). The index defaults to the agent's own port on the gateway of
+        Docker's default bridge."""
+        d = config.section("docker")
+        index_addr: str | None = None
+        index_port = config.port
+        if d.get("index"):
+            host, _, port = str(d["index"]).rpartition(":")
+            index_addr, index_port = (host.strip("[]") or None), int(port)
+        return cls(
+            image=d.get("image") or DEFAULT_IMAGE,
+            allowed_images=d.get("allowed_images"),
+            allowed_bases=d.get("allowed_bases", ["fetchml/workspace"]),
+            base_url=d.get("socket") or "unix:///var/run/docker.sock",
+            prefix=d.get("prefix") or "fetchml",
+            publish_addr=d.get("publish_addr") or "127.0.0.1",
+            index=(index_addr, index_port),
+            dns=d.get("dns") or (),
+            allow=d.get("allow") or (),
+            table=d.get("firewall_table") or "fetchml_docker",
+            log_rate=d.get("log_rate") or "10/minute",
+            subnet_pool=d.get("subnet_pool") or "10.213.0.0/16",
+            subnet_prefix=int(d.get("subnet_prefix") or 28),
+            gpus=d.get("gpus"),
+            pids_limit=d.get("pids_limit", 4096),
+            ready_timeout=float(d.get("start_timeout") or 120),
+        )
 
     # -- connection -----------------------------------------------------------------------
 
@@ -259,7 +291,7 @@ class DockerRuntime(Runtime):
                     gateway = cfg.get("Gateway") or str(next(ipaddress.ip_network(cfg["Subnet"]).hosts()))
                 return client, gateway
 
-        self._client, gateway = await _blocking(connect)
+        self._client, gateway = await run_blocking(connect)
         index = None
         if self._index is not None:
             index = (self._index[0] or gateway or "", int(self._index[1]))
@@ -279,13 +311,13 @@ class DockerRuntime(Runtime):
             policy.index is not None and not _is_local_address(policy.index[0])
         )
         if self._gpus is None:
-            self._gpus = [g["index"] for g in await _blocking(detect_gpus)]
+            self._gpus = [g["index"] for g in await run_blocking(detect_gpus)]
         async with self._lock:
             await self._apply_firewall()
 
     async def close(self) -> None:
         if self._client is not None:
-            await _blocking(self._client.close)
+            await run_blocking(self._client.close)
             self._client = None
 
     @property
@@ -336,7 +368,7 @@ class DockerRuntime(Runtime):
     async def _apply_firewall(self, extra: WorkspaceNet | None = None, without: str | None = None) -> None:
         """Render the table for our networks (+ ``extra``, - network ``without``). Hold the lock."""
         assert self.firewall is not None
-        nets = [n for n in await _blocking(self._our_networks) if n.name != without]
+        nets = [n for n in await run_blocking(self._our_networks) if n.name != without]
         entries = [self._net_entry(n) for n in nets]
         entries = [e for e in entries if e.iface]
         if extra is not None and all(e.name != extra.name for e in entries):
@@ -369,11 +401,11 @@ class DockerRuntime(Runtime):
                 except docker.errors.NotFound:
                     return None
 
-        net = await _blocking(find)
+        net = await run_blocking(find)
         if net is not None:
             await self._apply_firewall()
             return net, False
-        subnet = await _blocking(self._free_subnet)
+        subnet = await run_blocking(self._free_subnet)
         iface = _iface_for(self.prefix, spec.id)
         await self._apply_firewall(extra=WorkspaceNet(spec.name, iface, str(subnet)))
 
@@ -398,7 +430,7 @@ class DockerRuntime(Runtime):
                 )
 
         try:
-            return await _blocking(create), True
+            return await run_blocking(create), True
         except FetchmlError:
             await self._apply_firewall()
             raise
@@ -419,11 +451,12 @@ class DockerRuntime(Runtime):
                 "allowed: " + ", ".join(self.allowed_images or []) + "; ask an admin to add it",
             )
 
-    async def list_distributions(self, image: str) -> list[dict[str, str]]:
-        """The Python distributions installed in ``image`` (``[{"name", "version"}]``), for the
-        startup scan: ``python -m pip list --format=json`` in a throwaway container with no
-        network. Cached per image id (images are immutable)."""
-        img = await _blocking(self._image, image)
+    async def list_distributions(self, image: str) -> list[Installed]:
+        """``[(name, version)]`` of the Python distributions installed in ``image``, for the
+        startup scan (:func:`fetchml_agent.policy.scan.check_startup`): the policy's
+        :data:`~fetchml_agent.policy.scan.SCAN_ARGV` run with the image's ``python`` in a
+        throwaway container with no network. Cached per image id (images are immutable)."""
+        img = await run_blocking(self._image, image)
         if img.id in self._scans:
             return self._scans[img.id]
 
@@ -431,8 +464,7 @@ class DockerRuntime(Runtime):
             with _docker_errors(f"listing the packages of image {image}"):
                 return self.client.containers.run(
                     img.id,
-                    ["python", "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
-                    entrypoint=[],
+                    ["python", *SCAN_ARGV],
                     remove=True,
                     network_disabled=True,
                     stdout=True,
@@ -443,14 +475,11 @@ class DockerRuntime(Runtime):
                 )
 
         try:
-            raw = await _blocking(scan)
-            found = [{"name": d["name"], "version": d["version"]} for d in json.loads(raw)]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"cannot list the Python packages in image {image}", str(exc)) from exc
-        except BackendError as exc:
+            found = installed_from_json((await run_blocking(scan)).decode(errors="replace"))
+        except (InvalidArgument, BackendError) as exc:
             raise BackendError(
                 f"cannot list the Python packages in image {image}",
-                f"{exc.details or exc.message}; the image needs `python -m pip` on its PATH",
+                f"{exc.details or exc.message}; the image needs `python` on its PATH",
             ) from exc
         self._scans[img.id] = found
         return found
@@ -493,7 +522,7 @@ class DockerRuntime(Runtime):
         checked = check_packages(list(specs))
         if asyncio.iscoroutine(checked) or isinstance(checked, asyncio.Future):
             await checked
-        base_img = await _blocking(self._image, base)
+        base_img = await run_blocking(self._image, base)
         dockerfile = _custom_dockerfile(base_img.id, specs, gpu_support)
         labels = {
             _BUILT_BY: self.prefix,
@@ -545,7 +574,7 @@ class DockerRuntime(Runtime):
             return image_id
 
         await progress(f"building {tag} from {base}")
-        job = asyncio.ensure_future(_blocking(build))
+        job = asyncio.ensure_future(run_blocking(build))
         while (line := await lines.get()) is not None:
             tail = [*tail[-19:], line]
             await progress(line)
@@ -641,18 +670,18 @@ class DockerRuntime(Runtime):
         """Start (or adopt, or restart) the workspace's container; return once JupyterLab answers."""
         ref = spec.image or self.image
         await progress(f"checking image {ref}")
-        image = await _blocking(self._image, ref)
+        image = await run_blocking(self._image, ref)
         self._check_image_allowed(ref, image)
         cname, _, vol_name = self._names(spec.name)
         created: list[str] = []
         async with self._lock:
-            existing = await _blocking(self._find_container, spec.name)
+            existing = await run_blocking(self._find_container, spec.name)
             if existing is not None and existing.status == "running":
                 await progress("already running: adopting")
                 return await self._ready(spec, existing, progress, created)
-            gpu_ids: list[int] = []
-            if spec.resources.gpu:
-                in_use = await _blocking(self._gpus_in_use, spec.name)
+            gpu_ids = list(spec.gpu_ids)
+            if spec.resources.gpu and not gpu_ids:  # the agent did not assign them: pick here
+                in_use = await run_blocking(self._gpus_in_use, spec.name)
                 free = [g for g in (self._gpus or []) if g not in in_use]
                 if len(free) < spec.resources.gpu:
                     raise InsufficientResources(
@@ -661,6 +690,10 @@ class DockerRuntime(Runtime):
                         "stop a workspace that holds GPUs or ask for fewer (--gpu)",
                     )
                 gpu_ids = free[: spec.resources.gpu]
+            elif any(g not in (self._gpus or []) for g in gpu_ids):
+                raise InsufficientResources(
+                    f"workspace {spec.name} was assigned GPU(s) {gpu_ids} but this host has {self._gpus or 'none'}"
+                )
             await progress("preparing network")
 
             def ensure_volume() -> None:
@@ -671,7 +704,7 @@ class DockerRuntime(Runtime):
                         self.client.volumes.create(vol_name, labels=self._labels(spec))
                         created.append("volume")
 
-            volume_job = asyncio.ensure_future(_blocking(ensure_volume))
+            volume_job = asyncio.ensure_future(run_blocking(ensure_volume))
             try:
                 try:
                     net, new_net = await self._ensure_network(spec)
@@ -683,7 +716,7 @@ class DockerRuntime(Runtime):
                 kwargs = self._container_config(spec, image, gpu_ids, net.name, vol_name)
                 if existing is not None and existing.labels.get(_CONFIG) != kwargs["labels"][_CONFIG]:
                     await progress("settings changed: recreating the container (files are kept)")
-                    await _blocking(self._remove_container, existing)
+                    await run_blocking(self._remove_container, existing)
                     existing = None
 
                 def create() -> Any:
@@ -692,7 +725,7 @@ class DockerRuntime(Runtime):
                         created.append("container")
                         return container
 
-                container = existing if existing is not None else await _blocking(create)
+                container = existing if existing is not None else await run_blocking(create)
             except BaseException:
                 await self._undo(spec, created, locked=True)
                 raise
@@ -700,7 +733,7 @@ class DockerRuntime(Runtime):
         await progress("starting")
         try:
             with _docker_errors(f"starting container {cname}"):
-                await _blocking(container.start)
+                await run_blocking(container.start)
         except BaseException:
             await self._undo(spec, created)
             raise
@@ -710,7 +743,7 @@ class DockerRuntime(Runtime):
         self, spec: WorkspaceSpec, container: Any, progress: Progress, created: list[str]
     ) -> Started:
         try:
-            port = await _blocking(self._published_port, container)
+            port = await run_blocking(self._published_port, container)
             url = f"http://{self.publish_addr}:{port}/"
             deadline = time.monotonic() + self.ready_timeout
             polls = 0
@@ -724,9 +757,9 @@ class DockerRuntime(Runtime):
                             break
                     polls += 1
                     if polls % 10 == 0:  # a dead container is noticed within half a second
-                        await _blocking(container.reload)
+                        await run_blocking(container.reload)
                     if container.status not in ("running", "created"):
-                        logs = (await _blocking(container.logs, tail=15)).decode(errors="replace")
+                        logs = (await run_blocking(container.logs, tail=15)).decode(errors="replace")
                         raise BackendError(f"workspace {spec.name} exited while starting", logs.strip())
                     if time.monotonic() > deadline:
                         raise Timeout(
@@ -751,7 +784,14 @@ class DockerRuntime(Runtime):
         }
         if res.disk_mb:
             limits["disk"] = "not enforced: Docker's storage driver on this host has no quota"
-        state = {"container_id": container.id, "container": container.name, "port": port, "url": url}
+        gpus = [int(x) for x in (container.labels.get(_GPUS) or "").split(",") if x]
+        state = {
+            "container_id": container.id,
+            "container": container.name,
+            "port": port,
+            "url": url,
+            "gpu_indexes": gpus,
+        }
         return Started(state=state, url=url, limits=limits)
 
     def _published_port(self, container: Any) -> int:
@@ -781,7 +821,7 @@ class DockerRuntime(Runtime):
                     self.client.networks.get(net_name).remove()
 
         if created:
-            await _blocking(undo)
+            await run_blocking(undo)
             if "network" in created:
                 async with contextlib.AsyncExitStack() as stack:
                     if not locked:
@@ -798,7 +838,7 @@ class DockerRuntime(Runtime):
                 return None
 
     async def poll(self, state: State) -> Status:
-        container = await _blocking(self._container, state)
+        container = await run_blocking(self._container, state)
         if container is None:
             return Status("missing", "the container is gone")
         s = container.status
@@ -808,13 +848,13 @@ class DockerRuntime(Runtime):
             return Status("starting")
         code = int(container.attrs.get("State", {}).get("ExitCode", 0))
         if s in ("exited", "dead") and code not in (0, 130, 143, 137):
-            logs = (await _blocking(container.logs, tail=3)).decode(errors="replace").strip()
+            logs = (await run_blocking(container.logs, tail=3)).decode(errors="replace").strip()
             return Status("failed", f"exited with code {code}: {logs.splitlines()[-1] if logs else ''}")
         return Status("stopped", f"container {s}")
 
     async def stop(self, state: State, grace: float = 5.0) -> None:
         """SIGINT, then SIGTERM after ``grace`` s, then SIGKILL; the container and files stay."""
-        container = await _blocking(self._container, state)
+        container = await run_blocking(self._container, state)
         if container is None:
             return
         for sig in ("SIGINT", "SIGTERM", "SIGKILL"):
@@ -841,7 +881,7 @@ class DockerRuntime(Runtime):
 
         with _docker_errors(f"stopping container {container.name}"):
             try:
-                return await _blocking(run)
+                return await run_blocking(run)
             except docker.errors.NotFound:
                 return False
 
@@ -870,8 +910,15 @@ class DockerRuntime(Runtime):
                         network.remove()
 
         async with self._lock:
-            await _blocking(remove_all)
+            await run_blocking(remove_all)
             await self._apply_firewall(without=net_name)
+
+    async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
+        """``reset --hard``: remove the (stopped) container, whose layer holds the installed
+        packages; the volume with the files stays, and the next start creates a fresh container."""
+        existing = await run_blocking(self._find_container, spec.name)
+        if existing is not None and existing.labels.get(_INSTANCE) == self.prefix:
+            await run_blocking(self._remove_container, existing)
 
     async def discover(self) -> list[tuple[str, State]]:
         def running() -> list[Any]:
@@ -883,7 +930,7 @@ class DockerRuntime(Runtime):
                 )
 
         found = []
-        for c in await _blocking(running):
+        for c in await run_blocking(running):
             port = None
             bindings = (c.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
                 f"{c.labels.get(f'{LABEL}.port', _DEFAULT_PORT)}/tcp"
@@ -891,8 +938,18 @@ class DockerRuntime(Runtime):
             if bindings:
                 port = int(bindings[0]["HostPort"])
             url = f"http://{self.publish_addr}:{port}/" if port else None
+            gpus = [int(x) for x in (c.labels.get(_GPUS) or "").split(",") if x]
             found.append(
-                (c.labels[_WS_ID], {"container_id": c.id, "container": c.name, "port": port, "url": url})
+                (
+                    c.labels[_WS_ID],
+                    {
+                        "container_id": c.id,
+                        "container": c.name,
+                        "port": port,
+                        "url": url,
+                        "gpu_indexes": gpus,
+                    },
+                )
             )
         return found
 
@@ -903,17 +960,17 @@ class DockerRuntime(Runtime):
         usual single-host case, and the only one that works where dockerd reports empty stats),
         else from the engine's stats API.
         """
-        container = await _blocking(self._container, state)
+        container = await run_blocking(self._container, state)
         if container is None:
             raise NotFound("the workspace's container is gone")
         if container.status != "running":
             raise InvalidState(f"container {container.name} is not running")
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-        first = await _blocking(_cgroup_sample, pid)
+        first = await run_blocking(_cgroup_sample, pid)
         if first is not None:
             t0 = time.monotonic()
             await asyncio.sleep(0.25)
-            second = await _blocking(_cgroup_sample, pid)
+            second = await run_blocking(_cgroup_sample, pid)
             if second is not None:
                 elapsed_ns = (time.monotonic() - t0) * 1e9
                 cpu = max(0, second["cpu_ns"] - first["cpu_ns"]) / elapsed_ns * 100.0
@@ -928,7 +985,7 @@ class DockerRuntime(Runtime):
             with _docker_errors(f"reading stats of {container.name}"):
                 return self.client.api.stats(container.id, stream=False)
 
-        s = await _blocking(sample)
+        s = await run_blocking(sample)
         cpu, pre = s.get("cpu_stats") or {}, s.get("precpu_stats") or {}
         cpu_delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get(
             "total_usage", 0
@@ -954,12 +1011,13 @@ class DockerRuntime(Runtime):
         timeout: float | None = None,
     ) -> ExecResult:
         """Run ``argv`` in the running container as its user; stdout and stderr interleaved."""
-        container = await _blocking(self._container, state or {"container": self._names(spec.name)[0]})
+        container = await run_blocking(self._container, state or {"container": self._names(spec.name)[0]})
         if container is None or container.status != "running":
             raise InvalidState(
                 f"workspace {spec.name} is not running", "start it first: commands run inside its container"
             )
-        cmd = list(argv)
+        # Commands run beside the server, not by it: they get no Jupyter secrets.
+        cmd = ["env", "-u", "JUPYTER_TOKEN", "-u", "FETCHML_JUPYTER_PASSWORD_HASH", *argv]
         if timeout is not None:
             cmd = ["timeout", "--kill-after=5", f"{max(timeout, 0.1):g}", *cmd]
         if self.index is not None and env:
@@ -977,7 +1035,7 @@ class DockerRuntime(Runtime):
             finally:
                 loop.call_soon_threadsafe(chunks.put_nowait, None)
 
-        job = asyncio.ensure_future(_blocking(run))
+        job = asyncio.ensure_future(run_blocking(run))
         collected = bytearray()
         while (chunk := await chunks.get()) is not None:
             if output is not None:

@@ -374,7 +374,7 @@ def test_build_then_run_a_custom_image(
         assert any("Successfully installed" in line for line in lines), lines
         env = docker_client.images.get(tag).attrs["Config"]["Env"]
         assert "NVIDIA_VISIBLE_DEVICES=all" in env
-        names = {d["name"] for d in run(runtime.list_distributions(tag))}
+        names = {name for name, _version in run(runtime.list_distributions(tag))}
         assert {WHEEL_NAME, "jupyterlab"} <= names
         ws = spec("custom", image=tag)
         started = run(runtime.start(ws, _quiet))
@@ -386,3 +386,33 @@ def test_build_then_run_a_custom_image(
         run(runtime.remove(ws, started.state))
     finally:
         docker_client.images.remove(tag, force=True)
+
+
+def test_commands_get_no_jupyter_secrets(runtime: DockerRuntime, run: Any, two: dict[str, Any]) -> None:
+    _, out = sh(runtime, run, two["a"], "env | grep -c -e JUPYTER_TOKEN -e PASSWORD_HASH || true")
+    assert out.strip() == "0", out
+
+
+def test_assigned_gpus_beyond_the_host_are_refused(runtime: DockerRuntime, run: Any) -> None:
+    ws = spec("gpuids", resources=Resources(gpu=1), gpu_ids=(runtime.gpu_capacity() + 7,))
+    with pytest.raises(InsufficientResources, match="GPU"):
+        run(runtime.start(ws, _quiet))
+
+
+def test_hard_reset_discards_packages_and_keeps_files(
+    runtime: DockerRuntime, run: Any, index: Server
+) -> None:
+    ws = spec("reset", env={"PIP_INDEX_URL": f"http://127.0.0.1:{index.port}/simple/"})
+    started = run(runtime.start(ws, _quiet))
+    code, out = sh(runtime, run, (ws, started), f"pip install -q {WHEEL_NAME} && echo kept > note.txt")
+    assert code == 0, out
+    run(runtime.stop(started.state))
+    run(runtime.reset_environment(ws, None))
+    again = run(runtime.start(ws, _quiet))
+    assert again.state["container_id"] != started.state["container_id"]
+    code, out = sh(
+        runtime, run, (ws, again), "cat note.txt; python -c 'import fmltest_hello' 2>&1; echo rc=$?"
+    )
+    assert "kept" in out and "rc=1" in out, out
+    run(runtime.stop(again.state))
+    run(runtime.remove(ws, again.state))

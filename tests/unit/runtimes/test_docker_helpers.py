@@ -69,3 +69,36 @@ def test_custom_dockerfile_quotes_specs_and_adds_gpu_environment() -> None:
     assert "pip install --no-cache-dir --disable-pip-version-check numpy 'pandas>=2'" in text
     assert "ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
     assert "NVIDIA" not in rt._custom_dockerfile("sha256:abc", ["numpy"], gpu_support=False)
+
+
+def test_from_config_reads_the_docker_section() -> None:
+    from fetchml_agent.config import parse_config
+
+    cfg = parse_config(
+        {
+            "runtime": "docker",
+            "listen": "127.0.0.1:9200",
+            "docker": {
+                "allowed_images": ["fetchml/*"],
+                "index": "172.17.0.1:9300",
+                "allow": [{"addr": "192.0.2.0/24", "port": 443}],
+            },
+        }
+    )
+    runtime = rt.DockerRuntime.from_config(cfg)
+    assert runtime.image == rt.DEFAULT_IMAGE and runtime.allowed_images == ["fetchml/*"]
+    assert runtime.allowed_bases == ["fetchml/workspace"]
+    assert runtime._index == ("172.17.0.1", 9300)
+    assert rt.DockerRuntime.from_config(
+        parse_config({"runtime": "docker", "listen": "127.0.0.1:9200"})
+    )._index == (
+        None,
+        9200,
+    )
+
+
+def test_docker_section_errors_name_the_key() -> None:
+    from fetchml_agent.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"docker\.allow"):
+        parse_config({"runtime": "docker", "docker": {"allow": [{"addr": "10.0.0.0/8", "proto": "icmp"}]}})
