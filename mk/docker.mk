@@ -6,8 +6,8 @@
 images:  ## build the base and workspace images (cached: a no-op when up to date)
 	bash images/build.sh
 
-test-docker: images  ## docker runtime and firewall tests against the real engine
-	PYTHONPATH=$(CURDIR) python3 -m pytest -m docker tests/integration/docker tests/unit/netpolicy
+test-docker: venv images  ## docker runtime and firewall tests against the real engine
+	$(PY) -m pytest -m docker tests/integration/docker tests/unit/netpolicy
 
-bench-docker: images  ## create->ready vs bare docker run, firewall apply, 20 workspaces listed
-	PYTHONPATH=$(CURDIR) python3 benchmarks/bench_docker.py
+bench-docker: venv images  ## create->ready vs bare docker run, firewall apply, 20 workspaces listed
+	$(PY) -m benchmarks docker
