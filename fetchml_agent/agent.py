@@ -99,8 +99,6 @@ class Agent:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
-        # Services release what they hold (the package index's HTTP client, ...); a hook that
-        # fails must not keep the agent from closing its runtime and store.
         for hook in self.extensions.get("shutdown_hooks", []):
             try:
                 await hook(self)
@@ -171,7 +169,10 @@ class Agent:
     async def audit(
         self, user: str, action: str, workspace: str | None, outcome: str = "ok", **details: Any
     ) -> None:
-        await self.store.run(insert_event, user, action, workspace, outcome, details)
+        event_id = await self.store.run(insert_event, user, action, workspace, outcome, details)
+        for listener in self.extensions.get("audit_listeners", []):
+            listener({"id": event_id, "ts": time.time(), "user": user, "action": action,
+                      "workspace": workspace, "outcome": outcome, "details": details})
 
     def overloaded(self) -> Overloaded:
         return Overloaded(

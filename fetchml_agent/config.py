@@ -58,6 +58,12 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
     return sections
 
 
+def _webhook_schema() -> dict[str, Any]:
+    from .webhooks import WEBHOOK_SCHEMA
+
+    return WEBHOOK_SCHEMA
+
+
 SCHEMA: dict[str, Any] = {
     "listen": {"type": "string", "default": DEFAULT_LISTEN, "check_with": _listen_ok},
     "public_url": {"type": "string", "nullable": True, "default": None, "regex": r"^https?://.+"},
@@ -116,7 +122,7 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "templates_dir": {"type": "string", "nullable": True, "default": None},
-    "webhooks": {"type": "list", "default": [], "schema": {"type": "dict", "allow_unknown": True}},
+    "webhooks": {"type": "list", "default": [], "schema": {"type": "dict", "schema": _webhook_schema()}},
     "limits": {
         "type": "dict",
         "default": {},
