@@ -67,7 +67,7 @@ class Agent:
         self.max_workspaces = int(limits.get("max_workspaces", 1000))
         # Services of other concerns, keyed by name; also their hooks: "start_hooks" and
         # "shutdown_hooks" (async fn(agent), awaited in Agent.start after the store is open and in
-        # Agent.close), and the per-workspace hooks listed in fetchml_agent.service.
+        # Agent.close), and per-workspace ones ("create_hooks", "before_start_hooks", "workspace_env_hooks", ...).
         self.extensions: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._list_cache: dict[str, Any] = {}

@@ -259,8 +259,15 @@ class PackageService:
     def files_dir(self, ws: Workspace) -> Path:
         return self.agent.data_dir / "packages" / ws.id
 
+    def shares_files(self) -> bool:
+        """Whether workspaces see the agent's files (the local runtime): then their environment also
+        names the pip.conf, .condarc and pip cache under :meth:`files_dir`."""
+        return bool(getattr(self.agent.runtime, "shares_host_files", self.agent.runtime.name == "local"))
+
     def workspace_env(self, ws: Workspace) -> dict[str, str]:
         """The variables that point a workspace's pip, uv and conda at its index."""
+        if not self.shares_files():
+            return workspace_index_config(self.index_url(ws), self.global_policy).env
         d = self.files_dir(ws)
         # Only the .condarc depends on the policy, and it is written by write_index_files.
         cfg = workspace_index_config(self.index_url(ws), self.global_policy, pip_conf_path=str(d / "pip.conf"),
@@ -269,6 +276,8 @@ class PackageService:
 
     def write_index_files(self, ws: Workspace, policy: PackagePolicy) -> None:
         """Writes the workspace's pip.conf and .condarc (blocking: run it off the loop)."""
+        if not self.shares_files():
+            return
         d = self.files_dir(ws)
         cfg = workspace_index_config(self.index_url(ws), policy, pip_conf_path=str(d / "pip.conf"),
                                      condarc_path=str(d / "condarc"))
@@ -402,10 +411,18 @@ class PackageService:
         return installed_from_json(text.strip().splitlines()[-1] if text.strip() else "")
 
     async def startup_installed(self, ws: Workspace) -> tuple[list[tuple[str, str]], str]:
-        """What the startup scan looks at, and its scope (``workspace layer`` or ``environment``)."""
+        """What the startup scan looks at, and its scope: the workspace's own layer (local runtime),
+        its image (a runtime with ``list_distributions(image)``: docker), or its environment."""
+        from .workspaces import spec_for
+
         paths = self.layer_paths(ws)
         if paths is not None:
             return await run_blocking(installed_from_path, [p for p in paths if p.is_dir()]), "workspace layer"
+        runtime = self.agent.runtime
+        lister = getattr(runtime, "list_distributions", None)
+        image = spec_for(self.agent, ws).image or getattr(runtime, "image", None)
+        if callable(lister) and image:
+            return list(await lister(image)), f"image {image}"
         return await self.scan_environment(ws), "environment"
 
     async def inventory(self, ws: Workspace) -> dict[str, Any]:
