@@ -381,8 +381,9 @@ class PackageService:
         self._approvals.pop((ws_id, conda), None)
 
     def forget(self, ws: Workspace) -> None:
-        for cache in (self._security, self._files, self._policies, self._forced, self._watch):
-            cache.pop(ws.id, None)  # type: ignore[attr-defined]
+        caches: tuple[dict[str, Any], ...] = (self._security, self._files, self._policies, self._forced, self._watch)
+        for cache in caches:
+            cache.pop(ws.id, None)
         for conda in (False, True):
             self._approvals.pop((ws.id, conda), None)
             self._approved_rows.pop((ws.id, conda), None)
