@@ -262,7 +262,6 @@ class JobRenderer:
         if not (isinstance(spec.timeout, (int, float)) and 1 <= spec.timeout <= 7 * 86400):
             raise InvalidArgument(f"timeout must be 1 s to 7 days, got {spec.timeout!r}")
         snapshot_volume = None
-        snapshot_dir = ""
         if spec.snapshot_volume:
             snapshot_volume = self._check_volume(
                 VolumeSettings(
@@ -272,9 +271,9 @@ class JobRenderer:
                     attachment_mode="file-system",
                 ),
             )
-            snapshot_dir = SNAPSHOT_MOUNT
-            if spec.snapshot_path:
-                snapshot_dir += "/" + _check_rel_path("snapshot_path", spec.snapshot_path)
+        snapshot_dir = SNAPSHOT_MOUNT if snapshot_volume else "."
+        if spec.snapshot_path:
+            snapshot_dir += "/" + _check_rel_path("snapshot_path", spec.snapshot_path)
         try:
             parameters_json = json.dumps(dict(spec.parameters), sort_keys=True, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
@@ -300,7 +299,7 @@ class JobRenderer:
             "image": image,
             "snapshot_volume": snapshot_volume,
             "snapshot_mount": SNAPSHOT_MOUNT,
-            "snapshot_dir": snapshot_dir or ".",
+            "snapshot_dir": snapshot_dir,
             "notebook": notebook,
             "output_notebook": OUTPUT_NOTEBOOK,
             "cell_timeout": int(math.ceil(spec.timeout)),

@@ -65,6 +65,7 @@ class DoubleImage:
     paths: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    entrypoint: tuple[str, ...] = ()
     pull_seconds: float = 0.0
 
 
@@ -700,7 +701,7 @@ class Cluster:
     ) -> int | None:
         assert image is not None
         cfg = task.spec.get("Config") or {}
-        argv = [cfg["command"]] if cfg.get("command") else []
+        argv = list(image.entrypoint) + ([cfg["command"]] if cfg.get("command") else [])
         argv += [str(a) for a in cfg.get("args") or []]
         argv = [self._host_view(_interpolate(a, env), task.paths) for a in argv]
         host_env = {k: self._host_view(v, task.paths) for k, v in env.items()}

@@ -28,6 +28,7 @@ from .cluster import DoubleImage, DoubleNode
 from .server import NomadDouble
 
 __all__ = [
+    "CRASH_IMAGE",
     "IDLE_IMAGE",
     "WORKSPACE_IMAGE",
     "NomadTarget",
@@ -48,6 +49,8 @@ WORKSPACE_IMAGE = DoubleImage(
     pull_seconds=0.2,
 )
 IDLE_IMAGE = DoubleImage("fetchml/idle:test", kind="idle")
+# An image whose entrypoint exits 1 whatever the command: a task that keeps crashing.
+CRASH_IMAGE = DoubleImage("fetchml/crash:test", entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
 SNAPSHOT_VOLUME = "fetchml-snapshots"
 
 
@@ -103,7 +106,7 @@ def make_double(tmp: Path) -> tuple[NomadDouble, str]:
         DoubleNode("cpu-1", host_volumes={SNAPSHOT_VOLUME: str(snapshots)}),
     ]
     token = "management-" + secrets.token_hex(8)
-    double = NomadDouble(nodes=nodes, images=[WORKSPACE_IMAGE, IDLE_IMAGE], acl={token: {"*"}}, root=tmp / "nomad")
+    double = NomadDouble(nodes=nodes, images=[WORKSPACE_IMAGE, IDLE_IMAGE, CRASH_IMAGE], acl={token: {"*"}}, root=tmp / "nomad")
     return double, token
 
 
