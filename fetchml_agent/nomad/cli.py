@@ -24,8 +24,9 @@ import os
 import secrets
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -55,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = render.add_subparsers(dest="template", required=True, metavar="TEMPLATE")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, help="agent.yaml whose `nomad:` section applies (default: built-in defaults)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            help="agent.yaml whose `nomad:` section applies (default: built-in defaults)",
+        )
         p.add_argument("--image", help="container image (must match nomad.allowed_images)")
 
     def resources(p: argparse.ArgumentParser) -> None:
@@ -71,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--name", required=True, help="workspace name")
     ws.add_argument("--owner", default="", help="owner recorded in the job's meta")
     ws.add_argument("--memory-max", help="memory the task may burst to (needs memory oversubscription)")
-    ws.add_argument("--volume", help="host/CSI volume for the workspace files (default: nomad.workspace_volume)")
-    ws.add_argument("--password", help="Jupyter password (hashed; stored in a Nomad Variable, never in the job)")
+    ws.add_argument(
+        "--volume", help="host/CSI volume for the workspace files (default: nomad.workspace_volume)"
+    )
+    ws.add_argument(
+        "--password", help="Jupyter password (hashed; stored in a Nomad Variable, never in the job)"
+    )
     ws.add_argument("--token", help="Jupyter token (default: a new random token; stored in a Nomad Variable)")
     ws.add_argument("--var-file", type=Path, help="write the Variable specification here (mode 0600)")
 
@@ -151,8 +160,13 @@ def _workspace(args: argparse.Namespace, renderer: JobRenderer, err: TextIO) -> 
             raise InvalidArgument(str(exc)) from None
     job = renderer.workspace(
         WorkspaceJobRequest(
-            name=args.name, owner=args.owner, image=args.image, resources=_resources(args),
-            memory_max_mb=memory_max, env=_env(args.env), volume_source=args.volume,
+            name=args.name,
+            owner=args.owner,
+            image=args.image,
+            resources=_resources(args),
+            memory_max_mb=memory_max,
+            env=_env(args.env),
+            volume_source=args.volume,
         )
     )
     job_id = job["Job"]["ID"]
@@ -166,14 +180,22 @@ def _workspace(args: argparse.Namespace, renderer: JobRenderer, err: TextIO) -> 
         fd = os.open(args.var_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f, indent=2)
-        print(f"Jupyter's credentials for {job_id} were written to {args.var_file}; store them before "
-              f"running the job:\n  nomad var put -namespace {namespace} -in json @{args.var_file}", file=err)
+        print(
+            f"Jupyter's credentials for {job_id} were written to {args.var_file}; store them before "
+            f"running the job:\n  nomad var put -namespace {namespace} -in json @{args.var_file}",
+            file=err,
+        )
     else:
-        print(f"The job reads Jupyter's credentials from Nomad Variable {path}; store them before running it:\n"
-              f"  nomad var put -namespace {namespace} {path} jupyter_config={shlex.quote(items['jupyter_config'])}",
-              file=err)
+        print(
+            f"The job reads Jupyter's credentials from Nomad Variable {path}; store them before running it:\n"
+            f"  nomad var put -namespace {namespace} {path} jupyter_config={shlex.quote(items['jupyter_config'])}",
+            file=err,
+        )
     if not args.token and not args.password:
-        print("No --token or --password was given: a random token was generated (it is in the Variable).", file=err)
+        print(
+            "No --token or --password was given: a random token was generated (it is in the Variable).",
+            file=err,
+        )
     return job
 
 
@@ -189,16 +211,29 @@ def _run(args: argparse.Namespace, renderer: JobRenderer) -> dict[str, Any]:
             params[key] = raw
     return renderer.run(
         RunSpec(
-            run_id=args.run_id, workspace=args.workspace, notebook=args.notebook, owner=args.owner,
-            experiment_id=args.experiment, image=args.image, snapshot_volume=args.snapshot_volume,
-            snapshot_volume_type=args.snapshot_volume_type, snapshot_path=args.snapshot_path, parameters=params,
-            timeout=args.timeout, retries=args.retries, resources=_resources(args), env=_env(args.env),
+            run_id=args.run_id,
+            workspace=args.workspace,
+            notebook=args.notebook,
+            owner=args.owner,
+            experiment_id=args.experiment,
+            image=args.image,
+            snapshot_volume=args.snapshot_volume,
+            snapshot_volume_type=args.snapshot_volume_type,
+            snapshot_path=args.snapshot_path,
+            parameters=params,
+            timeout=args.timeout,
+            retries=args.retries,
+            resources=_resources(args),
+            env=_env(args.env),
         )
     )
 
 
 def render_job_cli(
-    argv: list[str], config: Mapping[str, Any] | None = None, out: TextIO | None = None, err: TextIO | None = None
+    argv: list[str],
+    config: Mapping[str, Any] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Run ``fetchml-agent nomad-job ARGV``; returns the exit code.
 
@@ -223,8 +258,12 @@ def render_job_cli(
             job = _run(args, renderer)
         else:
             job = renderer.agent(
-                AgentJobRequest(image=args.image or "", data_volume=args.data_volume, port=args.port,
-                                health_path=args.health_path)
+                AgentJobRequest(
+                    image=args.image or "",
+                    data_volume=args.data_volume,
+                    port=args.port,
+                    health_path=args.health_path,
+                )
             )
     except FetchmlError as exc:
         print(f"error: {exc.message}", file=err)

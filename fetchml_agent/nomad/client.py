@@ -16,7 +16,8 @@ Deliberate differences from ``nomad.Nomad()``:
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 from nomad import api as nomad_api
@@ -79,8 +80,14 @@ class NomadClient:
             return await run_blocking(fn, *args, **kw)
 
     async def _blocking(
-        self, action: str, requester: Any, path: tuple[str, ...], params: dict[str, Any],
-        index: int | None, wait: float | None, what: str = "",
+        self,
+        action: str,
+        requester: Any,
+        path: tuple[str, ...],
+        params: dict[str, Any],
+        index: int | None,
+        wait: float | None,
+        what: str = "",
     ) -> Blocking:
         params = {k: v for k, v in params.items() if v is not None}
         timeout = self.settings.http_timeout
@@ -144,27 +151,49 @@ class NomadClient:
     ) -> Blocking:
         """Allocation stubs of a job (``[]`` for an unknown job), blocking when ``index`` is given."""
         return await self._blocking(
-            f"list allocations of job {job_id}", self._job, (job_id, "allocations"), {"all": "true"}, index, wait
+            f"list allocations of job {job_id}",
+            self._job,
+            (job_id, "allocations"),
+            {"all": "true"},
+            index,
+            wait,
         )
 
     # -- evaluations and allocations -------------------------------------------------------
 
-    async def get_evaluation(self, eval_id: str, index: int | None = None, wait: float | None = None) -> Blocking:
+    async def get_evaluation(
+        self, eval_id: str, index: int | None = None, wait: float | None = None
+    ) -> Blocking:
         return await self._blocking(
-            f"read evaluation {eval_id}", self._evaluation, (eval_id,), {}, index, wait, what=f"evaluation {eval_id}"
+            f"read evaluation {eval_id}",
+            self._evaluation,
+            (eval_id,),
+            {},
+            index,
+            wait,
+            what=f"evaluation {eval_id}",
         )
 
     async def get_allocation(
         self, alloc_id: str, index: int | None = None, wait: float | None = None
     ) -> Blocking:
         return await self._blocking(
-            f"read allocation {alloc_id}", self._allocation, (alloc_id,), {}, index, wait,
+            f"read allocation {alloc_id}",
+            self._allocation,
+            (alloc_id,),
+            {},
+            index,
+            wait,
             what=f"allocation {alloc_id}",
         )
 
     async def list_allocations(
-        self, filter_: str | None = None, resources: bool = False, task_states: bool = True,
-        index: int | None = None, wait: float | None = None,
+        self,
+        filter_: str | None = None,
+        resources: bool = False,
+        task_states: bool = True,
+        index: int | None = None,
+        wait: float | None = None,
     ) -> Blocking:
         """Allocation stubs in the namespace matching a Nomad filter expression."""
         params: dict[str, Any] = {
@@ -177,19 +206,26 @@ class NomadClient:
     async def allocation_stats(self, alloc_id: str) -> dict[str, Any]:
         return await self._call(
             f"read the resource usage of allocation {alloc_id}",
-            self._client.allocation.read_allocation_stats, alloc_id, what=f"allocation {alloc_id}",
+            self._client.allocation.read_allocation_stats,
+            alloc_id,
+            what=f"allocation {alloc_id}",
         )
 
     async def restart_allocation(self, alloc_id: str) -> None:
         await self._call(
-            f"restart allocation {alloc_id}", self._client.allocation.restart_allocation, alloc_id,
+            f"restart allocation {alloc_id}",
+            self._client.allocation.restart_allocation,
+            alloc_id,
             what=f"allocation {alloc_id}",
         )
 
     async def list_files(self, alloc_id: str, path: str) -> list[dict[str, Any]]:
         """``/v1/client/fs/ls``: ``[{Name, IsDir, Size, FileMode, ModTime, ContentType}]``."""
         return await self._call(
-            f"list {path} in allocation {alloc_id}", self._client.ls.list_files, alloc_id, path,
+            f"list {path} in allocation {alloc_id}",
+            self._client.ls.list_files,
+            alloc_id,
+            path,
             what=f"{path} in allocation {alloc_id}",
         )
 
@@ -199,7 +235,9 @@ class NomadClient:
         def call() -> bytes:
             return self._client.cat.request(alloc_id, method="get", params={"path": path}).content
 
-        return await self._call(f"read {path} in allocation {alloc_id}", call, what=f"{path} in allocation {alloc_id}")
+        return await self._call(
+            f"read {path} in allocation {alloc_id}", call, what=f"{path} in allocation {alloc_id}"
+        )
 
     async def list_nodes(self) -> list[dict[str, Any]]:
         return await self._call("list nodes", self._nodes.get_nodes, resources=True)
@@ -210,7 +248,9 @@ class NomadClient:
         """Create or overwrite the Variable at ``path`` in the configured namespace."""
         ns = self.settings.namespace
         body = {"Namespace": ns, "Path": path, "Items": items}
-        return await self._call(f"write variable {path}", self._variable.create_variable, path, body, namespace=ns)
+        return await self._call(
+            f"write variable {path}", self._variable.create_variable, path, body, namespace=ns
+        )
 
     async def delete_variable(self, path: str) -> None:
         """Delete the Variable at ``path``; a missing Variable is not an error."""

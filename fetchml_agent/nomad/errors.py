@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import nomad.api.exceptions as nomad_exc
 import requests
@@ -101,7 +102,9 @@ def _http_error(resp: requests.Response, action: str, address: str, what: str) -
     if status == 403:
         if "token not found" in text.lower():
             return PermissionDenied(f"Nomad does not know the agent's ACL token ({action})", details=ACL_HINT)
-        return PermissionDenied(f"Nomad denied the agent's ACL token permission to {action}", details=ACL_HINT)
+        return PermissionDenied(
+            f"Nomad denied the agent's ACL token permission to {action}", details=ACL_HINT
+        )
     if status == 404:
         return NotFound(f"{what or 'object'} not found in Nomad", details=where)
     if status == 400:
@@ -171,7 +174,9 @@ def map_exec_errors(address: str, alloc_id: str, task: str) -> Iterator[None]:
         raise BackendError(f"Nomad refused the exec session: HTTP {status} {body}".strip()) from exc
     except ws_exc.ConnectionClosed as exc:
         rcvd = exc.rcvd
-        raise exec_close_error(rcvd.code if rcvd else None, rcvd.reason if rcvd else "", alloc_id, task) from exc
+        raise exec_close_error(
+            rcvd.code if rcvd else None, rcvd.reason if rcvd else "", alloc_id, task
+        ) from exc
     except ws_exc.InvalidURI as exc:
         raise BackendUnavailable(f"invalid Nomad address for exec: {address}") from exc
     except (OSError, ws_exc.InvalidHandshake) as exc:

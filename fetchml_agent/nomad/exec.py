@@ -14,7 +14,7 @@ import base64
 import json
 import ssl
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 from websockets.asyncio.client import connect
@@ -54,8 +54,10 @@ def exec_url(settings: NomadSettings, alloc_id: str, task: str, argv: list[str])
 def _ssl_context(settings: NomadSettings) -> ssl.SSLContext | None:
     if not settings.address.startswith("https://"):
         return None
-    ctx = ssl.create_default_context(cafile=settings.tls_ca) if settings.tls_verify else ssl.SSLContext(
-        ssl.PROTOCOL_TLS_CLIENT
+    ctx = (
+        ssl.create_default_context(cafile=settings.tls_ca)
+        if settings.tls_verify
+        else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     )
     if not settings.tls_verify:
         ctx.check_hostname = False
@@ -104,8 +106,8 @@ async def alloc_exec(
         ) as ws:
             if stdin:
                 for i in range(0, len(stdin), 32 * 1024):
-                    chunk = base64.b64encode(stdin[i : i + 32 * 1024]).decode()
-                    await ws.send(json.dumps({"stdin": {"data": chunk}}))
+                    encoded = base64.b64encode(stdin[i : i + 32 * 1024]).decode()
+                    await ws.send(json.dumps({"stdin": {"data": encoded}}))
             await ws.send(json.dumps({"stdin": {"close": True}}))
 
             async def heartbeat() -> None:
@@ -142,7 +144,7 @@ async def alloc_exec(
                 code = await session()
             else:
                 code = await asyncio.wait_for(session(), max(0.001, deadline - time.monotonic()))
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise Timeout(
                 f"the command in the workspace did not finish within {timeout:g} s", details=" ".join(argv)
             ) from None

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jinja2
 
@@ -159,7 +160,7 @@ def _tojson(value: Any) -> str:
 
 
 def _ns(seconds: float) -> int:
-    return int(round(seconds * 1_000_000_000))
+    return round(seconds * 1_000_000_000)
 
 
 class JobRenderer:
@@ -196,14 +197,26 @@ class JobRenderer:
         image = self._check_image(req.image or s.default_image)
         res = req.resources
         cpu = _check_cpu(s.defaults.cpu if res.cpu is None else res.cpu, s.max.cpu)
-        memory_mb = _check_int("memory", s.defaults.memory_mb if res.memory_mb is None else res.memory_mb,
-                               s.max.memory_mb, "MB", "nomad.max.memory_mb")
-        disk_mb = _check_int("disk", s.defaults.disk_mb if res.disk_mb is None else res.disk_mb,
-                             s.max.disk_mb, "MB", "nomad.max.disk_mb")
+        memory_mb = _check_int(
+            "memory",
+            s.defaults.memory_mb if res.memory_mb is None else res.memory_mb,
+            s.max.memory_mb,
+            "MB",
+            "nomad.max.memory_mb",
+        )
+        disk_mb = _check_int(
+            "disk",
+            s.defaults.disk_mb if res.disk_mb is None else res.disk_mb,
+            s.max.disk_mb,
+            "MB",
+            "nomad.max.disk_mb",
+        )
         gpu = _check_gpu(res.gpu, s.max.gpu)
         memory_max_mb = None
         if req.memory_max_mb is not None:
-            memory_max_mb = _check_int("memory_max", req.memory_max_mb, s.max.memory_mb, "MB", "nomad.max.memory_mb")
+            memory_max_mb = _check_int(
+                "memory_max", req.memory_max_mb, s.max.memory_mb, "MB", "nomad.max.memory_mb"
+            )
             if memory_max_mb < memory_mb:
                 raise InvalidArgument(f"memory_max ({memory_max_mb} MB) is below memory ({memory_mb} MB)")
         volume = self._workspace_volume(name, req.volume_source)
@@ -252,10 +265,20 @@ class JobRenderer:
             raise InvalidArgument(f"notebook {spec.notebook!r} is not a .ipynb file")
         res = spec.resources
         cpu = _check_cpu(s.defaults.cpu if res.cpu is None else res.cpu, s.max.cpu)
-        memory_mb = _check_int("memory", s.defaults.memory_mb if res.memory_mb is None else res.memory_mb,
-                               s.max.memory_mb, "MB", "nomad.max.memory_mb")
-        disk_mb = _check_int("disk", s.defaults.disk_mb if res.disk_mb is None else res.disk_mb,
-                             s.max.disk_mb, "MB", "nomad.max.disk_mb")
+        memory_mb = _check_int(
+            "memory",
+            s.defaults.memory_mb if res.memory_mb is None else res.memory_mb,
+            s.max.memory_mb,
+            "MB",
+            "nomad.max.memory_mb",
+        )
+        disk_mb = _check_int(
+            "disk",
+            s.defaults.disk_mb if res.disk_mb is None else res.disk_mb,
+            s.max.disk_mb,
+            "MB",
+            "nomad.max.disk_mb",
+        )
         gpu = _check_gpu(res.gpu, s.max.gpu)
         if not (isinstance(spec.retries, int) and 0 <= spec.retries <= 10):
             raise InvalidArgument(f"retries must be an integer from 0 to 10, got {spec.retries!r}")
@@ -302,7 +325,7 @@ class JobRenderer:
             "snapshot_dir": snapshot_dir,
             "notebook": notebook,
             "output_notebook": OUTPUT_NOTEBOOK,
-            "cell_timeout": int(math.ceil(spec.timeout)),
+            "cell_timeout": math.ceil(spec.timeout),
             "retries": spec.retries,
             "disk_mb": disk_mb,
             "memory_mb": memory_mb,
@@ -368,10 +391,16 @@ class JobRenderer:
             "gpu_count": gpu,
             "require_nvidia_runtime": g.require_nvidia_runtime,
             "gpu_constraints": [
-                {"LTarget": c["attribute"], "Operand": c["operator"], "RTarget": c["value"]} for c in g.constraints
+                {"LTarget": c["attribute"], "Operand": c["operator"], "RTarget": c["value"]}
+                for c in g.constraints
             ],
             "gpu_affinities": [
-                {"LTarget": c["attribute"], "Operand": c["operator"], "RTarget": c["value"], "Weight": c["weight"]}
+                {
+                    "LTarget": c["attribute"],
+                    "Operand": c["operator"],
+                    "RTarget": c["value"],
+                    "Weight": c["weight"],
+                }
                 for c in g.affinities
             ],
         }
@@ -382,7 +411,8 @@ class JobRenderer:
         if not matches_any(image, self.settings.allowed_images):
             raise PolicyDenied(
                 f"image {image!r} is not allowed on Nomad",
-                details="allowed images (nomad.allowed_images): " + (", ".join(self.settings.allowed_images) or "none"),
+                details="allowed images (nomad.allowed_images): "
+                + (", ".join(self.settings.allowed_images) or "none"),
             )
         return image
 
@@ -393,8 +423,12 @@ class JobRenderer:
         vol = base or VolumeSettings(type="host", source=source or "")
         resolved = (source or vol.source).replace("{name}", name)
         return self._check_volume(
-            VolumeSettings(type=vol.type, source=resolved, access_mode=vol.access_mode,
-                           attachment_mode=vol.attachment_mode)
+            VolumeSettings(
+                type=vol.type,
+                source=resolved,
+                access_mode=vol.access_mode,
+                attachment_mode=vol.attachment_mode,
+            )
         )
 
     def _check_volume(self, vol: VolumeSettings) -> VolumeSettings:
@@ -418,7 +452,7 @@ class JobRenderer:
 def _cpu_fields(cpu: float, s: NomadSettings) -> dict[str, Any]:
     if s.cpu_mode == "cores" and float(cpu).is_integer():
         return {"cores": int(cpu), "cpu_mhz": None}
-    return {"cores": None, "cpu_mhz": max(1, int(round(cpu * s.mhz_per_core)))}
+    return {"cores": None, "cpu_mhz": max(1, round(cpu * s.mhz_per_core))}
 
 
 def _check_name(name: str) -> str:

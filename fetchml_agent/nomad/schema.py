@@ -35,8 +35,9 @@ Every key, with its default::
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import cerberus
 
@@ -60,8 +61,23 @@ _CONSTRAINT = {
             "type": "string",
             "default": "=",
             "allowed": [
-                "=", "==", "is", "!=", "not", "<", "<=", ">", ">=", "regexp", "version", "semver",
-                "set_contains", "set_contains_all", "set_contains_any", "is_set", "is_not_set",
+                "=",
+                "==",
+                "is",
+                "!=",
+                "not",
+                "<",
+                "<=",
+                ">",
+                ">=",
+                "regexp",
+                "version",
+                "semver",
+                "set_contains",
+                "set_contains_all",
+                "set_contains_any",
+                "is_set",
+                "is_not_set",
             ],
         },
         "value": {"type": "string", "default": ""},
@@ -115,8 +131,11 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
                 "type": "string",
                 "default": "single-node-writer",
                 "allowed": [
-                    "single-node-reader-only", "single-node-writer", "multi-node-reader-only",
-                    "multi-node-single-writer", "multi-node-multi-writer",
+                    "single-node-reader-only",
+                    "single-node-writer",
+                    "multi-node-reader-only",
+                    "multi-node-single-writer",
+                    "multi-node-multi-writer",
                 ],
             },
             "attachment_mode": {

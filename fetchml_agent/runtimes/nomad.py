@@ -37,9 +37,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import httpx
 
@@ -109,7 +110,11 @@ def placement_cause(failed: Mapping[str, Any]) -> str:
             available = metric.get("NodesAvailable") or {}
             parts.append(
                 "no client node is ready in the job's datacenters and node pool"
-                + (f" (available: {', '.join(f'{k}={v}' for k, v in available.items())})" if available else "")
+                + (
+                    f" (available: {', '.join(f'{k}={v}' for k, v in available.items())})"
+                    if available
+                    else ""
+                )
             )
             continue
         for reason, count in (metric.get("ConstraintFiltered") or {}).items():
@@ -138,7 +143,9 @@ def placement_cause(failed: Mapping[str, Any]) -> str:
 
 
 def _event_text(event: Mapping[str, Any]) -> str:
-    return str(event.get("DisplayMessage") or event.get("DriverError") or event.get("Message") or event.get("Type"))
+    return str(
+        event.get("DisplayMessage") or event.get("DriverError") or event.get("Message") or event.get("Type")
+    )
 
 
 def _task_cause(alloc: Mapping[str, Any], task: str) -> str:
@@ -146,7 +153,11 @@ def _task_cause(alloc: Mapping[str, Any], task: str) -> str:
     state = (alloc.get("TaskStates") or {}).get(task) or {}
     events = state.get("Events") or []
     for event in reversed(events):
-        if event.get("FailsTask") or event.get("Type") in ("Driver Failure", "Setup Failure", "Failed Validation"):
+        if event.get("FailsTask") or event.get("Type") in (
+            "Driver Failure",
+            "Setup Failure",
+            "Failed Validation",
+        ):
             return _event_text(event)
     for event in reversed(events):
         if event.get("Type") in ("Terminated", "Template", "Killing", "Restarting"):
@@ -181,7 +192,9 @@ class NomadRuntime(Runtime):
     name = "nomad"
 
     def __init__(self, settings: NomadSettings | Mapping[str, Any], probe_timeout: float = 3.0) -> None:
-        self.settings = settings if isinstance(settings, NomadSettings) else NomadSettings.from_config(settings)
+        self.settings = (
+            settings if isinstance(settings, NomadSettings) else NomadSettings.from_config(settings)
+        )
         self.renderer = JobRenderer(self.settings)
         self.probe_timeout = probe_timeout
         self._client: NomadClient | None = None
@@ -261,7 +274,9 @@ class NomadRuntime(Runtime):
         text = json.dumps(job)
         for secret in secrets:
             if secret and len(secret) >= 8 and secret in text:
-                raise BackendError("refusing to send a job spec that contains the workspace's secret to Nomad")
+                raise BackendError(
+                    "refusing to send a job spec that contains the workspace's secret to Nomad"
+                )
 
     async def _register(self, job: dict[str, Any]) -> str:
         """Register a job; on rejection, ask /v1/validate/job for Nomad's own messages."""
@@ -295,10 +310,14 @@ class NomadRuntime(Runtime):
             if status in ("complete", "blocked"):
                 break
             if status in ("failed", "canceled"):
-                raise BackendError(f"Nomad's scheduler failed for {what}: {ev.get('StatusDescription') or status}")
+                raise BackendError(
+                    f"Nomad's scheduler failed for {what}: {ev.get('StatusDescription') or status}"
+                )
             if remaining <= 0:
-                raise Timeout(f"Nomad did not schedule {what} within {self.settings.start_timeout:g} s",
-                              details="check the Nomad servers (nomad.start_timeout)")
+                raise Timeout(
+                    f"Nomad did not schedule {what} within {self.settings.start_timeout:g} s",
+                    details="check the Nomad servers (nomad.start_timeout)",
+                )
         if ev.get("FailedTGAllocs"):
             raise InsufficientResources(
                 f"Nomad cannot place {what}: {placement_cause(ev['FailedTGAllocs'])}",
@@ -313,8 +332,13 @@ class NomadRuntime(Runtime):
         progress = progress or _no_progress
         job = self.renderer.workspace(
             WorkspaceJobRequest(
-                name=spec.name, workspace_id=spec.id, owner=spec.owner, image=spec.image,
-                resources=spec.resources, env=spec.env, labels=spec.labels,
+                name=spec.name,
+                workspace_id=spec.id,
+                owner=spec.owner,
+                image=spec.image,
+                resources=spec.resources,
+                env=spec.env,
+                labels=spec.labels,
             )
         )
         self._assert_no_secret(job, spec.token, spec.password_hash)
@@ -334,7 +358,9 @@ class NomadRuntime(Runtime):
             full, _ = await self.client.get_allocation(alloc["ID"])
             url = _url_from_ports(((full.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports"))
             if url is None:
-                raise BackendError(f"Nomad allocated no http port for {what}", details=f"allocation {alloc['ID']}")
+                raise BackendError(
+                    f"Nomad allocated no http port for {what}", details=f"allocation {alloc['ID']}"
+                )
             await self._wait_ready(alloc["ID"], url, spec.token, what)
             await progress("ready")
         except BaseException:
@@ -353,7 +379,10 @@ class NomadRuntime(Runtime):
         return Started(
             state=state,
             url=url,
-            limits={"enforced": True, "how": "Nomad docker driver: cgroup cpu/memory limits and device reservation"},
+            limits={
+                "enforced": True,
+                "how": "Nomad docker driver: cgroup cpu/memory limits and device reservation",
+            },
         )
 
     async def _follow_allocation(
@@ -389,8 +418,10 @@ class NomadRuntime(Runtime):
                 elif kind == "Driver Failure":
                     text = _event_text(event)
                     if "Failed to pull" in text or "pull" in text.lower():
-                        raise BackendError(f"the image for {what} could not be pulled: {text}",
-                                           details="check the image name, the registry and its credentials")
+                        raise BackendError(
+                            f"the image for {what} could not be pulled: {text}",
+                            details="check the image name, the registry and its credentials",
+                        )
                     raise BackendError(f"the docker driver could not start {what}: {text}")
             status = alloc.get("ClientStatus")
             if until == "running" and status == "running":
@@ -398,19 +429,27 @@ class NomadRuntime(Runtime):
             if status in _TERMINAL or alloc.get("DesiredStatus") != "run":
                 if until == "terminal" and status in _TERMINAL:
                     return alloc
-                raise BackendError(f"{what} stopped while starting: {_task_cause(alloc, task)}",
-                                   details=f"allocation {alloc['ID']} is {status}")
+                raise BackendError(
+                    f"{what} stopped while starting: {_task_cause(alloc, task)}",
+                    details=f"allocation {alloc['ID']} is {status}",
+                )
 
     def _phase_timeout(self, phase: str, what: str) -> tuple[str, str]:
         s = self.settings
         if phase == "pulling image":
-            return (f"the image for {what} was not pulled within {s.pull_timeout:g} s",
-                    "raise nomad.pull_timeout or pre-pull the image on the clients")
+            return (
+                f"the image for {what} was not pulled within {s.pull_timeout:g} s",
+                "raise nomad.pull_timeout or pre-pull the image on the clients",
+            )
         if phase == "starting":
-            return (f"{what} started but Jupyter did not answer within {s.start_timeout:g} s",
-                    "see the task's logs in Nomad; raise nomad.start_timeout for slow images")
-        return (f"{what} did not start within {s.start_timeout:g} s",
-                "the task may wait for its Nomad Variable or a host volume; check `nomad alloc status`")
+            return (
+                f"{what} started but Jupyter did not answer within {s.start_timeout:g} s",
+                "see the task's logs in Nomad; raise nomad.start_timeout for slow images",
+            )
+        return (
+            f"{what} did not start within {s.start_timeout:g} s",
+            "the task may wait for its Nomad Variable or a host volume; check `nomad alloc status`",
+        )
 
     async def _wait_ready(self, alloc_id: str, url: str, token: str, what: str) -> None:
         """Poll Jupyter's ``/api/status`` with the workspace token until it answers 200."""
@@ -423,8 +462,10 @@ class NomadRuntime(Runtime):
                 if resp.status_code == 200:
                     return
                 if resp.status_code == 403:
-                    raise BackendError(f"Jupyter in {what} refused the workspace token",
-                                       details="the secrets file from the Nomad Variable was not applied")
+                    raise BackendError(
+                        f"Jupyter in {what} refused the workspace token",
+                        details="the secrets file from the Nomad Variable was not applied",
+                    )
             except httpx.HTTPError:
                 pass
             now = time.monotonic()
@@ -434,15 +475,21 @@ class NomadRuntime(Runtime):
                 next_check = now + 2.0
                 alloc, _ = await self.client.get_allocation(alloc_id)
                 if alloc.get("ClientStatus") != "running" or alloc.get("DesiredStatus") != "run":
-                    raise BackendError(f"{what} stopped before Jupyter answered: "
-                                       f"{_task_cause(alloc, WORKSPACE_TASK)}")
+                    raise BackendError(
+                        f"{what} stopped before Jupyter answered: {_task_cause(alloc, WORKSPACE_TASK)}"
+                    )
             await asyncio.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(1.0, delay * 1.5)
 
     # -- status ----------------------------------------------------------------------------
 
-    def _status_of(self, state: State, job: Mapping[str, Any] | None, allocs: list[dict[str, Any]],
-                   url: str | None = None) -> Status:
+    def _status_of(
+        self,
+        state: State,
+        job: Mapping[str, Any] | None,
+        allocs: list[dict[str, Any]],
+        url: str | None = None,
+    ) -> Status:
         job_id = state.get("job_id", "?")
         if job is None:
             return Status("missing", f"Nomad has no job {job_id}")
@@ -468,9 +515,16 @@ class NomadRuntime(Runtime):
         allocs, _ = await self.client.job_allocations(job_id)
         alloc = _current_alloc(allocs)
         url = state.get("url")
-        if alloc is not None and alloc.get("ID") != state.get("alloc_id") and alloc.get("ClientStatus") == "running":
+        if (
+            alloc is not None
+            and alloc.get("ID") != state.get("alloc_id")
+            and alloc.get("ClientStatus") == "running"
+        ):
             full, _ = await self.client.get_allocation(alloc["ID"])  # rescheduled: a new address
-            url = _url_from_ports(((full.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports")) or url
+            url = (
+                _url_from_ports(((full.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports"))
+                or url
+            )
         return self._status_of(state, job, allocs, url)
 
     async def poll_many(self, states: list[State]) -> list[Status]:
@@ -487,7 +541,9 @@ class NomadRuntime(Runtime):
         for state in states:
             mine = by_job.get(state["job_id"], [])
             cur = _current_alloc(mine)
-            url = _url_from_ports(((cur or {}).get("AllocatedResources") or {}).get("Shared", {}).get("Ports"))
+            url = _url_from_ports(
+                ((cur or {}).get("AllocatedResources") or {}).get("Shared", {}).get("Ports")
+            )
             out.append(self._status_of(state, jobs.get(state["job_id"]), mine, url))
         return out
 
@@ -501,7 +557,9 @@ class NomadRuntime(Runtime):
         index = 0
         while time.monotonic() < deadline:
             allocs, index = await self.client.job_allocations(
-                job_id, index or None, min(_MAX_WAIT, max(0.1, deadline - time.monotonic())) if index else None
+                job_id,
+                index or None,
+                min(_MAX_WAIT, max(0.1, deadline - time.monotonic())) if index else None,
             )
             if all(a.get("ClientStatus") in _TERMINAL for a in allocs):
                 break
@@ -554,7 +612,9 @@ class NomadRuntime(Runtime):
                 "node_id": (alloc or {}).get("NodeID"),
                 "memory_mb": (task_res.get("Memory") or {}).get("MemoryMB"),
             }
-            found.append((meta.get("fetchml_workspace_id") or meta.get("fetchml_workspace") or stub["ID"], state))
+            found.append(
+                (meta.get("fetchml_workspace_id") or meta.get("fetchml_workspace") or stub["ID"], state)
+            )
         await self._refresh_gpus()
         return found
 
@@ -569,7 +629,11 @@ class NomadRuntime(Runtime):
         usage = raw.get("ResourceUsage") or {}
         mem = usage.get("MemoryStats") or {}
         measured = mem.get("Measured") or []
-        memory = int(mem.get("Usage") or 0) if ("Usage" in measured or mem.get("Usage")) else int(mem.get("RSS") or 0)
+        memory = (
+            int(mem.get("Usage") or 0)
+            if ("Usage" in measured or mem.get("Usage"))
+            else int(mem.get("RSS") or 0)
+        )
         cpu = usage.get("CpuStats") or {}
         gpus = []
         for dev in usage.get("DeviceStats") or []:
@@ -577,14 +641,16 @@ class NomadRuntime(Runtime):
                 attrs = ((inst or {}).get("Stats") or {}).get("Attributes") or {}
                 util = (attrs.get("GPU utilization") or {}).get("IntNumeratorVal")
                 mstate = attrs.get("Memory state") or (inst or {}).get("Summary") or {}
-                gpus.append({
-                    "id": dev_id,
-                    "name": dev.get("Name"),
-                    "utilization_percent": util,
-                    "memory_used_mb": mstate.get("IntNumeratorVal"),
-                    "memory_total_mb": mstate.get("IntDenominatorVal"),
-                    "temperature_c": (attrs.get("Temperature") or {}).get("IntNumeratorVal"),
-                })
+                gpus.append(
+                    {
+                        "id": dev_id,
+                        "name": dev.get("Name"),
+                        "utilization_percent": util,
+                        "memory_used_mb": mstate.get("IntNumeratorVal"),
+                        "memory_total_mb": mstate.get("IntDenominatorVal"),
+                        "temperature_c": (attrs.get("Temperature") or {}).get("IntNumeratorVal"),
+                    }
+                )
         return {
             "cpu_percent": round(float(cpu.get("Percent") or 0.0), 2),
             "memory_bytes": memory,
@@ -610,7 +676,9 @@ class NomadRuntime(Runtime):
         command = list(argv)
         if env:
             command = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), *command]
-        outcome = await alloc_exec(self.settings, alloc_id, WORKSPACE_TASK, command, output=output, timeout=timeout)
+        outcome = await alloc_exec(
+            self.settings, alloc_id, WORKSPACE_TASK, command, output=output, timeout=timeout
+        )
         return ExecResult(exit_code=outcome.exit_code, output=outcome.output)
 
     # -- experiment runs as batch jobs ------------------------------------------------------
@@ -632,7 +700,9 @@ class NomadRuntime(Runtime):
         eval_id = await self._register(job)
         try:
             await progress("placing")
-            await self._wait_evaluation(eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}")
+            await self._wait_evaluation(
+                eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}"
+            )
         except BaseException:
             await asyncio.shield(self._cleanup(job_id))
             raise
@@ -671,11 +741,16 @@ class NomadRuntime(Runtime):
             state_name: RunState = "timed_out" if overdue else "cancelled"
             return RunStatus(state_name, f"Nomad job {job_id} was stopped", (alloc or {}).get("ID"))
         if alloc is None or alloc.get("ClientStatus") == "pending":
-            return RunStatus("queued", _task_cause(alloc, RUN_TASK) if alloc else "waiting for placement",
-                             (alloc or {}).get("ID"))
+            return RunStatus(
+                "queued",
+                _task_cause(alloc, RUN_TASK) if alloc else "waiting for placement",
+                (alloc or {}).get("ID"),
+            )
         if overdue:
             await self.client.deregister_job(job_id)
-            return RunStatus("timed_out", f"the run exceeded its timeout of {state.get('timeout'):g} s", alloc["ID"])
+            return RunStatus(
+                "timed_out", f"the run exceeded its timeout of {state.get('timeout'):g} s", alloc["ID"]
+            )
         return RunStatus("running", "", alloc["ID"])
 
     @staticmethod
@@ -701,7 +776,9 @@ class NomadRuntime(Runtime):
         allocs, _ = await self.client.job_allocations(state["job_id"])
         alloc = _current_alloc(allocs)
         if alloc is None:
-            raise NotFound(f"run {state.get('run_id')} has no allocation in Nomad (never placed or garbage-collected)")
+            raise NotFound(
+                f"run {state.get('run_id')} has no allocation in Nomad (never placed or garbage-collected)"
+            )
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
@@ -721,7 +798,9 @@ class NomadRuntime(Runtime):
                     continue
                 total += int(entry.get("Size") or 0)
                 if total > _MAX_OUTPUT_BYTES:
-                    raise BackendError(f"run outputs exceed {_MAX_OUTPUT_BYTES >> 20} MiB; fetch them with `nomad alloc fs`")
+                    raise BackendError(
+                        f"run outputs exceed {_MAX_OUTPUT_BYTES >> 20} MiB; fetch them with `nomad alloc fs`"
+                    )
                 data = await self.client.read_file(alloc["ID"], str(path))
                 target = (root / rel).resolve()
                 if root not in target.parents:
@@ -738,4 +817,3 @@ class NomadRuntime(Runtime):
     async def purge_run(self, state: State) -> None:
         """Forget a run's job in Nomad (after its outputs were fetched)."""
         await self.client.deregister_job(state["job_id"], purge=True)
-

@@ -95,8 +95,13 @@ class _Task:
         self.name = name
         self.spec = spec
         self.state: dict[str, Any] = {
-            "State": "pending", "Failed": False, "Restarts": 0, "LastRestart": _rfc3339(None),
-            "StartedAt": _rfc3339(None), "FinishedAt": _rfc3339(None), "Events": [],
+            "State": "pending",
+            "Failed": False,
+            "Restarts": 0,
+            "LastRestart": _rfc3339(None),
+            "StartedAt": _rfc3339(None),
+            "FinishedAt": _rfc3339(None),
+            "Events": [],
         }
         self.proc: asyncio.subprocess.Process | None = None
         self.runner: asyncio.Task[None] | None = None
@@ -110,7 +115,9 @@ class _Task:
 class Cluster:
     """All of the double's state. Public methods are called from the HTTP handlers."""
 
-    def __init__(self, root: Path, nodes: list[DoubleNode], images: list[DoubleImage], region: str = "global") -> None:
+    def __init__(
+        self, root: Path, nodes: list[DoubleNode], images: list[DoubleImage], region: str = "global"
+    ) -> None:
         self.root = root
         self.region = region
         self.index = 10
@@ -155,7 +162,7 @@ class Cluster:
             async with self.changed:
                 try:
                     await asyncio.wait_for(self.changed.wait(), remaining)
-                except (asyncio.TimeoutError, TimeoutError):
+                except TimeoutError:
                     break
         return max(self.table_index[t] for t in tables)
 
@@ -171,49 +178,102 @@ class Cluster:
         node_id = str(uuid.uuid4())
         devices = []
         if spec.gpus:
-            devices.append({
-                "Vendor": "nvidia", "Type": "gpu", "Name": spec.gpu_model,
-                "Instances": [
-                    {"ID": f"GPU-{uuid.uuid4()}", "Healthy": True, "HealthDescription": "",
-                     "Locality": {"PciBusID": f"00000000:{0x17 + i:02X}:00.0"}}
-                    for i in range(spec.gpus)
-                ],
-                "Attributes": {
-                    "memory": {"Int": spec.gpu_memory_mib, "Unit": "MiB"},
-                    "driver_version": {"String": "550.54.15"},
-                    "power": {"Int": 700, "Unit": "W"},
-                },
-            })
+            devices.append(
+                {
+                    "Vendor": "nvidia",
+                    "Type": "gpu",
+                    "Name": spec.gpu_model,
+                    "Instances": [
+                        {
+                            "ID": f"GPU-{uuid.uuid4()}",
+                            "Healthy": True,
+                            "HealthDescription": "",
+                            "Locality": {"PciBusID": f"00000000:{0x17 + i:02X}:00.0"},
+                        }
+                        for i in range(spec.gpus)
+                    ],
+                    "Attributes": {
+                        "memory": {"Int": spec.gpu_memory_mib, "Unit": "MiB"},
+                        "driver_version": {"String": "550.54.15"},
+                        "power": {"Int": 700, "Unit": "W"},
+                    },
+                }
+            )
         runtimes = "io.containerd.runc.v2,runc" + (",nvidia" if spec.nvidia_runtime else "")
         attrs = {
-            "kernel.name": "linux", "os.name": "debian", "cpu.numcores": str(spec.cores),
-            "cpu.frequency": str(spec.mhz_per_core), "unique.hostname": spec.name,
-            "unique.network.ip-address": "127.0.0.1", "driver.docker": "1",
-            "driver.docker.runtimes": runtimes, "driver.docker.os_type": "linux", "nomad.version": "1.10.0",
+            "kernel.name": "linux",
+            "os.name": "debian",
+            "cpu.numcores": str(spec.cores),
+            "cpu.frequency": str(spec.mhz_per_core),
+            "unique.hostname": spec.name,
+            "unique.network.ip-address": "127.0.0.1",
+            "driver.docker": "1",
+            "driver.docker.runtimes": runtimes,
+            "driver.docker.os_type": "linux",
+            "nomad.version": "1.10.0",
         }
         self.nodes[node_id] = {
-            "ID": node_id, "Name": spec.name, "Datacenter": spec.datacenter, "NodePool": spec.node_pool,
-            "NodeClass": spec.node_class, "Address": "127.0.0.1", "HTTPAddr": "127.0.0.1:4646",
-            "Status": "ready", "StatusDescription": "", "SchedulingEligibility": "eligible", "Drain": False,
-            "Attributes": attrs, "Meta": {},
-            "Drivers": {"docker": {"Attributes": {"driver.docker": "true"}, "Detected": True, "Healthy": True,
-                                   "HealthDescription": "Healthy", "UpdateTime": _rfc3339(_now_ns())}},
+            "ID": node_id,
+            "Name": spec.name,
+            "Datacenter": spec.datacenter,
+            "NodePool": spec.node_pool,
+            "NodeClass": spec.node_class,
+            "Address": "127.0.0.1",
+            "HTTPAddr": "127.0.0.1:4646",
+            "Status": "ready",
+            "StatusDescription": "",
+            "SchedulingEligibility": "eligible",
+            "Drain": False,
+            "Attributes": attrs,
+            "Meta": {},
+            "Drivers": {
+                "docker": {
+                    "Attributes": {"driver.docker": "true"},
+                    "Detected": True,
+                    "Healthy": True,
+                    "HealthDescription": "Healthy",
+                    "UpdateTime": _rfc3339(_now_ns()),
+                }
+            },
             "NodeResources": {
-                "Cpu": {"CpuShares": spec.cores * spec.mhz_per_core, "TotalCpuCores": spec.cores,
-                        "ReservableCpuCores": list(range(spec.cores))},
-                "Memory": {"MemoryMB": spec.memory_mb}, "Disk": {"DiskMB": spec.disk_mb},
-                "Networks": [], "Devices": devices or None, "MinDynamicPort": 20000, "MaxDynamicPort": 32000,
+                "Cpu": {
+                    "CpuShares": spec.cores * spec.mhz_per_core,
+                    "TotalCpuCores": spec.cores,
+                    "ReservableCpuCores": list(range(spec.cores)),
+                },
+                "Memory": {"MemoryMB": spec.memory_mb},
+                "Disk": {"DiskMB": spec.disk_mb},
+                "Networks": [],
+                "Devices": devices or None,
+                "MinDynamicPort": 20000,
+                "MaxDynamicPort": 32000,
             },
             "ReservedResources": {"Cpu": {"CpuShares": 0}, "Memory": {"MemoryMB": 0}, "Disk": {"DiskMB": 0}},
-            "HostVolumes": {n: {"Name": n, "Path": p, "ReadOnly": False} for n, p in spec.host_volumes.items()},
-            "CreateIndex": self.index, "ModifyIndex": self.index,
+            "HostVolumes": {
+                n: {"Name": n, "Path": p, "ReadOnly": False} for n, p in spec.host_volumes.items()
+            },
+            "CreateIndex": self.index,
+            "ModifyIndex": self.index,
         }
         self.node_specs[node_id] = spec
         return node_id
 
     def node_stub(self, node: dict[str, Any], resources: bool) -> dict[str, Any]:
-        keys = ["Address", "ID", "Datacenter", "Name", "NodeClass", "NodePool", "Drain", "SchedulingEligibility",
-                "Status", "StatusDescription", "Drivers", "CreateIndex", "ModifyIndex"]
+        keys = [
+            "Address",
+            "ID",
+            "Datacenter",
+            "Name",
+            "NodeClass",
+            "NodePool",
+            "Drain",
+            "SchedulingEligibility",
+            "Status",
+            "StatusDescription",
+            "Drivers",
+            "CreateIndex",
+            "ModifyIndex",
+        ]
         stub = {k: node[k] for k in keys}
         stub["Version"] = node["Attributes"]["nomad.version"]
         stub["LastDrain"] = None
@@ -225,7 +285,9 @@ class Cluster:
     # -- jobs ------------------------------------------------------------------------------
 
     def job_status(self, job: dict[str, Any]) -> str:
-        allocs = [a for a in self.allocs.values() if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"]]
+        allocs = [
+            a for a in self.allocs.values() if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"]
+        ]
         live = [a for a in allocs if a["ClientStatus"] not in _TERMINAL]
         if any(a["ClientStatus"] == "running" for a in live):
             return "running"
@@ -238,20 +300,34 @@ class Cluster:
         key = (job["Namespace"], job["ID"])
         old = self.jobs.get(key)
         index = self.index + 1
-        job.update({
-            "Stop": False, "Version": (old["Version"] + 1) if old else 0, "SubmitTime": _now_ns(),
-            "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index, "JobModifyIndex": index,
-            "Stable": False, "Status": "pending", "StatusDescription": "",
-        })
+        job.update(
+            {
+                "Stop": False,
+                "Version": (old["Version"] + 1) if old else 0,
+                "SubmitTime": _now_ns(),
+                "CreateIndex": old["CreateIndex"] if old else index,
+                "ModifyIndex": index,
+                "JobModifyIndex": index,
+                "Stable": False,
+                "Status": "pending",
+                "StatusDescription": "",
+            }
+        )
         self.jobs[key] = job
         eval_id = self._new_eval(job, "job-register")
         await self.bump("jobs", "evals")
         warnings = ""
         if not self.memory_oversubscription:
-            names = [t["Name"] for tg in job["TaskGroups"] for t in tg["Tasks"] if t["Resources"].get("MemoryMaxMB")]
+            names = [
+                t["Name"]
+                for tg in job["TaskGroups"]
+                for t in tg["Tasks"]
+                if t["Resources"].get("MemoryMaxMB")
+            ]
             if names:
                 warnings = "1 warning:\n\n* " + "; ".join(
-                    f'Memory oversubscription is not enabled; Task "{n}" memory_max value will be ignored' for n in names
+                    f'Memory oversubscription is not enabled; Task "{n}" memory_max value will be ignored'
+                    for n in names
                 )
         self.spawn(self._process_eval_later(eval_id))
         return eval_id, index, warnings
@@ -274,14 +350,36 @@ class Cluster:
         eval_id = str(uuid.uuid4())
         now = _now_ns()
         self.evals[eval_id] = {
-            "ID": eval_id, "Namespace": job["Namespace"], "Priority": job["Priority"], "Type": job["Type"],
-            "TriggeredBy": trigger, "JobID": job["ID"], "JobModifyIndex": job["JobModifyIndex"], "NodeID": "",
-            "NodeModifyIndex": 0, "DeploymentID": "", "Status": status, "StatusDescription": "", "Wait": 0,
-            "WaitUntil": _rfc3339(None), "NextEval": "", "PreviousEval": "", "BlockedEval": "",
-            "RelatedEvals": None, "FailedTGAllocs": None, "ClassEligibility": None, "EscapedComputedClass": False,
-            "QuotaLimitReached": "", "AnnotatePlan": False, "QueuedAllocations": None, "LeaderACL": "",
-            "SnapshotIndex": 0, "CreateIndex": self.index + 1, "ModifyIndex": self.index + 1,
-            "CreateTime": now, "ModifyTime": now,
+            "ID": eval_id,
+            "Namespace": job["Namespace"],
+            "Priority": job["Priority"],
+            "Type": job["Type"],
+            "TriggeredBy": trigger,
+            "JobID": job["ID"],
+            "JobModifyIndex": job["JobModifyIndex"],
+            "NodeID": "",
+            "NodeModifyIndex": 0,
+            "DeploymentID": "",
+            "Status": status,
+            "StatusDescription": "",
+            "Wait": 0,
+            "WaitUntil": _rfc3339(None),
+            "NextEval": "",
+            "PreviousEval": "",
+            "BlockedEval": "",
+            "RelatedEvals": None,
+            "FailedTGAllocs": None,
+            "ClassEligibility": None,
+            "EscapedComputedClass": False,
+            "QuotaLimitReached": "",
+            "AnnotatePlan": False,
+            "QueuedAllocations": None,
+            "LeaderACL": "",
+            "SnapshotIndex": 0,
+            "CreateIndex": self.index + 1,
+            "ModifyIndex": self.index + 1,
+            "CreateTime": now,
+            "ModifyTime": now,
         }
         return eval_id
 
@@ -293,21 +391,33 @@ class Cluster:
         ev = self.evals[eval_id]
         job = job or self.jobs.get((ev["Namespace"], ev["JobID"]))
         stopping = job is None or job.get("Stop")
-        mine = [a for a in self.allocs.values() if a["JobID"] == ev["JobID"] and a["Namespace"] == ev["Namespace"]]
+        mine = [
+            a for a in self.allocs.values() if a["JobID"] == ev["JobID"] and a["Namespace"] == ev["Namespace"]
+        ]
         for alloc in mine:
             live = alloc["DesiredStatus"] == "run" and alloc["ClientStatus"] not in _TERMINAL
             if live and (stopping or alloc["JobVersion"] != job["Version"]):  # type: ignore[index]
-                await self.stop_alloc(alloc["ID"], "alloc not needed due to job update" if not stopping
-                                      else "alloc not needed due to job stop")
+                await self.stop_alloc(
+                    alloc["ID"],
+                    "alloc not needed due to job update"
+                    if not stopping
+                    else "alloc not needed due to job stop",
+                )
         failed: dict[str, Any] = {}
         queued: dict[str, int] = {}
         if not stopping:
             assert job is not None
             for tg in job["TaskGroups"]:
-                have = [a for a in self.allocs.values()
-                        if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"] and a["TaskGroup"] == tg["Name"]
-                        and a["DesiredStatus"] == "run" and a["JobVersion"] == job["Version"]
-                        and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")]
+                have = [
+                    a
+                    for a in self.allocs.values()
+                    if a["JobID"] == job["ID"]
+                    and a["Namespace"] == job["Namespace"]
+                    and a["TaskGroup"] == tg["Name"]
+                    and a["DesiredStatus"] == "run"
+                    and a["JobVersion"] == job["Version"]
+                    and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")
+                ]
                 missing = int(tg["Count"]) - len(have)
                 queued[tg["Name"]] = 0
                 for i in range(max(0, missing)):
@@ -356,10 +466,21 @@ class Cluster:
 
     def _place(self, job: dict[str, Any], tg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         metric: dict[str, Any] = {
-            "NodesEvaluated": 0, "NodesFiltered": 0, "NodesInPool": 0, "NodesAvailable": {}, "ClassFiltered": None,
-            "ConstraintFiltered": None, "NodesExhausted": 0, "ClassExhausted": None, "DimensionExhausted": None,
-            "QuotaExhausted": None, "ResourcesExhausted": None, "Scores": None, "ScoreMetaData": None,
-            "AllocationTime": 120000, "CoalescedFailures": 0,
+            "NodesEvaluated": 0,
+            "NodesFiltered": 0,
+            "NodesInPool": 0,
+            "NodesAvailable": {},
+            "ClassFiltered": None,
+            "ConstraintFiltered": None,
+            "NodesExhausted": 0,
+            "ClassExhausted": None,
+            "DimensionExhausted": None,
+            "QuotaExhausted": None,
+            "ResourcesExhausted": None,
+            "Scores": None,
+            "ScoreMetaData": None,
+            "AllocationTime": 120000,
+            "CoalescedFailures": 0,
         }
 
         def bump(key: str, reason: str) -> None:
@@ -373,7 +494,9 @@ class Cluster:
             metric["NodesInPool"] += 1
             if not any(fnmatch.fnmatchcase(node["Datacenter"], dc) for dc in job["Datacenters"]):
                 continue
-            metric["NodesAvailable"][node["Datacenter"]] = metric["NodesAvailable"].get(node["Datacenter"], 0) + 1
+            metric["NodesAvailable"][node["Datacenter"]] = (
+                metric["NodesAvailable"].get(node["Datacenter"], 0) + 1
+            )
             if node["Status"] != "ready" or node["SchedulingEligibility"] != "eligible":
                 continue
             candidates.append(node)
@@ -387,7 +510,9 @@ class Cluster:
                 continue
             spec = self.node_specs[node["ID"]]
             used = self._usage(node["ID"])
-            need_mhz = sum(int(t["Resources"].get("CPU") or 0) for t in tasks if not t["Resources"].get("Cores"))
+            need_mhz = sum(
+                int(t["Resources"].get("CPU") or 0) for t in tasks if not t["Resources"].get("Cores")
+            )
             need_cores = sum(int(t["Resources"].get("Cores") or 0) for t in tasks)
             need_mem = sum(int(t["Resources"]["MemoryMB"]) for t in tasks)
             need_disk = int(tg["EphemeralDisk"]["SizeMB"])
@@ -452,15 +577,21 @@ class Cluster:
                     return "missing devices"
         return None
 
-    def _assign_device(self, node: dict[str, Any], req: dict[str, Any], taken: set[str]) -> dict[str, Any] | None:
+    def _assign_device(
+        self, node: dict[str, Any], req: dict[str, Any], taken: set[str]
+    ) -> dict[str, Any] | None:
         count = int(req.get("Count") or 1)
         for group in node["NodeResources"]["Devices"] or []:
             if not _device_matches(group, req):
                 continue
             free = [i["ID"] for i in group["Instances"] if i["Healthy"] and i["ID"] not in taken]
             if len(free) >= count:
-                return {"Vendor": group["Vendor"], "Type": group["Type"], "Name": group["Name"],
-                        "DeviceIDs": free[:count]}
+                return {
+                    "Vendor": group["Vendor"],
+                    "Type": group["Type"],
+                    "Name": group["Name"],
+                    "DeviceIDs": free[:count],
+                }
         return None
 
     def _free_port(self) -> int:
@@ -475,7 +606,12 @@ class Cluster:
                 return port
 
     def _create_alloc(
-        self, job: dict[str, Any], tg: dict[str, Any], eval_id: str, index: int, placement: dict[str, Any],
+        self,
+        job: dict[str, Any],
+        tg: dict[str, Any],
+        eval_id: str,
+        index: int,
+        placement: dict[str, Any],
         metric: dict[str, Any],
     ) -> dict[str, Any]:
         node = placement["node"]
@@ -486,13 +622,32 @@ class Cluster:
             dyn, res = [], []
             for p in net.get("DynamicPorts") or []:
                 value = self._free_port()
-                dyn.append({"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostNetwork": "default"})
-                ports.append({"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostIP": "127.0.0.1"})
+                dyn.append(
+                    {"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostNetwork": "default"}
+                )
+                ports.append(
+                    {"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostIP": "127.0.0.1"}
+                )
             for p in net.get("ReservedPorts") or []:
-                res.append({"Label": p["Label"], "Value": p["Value"], "To": p.get("To") or 0, "HostNetwork": "default"})
-                ports.append({"Label": p["Label"], "Value": p["Value"], "To": p.get("To") or 0, "HostIP": "127.0.0.1"})
-            networks.append({"Mode": net.get("Mode") or "host", "IP": "127.0.0.1", "DynamicPorts": dyn or None,
-                             "ReservedPorts": res or None})
+                res.append(
+                    {
+                        "Label": p["Label"],
+                        "Value": p["Value"],
+                        "To": p.get("To") or 0,
+                        "HostNetwork": "default",
+                    }
+                )
+                ports.append(
+                    {"Label": p["Label"], "Value": p["Value"], "To": p.get("To") or 0, "HostIP": "127.0.0.1"}
+                )
+            networks.append(
+                {
+                    "Mode": net.get("Mode") or "host",
+                    "IP": "127.0.0.1",
+                    "DynamicPorts": dyn or None,
+                    "ReservedPorts": res or None,
+                }
+            )
         cores_free = list(placement["cores_free"])
         tasks_res = {}
         for t in tg["Tasks"]:
@@ -501,29 +656,56 @@ class Cluster:
             mhz = int(r.get("CPU") or 0) if not cores else len(cores) * spec.mhz_per_core
             tasks_res[t["Name"]] = {
                 "Cpu": {"CpuShares": mhz, "ReservedCores": cores or None},
-                "Memory": {"MemoryMB": int(r["MemoryMB"]),
-                           "MemoryMaxMB": int(r.get("MemoryMaxMB") or 0) if self.memory_oversubscription else 0},
+                "Memory": {
+                    "MemoryMB": int(r["MemoryMB"]),
+                    "MemoryMaxMB": int(r.get("MemoryMaxMB") or 0) if self.memory_oversubscription else 0,
+                },
                 "Networks": None,
                 "Devices": placement["devices"].get(t["Name"]) or None,
             }
         now = _now_ns()
         alloc = {
-            "ID": alloc_id, "EvalID": eval_id, "Name": f"{job['ID']}.{tg['Name']}[{index}]",
-            "Namespace": job["Namespace"], "NodeID": node["ID"], "NodeName": node["Name"], "JobID": job["ID"],
-            "Job": copy.deepcopy(job), "TaskGroup": tg["Name"], "JobType": job["Type"], "JobVersion": job["Version"],
+            "ID": alloc_id,
+            "EvalID": eval_id,
+            "Name": f"{job['ID']}.{tg['Name']}[{index}]",
+            "Namespace": job["Namespace"],
+            "NodeID": node["ID"],
+            "NodeName": node["Name"],
+            "JobID": job["ID"],
+            "Job": copy.deepcopy(job),
+            "TaskGroup": tg["Name"],
+            "JobType": job["Type"],
+            "JobVersion": job["Version"],
             "AllocatedResources": {
                 "Tasks": tasks_res,
                 "TaskLifecycles": {t["Name"]: None for t in tg["Tasks"]},
-                "Shared": {"DiskMB": int(tg["EphemeralDisk"]["SizeMB"]), "Networks": networks or None,
-                           "Ports": ports or None},
+                "Shared": {
+                    "DiskMB": int(tg["EphemeralDisk"]["SizeMB"]),
+                    "Networks": networks or None,
+                    "Ports": ports or None,
+                },
             },
-            "Metrics": metric, "DesiredStatus": "run", "DesiredDescription": "", "DesiredTransition": {},
-            "ClientStatus": "pending", "ClientDescription": "", "TaskStates": None, "DeploymentID": "",
-            "DeploymentStatus": None, "FollowupEvalID": "", "RescheduleTracker": None, "PreemptedAllocations": None,
-            "PreemptedByAllocation": "", "NextAllocation": "", "PreviousAllocation": "",
+            "Metrics": metric,
+            "DesiredStatus": "run",
+            "DesiredDescription": "",
+            "DesiredTransition": {},
+            "ClientStatus": "pending",
+            "ClientDescription": "",
+            "TaskStates": None,
+            "DeploymentID": "",
+            "DeploymentStatus": None,
+            "FollowupEvalID": "",
+            "RescheduleTracker": None,
+            "PreemptedAllocations": None,
+            "PreemptedByAllocation": "",
+            "NextAllocation": "",
+            "PreviousAllocation": "",
             "NetworkStatus": {"InterfaceName": "eth0", "Address": "127.0.0.1", "DNS": None},
-            "CreateIndex": self.index + 1, "ModifyIndex": self.index + 1, "AllocModifyIndex": self.index + 1,
-            "CreateTime": now, "ModifyTime": now,
+            "CreateIndex": self.index + 1,
+            "ModifyIndex": self.index + 1,
+            "AllocModifyIndex": self.index + 1,
+            "CreateTime": now,
+            "ModifyTime": now,
         }
         self.allocs[alloc_id] = alloc
         self.tasks[alloc_id] = {t["Name"]: _Task(t["Name"], t) for t in tg["Tasks"]}
@@ -531,11 +713,35 @@ class Cluster:
         self.spawn(self._run_alloc(alloc_id))
         return alloc
 
-    def alloc_stub(self, alloc: dict[str, Any], resources: bool = False, task_states: bool = True) -> dict[str, Any]:
-        keys = ["ID", "EvalID", "Name", "Namespace", "NodeID", "NodeName", "JobID", "JobType", "JobVersion",
-                "TaskGroup", "DesiredStatus", "DesiredDescription", "ClientStatus", "ClientDescription",
-                "DeploymentStatus", "FollowupEvalID", "NextAllocation", "RescheduleTracker", "PreemptedAllocations",
-                "PreemptedByAllocation", "CreateIndex", "ModifyIndex", "CreateTime", "ModifyTime"]
+    def alloc_stub(
+        self, alloc: dict[str, Any], resources: bool = False, task_states: bool = True
+    ) -> dict[str, Any]:
+        keys = [
+            "ID",
+            "EvalID",
+            "Name",
+            "Namespace",
+            "NodeID",
+            "NodeName",
+            "JobID",
+            "JobType",
+            "JobVersion",
+            "TaskGroup",
+            "DesiredStatus",
+            "DesiredDescription",
+            "ClientStatus",
+            "ClientDescription",
+            "DeploymentStatus",
+            "FollowupEvalID",
+            "NextAllocation",
+            "RescheduleTracker",
+            "PreemptedAllocations",
+            "PreemptedByAllocation",
+            "CreateIndex",
+            "ModifyIndex",
+            "CreateTime",
+            "ModifyTime",
+        ]
         stub = {k: alloc[k] for k in keys}
         stub["TaskStates"] = copy.deepcopy(alloc["TaskStates"]) if task_states else None
         stub["AllocatedResources"] = copy.deepcopy(alloc["AllocatedResources"]) if resources else None
@@ -551,8 +757,9 @@ class Cluster:
         if alloc["ClientStatus"] not in _TERMINAL:
             if all(s["State"] == "dead" for s in statuses):
                 alloc["ClientStatus"] = "failed" if any(s["Failed"] for s in statuses) else "complete"
-                alloc["ClientDescription"] = ("Failed tasks" if alloc["ClientStatus"] == "failed"
-                                              else "All tasks have completed")
+                alloc["ClientDescription"] = (
+                    "Failed tasks" if alloc["ClientStatus"] == "failed" else "All tasks have completed"
+                )
             elif all(s["State"] == "running" for s in statuses):
                 alloc["ClientStatus"] = "running"
                 alloc["ClientDescription"] = "Tasks are running"
@@ -568,13 +775,30 @@ class Cluster:
     def _event(self, task: _Task, kind: str, display: str, **extra: Any) -> None:
         details = {k: str(v) for k, v in (extra.pop("details", None) or {}).items()}
         event = {
-            "Type": kind, "Time": _now_ns(), "DisplayMessage": display, "Details": details or None,
-            "Message": extra.pop("message", ""), "FailsTask": extra.pop("fails", False), "RestartReason": "",
-            "SetupError": "", "DriverError": extra.pop("driver_error", ""), "ExitCode": extra.pop("exit_code", 0),
-            "Signal": 0, "KillReason": "", "KillTimeout": extra.pop("kill_timeout", 0), "KillError": "",
-            "StartDelay": 0, "DownloadError": "", "ValidationError": "", "DiskLimit": 0, "FailedSibling": "",
-            "VaultError": "", "TaskSignalReason": "", "TaskSignal": "",
-            "DriverMessage": extra.pop("driver_message", ""), "GenericSource": "",
+            "Type": kind,
+            "Time": _now_ns(),
+            "DisplayMessage": display,
+            "Details": details or None,
+            "Message": extra.pop("message", ""),
+            "FailsTask": extra.pop("fails", False),
+            "RestartReason": "",
+            "SetupError": "",
+            "DriverError": extra.pop("driver_error", ""),
+            "ExitCode": extra.pop("exit_code", 0),
+            "Signal": 0,
+            "KillReason": "",
+            "KillTimeout": extra.pop("kill_timeout", 0),
+            "KillError": "",
+            "StartDelay": 0,
+            "DownloadError": "",
+            "ValidationError": "",
+            "DiskLimit": 0,
+            "FailedSibling": "",
+            "VaultError": "",
+            "TaskSignalReason": "",
+            "TaskSignal": "",
+            "DriverMessage": extra.pop("driver_message", ""),
+            "GenericSource": "",
         }
         task.state["Events"].append(event)
         if len(task.state["Events"]) > 10:  # Nomad keeps the last 10
@@ -631,24 +855,38 @@ class Cluster:
             except gotmpl.MissingVariable as miss:
                 if miss.path not in missing_reported:
                     missing_reported.add(miss.path)
-                    self._event(task, "Template",
-                                f"Missing: nomad.var.block({miss.path}@{alloc['Namespace']}.{self.region})")
+                    self._event(
+                        task,
+                        "Template",
+                        f"Missing: nomad.var.block({miss.path}@{alloc['Namespace']}.{self.region})",
+                    )
                     await self._touch(alloc)
                 await self.wait(("vars", "allocs"), self.index, 1.0)
             except gotmpl.TemplateError as exc:
                 return await self._fail(alloc, task, "Killing", f"Template failed: {exc}")
         res = alloc["AllocatedResources"]["Tasks"][task.name]
         if res["Devices"] and not nspec.nvidia_runtime:
-            return await self._fail(alloc, task, "Driver Failure",
-                                    'failed to create container configuration for image: requested docker runtime "nvidia" was not found')
+            return await self._fail(
+                alloc,
+                task,
+                "Driver Failure",
+                'failed to create container configuration for image: requested docker runtime "nvidia" was not found',
+            )
         if (alloc["NodeID"], image_name) not in self.pulled:
-            self._event(task, "Driver", "Downloading image", details={"image": image_name},
-                        driver_message="Downloading image")
+            self._event(
+                task,
+                "Driver",
+                "Downloading image",
+                details={"image": image_name},
+                driver_message="Downloading image",
+            )
             await self._touch(alloc)
             await asyncio.sleep(image.pull_seconds if image else 0.05)
             if image is None:
-                msg = (f"Failed to pull `{image_name}`: API error (404): manifest for {image_name} not found: "
-                       "manifest unknown: manifest unknown")
+                msg = (
+                    f"Failed to pull `{image_name}`: API error (404): manifest for {image_name} not found: "
+                    "manifest unknown: manifest unknown"
+                )
                 return await self._fail(alloc, task, "Driver Failure", msg, unrecoverable=True)
             self.pulled.add((alloc["NodeID"], image_name))
         policy = spec.get("RestartPolicy") or {}
@@ -663,14 +901,24 @@ class Cluster:
                     task.state["LastRestart"] = _rfc3339(_now_ns())
                     continue
                 return await self._finish_killed(alloc, task)
-            self._event(task, "Terminated", f"Exit Code: {code}", exit_code=code,
-                        details={"exit_code": code, "signal": 0, "oom_killed": "false"})
+            self._event(
+                task,
+                "Terminated",
+                f"Exit Code: {code}",
+                exit_code=code,
+                details={"exit_code": code, "signal": 0, "oom_killed": "false"},
+            )
             if code == 0 and alloc["JobType"] in ("batch", "sysbatch"):
                 task.state.update(State="dead", Failed=False, FinishedAt=_rfc3339(_now_ns()))
                 return await self._touch(alloc)
             if task.state["Restarts"] < int(policy.get("Attempts") or 0):
                 delay = (policy.get("Delay") or 0) / NS
-                self._event(task, "Restarting", f"Task restarting in {delay:g}s", details={"restart_reason": "Restart within policy"})
+                self._event(
+                    task,
+                    "Restarting",
+                    f"Task restarting in {delay:g}s",
+                    details={"restart_reason": "Restart within policy"},
+                )
                 task.state["State"] = "pending"
                 await self._touch(alloc)
                 await asyncio.sleep(delay * self.restart_delay_scale)
@@ -679,11 +927,15 @@ class Cluster:
                 continue
             attempts = int(policy.get("Attempts") or 0)
             return await self._fail(
-                alloc, task, "Not Restarting",
+                alloc,
+                task,
+                "Not Restarting",
                 f'Exceeded allowed attempts {attempts} in interval {(policy.get("Interval") or 0) // NS}s and mode is "fail"',
             )
 
-    async def _fail(self, alloc: dict[str, Any], task: _Task, kind: str, msg: str, unrecoverable: bool = False) -> None:
+    async def _fail(
+        self, alloc: dict[str, Any], task: _Task, kind: str, msg: str, unrecoverable: bool = False
+    ) -> None:
         self._event(task, kind, msg, fails=True, driver_error=msg if kind == "Driver Failure" else "")
         if unrecoverable:
             self._event(task, "Not Restarting", "Error was unrecoverable", fails=True)
@@ -697,7 +949,12 @@ class Cluster:
         await self._touch(alloc)
 
     async def _start_and_wait(
-        self, alloc: dict[str, Any], task: _Task, image: DoubleImage | None, env: dict[str, str], task_dir: Path
+        self,
+        alloc: dict[str, Any],
+        task: _Task,
+        image: DoubleImage | None,
+        env: dict[str, str],
+        task_dir: Path,
     ) -> int | None:
         assert image is not None
         cfg = task.spec.get("Config") or {}
@@ -711,16 +968,30 @@ class Cluster:
         logs = self.alloc_dir(alloc["ID"]) / "alloc" / "logs"
         if image.kind == "exec":
             if not argv:
-                return await self._exit_with(alloc, task, "Driver Failure", "no command to run: the image has no CMD")
-            with open(logs / f"{task.name}.stdout.0", "ab") as out, open(logs / f"{task.name}.stderr.0", "ab") as err:
+                return await self._exit_with(
+                    alloc, task, "Driver Failure", "no command to run: the image has no CMD"
+                )
+            with (
+                open(logs / f"{task.name}.stdout.0", "ab") as out,
+                open(logs / f"{task.name}.stderr.0", "ab") as err,
+            ):
                 try:
                     task.proc = await asyncio.create_subprocess_exec(
-                        *argv, env=host_env, cwd=task.cwd, stdout=out, stderr=err, stdin=asyncio.subprocess.DEVNULL,
+                        *argv,
+                        env=host_env,
+                        cwd=task.cwd,
+                        stdout=out,
+                        stderr=err,
+                        stdin=asyncio.subprocess.DEVNULL,
                         start_new_session=True,
                     )
                 except OSError as exc:
-                    return await self._exit_with(alloc, task, "Driver Failure",
-                                                 f"failed to create container: exec: {argv[0]!r}: {exc.strerror}")
+                    return await self._exit_with(
+                        alloc,
+                        task,
+                        "Driver Failure",
+                        f"failed to create container: exec: {argv[0]!r}: {exc.strerror}",
+                    )
         self._event(task, "Started", "Task started by client")
         task.state.update(State="running", StartedAt=_rfc3339(_now_ns()))
         await self._touch(alloc)
@@ -753,8 +1024,12 @@ class Cluster:
         sig = getattr(signal, task.spec.get("KillSignal") or "SIGTERM", signal.SIGTERM)
         if task.restart_requested:
             self._event(task, "Restart Signaled", "User requested running tasks to restart")
-        self._event(task, "Killing", f"Sent interrupt. Waiting {timeout:g}s before force killing",
-                    kill_timeout=int(timeout * NS))
+        self._event(
+            task,
+            "Killing",
+            f"Sent interrupt. Waiting {timeout:g}s before force killing",
+            kill_timeout=int(timeout * NS),
+        )
         await self._touch(alloc)
         if proc is None or proc.returncode is not None:
             return
@@ -764,7 +1039,7 @@ class Cluster:
             return
         try:
             await asyncio.wait_for(proc.wait(), min(timeout, self.max_kill_wait))
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -799,22 +1074,42 @@ class Cluster:
 
     # -- task environment, templates, paths -------------------------------------------------
 
-    def _task_env(self, alloc: dict[str, Any], task: _Task, node: dict[str, Any], image: DoubleImage | None) -> dict[str, str]:
+    def _task_env(
+        self, alloc: dict[str, Any], task: _Task, node: dict[str, Any], image: DoubleImage | None
+    ) -> dict[str, str]:
         job = alloc["Job"]
         res = alloc["AllocatedResources"]["Tasks"][task.name]
         env: dict[str, str] = dict(image.env) if image else {}
-        env.update({
-            "NOMAD_ALLOC_DIR": "/alloc", "NOMAD_TASK_DIR": "/local", "NOMAD_SECRETS_DIR": "/secrets",
-            "NOMAD_ALLOC_ID": alloc["ID"], "NOMAD_SHORT_ALLOC_ID": alloc["ID"][:8], "NOMAD_ALLOC_NAME": alloc["Name"],
-            "NOMAD_ALLOC_INDEX": alloc["Name"].rsplit("[", 1)[1].rstrip("]"), "NOMAD_GROUP_NAME": alloc["TaskGroup"],
-            "NOMAD_TASK_NAME": task.name, "NOMAD_JOB_ID": job["ID"], "NOMAD_JOB_NAME": job["Name"],
-            "NOMAD_NAMESPACE": alloc["Namespace"], "NOMAD_REGION": self.region, "NOMAD_DC": node["Datacenter"],
-            "NOMAD_CPU_LIMIT": str(res["Cpu"]["CpuShares"]), "NOMAD_MEMORY_LIMIT": str(res["Memory"]["MemoryMB"]),
-        })
+        env.update(
+            {
+                "NOMAD_ALLOC_DIR": "/alloc",
+                "NOMAD_TASK_DIR": "/local",
+                "NOMAD_SECRETS_DIR": "/secrets",
+                "NOMAD_ALLOC_ID": alloc["ID"],
+                "NOMAD_SHORT_ALLOC_ID": alloc["ID"][:8],
+                "NOMAD_ALLOC_NAME": alloc["Name"],
+                "NOMAD_ALLOC_INDEX": alloc["Name"].rsplit("[", 1)[1].rstrip("]"),
+                "NOMAD_GROUP_NAME": alloc["TaskGroup"],
+                "NOMAD_TASK_NAME": task.name,
+                "NOMAD_JOB_ID": job["ID"],
+                "NOMAD_JOB_NAME": job["Name"],
+                "NOMAD_NAMESPACE": alloc["Namespace"],
+                "NOMAD_REGION": self.region,
+                "NOMAD_DC": node["Datacenter"],
+                "NOMAD_CPU_LIMIT": str(res["Cpu"]["CpuShares"]),
+                "NOMAD_MEMORY_LIMIT": str(res["Memory"]["MemoryMB"]),
+            }
+        )
         for port in alloc["AllocatedResources"]["Shared"]["Ports"] or []:
             label, value = port["Label"], str(port["Value"])
-            env.update({f"NOMAD_PORT_{label}": value, f"NOMAD_HOST_PORT_{label}": value,
-                        f"NOMAD_IP_{label}": "127.0.0.1", f"NOMAD_ADDR_{label}": f"127.0.0.1:{value}"})
+            env.update(
+                {
+                    f"NOMAD_PORT_{label}": value,
+                    f"NOMAD_HOST_PORT_{label}": value,
+                    f"NOMAD_IP_{label}": "127.0.0.1",
+                    f"NOMAD_ADDR_{label}": f"127.0.0.1:{value}",
+                }
+            )
         meta = {**(job.get("Meta") or {})}
         for tg in job["TaskGroups"]:
             if tg["Name"] == alloc["TaskGroup"]:
@@ -827,15 +1122,26 @@ class Cluster:
         if ids:
             env["NVIDIA_VISIBLE_DEVICES"] = ",".join(ids)
         attrs = {f"attr.{k}": v for k, v in node["Attributes"].items()}
-        attrs.update({"node.unique.id": node["ID"], "node.datacenter": node["Datacenter"],
-                      "node.unique.name": node["Name"], "node.class": node["NodeClass"]})
+        attrs.update(
+            {
+                "node.unique.id": node["ID"],
+                "node.datacenter": node["Datacenter"],
+                "node.unique.name": node["Name"],
+                "node.class": node["NodeClass"],
+            }
+        )
         for k, v in (task.spec.get("Env") or {}).items():
             env[k] = _interpolate(v, {**attrs, **env})
         return env
 
-    def _path_map(self, alloc: dict[str, Any], task: _Task, task_dir: Path, image: DoubleImage | None) -> dict[str, str]:
-        paths = {"/alloc": str(self.alloc_dir(alloc["ID"]) / "alloc"), "/local": str(task_dir / "local"),
-                 "/secrets": str(task_dir / "secrets")}
+    def _path_map(
+        self, alloc: dict[str, Any], task: _Task, task_dir: Path, image: DoubleImage | None
+    ) -> dict[str, str]:
+        paths = {
+            "/alloc": str(self.alloc_dir(alloc["ID"]) / "alloc"),
+            "/local": str(task_dir / "local"),
+            "/secrets": str(task_dir / "secrets"),
+        }
         if image:
             for p in image.paths:
                 host = task_dir / "rootfs" / p.lstrip("/")
@@ -857,11 +1163,14 @@ class Cluster:
     @staticmethod
     def _host_view(value: str, paths: dict[str, str]) -> str:
         for prefix in sorted(paths, key=len, reverse=True):
-            value = re.sub(r"(?<![\w./-])" + re.escape(prefix) + r"(?=/|$|[^\w.-])",
-                           lambda _m, p=prefix: paths[p], value)
+            value = re.sub(
+                r"(?<![\w./-])" + re.escape(prefix) + r"(?=/|$|[^\w.-])", lambda _m, p=prefix: paths[p], value
+            )
         return value.replace("0.0.0.0", "127.0.0.1")
 
-    def _render_templates(self, alloc: dict[str, Any], task: _Task, task_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    def _render_templates(
+        self, alloc: dict[str, Any], task: _Task, task_dir: Path, env: dict[str, str]
+    ) -> dict[str, str]:
         template_env: dict[str, str] = {}
         ns = alloc["Namespace"]
 
@@ -880,10 +1189,17 @@ class Cluster:
             return dict(var["Items"])
 
         for tmpl in task.spec.get("Templates") or []:
-            text = gotmpl.render(tmpl.get("EmbeddedTmpl") or "", tmpl.get("LeftDelim") or "{{",
-                                 tmpl.get("RightDelim") or "}}", variable, env)
+            text = gotmpl.render(
+                tmpl.get("EmbeddedTmpl") or "",
+                tmpl.get("LeftDelim") or "{{",
+                tmpl.get("RightDelim") or "}}",
+                variable,
+                env,
+            )
             dest = Path(tmpl["DestPath"])
-            target = task_dir / dest if not dest.is_absolute() else Path(self._host_view(str(dest), task.paths))
+            target = (
+                task_dir / dest if not dest.is_absolute() else Path(self._host_view(str(dest), task.paths))
+            )
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
             os.chmod(target, int(tmpl.get("Perms") or "0644", 8))
@@ -918,22 +1234,37 @@ class Cluster:
         devices = []
         for task_res in alloc["AllocatedResources"]["Tasks"].values():
             for dev in task_res["Devices"] or []:
-                devices.append({
-                    "Vendor": dev["Vendor"], "Type": dev["Type"], "Name": dev["Name"],
-                    "InstanceStats": {
-                        i: {
-                            "Summary": {"Unit": "MiB", "Desc": "UsedMemory / TotalMemory",
-                                        "IntNumeratorVal": 1024, "IntDenominatorVal": 81559},
-                            "Stats": {"Attributes": {
-                                "GPU utilization": {"Unit": "%", "IntNumeratorVal": 7},
-                                "Memory state": {"Unit": "MiB", "IntNumeratorVal": 1024, "IntDenominatorVal": 81559},
-                                "Temperature": {"Unit": "C", "IntNumeratorVal": 41},
-                            }, "Nested": None},
-                            "Timestamp": _rfc3339(_now_ns()),
-                        }
-                        for i in dev["DeviceIDs"]
-                    },
-                })
+                devices.append(
+                    {
+                        "Vendor": dev["Vendor"],
+                        "Type": dev["Type"],
+                        "Name": dev["Name"],
+                        "InstanceStats": {
+                            i: {
+                                "Summary": {
+                                    "Unit": "MiB",
+                                    "Desc": "UsedMemory / TotalMemory",
+                                    "IntNumeratorVal": 1024,
+                                    "IntDenominatorVal": 81559,
+                                },
+                                "Stats": {
+                                    "Attributes": {
+                                        "GPU utilization": {"Unit": "%", "IntNumeratorVal": 7},
+                                        "Memory state": {
+                                            "Unit": "MiB",
+                                            "IntNumeratorVal": 1024,
+                                            "IntDenominatorVal": 81559,
+                                        },
+                                        "Temperature": {"Unit": "C", "IntNumeratorVal": 41},
+                                    },
+                                    "Nested": None,
+                                },
+                                "Timestamp": _rfc3339(_now_ns()),
+                            }
+                            for i in dev["DeviceIDs"]
+                        },
+                    }
+                )
         usage["DeviceStats"] = devices or None
         return {"ResourceUsage": usage, "Tasks": tasks_out, "Timestamp": _now_ns()}
 
@@ -953,10 +1284,26 @@ class Cluster:
 
 def _resource_usage(rss: int, pct: float, ticks: float) -> dict[str, Any]:
     return {
-        "MemoryStats": {"RSS": rss, "Cache": 0, "Swap": 0, "MappedFile": 0, "Usage": rss, "MaxUsage": 0,
-                        "KernelUsage": 0, "KernelMaxUsage": 0, "Measured": ["RSS", "Cache", "Swap", "Usage"]},
-        "CpuStats": {"SystemMode": 0.0, "UserMode": 0.0, "TotalTicks": ticks, "ThrottledPeriods": 0,
-                     "ThrottledTime": 0, "Percent": pct, "Measured": ["Throttled Periods", "Throttled Time", "Percent"]},
+        "MemoryStats": {
+            "RSS": rss,
+            "Cache": 0,
+            "Swap": 0,
+            "MappedFile": 0,
+            "Usage": rss,
+            "MaxUsage": 0,
+            "KernelUsage": 0,
+            "KernelMaxUsage": 0,
+            "Measured": ["RSS", "Cache", "Swap", "Usage"],
+        },
+        "CpuStats": {
+            "SystemMode": 0.0,
+            "UserMode": 0.0,
+            "TotalTicks": ticks,
+            "ThrottledPeriods": 0,
+            "ThrottledTime": 0,
+            "Percent": pct,
+            "Measured": ["Throttled Periods", "Throttled Time", "Percent"],
+        },
         "DeviceStats": None,
     }
 
@@ -998,7 +1345,12 @@ def _proc_tree_usage(root_pid: int) -> tuple[int, float]:
 def _workload_may_read(alloc: dict[str, Any], task: str, path: str) -> bool:
     job = alloc["JobID"]
     group = alloc["TaskGroup"]
-    return path in ("nomad/jobs", f"nomad/jobs/{job}", f"nomad/jobs/{job}/{group}", f"nomad/jobs/{job}/{group}/{task}")
+    return path in (
+        "nomad/jobs",
+        f"nomad/jobs/{job}",
+        f"nomad/jobs/{job}/{group}",
+        f"nomad/jobs/{job}/{group}/{task}",
+    )
 
 
 def _interpolate(value: str, env: dict[str, str]) -> str:
@@ -1016,8 +1368,11 @@ def _node_value(node: dict[str, Any], target: str) -> str | None:
     if key.startswith("meta."):
         return (node.get("Meta") or {}).get(key[5:])
     return {
-        "node.unique.id": node["ID"], "node.datacenter": node["Datacenter"], "node.unique.name": node["Name"],
-        "node.class": node["NodeClass"], "node.pool": node["NodePool"],
+        "node.unique.id": node["ID"],
+        "node.datacenter": node["Datacenter"],
+        "node.unique.name": node["Name"],
+        "node.class": node["NodeClass"],
+        "node.pool": node["NodePool"],
     }.get(key)
 
 
@@ -1051,7 +1406,9 @@ def _node_constraint(node: dict[str, Any], c: dict[str, Any]) -> bool:
     op = c.get("Operand") or "="
     if op in ("distinct_hosts", "distinct_property"):
         return True
-    return _compare(_node_value(node, c.get("LTarget") or ""), op, _node_value(node, c.get("RTarget") or "") or "")
+    return _compare(
+        _node_value(node, c.get("LTarget") or ""), op, _node_value(node, c.get("RTarget") or "") or ""
+    )
 
 
 _UNITS_MIB = {"kib": 1 / 1024, "mib": 1, "gib": 1024, "tib": 1024 * 1024, "kb": 1 / 1024, "mb": 1, "gb": 1024}
@@ -1070,7 +1427,7 @@ def _device_matches(group: dict[str, Any], req: dict[str, Any]) -> bool:
         op = c.get("Operand") or "="
         right = c.get("RTarget") or ""
         if key.startswith("device.attr."):
-            attr = (group.get("Attributes") or {}).get(key[len("device.attr."):])
+            attr = (group.get("Attributes") or {}).get(key[len("device.attr.") :])
             if attr is None:
                 return False
             if "Int" in attr or "Float" in attr:

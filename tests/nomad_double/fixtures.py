@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -106,7 +107,9 @@ def make_double(tmp: Path) -> tuple[NomadDouble, str]:
         DoubleNode("cpu-1", host_volumes={SNAPSHOT_VOLUME: str(snapshots)}),
     ]
     token = "management-" + secrets.token_hex(8)
-    double = NomadDouble(nodes=nodes, images=[WORKSPACE_IMAGE, IDLE_IMAGE, CRASH_IMAGE], acl={token: {"*"}}, root=tmp / "nomad")
+    double = NomadDouble(
+        nodes=nodes, images=[WORKSPACE_IMAGE, IDLE_IMAGE, CRASH_IMAGE], acl={token: {"*"}}, root=tmp / "nomad"
+    )
     return double, token
 
 

@@ -9,7 +9,7 @@ action is a template error, which fails the task like a template that does not p
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["MissingVariable", "TemplateError", "render"]
 

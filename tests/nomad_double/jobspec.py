@@ -38,102 +38,271 @@ class DecodeError(Exception):
 _CONSTRAINT = {"LTarget": "str", "RTarget": "str", "Operand": "str"}
 STRUCTS: dict[str, dict[str, Any]] = {
     "JobRegisterRequest": {
-        "Job": "Job", "EnforceIndex": "bool", "JobModifyIndex": "int", "PolicyOverride": "bool",
-        "PreserveCounts": "bool", "PreserveResources": "bool", "EvalPriority": "int", "Submission": "any",
-        "Region": "str", "Namespace": "str", "SecretID": "str", "IdempotencyToken": "str",
+        "Job": "Job",
+        "EnforceIndex": "bool",
+        "JobModifyIndex": "int",
+        "PolicyOverride": "bool",
+        "PreserveCounts": "bool",
+        "PreserveResources": "bool",
+        "EvalPriority": "int",
+        "Submission": "any",
+        "Region": "str",
+        "Namespace": "str",
+        "SecretID": "str",
+        "IdempotencyToken": "str",
     },
     "JobValidateRequest": {"Job": "Job", "Region": "str", "Namespace": "str", "SecretID": "str"},
     "Job": {
-        "Region": "str", "Namespace": "str", "ID": "str", "Name": "str", "Type": "str", "Priority": "int",
-        "AllAtOnce": "bool", "Datacenters": ("list", "str"), "NodePool": "str",
-        "Constraints": ("list", "Constraint"), "Affinities": ("list", "Affinity"),
-        "TaskGroups": ("list", "TaskGroup"), "Update": "any", "Multiregion": "any", "Spreads": ("list", "any"),
-        "Periodic": "any", "ParameterizedJob": "any", "Reschedule": "ReschedulePolicy", "Migrate": "any",
-        "Meta": ("map", "str"), "UI": "any", "Stop": "bool", "ParentID": "str", "Dispatched": "bool",
-        "DispatchIdempotencyToken": "str", "Payload": "str", "ConsulNamespace": "str", "VaultNamespace": "str",
-        "NomadTokenID": "str", "Status": "str", "StatusDescription": "str", "Stable": "bool", "Version": "int",
-        "SubmitTime": "int", "CreateIndex": "int", "ModifyIndex": "int", "JobModifyIndex": "int",
-        "VersionTag": "any", "ConsulToken": "str", "VaultToken": "str",
+        "Region": "str",
+        "Namespace": "str",
+        "ID": "str",
+        "Name": "str",
+        "Type": "str",
+        "Priority": "int",
+        "AllAtOnce": "bool",
+        "Datacenters": ("list", "str"),
+        "NodePool": "str",
+        "Constraints": ("list", "Constraint"),
+        "Affinities": ("list", "Affinity"),
+        "TaskGroups": ("list", "TaskGroup"),
+        "Update": "any",
+        "Multiregion": "any",
+        "Spreads": ("list", "any"),
+        "Periodic": "any",
+        "ParameterizedJob": "any",
+        "Reschedule": "ReschedulePolicy",
+        "Migrate": "any",
+        "Meta": ("map", "str"),
+        "UI": "any",
+        "Stop": "bool",
+        "ParentID": "str",
+        "Dispatched": "bool",
+        "DispatchIdempotencyToken": "str",
+        "Payload": "str",
+        "ConsulNamespace": "str",
+        "VaultNamespace": "str",
+        "NomadTokenID": "str",
+        "Status": "str",
+        "StatusDescription": "str",
+        "Stable": "bool",
+        "Version": "int",
+        "SubmitTime": "int",
+        "CreateIndex": "int",
+        "ModifyIndex": "int",
+        "JobModifyIndex": "int",
+        "VersionTag": "any",
+        "ConsulToken": "str",
+        "VaultToken": "str",
     },
     "Constraint": _CONSTRAINT,
     "Affinity": {**_CONSTRAINT, "Weight": "int"},
     "TaskGroup": {
-        "Name": "str", "Count": "int", "Constraints": ("list", "Constraint"), "Affinities": ("list", "Affinity"),
-        "Tasks": ("list", "Task"), "Spreads": ("list", "any"), "Volumes": ("map", "VolumeRequest"),
-        "RestartPolicy": "RestartPolicy", "Disconnect": "any", "ReschedulePolicy": "ReschedulePolicy",
-        "EphemeralDisk": "EphemeralDisk", "Update": "any", "Migrate": "any",
-        "Networks": ("list", "NetworkResource"), "Meta": ("map", "str"), "Services": ("list", "Service"),
-        "ShutdownDelay": "ns", "MaxRunDuration": "ns", "StopAfterClientDisconnect": "ns",
-        "MaxClientDisconnect": "ns", "PreventRescheduleOnLost": "bool", "Scaling": "any", "Consul": "any",
+        "Name": "str",
+        "Count": "int",
+        "Constraints": ("list", "Constraint"),
+        "Affinities": ("list", "Affinity"),
+        "Tasks": ("list", "Task"),
+        "Spreads": ("list", "any"),
+        "Volumes": ("map", "VolumeRequest"),
+        "RestartPolicy": "RestartPolicy",
+        "Disconnect": "any",
+        "ReschedulePolicy": "ReschedulePolicy",
+        "EphemeralDisk": "EphemeralDisk",
+        "Update": "any",
+        "Migrate": "any",
+        "Networks": ("list", "NetworkResource"),
+        "Meta": ("map", "str"),
+        "Services": ("list", "Service"),
+        "ShutdownDelay": "ns",
+        "MaxRunDuration": "ns",
+        "StopAfterClientDisconnect": "ns",
+        "MaxClientDisconnect": "ns",
+        "PreventRescheduleOnLost": "bool",
+        "Scaling": "any",
+        "Consul": "any",
     },
     "Task": {
-        "Name": "str", "Driver": "str", "User": "str", "Lifecycle": "Lifecycle", "Config": ("map", "any"),
-        "Constraints": ("list", "Constraint"), "Affinities": ("list", "Affinity"), "Env": ("map", "str"),
-        "Services": ("list", "Service"), "Resources": "Resources", "RestartPolicy": "RestartPolicy",
-        "Meta": ("map", "str"), "KillTimeout": "ns", "LogConfig": "LogConfig", "Artifacts": ("list", "any"),
-        "Vault": "any", "Consul": "any", "Templates": ("list", "Template"), "DispatchPayload": "DispatchPayload",
-        "VolumeMounts": ("list", "VolumeMount"), "CSIPluginConfig": "any", "Leader": "bool",
-        "ShutdownDelay": "ns", "KillSignal": "str", "Kind": "str", "ScalingPolicies": ("list", "any"),
-        "Secrets": ("list", "any"), "Identity": "any", "Identities": ("list", "any"), "Actions": ("list", "any"),
+        "Name": "str",
+        "Driver": "str",
+        "User": "str",
+        "Lifecycle": "Lifecycle",
+        "Config": ("map", "any"),
+        "Constraints": ("list", "Constraint"),
+        "Affinities": ("list", "Affinity"),
+        "Env": ("map", "str"),
+        "Services": ("list", "Service"),
+        "Resources": "Resources",
+        "RestartPolicy": "RestartPolicy",
+        "Meta": ("map", "str"),
+        "KillTimeout": "ns",
+        "LogConfig": "LogConfig",
+        "Artifacts": ("list", "any"),
+        "Vault": "any",
+        "Consul": "any",
+        "Templates": ("list", "Template"),
+        "DispatchPayload": "DispatchPayload",
+        "VolumeMounts": ("list", "VolumeMount"),
+        "CSIPluginConfig": "any",
+        "Leader": "bool",
+        "ShutdownDelay": "ns",
+        "KillSignal": "str",
+        "Kind": "str",
+        "ScalingPolicies": ("list", "any"),
+        "Secrets": ("list", "any"),
+        "Identity": "any",
+        "Identities": ("list", "any"),
+        "Actions": ("list", "any"),
         "Schedule": "any",
     },
     "Lifecycle": {"Hook": "str", "Sidecar": "bool"},
-    "RestartPolicy": {"Attempts": "int", "Interval": "ns", "Delay": "ns", "Mode": "str", "RenderTemplates": "bool"},
+    "RestartPolicy": {
+        "Attempts": "int",
+        "Interval": "ns",
+        "Delay": "ns",
+        "Mode": "str",
+        "RenderTemplates": "bool",
+    },
     "ReschedulePolicy": {
-        "Attempts": "int", "Interval": "ns", "Delay": "ns", "DelayFunction": "str", "MaxDelay": "ns",
+        "Attempts": "int",
+        "Interval": "ns",
+        "Delay": "ns",
+        "DelayFunction": "str",
+        "MaxDelay": "ns",
         "Unlimited": "bool",
     },
     "EphemeralDisk": {"Sticky": "bool", "Migrate": "bool", "SizeMB": "int"},
     "Resources": {
-        "CPU": "int", "Cores": "int", "MemoryMB": "int", "MemoryMaxMB": "int", "DiskMB": "int",
-        "Networks": ("list", "NetworkResource"), "Devices": ("list", "RequestedDevice"), "NUMA": "any",
-        "SecretsMB": "int", "IOPS": "int",
+        "CPU": "int",
+        "Cores": "int",
+        "MemoryMB": "int",
+        "MemoryMaxMB": "int",
+        "DiskMB": "int",
+        "Networks": ("list", "NetworkResource"),
+        "Devices": ("list", "RequestedDevice"),
+        "NUMA": "any",
+        "SecretsMB": "int",
+        "IOPS": "int",
     },
     "RequestedDevice": {
-        "Name": "str", "Count": "int", "Constraints": ("list", "Constraint"), "Affinities": ("list", "Affinity"),
+        "Name": "str",
+        "Count": "int",
+        "Constraints": ("list", "Constraint"),
+        "Affinities": ("list", "Affinity"),
     },
     "NetworkResource": {
-        "Mode": "str", "Device": "str", "CIDR": "str", "IP": "str", "DNS": "DNSConfig",
-        "ReservedPorts": ("list", "Port"), "DynamicPorts": ("list", "Port"), "Hostname": "str", "MBits": "int",
+        "Mode": "str",
+        "Device": "str",
+        "CIDR": "str",
+        "IP": "str",
+        "DNS": "DNSConfig",
+        "ReservedPorts": ("list", "Port"),
+        "DynamicPorts": ("list", "Port"),
+        "Hostname": "str",
+        "MBits": "int",
         "CNI": "any",
     },
     "DNSConfig": {"Servers": ("list", "str"), "Searches": ("list", "str"), "Options": ("list", "str")},
     "Port": {"Label": "str", "Value": "int", "To": "int", "HostNetwork": "str", "IgnoreCollision": "bool"},
     "Service": {
-        "Name": "str", "Tags": ("list", "str"), "CanaryTags": ("list", "str"), "EnableTagOverride": "bool",
-        "PortLabel": "str", "AddressMode": "str", "Address": "str", "Checks": ("list", "ServiceCheck"),
-        "CheckRestart": "any", "Connect": "any", "Meta": ("map", "str"), "CanaryMeta": ("map", "str"),
-        "TaggedAddresses": ("map", "str"), "TaskName": "str", "OnUpdate": "str", "Identity": "any",
-        "Weights": "any", "Provider": "str", "Cluster": "str", "Kind": "str",
+        "Name": "str",
+        "Tags": ("list", "str"),
+        "CanaryTags": ("list", "str"),
+        "EnableTagOverride": "bool",
+        "PortLabel": "str",
+        "AddressMode": "str",
+        "Address": "str",
+        "Checks": ("list", "ServiceCheck"),
+        "CheckRestart": "any",
+        "Connect": "any",
+        "Meta": ("map", "str"),
+        "CanaryMeta": ("map", "str"),
+        "TaggedAddresses": ("map", "str"),
+        "TaskName": "str",
+        "OnUpdate": "str",
+        "Identity": "any",
+        "Weights": "any",
+        "Provider": "str",
+        "Cluster": "str",
+        "Kind": "str",
     },
     "ServiceCheck": {
-        "Name": "str", "Type": "str", "Command": "str", "Args": ("list", "str"), "Path": "str",
-        "Protocol": "str", "PortLabel": "str", "Expose": "bool", "AddressMode": "str", "Advertise": "str",
-        "Interval": "ns", "Timeout": "ns", "InitialStatus": "str", "Notes": "str", "TLSServerName": "str",
-        "TLSSkipVerify": "bool", "Header": ("map", ("list", "str")), "Method": "str", "Body": "str",
-        "CheckRestart": "any", "GRPCService": "str", "GRPCUseTLS": "bool", "TaskName": "str",
-        "SuccessBeforePassing": "int", "FailuresBeforeCritical": "int", "FailuresBeforeWarning": "int",
+        "Name": "str",
+        "Type": "str",
+        "Command": "str",
+        "Args": ("list", "str"),
+        "Path": "str",
+        "Protocol": "str",
+        "PortLabel": "str",
+        "Expose": "bool",
+        "AddressMode": "str",
+        "Advertise": "str",
+        "Interval": "ns",
+        "Timeout": "ns",
+        "InitialStatus": "str",
+        "Notes": "str",
+        "TLSServerName": "str",
+        "TLSSkipVerify": "bool",
+        "Header": ("map", ("list", "str")),
+        "Method": "str",
+        "Body": "str",
+        "CheckRestart": "any",
+        "GRPCService": "str",
+        "GRPCUseTLS": "bool",
+        "TaskName": "str",
+        "SuccessBeforePassing": "int",
+        "FailuresBeforeCritical": "int",
+        "FailuresBeforeWarning": "int",
         "OnUpdate": "str",
     },
     "LogConfig": {"MaxFiles": "int", "MaxFileSizeMB": "int", "Disabled": "bool", "Enabled": "bool"},
     "Template": {
-        "SourcePath": "str", "DestPath": "str", "EmbeddedTmpl": "str", "ChangeMode": "str",
-        "ChangeSignal": "str", "ChangeScript": "any", "Once": "bool", "Splay": "ns", "Perms": "str",
-        "Uid": "int", "Gid": "int", "LeftDelim": "str", "RightDelim": "str", "Envvars": "bool",
-        "VaultGrace": "ns", "Wait": "WaitConfig", "ErrMissingKey": "bool",
+        "SourcePath": "str",
+        "DestPath": "str",
+        "EmbeddedTmpl": "str",
+        "ChangeMode": "str",
+        "ChangeSignal": "str",
+        "ChangeScript": "any",
+        "Once": "bool",
+        "Splay": "ns",
+        "Perms": "str",
+        "Uid": "int",
+        "Gid": "int",
+        "LeftDelim": "str",
+        "RightDelim": "str",
+        "Envvars": "bool",
+        "VaultGrace": "ns",
+        "Wait": "WaitConfig",
+        "ErrMissingKey": "bool",
     },
     "WaitConfig": {"Min": "ns", "Max": "ns"},
     "DispatchPayload": {"File": "str"},
     "VolumeRequest": {
-        "Name": "str", "Type": "str", "Source": "str", "ReadOnly": "bool", "AccessMode": "str",
-        "AttachmentMode": "str", "MountOptions": "any", "PerAlloc": "bool", "Sticky": "bool",
+        "Name": "str",
+        "Type": "str",
+        "Source": "str",
+        "ReadOnly": "bool",
+        "AccessMode": "str",
+        "AttachmentMode": "str",
+        "MountOptions": "any",
+        "PerAlloc": "bool",
+        "Sticky": "bool",
     },
     "VolumeMount": {
-        "Volume": "str", "Destination": "str", "ReadOnly": "bool", "PropagationMode": "str", "SELinuxLabel": "str",
+        "Volume": "str",
+        "Destination": "str",
+        "ReadOnly": "bool",
+        "PropagationMode": "str",
+        "SELinuxLabel": "str",
     },
     "Variable": {
-        "Namespace": "str", "Path": "str", "Items": ("map", "str"), "Lock": "any", "CreateIndex": "int",
-        "ModifyIndex": "int", "CreateTime": "int", "ModifyTime": "int",
+        "Namespace": "str",
+        "Path": "str",
+        "Items": ("map", "str"),
+        "Lock": "any",
+        "CreateIndex": "int",
+        "ModifyIndex": "int",
+        "CreateTime": "int",
+        "ModifyTime": "int",
     },
     "AllocRestartRequest": {"TaskName": "str", "AllTasks": "bool"},
     "AllocSignalRequest": {"Signal": "str", "Task": "str"},
@@ -189,7 +358,9 @@ def decode(value: Any, spec: Any, where: str = "") -> Any:
         if spec in ("int", "ns") and isinstance(value, float) and not isinstance(value, bool):
             if value.is_integer():
                 return int(value)
-            raise DecodeError(f"json: cannot unmarshal number {value} into Go struct field {where} of type int64")
+            raise DecodeError(
+                f"json: cannot unmarshal number {value} into Go struct field {where} of type int64"
+            )
         if spec == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
         raise _type_error(value, _GO_TYPES[spec], where)
@@ -225,8 +396,25 @@ def multierror(errors: list[str]) -> str:
 
 
 _OPERANDS = {
-    "=", "==", "is", "!=", "not", "<", "<=", ">", ">=", "regexp", "version", "semver", "set_contains",
-    "set_contains_all", "set_contains_any", "distinct_hosts", "distinct_property", "is_set", "is_not_set",
+    "=",
+    "==",
+    "is",
+    "!=",
+    "not",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "regexp",
+    "version",
+    "semver",
+    "set_contains",
+    "set_contains_all",
+    "set_contains_any",
+    "distinct_hosts",
+    "distinct_property",
+    "is_set",
+    "is_not_set",
 }
 _SERVICE_NAME = re.compile(r"^(?i:[a-z0-9]|[a-z0-9][a-z0-9\-]{0,61}[a-z0-9])$")
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
@@ -289,7 +477,7 @@ def _group_errors(job: dict[str, Any], tg: dict[str, Any]) -> list[str]:
         errs.append("Missing tasks for task group")
     disk = tg.get("EphemeralDisk") or {}
     if disk and int(disk.get("SizeMB") or 0) < 10:
-        errs.append("minimum DiskMB value is 10; got %d" % int(disk.get("SizeMB") or 0))
+        errs.append(f"minimum DiskMB value is 10; got {int(disk.get('SizeMB') or 0)}")
     rp = tg.get("RestartPolicy") or {}
     if rp:
         if rp.get("Mode") not in ("delay", "fail"):
@@ -335,7 +523,9 @@ def _service_errors(svc: dict[str, Any], labels: set[str], group_level: bool) ->
     errs: list[str] = []
     name = svc.get("Name") or ""
     if not _SERVICE_NAME.match(name):
-        errs.append(f"Service name must be valid per RFC 1123 and can contain only alphanumeric characters or dashes: {name!r}")
+        errs.append(
+            f"Service name must be valid per RFC 1123 and can contain only alphanumeric characters or dashes: {name!r}"
+        )
     if svc.get("Provider") not in (None, "", "consul", "nomad"):
         errs.append(f"Service provider must be one of consul or nomad, got {svc.get('Provider')!r}")
     port = svc.get("PortLabel") or ""
@@ -348,7 +538,9 @@ def _service_errors(svc: dict[str, Any], labels: set[str], group_level: bool) ->
         if kind == "http" and not chk.get("Path"):
             errs.append(f"http type must have http path for check {chk.get('Name')!r}")
         if int(chk.get("Interval") or 0) < 1_000_000_000:
-            errs.append(f"check {chk.get('Name')!r}: interval ({chk.get('Interval')}) cannot be lower than 1s")
+            errs.append(
+                f"check {chk.get('Name')!r}: interval ({chk.get('Interval')}) cannot be lower than 1s"
+            )
         if int(chk.get("Timeout") or 0) < 1_000_000_000:
             errs.append(f"check {chk.get('Name')!r}: timeout ({chk.get('Timeout')}) cannot be lower than 1s")
         cport = chk.get("PortLabel") or ""
@@ -376,10 +568,14 @@ def _task_errors(
         errs.append(f"minimum MemoryMB value is 10; got {int(res.get('MemoryMB') or 0)}")
     mmax = int(res.get("MemoryMaxMB") or 0)
     if mmax and mmax < int(res.get("MemoryMB") or 0):
-        errs.append("MemoryMaxMB value (%d) should be larger than MemoryMB value (%d)" % (mmax, res.get("MemoryMB")))
+        errs.append(
+            f"MemoryMaxMB value ({mmax}) should be larger than MemoryMB value ({res.get('MemoryMB')})"
+        )
     for dev in res.get("Devices") or []:
         if not _DEVICE_NAME.match(dev.get("Name") or ""):
-            errs.append(f"device name {dev.get('Name')!r} is not in the form <type>, <vendor>/<type> or <vendor>/<type>/<model>")
+            errs.append(
+                f"device name {dev.get('Name')!r} is not in the form <type>, <vendor>/<type> or <vendor>/<type>/<model>"
+            )
         if int(dev.get("Count") if dev.get("Count") is not None else 1) < 1:
             errs.append("device count must be at least 1")
         for c in dev.get("Constraints") or []:
@@ -417,11 +613,19 @@ def _task_errors(
         for key in unknown:
             errs.append(f'Invalid driver config: An argument named "{key}" is not expected here.')
         if not isinstance(cfg.get("image"), str) or not cfg.get("image"):
-            errs.append('Invalid driver config: The argument "image" is required, but no definition was found.')
-        if "args" in cfg and not (isinstance(cfg["args"], list) and all(isinstance(a, str) for a in cfg["args"])):
-            errs.append('Invalid driver config: Inappropriate value for attribute "args": list of string required.')
+            errs.append(
+                'Invalid driver config: The argument "image" is required, but no definition was found.'
+            )
+        if "args" in cfg and not (
+            isinstance(cfg["args"], list) and all(isinstance(a, str) for a in cfg["args"])
+        ):
+            errs.append(
+                'Invalid driver config: Inappropriate value for attribute "args": list of string required.'
+            )
         if "command" in cfg and not isinstance(cfg["command"], str):
-            errs.append('Invalid driver config: Inappropriate value for attribute "command": string required.')
+            errs.append(
+                'Invalid driver config: Inappropriate value for attribute "command": string required.'
+            )
         for port in cfg.get("ports") or []:
             if port not in labels:
                 errs.append(f"Port {port!r} not found, check network block")

@@ -26,8 +26,9 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -70,13 +71,16 @@ def _parse_bool(request: Request, name: str, status: int = 400) -> bool | None:
     if raw in _FALSE:
         return False
     raise HTTPError(
-        status, f'Failed to parse value of "{name}" ({raw}) as a bool: strconv.ParseBool: parsing "{raw}": invalid syntax'
+        status,
+        f'Failed to parse value of "{name}" ({raw}) as a bool: strconv.ParseBool: parsing "{raw}": invalid syntax',
     )
 
 
 # -- a tiny go-bexpr: selector op "value", joined by and/or, with parentheses -----------------
 
-_TOKEN = re.compile(r'\s*(\(|\)|==|!=|"(?:[^"\\]|\\.)*"|not\s+matches|matches|not\s+contains|contains|and|or|[A-Za-z_][\w.]*)')
+_TOKEN = re.compile(
+    r'\s*(\(|\)|==|!=|"(?:[^"\\]|\\.)*"|not\s+matches|matches|not\s+contains|contains|and|or|[A-Za-z_][\w.]*)'
+)
 
 
 def _compile_filter(expr: str) -> Callable[[dict[str, Any]], bool]:
@@ -87,7 +91,9 @@ def _compile_filter(expr: str) -> Callable[[dict[str, Any]], bool]:
         if not m or m.end() == pos:
             if expr[pos:].strip() == "":
                 break
-            raise HTTPError(400, f"failed to read filter expression: unexpected input at {pos}: {expr[pos:]!r}")
+            raise HTTPError(
+                400, f"failed to read filter expression: unexpected input at {pos}: {expr[pos:]!r}"
+            )
         tokens.append(m.group(1))
         pos = m.end()
     i = 0
@@ -231,7 +237,11 @@ class NomadDouble:
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app(), log_level="warning", access_log=False, lifespan="off", ws="websockets-sansio",
+            self._app(),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="websockets-sansio",
             timeout_graceful_shutdown=1,
         )
         server = uvicorn.Server(config)
@@ -274,8 +284,15 @@ class NomadDouble:
 
     def fail_next(self, method: str, path_regex: str, status: int, text: str, times: int = 1) -> None:
         """The next ``times`` requests matching ``method`` and ``path_regex`` answer ``status text``."""
-        self._failures.append({"method": method.upper(), "rx": re.compile(path_regex), "status": status,
-                               "text": text, "left": times})
+        self._failures.append(
+            {
+                "method": method.upper(),
+                "rx": re.compile(path_regex),
+                "status": status,
+                "text": text,
+                "left": times,
+            }
+        )
 
     def jobs(self) -> dict[tuple[str, str], dict[str, Any]]:
         return self.call(lambda: dict(self.cluster.jobs))
@@ -338,7 +355,12 @@ class NomadDouble:
             R("/v1/allocation/{alloc_id}", ["GET"], self.h_alloc_get, "read-job", ("allocs",)),
             R("/v1/allocation/{alloc_id}/stop", ["PUT", "POST"], self.h_alloc_stop, "alloc-lifecycle"),
             R("/v1/client/allocation/{alloc_id}/stats", ["GET"], self.h_alloc_stats, "read-job"),
-            R("/v1/client/allocation/{alloc_id}/restart", ["PUT", "POST"], self.h_alloc_restart, "alloc-lifecycle"),
+            R(
+                "/v1/client/allocation/{alloc_id}/restart",
+                ["PUT", "POST"],
+                self.h_alloc_restart,
+                "alloc-lifecycle",
+            ),
             R("/v1/client/fs/ls/{alloc_id}", ["GET"], self.h_fs_ls, "read-fs"),
             R("/v1/client/fs/stat/{alloc_id}", ["GET"], self.h_fs_stat, "read-fs"),
             R("/v1/client/fs/cat/{alloc_id}", ["GET"], self.h_fs_cat, "read-fs"),
@@ -353,7 +375,11 @@ class NomadDouble:
         return Starlette(routes=routes)
 
     def _route(
-        self, path: str, methods: list[str], fn: Callable[..., Awaitable[Any]], capability: str | None,
+        self,
+        path: str,
+        methods: list[str],
+        fn: Callable[..., Awaitable[Any]],
+        capability: str | None,
         tables: tuple[str, ...] | None = None,
     ) -> Route:
         async def endpoint(request: Request) -> Response:
@@ -362,7 +388,11 @@ class NomadDouble:
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 for f in self._failures:
-                    if f["left"] > 0 and f["method"] in (request.method, "*") and f["rx"].search(request.url.path):
+                    if (
+                        f["left"] > 0
+                        and f["method"] in (request.method, "*")
+                        and f["rx"].search(request.url.path)
+                    ):
                         f["left"] -= 1
                         raise HTTPError(f["status"], f["text"])
                 self._authorize(self._token(request.headers), capability)
@@ -386,8 +416,13 @@ class NomadDouble:
                     return result
                 index = max(self.cluster.table_index[t] for t in tables) if tables else self.cluster.index
                 return Response(
-                    dump(result), media_type="application/json",
-                    headers={"X-Nomad-Index": str(index), "X-Nomad-KnownLeader": "true", "X-Nomad-LastContact": "0"},
+                    dump(result),
+                    media_type="application/json",
+                    headers={
+                        "X-Nomad-Index": str(index),
+                        "X-Nomad-KnownLeader": "true",
+                        "X-Nomad-LastContact": "0",
+                    },
                 )
             except HTTPError as exc:
                 return PlainTextResponse(exc.text, status_code=exc.status)
@@ -413,25 +448,59 @@ class NomadDouble:
 
     def _job_stub(self, job: dict[str, Any], meta: bool) -> dict[str, Any]:
         c = self.cluster
-        allocs = [a for a in c.allocs.values() if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"]]
+        allocs = [
+            a for a in c.allocs.values() if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"]
+        ]
         summary: dict[str, dict[str, int]] = {}
         for tg in job["TaskGroups"]:
-            counts = {"Queued": 0, "Complete": 0, "Failed": 0, "Running": 0, "Starting": 0, "Lost": 0, "Unknown": 0}
+            counts = {
+                "Queued": 0,
+                "Complete": 0,
+                "Failed": 0,
+                "Running": 0,
+                "Starting": 0,
+                "Lost": 0,
+                "Unknown": 0,
+            }
             for a in allocs:
                 if a["TaskGroup"] == tg["Name"]:
-                    key = {"pending": "Starting", "running": "Running", "complete": "Complete", "failed": "Failed",
-                           "lost": "Lost"}.get(a["ClientStatus"], "Unknown")
+                    key = {
+                        "pending": "Starting",
+                        "running": "Running",
+                        "complete": "Complete",
+                        "failed": "Failed",
+                        "lost": "Lost",
+                    }.get(a["ClientStatus"], "Unknown")
                     counts[key] += 1
             summary[tg["Name"]] = counts
         stub = {
-            "ID": job["ID"], "ParentID": job.get("ParentID") or "", "Name": job["Name"], "Namespace": job["Namespace"],
-            "Datacenters": job["Datacenters"], "Multiregion": None, "Type": job["Type"], "Priority": job["Priority"],
-            "NodePool": job["NodePool"], "Periodic": False, "ParameterizedJob": False, "Stop": job["Stop"],
-            "Status": job["Status"], "StatusDescription": "", "Version": job["Version"],
-            "JobSummary": {"JobID": job["ID"], "Namespace": job["Namespace"], "Summary": summary, "Children": None,
-                           "CreateIndex": job["CreateIndex"], "ModifyIndex": job["ModifyIndex"]},
-            "CreateIndex": job["CreateIndex"], "ModifyIndex": job["ModifyIndex"],
-            "JobModifyIndex": job["JobModifyIndex"], "SubmitTime": job["SubmitTime"],
+            "ID": job["ID"],
+            "ParentID": job.get("ParentID") or "",
+            "Name": job["Name"],
+            "Namespace": job["Namespace"],
+            "Datacenters": job["Datacenters"],
+            "Multiregion": None,
+            "Type": job["Type"],
+            "Priority": job["Priority"],
+            "NodePool": job["NodePool"],
+            "Periodic": False,
+            "ParameterizedJob": False,
+            "Stop": job["Stop"],
+            "Status": job["Status"],
+            "StatusDescription": "",
+            "Version": job["Version"],
+            "JobSummary": {
+                "JobID": job["ID"],
+                "Namespace": job["Namespace"],
+                "Summary": summary,
+                "Children": None,
+                "CreateIndex": job["CreateIndex"],
+                "ModifyIndex": job["ModifyIndex"],
+            },
+            "CreateIndex": job["CreateIndex"],
+            "ModifyIndex": job["ModifyIndex"],
+            "JobModifyIndex": job["JobModifyIndex"],
+            "SubmitTime": job["SubmitTime"],
         }
         if meta:
             stub["Meta"] = job.get("Meta")
@@ -440,8 +509,11 @@ class NomadDouble:
     async def h_jobs_list(self, request: Request, ns: str) -> Any:
         prefix = request.query_params.get("prefix") or ""
         meta = _parse_bool(request, "meta") or False
-        jobs = [j for (jns, jid), j in sorted(self.cluster.jobs.items())
-                if (ns == "*" or jns == ns) and jid.startswith(prefix)]
+        jobs = [
+            j
+            for (jns, jid), j in sorted(self.cluster.jobs.items())
+            if (ns == "*" or jns == ns) and jid.startswith(prefix)
+        ]
         stubs = [self._job_stub(j, meta) for j in jobs]
         if request.query_params.get("filter"):
             match = _compile_filter(request.query_params["filter"])
@@ -470,15 +542,26 @@ class NomadDouble:
         if errors:
             raise HTTPError(500, jobspec.multierror(errors).rstrip("\n"))
         eval_id, index, warnings = await self.cluster.register(job, job_ns)
-        return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": warnings,
-                "Index": index, "LastContact": 0, "KnownLeader": True}
+        return {
+            "EvalID": eval_id,
+            "EvalCreateIndex": index,
+            "JobModifyIndex": index,
+            "Warnings": warnings,
+            "Index": index,
+            "LastContact": 0,
+            "KnownLeader": True,
+        }
 
     async def h_validate(self, request: Request, ns: str) -> Any:
         job = await self._decode_job_request(request, "JobValidateRequest")
         job = jobspec.canonicalize_job(job, job.get("Namespace") or ns, self.region)
         errors = jobspec.validate_job(job)
-        return {"DriverConfigValidated": True, "ValidationErrors": errors or None,
-                "Error": jobspec.multierror(errors).rstrip("\n") if errors else "", "Warnings": ""}
+        return {
+            "DriverConfigValidated": True,
+            "ValidationErrors": errors or None,
+            "Error": jobspec.multierror(errors).rstrip("\n") if errors else "",
+            "Warnings": "",
+        }
 
     def _job(self, ns: str, job_id: str) -> dict[str, Any]:
         job = self.cluster.jobs.get((ns, job_id))
@@ -493,8 +576,16 @@ class NomadDouble:
         purge = _parse_bool(request, "purge", status=500) or False
         _parse_bool(request, "global", status=500)
         eval_id, index = await self.cluster.deregister(ns, request.path_params["job_id"], purge)
-        return {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index, "VolumeEvalID": "",
-                "VolumeEvalIndex": 0, "Index": index or self.cluster.index, "LastContact": 0, "KnownLeader": True}
+        return {
+            "EvalID": eval_id,
+            "EvalCreateIndex": index,
+            "JobModifyIndex": index,
+            "VolumeEvalID": "",
+            "VolumeEvalIndex": 0,
+            "Index": index or self.cluster.index,
+            "LastContact": 0,
+            "KnownLeader": True,
+        }
 
     async def h_job_allocs(self, request: Request, ns: str) -> Any:
         job_id = request.path_params["job_id"]
@@ -527,10 +618,15 @@ class NomadDouble:
         resources = _parse_bool(request, "resources") or False
         task_states = _parse_bool(request, "task_states")
         prefix = request.query_params.get("prefix") or ""
-        allocs = [a for a in self.cluster.allocs.values()
-                  if (ns == "*" or a["Namespace"] == ns) and a["ID"].startswith(prefix)]
-        stubs = [self.cluster.alloc_stub(a, resources, task_states is not False)
-                 for a in sorted(allocs, key=lambda a: a["CreateIndex"])]
+        allocs = [
+            a
+            for a in self.cluster.allocs.values()
+            if (ns == "*" or a["Namespace"] == ns) and a["ID"].startswith(prefix)
+        ]
+        stubs = [
+            self.cluster.alloc_stub(a, resources, task_states is not False)
+            for a in sorted(allocs, key=lambda a: a["CreateIndex"])
+        ]
         if request.query_params.get("filter"):
             match = _compile_filter(request.query_params["filter"])
             stubs = [s for s in stubs if match(s)]
@@ -580,10 +676,14 @@ class NomadDouble:
     @staticmethod
     def _file_info(p: Path) -> dict[str, Any]:
         st = p.stat()
-        return {"Name": p.name, "IsDir": p.is_dir(), "Size": st.st_size,
-                "FileMode": ("d" if p.is_dir() else "-") + _mode(st.st_mode),
-                "ModTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime)),
-                "ContentType": "" if p.is_dir() else "application/octet-stream"}
+        return {
+            "Name": p.name,
+            "IsDir": p.is_dir(),
+            "Size": st.st_size,
+            "FileMode": ("d" if p.is_dir() else "-") + _mode(st.st_mode),
+            "ModTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime)),
+            "ContentType": "" if p.is_dir() else "application/octet-stream",
+        }
 
     async def h_fs_ls(self, request: Request, ns: str) -> Any:
         target = self._fs_target(request)
@@ -619,8 +719,11 @@ class NomadDouble:
 
     async def h_vars_list(self, request: Request, ns: str) -> Any:
         prefix = request.query_params.get("prefix") or ""
-        return [self._var_meta(v) for (vns, path), v in sorted(self.cluster.variables.items())
-                if (ns == "*" or vns == ns) and path.startswith(prefix)]
+        return [
+            self._var_meta(v)
+            for (vns, path), v in sorted(self.cluster.variables.items())
+            if (ns == "*" or vns == ns) and path.startswith(prefix)
+        ]
 
     def _check_path(self, path: str) -> str:
         if not _VAR_PATH.match(path):
@@ -650,13 +753,22 @@ class NomadDouble:
             expected = int(cas)
             actual = current["ModifyIndex"] if current else 0
             if expected != actual:
-                return Response(dump(self._var_meta(current) if current else {}), status_code=409,
-                                media_type="application/json")
+                return Response(
+                    dump(self._var_meta(current) if current else {}),
+                    status_code=409,
+                    media_type="application/json",
+                )
         index = self.cluster.index + 1
         now = time.time_ns()
-        var = {"Namespace": ns, "Path": path, "CreateIndex": current["CreateIndex"] if current else index,
-               "ModifyIndex": index, "CreateTime": current["CreateTime"] if current else now, "ModifyTime": now,
-               "Items": dict(body["Items"])}
+        var = {
+            "Namespace": ns,
+            "Path": path,
+            "CreateIndex": current["CreateIndex"] if current else index,
+            "ModifyIndex": index,
+            "CreateTime": current["CreateTime"] if current else now,
+            "ModifyTime": now,
+            "Items": dict(body["Items"]),
+        }
         self.cluster.variables[key] = var
         await self.cluster.bump("vars")
         return var
@@ -714,8 +826,12 @@ class NomadDouble:
     async def _run_exec(self, ws: WebSocket, task: Any, argv: list[str]) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, env=task.env, cwd=task.cwd, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                *argv,
+                env=task.env,
+                cwd=task.cwd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
             return await ws.close(

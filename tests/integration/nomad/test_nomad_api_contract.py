@@ -30,10 +30,14 @@ def _headers(target: NomadTarget) -> dict[str, str]:
 
 def _job(target: NomadTarget, name: str, **settings: Any) -> dict[str, Any]:
     renderer = JobRenderer(NomadSettings.from_config(target.settings(**settings)))
-    return renderer.workspace(WorkspaceJobRequest(name=name, image=target.image, resources=Resources(cpu=1, memory_mb=256)))
+    return renderer.workspace(
+        WorkspaceJobRequest(name=name, image=target.image, resources=Resources(cpu=1, memory_mb=256))
+    )
 
 
-def test_unknown_job_404_but_its_allocations_are_empty_and_its_stop_succeeds(nomad_target: NomadTarget) -> None:
+def test_unknown_job_404_but_its_allocations_are_empty_and_its_stop_succeeds(
+    nomad_target: NomadTarget,
+) -> None:
     h = _headers(nomad_target)
     base = nomad_target.address
     job = requests.get(f"{base}/v1/job/fetchml-no-such-job", headers=h, timeout=10)
@@ -51,7 +55,9 @@ def test_register_decoding_and_validation_failures(nomad_target: NomadTarget) ->
     base = nomad_target.address
     job = _job(nomad_target, "contract")
     bad_duration = {"Job": dict(job["Job"], TaskGroups=[dict(job["Job"]["TaskGroups"][0])])}
-    bad_duration["Job"]["TaskGroups"][0]["Tasks"] = [dict(job["Job"]["TaskGroups"][0]["Tasks"][0], KillTimeout="30s")]
+    bad_duration["Job"]["TaskGroups"][0]["Tasks"] = [
+        dict(job["Job"]["TaskGroups"][0]["Tasks"][0], KillTimeout="30s")
+    ]
     r = requests.post(f"{base}/v1/jobs", json=bad_duration, headers=h, timeout=10)
     assert r.status_code == 400 and "cannot unmarshal" in r.text and "Duration" in r.text
     r = requests.post(f"{base}/v1/jobs", json=job["Job"], headers=h, timeout=10)  # not wrapped in "Job"
@@ -61,7 +67,9 @@ def test_register_decoding_and_validation_failures(nomad_target: NomadTarget) ->
     task["Resources"] = dict(task["Resources"], MemoryMB=1)
     invalid["Job"]["TaskGroups"] = [dict(job["Job"]["TaskGroups"][0], Tasks=[task])]
     r = requests.post(f"{base}/v1/jobs", json=invalid, headers=h, timeout=10)
-    assert r.status_code == 500 and "MemoryMB" in r.text and r.headers["Content-Type"].startswith("text/plain")
+    assert (
+        r.status_code == 500 and "MemoryMB" in r.text and r.headers["Content-Type"].startswith("text/plain")
+    )
     r = requests.post(f"{base}/v1/validate/job", json=invalid, headers=h, timeout=10)
     assert r.status_code == 200 and any("MemoryMB" in e for e in r.json()["ValidationErrors"])
     r = requests.post(f"{base}/v1/validate/job", json=job, headers=h, timeout=10)
@@ -75,7 +83,9 @@ def test_blocking_query_parameters(nomad_target: NomadTarget) -> None:
     t0 = time.monotonic()
     r = requests.get(url, params={"index": index, "wait": "1s"}, headers=h, timeout=10)
     assert r.status_code == 200 and time.monotonic() - t0 >= 0.9
-    assert requests.get(url, params={"index": index, "wait": "soon"}, headers=h, timeout=10).status_code == 400
+    assert (
+        requests.get(url, params={"index": index, "wait": "soon"}, headers=h, timeout=10).status_code == 400
+    )
     assert requests.get(url, params={"index": "x"}, headers=h, timeout=10).status_code == 400
 
 
@@ -96,14 +106,18 @@ def test_variables_need_items_and_honour_check_and_set(nomad_target: NomadTarget
 
 def test_gpu_constraint_on_device_attributes_filters_nodes(nomad_target: NomadTarget) -> None:
     double = nomad_target.need_double("depends on the double's GPU model (80 GiB)")
-    settings = nomad_target.settings(gpu={"constraints": [
-        {"attribute": "${device.attr.memory}", "operator": ">=", "value": "100 GiB"}]})
+    settings = nomad_target.settings(
+        gpu={"constraints": [{"attribute": "${device.attr.memory}", "operator": ">=", "value": "100 GiB"}]}
+    )
 
     async def scenario() -> None:
         rt = NomadRuntime(settings)
         try:
-            spec_job = rt.renderer.workspace(WorkspaceJobRequest(name="big", image=nomad_target.image,
-                                                                 resources=Resources(cpu=1, memory_mb=256, gpu=1)))
+            spec_job = rt.renderer.workspace(
+                WorkspaceJobRequest(
+                    name="big", image=nomad_target.image, resources=Resources(cpu=1, memory_mb=256, gpu=1)
+                )
+            )
             eval_id = await rt._register(spec_job)
             try:
                 await rt._wait_evaluation(eval_id, time.monotonic() + 20, "workspace big")
@@ -132,7 +146,10 @@ def test_a_crashing_task_fails_the_start_with_nomads_reason(nomad_target: NomadT
 
     with pytest.raises(BackendError) as err:
         asyncio.run(scenario())
-    assert "stopped while starting" in err.value.message or "stopped before Jupyter answered" in err.value.message
+    assert (
+        "stopped while starting" in err.value.message
+        or "stopped before Jupyter answered" in err.value.message
+    )
     assert "Exceeded allowed attempts" in err.value.message or "Exit Code" in err.value.message
 
 
@@ -192,7 +209,9 @@ def test_double_acl_answers(nomad_target: NomadTarget) -> None:
     double.set_acl({**(saved or {}), "reader": {"read-job"}})
     try:
         assert requests.get(url, headers={"Authorization": "Bearer reader"}, timeout=10).status_code == 200
-        denied = requests.post(url, json=_job(nomad_target, "acl"), headers={"X-Nomad-Token": "reader"}, timeout=10)
+        denied = requests.post(
+            url, json=_job(nomad_target, "acl"), headers={"X-Nomad-Token": "reader"}, timeout=10
+        )
         assert (denied.status_code, denied.text) == (403, "Permission denied")
     finally:
         double.set_acl(saved)
@@ -204,31 +223,51 @@ def test_double_runs_many_idle_allocations(nomad_target: NomadTarget) -> None:
     renderer = JobRenderer(NomadSettings.from_config(settings))
     h = _headers(nomad_target)
     for i in range(5):
-        job = renderer.workspace(WorkspaceJobRequest(name=f"idle{i}", resources=Resources(cpu=0.1, memory_mb=64)))
+        job = renderer.workspace(
+            WorkspaceJobRequest(name=f"idle{i}", resources=Resources(cpu=0.1, memory_mb=64))
+        )
         path = f"nomad/jobs/{job['Job']['ID']}"
-        requests.put(f"{nomad_target.address}/v1/var/{path}", json={"Path": path, "Items": {"jupyter_config": "{}"}},
-                     headers=h, timeout=10).raise_for_status()
-        assert requests.post(f"{nomad_target.address}/v1/jobs", json=job, headers=h, timeout=10).status_code == 200
+        requests.put(
+            f"{nomad_target.address}/v1/var/{path}",
+            json={"Path": path, "Items": {"jupyter_config": "{}"}},
+            headers=h,
+            timeout=10,
+        ).raise_for_status()
+        assert (
+            requests.post(f"{nomad_target.address}/v1/jobs", json=job, headers=h, timeout=10).status_code
+            == 200
+        )
     deadline = time.monotonic() + 10
     prefix = f"{settings['job_prefix']}ws-"
     while time.monotonic() < deadline:
-        running = [a for a in double.allocations() if a["JobID"].startswith(prefix) and a["ClientStatus"] == "running"]
+        running = [
+            a
+            for a in double.allocations()
+            if a["JobID"].startswith(prefix) and a["ClientStatus"] == "running"
+        ]
         if len(running) == 5:
             break
         time.sleep(0.05)
     assert len(running) == 5
-    filtered = requests.get(f"{nomad_target.address}/v1/allocations", headers=h, timeout=10,
-                            params={"filter": f'JobID matches "^{prefix}" and ClientStatus == "running"'}).json()
+    filtered = requests.get(
+        f"{nomad_target.address}/v1/allocations",
+        headers=h,
+        timeout=10,
+        params={"filter": f'JobID matches "^{prefix}" and ClientStatus == "running"'},
+    ).json()
     assert len(filtered) == 5
     for i in range(5):
-        requests.delete(f"{nomad_target.address}/v1/job/{prefix}idle{i}", params={"purge": "true"}, headers=h, timeout=10)
+        requests.delete(
+            f"{nomad_target.address}/v1/job/{prefix}idle{i}", params={"purge": "true"}, headers=h, timeout=10
+        )
 
 
 def test_double_task_waits_for_its_variable(nomad_target: NomadTarget) -> None:
     double = nomad_target.need_double("uses an image only the double has")
     settings = nomad_target.settings(default_image=IDLE_IMAGE.name, allowed_images=["fetchml/*"])
     job = JobRenderer(NomadSettings.from_config(settings)).workspace(
-        WorkspaceJobRequest(name="waits", resources=Resources(cpu=0.1, memory_mb=64)))
+        WorkspaceJobRequest(name="waits", resources=Resources(cpu=0.1, memory_mb=64))
+    )
     job_id = job["Job"]["ID"]
     h = _headers(nomad_target)
     requests.post(f"{nomad_target.address}/v1/jobs", json=job, headers=h, timeout=10).raise_for_status()
@@ -237,8 +276,13 @@ def test_double_task_waits_for_its_variable(nomad_target: NomadTarget) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             found = [a for a in double.allocations() if a["JobID"] == job_id]
-            events = [e["DisplayMessage"] for e in ((found or [{}])[0].get("TaskStates") or {}).get("jupyter", {}).get("Events", [])]
-            if found and (found[0]["ClientStatus"] == "running" or any(m.startswith("Missing:") for m in events)):
+            events = [
+                e["DisplayMessage"]
+                for e in ((found or [{}])[0].get("TaskStates") or {}).get("jupyter", {}).get("Events", [])
+            ]
+            if found and (
+                found[0]["ClientStatus"] == "running" or any(m.startswith("Missing:") for m in events)
+            ):
                 return found[0]
             time.sleep(0.05)
         raise AssertionError("no allocation")
@@ -246,12 +290,19 @@ def test_double_task_waits_for_its_variable(nomad_target: NomadTarget) -> None:
     waiting = alloc()
     assert waiting["ClientStatus"] == "pending"
     assert waiting["TaskStates"]["jupyter"]["Events"][-1]["DisplayMessage"] == (
-        f"Missing: nomad.var.block(nomad/jobs/{job_id}@default.global)")
+        f"Missing: nomad.var.block(nomad/jobs/{job_id}@default.global)"
+    )
     path = f"nomad/jobs/{job_id}"
-    requests.put(f"{nomad_target.address}/v1/var/{path}", json={"Path": path, "Items": {"jupyter_config": "{}"}},
-                 headers=h, timeout=10).raise_for_status()
+    requests.put(
+        f"{nomad_target.address}/v1/var/{path}",
+        json={"Path": path, "Items": {"jupyter_config": "{}"}},
+        headers=h,
+        timeout=10,
+    ).raise_for_status()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and alloc()["ClientStatus"] != "running":
         time.sleep(0.05)
     assert alloc()["ClientStatus"] == "running"
-    requests.delete(f"{nomad_target.address}/v1/job/{job_id}", params={"purge": "true"}, headers=h, timeout=10)
+    requests.delete(
+        f"{nomad_target.address}/v1/job/{job_id}", params={"purge": "true"}, headers=h, timeout=10
+    )

@@ -62,7 +62,9 @@ def _run_spec(target: NomadTarget, rel: str, **kw: Any) -> RunSpec:
     )
 
 
-async def _until_done(rt: NomadRuntime, state: dict[str, Any], limit: float = 120) -> tuple[RunStatus, list[str]]:
+async def _until_done(
+    rt: NomadRuntime, state: dict[str, Any], limit: float = 120
+) -> tuple[RunStatus, list[str]]:
     seen = []
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -75,7 +77,9 @@ async def _until_done(rt: NomadRuntime, state: dict[str, Any], limit: float = 12
     raise AssertionError(f"run did not finish: {seen}")
 
 
-def test_run_executes_with_parameters_and_outputs_come_back(nomad_target: NomadTarget, tmp_path: Path) -> None:
+def test_run_executes_with_parameters_and_outputs_come_back(
+    nomad_target: NomadTarget, tmp_path: Path
+) -> None:
     rel = _snapshot(nomad_target, TRAIN)
     settings = nomad_target.settings()
     spec = _run_spec(nomad_target, rel, parameters={"alpha": 0.5, "epochs": 3}, timeout=300)
@@ -172,7 +176,9 @@ def test_bad_run_input_and_missing_outputs(nomad_target: NomadTarget, tmp_path: 
             with pytest.raises(InvalidArgument):
                 await rt.submit_run(_run_spec(nomad_target, "../etc", run_id="r1"))
             with pytest.raises(NotFound):
-                await rt.fetch_run_outputs({"job_id": f"{settings['job_prefix']}run-none", "run_id": "none"}, tmp_path)
+                await rt.fetch_run_outputs(
+                    {"job_id": f"{settings['job_prefix']}run-none", "run_id": "none"}, tmp_path
+                )
         finally:
             await rt.close()
 

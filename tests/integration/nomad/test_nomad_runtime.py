@@ -10,8 +10,9 @@ import asyncio
 import json
 import secrets
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -75,7 +76,9 @@ class Shared:
 def workspace(nomad_target: NomadTarget) -> Iterator[Shared]:
     shared = Shared()
     shared.settings = nomad_target.settings()
-    shared.spec = _spec("lab", nomad_target, password_hash="sha1:0123456789ab:deadbeefdeadbeefdeadbeefdeadbeefdeadbeef")
+    shared.spec = _spec(
+        "lab", nomad_target, password_hash="sha1:0123456789ab:deadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
+    )
     shared.progress = []
 
     async def report(line: str) -> None:
@@ -167,9 +170,13 @@ def test_exec_runs_in_the_workspace_and_streams_output(workspace: Shared) -> Non
         chunks.append(chunk)
 
     async def scenario(rt: NomadRuntime) -> Any:
-        ok = await rt.exec(workspace.spec, workspace.started.state,
-                           ["python3", "-c", "import os, sys; print(os.environ['GREETING']); sys.stderr.write('e\\n')"],
-                           output=collect, env={"GREETING": "hello from nomad"})
+        ok = await rt.exec(
+            workspace.spec,
+            workspace.started.state,
+            ["python3", "-c", "import os, sys; print(os.environ['GREETING']); sys.stderr.write('e\\n')"],
+            output=collect,
+            env={"GREETING": "hello from nomad"},
+        )
         bad = await rt.exec(workspace.spec, workspace.started.state, ["sh", "-c", "exit 3"])
         return ok, bad
 
@@ -230,7 +237,9 @@ def test_gpu_workspace_gets_an_nvidia_device(nomad_target: NomadTarget) -> None:
 
 def _assert_cleaned_up(nomad_target: NomadTarget, job_id: str) -> None:
     assert _api(nomad_target, f"/v1/job/{job_id}").status_code == 404
-    assert _api(nomad_target, f"/v1/var/{secret_variable_path(job_id)}", namespace="default").status_code == 404
+    assert (
+        _api(nomad_target, f"/v1/var/{secret_variable_path(job_id)}", namespace="default").status_code == 404
+    )
 
 
 def test_placement_failure_names_the_missing_gpu_and_cleans_up(nomad_target: NomadTarget) -> None:
@@ -270,7 +279,9 @@ def test_image_pull_failure_is_reported_with_nomads_message(nomad_target: NomadT
 
 
 def test_disallowed_image_and_volume_and_size_are_refused_before_nomad(nomad_target: NomadTarget) -> None:
-    settings = nomad_target.settings(allowed_images=["fetchml/*"], max={"cpu": 2, "memory_mb": 4096, "gpu": 1})
+    settings = nomad_target.settings(
+        allowed_images=["fetchml/*"], max={"cpu": 2, "memory_mb": 4096, "gpu": 1}
+    )
     cases = [
         (_spec("badimg", nomad_target, image="docker.io/library/python:3"), PolicyDenied),
         (_spec("bigcpu", nomad_target, resources=Resources(cpu=3)), InvalidArgument),
@@ -310,7 +321,9 @@ def test_nomad_unreachable_is_backend_unavailable(nomad_target: NomadTarget) -> 
 
 def test_acl_denied_is_permission_denied(nomad_target: NomadTarget) -> None:
     settings = nomad_target.settings(token=str(uuid.uuid4()))
-    probe = requests.get(nomad_target.address + "/v1/jobs", headers={"X-Nomad-Token": settings["token"]}, timeout=10)
+    probe = requests.get(
+        nomad_target.address + "/v1/jobs", headers={"X-Nomad-Token": settings["token"]}, timeout=10
+    )
     if probe.status_code == 200:
         pytest.skip("ACLs are disabled on the Nomad under test")
 
@@ -354,7 +367,7 @@ def test_client_uses_blocking_queries(nomad_target: NomadTarget) -> None:
         _, index = await client.job_allocations("no-such-job")
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        body, index2 = await client.job_allocations("no-such-job", index=index, wait=1.0)
+        _body, index2 = await client.job_allocations("no-such-job", index=index, wait=1.0)
         return index, index2, loop.time() - t0
 
     index, index2, waited = asyncio.run(scenario())

@@ -30,14 +30,36 @@ def run(argv: list[str], config: dict[str, Any] | None = CONFIG) -> tuple[int, s
 
 
 def test_workspace_is_the_runtimes_job_and_holds_no_secret(tmp_path: Path) -> None:
-    argv = ["render", "jupyter-workspace", "--name", "ws1", "--cpu", "4", "--memory", "8g", "--gpu", "1",
-            "--image", "quay.io/jupyter/scipy-notebook:latest", "--password", "correct horse battery",
-            "--token", "tok-0123456789abcdef", "--var-file", str(tmp_path / "ws1.var.json")]
+    argv = [
+        "render",
+        "jupyter-workspace",
+        "--name",
+        "ws1",
+        "--cpu",
+        "4",
+        "--memory",
+        "8g",
+        "--gpu",
+        "1",
+        "--image",
+        "quay.io/jupyter/scipy-notebook:latest",
+        "--password",
+        "correct horse battery",
+        "--token",
+        "tok-0123456789abcdef",
+        "--var-file",
+        str(tmp_path / "ws1.var.json"),
+    ]
     code, out, err = run(argv)
     assert code == 0, err
     job = json.loads(out)
-    same = JobRenderer(NomadSettings.from_config(CONFIG)).workspace(WorkspaceJobRequest(
-        name="ws1", image="quay.io/jupyter/scipy-notebook:latest", resources=Resources(cpu=4, memory_mb=8192, gpu=1)))
+    same = JobRenderer(NomadSettings.from_config(CONFIG)).workspace(
+        WorkspaceJobRequest(
+            name="ws1",
+            image="quay.io/jupyter/scipy-notebook:latest",
+            resources=Resources(cpu=4, memory_mb=8192, gpu=1),
+        )
+    )
     assert job == same
     assert "correct horse" not in out and "tok-0123456789abcdef" not in out and "argon2" not in out
     var_file = tmp_path / "ws1.var.json"
@@ -52,7 +74,9 @@ def test_workspace_is_the_runtimes_job_and_holds_no_secret(tmp_path: Path) -> No
 
 
 def test_without_var_file_the_variable_command_goes_to_stderr() -> None:
-    code, out, err = run(["render", "jupyter-workspace", "--name", "ws2", "--image", "quay.io/jupyter/base-notebook:1"])
+    code, out, err = run(
+        ["render", "jupyter-workspace", "--name", "ws2", "--image", "quay.io/jupyter/base-notebook:1"]
+    )
     assert code == 0
     assert "nomad var put -namespace default nomad/jobs/fetchml-ws-ws2 jupyter_config=" in err
     assert "random token" in err
@@ -61,13 +85,13 @@ def test_without_var_file_the_variable_command_goes_to_stderr() -> None:
 
 def test_refusals_exit_with_the_errors_codes() -> None:
     base = ["render", "jupyter-workspace", "--name", "ws1"]
-    code, out, err = run(base + ["--image", "docker.io/evil/miner:1"])
+    code, out, err = run([*base, "--image", "docker.io/evil/miner:1"])
     assert (code, out) == (5, "") and "not allowed" in err and "quay.io/jupyter/*" in err
-    code, _, err = run(base + ["--cpu", "16", "--image", "quay.io/jupyter/x:1"])
+    code, _, err = run([*base, "--cpu", "16", "--image", "quay.io/jupyter/x:1"])
     assert code == 2 and "nomad.max.cpu" in err
-    code, _, err = run(base + ["--volume", "etc", "--image", "quay.io/jupyter/x:1"])
+    code, _, err = run([*base, "--volume", "etc", "--image", "quay.io/jupyter/x:1"])
     assert code == 5 and "allowed_host_volumes" in err
-    code, _, err = run(base + ["--memory", "lots", "--image", "quay.io/jupyter/x:1"])
+    code, _, err = run([*base, "--memory", "lots", "--image", "quay.io/jupyter/x:1"])
     assert code == 2 and "--memory" in err
     code, _, err = run(["render", "jupyter-workspace"])
     assert code == 2 and "--name" in err
@@ -76,14 +100,38 @@ def test_refusals_exit_with_the_errors_codes() -> None:
 
 
 def test_run_and_agent_templates(tmp_path: Path) -> None:
-    code, out, err = run(["render", "experiment-run", "--run-id", "r1", "--workspace", "ws1", "--notebook", "t.ipynb",
-                          "--image", "quay.io/jupyter/base-notebook:1", "--param", "lr=0.1", "--param", "name=x",
-                          "--snapshot-volume", "fetchml-ws-ws1", "--snapshot-path", "runs/r1"])
+    code, out, err = run(
+        [
+            "render",
+            "experiment-run",
+            "--run-id",
+            "r1",
+            "--workspace",
+            "ws1",
+            "--notebook",
+            "t.ipynb",
+            "--image",
+            "quay.io/jupyter/base-notebook:1",
+            "--param",
+            "lr=0.1",
+            "--param",
+            "name=x",
+            "--snapshot-volume",
+            "fetchml-ws-ws1",
+            "--snapshot-path",
+            "runs/r1",
+        ]
+    )
     assert code == 0, err
     job = json.loads(out)["Job"]
     assert job["Type"] == "batch"
-    assert json.loads(job["TaskGroups"][0]["Tasks"][0]["Templates"][0]["EmbeddedTmpl"]) == {"lr": 0.1, "name": "x"}
-    code, out, err = run(["render", "fetchml-agent", "--image", "quay.io/jupyter/agent:1", "--data-volume", "fetchml-ws-agent"])
+    assert json.loads(job["TaskGroups"][0]["Tasks"][0]["Templates"][0]["EmbeddedTmpl"]) == {
+        "lr": 0.1,
+        "name": "x",
+    }
+    code, out, err = run(
+        ["render", "fetchml-agent", "--image", "quay.io/jupyter/agent:1", "--data-volume", "fetchml-ws-agent"]
+    )
     assert code == 0, err
     assert json.loads(out)["Job"]["ID"] == "fetchml-agent"
 
@@ -91,11 +139,24 @@ def test_run_and_agent_templates(tmp_path: Path) -> None:
 def test_config_file(tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump({"nomad": dict(CONFIG, namespace="ml", datacenters=["dc9"])}))
-    code, out, err = run(["render", "jupyter-workspace", "--name", "ws1", "--image", "quay.io/jupyter/x:1",
-                          "--config", str(path)], config=None)
+    code, out, err = run(
+        [
+            "render",
+            "jupyter-workspace",
+            "--name",
+            "ws1",
+            "--image",
+            "quay.io/jupyter/x:1",
+            "--config",
+            str(path),
+        ],
+        config=None,
+    )
     assert code == 0, err
     job = json.loads(out)["Job"]
     assert job["Namespace"] == "ml" and job["Datacenters"] == ["dc9"]
     (tmp_path / "bad.yaml").write_text("nomad: {address: 12}")
-    code, _, err = run(["render", "jupyter-workspace", "--name", "ws1", "--config", str(tmp_path / "bad.yaml")], None)
+    code, _, err = run(
+        ["render", "jupyter-workspace", "--name", "ws1", "--config", str(tmp_path / "bad.yaml")], None
+    )
     assert code == 2 and "nomad.address" in err

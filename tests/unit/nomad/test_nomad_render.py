@@ -37,8 +37,10 @@ BASE = {
     "allowed_host_volumes": ["fetchml-ws-*", "fetchml-snapshots"],
     "allowed_csi_volumes": ["ws-*"],
     "workspace_volume": {"type": "host", "source": "fetchml-ws-{name}"},
-    "gpu": {"constraints": [{"attribute": "${device.attr.memory}", "operator": ">=", "value": "40 GiB"}],
-            "affinities": [{"attribute": "${device.model}", "value": "NVIDIA H100 80GB HBM3", "weight": 50}]},
+    "gpu": {
+        "constraints": [{"attribute": "${device.attr.memory}", "operator": ">=", "value": "40 GiB"}],
+        "affinities": [{"attribute": "${device.model}", "value": "NVIDIA H100 80GB HBM3", "weight": 50}],
+    },
 }
 
 
@@ -66,9 +68,14 @@ def nomad_accepts(job: dict[str, Any]) -> None:
 def gpu_workspace() -> dict[str, Any]:
     return renderer().workspace(
         WorkspaceJobRequest(
-            name="ws1", workspace_id="7f3c", owner="alice", image="quay.io/jupyter/scipy-notebook:latest",
-            resources=Resources(cpu=4, memory_mb=8192, gpu=1, disk_mb=20480), memory_max_mb=12288,
-            env={"PIP_INDEX_URL": "http://agent.internal:8765/pypi/simple"}, labels={"team": "vision"},
+            name="ws1",
+            workspace_id="7f3c",
+            owner="alice",
+            image="quay.io/jupyter/scipy-notebook:latest",
+            resources=Resources(cpu=4, memory_mb=8192, gpu=1, disk_mb=20480),
+            memory_max_mb=12288,
+            env={"PIP_INDEX_URL": "http://agent.internal:8765/pypi/simple"},
+            labels={"team": "vision"},
         )
     )
 
@@ -80,27 +87,47 @@ def test_workspace_golden_gpu() -> None:
 
 
 def test_workspace_golden_cpu_mhz_csi() -> None:
-    job = renderer(cpu_mode="mhz", mhz_per_core=2500,
-                   workspace_volume={"type": "csi", "source": "ws-{name}", "access_mode": "single-node-writer"},
-                   region=None).workspace(WorkspaceJobRequest(name="small", image="quay.io/jupyter/base-notebook:latest",
-                                                              resources=Resources(cpu=0.5, memory_mb=1024)))
+    job = renderer(
+        cpu_mode="mhz",
+        mhz_per_core=2500,
+        workspace_volume={"type": "csi", "source": "ws-{name}", "access_mode": "single-node-writer"},
+        region=None,
+    ).workspace(
+        WorkspaceJobRequest(
+            name="small",
+            image="quay.io/jupyter/base-notebook:latest",
+            resources=Resources(cpu=0.5, memory_mb=1024),
+        )
+    )
     check_golden("jupyter-workspace-cpu-csi", job)
     nomad_accepts(job)
 
 
 def test_experiment_run_golden() -> None:
-    job = renderer().run(RunSpec(
-        run_id="r42", workspace="ws1", notebook="notebooks/train.ipynb", owner="alice", experiment_id="exp-7",
-        image="registry.example.internal/fetchml/workspace:1.2", snapshot_volume="fetchml-snapshots",
-        snapshot_path=".fetchml/runs/r42", parameters={"lr": 0.01, "name": "{{ not a template }}"},
-        timeout=1800, retries=2, resources=Resources(cpu=2, memory_mb=4096, gpu=1),
-    ))
+    job = renderer().run(
+        RunSpec(
+            run_id="r42",
+            workspace="ws1",
+            notebook="notebooks/train.ipynb",
+            owner="alice",
+            experiment_id="exp-7",
+            image="registry.example.internal/fetchml/workspace:1.2",
+            snapshot_volume="fetchml-snapshots",
+            snapshot_path=".fetchml/runs/r42",
+            parameters={"lr": 0.01, "name": "{{ not a template }}"},
+            timeout=1800,
+            retries=2,
+            resources=Resources(cpu=2, memory_mb=4096, gpu=1),
+        )
+    )
     check_golden("experiment-run", job)
     nomad_accepts(job)
 
 
 def test_agent_golden() -> None:
-    job = renderer().agent(AgentJobRequest(image="registry.example.internal/fetchml/agent:0.1", data_volume="fetchml-ws-agent"))
+    job = renderer().agent(
+        AgentJobRequest(image="registry.example.internal/fetchml/agent:0.1", data_volume="fetchml-ws-agent")
+    )
     check_golden("fetchml-agent", job)
     nomad_accepts(job)
 
@@ -120,8 +147,13 @@ def test_workspace_shape() -> None:
     task = tg["Tasks"][0]
     assert job["ID"] == "fetchml-ws-ws1" and job["Type"] == "service"
     assert job["Namespace"] == "ml" and job["Region"] == "eu" and job["NodePool"] == "gpu"
-    assert job["Meta"] == {"fetchml_kind": "workspace", "fetchml_workspace": "ws1", "fetchml_workspace_id": "7f3c",
-                           "fetchml_owner": "alice", "fetchml_label_team": "vision"}
+    assert job["Meta"] == {
+        "fetchml_kind": "workspace",
+        "fetchml_workspace": "ws1",
+        "fetchml_workspace_id": "7f3c",
+        "fetchml_owner": "alice",
+        "fetchml_label_team": "vision",
+    }
     assert tg["Networks"] == [{"Mode": "bridge", "DynamicPorts": [{"Label": "http", "To": 8888}]}]
     assert "network_mode" not in task["Config"] and "ports" not in task["Config"]
     assert tg["Volumes"]["workspace"]["Source"] == "fetchml-ws-ws1"
@@ -133,13 +165,23 @@ def test_workspace_shape() -> None:
     assert task["Env"]["JUPYTER_CONFIG_PATH"] == "${NOMAD_SECRETS_DIR}"
     tmpl = task["Templates"][0]
     assert tmpl["DestPath"] == "secrets/jupyter_server_config.json" and tmpl["Perms"] == "0400"
-    assert tmpl["EmbeddedTmpl"] == '[[ with nomadVar "nomad/jobs/fetchml-ws-ws1" ]][[ .jupyter_config ]][[ end ]]'
+    assert (
+        tmpl["EmbeddedTmpl"]
+        == '[[ with nomadVar "nomad/jobs/fetchml-ws-ws1" ]][[ .jupyter_config ]][[ end ]]'
+    )
     assert tg["Services"][0]["Provider"] == "nomad" and tg["Services"][0]["Checks"][0]["Path"] == "/api"
 
 
 def test_run_parameters_are_copied_verbatim() -> None:
-    job = renderer().run(RunSpec(run_id="r1", workspace="ws1", notebook="a.ipynb",
-                                 image="quay.io/jupyter/base-notebook:1", parameters={"t": "[[ x ]] {{ y }}"}))
+    job = renderer().run(
+        RunSpec(
+            run_id="r1",
+            workspace="ws1",
+            notebook="a.ipynb",
+            image="quay.io/jupyter/base-notebook:1",
+            parameters={"t": "[[ x ]] {{ y }}"},
+        )
+    )
     tmpl = job["Job"]["TaskGroups"][0]["Tasks"][0]["Templates"][0]
     assert json.loads(tmpl["EmbeddedTmpl"]) == {"t": "[[ x ]] {{ y }}"}
     assert tmpl["LeftDelim"] not in tmpl["EmbeddedTmpl"]
@@ -152,7 +194,9 @@ def test_no_secret_is_an_input_and_secret_items_are_complete() -> None:
     config = json.loads(items["jupyter_config"])
     assert config["IdentityProvider"]["token"] == "tok" * 8
     assert config["PasswordIdentityProvider"]["hashed_password"].startswith("argon2:")
-    assert json.loads(jupyter_secret_items("t" * 10)["jupyter_config"]) == {"IdentityProvider": {"token": "t" * 10}}
+    assert json.loads(jupyter_secret_items("t" * 10)["jupyter_config"]) == {
+        "IdentityProvider": {"token": "t" * 10}
+    }
     with pytest.raises(InvalidArgument):
         jupyter_secret_items("")
 
@@ -198,8 +242,13 @@ def test_workspace_refusals(request_kwargs: dict[str, Any], error: type, words: 
     ],
 )
 def test_run_refusals(spec_kwargs: dict[str, Any], words: str) -> None:
-    kwargs = {"run_id": "r1", "workspace": "ws1", "notebook": "train.ipynb",
-              "image": "quay.io/jupyter/base-notebook:latest", **spec_kwargs}
+    kwargs = {
+        "run_id": "r1",
+        "workspace": "ws1",
+        "notebook": "train.ipynb",
+        "image": "quay.io/jupyter/base-notebook:latest",
+        **spec_kwargs,
+    }
     with pytest.raises((InvalidArgument, PolicyDenied)) as err:
         renderer().run(RunSpec(**kwargs))
     assert words in str(err.value)
@@ -207,7 +256,8 @@ def test_run_refusals(spec_kwargs: dict[str, Any], words: str) -> None:
 
 def test_defaults_apply_when_nothing_is_asked() -> None:
     job = renderer(defaults={"cpu": 2, "memory_mb": 3000, "disk_mb": 5000}).workspace(
-        WorkspaceJobRequest(name="plain", image="quay.io/jupyter/base-notebook:latest"))["Job"]
+        WorkspaceJobRequest(name="plain", image="quay.io/jupyter/base-notebook:latest")
+    )["Job"]
     tg = job["TaskGroups"][0]
     assert tg["Tasks"][0]["Resources"] == {"Cores": 2, "MemoryMB": 3000}
     assert tg["EphemeralDisk"]["SizeMB"] == 5000
@@ -218,7 +268,9 @@ def test_render_throughput_is_reasonable() -> None:
     import time
 
     r = renderer()
-    req = WorkspaceJobRequest(name="ws1", image="quay.io/jupyter/base-notebook:latest", resources=Resources(cpu=4, gpu=1))
+    req = WorkspaceJobRequest(
+        name="ws1", image="quay.io/jupyter/base-notebook:latest", resources=Resources(cpu=4, gpu=1)
+    )
     t0 = time.perf_counter()
     for _ in range(200):
         r.workspace(req)

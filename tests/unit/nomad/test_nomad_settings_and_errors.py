@@ -49,7 +49,10 @@ def test_schema_is_a_plain_cerberus_schema_for_the_agent_config() -> None:
         ({"address": "http://n:4646", "tls": {"verify": "yes"}}, "nomad.tls.verify: must be of boolean type"),
         ({"address": "http://n:4646", "cpu_mode": "shares"}, "nomad.cpu_mode: unallowed value shares"),
         ({"address": "http://n:4646", "job_prefix": "Bad_"}, "nomad.job_prefix"),
-        ({"address": "http://n:4646", "gpu": {"constraints": [{"operator": "="}]}}, "attribute: required field"),
+        (
+            {"address": "http://n:4646", "gpu": {"constraints": [{"operator": "="}]}},
+            "attribute: required field",
+        ),
         ({"address": "http://n:4646", "unknown": 1}, "nomad.unknown: unknown field"),
     ],
 )
@@ -64,12 +67,19 @@ def test_client_verifies_tls_by_default_and_reads_no_environment(monkeypatch: py
     monkeypatch.setenv("NOMAD_ADDR", "http://elsewhere:4646")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     plain = NomadClient(NomadSettings.from_config({"address": "https://nomad:4646"}))
-    assert plain._job.verify is True and plain._job.token is None and plain._job.address == "https://nomad:4646"
+    assert (
+        plain._job.verify is True and plain._job.token is None and plain._job.address == "https://nomad:4646"
+    )
     assert plain._session.trust_env is False
-    ca = NomadClient(NomadSettings.from_config({
-        "address": "https://nomad:4646", "token": "s3cret",
-        "tls": {"ca": "/etc/fetchml/nomad-ca.pem", "cert": "/c.pem", "key": "/k.pem"},
-    }))
+    ca = NomadClient(
+        NomadSettings.from_config(
+            {
+                "address": "https://nomad:4646",
+                "token": "s3cret",
+                "tls": {"ca": "/etc/fetchml/nomad-ca.pem", "cert": "/c.pem", "key": "/k.pem"},
+            }
+        )
+    )
     assert ca._job.verify == "/etc/fetchml/nomad-ca.pem" and ca._job.cert == ("/c.pem", "/k.pem")
     assert ca._variable.namespace == "default" and ca._job.token == "s3cret"
     off = NomadClient(NomadSettings.from_config({"address": "https://nomad:4646", "tls": {"verify": False}}))
@@ -87,15 +97,39 @@ def _response(status: int, text: str) -> requests.Response:
 @pytest.mark.parametrize(
     "exc, error, words",
     [
-        (nomad_exc.URLNotAuthorizedNomadException(_response(403, "Permission denied")), PermissionDenied, "denied"),
-        (nomad_exc.URLNotAuthorizedNomadException(_response(403, "ACL token not found")), PermissionDenied, "does not know"),
+        (
+            nomad_exc.URLNotAuthorizedNomadException(_response(403, "Permission denied")),
+            PermissionDenied,
+            "denied",
+        ),
+        (
+            nomad_exc.URLNotAuthorizedNomadException(_response(403, "ACL token not found")),
+            PermissionDenied,
+            "does not know",
+        ),
         (nomad_exc.URLNotFoundNomadException(_response(404, "job not found")), NotFound, "job x not found"),
-        (nomad_exc.BadRequestNomadException(_response(400, "Invalid wait time")), InvalidArgument, "Invalid wait time"),
+        (
+            nomad_exc.BadRequestNomadException(_response(400, "Invalid wait time")),
+            InvalidArgument,
+            "Invalid wait time",
+        ),
         (nomad_exc.VariableConflict(_response(409, "{}")), AlreadyExists, "concurrently"),
-        (nomad_exc.BaseNomadException(_response(500, "1 error occurred:\n\t* bad")), BackendError, "1 error occurred: * bad"),
-        (nomad_exc.BaseNomadException(_response(500, "No cluster leader")), BackendUnavailable, "No cluster leader"),
+        (
+            nomad_exc.BaseNomadException(_response(500, "1 error occurred:\n\t* bad")),
+            BackendError,
+            "1 error occurred: * bad",
+        ),
+        (
+            nomad_exc.BaseNomadException(_response(500, "No cluster leader")),
+            BackendUnavailable,
+            "No cluster leader",
+        ),
         (nomad_exc.BaseNomadException(_response(503, "")), BackendUnavailable, "HTTP 503"),
-        (nomad_exc.BaseNomadException(requests.ConnectionError("refused")), BackendUnavailable, "cannot reach Nomad at http://n:1"),
+        (
+            nomad_exc.BaseNomadException(requests.ConnectionError("refused")),
+            BackendUnavailable,
+            "cannot reach Nomad at http://n:1",
+        ),
         (nomad_exc.BaseNomadException(requests.exceptions.SSLError("bad cert")), BackendUnavailable, "TLS"),
         (nomad_exc.BaseNomadException(requests.ReadTimeout("slow")), Timeout, "did not answer in time"),
         (nomad_exc.TimeoutNomadException("slow"), Timeout, "did not answer in time"),
@@ -134,14 +168,23 @@ def test_exec_close_frames(reason: str, error: type) -> None:
 
 
 def test_placement_cause_reads_nomads_metrics() -> None:
-    failed = {"jupyter": {
-        "NodesEvaluated": 3, "ConstraintFiltered": {"missing devices": 2},
-        "DimensionExhausted": {"devices: no devices match request": 1},
-    }}
+    failed = {
+        "jupyter": {
+            "NodesEvaluated": 3,
+            "ConstraintFiltered": {"missing devices": 2},
+            "DimensionExhausted": {"devices: no devices match request": 1},
+        }
+    }
     text = placement_cause(failed)
     assert "no node has a GPU matching the request (nvidia/gpu) (2 of 3 nodes)" in text
     assert "no node with a free GPU (1 of 3 nodes)" in text
-    assert "not enough free memory" in placement_cause({"g": {"NodesEvaluated": 1, "DimensionExhausted": {"memory": 1}}})
-    assert "port conflict" in placement_cause({"g": {"NodesEvaluated": 1, "DimensionExhausted": {"network: reserved port collision http=8888": 1}}})
+    assert "not enough free memory" in placement_cause(
+        {"g": {"NodesEvaluated": 1, "DimensionExhausted": {"memory": 1}}}
+    )
+    assert "port conflict" in placement_cause(
+        {"g": {"NodesEvaluated": 1, "DimensionExhausted": {"network: reserved port collision http=8888": 1}}}
+    )
     assert "no client node is ready" in placement_cause({"g": {"NodesEvaluated": 0, "NodesAvailable": {}}})
-    assert "host volume" in placement_cause({"g": {"NodesEvaluated": 1, "ConstraintFiltered": {"missing compatible host volumes": 1}}})
+    assert "host volume" in placement_cause(
+        {"g": {"NodesEvaluated": 1, "ConstraintFiltered": {"missing compatible host volumes": 1}}}
+    )
