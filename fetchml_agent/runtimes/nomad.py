@@ -278,8 +278,11 @@ class NomadRuntime(Runtime):
                     "refusing to send a job spec that contains the workspace's secret to Nomad"
                 )
 
-    async def _register(self, job: dict[str, Any]) -> str:
-        """Register a job; on rejection, ask /v1/validate/job for Nomad's own messages."""
+    async def _register(self, job: dict[str, Any]) -> tuple[str, int]:
+        """Register a job; return its evaluation's ID and create index.
+
+        On rejection, asks ``/v1/validate/job`` for Nomad's own messages (InvalidArgument).
+        """
         job_id = job["Job"]["ID"]
         try:
             answer = await self.client.register_job(job)
@@ -297,10 +300,12 @@ class NomadRuntime(Runtime):
             raise
         if answer.get("Warnings"):
             log.warning("Nomad warnings for job %s: %s", job_id, " ".join(str(answer["Warnings"]).split()))
-        return str(answer.get("EvalID") or "")
+        return str(answer.get("EvalID") or ""), int(answer.get("EvalCreateIndex") or 0)
 
-    async def _wait_evaluation(self, eval_id: str, deadline: float, what: str) -> dict[str, Any]:
-        index = 0
+    async def _wait_evaluation(
+        self, eval_id: str, deadline: float, what: str, index: int = 0
+    ) -> dict[str, Any]:
+        """Block until the scheduler has processed ``eval_id`` (starting from its create index)."""
         while True:
             remaining = deadline - time.monotonic()
             ev, index = await self.client.get_evaluation(
@@ -346,14 +351,16 @@ class NomadRuntime(Runtime):
         var_path = secret_variable_path(job_id)
         await self.client.put_variable(var_path, jupyter_secret_items(spec.token, spec.password_hash))
         try:
-            eval_id = await self._register(job)
+            eval_id, eval_index = await self._register(job)
         except BaseException:
             await self._cleanup(job_id)
             raise
         try:
             await progress("placing")
             what = f"workspace {spec.name}"
-            await self._wait_evaluation(eval_id, time.monotonic() + self.settings.start_timeout, what)
+            await self._wait_evaluation(
+                eval_id, time.monotonic() + self.settings.start_timeout, what, eval_index
+            )
             alloc = await self._follow_allocation(job_id, eval_id, WORKSPACE_TASK, progress, what)
             full, _ = await self.client.get_allocation(alloc["ID"])
             url = _url_from_ports(((full.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports"))
@@ -528,11 +535,14 @@ class NomadRuntime(Runtime):
         return self._status_of(state, job, allocs, url)
 
     async def poll_many(self, states: list[State]) -> list[Status]:
-        """Statuses of many workspaces with two requests (jobs list and allocations list)."""
+        """Statuses of many workspaces with two requests (jobs list and allocations list).
+
+        Messages are Nomad's allocation descriptions; :meth:`poll` gives a task's own cause.
+        """
         prefix = f"{self.settings.job_prefix}ws-"
         jobs = {j["ID"]: j for j in await self.client.list_jobs(prefix)}
         allocs, _ = await self.client.list_allocations(
-            filter_=f'JobID matches "^{prefix}"', resources=True, task_states=True
+            filter_=f'JobID matches "^{prefix}"', resources=True, task_states=False
         )
         by_job: dict[str, list[dict[str, Any]]] = {}
         for a in allocs:
@@ -697,11 +707,11 @@ class NomadRuntime(Runtime):
         progress = progress or _no_progress
         job = self.renderer.run(spec)
         job_id = job["Job"]["ID"]
-        eval_id = await self._register(job)
+        eval_id, eval_index = await self._register(job)
         try:
             await progress("placing")
             await self._wait_evaluation(
-                eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}"
+                eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}", eval_index
             )
         except BaseException:
             await asyncio.shield(self._cleanup(job_id))

@@ -110,6 +110,7 @@ class _Task:
         self.paths: dict[str, str] = {}
         self.cwd = ""
         self.cpu_sample: tuple[float, float] | None = None
+        self.wake = asyncio.Event()  # set when the task must stop or restart
 
 
 class Cluster:
@@ -126,6 +127,7 @@ class Cluster:
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.evals: dict[str, dict[str, Any]] = {}
         self.allocs: dict[str, dict[str, Any]] = {}
+        self.allocs_by_job: dict[tuple[str, str], list[str]] = {}
         self.tasks: dict[str, dict[str, _Task]] = {}
         self.variables: dict[tuple[str, str], dict[str, Any]] = {}
         self.images = {img.name: img for img in images}
@@ -284,10 +286,12 @@ class Cluster:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    def job_allocs(self, namespace: str, job_id: str) -> list[dict[str, Any]]:
+        """A job's allocations, oldest first."""
+        return [self.allocs[i] for i in self.allocs_by_job.get((namespace, job_id), [])]
+
     def job_status(self, job: dict[str, Any]) -> str:
-        allocs = [
-            a for a in self.allocs.values() if a["JobID"] == job["ID"] and a["Namespace"] == job["Namespace"]
-        ]
+        allocs = self.job_allocs(job["Namespace"], job["ID"])
         live = [a for a in allocs if a["ClientStatus"] not in _TERMINAL]
         if any(a["ClientStatus"] == "running" for a in live):
             return "running"
@@ -391,9 +395,7 @@ class Cluster:
         ev = self.evals[eval_id]
         job = job or self.jobs.get((ev["Namespace"], ev["JobID"]))
         stopping = job is None or job.get("Stop")
-        mine = [
-            a for a in self.allocs.values() if a["JobID"] == ev["JobID"] and a["Namespace"] == ev["Namespace"]
-        ]
+        mine = self.job_allocs(ev["Namespace"], ev["JobID"])
         for alloc in mine:
             live = alloc["DesiredStatus"] == "run" and alloc["ClientStatus"] not in _TERMINAL
             if live and (stopping or alloc["JobVersion"] != job["Version"]):  # type: ignore[index]
@@ -410,10 +412,8 @@ class Cluster:
             for tg in job["TaskGroups"]:
                 have = [
                     a
-                    for a in self.allocs.values()
-                    if a["JobID"] == job["ID"]
-                    and a["Namespace"] == job["Namespace"]
-                    and a["TaskGroup"] == tg["Name"]
+                    for a in self.job_allocs(job["Namespace"], job["ID"])
+                    if a["TaskGroup"] == tg["Name"]
                     and a["DesiredStatus"] == "run"
                     and a["JobVersion"] == job["Version"]
                     and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")
@@ -544,7 +544,8 @@ class Cluster:
                 metric["NodesExhausted"] += 1
                 bump("DimensionExhausted", dim)
                 continue
-            cores_free = [c for c in range(spec.cores) if c not in self._reserved_cores(node["ID"])]
+            reserved = self._reserved_cores(node["ID"])
+            cores_free = [c for c in range(spec.cores) if c not in reserved]
             return metric, {"node": node, "devices": devices, "cores_free": cores_free}
         return metric, None
 
@@ -708,6 +709,7 @@ class Cluster:
             "ModifyTime": now,
         }
         self.allocs[alloc_id] = alloc
+        self.allocs_by_job.setdefault((job["Namespace"], job["ID"]), []).append(alloc_id)
         self.tasks[alloc_id] = {t["Name"]: _Task(t["Name"], t) for t in tg["Tasks"]}
         alloc["TaskStates"] = {name: t.state for name, t in self.tasks[alloc_id].items()}
         self.spawn(self._run_alloc(alloc_id))
@@ -997,7 +999,8 @@ class Cluster:
         await self._touch(alloc)
         if task.proc is None:  # an idle image: runs until stopped or restarted
             while not self._stopping(alloc) and not task.restart_requested:
-                await self.wait(("allocs",), self.index, 5.0)
+                await task.wake.wait()
+                task.wake.clear()
             return None
         proc = task.proc
         waiter = asyncio.ensure_future(proc.wait())
@@ -1007,9 +1010,10 @@ class Cluster:
                 await waiter
                 task.proc = None
                 return None
-            change = asyncio.ensure_future(self.wait(("allocs",), self.index, 5.0))
+            change = asyncio.ensure_future(task.wake.wait())
             await asyncio.wait([waiter, change], return_when=asyncio.FIRST_COMPLETED)
             change.cancel()
+            task.wake.clear()
         task.proc = None
         return waiter.result()
 
@@ -1050,17 +1054,22 @@ class Cluster:
         alloc = self.allocs[alloc_id]
         alloc["DesiredStatus"] = "stop"
         alloc["DesiredDescription"] = why
+        for task in self.tasks[alloc_id].values():
+            task.wake.set()
         await self._touch(alloc)
 
     async def restart_alloc(self, alloc_id: str) -> None:
         for task in self.tasks[alloc_id].values():
             if task.state["State"] == "running":
                 task.restart_requested = True
+                task.wake.set()
         await self.bump("allocs")
 
     async def shutdown(self) -> None:
         for alloc in self.allocs.values():
             alloc["DesiredStatus"] = "stop"
+            for task in self.tasks[alloc["ID"]].values():
+                task.wake.set()
         for tasks in self.tasks.values():
             for task in tasks.values():
                 if task.proc is not None and task.proc.returncode is None:

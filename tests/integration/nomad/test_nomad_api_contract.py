@@ -118,7 +118,7 @@ def test_gpu_constraint_on_device_attributes_filters_nodes(nomad_target: NomadTa
                     name="big", image=nomad_target.image, resources=Resources(cpu=1, memory_mb=256, gpu=1)
                 )
             )
-            eval_id = await rt._register(spec_job)
+            eval_id, _ = await rt._register(spec_job)
             try:
                 await rt._wait_evaluation(eval_id, time.monotonic() + 20, "workspace big")
             finally:
