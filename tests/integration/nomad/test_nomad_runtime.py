@@ -208,6 +208,32 @@ def test_exec_timeout(workspace: Shared) -> None:
         asyncio.run(_with_runtime(workspace.settings, scenario))
 
 
+def test_restart_restarts_the_allocation_in_place(workspace: Shared) -> None:
+    state = workspace.started.state
+    headers = {"Authorization": f"token {workspace.spec.token}"}
+    before = httpx.get(workspace.started.url + "api/status", headers=headers, timeout=5).json()["started"]
+
+    async def scenario(rt: NomadRuntime) -> Any:
+        await rt.restart(state)
+        deadline = asyncio.get_running_loop().time() + 90
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                r = httpx.get(workspace.started.url + "api/status", headers=headers, timeout=2)
+                if r.status_code == 200 and r.json()["started"] != before:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.3)
+        alloc, _ = await rt.client.get_allocation(state["alloc_id"])
+        return alloc, await rt.poll(state)
+
+    alloc, status = asyncio.run(_with_runtime(workspace.settings, scenario))
+    assert alloc["TaskStates"]["jupyter"]["Restarts"] >= 1
+    assert status.state == "running" and status.url == workspace.started.url
+    with pytest.raises(InvalidState):
+        asyncio.run(_with_runtime(workspace.settings, lambda rt: rt.restart({"job_id": "x", "alloc_id": None})))
+
+
 def test_gpu_workspace_gets_an_nvidia_device(nomad_target: NomadTarget) -> None:
     if not nomad_target.has_gpu:
         pytest.skip("the Nomad under test has no free GPU (set FETCHML_TEST_NOMAD_GPUS=1 if it has)")
