@@ -195,23 +195,7 @@ class JobRenderer:
         name = _check_name(req.name)
         job_id = workspace_job_id(s, name)
         image = self._check_image(req.image or s.default_image)
-        res = req.resources
-        cpu = _check_cpu(s.defaults.cpu if res.cpu is None else res.cpu, s.max.cpu)
-        memory_mb = _check_int(
-            "memory",
-            s.defaults.memory_mb if res.memory_mb is None else res.memory_mb,
-            s.max.memory_mb,
-            "MB",
-            "nomad.max.memory_mb",
-        )
-        disk_mb = _check_int(
-            "disk",
-            s.defaults.disk_mb if res.disk_mb is None else res.disk_mb,
-            s.max.disk_mb,
-            "MB",
-            "nomad.max.disk_mb",
-        )
-        gpu = _check_gpu(res.gpu, s.max.gpu)
+        cpu, memory_mb, disk_mb, gpu = self._resources(req.resources)
         memory_max_mb = None
         if req.memory_max_mb is not None:
             memory_max_mb = _check_int(
@@ -263,23 +247,7 @@ class JobRenderer:
         notebook = _check_rel_path("notebook", spec.notebook)
         if not notebook.endswith(".ipynb"):
             raise InvalidArgument(f"notebook {spec.notebook!r} is not a .ipynb file")
-        res = spec.resources
-        cpu = _check_cpu(s.defaults.cpu if res.cpu is None else res.cpu, s.max.cpu)
-        memory_mb = _check_int(
-            "memory",
-            s.defaults.memory_mb if res.memory_mb is None else res.memory_mb,
-            s.max.memory_mb,
-            "MB",
-            "nomad.max.memory_mb",
-        )
-        disk_mb = _check_int(
-            "disk",
-            s.defaults.disk_mb if res.disk_mb is None else res.disk_mb,
-            s.max.disk_mb,
-            "MB",
-            "nomad.max.disk_mb",
-        )
-        gpu = _check_gpu(res.gpu, s.max.gpu)
+        cpu, memory_mb, disk_mb, gpu = self._resources(spec.resources)
         if not (isinstance(spec.retries, int) and 0 <= spec.retries <= 10):
             raise InvalidArgument(f"retries must be an integer from 0 to 10, got {spec.retries!r}")
         if not (isinstance(spec.timeout, (int, float)) and 1 <= spec.timeout <= 7 * 86400):
@@ -384,6 +352,26 @@ class JobRenderer:
             "datacenters": list(s.datacenters),
             "node_pool": s.node_pool,
         }
+
+    def _resources(self, res: Resources) -> tuple[float, int, int, int]:
+        """Resources with the configured defaults filled in, checked against ``nomad.max``."""
+        s = self.settings
+        cpu = _check_cpu(s.defaults.cpu if res.cpu is None else res.cpu, s.max.cpu)
+        memory_mb = _check_int(
+            "memory",
+            s.defaults.memory_mb if res.memory_mb is None else res.memory_mb,
+            s.max.memory_mb,
+            "MB",
+            "nomad.max.memory_mb",
+        )
+        disk_mb = _check_int(
+            "disk",
+            s.defaults.disk_mb if res.disk_mb is None else res.disk_mb,
+            s.max.disk_mb,
+            "MB",
+            "nomad.max.disk_mb",
+        )
+        return cpu, memory_mb, disk_mb, _check_gpu(res.gpu, s.max.gpu)
 
     def _gpu_fields(self, gpu: int) -> dict[str, Any]:
         g = self.settings.gpu
