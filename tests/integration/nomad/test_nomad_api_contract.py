@@ -35,6 +35,15 @@ def _job(target: NomadTarget, name: str, **settings: Any) -> dict[str, Any]:
     )
 
 
+def _put_secret(target: NomadTarget, job_id: str) -> None:
+    """Write the Variable a workspace job's template block waits for."""
+    path = f"nomad/jobs/{job_id}"
+    body = {"Path": path, "Items": {"jupyter_config": "{}"}}
+    requests.put(
+        f"{target.address}/v1/var/{path}", json=body, headers=_headers(target), timeout=10
+    ).raise_for_status()
+
+
 def test_unknown_job_404_but_its_allocations_are_empty_and_its_stop_succeeds(
     nomad_target: NomadTarget,
 ) -> None:
@@ -226,13 +235,7 @@ def test_double_runs_many_idle_allocations(nomad_target: NomadTarget) -> None:
         job = renderer.workspace(
             WorkspaceJobRequest(name=f"idle{i}", resources=Resources(cpu=0.1, memory_mb=64))
         )
-        path = f"nomad/jobs/{job['Job']['ID']}"
-        requests.put(
-            f"{nomad_target.address}/v1/var/{path}",
-            json={"Path": path, "Items": {"jupyter_config": "{}"}},
-            headers=h,
-            timeout=10,
-        ).raise_for_status()
+        _put_secret(nomad_target, job["Job"]["ID"])
         assert (
             requests.post(f"{nomad_target.address}/v1/jobs", json=job, headers=h, timeout=10).status_code
             == 200
@@ -292,13 +295,7 @@ def test_double_task_waits_for_its_variable(nomad_target: NomadTarget) -> None:
     assert waiting["TaskStates"]["jupyter"]["Events"][-1]["DisplayMessage"] == (
         f"Missing: nomad.var.block(nomad/jobs/{job_id}@default.global)"
     )
-    path = f"nomad/jobs/{job_id}"
-    requests.put(
-        f"{nomad_target.address}/v1/var/{path}",
-        json={"Path": path, "Items": {"jupyter_config": "{}"}},
-        headers=h,
-        timeout=10,
-    ).raise_for_status()
+    _put_secret(nomad_target, job_id)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and alloc()["ClientStatus"] != "running":
         time.sleep(0.05)

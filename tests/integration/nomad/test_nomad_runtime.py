@@ -231,7 +231,9 @@ def test_restart_restarts_the_allocation_in_place(workspace: Shared) -> None:
     assert alloc["TaskStates"]["jupyter"]["Restarts"] >= 1
     assert status.state == "running" and status.url == workspace.started.url
     with pytest.raises(InvalidState):
-        asyncio.run(_with_runtime(workspace.settings, lambda rt: rt.restart({"job_id": "x", "alloc_id": None})))
+        asyncio.run(
+            _with_runtime(workspace.settings, lambda rt: rt.restart({"job_id": "x", "alloc_id": None}))
+        )
 
 
 def test_gpu_workspace_gets_an_nvidia_device(nomad_target: NomadTarget) -> None:
