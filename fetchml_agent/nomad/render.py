@@ -171,11 +171,13 @@ class JobRenderer:
 
     def __init__(self, settings: NomadSettings, templates_dir: Path | None = None) -> None:
         self.settings = settings
-        directory = templates_dir or TEMPLATES_DIR
+        directory = templates_dir or (
+            Path(settings.templates_dir) if settings.templates_dir else TEMPLATES_DIR
+        )
         if not directory.is_dir():
             raise InvalidArgument(
                 f"Nomad job templates not found in {directory}",
-                details="install the nomad_jobs/ directory next to the fetchml_agent package",
+                details="set nomad.templates_dir to the nomad_jobs/ directory of this release",
             )
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(directory)),

@@ -30,6 +30,7 @@ Every key, with its default::
     start_timeout: 120                   # seconds for placement, and again for readiness
     pull_timeout: 600                    # seconds for the image pull
     http_timeout: 10                     # seconds per ordinary Nomad API call
+    templates_dir: null                  # the nomad_jobs/ directory (default: next to the package)
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "start_timeout": {"type": "number", "min": 1, "default": 120},
     "pull_timeout": {"type": "number", "min": 1, "default": 600},
     "http_timeout": {"type": "number", "min": 1, "default": 10},
+    "templates_dir": {"type": "string", "nullable": True, "default": None},
 }
 
 
@@ -260,6 +262,7 @@ class NomadSettings:
     start_timeout: float = 120.0
     pull_timeout: float = 600.0
     http_timeout: float = 10.0
+    templates_dir: str | None = None
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None, where: str = "nomad") -> NomadSettings:
@@ -308,6 +311,7 @@ class NomadSettings:
             start_timeout=float(d["start_timeout"]),
             pull_timeout=float(d["pull_timeout"]),
             http_timeout=float(d["http_timeout"]),
+            templates_dir=d["templates_dir"],
         )
 
 
