@@ -353,7 +353,8 @@ class NomadRuntime(Runtime):
         try:
             eval_id, eval_index = await self._register(job)
         except BaseException:
-            await self._cleanup(job_id)
+            # Nomad kept whatever job it had under this ID; only our new secret goes.
+            await self.client.delete_variable(var_path)
             raise
         try:
             await progress("placing")
@@ -393,10 +394,10 @@ class NomadRuntime(Runtime):
         )
 
     async def _follow_allocation(
-        self, job_id: str, eval_id: str, task: str, progress: Progress, what: str, until: str = "running"
+        self, job_id: str, eval_id: str, task: str, progress: Progress, what: str
     ) -> dict[str, Any]:
-        """Follow the allocation of ``eval_id`` with blocking queries until its task runs
-        (``until="running"``) or ends (``until="terminal"``), reporting progress."""
+        """Follow the allocation of ``eval_id`` with blocking queries until its task runs,
+        reporting ``pulling image`` and ``starting``; raise with Nomad's cause if it fails."""
         s = self.settings
         deadline = time.monotonic() + s.start_timeout
         phase = "placing"
@@ -431,11 +432,9 @@ class NomadRuntime(Runtime):
                         )
                     raise BackendError(f"the docker driver could not start {what}: {text}")
             status = alloc.get("ClientStatus")
-            if until == "running" and status == "running":
+            if status == "running":
                 return alloc
             if status in _TERMINAL or alloc.get("DesiredStatus") != "run":
-                if until == "terminal" and status in _TERMINAL:
-                    return alloc
                 raise BackendError(
                     f"{what} stopped while starting: {_task_cause(alloc, task)}",
                     details=f"allocation {alloc['ID']} is {status}",
