@@ -84,6 +84,8 @@ class Agent:
         from .service.workspaces import adopt_all
 
         await adopt_all(self)
+        for hook in self.extensions.get("start_hooks", []):  # async fn(agent): other concerns start
+            await hook(self)
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
 
     async def close(self) -> None:
@@ -94,6 +96,8 @@ class Agent:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        for hook in self.extensions.get("close_hooks", []):
+            await hook(self)
         await self.runtime.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 

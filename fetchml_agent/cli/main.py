@@ -29,6 +29,7 @@ DEFAULT_SERVER = "ws://127.0.0.1:9101/ws"
 # Modules that add commands: each has ``register(jupyter, top, common)``.
 COMMAND_MODULES = [
     "fetchml_agent.cli.workspaces",
+    "fetchml_agent.cli.experiments",
 ]
 
 

@@ -29,6 +29,7 @@ __all__ = ["OPERATIONS", "ROUTES", "Call", "Operation", "Result", "load_modules"
 MODULES = [
     "fetchml_agent.service.workspaces",
     "fetchml_agent.service.access",
+    "fetchml_agent.service.experiments",
 ]
 
 
