@@ -144,8 +144,14 @@ def parse_parameter(text: str) -> tuple[str, Any]:
 
 def cmd_link(ctx: Any) -> int:
     a = ctx.args
-    reply = ctx.client.call(Opcode.LINK_EXPERIMENT, {"name": a.name, "experiment_id": a.experiment_id})
-    emit_json(reply.data) if ctx.json else print(reply.message)
+    doc = ctx.client.call(Opcode.LINK_EXPERIMENT, {"name": a.name, "experiment_id": a.experiment_id}).data
+    if ctx.json:
+        emit_json(doc)
+    elif doc["linked"]:
+        made = "created experiment" if doc["created"] else "experiment"
+        print(f"{made} {doc['experiment']} linked to workspace {doc['workspace']} (linked: {', '.join(doc['experiments'])})")
+    else:
+        print(f"experiment {doc['experiment']} was already linked to workspace {doc['workspace']}")
     return 0
 
 
@@ -180,10 +186,9 @@ def cmd_queue(ctx: Any) -> int:
             body["config_name"] = local.name
         else:
             body["config_path"] = a.config
-    reply = ctx.client.call(Opcode.QUEUE_RUN, body, timeout=120)
-    run = reply.data
+    run = ctx.client.call(Opcode.QUEUE_RUN, body, timeout=120).data
     if not ctx.json:
-        print(reply.message)
+        print(f"queued {run['id']} ({run['kind']} {run['target']}) in experiment {run['experiment']}")
         for warning in [] if a.wait else run.get("warnings") or []:
             stderr(f"warning: {warning}")
     if a.wait:
@@ -197,13 +202,13 @@ def cmd_queue(ctx: Any) -> int:
 
 def cmd_sync(ctx: Any) -> int:
     a = ctx.args
-    reply = ctx.client.call(Opcode.SYNC_WORKSPACE, {"name": a.name, "direction": a.direction, "experiment": a.experiment},
-                            timeout=600)
-    doc = reply.data
+    doc = ctx.client.call(Opcode.SYNC_WORKSPACE, {"name": a.name, "direction": a.direction, "experiment": a.experiment},
+                          timeout=600).data
     if ctx.json:
         emit_json(doc)
     else:
-        print(reply.message)
+        print(f"synced {doc['workspace']} {doc['direction']} experiment {doc['experiment']}: {len(doc['copied'])} copied, "
+              f"{doc['unchanged']} unchanged, {len(doc['conflicts'])} conflicts")
         for c in doc["copied"]:
             print(f"  copied   {c['path']} -> {c['to']}")
         for k in doc.get("kept", []):
@@ -280,8 +285,8 @@ def cmd_export(ctx: Any) -> int:
 
 
 def cmd_cancel(ctx: Any) -> int:
-    reply = ctx.client.call(Opcode.CANCEL_RUN, {"run_id": ctx.args.run_id}, timeout=120)
-    emit_json(reply.data) if ctx.json else print(reply.message)
+    run = ctx.client.call(Opcode.CANCEL_RUN, {"run_id": ctx.args.run_id}, timeout=120).data
+    emit_json(run) if ctx.json else print(f"{run['id']} is {run['status']}" + (f" ({run['message']})" if run.get("message") else ""))
     return 0
 
 

@@ -10,7 +10,13 @@ import nbformat
 import pytest
 
 from tests.conftest import AgentProcess
-from tests.integration.experiments.exp_helpers import audit_actions, processes_in, run_record, wait_for, write_notebook
+from tests.integration.experiments.exp_helpers import (
+    audit_actions,
+    processes_in,
+    run_record,
+    wait_for,
+    write_notebook,
+)
 
 PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 
