@@ -12,7 +12,9 @@ An experiment config, all keys optional::
 
 :func:`validate_run_config` checks it with cerberus; the error names the file and every bad key.
 :data:`AGENT_SECTION_SCHEMA` is the agent.yaml ``experiments:`` section (``cpu_workers``: how many
-CPU-only runs execute at once, default 1; GPU runs take one GPU each per GPU asked for).
+CPU-only runs execute at once, default 1; GPU runs take one GPU each per GPU asked for;
+``warm_runner_idle_s``: how long a workspace's warm runner — a process of its environment with
+papermill already imported, which starts runs fast — waits for the next run, default 600, 0 off).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ AGENT_SECTION_SCHEMA: dict[str, Any] = {
         "default_timeout": {"type": ["number", "string"], "nullable": True, "default": None, "check_with": _duration_ok},
         "cancel_grace": {"type": "number", "min": 0, "default": 5},
         "snapshot_max_file_mb": {"type": "integer", "min": 1, "default": 10},
+        "warm_runner_idle_s": {"type": "number", "min": 0, "default": 600},
     },
 }
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -41,6 +43,7 @@ from .runner import read_json, write_json
 
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..runtimes.base import WorkspaceSpec
     from ..store.workspaces import Workspace
 
 __all__ = ["Executor", "RUNNER_MODULE", "experiments_root", "run_view"]
@@ -49,6 +52,7 @@ log = logging.getLogger("fetchml.experiments")
 
 RUNNER_MODULE = "fetchml_agent.experiments.runner"
 _ADOPT_LAUNCH_WAIT_S = 1.0
+_MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes
 _POLL_S = 0.5
 
 
@@ -168,6 +172,8 @@ class Executor:
         self.cancel_grace = float(settings.get("cancel_grace", 5))
         self.default_timeout = settings.get("default_timeout")
         self.snapshot_max_bytes = int(settings.get("snapshot_max_file_mb") or 10) * 1024 * 1024
+        self.warm_idle_s = float(settings.get("warm_runner_idle_s", 600))
+        self._warm_locks: dict[str, asyncio.Lock] = {}
         self.active: dict[str, Run] = {}  # running runs by id
         self.watchers: dict[str, asyncio.Task[None]] = {}
         self.cancel_requested: set[str] = set()
@@ -185,6 +191,9 @@ class Executor:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        # Queueing a notebook asks papermill which parameters it declares: import it now, off the
+        # loop, so the first queue does not pay for it.
+        self._tasks.append(asyncio.create_task(run_blocking(_import_papermill), name="experiments-warm-up"))
         await self.adopt()
         self._tasks.append(asyncio.create_task(self._loop(), name="experiments-scheduler"))
         self.kick()
@@ -263,27 +272,52 @@ class Executor:
             return
         await store.run(update_run, run)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpu_ids)), "FETCHML_RUN_DIR": run.run_dir}
-        argv = ["python", "-m", RUNNER_MODULE, run.run_dir]
+        spec = spec_for(self.agent, ws, tuple(gpu_ids))
         try:
-            res = await self.agent.runtime.exec(spec_for(self.agent, ws, tuple(gpu_ids)), ws.runtime_state, argv, env=env, timeout=60)
+            launched = await self._launch_warm(ws, spec, run, env) or await self._launch_exec(ws, spec, run, env)
         except FetchmlError as exc:
-            await self._record(run, {"status": "failed", "message": f"the run could not be started: {exc.message}"})
-            return
-        text = res.output.decode("utf-8", "replace").strip()
-        launched = None
-        try:
-            launched = json.loads(text.splitlines()[-1]) if text else None
-        except ValueError:
-            pass
-        if res.exit_code != 0 or not isinstance(launched, dict) or not launched.get("pid"):
-            detail = (launched or {}).get("error") if isinstance(launched, dict) else text[-500:]
-            await self._record(run, {"status": "failed", "message": f"the run could not be started: {detail or 'no runner'}"})
+            launched = {"error": exc.message}
+        if "launched before" in str(launched.get("error", "")):
+            # A warm runner that was stopping may have launched it before answering: adopt it.
+            await asyncio.sleep(_ADOPT_LAUNCH_WAIT_S)
+            launched = read_json(Path(run.run_dir) / "state.json") or launched
+        if not launched.get("pid"):
+            await self._record(run, {"status": "failed", "message": f"the run could not be started: {launched.get('error') or 'no runner'}"})
             return
         run.pid, run.pid_start, run.message = int(launched["pid"]), launched.get("start_time"), ""
         await store.run(update_run, run)
         await self.agent.audit(run.user, "run.start", run.workspace, run=run.id, experiment=run.experiment_id,
                                pid=run.pid, gpus=gpu_ids)
         self._watch(run)
+
+    async def _launch_exec(self, ws: Workspace, spec: WorkspaceSpec, run: Run, env: dict[str, str]) -> dict[str, Any]:
+        """Launch the runner with ``runtime.exec`` of the runner module (a fresh interpreter)."""
+        argv = ["python", "-m", RUNNER_MODULE, run.run_dir]
+        res = await self.agent.runtime.exec(spec, ws.runtime_state, argv, env=env, timeout=60)
+        return _last_json(res.output) or {"error": res.output.decode("utf-8", "replace")[-500:] or f"exit code {res.exit_code}"}
+
+    def _warm_socket(self, ws: Workspace, spec: WorkspaceSpec) -> Path:
+        digest = hashlib.sha256(json.dumps(spec.env, sort_keys=True).encode()).hexdigest()[:8]
+        return self.agent.data_dir / "run" / ws.id / f"runner-{digest}.sock"
+
+    async def _launch_warm(self, ws: Workspace, spec: WorkspaceSpec, run: Run, env: dict[str, str]) -> dict[str, Any] | None:
+        """Ask the workspace's warm runner to fork the run, starting the warm runner first when
+        none listens; ``None`` when there is none to use (disabled, or it could not start)."""
+        sock = self._warm_socket(ws, spec)
+        if self.warm_idle_s <= 0 or len(str(sock)) > _MAX_SOCKET_PATH:
+            return None
+        request = json.dumps({"run_dir": run.run_dir, "env": env}).encode() + b"\n"
+        async with self._warm_locks.setdefault(ws.id, asyncio.Lock()):
+            reply = await _ask_warm(sock, request)
+            if reply is not None:
+                return reply
+            await run_blocking(_prepare_socket_dir, sock)
+            argv = ["python", "-m", RUNNER_MODULE, "--serve", str(sock), str(self.warm_idle_s)]
+            res = await self.agent.runtime.exec(spec, ws.runtime_state, argv, timeout=60)
+            if res.exit_code != 0:
+                log.warning("the warm runner of %s did not start: %s", ws.name, res.output.decode("utf-8", "replace")[-300:])
+                return None
+            return await _ask_warm(sock, request)
 
     # -- watching -------------------------------------------------------------------------------
 
@@ -304,6 +338,8 @@ class Executor:
     async def _record(self, run: Run, outcome: dict[str, Any] | None) -> None:
         """Record the finished run: its result file (or ``outcome`` when the agent decided it),
         metrics, outputs; sync the results into the workspace; then its final status."""
+        active = run
+        run = dataclasses.replace(run)  # readers see the running record until the final one is stored
         run_dir = Path(run.run_dir)
         result = outcome if outcome is not None else read_json(run_dir / "result.json")
         if result is None:
@@ -341,7 +377,8 @@ class Executor:
                 log.exception("syncing the results of %s into %s failed", run.id, ws.name)
                 sync_note = {"sync_error": str(exc)}
         await self.agent.store.run(update_run, run)
-        self.active.pop(run.id, None)
+        if self.active.get(run.id) is active:
+            del self.active[run.id]
         self.cancel_requested.discard(run.id)
         outcome_word = {"succeeded": "ok", "cancelled": "cancelled"}.get(run.status, "error")
         await self.agent.audit("agent", "run.finish", run.workspace, outcome_word, run=run.id, status=run.status,
@@ -443,6 +480,45 @@ class Executor:
                 await self._record(run, {"status": "failed", "message": "the agent stopped while starting this run; it was not started"})
             else:
                 await self._record(run, {"status": "failed", "message": "the run's process ended while the agent was down, without a result"})
+
+
+def _last_json(output: bytes) -> dict[str, Any] | None:
+    lines = output.decode("utf-8", "replace").strip().splitlines()
+    try:
+        doc = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _prepare_socket_dir(sock: Path) -> None:
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(sock.parent, 0o700)
+
+
+async def _ask_warm(sock: Path, request: bytes) -> dict[str, Any] | None:
+    """One request to a warm runner; ``None`` when none listens there (a stale socket is removed)."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+    except (FileNotFoundError, ConnectionRefusedError):
+        if sock.exists():
+            sock.unlink(missing_ok=True)
+        return None
+    except OSError:
+        return None
+    try:
+        writer.write(request)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 60)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    return _last_json(line)
+
+
+def _import_papermill() -> None:
+    import papermill  # noqa: F401
 
 
 async def _wait_exit(pid: int | None, started: int | None) -> None:

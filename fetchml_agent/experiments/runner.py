@@ -1,9 +1,12 @@
 """The process that executes one run, detached from the agent: ``python -m fetchml_agent.experiments.runner RUN_DIR``.
 
-The agent starts it with ``runtime.exec`` in the workspace's own environment (its venv Python
-first on ``PATH``, its variables). The launcher forks the runner into a session of its own, prints
-``{"pid": …, "start_time": …}`` and exits, so the runner outlives an agent that is killed: a new
-agent adopts it by pid and start time and still learns the outcome from ``result.json``.
+The agent starts it in the workspace's own environment (its venv Python first on ``PATH``, its
+variables): through the workspace's *warm runner* when one runs (a process started once with
+``runtime.exec`` that has papermill imported and forks runners on request; ``--serve``), else with
+``runtime.exec`` of this module. Either way the runner is forked into a session of its own and its
+``{"pid": …, "start_time": …}`` is answered at once, so the runner outlives an agent that is
+killed: a new agent adopts it by pid and start time and still learns the outcome from
+``result.json``.
 
 Files in ``RUN_DIR`` (the contract with :mod:`fetchml_agent.experiments.executor`):
 
@@ -240,6 +243,9 @@ def _run_notebook(run_dir: Path, job: dict[str, Any], n: int, target: Path, work
                 warnings.append(record.getMessage())
 
     logging.getLogger("papermill").addHandler(_Capture())
+    # jsonschema (through nbformat) imports rfc3987_syntax when installed, only to check IRI
+    # formats that notebook validation never uses; building its grammar costs seconds per run.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -287,31 +293,25 @@ def _run_notebook(run_dir: Path, job: dict[str, Any], n: int, target: Path, work
     return int(out["exit_code"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Launch the runner for ``RUN_DIR`` detached, print its pid and start time, return at once."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m fetchml_agent.experiments.runner RUN_DIR", file=sys.stderr)
-        return 2
-    run_dir = Path(args[0]).resolve()
+def _start_runner(run_dir: Path, env: dict[str, str] | None = None, close: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Fork the runner of ``run_dir`` into a session of its own; ``{"pid", "start_time"}``, or
+    ``{"error"}`` when the directory was launched before (a run is never started twice)."""
     try:
         os.close(os.open(run_dir / "launched", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
     except FileExistsError:
-        print(json.dumps({"error": f"{run_dir} was launched before; a run is never started twice"}))
-        return 3
+        return {"error": f"{run_dir} was launched before; a run is never started twice"}
     sys.stdout.flush()
+    sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            for fd in close:
+                os.close(fd)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()
-            log = os.open(run_dir / "run.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.close(log)
-            os.close(null)
+            os.environ.update(env or {})
+            _redirect(run_dir / "run.log")
             code = _Runner(run_dir).run()
         except BaseException as exc:
             traceback.print_exc()
@@ -322,8 +322,120 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    return {"pid": pid, "start_time": start_time(pid)}
+
+
+def _redirect(log_path: Path) -> None:
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(null)
+
+
+def _preload() -> None:
+    """What every notebook attempt imports, imported once by the warm runner."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see _run_notebook
+    try:
+        import papermill  # noqa: F401
+    except Exception:  # an attempt will report it, with the workspace's own traceback
+        traceback.print_exc()
+
+
+def _serve(sock_path: Path, idle_s: float) -> int:
+    """Start the warm runner on ``sock_path``: a process of the workspace's environment that has
+    papermill imported and forks runners on request (one JSON line ``{"run_dir", "env"}`` in,
+    ``{"pid", "start_time"}`` or ``{"error"}`` out). It exits after ``idle_s`` without requests,
+    or as soon as its socket file is removed (the workspace was deleted). Returns once it listens."""
+    ready_r, ready_w = os.pipe()
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        code = 1
+        try:
+            os.setsid()
+            _redirect(sock_path.with_suffix(".log"))
+            code = _serve_forever(sock_path, idle_s, ready_w)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    with os.fdopen(ready_r) as fh:
+        answer = fh.read().strip()
+    if answer != "ok":
+        print(json.dumps({"error": answer or "the warm runner exited during start-up"}))
+        return 1
     print(json.dumps({"pid": pid, "start_time": start_time(pid)}), flush=True)
     return 0
+
+
+def _serve_forever(sock_path: Path, idle_s: float, ready_w: int) -> int:
+    import socket
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(sock_path))
+    except OSError as exc:
+        os.write(ready_w, f"cannot listen on {sock_path}: {exc.strerror}".encode())
+        os.close(ready_w)
+        return 1
+    os.chmod(sock_path, 0o600)
+    server.listen(64)
+    ident = os.stat(sock_path).st_ino
+    os.write(ready_w, b"ok")
+    os.close(ready_w)
+    _preload()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners it forks are reaped by the kernel
+    server.settimeout(min(5.0, idle_s))
+    last = time.monotonic()
+    while True:
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            try:
+                gone = os.stat(sock_path).st_ino != ident
+            except OSError:
+                gone = True
+            if gone or time.monotonic() - last > idle_s:
+                break
+            continue
+        last = time.monotonic()
+        with conn:
+            try:
+                conn.settimeout(10)
+                line = conn.makefile("rb").readline()
+                request = json.loads(line)
+                reply = _start_runner(Path(request["run_dir"]), request.get("env"), close=(server.fileno(), conn.fileno()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                reply = {"error": f"bad request to the warm runner: {exc}"}
+            try:
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass
+    try:
+        if os.stat(sock_path).st_ino == ident:
+            sock_path.unlink()
+    except OSError:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``RUN_DIR``: launch its runner detached, print ``{"pid", "start_time"}``, return at once.
+    ``--serve SOCKET IDLE_S``: start the warm runner (see :func:`_serve`) and return once it listens."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "--serve":
+        return _serve(Path(args[1]), float(args[2]))
+    if len(args) != 1:
+        print("usage: python -m fetchml_agent.experiments.runner RUN_DIR | --serve SOCKET IDLE_SECONDS", file=sys.stderr)
+        return 2
+    reply = _start_runner(Path(args[0]).resolve())
+    print(json.dumps(reply), flush=True)
+    return 3 if "error" in reply else 0
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def _visible_ids(agent: Agent, call: Call) -> set[str]:
 
 async def _status_section(agent: Agent, call: Call) -> dict[str, Any]:
     """``ml status``'s runs: counts by status, the queue, what runs now, the latest finished."""
-    counts_rows, active, recent = await agent.store.run(status_summary, _RECENT * 5)
+    counts_rows, active, recent = await agent.store.run(status_summary, _RECENT if call.user.is_admin else _RECENT * 5)
     ids = _visible_ids(agent, call)
     counts: dict[str, int] = {}
     for ws_id, user, status, n in counts_rows:

@@ -111,6 +111,7 @@ MIGRATIONS.append(
     CREATE INDEX runs_workspace ON runs (workspace_id, queued_at);
     CREATE INDEX runs_experiment ON runs (experiment_id, queued_at);
     CREATE INDEX runs_finished ON runs (finished_at);
+    CREATE INDEX runs_counts ON runs (workspace_id, user, status);  -- `ml status` counts from the index alone
     CREATE TABLE run_metrics (
         run_id  TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
         seq     INTEGER NOT NULL,

@@ -91,6 +91,10 @@ def test_snapshot_queue_and_status_while_running(agent: AgentProcess, ws: dict) 
     # Editing after queueing does not change the queued run: it was snapshotted.
     write_notebook(root / "quick.ipynb", "print('edited later')")
     running = wait_for(agent, first["id"], ("running",))
+    # Launched through the workspace's warm runner (papermill already imported there).
+    runner = run_record(agent, first["id"])["pid"]
+    parent = Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    assert b"--serve" in Path(f"/proc/{parent}/cmdline").read_bytes()
     status = agent.ml_json("status")
     section = status["runs"]
     assert any(r["id"] == second["id"] and r["status"] == "queued" for r in section["queued"])  # one CPU worker

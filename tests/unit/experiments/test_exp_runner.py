@@ -79,3 +79,38 @@ def test_sigterm_cancels(tmp_path: Path) -> None:
     while alive(launched["pid"], launched["start_time"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(launched["pid"], launched["start_time"])
+
+
+def test_warm_runner_forks_runs_and_exits_when_its_socket_goes(tmp_path: Path) -> None:
+    import socket
+
+    sock = tmp_path / "w.sock"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cp = subprocess.run([sys.executable, "-m", "fetchml_agent.experiments.runner", "--serve", str(sock), "60"],
+                        capture_output=True, text=True, env=env, timeout=60)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    server = json.loads(cp.stdout)
+    assert sock.exists() and oct(sock.stat().st_mode & 0o777) == "0o600"
+    run_dir = tmp_path / "run"
+    (run_dir / "work").mkdir(parents=True)
+    (run_dir / "work" / "job.py").write_text("import os\nfrom fetchml import log_metric\nlog_metric('gpu', len(os.environ['CUDA_VISIBLE_DEVICES']))\n")
+    (run_dir / "job.json").write_text(json.dumps({"run_id": "run-w", "experiment": "e", "kind": "script", "target": "job.py",
+                                                  "work_dir": str(run_dir / "work")}))
+
+    def ask(payload: dict[str, Any]) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+            s.sendall(json.dumps(payload).encode() + b"\n")
+            return dict(json.loads(s.makefile().readline()))
+
+    reply = ask({"run_dir": str(run_dir), "env": {"CUDA_VISIBLE_DEVICES": "0,1"}})
+    stat = Path(f"/proc/{reply['pid']}/stat").read_text()
+    assert int(stat.rsplit(")", 1)[1].split()[1]) == server["pid"]  # forked by the warm runner
+    assert _result(run_dir)["status"] == "succeeded"
+    assert json.loads((run_dir / "metrics.jsonl").read_text())["value"] == 3.0  # the run's own environment
+    assert "never started twice" in ask({"run_dir": str(run_dir)})["error"]
+    sock.unlink()
+    deadline = time.monotonic() + 20
+    while alive(server["pid"], server["start_time"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(server["pid"], server["start_time"])
