@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -92,7 +93,11 @@ def test_snapshot_queue_and_status_while_running(agent: AgentProcess, ws: dict) 
     write_notebook(root / "quick.ipynb", "print('edited later')")
     running = wait_for(agent, first["id"], ("running",))
     # Launched through the workspace's warm runner (papermill already imported there).
-    runner = run_record(agent, first["id"])["pid"]
+    for _ in range(300):  # running is recorded just before the runner is forked
+        runner = run_record(agent, first["id"])["pid"]
+        if runner:
+            break
+        time.sleep(0.05)
     parent = Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1]
     assert b"--serve" in Path(f"/proc/{parent}/cmdline").read_bytes()
     status = agent.ml_json("status")
