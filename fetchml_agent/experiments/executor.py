@@ -8,7 +8,9 @@ store; :meth:`Executor.kick` wakes the scheduler, which starts what fits:
   not held by another active workspace; first come, first served among GPU runs. A run that asks
   for more GPUs than the host has is refused when queued.
 
-A run is launched with ``runtime.exec`` in its workspace's environment; the runner
+A run is launched in its workspace's environment: through the workspace's warm runner (a process
+of that environment started once with ``runtime.exec``, papermill already imported, which forks
+runners on request over a Unix socket), else with ``runtime.exec`` of the runner module. The runner
 (:mod:`.runner`) detaches, so the agent only holds its pid and start time and is told of its end
 by a pidfd. The outcome is read from ``result.json``; metrics, outputs and the executed notebook
 are recorded and synced into the workspace (:mod:`.sync`) before the run's status changes, so a
@@ -534,7 +536,11 @@ async def _wait_exit(pid: int | None, started: int | None) -> None:
             return  # the pid now names another process: ours is gone
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, on_exit)
         try:
             while not exited.done():
                 try:

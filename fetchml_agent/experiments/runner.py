@@ -185,9 +185,9 @@ class _Runner:
         if timed_out:
             where = read_json(self.dir / "progress.json") or {}
             cell = f" in cell {where['cell']}" if where.get("cell") is not None else ""
-            return {**base, "status": "failed", "message": f"timed out after {float(timeout):g} s{cell}",
-                    "error": {"ename": "Timeout", "evalue": f"timed out after {float(timeout):g} s", "cell": where.get("cell")},
-                    "exit_code": EXIT_TIMEOUT}
+            limit = f"timed out after {float(timeout or 0):g} s"
+            return {**base, "status": "failed", "message": limit + cell,
+                    "error": {"ename": "Timeout", "evalue": limit, "cell": where.get("cell")}, "exit_code": EXIT_TIMEOUT}
         if self.cancelled:
             return {**base, "status": "cancelled", "message": "cancelled", "error": None, "exit_code": EXIT_CANCELLED}
         if reported.get("status"):

@@ -253,14 +253,14 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
             f"or link one first: ml jupyter link {ws.name} EXPERIMENT_ID",
         )
     experiment = validate_experiment_id(experiment)
-    kind, target = "notebook", args.get("notebook")
+    kind, wanted = "notebook", args.get("notebook")
     if args.get("script"):
-        kind, target = "script", args["script"]
-    elif not target and config.get("script"):
-        kind, target = "script", config["script"]
-    elif not target:
-        target = config.get("notebook") or await run_blocking(_default_notebook, root)
-    target = await run_blocking(resolve_target, root, str(target), kind)
+        kind, wanted = "script", args["script"]
+    elif not wanted and config.get("script"):
+        kind, wanted = "script", config["script"]
+    elif not wanted:
+        wanted = config.get("notebook") or await run_blocking(_default_notebook, root)
+    target: str = await run_blocking(resolve_target, root, str(wanted), kind)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
     capacity = ex.gpu_capacity()
@@ -274,6 +274,7 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         timeout = parse_duration(ex.default_timeout, "experiments.default_timeout")
     run_id = "run-" + secrets.token_hex(5)
     run_dir = ex.run_dir(experiment, run_id)
+    retries = int(config.get("retries") or 0)
     job = {
         "run_id": run_id,
         "experiment": experiment,
@@ -281,7 +282,7 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         "target": target,
         "parameters": parameters,
         "timeout_s": timeout,
-        "retries": int(config.get("retries") or 0),
+        "retries": retries,
         "kernel": config.get("kernel"),
         "work_dir": str(run_dir / "work"),
     }
@@ -306,7 +307,7 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         config={**config, "experiment": experiment, kind: target, "parameters": parameters, "timeout": timeout},
         gpus=gpus,
         timeout_s=timeout,
-        retries=job["retries"],
+        retries=retries,
         warnings=warnings,
     )
     await agent.store.run(insert_run, run)

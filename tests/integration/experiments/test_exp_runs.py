@@ -246,3 +246,16 @@ def test_roles_and_audit(agent: AgentProcess, ws: dict) -> None:
     assert by_action["experiment.sync"]["direction"] == "to-experiment"
     assert by_action["run.queue"]["run"] == run["id"]
     assert [a for a, _, _ in events].count("experiment.sync") == 1
+
+
+def test_status_watch_and_deleting_a_workspace_cancels_its_runs(agent: AgentProcess, unique_name: str) -> None:
+    ws = agent.ml_json("jupyter", "create", unique_name, "--experiment", "watched-" + unique_name)
+    write_notebook(Path(ws["path"]) / "long.ipynb", "import time\ntime.sleep(300)")
+    run = agent.ml_json("jupyter", "queue", "--workspace", unique_name, "--notebook", "long.ipynb")
+    wait_for(agent, run["id"], ("running",))
+    watched = agent.ml("status", "--watch", "--interval", "0.2", "--count", "3").stdout
+    assert watched.count("(every 0.2 s; Ctrl-C stops)") == 3 and watched.count(run["id"]) == 3
+    agent.ml("jupyter", "delete", unique_name, "--yes")
+    gone = agent.ml_json("status", run["id"])  # the record outlives the workspace
+    assert gone["status"] == "cancelled" and gone["workspace"] == unique_name
+    assert processes_in(Path(gone["run_dir"]) / "work") == []
