@@ -333,7 +333,11 @@ class Executor:
         except asyncio.CancelledError:
             raise
         except Exception:
+            # Free its worker slot; the record still says running, and the next start records it.
             log.exception("recording run %s failed", run.id)
+            if self.active.get(run.id) is run:
+                del self.active[run.id]
+            self.kick()
         finally:
             self.watchers.pop(run.id, None)
 
