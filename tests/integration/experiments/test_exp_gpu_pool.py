@@ -28,7 +28,7 @@ log_metric('ended', time.time())
 
 
 async def _scenario(tmp_path: Path) -> dict[str, dict]:
-    config = parse_config({"data_dir": str(tmp_path / "data"), "experiments": {"cpu_workers": 1},
+    config = parse_config({"data_dir": str(tmp_path / "data"), "experiments": {"cpu_workers": 1, "warm_runner_idle_s": 5},
                            "users": [{"name": "admin", "role": "admin", "api_key_sha256": hashlib.sha256(b"k").hexdigest()}]})
     gpus = [{"index": 0, "name": "test GPU 0"}, {"index": 1, "name": "test GPU 1"}]
     agent = Agent(config, runtime=LocalRuntime(config.data_dir, gpus=gpus, use_cgroups=False))

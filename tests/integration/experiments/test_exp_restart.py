@@ -24,6 +24,7 @@ def _running_in_cell(agent: AgentProcess, run_id: str, cell: int) -> dict:
 
 def test_kill_9_mid_run_adopts_it_and_keeps_the_queue(fresh_agent: AgentProcess) -> None:
     agent = fresh_agent
+    agent.extra["experiments"] = {"warm_runner_idle_s": 5}  # leave no warm runner behind for long
     agent.start()
     ws = agent.ml_json("jupyter", "create", "restart-ws", "--experiment", "restart-exp")
     write_notebook(Path(ws["path"]) / "slow.ipynb",
@@ -55,6 +56,7 @@ def test_kill_9_mid_run_adopts_it_and_keeps_the_queue(fresh_agent: AgentProcess)
 
 def test_a_run_that_died_with_the_agent_down_is_failed_with_the_reason(fresh_agent: AgentProcess) -> None:
     agent = fresh_agent
+    agent.extra["experiments"] = {"warm_runner_idle_s": 5}  # leave no warm runner behind for long
     agent.start()
     ws = agent.ml_json("jupyter", "create", "lost-ws", "--experiment", "lost-exp")
     write_notebook(Path(ws["path"]) / "slow.ipynb", "import time\ntime.sleep(300)")
