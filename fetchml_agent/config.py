@@ -57,6 +57,11 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
     except ImportError:
         docker_schema = {"type": "dict", "allow_unknown": True}
     sections["docker"] = docker_schema
+    try:
+        from .experiments.config import AGENT_SECTION_SCHEMA as experiments_schema
+    except ImportError:
+        experiments_schema = {"type": "dict", "allow_unknown": True}
+    sections["experiments"] = experiments_schema
     return sections
 
 
