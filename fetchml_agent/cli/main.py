@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "fetchml_agent.cli.workspaces",
     "fetchml_agent.cli.operations",
     "fetchml_agent.cli.packages",
+    "fetchml_agent.cli.experiments",
 ]
 
 

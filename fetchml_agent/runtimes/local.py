@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from .. import procs
 from ..aio import run_blocking
 from ..errors import BackendError, InsufficientResources, Timeout
 from ..gpus import detect_gpus
@@ -43,21 +44,8 @@ __all__ = ["LocalRuntime", "create_workspace_env"]
 _READY_POLL = 0.05
 
 
-def _proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: start time in clock ticks, which tells a reused pid apart."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2 :].split()
-    if rest and rest[0] in ("Z", "X"):
-        return None  # a zombie is dead
-    return int(rest[19])
-
-
 def _alive(state: State) -> bool:
-    pid = state.get("pid")
-    return bool(pid) and _proc_start_time(int(pid)) == state.get("start_time")
+    return procs.alive(state.get("pid"), state.get("start_time"))
 
 
 def _port_free(port: int) -> bool:
@@ -235,7 +223,7 @@ class LocalRuntime(Runtime):
                 )
             state: State = {
                 "pid": proc.pid,
-                "start_time": _proc_start_time(proc.pid),
+                "start_time": procs.start_time(proc.pid),
                 "port": spec.port,
                 "log": str(log_path),
                 "gpu_indexes": gpu_indexes,
@@ -308,6 +296,9 @@ class LocalRuntime(Runtime):
         if not pid or not _alive(state):
             self._reap(pid)
             return
+        # Jupyter starts each kernel in a session of its own: note the whole tree first, so no
+        # kernel survives a server that had to be killed.
+        tree = [(p, procs.start_time(p)) for p in procs.descendants(int(pid))]
         for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(int(pid), sig)
@@ -323,11 +314,12 @@ class LocalRuntime(Runtime):
                 time.sleep(0.05)
             if not _alive(state):
                 break
-        # Kernels live in the same session: make sure none is left behind.
-        try:
-            os.killpg(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for p, started in tree:
+            if procs.alive(p, started):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         self._reap(pid)
 
     def _reap(self, pid: Any) -> None:
@@ -419,27 +411,20 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def _process_tree_stats(state: State) -> dict[str, Any]:
-    """RSS and CPU time summed over the workspace's session (JupyterLab and its kernels)."""
+    """RSS and CPU time summed over JupyterLab and its descendants (kernels included)."""
     pid = state.get("pid")
     if not pid or not _alive(state):
         return {"running": False}
-    sid = os.getsid(int(pid))
-    rss = 0
-    cpu_ticks = 0
-    procs = 0
+    rss = cpu_ticks = count = 0
     page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for p in [int(pid), *procs.descendants(int(pid))]:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            stat = Path(f"/proc/{p}/stat").read_text()
         except OSError:
             continue
         rest = stat[stat.rfind(")") + 2 :].split()
-        if int(rest[3]) != sid:
-            continue
-        procs += 1
+        count += 1
         cpu_ticks += int(rest[11]) + int(rest[12])
         rss += int(rest[21]) * page
     hz = os.sysconf("SC_CLK_TCK")
-    return {"running": True, "processes": procs, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}
+    return {"running": True, "processes": count, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}

@@ -33,6 +33,7 @@ MODULES = [
     "fetchml_agent.service.operations",
     "fetchml_agent.service.packages",
     "fetchml_agent.webhooks",
+    "fetchml_agent.service.experiments",
 ]
 
 
