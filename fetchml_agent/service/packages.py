@@ -15,8 +15,9 @@ workspaces can reach), else agent.yaml ``public_url``, else the listen address. 
 ``DATA_DIR/packages/<workspace id>/`` on the agent's host: a runtime whose workspaces run
 elsewhere mounts that directory at the same path (or rewrites the variables).
 
-Hooks registered in :func:`setup`: the startup scan (``before_start_hooks``: a blocked package
-already in the environment stops the start), validation of a new workspace's ``security:`` and
+Hooks registered in :func:`setup`: the startup scan (a blocked package already in the environment
+stops the start: ``before_start_hooks`` where the runtime can look before the workload runs, else
+``after_start_hooks``, which stop the workload again), validation of a new workspace's ``security:`` and
 ``environment:`` (``create_hooks``), cleanup on delete and ``reset --hard``, the ``ml status``
 section, and the index's start/shutdown. Every decision, allow or deny, writes one audit event
 (``package.decision``; ``package.index`` for what the index decides while pip runs).
@@ -399,21 +400,30 @@ class PackageService:
         layer = getattr(self.agent.runtime, "package_layer", None)
         return list(layer(spec_for(self.agent, ws))) if callable(layer) else None
 
-    async def scan_environment(self, ws: Workspace) -> list[tuple[str, str]]:
+    async def scan_environment(self, ws: Workspace, state: dict[str, Any] | None = None) -> list[tuple[str, str]]:
         """Every distribution the workspace's Python sees, from inside the workspace."""
         from .workspaces import spec_for
 
-        result = await self.agent.runtime.exec(spec_for(self.agent, ws), ws.runtime_state, ["python3", *SCAN_ARGV],
-                                               None, None, SCAN_TIMEOUT)
+        result = await self.agent.runtime.exec(spec_for(self.agent, ws), state or ws.runtime_state,
+                                               ["python3", *SCAN_ARGV], None, None, SCAN_TIMEOUT)
         text = result.output.decode("utf-8", errors="replace")
         if result.exit_code != 0:
             raise BackendError(f"could not list the packages of workspace {ws.name} (exit code {result.exit_code})",
                                text[-1500:])
         return installed_from_json(text.strip().splitlines()[-1] if text.strip() else "")
 
-    async def startup_installed(self, ws: Workspace) -> tuple[list[tuple[str, str]], str]:
+    def scans_before_start(self) -> bool:
+        """Whether the startup scan can run before the workload starts: the runtime keeps the
+        workspace's own layer apart (``package_layer``: local) or lists an image's packages
+        (``list_distributions``: docker). Otherwise it runs inside the started workspace."""
+        runtime = self.agent.runtime
+        return callable(getattr(runtime, "package_layer", None)) or callable(
+            getattr(runtime, "list_distributions", None))
+
+    async def startup_installed(self, ws: Workspace, state: dict[str, Any] | None = None) -> tuple[list[tuple[str, str]], str]:
         """What the startup scan looks at, and its scope: the workspace's own layer (local runtime),
-        its image (a runtime with ``list_distributions(image)``: docker), or its environment."""
+        its image (a runtime with ``list_distributions(image)``: docker), or the environment of the
+        workload just started (``state``)."""
         from .workspaces import spec_for
 
         paths = self.layer_paths(ws)
@@ -424,7 +434,7 @@ class PackageService:
         image = spec_for(self.agent, ws).image or getattr(runtime, "image", None)
         if callable(lister) and image:
             return list(await lister(image)), f"image {image}"
-        return await self.scan_environment(ws), "environment"
+        return await self.scan_environment(ws, state), "environment"
 
     async def inventory(self, ws: Workspace) -> dict[str, Any]:
         """Installed packages with where they are and who installed them (``ml jupyter packages``)."""
@@ -503,9 +513,21 @@ async def _startup_scan(agent: Agent, call: Call, ws: Workspace) -> None:
     svc = service(agent)
     policy = svc.policy_for(ws)
     await run_blocking(svc.write_index_files, ws, policy)
+    if svc.scans_before_start():
+        await _check_startup(agent, call, ws, policy, None)
+
+
+async def _startup_scan_inside(agent: Agent, call: Call, ws: Workspace, state: dict[str, Any]) -> None:
+    svc = service(agent)
+    if not svc.scans_before_start():
+        await _check_startup(agent, call, ws, svc.policy_for(ws), state)
+
+
+async def _check_startup(agent: Agent, call: Call, ws: Workspace, policy: PackagePolicy,
+                         state: dict[str, Any] | None) -> None:
     if not policy.startup_scan_list:
         return
-    installed, scope = await svc.startup_installed(ws)
+    installed, scope = await service(agent).startup_installed(ws, state)
     try:
         check_startup(installed, policy, workspace=ws.name)
     except PolicyDenied as exc:
@@ -557,6 +579,7 @@ def setup(agent: Agent) -> None:
     ext.setdefault("mounts", []).append(("/index", svc.mount()))
     ext.setdefault("create_hooks", []).append(_validate_new_workspace)
     ext.setdefault("before_start_hooks", []).append(_startup_scan)
+    ext.setdefault("after_start_hooks", []).append(_startup_scan_inside)
     ext.setdefault("workspace_env_hooks", []).append(lambda a, ws: service(a).workspace_env(ws))
     ext.setdefault("delete_hooks", []).append(_forget_workspace)
     ext.setdefault("reset_hooks", []).append(_reset_hard)
