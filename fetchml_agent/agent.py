@@ -65,10 +65,7 @@ class Agent:
         limits = config.section("limits")
         self.start_slots = asyncio.Semaphore(limits.get("max_concurrent_starts", 4))
         self.max_workspaces = int(limits.get("max_workspaces", 1000))
-        # Services of other concerns, keyed by name; also their hooks: "start_hooks" and
-        # "shutdown_hooks" (async fn(agent), awaited in Agent.start after the store is open and in
-        # Agent.close), and per-workspace ones ("create_hooks", "before_start_hooks", "workspace_env_hooks", ...).
-        self.extensions: dict[str, Any] = {}
+        self.extensions: dict[str, Any] = {}  # services of other concerns, keyed by name
         self._tasks: list[asyncio.Task[None]] = []
         self._list_cache: dict[str, Any] = {}
         from .service import setup_agent
@@ -84,8 +81,6 @@ class Agent:
         await self.runtime.open()
         for ws in await self.store.run(load_workspaces):
             self.workspaces[ws.name] = ws
-        for hook in self.extensions.get("start_hooks", []):
-            await hook(self)
         from .service.workspaces import adopt_all
 
         await adopt_all(self)
