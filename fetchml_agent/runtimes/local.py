@@ -72,8 +72,10 @@ def create_workspace_env(env_dir: Path) -> Path:
         p = sysconfig.get_path(key)
         if p not in base_paths:
             base_paths.append(p)
-    # Appended after the venv's own site-packages: workspace installs shadow the shared base.
-    (purelib / "_fetchml_base.pth").write_text("\n".join(base_paths) + "\n")
+    # Added after the venv's own site-packages, so workspace installs shadow the shared base; as
+    # site dirs, so their own .pth files (an editable install's finder, for one) take effect too.
+    lines = [f"import site; site.addsitedir({p!r})" for p in base_paths]
+    (purelib / "_fetchml_base.pth").write_text("\n".join(lines) + "\n")
     bindir = env_dir / "bin"
     launcher = "#!{py}\nimport sys\nfrom {mod} import main\nsys.exit(main())\n"
     for name, mod in (
