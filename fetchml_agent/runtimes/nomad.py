@@ -228,8 +228,9 @@ class NomadRuntime(Runtime):
             self._client.close()
             self._client = None
 
-    def gpu_capacity(self) -> int:
-        return self._gpus
+    def gpu_capacity(self) -> None:
+        """None: Nomad places GPUs itself (device requests), the agent assigns no indexes."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
@@ -343,7 +344,8 @@ class NomadRuntime(Runtime):
                 image=spec.image,
                 resources=spec.resources,
                 env=spec.env,
-                labels=spec.labels,
+                # the agent's own fetchml.* labels are the job's fetchml_* meta already
+                labels={k: v for k, v in spec.labels.items() if not k.startswith("fetchml.")},
             )
         )
         self._assert_no_secret(job, spec.token, spec.password_hash)

@@ -1,0 +1,137 @@
+"""The workspace lifecycle through the real ``ml`` against a real agent running ``runtime: nomad``.
+
+The Nomad is the API double by default, a real one with ``FETCHML_TEST_NOMAD_ADDR`` (see
+tests/nomad_double/fixtures.py). One agent and one workspace are shared by the module; the tests
+run in file order (create first, delete last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+
+from fetchml_agent.nomad.render import secret_variable_path
+from tests.conftest import AgentProcess, free_port
+from tests.nomad_double.fixtures import NomadTarget
+
+
+def _api(target: NomadTarget, path: str, **params: Any) -> requests.Response:
+    headers = {"X-Nomad-Token": target.token} if target.token else {}
+    return requests.get(target.address + path, params=params, headers=headers, timeout=10)
+
+
+class Env:
+    agent: AgentProcess
+    target: NomadTarget
+    prefix: str
+
+    def job_id(self, name: str) -> str:
+        return f"{self.prefix}ws-{name}"
+
+
+@pytest.fixture(scope="module")
+def env(nomad_target: NomadTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = Env()
+    e.target = nomad_target
+    settings = nomad_target.settings()
+    e.prefix = settings["job_prefix"]
+    e.agent = AgentProcess(tmp_path_factory.mktemp("nomad-agent") / "agent", free_port(),
+                           extra={"runtime": "nomad", "nomad": settings})
+    e.agent.start()
+    yield e
+    for ws in e.agent.ml_json("jupyter", "list").get("services", []) if e.agent.proc else []:
+        e.agent.ml("jupyter", "delete", ws["name"], "-y", check=False)
+    e.agent.stop()
+
+
+def test_create_streams_nomad_progress_and_jupyter_answers(env: Env) -> None:
+    cp = env.agent.ml("jupyter", "create", "lab", "--cpu", "1", "--memory", "1g", "--password", "s3cret-pw")
+    lines = cp.stderr.splitlines()
+    for phase in ("placing", "starting", "ready"):
+        assert any(phase in line for line in lines), cp.stderr
+    if any("pulling image" in line for line in lines):
+        first = {p: next(i for i, line in enumerate(lines) if p in line) for p in ("placing", "pulling image", "ready")}
+        assert first["placing"] < first["pulling image"] < first["ready"]
+    info = env.agent.ml_json("jupyter", "info", "lab")
+    assert info["status"] == "running" and info["runtime"] == "nomad"
+    assert info["url"].endswith("/lab") and info["password_protected"]
+    # the browser URL is the allocation's address, and Jupyter answers there
+    assert httpx.get(info["url"].rsplit("/lab", 1)[0] + "/api/status", timeout=5).status_code == 403
+    names = [w["name"] for w in env.agent.ml_json("jupyter", "list")["services"]]
+    assert "lab" in names
+    status = env.agent.ml_json("jupyter", "status", "lab")
+    assert status["status"] == "running" and "stats" in status
+    job = _api(env.target, f"/v1/job/{env.job_id('lab')}")
+    assert job.status_code == 200 and job.json()["Meta"]["fetchml_kind"] == "workspace"
+
+
+def test_secrets_are_never_in_the_registered_job(env: Env) -> None:
+    job_id = env.job_id("lab")
+    text = _api(env.target, f"/v1/job/{job_id}").text
+    assert "s3cret-pw" not in text
+    db_token = env.agent.ml_json("jupyter", "info", "lab")
+    assert "token=" not in (db_token["url"] or "")  # password workspaces carry no token in the URL
+    import sqlite3
+
+    conn = sqlite3.connect(env.agent.data_dir / "agent.db")
+    token, pw_hash = conn.execute("SELECT token, password_hash FROM workspaces WHERE name='lab'").fetchone()
+    conn.close()
+    assert token not in text and pw_hash not in text
+    var = _api(env.target, f"/v1/var/{secret_variable_path(job_id)}", namespace="default")
+    assert var.status_code == 200 and pw_hash in var.text
+
+
+def test_a_gpu_request_nomad_cannot_place_fails_cleanly(env: Env) -> None:
+    cp = env.agent.ml("jupyter", "create", "toomany", "--cpu", "1", "--memory", "1g", "--gpu", "8", check=False)
+    assert cp.returncode == 8, cp.stderr  # InsufficientResources
+    assert "GPU" in cp.stderr and "Traceback" not in cp.stderr
+    assert _api(env.target, f"/v1/job/{env.job_id('toomany')}").status_code == 404
+    env.agent.ml("jupyter", "delete", "toomany", "-y", check=False)
+
+
+def test_stop_deregisters_and_restart_comes_back(env: Env) -> None:
+    env.agent.ml("jupyter", "stop", "lab")
+    assert env.agent.ml_json("jupyter", "info", "lab")["status"] == "stopped"
+    job = _api(env.target, f"/v1/job/{env.job_id('lab')}")
+    assert job.status_code == 404 or job.json().get("Stop") is True
+    cp = env.agent.ml("jupyter", "restart", "lab")
+    assert "ready" in cp.stderr
+    assert env.agent.ml_json("jupyter", "info", "lab")["status"] == "running"
+
+
+def test_kill9_then_restart_adopts_the_job_without_duplicating_it(env: Env) -> None:
+    before = env.agent.ml_json("jupyter", "info", "lab")
+    allocs_before = _api(env.target, f"/v1/job/{env.job_id('lab')}/allocations").json()
+    env.agent.kill9()
+    env.agent.start()
+    after = env.agent.ml_json("jupyter", "info", "lab")
+    assert after["status"] == "running" and after["url"] == before["url"]
+    allocs_after = _api(env.target, f"/v1/job/{env.job_id('lab')}/allocations").json()
+    assert [a["ID"] for a in allocs_after] == [a["ID"] for a in allocs_before]
+    jobs = [j["ID"] for j in _api(env.target, "/v1/jobs", prefix=env.prefix).json()]
+    assert jobs.count(env.job_id("lab")) == 1
+
+
+def test_a_job_deleted_behind_the_agents_back_is_reported(env: Env) -> None:
+    env.agent.ml("jupyter", "create", "gone", "--cpu", "1", "--memory", "1g")
+    headers = {"X-Nomad-Token": env.target.token} if env.target.token else {}
+    r = requests.delete(f"{env.target.address}/v1/job/{env.job_id('gone')}", params={"purge": "true"},
+                        headers=headers, timeout=10)
+    assert r.status_code == 200
+    cp = env.agent.ml("jupyter", "status", "gone", check=False)
+    assert cp.returncode != 0
+    info = env.agent.ml_json("jupyter", "info", "gone")
+    assert info["status"] == "failed" and info["message"], info
+    env.agent.ml("jupyter", "delete", "gone", "-y")
+
+
+def test_delete_purges_the_job(env: Env) -> None:
+    env.agent.ml("jupyter", "delete", "lab", "-y")
+    assert _api(env.target, f"/v1/job/{env.job_id('lab')}").status_code == 404
+    assert _api(env.target, f"/v1/var/{secret_variable_path(env.job_id('lab'))}", namespace="default").status_code == 404
+    names = [w["name"] for w in env.agent.ml_json("jupyter", "list")["services"]]
+    assert "lab" not in names
