@@ -30,6 +30,7 @@ DEFAULT_SERVER = "ws://127.0.0.1:9101/ws"
 COMMAND_MODULES = [
     "fetchml_agent.cli.workspaces",
     "fetchml_agent.cli.operations",
+    "fetchml_agent.cli.packages",
     "fetchml_agent.cli.experiments",
 ]
 

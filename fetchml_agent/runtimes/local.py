@@ -4,6 +4,11 @@ Each workspace gets:
 - its own Python environment: a venv under ``DATA_DIR/envs/<id>`` created without pip, which sees
   the agent's own packages (JupyterLab, ipykernel, papermill, pip) through a ``.pth`` line *after*
   its own site-packages, so what one workspace installs shadows the base and is invisible to others;
+- installers pointed at the workspace's own package index: the agent's ``PIP_INDEX_URL``/``UV_*``/
+  ``CONDARC`` variables come from ``spec.env``; none of the agent's own ``PIP_*``, ``UV_*`` or
+  ``CONDA*`` settings leak in, and the files named by ``PIP_CONFIG_FILE`` and ``CONDARC`` are also
+  copied into the venv (pip's and conda's per-environment config), so unsetting a variable in a
+  notebook does not send pip back to the host's configuration;
 - its own session (``start_new_session``), so it survives an agent restart and is adopted;
 - a server bound to 127.0.0.1 with a token (``JUPYTER_TOKEN``, never on the command line) or a
   hashed password in a 0600 config file;
@@ -135,8 +140,28 @@ class LocalRuntime(Runtime):
             port += 1
         raise InsufficientResources("no free TCP port for JupyterLab", f"searched from {self.port_base}")
 
+    def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
+        """The site-packages of what the workspace installed itself (its venv), without the shared
+        base (the agent's own environment, which JupyterLab needs). The package policy's startup
+        scan looks only here: the base is the same for every workspace and is the operator's."""
+        env_dir = self.env_dir(spec.id)
+        paths: list[Path] = []
+        for key in ("purelib", "platlib"):
+            p = Path(sysconfig.get_path(key, vars={"base": str(env_dir), "platbase": str(env_dir)}))
+            if p not in paths:
+                paths.append(p)
+        return paths
+
+    def _install_index_config(self, spec: WorkspaceSpec, env_dir: Path) -> None:
+        """Copy the agent's pip.conf/.condarc for this workspace into its venv (see the module doc)."""
+        for var, name in (("PIP_CONFIG_FILE", "pip.conf"), ("CONDARC", ".condarc")):
+            source = spec.env.get(var)
+            if source and Path(source).is_file():
+                shutil.copyfile(source, env_dir / name)
+
     def _workspace_env(self, spec: WorkspaceSpec, env_dir: Path) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FETCHML_API", "JUPYTER_TOKEN", "PIP_", "UV_", "VIRTUAL_ENV", "PYTHONHOME"))}
+        inherited = ("FETCHML_API", "JUPYTER_TOKEN", "PIP_", "UV_", "CONDA", "VIRTUAL_ENV", "PYTHONHOME")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
         env.update(
             {
                 "VIRTUAL_ENV": str(env_dir),
@@ -159,6 +184,7 @@ class LocalRuntime(Runtime):
         await progress("preparing environment")
         env_dir = self.env_dir(spec.id)
         python = await run_blocking(create_workspace_env, env_dir)
+        await run_blocking(self._install_index_config, spec, env_dir)
         spec.path.mkdir(parents=True, exist_ok=True)
         run_dir = self.data_dir / "run" / spec.id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +358,7 @@ class LocalRuntime(Runtime):
     ) -> ExecResult:
         env_dir = self.env_dir(spec.id)
         await run_blocking(create_workspace_env, env_dir)
+        await run_blocking(self._install_index_config, spec, env_dir)
         full_env = self._workspace_env(spec, env_dir)
         full_env.pop("JUPYTER_TOKEN", None)
         full_env.update(env or {})

@@ -154,3 +154,47 @@ MIGRATIONS.append(
     );
     """
 )
+
+# Packages: requests (one open request per workspace + package + version range + installer, every
+# requester's reason kept) and what `ml jupyter install` put into each workspace.
+MIGRATIONS.append(
+    """
+    CREATE TABLE package_requests (
+        id              TEXT PRIMARY KEY,
+        workspace_id    TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        workspace       TEXT NOT NULL,
+        package         TEXT NOT NULL,
+        specifier       TEXT NOT NULL DEFAULT '',
+        conda           INTEGER NOT NULL DEFAULT 0,
+        status          TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+        created_at      REAL NOT NULL,
+        decided_by      TEXT,
+        decided_at      REAL,
+        decision_reason TEXT
+    );
+    CREATE UNIQUE INDEX package_requests_open
+        ON package_requests (workspace_id, package, specifier, conda) WHERE status = 'pending';
+    CREATE INDEX package_requests_status ON package_requests (status, created_at);
+    CREATE TABLE package_request_reasons (
+        request_id   TEXT NOT NULL REFERENCES package_requests(id) ON DELETE CASCADE,
+        requester    TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        reason       TEXT NOT NULL DEFAULT '',
+        requested_at REAL NOT NULL
+    );
+    CREATE INDEX package_request_reasons_request ON package_request_reasons (request_id);
+    CREATE TABLE package_installs (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        version      TEXT NOT NULL DEFAULT '',
+        spec         TEXT NOT NULL DEFAULT '',
+        requested    INTEGER NOT NULL DEFAULT 1,
+        installer    TEXT NOT NULL DEFAULT 'pip',
+        forced       INTEGER NOT NULL DEFAULT 0,
+        installed_by TEXT NOT NULL,
+        installed_at REAL NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+    );
+    """
+)
