@@ -5,7 +5,7 @@ where its workspaces reach the package index (``runtime.index``: ``(address, por
 ``runtime.open()``), the agent also listens there — serving ONLY the ``/index`` mount, never
 ``/ws`` nor ``/api``, so a workspace can install packages but cannot drive the agent. Nothing is
 started when the main listener already covers that address and port (it listens on a wildcard, or
-on that very address).
+on that very address), nor when the address is not this host's (then something else serves it).
 
 Register :func:`start_index_listener` and :func:`stop_index_listener` as the agent's
 ``start_hooks`` / ``shutdown_hooks`` (``fetchml-agent serve`` does).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,7 @@ def index_listen_address(agent: Agent) -> tuple[str, int] | None:
 
 async def start_index_listener(agent: Agent) -> None:
     """Starts the index-only server (a start hook). Raises :class:`BackendUnavailable` when the
-    address cannot be bound (another process holds it, or it is not this host's)."""
+    address cannot be bound (another process holds it)."""
     import uvicorn
 
     addr = index_listen_address(agent)
@@ -85,6 +86,9 @@ async def start_index_listener(agent: Agent) -> None:
         sock.bind(addr)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRNOTAVAIL:  # not this host's address: something else serves it there
+            log.info("package index address %s:%d is not this host's: no index listener started", *addr)
+            return
         raise BackendUnavailable(
             f"cannot serve the package index for workspaces on {addr[0]}:{addr[1]}: {exc.strerror or exc}",
             "free that port, or set docker.index in agent.yaml to an address:port of this host",
