@@ -27,12 +27,16 @@ def _serve(args: argparse.Namespace) -> int:
     from .agent import Agent
     from .config import load_config
     from .server.app import build_app
+    from .server.index_listener import start_index_listener, stop_index_listener
 
     config = load_config(args.config)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     agent = Agent(config)
+    # Workspaces that cannot reach the agent's loopback (docker) get an index-only listener.
+    agent.extensions.setdefault("start_hooks", []).append(start_index_listener)
+    agent.extensions.setdefault("shutdown_hooks", []).insert(0, stop_index_listener)
     app = build_app(agent)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -33,6 +33,17 @@ def cmd_install(ctx: Any) -> int:
     return 0
 
 
+def cmd_build(ctx: Any) -> int:
+    a = ctx.args
+    reply = ctx.client.call(Opcode.BUILD_IMAGE, {"name": a.image, "base": a.base, "packages": [a.packages],
+                                                 "gpu_support": a.gpu_support}, timeout=None)
+    if ctx.json:
+        emit_json(reply.data)
+    else:
+        print(reply.message)
+    return 0
+
+
 def cmd_packages(ctx: Any) -> int:
     a = ctx.args
     doc = ctx.client.call(Opcode.LIST_PACKAGES, {"name": a.name}, timeout=300).data
@@ -207,6 +218,16 @@ def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--channel", action="append", help="conda channel (with --conda; repeatable)")
     p.add_argument("--force", action="store_true", help="admin only: install despite the package lists (audited)")
     p.set_defaults(func=cmd_install)
+
+    p = jupyter.add_parser("build", parents=[common], help="build a custom workspace image (docker runtime)",
+                           description="Build IMAGE from --base with --packages pip-installed through the agent's "
+                                       "package index. Every package is checked against the policy before the build "
+                                       "starts; the build log streams. Then: ml jupyter create NAME --image=IMAGE.")
+    p.add_argument("image", help="name of the new image, e.g. custom-image or team/img:1")
+    p.add_argument("--base", required=True, help="base image (must be in the agent's allowed bases)")
+    p.add_argument("--packages", required=True, help='space-separated specs, e.g. "numpy pandas"')
+    p.add_argument("--gpu-support", action="store_true", help="add what the NVIDIA container runtime needs")
+    p.set_defaults(func=cmd_build)
 
     p = jupyter.add_parser("packages", parents=[common], help="packages installed in a workspace, with who and when")
     p.add_argument("name", help="workspace name")

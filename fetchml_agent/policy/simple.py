@@ -238,8 +238,8 @@ def render_project(page: ProjectPage, media_type: str, url_for: Callable[[DistFi
             if f.yanked:
                 entry["yanked"] = f.yanked
             if f.core_metadata:
+                # PEP 714: only the new key; pip 23.0 crashes on a dict under the old one.
                 entry["core-metadata"] = f.core_metadata
-                entry["dist-info-metadata"] = f.core_metadata
             if f.gpg_sig is not None:
                 entry["gpg-sig"] = f.gpg_sig
             files.append(entry)
@@ -261,8 +261,7 @@ def render_project(page: ProjectPage, media_type: str, url_for: Callable[[DistFi
         if f.core_metadata:
             value = "true" if f.core_metadata is True else "&".join(
                 f"{k}={v}" for k, v in f.core_metadata.items())  # type: ignore[union-attr]
-            attrs.append(f'data-core-metadata="{html.escape(value)}"')
-            attrs.append(f'data-dist-info-metadata="{html.escape(value)}"')
+            attrs.append(f'data-core-metadata="{html.escape(value)}"')  # PEP 714: not the old name
         if f.gpg_sig is not None:
             attrs.append(f'data-gpg-sig="{"true" if f.gpg_sig else "false"}"')
         lines.append(f"<a {' '.join(attrs)}>{html.escape(f.filename)}</a><br>")

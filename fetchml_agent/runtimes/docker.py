@@ -325,6 +325,14 @@ class DockerRuntime(Runtime):
         """Where containers reach the agent's package index (after :meth:`open`)."""
         return self.firewall.policy.index if self.firewall else None
 
+    def index_base_url(self, agent: Any) -> str | None:
+        """The agent's base URL as workspace containers reach it (the index-only listener on
+        :attr:`index`); ``None`` before :meth:`open`."""
+        if self.index is None or not self.index[0]:
+            return None
+        host = f"[{self.index[0]}]" if ":" in self.index[0] else self.index[0]
+        return f"{agent.config.scheme}://{host}:{self.index[1]}"
+
     def gpu_capacity(self) -> int:
         return len(self._gpus or [])
 

@@ -26,15 +26,17 @@ section, and the index's start/shutdown. Every decision, allow or deny, writes o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +189,7 @@ class PackageService:
         self._forced: dict[str, frozenset[str]] = {}
         self._watch: dict[str, list[Decision]] = {}
         self._by_key: dict[str, str] = {}
+        self._build_keys: set[str] = set()  # live keys of build_index_url()
         self._audited: dict[tuple[str | None, str | None, str, str], float] = {}
         # The index's upstream client logs every request at INFO; the index logs its refusals itself.
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -299,7 +302,20 @@ class PackageService:
             ws = self.agent.workspaces.get(name) if name else None
         return ws
 
+    @contextlib.contextmanager
+    def build_index_url(self) -> Iterator[str]:
+        """An index URL for one image build (``ml jupyter build``): the agent-wide policy, no
+        workspace's approvals; its key is random and stops working when the block ends."""
+        key = "build-" + secrets.token_urlsafe(16)
+        self._build_keys.add(key)
+        try:
+            yield f"{self.base_url()}/index/{key}/simple/"
+        finally:
+            self._build_keys.discard(key)
+
     async def _resolve(self, key: str) -> IndexContext | None:
+        if key in self._build_keys:
+            return IndexContext(self.global_policy, Approvals(), None)
         ws = self._workspace_by_key(key)
         if ws is None:
             return None

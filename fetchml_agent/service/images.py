@@ -1,0 +1,72 @@
+"""``ml jupyter build``: custom workspace images (opcode ``BUILD_IMAGE`` 0x60, streaming).
+
+Every package is decided by the agent-wide package policy BEFORE anything is built (a denied
+package raises :class:`PolicyDenied`, one that needs approval :class:`ApprovalRequired`); the
+base must be in the runtime's allowed bases; pip inside the build installs through the agent's
+filtering index (a build-only key, see ``PackageService.build_index_url``), so dependencies are
+checked too. The build log streams as log packets. Runtimes without ``build_image`` (local) answer
+:class:`NotSupported`. One audit event per build (``image.build``): ok, denied or error.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ApprovalRequired, FetchmlError, NotSupported, PolicyDenied
+from ..policy.engine import decide
+from ..protocol.opcodes import Opcode
+from . import Call, Result, operation
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+
+__all__ = ["build_image"]
+
+_SCHEMA: dict[str, Any] = {
+    "name": {"type": "string", "required": True, "empty": False, "maxlength": 200},
+    "base": {"type": "string", "required": True, "empty": False, "maxlength": 300},
+    "packages": {"type": "list", "required": True, "minlength": 1, "schema": {"type": "string", "empty": False}},
+    "gpu_support": {"type": "boolean", "default": False},
+}
+
+
+@operation(Opcode.BUILD_IMAGE, routes=[("POST", "/api/v1/images")], schema=_SCHEMA)
+async def build_image(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    """Build image ``name`` FROM ``base`` with ``packages``; answers ``{"image": tag, ...}``."""
+    runtime = agent.runtime
+    builder = getattr(runtime, "build_image", None)
+    packages = [p for item in args["packages"] for p in shlex.split(item)]
+    details = {"image": args["name"], "base": args["base"], "packages": packages, "gpu_support": args["gpu_support"]}
+    if not callable(builder):
+        raise NotSupported(
+            f"the {runtime.name} runtime cannot build images",
+            "ml jupyter build needs runtime: docker in agent.yaml (images are built by the Docker engine)",
+        )
+    svc = agent.extensions["packages"]
+
+    def check(specs: list[str]) -> None:
+        for spec in specs:
+            decide(spec, svc.global_policy).raise_unless_allowed()
+
+    async def progress(line: str) -> None:
+        await call.log((line + "\n").encode("utf-8", "replace"))
+
+    try:
+        with svc.build_index_url() as index_url:
+            tag = await builder(
+                args["name"],
+                base=args["base"],
+                packages=packages,
+                check_packages=check,
+                allowed_bases=getattr(runtime, "allowed_bases", None),
+                progress=progress,
+                gpu_support=args["gpu_support"],
+                index_url=index_url,
+            )
+    except FetchmlError as exc:
+        outcome = "denied" if isinstance(exc, (PolicyDenied, ApprovalRequired)) else "error"
+        await agent.audit(call.user.name, "image.build", None, outcome, error=exc.message, **details)
+        raise
+    await agent.audit(call.user.name, "image.build", None, "ok", tag=tag, **details)
+    return Result(f"built image {tag}: ml jupyter create NAME --image={tag}", "image", {"image": tag, **details})
