@@ -1,5 +1,6 @@
 """Ansible inventory plugin ``nomad_nodes``: hosts from Nomad's node list (see DOCUMENTATION)."""
 
+# ruff: noqa: E402  (Ansible reads DOCUMENTATION, EXAMPLES and RETURN before the imports)
 from __future__ import annotations
 
 DOCUMENTATION = r"""
@@ -16,7 +17,7 @@ description:
     flat attribute map), C(nomad_meta), C(nomad_gpus) (one entry per GPU model with count, memory and
     instance IDs) and C(ansible_host) (the node's address).
   - "The inventory file must end in C(.nomad.yml) or C(.nomad.yaml) and name C(plugin: nomad_nodes);
-    enable the plugin in C([inventory] enable_plugins) of ansible.cfg." 
+    enable the plugin in C([inventory] enable_plugins) of ansible.cfg."
   - Supports C(compose), C(groups) and C(keyed_groups) like the C(constructed) plugin.
 version_added: "0.1.0"
 author: FetchML
@@ -206,7 +207,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         try:
             return json.loads(body), resp_headers
         except ValueError:
-            raise AnsibleError(f"Nomad at {base} answered GET {path} with something that is not JSON") from None
+            raise AnsibleError(
+                f"Nomad at {base} answered GET {path} with something that is not JSON"
+            ) from None
 
     def _list_nodes(self) -> list[dict[str, Any]]:
         nodes: list[dict[str, Any]] = []

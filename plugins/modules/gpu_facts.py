@@ -1,6 +1,7 @@
 #!/usr/bin/python
 """Ansible module ``gpu_facts``: NVIDIA GPUs of a host as facts (see DOCUMENTATION)."""
 
+# ruff: noqa: E402  (Ansible reads DOCUMENTATION, EXAMPLES and RETURN before the imports)
 from __future__ import annotations
 
 DOCUMENTATION = r"""

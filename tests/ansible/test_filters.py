@@ -15,7 +15,9 @@ from fetchml_agent.units import parse_size_mb
 filters = load_plugin("filter", "fetchml").FilterModule().filters()
 
 
-@pytest.mark.parametrize(("raw", "mb"), [("8g", 8192), ("512m", 512), ("1t", 1048576), ("8Gi", 8192), (300, 300)])
+@pytest.mark.parametrize(
+    ("raw", "mb"), [("8g", 8192), ("512m", 512), ("1t", 1048576), ("8Gi", 8192), (300, 300)]
+)
 def test_size_mb_is_the_agent_conversion(raw, mb):
     assert filters["size_mb"](raw) == mb == parse_size_mb(raw)
 

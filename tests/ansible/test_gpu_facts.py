@@ -21,10 +21,7 @@ def fake_nvidia_smi(tmp_path: Path, fixture: str, rc: int = 0) -> Path:
     """An executable that answers like nvidia-smi with a recorded output and records its argv."""
     script = tmp_path / "nvidia-smi"
     script.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$@" > "{tmp_path}/argv"\n'
-        f'cat "{SMI / fixture}"\n'
-        f"exit {rc}\n"
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/argv"\ncat "{SMI / fixture}"\nexit {rc}\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script

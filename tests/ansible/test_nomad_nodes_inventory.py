@@ -82,7 +82,9 @@ def nomad() -> Iterator[ThreadingHTTPServer]:
     server.server_close()
 
 
-def inventory(tmp_path: Path, server: ThreadingHTTPServer, extra: str = "", token: str = TOKEN) -> subprocess.CompletedProcess:
+def inventory(
+    tmp_path: Path, server: ThreadingHTTPServer, extra: str = "", token: str = TOKEN
+) -> subprocess.CompletedProcess:
     source = tmp_path / "cluster.nomad.yml"
     source.write_text(
         f"plugin: nomad_nodes\naddress: http://127.0.0.1:{server.server_address[1]}\ntoken: {token}\n{extra}"
@@ -160,7 +162,7 @@ def test_groups_and_host_vars(tmp_path, nomad):
 def test_statuses_filter_and_constructed_groups(tmp_path, nomad):
     extra = (
         "statuses: [ready]\n"
-        'filter: \'Datacenter == "dc1"\'\n'
+        "filter: 'Datacenter == \"dc1\"'\n"
         "keyed_groups:\n  - key: nomad_attributes['cpu.arch']\n    prefix: arch\n"
         "groups:\n  drained: nomad_drain\n"
         "compose:\n  gpu_count: nomad_gpus | map(attribute='count') | sum\n"
@@ -171,7 +173,7 @@ def test_statuses_filter_and_constructed_groups(tmp_path, nomad):
     assert members(inv, "arch_amd64") == {"gpu-a100-01", "cpu-01"}
     assert members(inv, "drained") == {"cpu-01"}
     assert inv["_meta"]["hostvars"]["gpu-a100-01"]["gpu_count"] == 2
-    assert [q["filter"] for p, q in nomad.seen if p == "/v1/nodes"][0] == ['Datacenter == "dc1"']
+    assert next(q["filter"] for p, q in nomad.seen if p == "/v1/nodes") == ['Datacenter == "dc1"']
 
 
 def test_host_name_id(tmp_path, nomad):
@@ -189,7 +191,11 @@ def test_wrong_token_says_so(tmp_path, nomad):
 def test_unreachable_nomad_says_where(tmp_path):
     source = tmp_path / "down.nomad.yml"
     source.write_text("plugin: nomad_nodes\naddress: http://127.0.0.1:9\ntimeout: 2\n")
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1",
+    }
     proc = subprocess.run(
         ["ansible-inventory", "-i", str(source), "--list"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -209,11 +215,24 @@ def test_gpu_groups_ignore_other_devices():
         "NodeResources": {
             "Devices": [
                 {"Vendor": "intel", "Type": "fpga", "Name": "x", "Instances": [{"ID": "a", "Healthy": True}]},
-                {"Vendor": "nvidia", "Type": "gpu", "Name": "NVIDIA H100 80GB HBM3", "Attributes": {}, "Instances": []},
+                {
+                    "Vendor": "nvidia",
+                    "Type": "gpu",
+                    "Name": "NVIDIA H100 80GB HBM3",
+                    "Attributes": {},
+                    "Instances": [],
+                },
             ]
         },
     }
     assert nomad_nodes.gpu_groups_of(node) == [
-        {"model": "NVIDIA H100 80GB HBM3", "count": 0, "healthy": 0, "memory_mib": None, "driver_version": None, "ids": []}
+        {
+            "model": "NVIDIA H100 80GB HBM3",
+            "count": 0,
+            "healthy": 0,
+            "memory_mib": None,
+            "driver_version": None,
+            "ids": [],
+        }
     ]
     assert nomad_nodes.host_vars_of(node)["nomad_node_pool"] == "default"
