@@ -27,7 +27,7 @@ def parse_size_mb(value: str | int | float, what: str = "size") -> int:
         mb = float(m.group(1)) * _FACTOR_MB[m.group(2).lower()]
     if mb <= 0:
         raise ValueError(f"{what}: must be more than zero, got {value!r}")
-    return max(1, int(round(mb)))
+    return max(1, round(mb))
 
 
 def format_size_mb(mb: int) -> str:

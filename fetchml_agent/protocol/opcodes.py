@@ -40,6 +40,9 @@ class Opcode(enum.IntEnum):
     WORKSPACE_LIMITS = 0x29
     MONITOR_WORKSPACE = 0x2A
     WORKSPACE_LOGS = 0x2B
+    WORKSPACE_GIT = 0x2C
+    NOTEBOOK_VERSION = 0x2D
+    OPTIMIZE_WORKSPACE = 0x2E
 
     # Packages and policy.
     INSTALL_PACKAGE = 0x30

@@ -26,7 +26,7 @@ import json
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from ..errors import ErrorCode, ProtocolError
 from .opcodes import Opcode, PacketType
@@ -239,7 +239,7 @@ class JsonRequest:
         return dict(self.body)
 
 
-Request = Union[StartRequest, StopRequest, ListRequest, JsonRequest]
+Request = StartRequest | StopRequest | ListRequest | JsonRequest
 
 _SEED_REQUESTS: dict[int, Any] = {
     Opcode.START_JUPYTER: StartRequest,
@@ -399,7 +399,7 @@ class DataPacket:
         )
 
 
-Response = Union[SuccessPacket, ErrorPacket, ProgressPacket, LogPacket, DataPacket]
+Response = SuccessPacket | ErrorPacket | ProgressPacket | LogPacket | DataPacket
 
 _RESPONSES: dict[int, Any] = {
     PacketType.SUCCESS: SuccessPacket,

@@ -40,9 +40,10 @@ through :func:`fetchml_agent.aio.run_blocking`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 __all__ = [
     "ExecResult",
@@ -100,6 +101,7 @@ class WorkspaceSpec:
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    gpu_ids: tuple[int, ...] = ()  # host GPU indexes assigned by the agent (local runtime)
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,13 @@ class Runtime(abc.ABC):
     ) -> ExecResult:
         """Run ``argv`` in the workspace's environment (its Python first on PATH)."""
 
-    def gpu_capacity(self) -> int:
-        """GPUs this runtime can hand out in total (0 when none)."""
+    async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
+        """Discard what was installed into the workspace's environment (``reset --hard``),
+        keeping its files. Called while the workspace is stopped. Default: nothing to discard."""
+
+    def gpu_capacity(self) -> int | None:
+        """GPUs on this host that the agent assigns itself (0 when none); ``None`` when the
+        backend places GPUs itself (Nomad), so the agent does not count them."""
         return 0
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,3 @@
+"""The ``ml`` command."""
+
+from __future__ import annotations

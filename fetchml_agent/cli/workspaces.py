@@ -1,0 +1,340 @@
+"""``ml jupyter create|start|stop|list|info|status|restart|delete|stats|limits|access|revoke|share``
+and ``ml status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgument
+from ..protocol.opcodes import Opcode
+from .output import emit_json, human_age, print_kv, print_table, status_text
+
+__all__ = ["register"]
+
+
+def _load_yaml_file(path: str, what: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path).expanduser()
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise InvalidArgument(f"{what} {p}: no such file") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidArgument(f"{what} {p}: cannot read it as YAML", str(exc)[:300]) from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument(f"{what} {p}: the top level must be a mapping")
+    return doc
+
+
+def _print_workspace(doc: dict[str, Any]) -> None:
+    r = doc.get("resources") or {}
+    limits = doc.get("limits") or {}
+    if limits.get("enforced"):
+        enforced = f"yes ({limits.get('mechanism', '')})"
+    else:
+        enforced = f"no — {limits.get('reason', 'not enforced')}"
+    print_kv(
+        [
+            ("name", doc["name"]),
+            ("id", doc["id"]),
+            ("status", status_text(doc["status"]) + (f" ({doc['message']})" if doc.get("message") else "")),
+            ("url", doc.get("url")),
+            ("owner", doc.get("owner")),
+            ("path", doc.get("path")),
+            ("runtime", doc.get("runtime")),
+            ("image", doc.get("image")),
+            ("cpu", r.get("cpu")),
+            ("memory", r.get("memory")),
+            ("gpu", r.get("gpu")),
+            ("disk", r.get("disk")),
+            ("limits enforced", enforced),
+            ("password", "yes" if doc.get("password_protected") else "no (token in the url)"),
+            ("experiment", doc.get("experiment")),
+            ("created", human_age(doc.get("created_at"))),
+        ]
+    )
+
+
+def _workspace_result(ctx: Any, reply: Any) -> int:
+    if ctx.json:
+        emit_json(reply.data)
+    elif reply.data:
+        _print_workspace(reply.data)
+    else:
+        print(reply.message)
+    return 0
+
+
+def cmd_create(ctx: Any) -> int:
+    a = ctx.args
+    body: dict[str, Any] = {
+        "name": a.name,
+        "cpu": a.cpu,
+        "memory": a.memory,
+        "gpu": a.gpu,
+        "disk": a.disk,
+        "image": a.image,
+        "password": a.password,
+        "experiment": a.experiment,
+    }
+    config: dict[str, Any] = {}
+    if a.template:
+        local = next((p for p in (Path(a.template), Path(a.template + ".yaml")) if p.is_file()), None)
+        if local is not None:
+            config.update(_load_yaml_file(str(local), "template"))
+        else:
+            body["template"] = a.template
+    if a.config:
+        for key, value in _load_yaml_file(a.config, "workspace config").items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+    if config:
+        body["config"] = config
+    reply = ctx.client.call(Opcode.CREATE_WORKSPACE, body, timeout=None)
+    if not ctx.json:
+        print(reply.message, file=sys.stderr)
+    return _workspace_result(ctx, reply)
+
+
+def cmd_start(ctx: Any) -> int:
+    a = ctx.args
+    workspace = str(Path(a.workspace).expanduser().resolve()) if a.workspace else ""
+    reply = ctx.client.call(
+        Opcode.START_JUPYTER, {"name": a.name, "workspace": workspace, "password": a.password or ""}, timeout=None
+    )
+    if not ctx.json:
+        print(reply.message, file=sys.stderr)
+    return _workspace_result(ctx, reply)
+
+
+def cmd_stop(ctx: Any) -> int:
+    reply = ctx.client.call(Opcode.STOP_JUPYTER, {"service_id": ctx.args.service_id}, timeout=None)
+    if ctx.json:
+        emit_json({"ok": True, "message": reply.message})
+    else:
+        print(reply.message)
+    return 0
+
+
+def cmd_list(ctx: Any) -> int:
+    reply = ctx.client.call(Opcode.LIST_JUPYTER)
+    services = reply.data["services"]
+    if ctx.json:
+        emit_json(reply.data)
+        return 0
+    print_table(
+        ["name", "id", "status", "url", "owner", "created"],
+        [[s["name"], s["id"], status_text(s["status"]), s.get("url"), s.get("owner"), human_age(s.get("created_at"))]
+         for s in services],
+        empty="no workspaces yet: ml jupyter create my-workspace",
+    )
+    return 0
+
+
+def _simple(opcode: Opcode, *, timeout: float | None = 30) -> Any:
+    def run(ctx: Any) -> int:
+        reply = ctx.client.call(opcode, {"name": ctx.args.name}, timeout=timeout)
+        if ctx.json:
+            emit_json(reply.data if reply.data is not None else {"ok": True, "message": reply.message})
+        elif opcode in (Opcode.WORKSPACE_INFO, Opcode.RESTART_WORKSPACE):
+            _print_workspace(reply.data)
+        elif reply.data is not None:
+            _print_doc(reply.data)
+        else:
+            print(reply.message)
+        return 0
+
+    return run
+
+
+def _print_doc(doc: dict[str, Any]) -> None:
+    flat: list[tuple[str, Any]] = []
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flat.append((f"{key}.{k}", v))
+        else:
+            flat.append((key, status_text(value) if key == "status" else value))
+    print_kv(flat)
+
+
+def cmd_status_ws(ctx: Any) -> int:
+    reply = ctx.client.call(Opcode.WORKSPACE_STATUS, {"name": ctx.args.name})
+    if ctx.json:
+        emit_json(reply.data)
+    else:
+        _print_doc(reply.data)
+    return 0 if reply.data["status"] == "running" else 1
+
+
+def cmd_delete(ctx: Any) -> int:
+    a = ctx.args
+    if not a.yes and sys.stdin.isatty() and not ctx.json:
+        answer = input(f"Delete workspace {a.name} and the files the agent created for it? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted")
+            return 1
+    reply = ctx.client.call(Opcode.DELETE_WORKSPACE, {"name": a.name}, timeout=None)
+    if ctx.json:
+        emit_json({"ok": True, "message": reply.message})
+    else:
+        print(reply.message)
+    return 0
+
+
+def cmd_access(ctx: Any) -> int:
+    a = ctx.args
+    if not a.user and not a.team:
+        raise InvalidArgument("name who gets access: --user=NAME or --team=NAME")
+    reply = ctx.client.call(Opcode.GRANT_ACCESS, {"name": a.name, "user": a.user, "team": a.team, "role": a.role})
+    emit_json(reply.data) if ctx.json else print(reply.message)
+    return 0
+
+
+def cmd_share(ctx: Any) -> int:
+    a = ctx.args
+    reply = ctx.client.call(Opcode.SHARE_WORKSPACE, {"name": a.name, "team": a.team, "role": a.role})
+    emit_json(reply.data) if ctx.json else print(reply.message)
+    return 0
+
+
+def cmd_revoke(ctx: Any) -> int:
+    a = ctx.args
+    reply = ctx.client.call(Opcode.REVOKE_ACCESS, {"name": a.name, "principal": a.principal})
+    emit_json({"ok": True, "message": reply.message}) if ctx.json else print(reply.message)
+    return 0
+
+
+def cmd_agent_status(ctx: Any) -> int:
+    reply = ctx.client.call(Opcode.AGENT_STATUS)
+    doc = reply.data
+    if ctx.json:
+        emit_json(doc)
+        return 0
+    ag, rt = doc["agent"], doc["runtime"]
+    print(f"agent {ctx.server}: version {ag['version']}, up {int(ag['uptime_s'])} s, you are {ag['user']} ({ag['role']})")
+    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k != "name") + f" [{rt['name']}]")
+    counts = doc.get("workspaces") or {}
+    print("workspaces: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
+    for hook in _STATUS_PRINTERS:
+        hook(doc)
+    return 0
+
+
+def cmd_audit(ctx: Any) -> int:
+    a = ctx.args
+    reply = ctx.client.call(Opcode.AUDIT_LOG, {"name": a.name, "limit": a.limit, "action": a.action})
+    events = reply.data["events"]
+    if a.export == "csv":
+        import csv
+        import json as _json
+
+        out = csv.writer(sys.stdout)
+        out.writerow(["id", "time", "user", "action", "workspace", "outcome", "details"])
+        for e in events:
+            out.writerow([e["id"], _iso(e["ts"]), e["user"], e["action"], e["workspace"] or "", e["outcome"],
+                          _json.dumps(e["details"], sort_keys=True)])
+        return 0
+    if ctx.json or a.export == "json":
+        emit_json(reply.data)
+        return 0
+    print_table(
+        ["time", "user", "action", "outcome", "details"],
+        [[_iso(e["ts"]), e["user"], e["action"], status_text(e["outcome"]),
+          ", ".join(f"{k}={v}" for k, v in sorted(e["details"].items()))[:80]] for e in events],
+        empty="no audit events",
+    )
+    return 0
+
+
+def _iso(ts: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Other concerns (experiment runs) add printers for their part of `ml status`.
+_STATUS_PRINTERS: list[Any] = []
+
+
+def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
+    p = jupyter.add_parser("create", parents=[common], help="create a workspace and start JupyterLab",
+                           description="Create a workspace and start its JupyterLab.")
+    p.add_argument("name", help="workspace name (lowercase letters, digits, hyphens)")
+    p.add_argument("--cpu", help="CPU cores, e.g. 4 or 0.5")
+    p.add_argument("--memory", help="memory, e.g. 8g or 512m")
+    p.add_argument("--gpu", type=int, help="number of GPUs")
+    p.add_argument("--disk", help="disk, e.g. 20g")
+    p.add_argument("--image", help="workspace image (docker and nomad runtimes)")
+    p.add_argument("--password", help="protect JupyterLab with a password instead of a token")
+    p.add_argument("--experiment", help="link the workspace to this experiment (created if new)")
+    p.add_argument("--template", help="a workspace template: a YAML file, or a name the agent knows")
+    p.add_argument("--config", help="workspace-config.yaml (resources, environment, security)")
+    p.set_defaults(func=cmd_create)
+
+    p = jupyter.add_parser("start", parents=[common], help="start a Jupyter service on a directory (0x0D)")
+    p.add_argument("--name", required=True, help="service name")
+    p.add_argument("--workspace", help="directory to serve (absolute path on the agent's host)")
+    p.add_argument("--password", help="password for the service")
+    p.set_defaults(func=cmd_start)
+
+    p = jupyter.add_parser("stop", parents=[common], help="stop a service by id or workspace name (0x0E)")
+    p.add_argument("service_id", metavar="SERVICE_ID", help="service id (ws-...) or workspace name")
+    p.set_defaults(func=cmd_stop)
+
+    p = jupyter.add_parser("list", parents=[common], help="list workspaces and services (0x0F)")
+    p.set_defaults(func=cmd_list)
+
+    for verb, opcode, helptext in (
+        ("info", Opcode.WORKSPACE_INFO, "show a workspace's details"),
+        ("restart", Opcode.RESTART_WORKSPACE, "restart a workspace's JupyterLab"),
+        ("stats", Opcode.WORKSPACE_STATS, "resource usage of a running workspace"),
+        ("limits", Opcode.WORKSPACE_LIMITS, "resource limits and whether they are enforced"),
+    ):
+        p = jupyter.add_parser(verb, parents=[common], help=helptext)
+        p.add_argument("name", help="workspace name")
+        p.set_defaults(func=_simple(opcode, timeout=None if verb == "restart" else 30))
+
+    p = jupyter.add_parser("status", parents=[common], help="live status of a workspace (exit 1 unless running)")
+    p.add_argument("name", help="workspace name")
+    p.set_defaults(func=cmd_status_ws)
+
+    p = jupyter.add_parser("delete", parents=[common], help="stop a workspace and delete it with its files")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_delete)
+
+    roles = ["viewer", "collaborator", "editor", "owner"]
+    p = jupyter.add_parser("access", parents=[common], help="grant a user or team a role on a workspace")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("--user", help="user to grant")
+    p.add_argument("--team", help="team to grant")
+    p.add_argument("--role", default="viewer", choices=roles)
+    p.set_defaults(func=cmd_access)
+
+    p = jupyter.add_parser("share", parents=[common], help="share a workspace with a team")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("--team", required=True, help="team name")
+    p.add_argument("--role", default="collaborator", choices=roles)
+    p.set_defaults(func=cmd_share)
+
+    p = jupyter.add_parser("revoke", parents=[common], help="revoke a user's (or team:NAME's) access")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("principal", help="user name, or team:NAME")
+    p.set_defaults(func=cmd_revoke)
+
+    p = jupyter.add_parser("audit", parents=[common], help="a workspace's audit trail (owner or admin)")
+    p.add_argument("name", nargs="?", help="workspace name (admins may omit it for the whole log)")
+    p.add_argument("--export", choices=["csv", "json"], help="print the report as CSV or JSON")
+    p.add_argument("--limit", type=int, default=1000, help="newest N events (default 1000)")
+    p.add_argument("--action", help="only actions starting with this, e.g. package.")
+    p.set_defaults(func=cmd_audit)
+
+    p = top.add_parser("status", parents=[common], help="the agent, its runtime and your workspaces")
+    p.set_defaults(func=cmd_agent_status)

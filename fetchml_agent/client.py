@@ -1,0 +1,171 @@
+"""The client library: one WebSocket connection, requests in, packets out.
+
+Used by ``ml`` and importable by scripts::
+
+    with Client("ws://127.0.0.1:9101/ws", api_key) as c:
+        services = c.call(Opcode.LIST_JUPYTER).data["services"]
+
+A request's answer is read until its terminal packet (see :data:`STREAMING`); progress and log
+packets go to the callbacks as they arrive. Failures are raised as the project's errors, rebuilt
+from the error packet's code.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import AgentUnreachable, ProtocolError, Timeout, error_for_code
+from .protocol import (
+    STREAMING,
+    DataPacket,
+    ErrorPacket,
+    JsonRequest,
+    ListRequest,
+    LogPacket,
+    Opcode,
+    ProgressPacket,
+    StartRequest,
+    StopRequest,
+    SuccessPacket,
+    api_key_hash,
+    parse_response,
+)
+
+__all__ = ["Client", "Reply"]
+
+
+@dataclass
+class Reply:
+    message: str = ""
+    data_type: str | None = None
+    data: Any = None
+    progress: list[str] = field(default_factory=list)
+
+
+class Client:
+    """A connection to one agent. Not thread-safe; one request at a time."""
+
+    def __init__(
+        self,
+        server: str,
+        api_key: str,
+        *,
+        ca: str | None = None,
+        timeout: float = 10.0,
+        on_progress: Callable[[str], None] | None = None,
+        on_log: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.key_hash = api_key_hash(api_key)
+        self.ca = ca
+        self.timeout = timeout
+        self.on_progress = on_progress
+        self.on_log = on_log
+        self._ws: Any = None
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.sync.client import connect
+
+        parts = urlsplit(self.server)
+        if parts.scheme not in ("ws", "wss"):
+            raise AgentUnreachable(
+                f"--server must be a ws:// or wss:// URL, got {self.server!r}", "e.g. ws://127.0.0.1:9101/ws"
+            )
+        ctx = None
+        if parts.scheme == "wss":
+            ctx = ssl.create_default_context(cafile=self.ca) if self.ca else ssl.create_default_context()
+        try:
+            self._ws = connect(
+                self.server,
+                ssl=ctx,
+                open_timeout=self.timeout,
+                close_timeout=1,
+                max_size=64 * 1024 * 1024,
+                compression=None,
+                proxy=None,
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise AgentUnreachable(
+                f"cannot reach the agent at {self.server} ({reason})",
+                "start it with `make dev-up` (or `fetchml-agent serve --config agent.yaml`), "
+                "or point ml at another agent with --server or FETCHML_SERVER",
+            ) from None
+
+    def close(self) -> None:
+        if self._ws is not None:
+            try:
+                self._ws.close()
+            finally:
+                self._ws = None
+
+    def send_raw(self, frame: bytes | str) -> None:
+        if self._ws is None:
+            self.connect()
+        self._ws.send(frame)
+
+    def recv_packet(self, timeout: float | None = None) -> Any:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            frame = self._ws.recv(timeout=timeout)
+        except TimeoutError:
+            raise Timeout(f"the agent at {self.server} did not answer within {timeout:.0f} s") from None
+        except ConnectionClosed:
+            raise AgentUnreachable(
+                f"the agent at {self.server} closed the connection",
+                "it may have been stopped or restarted; run the command again",
+            ) from None
+        return parse_response(frame)
+
+    def request(self, packet: Any, *, streaming: bool, timeout: float | None = None) -> Reply:
+        """Send one request packet and read its answer up to the terminal packet."""
+        self.send_raw(packet.serialize())
+        reply = Reply()
+        while True:
+            pkt = self.recv_packet(timeout)
+            if isinstance(pkt, ProgressPacket):
+                reply.progress.append(pkt.message)
+                if self.on_progress:
+                    self.on_progress(pkt.message)
+            elif isinstance(pkt, LogPacket):
+                if self.on_log:
+                    self.on_log(pkt.data)
+            elif isinstance(pkt, DataPacket):
+                reply.data_type, reply.data = pkt.type, pkt.decode_json()
+                if not streaming:
+                    return reply
+            elif isinstance(pkt, SuccessPacket):
+                reply.message = pkt.message
+                return reply
+            elif isinstance(pkt, ErrorPacket):
+                raise error_for_code(pkt.code, pkt.message, pkt.details)
+            else:  # pragma: no cover - parse_response knows no other type
+                raise ProtocolError("unexpected packet from the agent")
+
+    def call(self, opcode: Opcode, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Reply:
+        """Any operation by opcode; the seed's three are sent in their own layouts."""
+        args = args or {}
+        packet: Any
+        if opcode == Opcode.START_JUPYTER:
+            packet = StartRequest(self.key_hash, args["name"], args.get("workspace") or "", args.get("password") or "")
+        elif opcode == Opcode.STOP_JUPYTER:
+            packet = StopRequest(self.key_hash, args["service_id"])
+        elif opcode == Opcode.LIST_JUPYTER:
+            packet = ListRequest(self.key_hash)
+        else:
+            packet = JsonRequest(opcode, self.key_hash, {k: v for k, v in args.items() if v is not None})
+        return self.request(packet, streaming=opcode in STREAMING, timeout=timeout)
+

@@ -1,0 +1,271 @@
+"""The agent's configuration: one YAML file, validated with cerberus at start-up.
+
+``fetchml-agent serve --config agent.yaml``. Errors name the file and the key. This module is the
+only place that reads ``os.environ`` for the agent (the seed's ``FETCHML_JUPYTER_*`` variables).
+Sections owned by other concerns (``package_management``, ``docker``, ``nomad``) have their schemas
+declared next to the code that uses them and are merged in here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cerberus import Validator
+
+from .errors import InvalidArgument
+
+__all__ = ["AgentConfig", "ConfigError", "SCHEMA", "User", "load_config", "parse_config", "DEFAULT_LISTEN"]
+
+DEFAULT_LISTEN = "127.0.0.1:9101"
+DEFAULT_PORT_BASE = 8888
+ENV_KEYS = ("FETCHML_JUPYTER_BLOCKED_PACKAGES", "FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES")
+
+_HEX64 = r"^[0-9a-f]{64}$"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+
+
+def _listen_ok(field: str, value: str, error: Any) -> None:
+    m = _LISTEN.match(value or "")
+    if not m or not 0 < int(m.group("port")) < 65536:
+        error(field, "must be HOST:PORT, e.g. 127.0.0.1:9101")
+
+
+def _optional_sections() -> dict[str, dict[str, Any]]:
+    """Schemas of sections whose code lives elsewhere; imported lazily to keep start-up lean."""
+    sections: dict[str, dict[str, Any]] = {}
+    try:
+        from .policy.schema import AGENT_SECTION_SCHEMA as policy_schema
+    except ImportError:
+        policy_schema = {"type": "dict", "allow_unknown": True}
+    sections["package_management"] = policy_schema
+    try:
+        from .nomad.schema import NOMAD_SECTION_SCHEMA as nomad_schema
+    except ImportError:
+        nomad_schema = {"type": "dict", "allow_unknown": True}
+    sections["nomad"] = nomad_schema
+    try:
+        from .runtimes.docker_schema import DOCKER_SECTION_SCHEMA as docker_schema
+    except ImportError:
+        docker_schema = {"type": "dict", "allow_unknown": True}
+    sections["docker"] = docker_schema
+    return sections
+
+
+def _webhook_schema() -> dict[str, Any]:
+    from .webhooks import WEBHOOK_SCHEMA
+
+    return WEBHOOK_SCHEMA
+
+
+SCHEMA: dict[str, Any] = {
+    "listen": {"type": "string", "default": DEFAULT_LISTEN, "check_with": _listen_ok},
+    "public_url": {"type": "string", "nullable": True, "default": None, "regex": r"^https?://.+"},
+    "data_dir": {"type": "string", "default": "./.fetchml", "empty": False},
+    "runtime": {"type": "string", "default": "local", "allowed": ["local", "docker", "nomad"]},
+    "tls": {
+        "type": "dict",
+        "nullable": True,
+        "default": None,
+        "schema": {
+            "cert": {"type": "string", "required": True, "empty": False},
+            "key": {"type": "string", "required": True, "empty": False},
+        },
+    },
+    "users": {
+        "type": "list",
+        "default": [],
+        "schema": {
+            "type": "dict",
+            "schema": {
+                "name": {"type": "string", "required": True, "regex": _NAME},
+                "role": {"type": "string", "default": "user", "allowed": ["admin", "user"]},
+                "api_key_sha256": {"type": "string", "required": True, "regex": _HEX64},
+                "teams": {"type": "list", "default": [], "schema": {"type": "string", "regex": _NAME}},
+            },
+        },
+    },
+    "teams": {
+        "type": "list",
+        "default": [],
+        "schema": {
+            "type": "dict",
+            "schema": {
+                "name": {"type": "string", "required": True, "regex": _NAME},
+                "members": {"type": "list", "default": [], "schema": {"type": "string", "regex": _NAME}},
+            },
+        },
+    },
+    "local": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "port_base": {"type": "integer", "min": 1024, "max": 65000, "default": DEFAULT_PORT_BASE},
+            "start_timeout": {"type": "number", "min": 1, "default": 120},
+            "stop_grace": {"type": "number", "min": 0, "default": 5},
+            "workspace_roots": {"type": "list", "default": [], "schema": {"type": "string"}},
+            "cgroup": {"type": "boolean", "default": True},
+        },
+    },
+    "package_index": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "upstream": {"type": "string", "nullable": True, "default": None, "regex": r"^(https?|file)://.+"},
+            "cache_dir": {"type": "string", "nullable": True, "default": None},
+        },
+    },
+    "templates_dir": {"type": "string", "nullable": True, "default": None},
+    "webhooks": {"type": "list", "default": [], "schema": {"type": "dict", "schema": _webhook_schema()}},
+    "limits": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "max_concurrent_starts": {"type": "integer", "min": 1, "default": 4},
+            "max_workspaces": {"type": "integer", "min": 1, "default": 1000},
+        },
+    },
+}
+
+
+class ConfigError(InvalidArgument):
+    """The configuration file is missing, unreadable, not YAML, or fails its schema."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    key_hash16: bytes
+    teams: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass
+class AgentConfig:
+    """The validated configuration; ``raw`` keeps every section as validated (defaults filled)."""
+
+    path: Path | None
+    host: str
+    port: int
+    data_dir: Path
+    runtime: str
+    tls_cert: Path | None
+    tls_key: Path | None
+    users: list[User]
+    raw: dict[str, Any]
+    environ: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.tls_cert else 'ws'}://{self.host}:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name) or {}
+        return dict(value)
+
+
+def _format_errors(errors: Any, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            path = f"{prefix}[{key}]" if isinstance(key, int) else (f"{prefix}.{key}" if prefix else str(key))
+            out.extend(_format_errors(value, path))
+    elif isinstance(errors, list):
+        for item in errors:
+            if isinstance(item, (dict, list)):
+                out.extend(_format_errors(item, prefix))
+            else:
+                out.append(f"{prefix}: {item}")
+    else:
+        out.append(f"{prefix}: {errors}")
+    return out
+
+
+def parse_config(document: Any, *, path: Path | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Validate a parsed YAML document. Raises ConfigError naming the file and every bad key."""
+    where = str(path) if path else "<config>"
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys", "see README.md for an example")
+    schema = dict(SCHEMA)
+    for key, sub in _optional_sections().items():
+        schema[key] = {**sub, "default": {}} if "default" not in sub else sub
+    v = Validator(schema, purge_unknown=False)
+    if not v.validate(document):
+        lines = _format_errors(v.errors)
+        raise ConfigError(f"{where}: invalid configuration: " + "; ".join(lines), "\n".join(lines))
+    doc = v.document
+    m = _LISTEN.match(doc["listen"])
+    assert m is not None
+    base = path.parent if path else Path.cwd()
+    data_dir = Path(doc["data_dir"]).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = (base / data_dir).resolve()
+    tls = doc.get("tls")
+
+    def _rel(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (base / q).resolve()
+
+    memberships: dict[str, set[str]] = {}
+    for team in doc["teams"]:
+        for member in team["members"]:
+            memberships.setdefault(member, set()).add(team["name"])
+    users = []
+    seen: set[str] = set()
+    for i, u in enumerate(doc["users"]):
+        if u["name"] in seen:
+            raise ConfigError(f"{where}: users[{i}].name: duplicate user {u['name']!r}")
+        seen.add(u["name"])
+        teams = frozenset(u["teams"]) | frozenset(memberships.get(u["name"], ()))
+        users.append(User(u["name"], u["role"], bytes.fromhex(u["api_key_sha256"])[:16], teams))
+    env = dict(environ if environ is not None else os.environ)
+    return AgentConfig(
+        path=path,
+        host=m.group("host").strip("[]"),
+        port=int(m.group("port")),
+        data_dir=data_dir,
+        runtime=doc["runtime"],
+        tls_cert=_rel(tls["cert"]) if tls else None,
+        tls_key=_rel(tls["key"]) if tls else None,
+        users=users,
+        raw=doc,
+        environ={k: env[k] for k in ENV_KEYS if k in env},
+    )
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read and validate ``path``. Raises ConfigError with the file name in the message."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such configuration file", "create it or pass --config PATH") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the configuration file: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{at}", str(getattr(exc, "problem", exc))) from None
+    return parse_config(document, path=p.resolve(), environ=environ)

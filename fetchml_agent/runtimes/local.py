@@ -1,0 +1,418 @@
+"""The ``local`` runtime: one JupyterLab child process per workspace; nothing else to install.
+
+Each workspace gets:
+- its own Python environment: a venv under ``DATA_DIR/envs/<id>`` created without pip, which sees
+  the agent's own packages (JupyterLab, ipykernel, papermill, pip) through a ``.pth`` line *after*
+  its own site-packages, so what one workspace installs shadows the base and is invisible to others;
+- its own session (``start_new_session``), so it survives an agent restart and is adopted;
+- a server bound to 127.0.0.1 with a token (``JUPYTER_TOKEN``, never on the command line) or a
+  hashed password in a 0600 config file;
+- CPU/memory limits through :class:`~fetchml_agent.runtimes.cgroups.Cgroups` where the host allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import sysconfig
+import time
+import venv
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..aio import run_blocking
+from ..errors import BackendError, InsufficientResources, Timeout
+from ..gpus import detect_gpus
+from .base import ExecResult, Output, Progress, Runtime, Started, State, Status, WorkspaceSpec
+from .cgroups import Cgroups
+
+__all__ = ["LocalRuntime", "create_workspace_env"]
+
+_READY_POLL = 0.05
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: start time in clock ticks, which tells a reused pid apart."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2 :].split()
+    if rest and rest[0] in ("Z", "X"):
+        return None  # a zombie is dead
+    return int(rest[19])
+
+
+def _alive(state: State) -> bool:
+    pid = state.get("pid")
+    return bool(pid) and _proc_start_time(int(pid)) == state.get("start_time")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def create_workspace_env(env_dir: Path) -> Path:
+    """Create the workspace's venv (idempotent) and return its ``python``."""
+    python = env_dir / "bin" / "python"
+    if python.exists():
+        return python
+    venv.EnvBuilder(with_pip=False, symlinks=True, clear=False).create(env_dir)
+    purelib = Path(
+        sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
+    )
+    base_paths = []
+    for key in ("purelib", "platlib"):
+        p = sysconfig.get_path(key)
+        if p not in base_paths:
+            base_paths.append(p)
+    # Appended after the venv's own site-packages: workspace installs shadow the shared base.
+    (purelib / "_fetchml_base.pth").write_text("\n".join(base_paths) + "\n")
+    bindir = env_dir / "bin"
+    launcher = "#!{py}\nimport sys\nfrom {mod} import main\nsys.exit(main())\n"
+    for name, mod in (
+        ("pip", "pip._internal.cli.main"),
+        ("pip3", "pip._internal.cli.main"),
+        ("jupyter", "jupyter_core.command"),
+        ("papermill", "papermill.cli"),
+    ):
+        target = bindir / name
+        target.write_text(launcher.format(py=python, mod=mod))
+        target.chmod(0o755)
+    return python
+
+
+class LocalRuntime(Runtime):
+    """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port_base: int = 8888,
+        start_timeout: float = 120.0,
+        use_cgroups: bool = True,
+        gpus: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port_base = port_base
+        self.start_timeout = start_timeout
+        self._use_cgroups = use_cgroups
+        self._gpus = gpus
+        self._children: dict[int, Any] = {}  # pid -> Popen, so exited children are reaped
+        self._reserved_ports: set[int] = set()
+        self.cgroups: Cgroups | None = None
+
+    async def open(self) -> None:
+        self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
+        if self._gpus is None:
+            self._gpus = await run_blocking(detect_gpus)
+        for sub in ("envs", "run", "logs"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def env_dir(self, workspace_id: str) -> Path:
+        return self.data_dir / "envs" / workspace_id
+
+    def gpu_capacity(self) -> int:
+        return len(self._gpus or [])
+
+    def gpus(self) -> list[dict[str, Any]]:
+        return list(self._gpus or [])
+
+    def pick_port(self, taken: set[int]) -> int:
+        """The lowest free port from ``port_base`` not held by another workspace."""
+        port = self.port_base
+        while port < 65535:
+            if port not in taken and port not in self._reserved_ports and _port_free(port):
+                return port
+            port += 1
+        raise InsufficientResources("no free TCP port for JupyterLab", f"searched from {self.port_base}")
+
+    def _workspace_env(self, spec: WorkspaceSpec, env_dir: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FETCHML_API", "JUPYTER_TOKEN", "PIP_", "UV_", "VIRTUAL_ENV", "PYTHONHOME"))}
+        env.update(
+            {
+                "VIRTUAL_ENV": str(env_dir),
+                "PATH": f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
+                "JUPYTER_TOKEN": spec.token,
+                "FETCHML_WORKSPACE": spec.name,
+                "FETCHML_WORKSPACE_ID": spec.id,
+                "PYTHONNOUSERSITE": "1",
+                "HOME": env.get("HOME", str(spec.path)),
+            }
+        )
+        env.update(spec.env)
+        return env
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
+        if spec.port is None:
+            raise BackendError("the local runtime needs a port for the workspace", "internal: spec.port is None")
+        await progress("preparing environment")
+        env_dir = self.env_dir(spec.id)
+        python = await run_blocking(create_workspace_env, env_dir)
+        spec.path.mkdir(parents=True, exist_ok=True)
+        run_dir = self.data_dir / "run" / spec.id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o700)
+        cfg: dict[str, Any] = {
+            "ServerApp": {"open_browser": False, "root_dir": str(spec.path)},
+            "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
+        }
+        if spec.password_hash:
+            cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
+        config_file = run_dir / "jupyter_server_config.json"
+        fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(cfg, fh)
+        env = self._workspace_env(spec, env_dir)
+        if spec.password_hash:
+            env["JUPYTER_TOKEN"] = ""
+        gpu_indexes = list(spec.gpu_ids)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
+        argv = [
+            str(python), "-m", "jupyterlab",
+            "--no-browser", "--ip=127.0.0.1", f"--port={spec.port}", "--port-retries=0",
+            f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
+            "--ServerApp.jpserver_file_prefix=jpserver",
+        ]
+        if os.geteuid() == 0:
+            argv.append("--allow-root")
+        env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
+        log_path = self.data_dir / "logs" / f"{spec.id}.log"
+        await progress("starting")
+        self._reserved_ports.add(spec.port)
+        try:
+            proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+            limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
+            if self.cgroups is not None:
+                limits = await run_blocking(
+                    self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
+                )
+            state: State = {
+                "pid": proc.pid,
+                "start_time": _proc_start_time(proc.pid),
+                "port": spec.port,
+                "log": str(log_path),
+                "gpu_indexes": gpu_indexes,
+                "cgroup": spec.id if limits.get("enforced") else None,
+            }
+            url = f"http://127.0.0.1:{spec.port}/"
+            try:
+                await self._wait_ready(proc, url, spec.token if not spec.password_hash else "", log_path)
+            except BaseException:
+                await self.stop(state, grace=2.0)
+                raise
+        finally:
+            self._reserved_ports.discard(spec.port)
+        await progress("ready")
+        return Started(state=state, url=url, limits=limits)
+
+    def _spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Any:
+        import subprocess
+
+        with open(log_path, "ab", buffering=0) as log:
+            proc = subprocess.Popen(
+                argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        self._children[proc.pid] = proc
+        return proc
+
+    async def _wait_ready(self, proc: Any, url: str, token: str, log_path: Path) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        headers = {"Authorization": f"token {token}"} if token else {}
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if proc.poll() is not None:
+                    raise BackendError(
+                        f"JupyterLab exited during start-up with code {proc.returncode}",
+                        _tail(log_path),
+                    )
+                try:
+                    r = await client.get(url + "api/status", headers=headers)
+                    if r.status_code in (200, 403):
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise Timeout(
+                        f"JupyterLab did not answer within {self.start_timeout:.0f} s",
+                        _tail(log_path),
+                    )
+                await asyncio.sleep(_READY_POLL)
+
+    async def poll(self, state: State) -> Status:
+        pid = state.get("pid")
+        child = self._children.get(int(pid)) if pid else None
+        if child is not None and child.poll() is not None:
+            self._children.pop(int(pid), None)
+            code = child.returncode
+            if code in (0, -signal.SIGINT, -signal.SIGTERM):
+                return Status("stopped", f"JupyterLab exited with code {code}")
+            return Status("failed", f"JupyterLab exited with code {code}")
+        if _alive(state):
+            return Status("running", url=f"http://127.0.0.1:{state.get('port')}/")
+        return Status("missing", "the JupyterLab process is gone")
+
+    async def stop(self, state: State, grace: float = 5.0) -> None:
+        await run_blocking(self._stop_ladder, state, grace)
+        if self.cgroups is not None and state.get("cgroup"):
+            await run_blocking(self.cgroups.remove, state["cgroup"])
+
+    def _stop_ladder(self, state: State, grace: float) -> None:
+        pid = state.get("pid")
+        if not pid or not _alive(state):
+            self._reap(pid)
+            return
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(int(pid), sig)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                os.kill(int(pid), sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                self._reap(pid)
+                if not _alive(state):
+                    break
+                time.sleep(0.05)
+            if not _alive(state):
+                break
+        # Kernels live in the same session: make sure none is left behind.
+        try:
+            os.killpg(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._reap(pid)
+
+    def _reap(self, pid: Any) -> None:
+        child = self._children.get(int(pid)) if pid else None
+        if child is not None and child.poll() is not None:
+            self._children.pop(int(pid), None)
+
+    async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
+        await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
+        await run_blocking(shutil.rmtree, self.data_dir / "run" / spec.id, True)
+        log = self.data_dir / "logs" / f"{spec.id}.log"
+        log.unlink(missing_ok=True)
+        if self.cgroups is not None:
+            await run_blocking(self.cgroups.remove, spec.id)
+
+    async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
+        await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
+
+    async def discover(self) -> list[tuple[str, State]]:
+        """Local workloads are found from the stored state (pid + start time); see ``poll``."""
+        return []
+
+    async def stats(self, state: State) -> dict[str, Any]:
+        return await run_blocking(_process_tree_stats, state)
+
+    async def exec(
+        self,
+        spec: WorkspaceSpec,
+        state: State | None,
+        argv: list[str],
+        output: Output | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        env_dir = self.env_dir(spec.id)
+        await run_blocking(create_workspace_env, env_dir)
+        full_env = self._workspace_env(spec, env_dir)
+        full_env.pop("JUPYTER_TOKEN", None)
+        full_env.update(env or {})
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(spec.path),
+            env=full_env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        chunks: list[bytes] = []
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while True:
+                chunk = await proc.stdout.read(4096)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if output is not None:
+                    await output(chunk)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(pump(), proc.wait()), timeout)
+        except TimeoutError:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+            raise Timeout(f"{argv[0]} did not finish within {timeout:.0f} s") from None
+        return ExecResult(proc.returncode or 0, b"".join(chunks))
+
+    def describe(self) -> dict[str, Any]:
+        lay = self.cgroups.layout if self.cgroups else None
+        return {
+            "name": self.name,
+            "python": sys.executable,
+            "gpus": len(self._gpus or []),
+            "limits": f"cgroup v{lay.version}" if lay else (self.cgroups.reason if self.cgroups else "unknown"),
+        }
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _process_tree_stats(state: State) -> dict[str, Any]:
+    """RSS and CPU time summed over the workspace's session (JupyterLab and its kernels)."""
+    pid = state.get("pid")
+    if not pid or not _alive(state):
+        return {"running": False}
+    sid = os.getsid(int(pid))
+    rss = 0
+    cpu_ticks = 0
+    procs = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2 :].split()
+        if int(rest[3]) != sid:
+            continue
+        procs += 1
+        cpu_ticks += int(rest[11]) + int(rest[12])
+        rss += int(rest[21]) * page
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"running": True, "processes": procs, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}

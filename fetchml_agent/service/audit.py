@@ -1,0 +1,47 @@
+"""``ml jupyter audit WS [--export=csv]``: the audit trail of a workspace.
+
+Every mutating action and every security decision writes one event (``Agent.audit``); this module
+only reads them. A workspace's owner and admins may read its trail; admins may read the whole log
+(``name`` omitted).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PermissionDenied
+from ..protocol.opcodes import Opcode
+from ..store.audit import query_events
+from . import Call, Result, operation
+from .access import OWN, require
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+
+__all__ = ["audit_log"]
+
+
+@operation(
+    Opcode.AUDIT_LOG,
+    routes=[("GET", "/api/v1/jupyter/workspaces/{name}/audit"), ("GET", "/api/v1/audit")],
+    schema={
+        "name": {"type": "string", "nullable": True, "default": None},
+        "limit": {"type": "integer", "coerce": int, "min": 1, "max": 100000, "default": 1000},
+        "action": {"type": "string", "nullable": True, "default": None},
+    },
+)
+async def audit_log(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    name = args["name"]
+    if name:
+        try:
+            ws = agent.find_workspace(name)
+            require(agent, call.user, ws, OWN, "reading the audit log")
+            name = ws.name
+        except Exception:
+            # A deleted workspace keeps its trail: admins may still read it.
+            if not call.user.is_admin:
+                raise
+    elif not call.user.is_admin:
+        raise PermissionDenied("permission denied: the whole audit log needs the admin role", "name a workspace you own")
+    events = await agent.store.run(query_events, name, args["limit"], args["action"])
+    return Result(f"{len(events)} events", "audit_log", {"workspace": name, "events": events})

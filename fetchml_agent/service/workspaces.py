@@ -1,0 +1,594 @@
+"""Workspaces: create, start (the seed's 0x0D), stop, list, info, status, restart, delete.
+
+A workspace is a directory of files plus a JupyterLab server run by the runtime. Its record is
+written before the runtime is asked to do anything and updated after, so a crash in between
+leaves a record that the next start reconciles (``adopt_all``): nothing is lost, nothing runs
+twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..aio import run_blocking
+from ..errors import (
+    AlreadyExists,
+    FetchmlError,
+    InsufficientResources,
+    InvalidArgument,
+    InvalidState,
+    PermissionDenied,
+)
+from ..protocol.opcodes import Opcode
+from ..runtimes.base import Resources, WorkspaceSpec
+from ..store.workspaces import Workspace, delete_workspace, insert_workspace
+from ..units import format_size_mb, parse_cpu, parse_size_mb
+from . import Call, Result, operation
+from .access import OWN, USE, VIEW, grants_of, require, visible
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+
+__all__ = ["adopt_all", "reconcile_once", "validate_name", "workspace_view", "service_view", "spec_for"]
+
+_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+ACTIVE = ("starting", "running", "stopping")
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidArgument(
+            f"invalid workspace name {name!r}",
+            "use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending "
+            "with a hyphen (e.g. project-name-dev)",
+        )
+    return name
+
+
+def _resources(args: dict[str, Any], base: dict[str, Any] | None = None) -> Resources:
+    merged = dict(base or {})
+    merged.update({k: v for k, v in args.items() if v is not None})
+    try:
+        cpu = parse_cpu(merged["cpu"], "--cpu") if merged.get("cpu") is not None else None
+        memory = parse_size_mb(merged["memory"], "--memory") if merged.get("memory") is not None else None
+        disk = parse_size_mb(merged["disk"], "--disk") if merged.get("disk") is not None else None
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    gpu = merged.get("gpu") or 0
+    if isinstance(gpu, bool) or (not isinstance(gpu, int) and not str(gpu).isdigit()):
+        raise InvalidArgument(f"--gpu: expected a whole number of GPUs, got {gpu!r}")
+    return Resources(cpu=cpu, memory_mb=memory, gpu=int(gpu), disk_mb=disk)
+
+
+def _resources_view(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cpu": r.get("cpu"),
+        "memory": format_size_mb(r["memory_mb"]) if r.get("memory_mb") else None,
+        "memory_mb": r.get("memory_mb"),
+        "gpu": r.get("gpu", 0),
+        "disk": format_size_mb(r["disk_mb"]) if r.get("disk_mb") else None,
+    }
+
+
+def browser_url(ws: Workspace) -> str | None:
+    """What opens the workspace in a browser: the token rides along unless a password is set."""
+    if not ws.url or ws.status != "running":
+        return None
+    base = ws.url.replace("://127.0.0.1:", "://localhost:")
+    return f"{base}lab" if ws.password_hash else f"{base}lab?token={ws.token}"
+
+
+def workspace_view(agent: Agent, ws: Workspace) -> dict[str, Any]:
+    limits = dict(ws.limits or {})
+    limits.setdefault("enforced", False)
+    return {
+        "id": ws.id,
+        "name": ws.name,
+        "owner": ws.owner,
+        "status": ws.status,
+        "message": ws.status_message,
+        "url": browser_url(ws),
+        "path": ws.path,
+        "port": ws.port,
+        "runtime": ws.runtime,
+        "image": ws.image,
+        "resources": _resources_view(ws.resources),
+        "limits": limits,
+        "limits_enforced": bool(limits.get("enforced")),
+        "password_protected": bool(ws.password_hash),
+        "experiment": ws.config.get("experiment"),
+        "access": grants_of(agent, ws),
+        "created_at": ws.created_at,
+        "updated_at": ws.updated_at,
+        "started_at": ws.started_at,
+    }
+
+
+def service_view(ws: Workspace) -> dict[str, Any]:
+    return {
+        "id": ws.id,
+        "name": ws.name,
+        "workspace": ws.path,
+        "status": ws.status,
+        "url": browser_url(ws),
+        "owner": ws.owner,
+        "port": ws.port,
+        "runtime": ws.runtime,
+        "created_at": ws.created_at,
+    }
+
+
+def spec_for(agent: Agent, ws: Workspace, gpu_ids: tuple[int, ...] = ()) -> WorkspaceSpec:
+    env = {k: str(v) for k, v in (ws.config.get("env") or {}).items()}
+    for hook in agent.extensions.get("workspace_env_hooks", []):
+        env.update(hook(agent, ws))
+    return WorkspaceSpec(
+        id=ws.id,
+        name=ws.name,
+        owner=ws.owner,
+        path=Path(ws.path),
+        token=ws.token,
+        password_hash=ws.password_hash,
+        resources=Resources.from_dict(ws.resources),
+        image=ws.image,
+        port=ws.port,
+        env=env,
+        labels={"fetchml.workspace": ws.name, "fetchml.owner": ws.owner},
+        gpu_ids=gpu_ids,
+    )
+
+
+def _hash_password(password: str) -> str:
+    from jupyter_server.auth.security import passwd
+
+    return passwd(password)
+
+
+def _allowed_path(agent: Agent, user: Any, path: Path) -> None:
+    roots = [Path(p).expanduser().resolve() for p in agent.config.section("local").get("workspace_roots", [])]
+    roots.append((agent.data_dir / "workspaces").resolve())
+    if user.is_admin or any(path == r or r in path.parents for r in roots):
+        return
+    raise PermissionDenied(
+        f"workspace directory {path} is outside the directories you may use",
+        "allowed: " + ", ".join(map(str, roots)) + " (an admin can add local.workspace_roots)",
+    )
+
+
+def _assign_gpus(agent: Agent, ws: Workspace, count: int) -> tuple[int, ...]:
+    if count <= 0:
+        return ()
+    capacity = agent.runtime.gpu_capacity()
+    if capacity is None:  # the backend (Nomad) places GPUs itself
+        return ()
+    used: set[int] = set()
+    for other in agent.workspaces.values():
+        if other.id != ws.id and other.status in ACTIVE and other.runtime_state:
+            used.update(other.runtime_state.get("gpu_indexes") or [])
+    free = [i for i in range(capacity) if i not in used]
+    if count > len(free):
+        raise InsufficientResources(
+            f"asked for {count} GPU{'s' if count != 1 else ''}, but only {len(free)} of {capacity} "
+            f"{'is' if len(free) == 1 else 'are'} free on this host",
+            "stop a workspace that holds a GPU, or ask for fewer (--gpu)",
+        )
+    return tuple(free[:count])
+
+
+async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
+    """Start ``ws`` (its record already saved); on failure the record says why."""
+    if agent.start_slots.locked():
+        raise agent.overloaded()
+    async with agent.start_slots:
+        gpu_ids = _assign_gpus(agent, ws, int(ws.resources.get("gpu") or 0))
+        if agent.runtime.name == "local":
+            taken = {o.port for o in agent.workspaces.values() if o.id != ws.id and o.status in ACTIVE and o.port}
+            if ws.port is None or ws.port in taken or not _port_usable(ws.port):
+                ws.port = agent.runtime.pick_port(taken)  # type: ignore[attr-defined]
+        ws.status, ws.status_message = "starting", ""
+        await agent.save(ws)
+        await call.progress(f"starting workspace {ws.name} on the {agent.runtime.name} runtime")
+        try:
+            started = await agent.runtime.start(spec_for(agent, ws, gpu_ids), call.progress)
+        except FetchmlError as exc:
+            ws.status, ws.status_message, ws.runtime_state = "failed", exc.message, None
+            await agent.save(ws)
+            raise
+        except Exception as exc:
+            ws.status, ws.status_message, ws.runtime_state = "failed", f"start failed: {exc}", None
+            await agent.save(ws)
+            raise
+        ws.runtime_state = started.state
+        ws.url = started.url
+        ws.limits = started.limits
+        ws.status, ws.status_message = "running", ""
+        ws.started_at = time.time()
+        if "port" in started.state:
+            ws.port = started.state["port"]
+        await agent.save(ws)
+
+
+def _port_usable(port: int) -> bool:
+    from ..runtimes.local import _port_free
+
+    return _port_free(port)
+
+
+async def _stop(agent: Agent, ws: Workspace) -> None:
+    if ws.runtime_state:
+        ws.status = "stopping"
+        await agent.save(ws)
+        grace = float(agent.config.section("local").get("stop_grace", 5))
+        await agent.runtime.stop(ws.runtime_state, grace=grace)
+    ws.status, ws.status_message, ws.runtime_state, ws.url = "stopped", "", None, None
+    await agent.save(ws)
+
+
+_CREATE_SCHEMA: dict[str, Any] = {
+    "name": {"type": "string", "required": True},
+    "cpu": {"type": ["number", "string"], "nullable": True, "default": None},
+    "memory": {"type": ["string", "integer"], "nullable": True, "default": None},
+    "gpu": {"type": ["integer", "string"], "nullable": True, "default": None},
+    "disk": {"type": ["string", "integer"], "nullable": True, "default": None},
+    "image": {"type": "string", "nullable": True, "default": None},
+    "password": {"type": "string", "nullable": True, "default": None},
+    "workspace": {"type": "string", "nullable": True, "default": None},
+    "experiment": {"type": "string", "nullable": True, "default": None},
+    "template": {"type": "string", "nullable": True, "default": None},
+    "config": {"type": "dict", "nullable": True, "default": None, "allow_unknown": True},
+    "resources": {"type": "dict", "nullable": True, "default": None, "allow_unknown": True},
+    "security": {"type": "dict", "nullable": True, "default": None, "allow_unknown": True},
+    "environment": {"type": "dict", "nullable": True, "default": None, "allow_unknown": True},
+    "packages": {"type": "list", "nullable": True, "default": None},
+}
+
+
+def _load_template(agent: Agent, name: str) -> dict[str, Any]:
+    import yaml
+
+    tdir = agent.config.raw.get("templates_dir")
+    if not tdir:
+        raise InvalidArgument(f"template {name!r}: this agent has no templates_dir configured")
+    base = Path(tdir)
+    if not base.is_absolute() and agent.config.path:
+        base = agent.config.path.parent / base
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
+        raise InvalidArgument(f"invalid template name {name!r}")
+    for candidate in (base / f"{name}.yaml", base / f"{name}.yml", base / name):
+        if candidate.is_file():
+            doc = yaml.safe_load(candidate.read_text()) or {}
+            if not isinstance(doc, dict):
+                raise InvalidArgument(f"template {candidate}: the top level must be a mapping")
+            return doc
+    known = sorted(p.stem for p in base.glob("*.y*ml")) if base.is_dir() else []
+    raise InvalidArgument(f"no template named {name!r}", "available: " + (", ".join(known) or "none"))
+
+
+def _merge_config(agent: Agent, args: dict[str, Any]) -> dict[str, Any]:
+    """Template, then workspace-config document, then explicit fields: later wins."""
+    merged: dict[str, Any] = {}
+    layers = []
+    if args.get("template"):
+        layers.append(_load_template(agent, args["template"]))
+    if args.get("config"):
+        layers.append(args["config"])
+    layers.append({k: args[k] for k in ("resources", "security", "environment", "packages") if args.get(k) is not None})
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start: bool = False) -> Workspace:
+    name = validate_name(args["name"])
+    if name in agent.workspaces:
+        raise AlreadyExists(f"a workspace named {name!r} already exists", "pick another name, or `ml jupyter info " + name + "`")
+    if len(agent.workspaces) >= agent.max_workspaces:
+        raise InsufficientResources(f"this agent already holds {agent.max_workspaces} workspaces (limits.max_workspaces)")
+    doc = _merge_config(agent, args)
+    resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "disk")}, doc.get("resources"))
+    env_doc = doc.get("environment") or {}
+    env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
+    settings = {k: v for k, v in env_doc.items() if k not in env}
+    if args.get("workspace"):
+        path = Path(args["workspace"]).expanduser()
+        if not path.is_absolute():
+            raise InvalidArgument(f"workspace directory must be an absolute path, got {args['workspace']!r}")
+        path = path.resolve()
+        _allowed_path(agent, call.user, path)
+        managed = False
+    else:
+        path = (agent.data_dir / "workspaces" / name).resolve()
+        managed = True
+    now = time.time()
+    ws = Workspace(
+        id="ws-" + secrets.token_hex(6),
+        name=name,
+        owner=call.user.name,
+        path=str(path),
+        runtime=agent.runtime.name,
+        token=secrets.token_hex(24),
+        index_key=secrets.token_urlsafe(18),
+        created_at=now,
+        updated_at=now,
+        status="starting",
+        managed_path=managed,
+        password_hash=await run_blocking(_hash_password, args["password"]) if args.get("password") else None,
+        resources=resources.to_dict(),
+        image=args.get("image") or doc.get("image"),
+        config={
+            "env": env,
+            "settings": settings,
+            "security": doc.get("security") or {},
+            "packages": doc.get("packages") or [],
+            "template": args.get("template"),
+            "experiment": args.get("experiment"),
+        },
+    )
+    for hook in agent.extensions.get("create_hooks", []):
+        await hook(agent, call, ws)
+    await run_blocking(path.mkdir, parents=True, exist_ok=True)
+    await agent.store.run(insert_workspace, ws)
+    agent.workspaces[name] = ws
+    agent.invalidate()
+    try:
+        await _start(agent, call, ws)
+    except BaseException as exc:
+        # A create that did not start leaves nothing behind: no record, no env, no empty dir.
+        await _discard(agent, ws)
+        await agent.audit(call.user.name, "workspace.create", name, "error", error=str(exc))
+        raise
+    await agent.audit(call.user.name, "workspace.create", name, resources=ws.resources, runtime=ws.runtime)
+    for hook in agent.extensions.get("after_create_hooks", []):
+        await hook(agent, call, ws)
+    return ws
+
+
+async def _discard(agent: Agent, ws: Workspace) -> None:
+    try:
+        await agent.runtime.remove(spec_for(agent, ws), ws.runtime_state)
+    except FetchmlError:
+        pass
+    await agent.store.run(delete_workspace, ws.id)
+    agent.workspaces.pop(ws.name, None)
+    agent.invalidate()
+    if ws.managed_path:
+        await run_blocking(_rmdir_if_empty, Path(ws.path))
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+@operation(Opcode.CREATE_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces")], schema=_CREATE_SCHEMA)
+async def create_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    ws = await _create(agent, call, args)
+    return Result(f"workspace {ws.name} is running at {browser_url(ws)}", "workspace", workspace_view(agent, ws), 201)
+
+
+@operation(
+    Opcode.START_JUPYTER,
+    routes=[("POST", "/api/v1/jupyter/services")],
+    schema={
+        "name": {"type": "string", "required": True},
+        "workspace": {"type": "string", "default": ""},
+        "password": {"type": "string", "default": ""},
+    },
+)
+async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    """The seed's 0x0D: start (creating if needed) a service named ``name`` on ``workspace``."""
+    name = validate_name(args["name"])
+    ws = agent.workspaces.get(name)
+    if ws is None:
+        ws = await _create(
+            agent, call, {"name": name, "workspace": args["workspace"] or None, "password": args["password"] or None}
+        )
+        return Result(f"service {ws.id} started at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+    require(agent, call.user, ws, USE, "starting")
+    if args["workspace"] and Path(args["workspace"]).expanduser().resolve() != Path(ws.path):
+        raise AlreadyExists(
+            f"service {name!r} already exists on another directory ({ws.path})",
+            "choose another --name, or delete it first",
+        )
+    async with agent.lock(name):
+        if ws.status == "running":
+            return Result(f"service {ws.id} is already running at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+        if args["password"]:
+            ws.password_hash = await run_blocking(_hash_password, args["password"])
+        await _start(agent, call, ws)
+    await agent.audit(call.user.name, "workspace.start", name)
+    return Result(f"service {ws.id} started at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+
+
+@operation(
+    Opcode.STOP_JUPYTER,
+    routes=[("DELETE", "/api/v1/jupyter/services/{service_id}"), ("POST", "/api/v1/jupyter/workspaces/{service_id}/stop")],
+    schema={"service_id": {"type": "string", "required": True, "empty": False}},
+)
+async def stop_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    ws = agent.find_workspace(args["service_id"])
+    require(agent, call.user, ws, USE, "stopping")
+    async with agent.lock(ws.name):
+        if ws.status == "stopped":
+            return Result(f"workspace {ws.name} ({ws.id}) is already stopped")
+        await _stop(agent, ws)
+    await agent.audit(call.user.name, "workspace.stop", ws.name)
+    return Result(f"stopped workspace {ws.name} ({ws.id})")
+
+
+@operation(
+    Opcode.LIST_JUPYTER,
+    routes=[("GET", "/api/v1/jupyter/workspaces"), ("GET", "/api/v1/jupyter/services")],
+)
+async def list_services(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    cache = agent.list_cache()
+    key = "all" if call.user.is_admin else f"user:{call.user.name}"
+    cached = cache.get(key)
+    if cached is None:
+        doc = {"services": [service_view(ws) for ws in agent.workspaces.values() if visible(agent, call.user, ws)]}
+        cached = cache[key] = Result(f"{len(doc['services'])} services", "jupyter_services", doc)
+        cached.json_bytes()
+    return cached
+
+
+_NAME_ONLY = {"name": {"type": "string", "required": True, "empty": False}}
+
+
+@operation(Opcode.WORKSPACE_INFO, routes=[("GET", "/api/v1/jupyter/workspaces/{name}")], schema=_NAME_ONLY)
+async def workspace_info(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    ws = agent.find_workspace(args["name"])
+    require(agent, call.user, ws, VIEW, "viewing")
+    return Result(ws.name, "workspace", workspace_view(agent, ws))
+
+
+@operation(Opcode.WORKSPACE_STATUS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/status")], schema=_NAME_ONLY)
+async def workspace_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    """Live status: asks the runtime now rather than trusting the record."""
+    ws = agent.find_workspace(args["name"])
+    require(agent, call.user, ws, VIEW, "viewing")
+    async with agent.lock(ws.name):
+        await _refresh(agent, ws)
+    doc = {"name": ws.name, "id": ws.id, "status": ws.status, "message": ws.status_message, "url": browser_url(ws)}
+    if ws.status == "running" and ws.runtime_state:
+        doc["stats"] = await agent.runtime.stats(ws.runtime_state)
+    return Result(ws.status, "workspace_status", doc)
+
+
+@operation(Opcode.RESTART_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces/{name}/restart")], schema=_NAME_ONLY)
+async def restart_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    ws = agent.find_workspace(args["name"])
+    require(agent, call.user, ws, USE, "restarting")
+    async with agent.lock(ws.name):
+        if ws.status in ("running", "starting", "stopping", "failed", "missing"):
+            await call.progress("stopping")
+            await _stop(agent, ws)
+        await _start(agent, call, ws)
+    await agent.audit(call.user.name, "workspace.restart", ws.name)
+    return Result(f"restarted workspace {ws.name} at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+
+
+@operation(Opcode.DELETE_WORKSPACE, routes=[("DELETE", "/api/v1/jupyter/workspaces/{name}")], schema=_NAME_ONLY)
+async def delete_workspace_op(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    ws = agent.find_workspace(args["name"])
+    require(agent, call.user, ws, OWN, "deleting")
+    async with agent.lock(ws.name):
+        if ws.status != "stopped":
+            await _stop(agent, ws)
+        await agent.runtime.remove(spec_for(agent, ws), None)
+        for hook in agent.extensions.get("delete_hooks", []):
+            await hook(agent, call, ws)
+        await agent.store.run(delete_workspace, ws.id)
+        agent.workspaces.pop(ws.name, None)
+        agent.extensions.get("grants", {}).pop(ws.id, None)
+        agent.invalidate()
+        if ws.managed_path:
+            await run_blocking(shutil.rmtree, ws.path, True)
+    await agent.audit(call.user.name, "workspace.delete", ws.name, files_removed=ws.managed_path)
+    kept = "" if ws.managed_path else f" (its directory {ws.path} was not created by the agent and is kept)"
+    return Result(f"deleted workspace {ws.name}{kept}")
+
+
+@operation(Opcode.WORKSPACE_STATS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/stats")], schema=_NAME_ONLY)
+async def workspace_stats(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    ws = agent.find_workspace(args["name"])
+    require(agent, call.user, ws, VIEW, "viewing stats of")
+    if ws.status != "running" or not ws.runtime_state:
+        raise InvalidState(f"workspace {ws.name} is {ws.status}", f"start it first: ml jupyter restart {ws.name}")
+    stats = await agent.runtime.stats(ws.runtime_state)
+    return Result(ws.name, "workspace_stats", {"name": ws.name, "resources": _resources_view(ws.resources), "limits": ws.limits, **stats})
+
+
+@operation(Opcode.WORKSPACE_LIMITS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/limits")], schema=_NAME_ONLY)
+async def workspace_limits(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    ws = agent.find_workspace(args["name"])
+    require(agent, call.user, ws, VIEW, "viewing limits of")
+    limits = dict(ws.limits or {})
+    limits.setdefault("enforced", False)
+    return Result(ws.name, "workspace_limits", {"name": ws.name, "resources": _resources_view(ws.resources), "limits": limits})
+
+
+@operation(Opcode.AGENT_STATUS, routes=[("GET", "/api/v1/status")])
+async def agent_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+    counts: dict[str, int] = {}
+    for ws in agent.workspaces.values():
+        if visible(agent, call.user, ws):
+            counts[ws.status] = counts.get(ws.status, 0) + 1
+    doc: dict[str, Any] = {
+        "agent": {
+            "version": agent.version,
+            "uptime_s": round(time.time() - agent.started_at, 1),
+            "pid": os.getpid(),
+            "user": call.user.name,
+            "role": call.user.role,
+        },
+        "runtime": agent.runtime.describe(),
+        "workspaces": counts,
+    }
+    for hook in agent.extensions.get("status_hooks", []):
+        doc.update(await hook(agent, call))
+    return Result("ok", "agent_status", doc)
+
+
+# -- reconcile ----------------------------------------------------------------------------------
+
+
+async def _refresh(agent: Agent, ws: Workspace) -> None:
+    if ws.status not in ACTIVE or not ws.runtime_state:
+        return
+    status = await agent.runtime.poll(ws.runtime_state)
+    if status.state == "running":
+        if ws.status != "running":
+            ws.status, ws.status_message = "running", ""
+            await agent.save(ws)
+        return
+    ws.status = "failed" if status.state in ("failed", "missing") else "stopped"
+    ws.status_message = status.message
+    ws.runtime_state, ws.url = None, None
+    await agent.save(ws)
+
+
+async def adopt_all(agent: Agent) -> None:
+    """After a (re)start: keep what still runs, mark what died, report what nobody knows."""
+    known = {ws.id for ws in agent.workspaces.values()}
+    for ws in list(agent.workspaces.values()):
+        if ws.status not in ACTIVE:
+            continue
+        before = ws.status
+        try:
+            await _refresh(agent, ws)
+        except FetchmlError as exc:
+            ws.status_message = f"could not check after agent restart: {exc.message}"
+            await agent.save(ws)
+            continue
+        if ws.status == "running":
+            await agent.audit("agent", "workspace.adopt", ws.name, was=before)
+        else:
+            ws.status_message = ws.status_message or "was not running when the agent restarted"
+            await agent.save(ws)
+            await agent.audit("agent", "workspace.lost", ws.name, "error", reason=ws.status_message)
+    orphans = [wid for wid, _ in await agent.runtime.discover() if wid not in known]
+    agent.extensions["orphans"] = orphans
+
+
+async def reconcile_once(agent: Agent) -> None:
+    for ws in list(agent.workspaces.values()):
+        lock = agent.lock(ws.name)
+        if ws.status == "running" and not lock.locked():
+            async with lock:
+                try:
+                    await _refresh(agent, ws)
+                except FetchmlError:
+                    continue
+

@@ -1,0 +1,109 @@
+"""SQLite (WAL), the agent's only state. Queries are plain functions of a connection.
+
+All access goes through :meth:`Store.run`, which executes a function on the store's own thread,
+so the event loop never blocks and writes are serialized on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .migrations import MIGRATIONS
+
+__all__ = ["Store", "open_connection", "transaction"]
+
+T = TypeVar("T")
+
+
+def open_connection(path: Path | str) -> sqlite3.Connection:
+    """Open (and migrate) the database; usable from one thread at a time."""
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    _migrate(conn)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    for step, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {step}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(sql: str) -> list[str]:
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+class Store:
+    """The database file plus the one thread that talks to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._pool.submit(open_connection, self.path).result()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._pool.submit(self._conn.close).result()
+            self._conn = None
+        self._pool.shutdown(wait=True)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        return self._conn
+
+    async def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the store's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, self.conn, *args)
+
+    def run_sync(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return self._pool.submit(fn, self.conn, *args).result()
+
+
+def transaction(conn: sqlite3.Connection) -> Any:
+    """``with transaction(conn): ...`` — BEGIN IMMEDIATE / COMMIT, ROLLBACK on error."""
+    return _Tx(conn)
+
+
+class _Tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,72 @@
+"""Talking to a real JupyterLab from tests: REST status, and running code in a real kernel."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["api_status", "execute", "split_url"]
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``http://localhost:P/lab?token=T`` → (``http://127.0.0.1:P/``, ``T``)."""
+    parts = urlsplit(url)
+    token = parse_qs(parts.query).get("token", [""])[0]
+    return f"http://127.0.0.1:{parts.port}/", token
+
+
+def _request(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def api_status(url: str) -> dict[str, Any]:
+    base, token = split_url(url)
+    return _request(base, token, "GET", "api/status")  # type: ignore[no-any-return]
+
+
+def execute(url: str, code: str, timeout: float = 60) -> str:
+    """Start a kernel in the workspace's JupyterLab, run ``code``, return the text/plain result
+    (or the stream output), and shut the kernel down."""
+    from websockets.sync.client import connect
+
+    base, token = split_url(url)
+    kernel = _request(base, token, "POST", "api/kernels", {"name": "python3"})
+    session = uuid.uuid4().hex
+    msg_id = uuid.uuid4().hex
+    ws_url = base.replace("http://", "ws://") + f"api/kernels/{kernel['id']}/channels?token={token}"
+    msg = {
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": session,
+                   "date": "", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True},
+    }
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        with connect(ws_url, open_timeout=30, max_size=None) as ws:
+            ws.send(json.dumps(msg))
+            while time.monotonic() < deadline:
+                reply = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+                if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = reply["msg_type"]
+                if kind == "execute_result":
+                    out.append(reply["content"]["data"]["text/plain"])
+                elif kind == "stream":
+                    out.append(reply["content"]["text"])
+                elif kind == "error":
+                    out.append(reply["content"]["ename"] + ": " + reply["content"]["evalue"])
+                elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                    return "".join(out)
+        raise TimeoutError(f"kernel did not finish running {code!r}")
+    finally:
+        _request(base, token, "DELETE", f"api/kernels/{kernel['id']}")

@@ -1,0 +1,195 @@
+"""The walking skeleton end to end: the real `ml`, a real agent, real JupyterLab."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AgentProcess
+from tests.integration.jupyter import api_status, execute, split_url
+
+
+def test_create_run_code_stop_delete(agent: AgentProcess, unique_name: str) -> None:
+    created = agent.ml_json("jupyter", "create", unique_name, "--cpu", "1", "--memory", "1g")
+    assert created["status"] == "running" and created["name"] == unique_name
+    assert created["url"].startswith("http://localhost:") and "token=" in created["url"]
+    assert Path(created["path"]).is_dir()
+    assert created["resources"]["cpu"] == 1.0 and created["resources"]["memory_mb"] == 1024
+    assert "enforced" in created["limits"]
+    limits = created["limits"]
+    if limits["enforced"]:  # read the limits back from the kernel's own files
+        group = limits["cgroup"]
+        if limits["mechanism"] == "cgroup v1":
+            mem = Path("/sys/fs/cgroup/memory", group)
+            assert int((mem / "memory.limit_in_bytes").read_text()) == 1024**3
+            assert (Path("/sys/fs/cgroup/cpu", group) / "cpu.cfs_quota_us").read_text().strip() == "100000"
+        else:
+            root = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.controllers").exists() else Path("/sys/fs/cgroup")
+            mem = root / group
+            assert int((mem / "memory.max").read_text()) == 1024**3
+        assert (mem / "cgroup.procs").read_text().split()
+    else:
+        assert limits["reason"]
+
+    assert "started" in api_status(created["url"])
+    assert execute(created["url"], "1+1").strip() == "2"
+
+    info = agent.ml_json("jupyter", "info", unique_name)
+    for key in ("name", "status", "url", "path", "resources", "limits_enforced"):
+        assert key in info
+    listed = agent.ml_json("jupyter", "list")["services"]
+    assert any(s["name"] == unique_name and s["status"] == "running" for s in listed)
+
+    assert agent.ml("jupyter", "status", unique_name).returncode == 0
+    stopped = agent.ml("jupyter", "stop", unique_name)
+    assert "stopped" in stopped.stdout
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(split_url(created["url"])[0] + "api/status", timeout=2)
+    assert agent.ml("jupyter", "status", unique_name, check=False).returncode == 1
+
+    agent.ml("jupyter", "delete", unique_name, "--yes")
+    assert not Path(created["path"]).exists()
+    gone = agent.ml("jupyter", "info", unique_name, check=False)
+    assert gone.returncode == 4 and "no workspace" in gone.stderr
+
+
+def test_packages_installed_in_one_workspace_are_invisible_in_another(agent: AgentProcess, unique_name: str) -> None:
+    a, b = unique_name + "-a", unique_name + "-b"
+    wa = agent.ml_json("jupyter", "create", a)
+    wb = agent.ml_json("jupyter", "create", b)
+    try:
+        assert wa["url"] != wb["url"]
+        # Make a tiny package inside workspace A's own environment, as `pip install` would.
+        code = (
+            "import site, sys, pathlib; p = pathlib.Path(sys.prefix, 'lib', f'python{sys.version_info[0]}.{sys.version_info[1]}', 'site-packages');"
+            "(p / 'only_in_a.py').write_text('X = 42'); print(sys.prefix)"
+        )
+        prefix_a = execute(wa["url"], code).strip()
+        assert execute(wa["url"], "import only_in_a; only_in_a.X").strip() == "42"
+        assert "ModuleNotFoundError" in execute(wb["url"], "import only_in_a")
+        prefix_b = execute(wb["url"], "import sys; print(sys.prefix)").strip()
+        assert prefix_a != prefix_b
+        # Both still see the shared base (JupyterLab, papermill) without installing anything.
+        assert execute(wb["url"], "import papermill; 'ok'").strip() == "'ok'"
+    finally:
+        agent.ml("jupyter", "delete", a, "--yes", check=False)
+        agent.ml("jupyter", "delete", b, "--yes", check=False)
+
+
+def test_seed_service_commands(agent: AgentProcess, tmp_path: Path, unique_name: str) -> None:
+    folder = tmp_path / "my-notebooks"
+    folder.mkdir()
+    (folder / "hello.txt").write_text("hi")
+    started = agent.ml_json("jupyter", "start", "--name", unique_name, "--workspace", str(folder), "--password", "mypass")
+    assert started["path"] == str(folder.resolve())
+    assert started["password_protected"] and "token=" not in started["url"]
+    service_id = started["id"]
+    # The password protects the server: no token, no access.
+    base, _ = split_url(started["url"])
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(base + "api/contents", timeout=5)
+    assert info.value.code == 403
+    # The clear password is stored nowhere in the agent's state.
+    db = (agent.data_dir / "agent.db").read_bytes()
+    wal = agent.data_dir / "agent.db-wal"
+    assert b"mypass" not in db and (not wal.exists() or b"mypass" not in wal.read_bytes())
+
+    services = agent.ml_json("jupyter", "list")["services"]
+    mine = [s for s in services if s["id"] == service_id]
+    assert mine and mine[0]["workspace"] == str(folder.resolve()) and mine[0]["status"] == "running"
+
+    again = agent.ml_json("jupyter", "start", "--name", unique_name, "--workspace", str(folder))
+    assert again["id"] == service_id  # not started twice
+
+    agent.ml("jupyter", "stop", service_id)
+    assert agent.ml_json("jupyter", "info", unique_name)["status"] == "stopped"
+    agent.ml("jupyter", "delete", unique_name, "--yes")
+    assert (folder / "hello.txt").read_text() == "hi"  # a directory the agent did not create is kept
+
+
+def test_restart_keeps_files_and_url(agent: AgentProcess, unique_name: str) -> None:
+    ws = agent.ml_json("jupyter", "create", unique_name)
+    try:
+        Path(ws["path"], "notes.md").write_text("keep me")
+        again = agent.ml_json("jupyter", "restart", unique_name)
+        assert again["status"] == "running"
+        assert again["url"] == ws["url"]
+        assert Path(again["path"], "notes.md").read_text() == "keep me"
+        assert execute(again["url"], "open('notes.md').read()").strip() == "'keep me'"
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_template_and_config_file(agent: AgentProcess, tmp_path: Path, unique_name: str) -> None:
+    config = tmp_path / "workspace-config.yaml"
+    config.write_text("resources:\n  cpu: 2\n  memory: 2g\n  disk: 20g\nenvironment:\n  python_version: '3.11'\n")
+    ws = agent.ml_json("jupyter", "create", unique_name, "--template", "data-science-template", "--config", str(config))
+    try:
+        assert ws["resources"]["cpu"] == 2.0 and ws["resources"]["memory"] == "2g" and ws["resources"]["disk"] == "20g"
+        assert execute(ws["url"], "import os; os.environ['JUPYTER_ENABLE_LAB']").strip() == "'yes'"
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+    bad = agent.ml("jupyter", "create", unique_name + "-x", "--template", "no-such-template", check=False)
+    assert bad.returncode == 2 and "no template named" in bad.stderr
+
+
+def test_ports_first_is_base_then_next_free(fresh_agent: AgentProcess) -> None:
+    fresh_agent.start()
+    base = fresh_agent.extra.get("local", {}).get("port_base")
+    one = fresh_agent.ml_json("jupyter", "create", "first")
+    two = fresh_agent.ml_json("jupyter", "create", "second")
+    cfg_base = int(__import__("yaml").safe_load(fresh_agent.config_path.read_text())["local"]["port_base"])
+    assert one["port"] == cfg_base and two["port"] == cfg_base + 1, (base, one["port"], two["port"])
+
+
+def test_kill_9_agent_adopts_running_workspaces(fresh_agent: AgentProcess) -> None:
+    fresh_agent.start()
+    ws = fresh_agent.ml_json("jupyter", "create", "survivor")
+    pid = json.loads(
+        __import__("sqlite3").connect(fresh_agent.data_dir / "agent.db")
+        .execute("SELECT runtime_state FROM workspaces WHERE name='survivor'").fetchone()[0]
+    )["pid"]
+    fresh_agent.kill9()
+    assert api_status(ws["url"])  # JupyterLab outlives the agent
+    fresh_agent.start()
+    listed = fresh_agent.ml_json("jupyter", "list")["services"]
+    assert [(s["name"], s["status"], s["url"]) for s in listed] == [("survivor", "running", ws["url"])]
+    # Adopted, not started twice: the same process serves, and no second JupyterLab exists.
+    state = json.loads(
+        __import__("sqlite3").connect(fresh_agent.data_dir / "agent.db")
+        .execute("SELECT runtime_state FROM workspaces WHERE name='survivor'").fetchone()[0]
+    )
+    assert state["pid"] == pid
+    procs = [p for p in os.listdir("/proc") if p.isdigit()]
+    servers = []
+    for p in procs:
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"jupyterlab" in cmd and any(str(fresh_agent.data_dir).encode() in c for c in cmd):
+            servers.append(p)
+    assert servers == [str(pid)]
+    # The adopted workspace is still fully managed: stop works through the new agent.
+    fresh_agent.ml("jupyter", "stop", "survivor")
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes().split(b")")[1][:3]
+
+
+def test_workspace_that_died_while_agent_was_down_is_reported(fresh_agent: AgentProcess) -> None:
+    fresh_agent.start()
+    fresh_agent.ml_json("jupyter", "create", "casualty")
+    fresh_agent.kill9()
+    fresh_agent.cleanup_workspaces()  # its JupyterLab dies while no agent watches
+    time.sleep(0.3)
+    fresh_agent.start()
+    info = fresh_agent.ml_json("jupyter", "info", "casualty")
+    assert info["status"] == "failed" and info["message"]
+    again = fresh_agent.ml_json("jupyter", "restart", "casualty")
+    assert again["status"] == "running"
