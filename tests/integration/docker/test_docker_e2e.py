@@ -1,0 +1,95 @@
+"""End to end on the docker runtime: the real agent process and the real ``ml`` command.
+
+create → the URL answers → list; ``kill -9`` of the agent and a new start → the same container is
+adopted, not duplicated; delete → container, volume, network and firewall rules are gone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import AgentProcess, free_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+PREFIX = f"fmltest-e2e-{os.getpid()}"
+TABLE = f"fmltest_e2e_{os.getpid()}"
+
+
+@pytest.fixture
+def docker_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> Iterator[AgentProcess]:
+    a = AgentProcess(
+        tmp_path / "agent",
+        free_port(),
+        {
+            "runtime": "docker",
+            "docker": {"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image},
+        },
+    )
+    a.start()
+    try:
+        yield a
+    finally:
+        a.stop()
+        label = {"label": [f"io.fetchml.instance={PREFIX}"]}
+        for c in docker_client.containers.list(all=True, filters=label):
+            c.remove(force=True)
+        for n in docker_client.networks.list(filters=label):
+            n.remove()
+        for v in docker_client.volumes.list(filters=label):
+            v.remove(force=True)
+        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+
+
+def ours(client: Any) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": [f"io.fetchml.instance={PREFIX}"]})
+
+
+def test_create_adopt_after_kill9_delete(docker_agent: AgentProcess, docker_client: Any) -> None:
+    a = docker_agent
+    a.ml("jupyter", "create", "dock1", "--cpu=1", "--memory=512m")
+    info = a.ml_json("jupyter", "info", "dock1")
+    assert info["status"] == "running", info
+    url = urllib.parse.urlsplit(info["url"])
+    assert url.hostname in ("127.0.0.1", "localhost"), info["url"]
+    token = urllib.parse.parse_qs(url.query)["token"][0]
+    status = urllib.request.Request(
+        f"{url.scheme}://{url.netloc}/api/status", headers={"Authorization": f"token {token}"}
+    )
+    with urllib.request.urlopen(status, timeout=10) as r:
+        assert r.status == 200
+    (container,) = ours(docker_client)
+    assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+    assert container.attrs["HostConfig"]["Memory"] == 512 * 2**20
+
+    a.kill9()
+    a.start()
+    listed = a.ml_json("jupyter", "list")
+    assert any(s.get("name") == "dock1" or s.get("workspace") == "dock1" for s in _services(listed)), listed
+    assert a.ml_json("jupyter", "info", "dock1")["status"] == "running"
+    (again,) = ours(docker_client)
+    assert again.id == container.id  # adopted, not started twice
+
+    iface = docker_client.networks.get(f"{PREFIX}-dock1").attrs["Options"]["com.docker.network.bridge.name"]
+    a.ml("jupyter", "delete", "dock1", "--yes")
+    assert ours(docker_client) == []
+    assert not docker_client.networks.list(names=[f"{PREFIX}-dock1"])
+    assert not [v for v in docker_client.volumes.list() if v.name == f"{PREFIX}-dock1-work"]
+    rules = subprocess.run(["nft", "list", "table", "inet", TABLE], capture_output=True, text=True).stdout
+    assert iface not in rules
+
+
+def _services(listed: Any) -> list[dict[str, Any]]:
+    if isinstance(listed, dict):
+        for key in ("services", "workspaces"):
+            if isinstance(listed.get(key), list):
+                return listed[key]
+    return listed if isinstance(listed, list) else []
