@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,38 @@ def test_filters_load_through_ansible_cfg_from_another_directory(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "8192 numpy,py-torch" in proc.stdout
+
+
+SCAN = json.dumps([{"name": "Requests", "version": "2.32.5"}, {"name": "jupyterlab", "version": "4.6.6"}])
+
+
+def test_startup_scan_argv_is_the_agents():
+    from fetchml_agent.policy.scan import SCAN_ARGV
+
+    assert filters["startup_scan_argv"]("") == list(SCAN_ARGV)
+
+
+def test_startup_scan_refuses_a_blocked_package_with_the_default_policy():
+    found = filters["startup_scan_findings"](SCAN, {}, {})
+    assert found["packages"] == ["Requests==2.32.5"]
+    assert "blocked packages" in found["message"]
+    assert "FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES" in found["details"]
+
+
+def test_startup_scan_off_or_another_list_passes():
+    assert filters["startup_scan_findings"](SCAN, {}, {"FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES": "off"})["packages"] == []
+    custom = {"FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES": "paramiko"}
+    assert filters["startup_scan_findings"](SCAN, {"blocked_packages": ["requests"]}, custom)["packages"] == []
+
+
+def test_startup_scan_follows_the_configured_blocked_list():
+    assert filters["startup_scan_findings"](SCAN, {"blocked_packages": ["JupyterLab"]}, {})["packages"] == [
+        "jupyterlab==4.6.6"
+    ]
+
+
+def test_startup_scan_rejects_what_the_agent_rejects():
+    with pytest.raises(AnsibleFilterError, match="package_management"):
+        filters["startup_scan_findings"](SCAN, {"blocked_packages": "requests"}, {})
+    with pytest.raises(AnsibleFilterError, match="package list"):
+        filters["startup_scan_findings"]("not json", {}, {})
