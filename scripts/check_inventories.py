@@ -97,7 +97,10 @@ class _InventoryValidator(Validator):  # type: ignore[misc]
     def _validate_secret(self, secret: bool, field: str, value: Any) -> None:
         """{'type': 'boolean'}"""
         if secret and value not in (None, "") and not _is_deferred(value):
-            self._error(field, "holds a secret in clear: encrypt it with ansible-vault or point it at a vault_ variable")
+            self._error(
+                field,
+                "holds a secret in clear: encrypt it with ansible-vault or point it at a vault_ variable",
+            )
 
 
 def _option_schema(spec: dict[str, Any]) -> dict[str, Any]:
@@ -181,20 +184,29 @@ class _Checker:
         for key, value in data.items():
             if isinstance(key, str) and key.startswith("vault_"):
                 if not isinstance(value, _Vaulted):
-                    findings.append(Finding(file, scope, key, "vault_ variables hold secrets: encrypt the value with ansible-vault"))
+                    findings.append(
+                        Finding(
+                            file,
+                            scope,
+                            key,
+                            "vault_ variables hold secrets: encrypt the value with ansible-vault",
+                        )
+                    )
             else:
                 plain[key] = value
         if not self.validator.validate(plain):
             for key, message in _flatten(self.validator.errors):
                 if message == "unknown field":
                     close = difflib.get_close_matches(key, self.known + list(CONNECTION_VARS), n=1)
-                    message = "no role declares this variable" + (f" (did you mean {close[0]}?)" if close else "")
+                    message = "no role declares this variable" + (
+                        f" (did you mean {close[0]}?)" if close else ""
+                    )
                 findings.append(Finding(file, scope, key, message))
         return findings
 
 
 def _load(path: Path) -> Any:
-    return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
+    return yaml.load(path.read_text(), Loader=_Loader)
 
 
 def _vars_files(base: Path) -> Iterator[tuple[str, Path]]:
@@ -210,7 +222,9 @@ def _vars_files(base: Path) -> Iterator[tuple[str, Path]]:
             yield entry.stem, entry
 
 
-def _walk_hosts_yml(node: Any, group: str, groups: set[str], hosts: set[str], blocks: list[tuple[str, Any]]) -> None:
+def _walk_hosts_yml(
+    node: Any, group: str, groups: set[str], hosts: set[str], blocks: list[tuple[str, Any]]
+) -> None:
     groups.add(group)
     if not isinstance(node, dict):
         return
@@ -224,7 +238,9 @@ def _walk_hosts_yml(node: Any, group: str, groups: set[str], hosts: set[str], bl
         _walk_hosts_yml(sub or {}, child, groups, hosts, blocks)
 
 
-def check_inventory(inventory: Path, specs: dict[str, tuple[str, dict[str, Any]]] | None = None) -> list[Finding]:
+def check_inventory(
+    inventory: Path, specs: dict[str, tuple[str, dict[str, Any]]] | None = None
+) -> list[Finding]:
     """All findings for one inventory directory (``hosts.yml``, ``group_vars/``, ``host_vars/``)."""
     checker = _Checker(specs if specs is not None else load_role_specs())
     findings: list[Finding] = []
@@ -246,7 +262,9 @@ def check_inventory(inventory: Path, specs: dict[str, tuple[str, dict[str, Any]]
             if name not in names:
                 close = difflib.get_close_matches(name, sorted(names), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                findings.append(Finding(rel, f"{label} {name}", "(file name)", f"no such {label} in the inventory{hint}"))
+                findings.append(
+                    Finding(rel, f"{label} {name}", "(file name)", f"no such {label} in the inventory{hint}")
+                )
                 continue
             findings += checker.check(_load(path), rel, f"{label} {name}")
     return findings
@@ -261,7 +279,9 @@ def _rel(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("inventories", nargs="*", type=Path, help="inventory directories (default: inventories/*)")
+    parser.add_argument(
+        "inventories", nargs="*", type=Path, help="inventory directories (default: inventories/*)"
+    )
     args = parser.parse_args(argv)
     inventories = args.inventories or sorted(p for p in (REPO / "inventories").iterdir() if p.is_dir())
     specs = load_role_specs()

@@ -80,7 +80,9 @@ def startup_scan_argv(_: Any = None) -> list[str]:
 
 
 def startup_scan_findings(
-    scan_output: str, package_management: dict[str, Any] | None = None, environment: dict[str, Any] | None = None
+    scan_output: str,
+    package_management: dict[str, Any] | None = None,
+    environment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the agent's startup scan refuses in an environment, under the agent's policy.
 
@@ -94,7 +96,11 @@ def startup_scan_findings(
         policy = apply_environ(policy, {str(k): str(v) for k, v in (environment or {}).items()})
         check_startup(installed_from_json(scan_output), policy)
     except PolicyDenied as exc:
-        return {"packages": list(exc.fields.get("packages", [])), "message": exc.message, "details": exc.details}
+        return {
+            "packages": list(exc.fields.get("packages", [])),
+            "message": exc.message,
+            "details": exc.details,
+        }
     except FetchmlError as exc:
         raise AnsibleFilterError(f"startup scan: {exc.message} {exc.details or ''}".strip()) from None
     return {"packages": [], "message": "", "details": ""}

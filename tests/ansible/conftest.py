@@ -15,12 +15,22 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+pytest.importorskip("ansible", reason="the Ansible tests need the `ansible` extra (EXTRAS=dev,ansible)")
+
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The ansible commands of the Python running the tests (the venv's in CI), else those on PATH.
+_BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """Path of an Ansible command (``ansible``, ``ansible-inventory``, ``ansible-doc``)."""
+    return str(_BIN / name) if (_BIN / name).exists() else name
 
 
 def _register_module_utils() -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-import check_inventories as ci  # noqa: E402
+import check_inventories as ci
 
 SPECS = ci.load_role_specs()
 VAULTED = "!vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162636465\n"
@@ -75,7 +75,10 @@ def test_wrong_type_and_choice(tmp_path):
 def test_nested_options_are_checked(tmp_path):
     inv = inventory(
         tmp_path,
-        {"hosts.yml": HOSTS, "group_vars/all/dirs.yml": "common_directories:\n  - {path: /x, mode: '0750', owner: root, colour: red}\n"},
+        {
+            "hosts.yml": HOSTS,
+            "group_vars/all/dirs.yml": "common_directories:\n  - {path: /x, mode: '0750', owner: root, colour: red}\n",
+        },
     )
     [finding] = ci.check_inventory(inv, SPECS)
     assert finding.key == "common_directories[0].colour"
@@ -85,7 +88,11 @@ def test_nested_options_are_checked(tmp_path):
 def test_inline_vars_in_hosts_yml(tmp_path):
     hosts = HOSTS.replace("ansible_host: 10.0.0.11", "ansible_host: 10.0.0.11\n          common_grp: x")
     [finding] = ci.check_inventory(inventory(tmp_path, {"hosts.yml": hosts}), SPECS)
-    assert (finding.file.endswith("hosts.yml"), finding.scope, finding.key) == (True, "host gpu-01", "common_grp")
+    assert (finding.file.endswith("hosts.yml"), finding.scope, finding.key) == (
+        True,
+        "host gpu-01",
+        "common_grp",
+    )
 
 
 def test_expressions_and_vault_values_are_taken_as_run_time_values(tmp_path):
@@ -93,7 +100,8 @@ def test_expressions_and_vault_values_are_taken_as_run_time_values(tmp_path):
         tmp_path,
         {
             "hosts.yml": HOSTS,
-            "group_vars/all.yml": "common_apply_kernel_settings: \"{{ not in_container }}\"\nvault_agent_token: " + VAULTED,
+            "group_vars/all.yml": 'common_apply_kernel_settings: "{{ not in_container }}"\nvault_agent_token: '
+            + VAULTED,
         },
     )
     assert ci.check_inventory(inv, SPECS) == []
@@ -111,7 +119,10 @@ def test_secret_option_in_clear_is_an_error(tmp_path):
     [finding] = ci.check_inventory(inv, specs)
     assert (finding.key, finding.scope) == ("demo_token", "group agents")
     assert "secret in clear" in finding.message
-    ok = inventory(tmp_path / "ok", {"hosts.yml": HOSTS, "group_vars/agents.yml": 'demo_token: "{{ vault_demo_token }}"\n'})
+    ok = inventory(
+        tmp_path / "ok",
+        {"hosts.yml": HOSTS, "group_vars/agents.yml": 'demo_token: "{{ vault_demo_token }}"\n'},
+    )
     assert ci.check_inventory(ok, specs) == []
 
 
@@ -136,7 +147,9 @@ def test_every_role_variable_is_known():
     assert defaults <= set(SPECS), sorted(defaults - set(SPECS))
 
 
-@pytest.mark.parametrize("inventory_dir", sorted(p.name for p in (REPO / "inventories").glob("*") if p.is_dir()))
+@pytest.mark.parametrize(
+    "inventory_dir", sorted(p.name for p in (REPO / "inventories").glob("*") if p.is_dir())
+)
 def test_the_repository_inventories_pass(inventory_dir):
     assert messages(ci.check_inventory(REPO / "inventories" / inventory_dir, SPECS)) == []
 

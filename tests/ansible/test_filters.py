@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from conftest import REPO, load_plugin
+from conftest import REPO, load_plugin, tool
 
 from fetchml_agent.units import parse_size_mb
 
@@ -59,7 +59,7 @@ def test_filters_load_through_ansible_cfg_from_another_directory(tmp_path):
     }
     expr = "{{ ('8g' | size_mb) ~ ' ' ~ (['Py.Torch', 'numpy'] | pep503_names | join(',')) }}"
     proc = subprocess.run(
-        ["ansible", "localhost", "-i", "localhost,", "-c", "local", "-e",
+        [tool("ansible"), "localhost", "-i", "localhost,", "-c", "local", "-e",
          f"ansible_python_interpreter={sys.executable}", "-m", "ansible.builtin.debug", "-a", f"msg={expr}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -84,9 +84,16 @@ def test_startup_scan_refuses_a_blocked_package_with_the_default_policy():
 
 
 def test_startup_scan_off_or_another_list_passes():
-    assert filters["startup_scan_findings"](SCAN, {}, {"FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES": "off"})["packages"] == []
+    assert (
+        filters["startup_scan_findings"](SCAN, {}, {"FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES": "off"})[
+            "packages"
+        ]
+        == []
+    )
     custom = {"FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES": "paramiko"}
-    assert filters["startup_scan_findings"](SCAN, {"blocked_packages": ["requests"]}, custom)["packages"] == []
+    assert (
+        filters["startup_scan_findings"](SCAN, {"blocked_packages": ["requests"]}, custom)["packages"] == []
+    )
 
 
 def test_startup_scan_follows_the_configured_blocked_list():

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, REPO, load_plugin, run_module
+from conftest import FIXTURES, REPO, load_plugin, run_module, tool
 
 from fetchml_agent.gpus import QUERY_FIELDS
 
@@ -160,7 +160,7 @@ def test_through_ansible(tmp_path):
     smi = fake_nvidia_smi(tmp_path, "a100_sxm4_80gb_x2.csv")
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0"}
     proc = subprocess.run(
-        ["ansible", "localhost", "-i", "localhost,", "-c", "local", "-m", "gpu_facts",
+        [tool("ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "gpu_facts",
          "-e", f"ansible_python_interpreter={sys.executable}",
          "-a", f"nvidia_smi={smi} pci_root={tmp_path}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,

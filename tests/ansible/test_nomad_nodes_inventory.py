@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import FIXTURES, REPO, load_plugin
+from conftest import FIXTURES, REPO, load_plugin, tool
 
 nomad_nodes = load_plugin("inventory", "nomad_nodes")
 NOMAD = FIXTURES / "nomad"
@@ -96,7 +96,7 @@ def inventory(
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
     }
     return subprocess.run(
-        ["ansible-inventory", "-i", str(source), "--list"],
+        [tool("ansible-inventory"), "-i", str(source), "--list"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -197,7 +197,7 @@ def test_unreachable_nomad_says_where(tmp_path):
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1",
     }
     proc = subprocess.run(
-        ["ansible-inventory", "-i", str(source), "--list"],
+        [tool("ansible-inventory"), "-i", str(source), "--list"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode != 0

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.module_utils import basic
-from conftest import PLUGINS, REPO, load_plugin
+from conftest import PLUGINS, REPO, load_plugin, tool
 
 MODULES = sorted(p.stem for p in (PLUGINS / "modules").glob("*.py"))
 PLUGIN_FILES = [("module", "modules", m) for m in MODULES] + [("inventory", "inventory", "nomad_nodes")]
@@ -31,7 +31,7 @@ def test_doc_strings_are_yaml(doc_type, folder, name):
 def test_ansible_doc_renders(doc_type, folder, name):
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     proc = subprocess.run(
-        ["ansible-doc", "-t", doc_type, name],
+        [tool("ansible-doc"), "-t", doc_type, name],
         cwd=REPO,
         env=env,
         capture_output=True,
