@@ -42,13 +42,13 @@ def make_runtime(config: AgentConfig) -> Runtime:
             use_cgroups=bool(local.get("cgroup", True)),
         )
     if config.runtime == "docker":
-        from .runtimes.docker import DockerRuntime  # type: ignore[import-not-found]
+        from .runtimes.docker import DockerRuntime
 
-        return DockerRuntime.from_config(config)  # type: ignore[no-any-return]
+        return DockerRuntime.from_config(config)
     if config.runtime == "nomad":
-        from .runtimes.nomad import NomadRuntime  # type: ignore[import-not-found]
+        from .runtimes.nomad import NomadRuntime
 
-        return NomadRuntime.from_config(config)  # type: ignore[no-any-return]
+        return NomadRuntime(config.section("nomad"))
     raise ValueError(f"unknown runtime {config.runtime!r}")
 
 

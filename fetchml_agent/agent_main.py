@@ -13,7 +13,6 @@ import hashlib
 import logging
 import secrets
 import sys
-from typing import Any
 
 from .errors import FetchmlError
 
@@ -92,16 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_hash_key)
     p = sub.add_parser("new-key", help="make a random API key and print it with its hash")
     p.set_defaults(func=_new_key)
-    extra: list[Any] = []
-    try:
-        from .nomad.cli import add_nomad_job_parser  # type: ignore[import-not-found]
-
-        extra.append(add_nomad_job_parser)
-    except ImportError:
-        pass
-    for add in extra:
-        add(sub)
+    p = sub.add_parser(
+        "nomad-job", add_help=False, help="render a Nomad job without an agent (nomad-job render --help)"
+    )
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_nomad_job)
     return parser
+
+
+def _nomad_job(args: argparse.Namespace) -> int:
+    from .nomad.cli import render_job_cli
+
+    return render_job_cli(args.argv)
 
 
 def main(argv: list[str] | None = None) -> int:

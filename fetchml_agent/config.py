@@ -46,7 +46,9 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
         policy_schema = {"type": "dict", "allow_unknown": True}
     sections["package_management"] = policy_schema
     try:
-        from .nomad.schema import NOMAD_SECTION_SCHEMA as nomad_schema
+        from .nomad.schema import NOMAD_CONFIG_SCHEMA
+
+        nomad_schema = {"type": "dict", "schema": NOMAD_CONFIG_SCHEMA}
     except ImportError:
         nomad_schema = {"type": "dict", "allow_unknown": True}
     sections["nomad"] = nomad_schema

@@ -1,0 +1,331 @@
+"""The ``nomad:`` section of ``agent.yaml``: its cerberus schema and the typed settings built from it.
+
+:data:`NOMAD_CONFIG_SCHEMA` is a plain cerberus schema dict; the agent's config loader includes it
+under the ``nomad`` key. :meth:`NomadSettings.from_config` normalizes and validates a section on
+its own (the ``nomad-job render`` command and the tests use it) and is what the runtime consumes.
+
+Every key, with its default::
+
+    address: http://127.0.0.1:4646      # required; http(s)://host:port of a Nomad agent
+    token: null                          # ACL secret sent as X-Nomad-Token
+    tls: {ca: null, cert: null, key: null, verify: true}
+    namespace: default
+    region: null                         # null: the agent's own region
+    datacenters: ["*"]
+    node_pool: default
+    job_prefix: fetchml-                 # jobs are <prefix>ws-<name> and <prefix>run-<id>
+    default_image: quay.io/jupyter/base-notebook:latest
+    allowed_images: ["quay.io/jupyter/*"]          # fnmatch patterns; anything else is refused
+    allowed_host_volumes: []             # fnmatch patterns of Nomad host volume names
+    allowed_csi_volumes: []              # fnmatch patterns of CSI volume IDs
+    workspace_volume: null               # {type: host|csi, source: "fetchml-ws-{name}", ...}
+    workdir: /home/jovyan/work           # Jupyter's root_dir inside the container
+    workspace_user: {uid: 1000, gid: 100}  # owner of the rendered secrets file
+    jupyter_port: 8888                   # the port Jupyter listens on inside the alloc's netns
+    cpu_mode: cores                      # cores: Resources.Cores; mhz: Resources.CPU
+    mhz_per_core: 2000                   # MHz per requested core (mhz mode, fractional cpus)
+    defaults: {cpu: 1, memory_mb: 2048, disk_mb: 10240}   # when a workspace asks for nothing
+    max: {cpu: 64, memory_mb: 524288, gpu: 8, disk_mb: 1048576}
+    gpu: {constraints: [], affinities: [], require_nvidia_runtime: true}
+    start_timeout: 120                   # seconds for placement, and again for readiness
+    pull_timeout: 600                    # seconds for the image pull
+    http_timeout: 10                     # seconds per ordinary Nomad API call
+    templates_dir: null                  # the nomad_jobs/ directory (default: next to the package)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cerberus
+
+from fetchml_agent.errors import InvalidArgument
+
+__all__ = [
+    "NOMAD_CONFIG_SCHEMA",
+    "Defaults",
+    "GpuPlacement",
+    "Limits",
+    "NomadSettings",
+    "VolumeSettings",
+    "matches_any",
+]
+
+_CONSTRAINT = {
+    "type": "dict",
+    "schema": {
+        "attribute": {"type": "string", "required": True, "empty": False},
+        "operator": {
+            "type": "string",
+            "default": "=",
+            "allowed": [
+                "=",
+                "==",
+                "is",
+                "!=",
+                "not",
+                "<",
+                "<=",
+                ">",
+                ">=",
+                "regexp",
+                "version",
+                "semver",
+                "set_contains",
+                "set_contains_all",
+                "set_contains_any",
+                "is_set",
+                "is_not_set",
+            ],
+        },
+        "value": {"type": "string", "default": ""},
+        "weight": {"type": "integer", "min": -100, "max": 100, "default": 50},
+    },
+}
+
+NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
+    "address": {
+        "type": "string",
+        "required": True,
+        "regex": r"^https?://[^\s/?#]+/?$",
+    },
+    "token": {"type": "string", "nullable": True, "default": None},
+    "tls": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "ca": {"type": "string", "nullable": True, "default": None},
+            "cert": {"type": "string", "nullable": True, "default": None},
+            "key": {"type": "string", "nullable": True, "default": None},
+            "verify": {"type": "boolean", "default": True},
+        },
+    },
+    "namespace": {"type": "string", "default": "default", "regex": r"^[a-zA-Z0-9-]{1,128}$"},
+    "region": {"type": "string", "nullable": True, "default": None},
+    "datacenters": {
+        "type": "list",
+        "minlength": 1,
+        "default": ["*"],
+        "schema": {"type": "string", "empty": False},
+    },
+    "node_pool": {"type": "string", "default": "default", "empty": False},
+    "job_prefix": {"type": "string", "default": "fetchml-", "regex": r"^[a-z0-9][a-z0-9-]{0,31}$"},
+    "default_image": {"type": "string", "default": "quay.io/jupyter/base-notebook:latest"},
+    "allowed_images": {
+        "type": "list",
+        "default": ["quay.io/jupyter/*"],
+        "schema": {"type": "string", "empty": False},
+    },
+    "allowed_host_volumes": {"type": "list", "default": [], "schema": {"type": "string", "empty": False}},
+    "allowed_csi_volumes": {"type": "list", "default": [], "schema": {"type": "string", "empty": False}},
+    "workspace_volume": {
+        "type": "dict",
+        "nullable": True,
+        "default": None,
+        "schema": {
+            "type": {"type": "string", "allowed": ["host", "csi"], "default": "host"},
+            "source": {"type": "string", "required": True, "empty": False},
+            "access_mode": {
+                "type": "string",
+                "default": "single-node-writer",
+                "allowed": [
+                    "single-node-reader-only",
+                    "single-node-writer",
+                    "multi-node-reader-only",
+                    "multi-node-single-writer",
+                    "multi-node-multi-writer",
+                ],
+            },
+            "attachment_mode": {
+                "type": "string",
+                "default": "file-system",
+                "allowed": ["file-system", "block-device"],
+            },
+        },
+    },
+    "workdir": {"type": "string", "default": "/home/jovyan/work", "regex": r"^/[A-Za-z0-9._/-]*$"},
+    "workspace_user": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "uid": {"type": "integer", "min": 0, "default": 1000},
+            "gid": {"type": "integer", "min": 0, "default": 100},
+        },
+    },
+    "jupyter_port": {"type": "integer", "min": 1, "max": 65535, "default": 8888},
+    "cpu_mode": {"type": "string", "allowed": ["cores", "mhz"], "default": "cores"},
+    "mhz_per_core": {"type": "integer", "min": 1, "default": 2000},
+    "defaults": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "cpu": {"type": "number", "min": 0, "default": 1},
+            "memory_mb": {"type": "integer", "min": 1, "default": 2048},
+            "disk_mb": {"type": "integer", "min": 1, "default": 10240},
+        },
+    },
+    "max": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "cpu": {"type": "number", "min": 0, "default": 64},
+            "memory_mb": {"type": "integer", "min": 0, "default": 524288},
+            "gpu": {"type": "integer", "min": 0, "default": 8},
+            "disk_mb": {"type": "integer", "min": 0, "default": 1048576},
+        },
+    },
+    "gpu": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "constraints": {"type": "list", "default": [], "schema": _CONSTRAINT},
+            "affinities": {"type": "list", "default": [], "schema": _CONSTRAINT},
+            "require_nvidia_runtime": {"type": "boolean", "default": True},
+        },
+    },
+    "start_timeout": {"type": "number", "min": 1, "default": 120},
+    "pull_timeout": {"type": "number", "min": 1, "default": 600},
+    "http_timeout": {"type": "number", "min": 1, "default": 10},
+    "templates_dir": {"type": "string", "nullable": True, "default": None},
+}
+
+
+def matches_any(value: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """True when ``value`` matches one of the fnmatch ``patterns`` (case-sensitive)."""
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu: float = 64
+    memory_mb: int = 524288
+    gpu: int = 8
+    disk_mb: int = 1048576
+
+
+@dataclass(frozen=True)
+class Defaults:
+    cpu: float = 1
+    memory_mb: int = 2048
+    disk_mb: int = 10240
+
+
+@dataclass(frozen=True)
+class VolumeSettings:
+    """The per-workspace volume; ``source`` may hold ``{name}`` (the workspace name)."""
+
+    type: str
+    source: str
+    access_mode: str = "single-node-writer"
+    attachment_mode: str = "file-system"
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    constraints: tuple[dict[str, Any], ...] = ()
+    affinities: tuple[dict[str, Any], ...] = ()
+    require_nvidia_runtime: bool = True
+
+
+@dataclass(frozen=True)
+class NomadSettings:
+    """The validated ``nomad:`` section. Build it with :meth:`from_config`."""
+
+    address: str
+    token: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify: bool = True
+    namespace: str = "default"
+    region: str | None = None
+    datacenters: tuple[str, ...] = ("*",)
+    node_pool: str = "default"
+    job_prefix: str = "fetchml-"
+    default_image: str = "quay.io/jupyter/base-notebook:latest"
+    allowed_images: tuple[str, ...] = ("quay.io/jupyter/*",)
+    allowed_host_volumes: tuple[str, ...] = ()
+    allowed_csi_volumes: tuple[str, ...] = ()
+    workspace_volume: VolumeSettings | None = None
+    workdir: str = "/home/jovyan/work"
+    workspace_uid: int = 1000
+    workspace_gid: int = 100
+    jupyter_port: int = 8888
+    cpu_mode: str = "cores"
+    mhz_per_core: int = 2000
+    defaults: Defaults = field(default_factory=Defaults)
+    max: Limits = field(default_factory=Limits)
+    gpu: GpuPlacement = field(default_factory=GpuPlacement)
+    start_timeout: float = 120.0
+    pull_timeout: float = 600.0
+    http_timeout: float = 10.0
+    templates_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None, where: str = "nomad") -> NomadSettings:
+        """Validate and normalize a ``nomad:`` section.
+
+        Raises :class:`~fetchml_agent.errors.InvalidArgument` naming every bad key
+        (``nomad.max.cpu: min value is 0``).
+        """
+        validator = cerberus.Validator(NOMAD_CONFIG_SCHEMA)
+        if not validator.validate(dict(section or {})):
+            problems = "; ".join(_flatten_errors(validator.errors, where))
+            raise InvalidArgument(f"invalid Nomad settings: {problems}", details="see docs/nomad.md")
+        d = validator.document
+        tls, mx, gpu, user, dft = d["tls"], d["max"], d["gpu"], d["workspace_user"], d["defaults"]
+        vol = d["workspace_volume"]
+        return cls(
+            address=d["address"].rstrip("/"),
+            token=d["token"] or None,
+            tls_ca=tls["ca"],
+            tls_cert=tls["cert"],
+            tls_key=tls["key"],
+            tls_verify=tls["verify"],
+            namespace=d["namespace"],
+            region=d["region"],
+            datacenters=tuple(d["datacenters"]),
+            node_pool=d["node_pool"],
+            job_prefix=d["job_prefix"],
+            default_image=d["default_image"],
+            allowed_images=tuple(d["allowed_images"]),
+            allowed_host_volumes=tuple(d["allowed_host_volumes"]),
+            allowed_csi_volumes=tuple(d["allowed_csi_volumes"]),
+            workspace_volume=VolumeSettings(**vol) if vol else None,
+            workdir=d["workdir"],
+            workspace_uid=user["uid"],
+            workspace_gid=user["gid"],
+            jupyter_port=d["jupyter_port"],
+            cpu_mode=d["cpu_mode"],
+            mhz_per_core=d["mhz_per_core"],
+            defaults=Defaults(cpu=dft["cpu"], memory_mb=dft["memory_mb"], disk_mb=dft["disk_mb"]),
+            max=Limits(cpu=mx["cpu"], memory_mb=mx["memory_mb"], gpu=mx["gpu"], disk_mb=mx["disk_mb"]),
+            gpu=GpuPlacement(
+                constraints=tuple(gpu["constraints"]),
+                affinities=tuple(gpu["affinities"]),
+                require_nvidia_runtime=gpu["require_nvidia_runtime"],
+            ),
+            start_timeout=float(d["start_timeout"]),
+            pull_timeout=float(d["pull_timeout"]),
+            http_timeout=float(d["http_timeout"]),
+            templates_dir=d["templates_dir"],
+        )
+
+
+def _flatten_errors(errors: Any, prefix: str) -> list[str]:
+    out: list[str] = []
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            out.extend(_flatten_errors(value, f"{prefix}.{key}"))
+    elif isinstance(errors, list):
+        for item in errors:
+            if isinstance(item, (dict, list)):
+                out.extend(_flatten_errors(item, prefix))
+            else:
+                out.append(f"{prefix}: {item}")
+    else:
+        out.append(f"{prefix}: {errors}")
+    return out

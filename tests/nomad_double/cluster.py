@@ -1,0 +1,1465 @@
+"""The state and behaviour behind the Nomad HTTP API double: jobs, evaluations, a scheduler,
+client nodes that run allocations, Variables, and the Raft-like index that blocking queries watch.
+
+Everything here runs on the double's own event loop (see ``server.py``).
+
+How the double's "docker driver" runs a task (its limits, stated once):
+
+* An image is known to the double through :class:`DoubleImage`. An unknown image fails to pull
+  exactly as Nomad reports it (``Driver Failure``: ``Failed to pull `x`: ...``).
+* ``kind="exec"`` images run the task's ``command``/``args`` as a real host process (so a real
+  ``jupyter lab`` or ``papermill`` runs); ``kind="idle"`` images run nothing and stay running
+  until stopped (for bulk tests and benchmarks).
+* There is no container: container paths (``/alloc``, ``/local``, ``/secrets``, volume mount
+  destinations and the image's own ``paths``) are rewritten to the task's host directories in
+  the command, args and environment, after Nomad's ``${...}`` interpolation.
+* There is no network namespace: ``NOMAD_PORT_<label>`` is the allocated host port (Nomad
+  gives the ``To`` port inside the alloc's netns and maps it), and a ``0.0.0.0`` bind address in
+  args becomes ``127.0.0.1``, the node's address, so nothing listens beyond loopback.
+* Rescheduling of failed allocations is not simulated; restarts within an allocation are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import fnmatch
+import json
+import os
+import re
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import gotmpl
+from .jobspec import canonicalize_job
+
+__all__ = ["Cluster", "DoubleImage", "DoubleNode", "TABLES"]
+
+TABLES = ("jobs", "evals", "allocs", "vars", "nodes")
+NS = 1_000_000_000
+_TERMINAL = {"complete", "failed", "lost"}
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _rfc3339(ns: int | None) -> str:
+    if not ns:
+        return "0001-01-01T00:00:00Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / NS)) + f".{ns % NS:09d}Z"
+
+
+@dataclass
+class DoubleImage:
+    """An image the double's docker driver can "pull" (see the module docstring)."""
+
+    name: str
+    kind: str = "exec"
+    env: dict[str, str] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()
+    files: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    entrypoint: tuple[str, ...] = ()
+    pull_seconds: float = 0.0
+
+
+@dataclass
+class DoubleNode:
+    """A client node: its resources, GPUs (``nomad-device-nvidia`` shaped) and host volumes."""
+
+    name: str
+    datacenter: str = "dc1"
+    node_pool: str = "default"
+    cores: int = 8
+    mhz_per_core: int = 2000
+    memory_mb: int = 32768
+    disk_mb: int = 200_000
+    gpus: int = 0
+    gpu_model: str = "NVIDIA H100 80GB HBM3"
+    gpu_memory_mib: int = 81559
+    nvidia_runtime: bool = True
+    host_volumes: dict[str, str] = field(default_factory=dict)
+    node_class: str = ""
+
+
+class _Task:
+    """Client-side state of one task of one allocation."""
+
+    def __init__(self, name: str, spec: dict[str, Any]) -> None:
+        self.name = name
+        self.spec = spec
+        self.state: dict[str, Any] = {
+            "State": "pending",
+            "Failed": False,
+            "Restarts": 0,
+            "LastRestart": _rfc3339(None),
+            "StartedAt": _rfc3339(None),
+            "FinishedAt": _rfc3339(None),
+            "Events": [],
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+        self.runner: asyncio.Task[None] | None = None
+        self.restart_requested = False
+        self.env: dict[str, str] = {}
+        self.paths: dict[str, str] = {}
+        self.cwd = ""
+        self.cpu_sample: tuple[float, float] | None = None
+        self.wake = asyncio.Event()  # set when the task must stop or restart
+
+
+class Cluster:
+    """All of the double's state. Public methods are called from the HTTP handlers."""
+
+    def __init__(
+        self, root: Path, nodes: list[DoubleNode], images: list[DoubleImage], region: str = "global"
+    ) -> None:
+        self.root = root
+        self.region = region
+        self.index = 10
+        self.table_index = {t: self.index for t in TABLES}
+        self.changed = asyncio.Condition()
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.evals: dict[str, dict[str, Any]] = {}
+        self.allocs: dict[str, dict[str, Any]] = {}
+        self.allocs_by_job: dict[tuple[str, str], list[str]] = {}
+        self.tasks: dict[str, dict[str, _Task]] = {}
+        self.variables: dict[tuple[str, str], dict[str, Any]] = {}
+        self.images = {img.name: img for img in images}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.node_specs: dict[str, DoubleNode] = {}
+        self.pulled: set[tuple[str, str]] = set()
+        self.used_ports: set[int] = set()
+        self.placement_delay = 0.01
+        self.client_delay = 0.01
+        self.restart_delay_scale = 0.01  # RestartPolicy.Delay is scaled down so tests stay fast
+        self.max_kill_wait = 5.0
+        self.memory_oversubscription = False
+        self._background: set[asyncio.Task[Any]] = set()
+        for spec in nodes:
+            self.add_node(spec)
+
+    # -- indexes and blocking queries ------------------------------------------------------
+
+    async def bump(self, *tables: str) -> int:
+        self.index += 1
+        for t in tables:
+            self.table_index[t] = self.index
+        async with self.changed:
+            self.changed.notify_all()
+        return self.index
+
+    async def wait(self, tables: tuple[str, ...], index: int, wait: float) -> int:
+        """Block until one of ``tables`` moves past ``index`` or ``wait`` seconds pass."""
+        deadline = time.monotonic() + wait
+        while max(self.table_index[t] for t in tables) <= index:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            async with self.changed:
+                try:
+                    await asyncio.wait_for(self.changed.wait(), remaining)
+                except TimeoutError:
+                    break
+        return max(self.table_index[t] for t in tables)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def add_node(self, spec: DoubleNode) -> str:
+        node_id = str(uuid.uuid4())
+        devices = []
+        if spec.gpus:
+            devices.append(
+                {
+                    "Vendor": "nvidia",
+                    "Type": "gpu",
+                    "Name": spec.gpu_model,
+                    "Instances": [
+                        {
+                            "ID": f"GPU-{uuid.uuid4()}",
+                            "Healthy": True,
+                            "HealthDescription": "",
+                            "Locality": {"PciBusID": f"00000000:{0x17 + i:02X}:00.0"},
+                        }
+                        for i in range(spec.gpus)
+                    ],
+                    "Attributes": {
+                        "memory": {"Int": spec.gpu_memory_mib, "Unit": "MiB"},
+                        "driver_version": {"String": "550.54.15"},
+                        "power": {"Int": 700, "Unit": "W"},
+                    },
+                }
+            )
+        runtimes = "io.containerd.runc.v2,runc" + (",nvidia" if spec.nvidia_runtime else "")
+        attrs = {
+            "kernel.name": "linux",
+            "os.name": "debian",
+            "cpu.numcores": str(spec.cores),
+            "cpu.frequency": str(spec.mhz_per_core),
+            "unique.hostname": spec.name,
+            "unique.network.ip-address": "127.0.0.1",
+            "driver.docker": "1",
+            "driver.docker.runtimes": runtimes,
+            "driver.docker.os_type": "linux",
+            "nomad.version": "1.10.0",
+        }
+        self.nodes[node_id] = {
+            "ID": node_id,
+            "Name": spec.name,
+            "Datacenter": spec.datacenter,
+            "NodePool": spec.node_pool,
+            "NodeClass": spec.node_class,
+            "Address": "127.0.0.1",
+            "HTTPAddr": "127.0.0.1:4646",
+            "Status": "ready",
+            "StatusDescription": "",
+            "SchedulingEligibility": "eligible",
+            "Drain": False,
+            "Attributes": attrs,
+            "Meta": {},
+            "Drivers": {
+                "docker": {
+                    "Attributes": {"driver.docker": "true"},
+                    "Detected": True,
+                    "Healthy": True,
+                    "HealthDescription": "Healthy",
+                    "UpdateTime": _rfc3339(_now_ns()),
+                }
+            },
+            "NodeResources": {
+                "Cpu": {
+                    "CpuShares": spec.cores * spec.mhz_per_core,
+                    "TotalCpuCores": spec.cores,
+                    "ReservableCpuCores": list(range(spec.cores)),
+                },
+                "Memory": {"MemoryMB": spec.memory_mb},
+                "Disk": {"DiskMB": spec.disk_mb},
+                "Networks": [],
+                "Devices": devices or None,
+                "MinDynamicPort": 20000,
+                "MaxDynamicPort": 32000,
+            },
+            "ReservedResources": {"Cpu": {"CpuShares": 0}, "Memory": {"MemoryMB": 0}, "Disk": {"DiskMB": 0}},
+            "HostVolumes": {
+                n: {"Name": n, "Path": p, "ReadOnly": False} for n, p in spec.host_volumes.items()
+            },
+            "CreateIndex": self.index,
+            "ModifyIndex": self.index,
+        }
+        self.node_specs[node_id] = spec
+        return node_id
+
+    def node_stub(self, node: dict[str, Any], resources: bool) -> dict[str, Any]:
+        keys = [
+            "Address",
+            "ID",
+            "Datacenter",
+            "Name",
+            "NodeClass",
+            "NodePool",
+            "Drain",
+            "SchedulingEligibility",
+            "Status",
+            "StatusDescription",
+            "Drivers",
+            "CreateIndex",
+            "ModifyIndex",
+        ]
+        stub = {k: node[k] for k in keys}
+        stub["Version"] = node["Attributes"]["nomad.version"]
+        stub["LastDrain"] = None
+        if resources:
+            stub["NodeResources"] = node["NodeResources"]
+            stub["ReservedResources"] = node["ReservedResources"]
+        return stub
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def job_allocs(self, namespace: str, job_id: str) -> list[dict[str, Any]]:
+        """A job's allocations, oldest first."""
+        return [self.allocs[i] for i in self.allocs_by_job.get((namespace, job_id), [])]
+
+    def job_status(self, job: dict[str, Any]) -> str:
+        allocs = self.job_allocs(job["Namespace"], job["ID"])
+        live = [a for a in allocs if a["ClientStatus"] not in _TERMINAL]
+        if any(a["ClientStatus"] == "running" for a in live):
+            return "running"
+        if job.get("Stop") or (job["Type"] == "batch" and allocs and not live):
+            return "dead"
+        return "pending"
+
+    async def register(self, job: dict[str, Any], namespace: str) -> tuple[str, int, str]:
+        job = canonicalize_job(job, namespace, self.region)
+        key = (job["Namespace"], job["ID"])
+        old = self.jobs.get(key)
+        index = self.index + 1
+        job.update(
+            {
+                "Stop": False,
+                "Version": (old["Version"] + 1) if old else 0,
+                "SubmitTime": _now_ns(),
+                "CreateIndex": old["CreateIndex"] if old else index,
+                "ModifyIndex": index,
+                "JobModifyIndex": index,
+                "Stable": False,
+                "Status": "pending",
+                "StatusDescription": "",
+            }
+        )
+        self.jobs[key] = job
+        eval_id = self._new_eval(job, "job-register")
+        await self.bump("jobs", "evals")
+        warnings = ""
+        if not self.memory_oversubscription:
+            names = [
+                t["Name"]
+                for tg in job["TaskGroups"]
+                for t in tg["Tasks"]
+                if t["Resources"].get("MemoryMaxMB")
+            ]
+            if names:
+                warnings = "1 warning:\n\n* " + "; ".join(
+                    f'Memory oversubscription is not enabled; Task "{n}" memory_max value will be ignored'
+                    for n in names
+                )
+        self.spawn(self._process_eval_later(eval_id))
+        return eval_id, index, warnings
+
+    async def deregister(self, namespace: str, job_id: str, purge: bool) -> tuple[str, int]:
+        job = self.jobs.get((namespace, job_id))
+        if job is None:
+            return "", 0
+        job["Stop"] = True
+        index = self.index + 1
+        job["ModifyIndex"] = job["JobModifyIndex"] = index
+        eval_id = self._new_eval(job, "job-deregister")
+        if purge:
+            del self.jobs[(namespace, job_id)]
+        await self.bump("jobs", "evals")
+        self.spawn(self._process_eval_later(eval_id, job=job))
+        return eval_id, index
+
+    def _new_eval(self, job: dict[str, Any], trigger: str, status: str = "pending") -> str:
+        eval_id = str(uuid.uuid4())
+        now = _now_ns()
+        self.evals[eval_id] = {
+            "ID": eval_id,
+            "Namespace": job["Namespace"],
+            "Priority": job["Priority"],
+            "Type": job["Type"],
+            "TriggeredBy": trigger,
+            "JobID": job["ID"],
+            "JobModifyIndex": job["JobModifyIndex"],
+            "NodeID": "",
+            "NodeModifyIndex": 0,
+            "DeploymentID": "",
+            "Status": status,
+            "StatusDescription": "",
+            "Wait": 0,
+            "WaitUntil": _rfc3339(None),
+            "NextEval": "",
+            "PreviousEval": "",
+            "BlockedEval": "",
+            "RelatedEvals": None,
+            "FailedTGAllocs": None,
+            "ClassEligibility": None,
+            "EscapedComputedClass": False,
+            "QuotaLimitReached": "",
+            "AnnotatePlan": False,
+            "QueuedAllocations": None,
+            "LeaderACL": "",
+            "SnapshotIndex": 0,
+            "CreateIndex": self.index + 1,
+            "ModifyIndex": self.index + 1,
+            "CreateTime": now,
+            "ModifyTime": now,
+        }
+        return eval_id
+
+    async def _process_eval_later(self, eval_id: str, job: dict[str, Any] | None = None) -> None:
+        await asyncio.sleep(self.placement_delay)
+        await self.process_eval(eval_id, job)
+
+    async def process_eval(self, eval_id: str, job: dict[str, Any] | None = None) -> None:
+        ev = self.evals[eval_id]
+        job = job or self.jobs.get((ev["Namespace"], ev["JobID"]))
+        stopping = job is None or job.get("Stop")
+        mine = self.job_allocs(ev["Namespace"], ev["JobID"])
+        for alloc in mine:
+            live = alloc["DesiredStatus"] == "run" and alloc["ClientStatus"] not in _TERMINAL
+            if live and (stopping or alloc["JobVersion"] != job["Version"]):  # type: ignore[index]
+                await self.stop_alloc(
+                    alloc["ID"],
+                    "alloc not needed due to job update"
+                    if not stopping
+                    else "alloc not needed due to job stop",
+                )
+        failed: dict[str, Any] = {}
+        queued: dict[str, int] = {}
+        if not stopping:
+            assert job is not None
+            for tg in job["TaskGroups"]:
+                have = [
+                    a
+                    for a in self.job_allocs(job["Namespace"], job["ID"])
+                    if a["TaskGroup"] == tg["Name"]
+                    and a["DesiredStatus"] == "run"
+                    and a["JobVersion"] == job["Version"]
+                    and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")
+                ]
+                missing = int(tg["Count"]) - len(have)
+                queued[tg["Name"]] = 0
+                for i in range(max(0, missing)):
+                    metric, placement = self._place(job, tg)
+                    if placement is None:
+                        failed[tg["Name"]] = metric
+                        metric["CoalescedFailures"] = max(0, missing - i - 1)
+                        queued[tg["Name"]] = missing - i
+                        break
+                    self._create_alloc(job, tg, eval_id, len(have) + i, placement, metric)
+        ev["Status"] = "complete"
+        ev["QueuedAllocations"] = queued or None
+        ev["ModifyIndex"] = self.index + 1
+        ev["ModifyTime"] = _now_ns()
+        if failed:
+            ev["FailedTGAllocs"] = failed
+            if ev["TriggeredBy"] != "queued-allocs" and job is not None:
+                blocked = self._new_eval(job, "queued-allocs", status="blocked")
+                self.evals[blocked]["PreviousEval"] = eval_id
+                ev["BlockedEval"] = blocked
+            elif job is not None:
+                ev["Status"] = "blocked"
+        await self.bump("evals", "allocs", "jobs")
+
+    async def _retry_blocked(self) -> None:
+        for ev in list(self.evals.values()):
+            if ev["Status"] == "blocked":
+                await self.process_eval(ev["ID"])
+
+    # -- placement -------------------------------------------------------------------------
+
+    def _usage(self, node_id: str) -> dict[str, Any]:
+        used = {"mhz": 0, "cores": 0, "memory": 0, "disk": 0, "devices": set()}
+        for a in self.allocs.values():
+            if a["NodeID"] != node_id or a["ClientStatus"] in _TERMINAL or a["DesiredStatus"] != "run":
+                continue
+            res = a["AllocatedResources"]
+            used["disk"] += res["Shared"]["DiskMB"]
+            for t in res["Tasks"].values():
+                used["mhz"] += t["Cpu"]["CpuShares"]
+                used["cores"] += len(t["Cpu"]["ReservedCores"] or [])
+                used["memory"] += t["Memory"]["MemoryMB"]
+                for d in t["Devices"] or []:
+                    used["devices"].update(d["DeviceIDs"])
+        return used
+
+    def _place(self, job: dict[str, Any], tg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        metric: dict[str, Any] = {
+            "NodesEvaluated": 0,
+            "NodesFiltered": 0,
+            "NodesInPool": 0,
+            "NodesAvailable": {},
+            "ClassFiltered": None,
+            "ConstraintFiltered": None,
+            "NodesExhausted": 0,
+            "ClassExhausted": None,
+            "DimensionExhausted": None,
+            "QuotaExhausted": None,
+            "ResourcesExhausted": None,
+            "Scores": None,
+            "ScoreMetaData": None,
+            "AllocationTime": 120000,
+            "CoalescedFailures": 0,
+        }
+
+        def bump(key: str, reason: str) -> None:
+            metric[key] = metric[key] or {}
+            metric[key][reason] = metric[key].get(reason, 0) + 1
+
+        candidates = []
+        for node in self.nodes.values():
+            if node["NodePool"] != job["NodePool"] and job["NodePool"] != "all":
+                continue
+            metric["NodesInPool"] += 1
+            if not any(fnmatch.fnmatchcase(node["Datacenter"], dc) for dc in job["Datacenters"]):
+                continue
+            metric["NodesAvailable"][node["Datacenter"]] = (
+                metric["NodesAvailable"].get(node["Datacenter"], 0) + 1
+            )
+            if node["Status"] != "ready" or node["SchedulingEligibility"] != "eligible":
+                continue
+            candidates.append(node)
+        tasks = tg["Tasks"]
+        for node in candidates:
+            metric["NodesEvaluated"] += 1
+            reason = self._infeasible(job, tg, node)
+            if reason:
+                metric["NodesFiltered"] += 1
+                bump("ConstraintFiltered", reason)
+                continue
+            spec = self.node_specs[node["ID"]]
+            used = self._usage(node["ID"])
+            need_mhz = sum(
+                int(t["Resources"].get("CPU") or 0) for t in tasks if not t["Resources"].get("Cores")
+            )
+            need_cores = sum(int(t["Resources"].get("Cores") or 0) for t in tasks)
+            need_mem = sum(int(t["Resources"]["MemoryMB"]) for t in tasks)
+            need_disk = int(tg["EphemeralDisk"]["SizeMB"])
+            dim = None
+            if used["cores"] + need_cores > spec.cores:
+                dim = "cores"
+            elif used["mhz"] + need_mhz + need_cores * spec.mhz_per_core > spec.cores * spec.mhz_per_core:
+                dim = "cpu"
+            elif used["memory"] + need_mem > spec.memory_mb:
+                dim = "memory"
+            elif used["disk"] + need_disk > spec.disk_mb:
+                dim = "disk"
+            devices: dict[str, list[dict[str, Any]]] = {}
+            if dim is None:
+                taken = set(used["devices"])
+                for t in tasks:
+                    grants = []
+                    for req in t["Resources"].get("Devices") or []:
+                        grant = self._assign_device(node, req, taken)
+                        if grant is None:
+                            dim = "devices: no devices match request"
+                            break
+                        taken.update(grant["DeviceIDs"])
+                        grants.append(grant)
+                    devices[t["Name"]] = grants
+                    if dim:
+                        break
+            if dim:
+                metric["NodesExhausted"] += 1
+                bump("DimensionExhausted", dim)
+                continue
+            reserved = self._reserved_cores(node["ID"])
+            cores_free = [c for c in range(spec.cores) if c not in reserved]
+            return metric, {"node": node, "devices": devices, "cores_free": cores_free}
+        return metric, None
+
+    def _reserved_cores(self, node_id: str) -> set[int]:
+        out: set[int] = set()
+        for a in self.allocs.values():
+            if a["NodeID"] == node_id and a["ClientStatus"] not in _TERMINAL and a["DesiredStatus"] == "run":
+                for t in a["AllocatedResources"]["Tasks"].values():
+                    out.update(t["Cpu"]["ReservedCores"] or [])
+        return out
+
+    def _infeasible(self, job: dict[str, Any], tg: dict[str, Any], node: dict[str, Any]) -> str | None:
+        constraints = list(job.get("Constraints") or []) + list(tg.get("Constraints") or [])
+        for t in tg["Tasks"]:
+            constraints += list(t.get("Constraints") or [])
+        for c in constraints:
+            if not _node_constraint(node, c):
+                return f"{c.get('LTarget', '')} {c.get('Operand', '=')} {c.get('RTarget', '')}".strip()
+        for t in tg["Tasks"]:
+            if t["Driver"] not in node["Drivers"] or not node["Drivers"][t["Driver"]]["Detected"]:
+                return "missing drivers"
+        for vol in (tg.get("Volumes") or {}).values():
+            if vol["Type"] == "host" and vol["Source"] not in node["HostVolumes"]:
+                return "missing compatible host volumes"
+            if vol["Type"] == "csi":
+                return f"missing CSI Volume {vol['Source']}"
+        for t in tg["Tasks"]:
+            for req in t["Resources"].get("Devices") or []:
+                if not any(_device_matches(group, req) for group in node["NodeResources"]["Devices"] or []):
+                    return "missing devices"
+        return None
+
+    def _assign_device(
+        self, node: dict[str, Any], req: dict[str, Any], taken: set[str]
+    ) -> dict[str, Any] | None:
+        count = int(req.get("Count") or 1)
+        for group in node["NodeResources"]["Devices"] or []:
+            if not _device_matches(group, req):
+                continue
+            free = [i["ID"] for i in group["Instances"] if i["Healthy"] and i["ID"] not in taken]
+            if len(free) >= count:
+                return {
+                    "Vendor": group["Vendor"],
+                    "Type": group["Type"],
+                    "Name": group["Name"],
+                    "DeviceIDs": free[:count],
+                }
+        return None
+
+    def _free_port(self) -> int:
+        import socket
+
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in self.used_ports:
+                self.used_ports.add(port)
+                return port
+
+    def _create_alloc(
+        self,
+        job: dict[str, Any],
+        tg: dict[str, Any],
+        eval_id: str,
+        index: int,
+        placement: dict[str, Any],
+        metric: dict[str, Any],
+    ) -> dict[str, Any]:
+        node = placement["node"]
+        spec = self.node_specs[node["ID"]]
+        alloc_id = str(uuid.uuid4())
+        ports, networks = [], []
+        for net in tg.get("Networks") or []:
+            dyn, res = [], []
+            for p in net.get("DynamicPorts") or []:
+                value = self._free_port()
+                dyn.append(
+                    {"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostNetwork": "default"}
+                )
+                ports.append(
+                    {"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostIP": "127.0.0.1"}
+                )
+            for p in net.get("ReservedPorts") or []:
+                res.append(
+                    {
+                        "Label": p["Label"],
+                        "Value": p["Value"],
+                        "To": p.get("To") or 0,
+                        "HostNetwork": "default",
+                    }
+                )
+                ports.append(
+                    {"Label": p["Label"], "Value": p["Value"], "To": p.get("To") or 0, "HostIP": "127.0.0.1"}
+                )
+            networks.append(
+                {
+                    "Mode": net.get("Mode") or "host",
+                    "IP": "127.0.0.1",
+                    "DynamicPorts": dyn or None,
+                    "ReservedPorts": res or None,
+                }
+            )
+        cores_free = list(placement["cores_free"])
+        tasks_res = {}
+        for t in tg["Tasks"]:
+            r = t["Resources"]
+            cores = [cores_free.pop(0) for _ in range(int(r.get("Cores") or 0))]
+            mhz = int(r.get("CPU") or 0) if not cores else len(cores) * spec.mhz_per_core
+            tasks_res[t["Name"]] = {
+                "Cpu": {"CpuShares": mhz, "ReservedCores": cores or None},
+                "Memory": {
+                    "MemoryMB": int(r["MemoryMB"]),
+                    "MemoryMaxMB": int(r.get("MemoryMaxMB") or 0) if self.memory_oversubscription else 0,
+                },
+                "Networks": None,
+                "Devices": placement["devices"].get(t["Name"]) or None,
+            }
+        now = _now_ns()
+        alloc = {
+            "ID": alloc_id,
+            "EvalID": eval_id,
+            "Name": f"{job['ID']}.{tg['Name']}[{index}]",
+            "Namespace": job["Namespace"],
+            "NodeID": node["ID"],
+            "NodeName": node["Name"],
+            "JobID": job["ID"],
+            "Job": copy.deepcopy(job),
+            "TaskGroup": tg["Name"],
+            "JobType": job["Type"],
+            "JobVersion": job["Version"],
+            "AllocatedResources": {
+                "Tasks": tasks_res,
+                "TaskLifecycles": {t["Name"]: None for t in tg["Tasks"]},
+                "Shared": {
+                    "DiskMB": int(tg["EphemeralDisk"]["SizeMB"]),
+                    "Networks": networks or None,
+                    "Ports": ports or None,
+                },
+            },
+            "Metrics": metric,
+            "DesiredStatus": "run",
+            "DesiredDescription": "",
+            "DesiredTransition": {},
+            "ClientStatus": "pending",
+            "ClientDescription": "",
+            "TaskStates": None,
+            "DeploymentID": "",
+            "DeploymentStatus": None,
+            "FollowupEvalID": "",
+            "RescheduleTracker": None,
+            "PreemptedAllocations": None,
+            "PreemptedByAllocation": "",
+            "NextAllocation": "",
+            "PreviousAllocation": "",
+            "NetworkStatus": {"InterfaceName": "eth0", "Address": "127.0.0.1", "DNS": None},
+            "CreateIndex": self.index + 1,
+            "ModifyIndex": self.index + 1,
+            "AllocModifyIndex": self.index + 1,
+            "CreateTime": now,
+            "ModifyTime": now,
+        }
+        self.allocs[alloc_id] = alloc
+        self.allocs_by_job.setdefault((job["Namespace"], job["ID"]), []).append(alloc_id)
+        self.tasks[alloc_id] = {t["Name"]: _Task(t["Name"], t) for t in tg["Tasks"]}
+        alloc["TaskStates"] = {name: t.state for name, t in self.tasks[alloc_id].items()}
+        self.spawn(self._run_alloc(alloc_id))
+        return alloc
+
+    def alloc_stub(
+        self, alloc: dict[str, Any], resources: bool = False, task_states: bool = True
+    ) -> dict[str, Any]:
+        keys = [
+            "ID",
+            "EvalID",
+            "Name",
+            "Namespace",
+            "NodeID",
+            "NodeName",
+            "JobID",
+            "JobType",
+            "JobVersion",
+            "TaskGroup",
+            "DesiredStatus",
+            "DesiredDescription",
+            "ClientStatus",
+            "ClientDescription",
+            "DeploymentStatus",
+            "FollowupEvalID",
+            "NextAllocation",
+            "RescheduleTracker",
+            "PreemptedAllocations",
+            "PreemptedByAllocation",
+            "CreateIndex",
+            "ModifyIndex",
+            "CreateTime",
+            "ModifyTime",
+        ]
+        stub = {k: alloc[k] for k in keys}
+        stub["TaskStates"] = copy.deepcopy(alloc["TaskStates"]) if task_states else None
+        stub["AllocatedResources"] = copy.deepcopy(alloc["AllocatedResources"]) if resources else None
+        return stub
+
+    # -- the client side: running allocations ----------------------------------------------
+
+    async def _touch(self, alloc: dict[str, Any]) -> None:
+        index = self.index + 1
+        alloc["ModifyIndex"] = index
+        alloc["ModifyTime"] = _now_ns()
+        statuses = [t.state for t in self.tasks[alloc["ID"]].values()]
+        if alloc["ClientStatus"] not in _TERMINAL:
+            if all(s["State"] == "dead" for s in statuses):
+                alloc["ClientStatus"] = "failed" if any(s["Failed"] for s in statuses) else "complete"
+                alloc["ClientDescription"] = (
+                    "Failed tasks" if alloc["ClientStatus"] == "failed" else "All tasks have completed"
+                )
+            elif all(s["State"] == "running" for s in statuses):
+                alloc["ClientStatus"] = "running"
+                alloc["ClientDescription"] = "Tasks are running"
+        job = self.jobs.get((alloc["Namespace"], alloc["JobID"]))
+        if job is not None:
+            job["Status"] = self.job_status(job)
+        await self.bump("allocs", "jobs")
+        if alloc["ClientStatus"] in _TERMINAL:
+            for port in alloc["AllocatedResources"]["Shared"]["Ports"] or []:
+                self.used_ports.discard(port["Value"])
+            await self._retry_blocked()
+
+    def _event(self, task: _Task, kind: str, display: str, **extra: Any) -> None:
+        details = {k: str(v) for k, v in (extra.pop("details", None) or {}).items()}
+        event = {
+            "Type": kind,
+            "Time": _now_ns(),
+            "DisplayMessage": display,
+            "Details": details or None,
+            "Message": extra.pop("message", ""),
+            "FailsTask": extra.pop("fails", False),
+            "RestartReason": "",
+            "SetupError": "",
+            "DriverError": extra.pop("driver_error", ""),
+            "ExitCode": extra.pop("exit_code", 0),
+            "Signal": 0,
+            "KillReason": "",
+            "KillTimeout": extra.pop("kill_timeout", 0),
+            "KillError": "",
+            "StartDelay": 0,
+            "DownloadError": "",
+            "ValidationError": "",
+            "DiskLimit": 0,
+            "FailedSibling": "",
+            "VaultError": "",
+            "TaskSignalReason": "",
+            "TaskSignal": "",
+            "DriverMessage": extra.pop("driver_message", ""),
+            "GenericSource": "",
+        }
+        task.state["Events"].append(event)
+        if len(task.state["Events"]) > 10:  # Nomad keeps the last 10
+            del task.state["Events"][0]
+
+    def alloc_dir(self, alloc_id: str) -> Path:
+        return self.root / "allocs" / alloc_id
+
+    async def _run_alloc(self, alloc_id: str) -> None:
+        await asyncio.sleep(self.client_delay)
+        alloc = self.allocs[alloc_id]
+        shared = self.alloc_dir(alloc_id) / "alloc"
+        for sub in ("data", "logs", "tmp"):
+            (shared / sub).mkdir(parents=True, exist_ok=True)
+        for task in self.tasks[alloc_id].values():
+            task.runner = self.spawn(self._run_task(alloc, task))
+
+    async def _run_task(self, alloc: dict[str, Any], task: _Task) -> None:
+        try:
+            await self._task_lifecycle(alloc, task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a double bug shows as a failed task with the reason
+            self._event(task, "Setup Failure", f"double: {type(exc).__name__}: {exc}", fails=True)
+            task.state.update(State="dead", Failed=True, FinishedAt=_rfc3339(_now_ns()))
+            await self._touch(alloc)
+
+    def _stopping(self, alloc: dict[str, Any]) -> bool:
+        return alloc["DesiredStatus"] != "run"
+
+    async def _task_lifecycle(self, alloc: dict[str, Any], task: _Task) -> None:
+        spec = task.spec
+        node = self.nodes[alloc["NodeID"]]
+        nspec = self.node_specs[alloc["NodeID"]]
+        self._event(task, "Received", "Task received by client")
+        await self._touch(alloc)
+        task_dir = self.alloc_dir(alloc["ID"]) / task.name
+        for sub in ("local", "secrets", "tmp", "rootfs"):
+            (task_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._event(task, "Task Setup", "Building Task Directory", message="Building Task Directory")
+        await self._touch(alloc)
+        image_name = (spec.get("Config") or {}).get("image", "")
+        image = self.images.get(image_name)
+        env = self._task_env(alloc, task, node, image)
+        task.paths = self._path_map(alloc, task, task_dir, image)
+        # Templates block until their Variables exist, as in Nomad.
+        missing_reported: set[str] = set()
+        while True:
+            if self._stopping(alloc):
+                return await self._finish_killed(alloc, task)
+            try:
+                env.update(self._render_templates(alloc, task, task_dir, env))
+                break
+            except gotmpl.MissingVariable as miss:
+                if miss.path not in missing_reported:
+                    missing_reported.add(miss.path)
+                    self._event(
+                        task,
+                        "Template",
+                        f"Missing: nomad.var.block({miss.path}@{alloc['Namespace']}.{self.region})",
+                    )
+                    await self._touch(alloc)
+                await self.wait(("vars", "allocs"), self.index, 1.0)
+            except gotmpl.TemplateError as exc:
+                return await self._fail(alloc, task, "Killing", f"Template failed: {exc}")
+        res = alloc["AllocatedResources"]["Tasks"][task.name]
+        if res["Devices"] and not nspec.nvidia_runtime:
+            return await self._fail(
+                alloc,
+                task,
+                "Driver Failure",
+                'failed to create container configuration for image: requested docker runtime "nvidia" was not found',
+            )
+        if (alloc["NodeID"], image_name) not in self.pulled:
+            self._event(
+                task,
+                "Driver",
+                "Downloading image",
+                details={"image": image_name},
+                driver_message="Downloading image",
+            )
+            await self._touch(alloc)
+            await asyncio.sleep(image.pull_seconds if image else 0.05)
+            if image is None:
+                msg = (
+                    f"Failed to pull `{image_name}`: API error (404): manifest for {image_name} not found: "
+                    "manifest unknown: manifest unknown"
+                )
+                return await self._fail(alloc, task, "Driver Failure", msg, unrecoverable=True)
+            self.pulled.add((alloc["NodeID"], image_name))
+        policy = spec.get("RestartPolicy") or {}
+        while True:
+            if self._stopping(alloc):
+                return await self._finish_killed(alloc, task)
+            code = await self._start_and_wait(alloc, task, image, env, task_dir)
+            if code is None:  # killed on request
+                if task.restart_requested:
+                    task.restart_requested = False
+                    task.state["Restarts"] += 1
+                    task.state["LastRestart"] = _rfc3339(_now_ns())
+                    continue
+                return await self._finish_killed(alloc, task)
+            self._event(
+                task,
+                "Terminated",
+                f"Exit Code: {code}",
+                exit_code=code,
+                details={"exit_code": code, "signal": 0, "oom_killed": "false"},
+            )
+            if code == 0 and alloc["JobType"] in ("batch", "sysbatch"):
+                task.state.update(State="dead", Failed=False, FinishedAt=_rfc3339(_now_ns()))
+                return await self._touch(alloc)
+            if task.state["Restarts"] < int(policy.get("Attempts") or 0):
+                delay = (policy.get("Delay") or 0) / NS
+                self._event(
+                    task,
+                    "Restarting",
+                    f"Task restarting in {delay:g}s",
+                    details={"restart_reason": "Restart within policy"},
+                )
+                task.state["State"] = "pending"
+                await self._touch(alloc)
+                await asyncio.sleep(delay * self.restart_delay_scale)
+                task.state["Restarts"] += 1
+                task.state["LastRestart"] = _rfc3339(_now_ns())
+                continue
+            attempts = int(policy.get("Attempts") or 0)
+            return await self._fail(
+                alloc,
+                task,
+                "Not Restarting",
+                f'Exceeded allowed attempts {attempts} in interval {(policy.get("Interval") or 0) // NS}s and mode is "fail"',
+            )
+
+    async def _fail(
+        self, alloc: dict[str, Any], task: _Task, kind: str, msg: str, unrecoverable: bool = False
+    ) -> None:
+        self._event(task, kind, msg, fails=True, driver_error=msg if kind == "Driver Failure" else "")
+        if unrecoverable:
+            self._event(task, "Not Restarting", "Error was unrecoverable", fails=True)
+        task.state.update(State="dead", Failed=True, FinishedAt=_rfc3339(_now_ns()))
+        await self._touch(alloc)
+
+    async def _finish_killed(self, alloc: dict[str, Any], task: _Task) -> None:
+        if task.state["State"] != "dead":
+            self._event(task, "Killed", "Task successfully killed")
+            task.state.update(State="dead", FinishedAt=_rfc3339(_now_ns()))
+        await self._touch(alloc)
+
+    async def _start_and_wait(
+        self,
+        alloc: dict[str, Any],
+        task: _Task,
+        image: DoubleImage | None,
+        env: dict[str, str],
+        task_dir: Path,
+    ) -> int | None:
+        assert image is not None
+        cfg = task.spec.get("Config") or {}
+        argv = list(image.entrypoint) + ([cfg["command"]] if cfg.get("command") else [])
+        argv += [str(a) for a in cfg.get("args") or []]
+        argv = [self._host_view(_interpolate(a, env), task.paths) for a in argv]
+        host_env = {k: self._host_view(v, task.paths) for k, v in env.items()}
+        host_env.setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
+        task.env = host_env
+        task.cwd = self._host_view(image.workdir, task.paths) if image.workdir else str(task_dir / "local")
+        logs = self.alloc_dir(alloc["ID"]) / "alloc" / "logs"
+        if image.kind == "exec":
+            if not argv:
+                return await self._exit_with(
+                    alloc, task, "Driver Failure", "no command to run: the image has no CMD"
+                )
+            with (
+                open(logs / f"{task.name}.stdout.0", "ab") as out,
+                open(logs / f"{task.name}.stderr.0", "ab") as err,
+            ):
+                try:
+                    task.proc = await asyncio.create_subprocess_exec(
+                        *argv,
+                        env=host_env,
+                        cwd=task.cwd,
+                        stdout=out,
+                        stderr=err,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    return await self._exit_with(
+                        alloc,
+                        task,
+                        "Driver Failure",
+                        f"failed to create container: exec: {argv[0]!r}: {exc.strerror}",
+                    )
+        self._event(task, "Started", "Task started by client")
+        task.state.update(State="running", StartedAt=_rfc3339(_now_ns()))
+        await self._touch(alloc)
+        if task.proc is None:  # an idle image: runs until stopped or restarted
+            while not self._stopping(alloc) and not task.restart_requested:
+                await task.wake.wait()
+                task.wake.clear()
+            return None
+        proc = task.proc
+        waiter = asyncio.ensure_future(proc.wait())
+        while not waiter.done():
+            if self._stopping(alloc) or task.restart_requested:
+                await self._kill(alloc, task)
+                await waiter
+                task.proc = None
+                return None
+            change = asyncio.ensure_future(task.wake.wait())
+            await asyncio.wait([waiter, change], return_when=asyncio.FIRST_COMPLETED)
+            change.cancel()
+            task.wake.clear()
+        task.proc = None
+        return waiter.result()
+
+    async def _exit_with(self, alloc: dict[str, Any], task: _Task, kind: str, msg: str) -> int:
+        self._event(task, kind, msg, fails=True, driver_error=msg)
+        await self._touch(alloc)
+        return 1
+
+    async def _kill(self, alloc: dict[str, Any], task: _Task) -> None:
+        proc = task.proc
+        timeout = (task.spec.get("KillTimeout") or 5 * NS) / NS
+        sig = getattr(signal, task.spec.get("KillSignal") or "SIGTERM", signal.SIGTERM)
+        if task.restart_requested:
+            self._event(task, "Restart Signaled", "User requested running tasks to restart")
+        self._event(
+            task,
+            "Killing",
+            f"Sent interrupt. Waiting {timeout:g}s before force killing",
+            kill_timeout=int(timeout * NS),
+        )
+        await self._touch(alloc)
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), min(timeout, self.max_kill_wait))
+        except TimeoutError:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+
+    async def stop_alloc(self, alloc_id: str, why: str) -> None:
+        alloc = self.allocs[alloc_id]
+        alloc["DesiredStatus"] = "stop"
+        alloc["DesiredDescription"] = why
+        for task in self.tasks[alloc_id].values():
+            task.wake.set()
+        await self._touch(alloc)
+
+    async def restart_alloc(self, alloc_id: str) -> None:
+        for task in self.tasks[alloc_id].values():
+            if task.state["State"] == "running":
+                task.restart_requested = True
+                task.wake.set()
+        await self.bump("allocs")
+
+    async def shutdown(self) -> None:
+        for alloc in self.allocs.values():
+            alloc["DesiredStatus"] = "stop"
+            for task in self.tasks[alloc["ID"]].values():
+                task.wake.set()
+        for tasks in self.tasks.values():
+            for task in tasks.values():
+                if task.proc is not None and task.proc.returncode is None:
+                    try:
+                        os.killpg(task.proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- task environment, templates, paths -------------------------------------------------
+
+    def _task_env(
+        self, alloc: dict[str, Any], task: _Task, node: dict[str, Any], image: DoubleImage | None
+    ) -> dict[str, str]:
+        job = alloc["Job"]
+        res = alloc["AllocatedResources"]["Tasks"][task.name]
+        env: dict[str, str] = dict(image.env) if image else {}
+        env.update(
+            {
+                "NOMAD_ALLOC_DIR": "/alloc",
+                "NOMAD_TASK_DIR": "/local",
+                "NOMAD_SECRETS_DIR": "/secrets",
+                "NOMAD_ALLOC_ID": alloc["ID"],
+                "NOMAD_SHORT_ALLOC_ID": alloc["ID"][:8],
+                "NOMAD_ALLOC_NAME": alloc["Name"],
+                "NOMAD_ALLOC_INDEX": alloc["Name"].rsplit("[", 1)[1].rstrip("]"),
+                "NOMAD_GROUP_NAME": alloc["TaskGroup"],
+                "NOMAD_TASK_NAME": task.name,
+                "NOMAD_JOB_ID": job["ID"],
+                "NOMAD_JOB_NAME": job["Name"],
+                "NOMAD_NAMESPACE": alloc["Namespace"],
+                "NOMAD_REGION": self.region,
+                "NOMAD_DC": node["Datacenter"],
+                "NOMAD_CPU_LIMIT": str(res["Cpu"]["CpuShares"]),
+                "NOMAD_MEMORY_LIMIT": str(res["Memory"]["MemoryMB"]),
+            }
+        )
+        for port in alloc["AllocatedResources"]["Shared"]["Ports"] or []:
+            label, value = port["Label"], str(port["Value"])
+            env.update(
+                {
+                    f"NOMAD_PORT_{label}": value,
+                    f"NOMAD_HOST_PORT_{label}": value,
+                    f"NOMAD_IP_{label}": "127.0.0.1",
+                    f"NOMAD_ADDR_{label}": f"127.0.0.1:{value}",
+                }
+            )
+        meta = {**(job.get("Meta") or {})}
+        for tg in job["TaskGroups"]:
+            if tg["Name"] == alloc["TaskGroup"]:
+                meta.update(tg.get("Meta") or {})
+        meta.update(task.spec.get("Meta") or {})
+        for k, v in meta.items():
+            env[f"NOMAD_META_{k}"] = v
+            env[f"NOMAD_META_{k.upper()}"] = v
+        ids = [i for d in res["Devices"] or [] for i in d["DeviceIDs"]]
+        if ids:
+            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(ids)
+        attrs = {f"attr.{k}": v for k, v in node["Attributes"].items()}
+        attrs.update(
+            {
+                "node.unique.id": node["ID"],
+                "node.datacenter": node["Datacenter"],
+                "node.unique.name": node["Name"],
+                "node.class": node["NodeClass"],
+            }
+        )
+        for k, v in (task.spec.get("Env") or {}).items():
+            env[k] = _interpolate(v, {**attrs, **env})
+        return env
+
+    def _path_map(
+        self, alloc: dict[str, Any], task: _Task, task_dir: Path, image: DoubleImage | None
+    ) -> dict[str, str]:
+        paths = {
+            "/alloc": str(self.alloc_dir(alloc["ID"]) / "alloc"),
+            "/local": str(task_dir / "local"),
+            "/secrets": str(task_dir / "secrets"),
+        }
+        if image:
+            for p in image.paths:
+                host = task_dir / "rootfs" / p.lstrip("/")
+                host.mkdir(parents=True, exist_ok=True)
+                paths[p] = str(host)
+            for p, content in image.files.items():
+                host = task_dir / "rootfs" / p.lstrip("/")
+                host.parent.mkdir(parents=True, exist_ok=True)
+                host.write_text(content)
+                paths.setdefault(str(Path(p).parent), str(host.parent))
+        tg = next(g for g in alloc["Job"]["TaskGroups"] if g["Name"] == alloc["TaskGroup"])
+        node = self.nodes[alloc["NodeID"]]
+        for mount in task.spec.get("VolumeMounts") or []:
+            vol = (tg.get("Volumes") or {}).get(mount["Volume"])
+            if vol and vol["Type"] == "host":
+                paths[mount["Destination"].rstrip("/")] = node["HostVolumes"][vol["Source"]]["Path"]
+        return paths
+
+    @staticmethod
+    def _host_view(value: str, paths: dict[str, str]) -> str:
+        for prefix in sorted(paths, key=len, reverse=True):
+            value = re.sub(
+                r"(?<![\w./-])" + re.escape(prefix) + r"(?=/|$|[^\w.-])", lambda _m, p=prefix: paths[p], value
+            )
+        return value.replace("0.0.0.0", "127.0.0.1")
+
+    def _render_templates(
+        self, alloc: dict[str, Any], task: _Task, task_dir: Path, env: dict[str, str]
+    ) -> dict[str, str]:
+        template_env: dict[str, str] = {}
+        ns = alloc["Namespace"]
+
+        def variable(path: str) -> dict[str, str] | None:
+            if "@" in path:
+                path, other = path.split("@", 1)
+                ns_ = other.split(".", 1)[0]
+            else:
+                ns_ = ns
+            var = self.variables.get((ns_, path))
+            if var is None:
+                return None
+            allowed = _workload_may_read(alloc, task.name, path) and ns_ == ns
+            if not allowed:
+                raise gotmpl.TemplateError(f"nomadVar {path}: Permission denied")
+            return dict(var["Items"])
+
+        for tmpl in task.spec.get("Templates") or []:
+            text = gotmpl.render(
+                tmpl.get("EmbeddedTmpl") or "",
+                tmpl.get("LeftDelim") or "{{",
+                tmpl.get("RightDelim") or "}}",
+                variable,
+                env,
+            )
+            dest = Path(tmpl["DestPath"])
+            target = (
+                task_dir / dest if not dest.is_absolute() else Path(self._host_view(str(dest), task.paths))
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            os.chmod(target, int(tmpl.get("Perms") or "0644", 8))
+            if tmpl.get("Envvars"):
+                for line in text.splitlines():
+                    if "=" in line and not line.lstrip().startswith("#"):
+                        k, v = line.split("=", 1)
+                        template_env[k.strip()] = v.strip()
+        return template_env
+
+    # -- stats and files --------------------------------------------------------------------
+
+    def alloc_stats(self, alloc_id: str) -> dict[str, Any]:
+        alloc = self.allocs[alloc_id]
+        tasks_out = {}
+        total_rss, total_pct, total_ticks = 0, 0.0, 0.0
+        for task in self.tasks[alloc_id].values():
+            rss, ticks = (0, 0.0)
+            if task.proc is not None and task.proc.returncode is None:
+                rss, ticks = _proc_tree_usage(task.proc.pid)
+            now = time.monotonic()
+            pct = 0.0
+            if task.cpu_sample is not None and now > task.cpu_sample[0]:
+                pct = max(0.0, (ticks - task.cpu_sample[1]) / (now - task.cpu_sample[0]) * 100)
+            task.cpu_sample = (now, ticks)
+            usage = _resource_usage(rss, pct, ticks)
+            total_rss += rss
+            total_pct += pct
+            total_ticks += ticks
+            tasks_out[task.name] = {"ResourceUsage": usage, "Timestamp": _now_ns(), "Pids": None}
+        usage = _resource_usage(total_rss, total_pct, total_ticks)
+        devices = []
+        for task_res in alloc["AllocatedResources"]["Tasks"].values():
+            for dev in task_res["Devices"] or []:
+                devices.append(
+                    {
+                        "Vendor": dev["Vendor"],
+                        "Type": dev["Type"],
+                        "Name": dev["Name"],
+                        "InstanceStats": {
+                            i: {
+                                "Summary": {
+                                    "Unit": "MiB",
+                                    "Desc": "UsedMemory / TotalMemory",
+                                    "IntNumeratorVal": 1024,
+                                    "IntDenominatorVal": 81559,
+                                },
+                                "Stats": {
+                                    "Attributes": {
+                                        "GPU utilization": {"Unit": "%", "IntNumeratorVal": 7},
+                                        "Memory state": {
+                                            "Unit": "MiB",
+                                            "IntNumeratorVal": 1024,
+                                            "IntDenominatorVal": 81559,
+                                        },
+                                        "Temperature": {"Unit": "C", "IntNumeratorVal": 41},
+                                    },
+                                    "Nested": None,
+                                },
+                                "Timestamp": _rfc3339(_now_ns()),
+                            }
+                            for i in dev["DeviceIDs"]
+                        },
+                    }
+                )
+        usage["DeviceStats"] = devices or None
+        return {"ResourceUsage": usage, "Tasks": tasks_out, "Timestamp": _now_ns()}
+
+    def fs_path(self, alloc_id: str, path: str) -> Path:
+        base = self.alloc_dir(alloc_id).resolve()
+        target = (base / path.lstrip("/")).resolve()
+        if target != base and base not in target.parents:
+            raise PermissionError(f"Path is outside of the allocation directory: {path}")
+        rel = target.relative_to(base).parts
+        if len(rel) >= 2 and rel[1] == "secrets":
+            raise PermissionError(f"Reading secret file prohibited: {path}")
+        return target
+
+    def remove_alloc_dirs(self) -> None:
+        shutil.rmtree(self.root / "allocs", ignore_errors=True)
+
+
+def _resource_usage(rss: int, pct: float, ticks: float) -> dict[str, Any]:
+    return {
+        "MemoryStats": {
+            "RSS": rss,
+            "Cache": 0,
+            "Swap": 0,
+            "MappedFile": 0,
+            "Usage": rss,
+            "MaxUsage": 0,
+            "KernelUsage": 0,
+            "KernelMaxUsage": 0,
+            "Measured": ["RSS", "Cache", "Swap", "Usage"],
+        },
+        "CpuStats": {
+            "SystemMode": 0.0,
+            "UserMode": 0.0,
+            "TotalTicks": ticks,
+            "ThrottledPeriods": 0,
+            "ThrottledTime": 0,
+            "Percent": pct,
+            "Measured": ["Throttled Periods", "Throttled Time", "Percent"],
+        },
+        "DeviceStats": None,
+    }
+
+
+def _proc_tree_usage(root_pid: int) -> tuple[int, float]:
+    """RSS bytes and CPU seconds of a process and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        stats[pid] = fields
+    tree = {root_pid}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                changed = True
+    page = os.sysconf("SC_PAGE_SIZE")
+    hz = os.sysconf("SC_CLK_TCK")
+    rss, ticks = 0, 0.0
+    for pid in tree:
+        fields = stats.get(pid)
+        if fields:
+            ticks += (int(fields[11]) + int(fields[12])) / hz
+            rss += int(fields[21]) * page
+    return rss, ticks
+
+
+def _workload_may_read(alloc: dict[str, Any], task: str, path: str) -> bool:
+    job = alloc["JobID"]
+    group = alloc["TaskGroup"]
+    return path in (
+        "nomad/jobs",
+        f"nomad/jobs/{job}",
+        f"nomad/jobs/{job}/{group}",
+        f"nomad/jobs/{job}/{group}/{task}",
+    )
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Nomad's ``${...}`` interpolation: known names are replaced, unknown ones kept verbatim."""
+    return re.sub(r"\$\{([^}]+)\}", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def _node_value(node: dict[str, Any], target: str) -> str | None:
+    m = re.fullmatch(r"\$\{(.+)\}", target or "")
+    if not m:
+        return target
+    key = m.group(1)
+    if key.startswith("attr."):
+        return node["Attributes"].get(key[5:])
+    if key.startswith("meta."):
+        return (node.get("Meta") or {}).get(key[5:])
+    return {
+        "node.unique.id": node["ID"],
+        "node.datacenter": node["Datacenter"],
+        "node.unique.name": node["Name"],
+        "node.class": node["NodeClass"],
+        "node.pool": node["NodePool"],
+    }.get(key)
+
+
+def _compare(left: str | float | None, op: str, right: str) -> bool:
+    if op in ("is_set",):
+        return left is not None
+    if op in ("is_not_set",):
+        return left is None
+    if left is None:
+        return False
+    if op in ("=", "==", "is"):
+        return str(left) == right
+    if op in ("!=", "not"):
+        return str(left) != right
+    if op == "regexp":
+        return re.search(right, str(left)) is not None
+    if op.startswith("set_contains"):
+        have = {s.strip() for s in str(left).split(",")}
+        want = {s.strip() for s in right.split(",")}
+        return bool(have & want) if op == "set_contains_any" else want <= have
+    if op in ("<", "<=", ">", ">="):
+        try:
+            lv, rv = float(left), float(right)
+        except ValueError:
+            lv, rv = str(left), right  # type: ignore[assignment]
+        return {"<": lv < rv, "<=": lv <= rv, ">": lv > rv, ">=": lv >= rv}[op]  # type: ignore[operator]
+    return True  # version/semver/distinct_*: not modelled; treated as satisfied
+
+
+def _node_constraint(node: dict[str, Any], c: dict[str, Any]) -> bool:
+    op = c.get("Operand") or "="
+    if op in ("distinct_hosts", "distinct_property"):
+        return True
+    return _compare(
+        _node_value(node, c.get("LTarget") or ""), op, _node_value(node, c.get("RTarget") or "") or ""
+    )
+
+
+_UNITS_MIB = {"kib": 1 / 1024, "mib": 1, "gib": 1024, "tib": 1024 * 1024, "kb": 1 / 1024, "mb": 1, "gb": 1024}
+
+
+def _device_matches(group: dict[str, Any], req: dict[str, Any]) -> bool:
+    parts = (req.get("Name") or "").split("/")
+    if len(parts) == 1 and parts[0] != group["Type"]:
+        return False
+    if len(parts) >= 2 and (parts[0] != group["Vendor"] or parts[1] != group["Type"]):
+        return False
+    if len(parts) == 3 and parts[2] != group["Name"]:
+        return False
+    for c in req.get("Constraints") or []:
+        key = (c.get("LTarget") or "").strip("${}")
+        op = c.get("Operand") or "="
+        right = c.get("RTarget") or ""
+        if key.startswith("device.attr."):
+            attr = (group.get("Attributes") or {}).get(key[len("device.attr.") :])
+            if attr is None:
+                return False
+            if "Int" in attr or "Float" in attr:
+                value = float(attr.get("Int", attr.get("Float")))
+                unit = (attr.get("Unit") or "").lower()
+                m = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", right)
+                if not m:
+                    return False
+                rv = float(m.group(1))
+                if unit in _UNITS_MIB and m.group(2).lower() in _UNITS_MIB:
+                    rv = rv * _UNITS_MIB[m.group(2).lower()] / _UNITS_MIB[unit]
+                if not _compare(value, op, str(rv)):
+                    return False
+            elif not _compare(attr.get("String", attr.get("Bool")), op, right):
+                return False
+        elif key == "device.model":
+            if not _compare(group["Name"], op, right):
+                return False
+        elif key == "device.vendor":
+            if not _compare(group["Vendor"], op, right):
+                return False
+    return True
+
+
+def dump(obj: Any) -> bytes:
+    return json.dumps(obj).encode()

@@ -1,0 +1,142 @@
+"""pytest fixtures: a Nomad to test against, the double by default or a real one.
+
+With ``FETCHML_TEST_NOMAD_ADDR`` set (e.g. ``http://127.0.0.1:4646`` of a ``nomad agent -dev``),
+the same tests run against that Nomad instead of the double:
+
+``FETCHML_TEST_NOMAD_TOKEN``     ACL token (a management token), if ACLs are on
+``FETCHML_TEST_NOMAD_IMAGE``     a workspace image with JupyterLab (default quay.io/jupyter/base-notebook:latest)
+``FETCHML_TEST_NOMAD_SNAPSHOT_VOLUME`` / ``..._SNAPSHOT_DIR``  a host volume name and the host
+                                 directory it maps to, for the experiment-run tests
+``FETCHML_TEST_NOMAD_GPUS``      set to 1 when the cluster has a free GPU
+
+Tests that need a knob only the double has (make it slow, watch its internals) say so and are
+skipped against a real Nomad.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cluster import DoubleImage, DoubleNode
+from .server import NomadDouble
+
+__all__ = [
+    "CRASH_IMAGE",
+    "IDLE_IMAGE",
+    "WORKSPACE_IMAGE",
+    "NomadTarget",
+    "closed_port",
+    "make_double",
+    "nomad_target",
+]
+
+# A workspace image as the double knows it: the host's JupyterLab and papermill, a home
+# directory, and a user config that lets Jupyter run as root (the double runs tasks as the test
+# user, which is root on these machines).
+WORKSPACE_IMAGE = DoubleImage(
+    "fetchml/workspace:test",
+    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1"},
+    paths=("/home/jovyan", "/home/jovyan/work"),
+    files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
+    workdir="/home/jovyan",
+    pull_seconds=0.2,
+)
+IDLE_IMAGE = DoubleImage("fetchml/idle:test", kind="idle")
+# An image whose entrypoint exits 1 whatever the command: a task that keeps crashing.
+CRASH_IMAGE = DoubleImage("fetchml/crash:test", entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
+SNAPSHOT_VOLUME = "fetchml-snapshots"
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class NomadTarget:
+    """What the tests talk to: an address, a token, an image, and the double when it is one."""
+
+    address: str
+    token: str | None
+    image: str
+    double: NomadDouble | None
+    snapshot_volume: str | None
+    snapshot_dir: Path | None
+    has_gpu: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        """A ``nomad:`` config section for this target."""
+        section: dict[str, Any] = {
+            "address": self.address,
+            "token": self.token,
+            "allowed_images": ["fetchml/*", "quay.io/jupyter/*", self.image],
+            "default_image": self.image,
+            "allowed_host_volumes": ["fetchml-*"],
+            "datacenters": ["*"],
+            "start_timeout": 60,
+            "pull_timeout": 300,
+            "defaults": {"cpu": 1, "memory_mb": 1024, "disk_mb": 1024},
+            "job_prefix": f"t{secrets.token_hex(3)}-",
+        }
+        section.update(overrides)
+        return section
+
+    def need_double(self, why: str) -> NomadDouble:
+        if self.double is None:
+            pytest.skip(f"needs the Nomad double: {why}")
+        return self.double
+
+
+def make_double(tmp: Path) -> tuple[NomadDouble, str]:
+    """A double with one GPU node and one CPU node, ACLs on, and its management token."""
+    snapshots = tmp / "snapshots"
+    snapshots.mkdir(parents=True, exist_ok=True)
+    nodes = [
+        DoubleNode("gpu-1", gpus=1, host_volumes={SNAPSHOT_VOLUME: str(snapshots)}),
+        DoubleNode("cpu-1", host_volumes={SNAPSHOT_VOLUME: str(snapshots)}),
+    ]
+    token = "management-" + secrets.token_hex(8)
+    double = NomadDouble(
+        nodes=nodes, images=[WORKSPACE_IMAGE, IDLE_IMAGE, CRASH_IMAGE], acl={token: {"*"}}, root=tmp / "nomad"
+    )
+    return double, token
+
+
+@pytest.fixture(scope="module")
+def nomad_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NomadTarget]:
+    address = os.environ.get("FETCHML_TEST_NOMAD_ADDR")
+    if address:
+        snap_dir = os.environ.get("FETCHML_TEST_NOMAD_SNAPSHOT_DIR")
+        yield NomadTarget(
+            address=address.rstrip("/"),
+            token=os.environ.get("FETCHML_TEST_NOMAD_TOKEN") or None,
+            image=os.environ.get("FETCHML_TEST_NOMAD_IMAGE", "quay.io/jupyter/base-notebook:latest"),
+            double=None,
+            snapshot_volume=os.environ.get("FETCHML_TEST_NOMAD_SNAPSHOT_VOLUME") or None,
+            snapshot_dir=Path(snap_dir) if snap_dir else None,
+            has_gpu=os.environ.get("FETCHML_TEST_NOMAD_GPUS", "0") not in ("", "0"),
+        )
+        return
+    tmp = tmp_path_factory.mktemp("nomad")
+    double, token = make_double(tmp)
+    with double:
+        yield NomadTarget(
+            address=double.address,
+            token=token,
+            image=WORKSPACE_IMAGE.name,
+            double=double,
+            snapshot_volume=SNAPSHOT_VOLUME,
+            snapshot_dir=tmp / "snapshots",
+            has_gpu=True,
+        )
