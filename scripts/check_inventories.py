@@ -15,6 +15,10 @@ and each variable block of ``hosts.yml`` is validated with cerberus:
 - group_vars/host_vars files must name a group/host of the inventory (a misspelled file name would
   silently apply to nothing).
 
+Variables that the fetchml_agent role hands to agent.yaml as whole sections (``fetchml_agent_nomad``,
+``fetchml_agent_package_management``, ...) are checked against the agent's own schema of that section
+(:func:`agent_section_schemas`), so a key the agent would refuse at start fails here first.
+
 Besides the roles' variables an inventory may set Ansible's connection variables (``ansible_*`` in
 :data:`CONNECTION_VARS`) and ``vault_*`` variables, which hold secrets and must be vault-encrypted.
 Every error names the file, the host or group, and the key. Exits 1 when there is any error.
@@ -35,6 +39,7 @@ from cerberus import Validator
 
 __all__ = [
     "CONNECTION_VARS",
+    "agent_section_schemas",
     "Finding",
     "check_inventory",
     "load_role_specs",
@@ -67,6 +72,30 @@ _TYPES = {
     "list": "list",
     "dict": "dict",
 }
+
+
+def agent_section_schemas() -> dict[str, dict[str, Any]]:
+    """The agent's cerberus schemas of the agent.yaml sections that role variables carry whole."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from fetchml_agent.config import SCHEMA
+    from fetchml_agent.nomad.schema import NOMAD_CONFIG_SCHEMA
+    from fetchml_agent.policy.schema import AGENT_SECTION_SCHEMA
+    from fetchml_agent.runtimes.docker_schema import DOCKER_SECTION_SCHEMA
+
+    # The role merges fetchml_agent_nomad_token into the section as `token`.
+    nomad = {k: v for k, v in NOMAD_CONFIG_SCHEMA.items() if k != "token"}
+    return {
+        "fetchml_agent_package_management": AGENT_SECTION_SCHEMA,
+        "workspace_images_package_management": AGENT_SECTION_SCHEMA,
+        "fetchml_agent_nomad": {"type": "dict", "schema": nomad},
+        "fetchml_agent_docker": DOCKER_SECTION_SCHEMA,
+        "fetchml_agent_local": SCHEMA["local"],
+        "fetchml_agent_package_index": SCHEMA["package_index"],
+        "fetchml_agent_limits": SCHEMA["limits"],
+        "fetchml_agent_webhooks": SCHEMA["webhooks"],
+        "fetchml_agent_teams": SCHEMA["teams"],
+    }
 
 
 class _Vaulted(str):
@@ -170,6 +199,9 @@ class _Checker:
     def __init__(self, specs: dict[str, tuple[str, dict[str, Any]]]) -> None:
         self.known = sorted(specs)
         schema = schema_from_specs({name: spec for name, (_, spec) in specs.items()})
+        for name, section in agent_section_schemas().items():
+            if name in schema:
+                schema[name] = {**section, "nullable": True}
         for name, kind in CONNECTION_VARS.items():
             schema[name] = {"type": kind}
         self.validator = _InventoryValidator(schema, allow_unknown=False)
@@ -196,7 +228,9 @@ class _Checker:
                 plain[key] = value
         if not self.validator.validate(plain):
             for key, message in _flatten(self.validator.errors):
-                if message == "unknown field":
+                if message == "unknown field" and ("." in key or "[" in key):
+                    message = "unknown key (not in the role's options or the agent's schema of this section)"
+                elif message == "unknown field":
                     close = difflib.get_close_matches(key, self.known + list(CONNECTION_VARS), n=1)
                     message = "no role declares this variable" + (
                         f" (did you mean {close[0]}?)" if close else ""

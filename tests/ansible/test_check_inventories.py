@@ -162,3 +162,29 @@ def test_command_line_exit_status(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 1
     assert "inv/group_vars/all.yml: group all: comon_user: no role declares this variable" in proc.stderr
+
+
+def test_agent_sections_are_checked_with_the_agents_schema(tmp_path):
+    inv = inventory(
+        tmp_path,
+        {
+            "hosts.yml": HOSTS,
+            "group_vars/agents.yml": (
+                "fetchml_agent_nomad:\n  address: http://nomad:4646\n  datacenter: dc1\n"
+                "fetchml_agent_package_management:\n  blocked_packages: requests\n"
+            ),
+        },
+    )
+    found = {f.key: f.message for f in ci.check_inventory(inv, SPECS)}
+    assert set(found) == {
+        "fetchml_agent_nomad.datacenter",
+        "fetchml_agent_package_management.blocked_packages",
+    }
+    assert found["fetchml_agent_nomad.datacenter"].startswith("unknown key")
+    assert "list" in found["fetchml_agent_package_management.blocked_packages"]
+
+
+def test_templated_values_inside_agent_sections_pass(tmp_path):
+    text = 'fetchml_agent_nomad:\n  address: "https://{{ groups.nomad_servers[0] }}:4646"\n  datacenters: [dc1]\n'
+    inv = inventory(tmp_path, {"hosts.yml": HOSTS, "group_vars/agents.yml": text})
+    assert ci.check_inventory(inv, SPECS) == []
