@@ -45,11 +45,20 @@ systemd-image:
 molecule-deps: venv
 	@$(PY) -c 'import hcl2' 2>/dev/null || $(PY) -m pip install -q 'python-hcl2~=8.1'
 
-## molecule: every role's scenario, then the cluster scenario (site.yml on several containers)
-molecule: $(addprefix molecule-,$(ROLES)) molecule-cluster
+## molecule: every role's scenario and the cluster scenario (site.yml on several containers). Each
+## scenario's containers have names of their own, so `make -j2 molecule` runs two at a time. A
+## scenario's full log goes to build/molecule/<name>.log and is shown when it fails.
+MOLECULE_LOGS := build/molecule
+MOLECULE_RUN = mkdir -p $(CURDIR)/$(MOLECULE_LOGS) && start=$$(date +%s) && \
+  if FETCHML_SYSTEMD_IMAGE=$(SYSTEMD_IMAGE) FETCHML_MOLECULE_NAME=$(1) $(TOOLS_PATH) $(abspath $(ABIN))/molecule test $(2) \
+       >$(CURDIR)/$(MOLECULE_LOGS)/$(1).log 2>&1; \
+  then echo "molecule $(1): passed in $$(( $$(date +%s) - start ))s"; \
+  else tail -150 $(CURDIR)/$(MOLECULE_LOGS)/$(1).log; echo "molecule $(1): FAILED (log: $(MOLECULE_LOGS)/$(1).log)"; exit 1; fi
+
+molecule: molecule-cluster $(addprefix molecule-,$(ROLES))
 
 $(addprefix molecule-,$(ROLES)): molecule-%: systemd-image wheelhouse molecule-deps
-	cd roles/$* && FETCHML_SYSTEMD_IMAGE=$(SYSTEMD_IMAGE) $(TOOLS_PATH) $(abspath $(ABIN))/molecule test
+	@cd roles/$* && $(call MOLECULE_RUN,$*,)
 
 molecule-cluster: systemd-image wheelhouse molecule-deps
-	cd tests/ansible && FETCHML_SYSTEMD_IMAGE=$(SYSTEMD_IMAGE) $(TOOLS_PATH) $(abspath $(ABIN))/molecule test -s cluster
+	@cd tests/ansible && $(call MOLECULE_RUN,cluster,-s cluster)
