@@ -31,7 +31,7 @@ bench: venv
 	$(PY) -m benchmarks
 
 lint-python: venv
-	$(PY) -m ruff check fetchml_agent tests benchmarks
+	$(PY) -m ruff check fetchml_agent fetchml tests benchmarks
 
 lint: lint-python
 

@@ -84,6 +84,8 @@ class Agent:
         from .service.workspaces import adopt_all
 
         await adopt_all(self)
+        for hook in self.extensions.get("start_hooks", []):  # async fn(agent): other concerns start
+            await hook(self)
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
 
     async def close(self) -> None:

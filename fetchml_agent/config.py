@@ -57,6 +57,11 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
     except ImportError:
         docker_schema = {"type": "dict", "allow_unknown": True}
     sections["docker"] = docker_schema
+    try:
+        from .experiments.config import AGENT_SECTION_SCHEMA as experiments_schema
+    except ImportError:
+        experiments_schema = {"type": "dict", "allow_unknown": True}
+    sections["experiments"] = experiments_schema
     return sections
 
 
@@ -209,13 +214,15 @@ def parse_config(document: Any, *, path: Path | None = None, environ: Mapping[st
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys", "see README.md for an example")
     schema = dict(SCHEMA)
-    for key, sub in _optional_sections().items():
-        schema[key] = {**sub, "default": {}} if "default" not in sub else sub
+    # Sections of other concerns are validated when present; absent, their code's defaults apply.
+    schema.update(_optional_sections())
     v = Validator(schema, purge_unknown=False)
     if not v.validate(document):
         lines = _format_errors(v.errors)
         raise ConfigError(f"{where}: invalid configuration: " + "; ".join(lines), "\n".join(lines))
     doc = v.document
+    if doc["runtime"] == "nomad" and not doc.get("nomad"):
+        raise ConfigError(f"{where}: invalid configuration: runtime nomad needs a nomad: section", "at least nomad.address")
     m = _LISTEN.match(doc["listen"])
     assert m is not None
     base = path.parent if path else Path.cwd()

@@ -13,7 +13,8 @@ base=${BASE_IMAGE:-fetchml/debian:bookworm}
 
 "$here/base/build.sh" "$base"
 
-hash=$( { (cd "$here/workspace" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+# images/workspace/fetchml links to the repository's fetchml/ helper package: follow links (-L, -h).
+hash=$( { (cd "$here/workspace" && find -L . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
           docker image inspect -f '{{.Id}}' "$base"; } | sha256sum | cut -c1-16)
 have=$(docker image inspect -f '{{ index .Config.Labels "io.fetchml.image.hash" }}' "$tag" 2>/dev/null || true)
 if [ "${FORCE:-0}" != 1 ] && [ "$have" = "$hash" ]; then
@@ -24,10 +25,10 @@ old_id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
 index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}
 case "$index" in file:*) index= ;; esac   # a file:// index on this host is not visible in the build
 start=$(date +%s)
-docker build --tag "$tag" \
+tar -C "$here/workspace" --exclude=__pycache__ -ch . | docker build --tag "$tag" \
   --build-arg BASE="$base" --build-arg FETCHML_IMAGE_HASH="$hash" \
   ${index:+--build-arg PIP_INDEX_URL="$index"} \
-  "$here/workspace"
+  -
 echo "built workspace image $tag in $(( $(date +%s) - start ))s"
 # The image this one replaced is untagged now: remove it unless a container still uses it.
 if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then

@@ -30,6 +30,8 @@ DEFAULT_SERVER = "ws://127.0.0.1:9101/ws"
 COMMAND_MODULES = [
     "fetchml_agent.cli.workspaces",
     "fetchml_agent.cli.operations",
+    "fetchml_agent.cli.packages",
+    "fetchml_agent.cli.experiments",
 ]
 
 
@@ -90,10 +92,11 @@ class Ctx:
                     f"make dev-up writes {config_path()}",
                 )
             quiet = self.json or getattr(self.args, "quiet", False)
+            server = self.server
             self._client = Client(
-                self.server,
+                server,
                 key,
-                ca=self._setting("ca", "FETCHML_CA", "ca"),
+                ca=self._setting("ca", "FETCHML_CA", "ca") if server.startswith("wss:") else None,
                 on_progress=None if quiet else _progress,
                 on_log=None if quiet else _log,
             )

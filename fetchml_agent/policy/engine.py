@@ -237,7 +237,9 @@ def _dry(decision: Decision, policy: PackagePolicy) -> Decision:
 
 def _name_verdict(name: str, specifier: str, policy: PackagePolicy,
                   approved: Callable[[str, str], bool], spec_text: str,
-                  after_blocked: Callable[[], Decision | None] | None = None) -> Decision:
+                  after_blocked: Callable[[], Decision | None] | None = None, workspace: str | None = None,
+                  conda: bool = False) -> Decision:
+    request = f"ml jupyter request {workspace or 'WS'} {_quoted(spec_text)}{' --conda' if conda else ''}"
     if name in policy.blocked_packages:
         return Decision(DENY, name, "blocked_packages",
                         f"{name} is blocked by the package policy (blocked_packages); an admin can install it "
@@ -250,25 +252,34 @@ def _name_verdict(name: str, specifier: str, policy: PackagePolicy,
         return Decision(ALLOW, name, "approved_request", f"{name} is allowed by an approved request", spec_text)
     if name in policy.approval_required:
         return Decision(APPROVAL_REQUIRED, name, "approval_required",
-                        f"{name} needs an approved request: ml jupyter request WS {spec_text}", spec_text)
+                        f"{name} needs an approved request: {request}", spec_text)
     if policy.allowlist is not None:
         if name not in policy.allowlist:
             return Decision(APPROVAL_REQUIRED, name, "allowlist",
                             f"{name} is not on the allowlist; it needs an approved request: "
-                            f"ml jupyter request WS {spec_text}", spec_text)
+                            f"{request}", spec_text)
         return Decision(ALLOW, name, "allowlist", f"{name} is on the allowlist", spec_text)
     return Decision(ALLOW, name, "default_allow", f"{name} is not blocked by the package policy", spec_text)
 
 
-def decide_name(name: str, policy: PackagePolicy, *, approved: ApprovedLike = None, specifier: str = "") -> Decision:
-    """The decision for a package name (and version range) alone, as the index sees it."""
+def decide_name(name: str, policy: PackagePolicy, *, approved: ApprovedLike = None, specifier: str = "",
+                workspace: str | None = None) -> Decision:
+    """The decision for a package name (and version range) alone, as the index sees it.
+
+    ``workspace`` names the workspace in the reasons' ``ml jupyter request`` hint (``WS`` without it).
+    """
     key = normalize_name(name)
     text = f"{key}{specifier}"
-    return _dry(_name_verdict(key, specifier, policy, _approval_check(approved), text), policy)
+    return _dry(_name_verdict(key, specifier, policy, _approval_check(approved), text, workspace=workspace), policy)
+
+
+def _quoted(spec_text: str) -> str:
+    """The spec as a shell word, so the hint can be pasted (``'six>=1'``)."""
+    return spec_text if re.fullmatch(r"[A-Za-z0-9._+=:,@/-]+", spec_text) else "'" + spec_text.replace("'", "'\\''") + "'"
 
 
 def _decide_enforced(spec: PackageSpec, policy: PackagePolicy, approved: Callable[[str, str], bool],
-                     conda_channels: tuple[str, ...]) -> Decision:
+                     conda_channels: tuple[str, ...], workspace: str | None = None) -> Decision:
     raw = spec.raw.strip()
     if spec.kind is SpecKind.OPTION:
         return Decision(ALLOW, None, "installer_option", f"{spec.option} does not change where packages come from",
@@ -292,7 +303,7 @@ def _decide_enforced(spec: PackageSpec, policy: PackagePolicy, approved: Callabl
         early = source_and_channel()
         assert early is not None  # every form without a name is a source form
         return early
-    return _name_verdict(spec.name, spec.specifier, policy, approved, raw, source_and_channel)
+    return _name_verdict(spec.name, spec.specifier, policy, approved, raw, source_and_channel, workspace, spec.conda)
 
 
 def _untrusted(channel: str, policy: PackagePolicy) -> str:
@@ -301,18 +312,19 @@ def _untrusted(channel: str, policy: PackagePolicy) -> str:
 
 
 def decide(spec: str | PackageSpec, policy: PackagePolicy, *, conda: bool = False,
-           approved: ApprovedLike = None, channels: Iterable[str] = ()) -> Decision:
+           approved: ApprovedLike = None, channels: Iterable[str] = (), workspace: str | None = None) -> Decision:
     """Decides one spec against an effective policy.
 
     ``spec`` is the text as typed (parsed with :func:`parse_spec`, pip or ``conda`` syntax) or a
     parsed :class:`PackageSpec`. ``approved`` holds this workspace's approved requests.
-    ``channels`` are conda ``-c`` channels given alongside the spec. Raises
+    ``channels`` are conda ``-c`` channels given alongside the spec; ``workspace`` is named in the
+    ``ml jupyter request`` hint of an approval reason. Raises
     :class:`InvalidArgument` when the spec does not parse; every other outcome is a
     :class:`Decision` (call :meth:`Decision.raise_unless_allowed` to turn it into an error).
     """
     parsed = spec if isinstance(spec, PackageSpec) else parse_spec(spec, conda=conda)
     check = _approval_check(approved, conda=parsed.conda)
-    return _dry(_decide_enforced(parsed, policy, check, tuple(channels)), policy)
+    return _dry(_decide_enforced(parsed, policy, check, tuple(channels), workspace), policy)
 
 
 @dataclass(frozen=True)
@@ -389,7 +401,8 @@ def _split_line(line: str) -> list[str]:
 
 def check_requirements(text: str, policy: PackagePolicy, *, conda: bool = False, approved: ApprovedLike = None,
                        source: str = "<requirements>", read_file: Callable[[str], str] | None = None,
-                       _depth: int = 0, _seen: frozenset[str] = frozenset()) -> list[CheckedLine]:
+                       workspace: str | None = None, _depth: int = 0,
+                       _seen: frozenset[str] = frozenset()) -> list[CheckedLine]:
     """Checks every line of a requirements list (pip's file format, or conda's with ``conda``).
 
     Comments, blank lines and ``\\`` continuations are handled as pip does; per-requirement
@@ -407,14 +420,16 @@ def check_requirements(text: str, policy: PackagePolicy, *, conda: bool = False,
                 spec = parse_spec(item, conda=conda)
                 if (spec.kind is SpecKind.REQUIREMENTS_FILE and spec.option in ("-r", "--requirement", "--file")
                         and read_file is not None and spec.value):
-                    out.extend(_nested(spec.value, policy, conda, check, source, read_file, _depth, _seen, number))
+                    out.extend(_nested(spec.value, policy, conda, check, source, read_file, _depth, _seen, number,
+                                       workspace))
                     continue
                 if spec.kind is SpecKind.OPTION and spec.option in _PER_REQUIREMENT_OPTIONS and out \
                         and out[-1].line == number:
                     continue
                 if spec.kind is SpecKind.CHANNEL_OPTION and spec.channel:
                     channels.append(spec.channel)
-                decision = decide(spec, policy, approved=check, channels=channels if spec.kind is SpecKind.NAME else ())
+                decision = decide(spec, policy, approved=check, channels=channels if spec.kind is SpecKind.NAME else (),
+                                  workspace=workspace)
                 out.append(CheckedLine(source, number, item, decision=decision))
             except InvalidArgument as exc:
                 out.append(CheckedLine(source, number, item, error=exc))
@@ -422,7 +437,8 @@ def check_requirements(text: str, policy: PackagePolicy, *, conda: bool = False,
 
 
 def _nested(path: str, policy: PackagePolicy, conda: bool, approved: ApprovedLike, source: str,
-            read_file: Callable[[str], str], depth: int, seen: frozenset[str], number: int) -> list[CheckedLine]:
+            read_file: Callable[[str], str], depth: int, seen: frozenset[str], number: int,
+            workspace: str | None) -> list[CheckedLine]:
     if depth >= 10 or path in seen:
         why = "nested more than 10 deep" if depth >= 10 else "includes itself"
         return [CheckedLine(source, number, f"-r {path}", error=InvalidArgument(f"{source}:{number}: -r {path} {why}"))]
@@ -433,7 +449,7 @@ def _nested(path: str, policy: PackagePolicy, conda: bool, approved: ApprovedLik
             f"{source}:{number}: cannot read {path}", details=getattr(exc, "strerror", "") or "")
         return [CheckedLine(source, number, f"-r {path}", error=err)]
     return check_requirements(nested_text, policy, conda=conda, approved=approved, source=path,
-                              read_file=read_file, _depth=depth + 1, _seen=seen | {path})
+                              read_file=read_file, workspace=workspace, _depth=depth + 1, _seen=seen | {path})
 
 
 def summarize(lines: Iterable[CheckedLine]) -> Mapping[str, int]:

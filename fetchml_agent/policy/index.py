@@ -238,7 +238,7 @@ class IndexService:
     # -- decisions ------------------------------------------------------------------------------
 
     async def decide(self, ctx: IndexContext, name: str) -> Decision:
-        decision = decide_name(name, ctx.policy, approved=ctx.approvals)
+        decision = decide_name(name, ctx.policy, approved=ctx.approvals, workspace=ctx.workspace)
         if decision.would_have is not None or decision.decision != ALLOW:
             log.info("index %s: %s %s (%s): %s", ctx.workspace or "-", decision.would_have or decision.decision,
                      name, decision.rule, decision.reason)

@@ -4,6 +4,11 @@ Each workspace gets:
 - its own Python environment: a venv under ``DATA_DIR/envs/<id>`` created without pip, which sees
   the agent's own packages (JupyterLab, ipykernel, papermill, pip) through a ``.pth`` line *after*
   its own site-packages, so what one workspace installs shadows the base and is invisible to others;
+- installers pointed at the workspace's own package index: the agent's ``PIP_INDEX_URL``/``UV_*``/
+  ``CONDARC`` variables come from ``spec.env``; none of the agent's own ``PIP_*``, ``UV_*`` or
+  ``CONDA*`` settings leak in, and the files named by ``PIP_CONFIG_FILE`` and ``CONDARC`` are also
+  copied into the venv (pip's and conda's per-environment config), so unsetting a variable in a
+  notebook does not send pip back to the host's configuration;
 - its own session (``start_new_session``), so it survives an agent restart and is adopted;
 - a server bound to 127.0.0.1 with a token (``JUPYTER_TOKEN``, never on the command line) or a
   hashed password in a 0600 config file;
@@ -27,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from .. import procs
 from ..aio import run_blocking
 from ..errors import BackendError, InsufficientResources, Timeout
 from ..gpus import detect_gpus
@@ -38,21 +44,8 @@ __all__ = ["LocalRuntime", "create_workspace_env"]
 _READY_POLL = 0.05
 
 
-def _proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: start time in clock ticks, which tells a reused pid apart."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2 :].split()
-    if rest and rest[0] in ("Z", "X"):
-        return None  # a zombie is dead
-    return int(rest[19])
-
-
 def _alive(state: State) -> bool:
-    pid = state.get("pid")
-    return bool(pid) and _proc_start_time(int(pid)) == state.get("start_time")
+    return procs.alive(state.get("pid"), state.get("start_time"))
 
 
 def _port_free(port: int) -> bool:
@@ -79,8 +72,10 @@ def create_workspace_env(env_dir: Path) -> Path:
         p = sysconfig.get_path(key)
         if p not in base_paths:
             base_paths.append(p)
-    # Appended after the venv's own site-packages: workspace installs shadow the shared base.
-    (purelib / "_fetchml_base.pth").write_text("\n".join(base_paths) + "\n")
+    # Added after the venv's own site-packages, so workspace installs shadow the shared base; as
+    # site dirs, so their own .pth files (an editable install's finder, for one) take effect too.
+    lines = [f"import site; site.addsitedir({p!r})" for p in base_paths]
+    (purelib / "_fetchml_base.pth").write_text("\n".join(lines) + "\n")
     bindir = env_dir / "bin"
     launcher = "#!{py}\nimport sys\nfrom {mod} import main\nsys.exit(main())\n"
     for name, mod in (
@@ -145,8 +140,28 @@ class LocalRuntime(Runtime):
             port += 1
         raise InsufficientResources("no free TCP port for JupyterLab", f"searched from {self.port_base}")
 
+    def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
+        """The site-packages of what the workspace installed itself (its venv), without the shared
+        base (the agent's own environment, which JupyterLab needs). The package policy's startup
+        scan looks only here: the base is the same for every workspace and is the operator's."""
+        env_dir = self.env_dir(spec.id)
+        paths: list[Path] = []
+        for key in ("purelib", "platlib"):
+            p = Path(sysconfig.get_path(key, vars={"base": str(env_dir), "platbase": str(env_dir)}))
+            if p not in paths:
+                paths.append(p)
+        return paths
+
+    def _install_index_config(self, spec: WorkspaceSpec, env_dir: Path) -> None:
+        """Copy the agent's pip.conf/.condarc for this workspace into its venv (see the module doc)."""
+        for var, name in (("PIP_CONFIG_FILE", "pip.conf"), ("CONDARC", ".condarc")):
+            source = spec.env.get(var)
+            if source and Path(source).is_file():
+                shutil.copyfile(source, env_dir / name)
+
     def _workspace_env(self, spec: WorkspaceSpec, env_dir: Path) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FETCHML_API", "JUPYTER_TOKEN", "PIP_", "UV_", "VIRTUAL_ENV", "PYTHONHOME"))}
+        inherited = ("FETCHML_API", "JUPYTER_TOKEN", "PIP_", "UV_", "CONDA", "VIRTUAL_ENV", "PYTHONHOME")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
         env.update(
             {
                 "VIRTUAL_ENV": str(env_dir),
@@ -169,6 +184,7 @@ class LocalRuntime(Runtime):
         await progress("preparing environment")
         env_dir = self.env_dir(spec.id)
         python = await run_blocking(create_workspace_env, env_dir)
+        await run_blocking(self._install_index_config, spec, env_dir)
         spec.path.mkdir(parents=True, exist_ok=True)
         run_dir = self.data_dir / "run" / spec.id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +225,7 @@ class LocalRuntime(Runtime):
                 )
             state: State = {
                 "pid": proc.pid,
-                "start_time": _proc_start_time(proc.pid),
+                "start_time": procs.start_time(proc.pid),
                 "port": spec.port,
                 "log": str(log_path),
                 "gpu_indexes": gpu_indexes,
@@ -282,6 +298,9 @@ class LocalRuntime(Runtime):
         if not pid or not _alive(state):
             self._reap(pid)
             return
+        # Jupyter starts each kernel in a session of its own: note the whole tree first, so no
+        # kernel survives a server that had to be killed.
+        tree = [(p, procs.start_time(p)) for p in procs.descendants(int(pid))]
         for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(int(pid), sig)
@@ -297,11 +316,12 @@ class LocalRuntime(Runtime):
                 time.sleep(0.05)
             if not _alive(state):
                 break
-        # Kernels live in the same session: make sure none is left behind.
-        try:
-            os.killpg(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for p, started in tree:
+            if procs.alive(p, started):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         self._reap(pid)
 
     def _reap(self, pid: Any) -> None:
@@ -338,6 +358,7 @@ class LocalRuntime(Runtime):
     ) -> ExecResult:
         env_dir = self.env_dir(spec.id)
         await run_blocking(create_workspace_env, env_dir)
+        await run_blocking(self._install_index_config, spec, env_dir)
         full_env = self._workspace_env(spec, env_dir)
         full_env.pop("JUPYTER_TOKEN", None)
         full_env.update(env or {})
@@ -392,27 +413,20 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def _process_tree_stats(state: State) -> dict[str, Any]:
-    """RSS and CPU time summed over the workspace's session (JupyterLab and its kernels)."""
+    """RSS and CPU time summed over JupyterLab and its descendants (kernels included)."""
     pid = state.get("pid")
     if not pid or not _alive(state):
         return {"running": False}
-    sid = os.getsid(int(pid))
-    rss = 0
-    cpu_ticks = 0
-    procs = 0
+    rss = cpu_ticks = count = 0
     page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for p in [int(pid), *procs.descendants(int(pid))]:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            stat = Path(f"/proc/{p}/stat").read_text()
         except OSError:
             continue
         rest = stat[stat.rfind(")") + 2 :].split()
-        if int(rest[3]) != sid:
-            continue
-        procs += 1
+        count += 1
         cpu_ticks += int(rest[11]) + int(rest[12])
         rss += int(rest[21]) * page
     hz = os.sysconf("SC_CLK_TCK")
-    return {"running": True, "processes": procs, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}
+    return {"running": True, "processes": count, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}

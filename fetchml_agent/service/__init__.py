@@ -31,7 +31,9 @@ MODULES = [
     "fetchml_agent.service.access",
     "fetchml_agent.service.audit",
     "fetchml_agent.service.operations",
+    "fetchml_agent.service.packages",
     "fetchml_agent.webhooks",
+    "fetchml_agent.service.experiments",
 ]
 
 

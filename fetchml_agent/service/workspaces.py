@@ -195,7 +195,18 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
         await agent.save(ws)
         await call.progress(f"starting workspace {ws.name} on the {agent.runtime.name} runtime")
         try:
+            # The package policy's startup scan: a hook that raises stops the start. An
+            # after-start hook gets the new workload's state (for runtimes that can only look
+            # inside a running workspace); if it raises, the workload is stopped again.
+            for hook in agent.extensions.get("before_start_hooks", []):
+                await hook(agent, call, ws)
             started = await agent.runtime.start(spec_for(agent, ws, gpu_ids), call.progress)
+            try:
+                for after in agent.extensions.get("after_start_hooks", []):
+                    await after(agent, call, ws, started.state)
+            except BaseException:
+                await agent.runtime.stop(started.state, grace=2.0)
+                raise
         except FetchmlError as exc:
             ws.status, ws.status_message, ws.runtime_state = "failed", exc.message, None
             await agent.save(ws)

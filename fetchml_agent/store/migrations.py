@@ -55,3 +55,146 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_workspace_ts ON audit (workspace, ts);
     """,
 ]
+
+# Experiments: experiments, workspace links, runs (queued notebook/script executions), the metrics
+# they log, and the sync history with the per-file hashes the conflict rule compares against.
+# Runs keep the workspace's name and id without a foreign key: a run outlives its workspace.
+MIGRATIONS.append(
+    """
+    CREATE TABLE experiments (
+        id          TEXT PRIMARY KEY,
+        created_at  REAL NOT NULL,
+        created_by  TEXT NOT NULL
+    );
+    CREATE TABLE experiment_links (
+        workspace_id  TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id),
+        linked_at     REAL NOT NULL,
+        linked_by     TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, experiment_id)
+    );
+    CREATE INDEX experiment_links_experiment ON experiment_links (experiment_id);
+    CREATE TABLE runs (
+        id                TEXT PRIMARY KEY,
+        experiment_id     TEXT NOT NULL REFERENCES experiments(id),
+        workspace_id      TEXT NOT NULL,
+        workspace         TEXT NOT NULL,
+        user              TEXT NOT NULL,
+        kind              TEXT NOT NULL CHECK (kind IN ('notebook', 'script')),
+        target            TEXT NOT NULL,
+        parameters        TEXT NOT NULL DEFAULT '{}',
+        config            TEXT NOT NULL DEFAULT '{}',
+        status            TEXT NOT NULL,
+        message           TEXT NOT NULL DEFAULT '',
+        error             TEXT,
+        gpus              INTEGER NOT NULL DEFAULT 0,
+        gpu_indexes       TEXT NOT NULL DEFAULT '[]',
+        timeout_s         REAL,
+        retries           INTEGER NOT NULL DEFAULT 0,
+        attempt           INTEGER NOT NULL DEFAULT 0,
+        current_cell      INTEGER,
+        cells_total       INTEGER,
+        queued_at         REAL NOT NULL,
+        started_at        REAL,
+        finished_at       REAL,
+        exit_code         INTEGER,
+        duration_s        REAL,
+        peak_memory_bytes INTEGER,
+        pid               INTEGER,
+        pid_start         INTEGER,
+        run_dir           TEXT NOT NULL,
+        outputs           TEXT NOT NULL DEFAULT '[]',
+        warnings          TEXT NOT NULL DEFAULT '[]',
+        attempts          TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX runs_status ON runs (status, queued_at);
+    CREATE INDEX runs_workspace ON runs (workspace_id, queued_at);
+    CREATE INDEX runs_experiment ON runs (experiment_id, queued_at);
+    CREATE INDEX runs_finished ON runs (finished_at);
+    CREATE INDEX runs_counts ON runs (workspace_id, user, status);  -- `ml status` counts from the index alone
+    CREATE TABLE run_metrics (
+        run_id  TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq     INTEGER NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        name    TEXT NOT NULL,
+        step    INTEGER,
+        value   REAL,
+        ts      REAL NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE sync_history (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts            REAL NOT NULL,
+        workspace_id  TEXT NOT NULL,
+        workspace     TEXT NOT NULL,
+        experiment_id TEXT NOT NULL,
+        direction     TEXT NOT NULL,
+        user          TEXT NOT NULL,
+        run_id        TEXT,
+        copied        TEXT NOT NULL DEFAULT '[]',
+        conflicts     TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX sync_history_workspace ON sync_history (workspace_id, ts);
+    CREATE TABLE sync_files (
+        workspace_id  TEXT NOT NULL,
+        experiment_id TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        synced_at     REAL NOT NULL,
+        PRIMARY KEY (workspace_id, experiment_id, path)
+    );
+    CREATE TABLE sync_conflicts (
+        workspace_id  TEXT NOT NULL,
+        experiment_id TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        theirs_sha256 TEXT NOT NULL,
+        copy_path     TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        PRIMARY KEY (workspace_id, experiment_id, path)
+    );
+    """
+)
+
+# Packages: requests (one open request per workspace + package + version range + installer, every
+# requester's reason kept) and what `ml jupyter install` put into each workspace.
+MIGRATIONS.append(
+    """
+    CREATE TABLE package_requests (
+        id              TEXT PRIMARY KEY,
+        workspace_id    TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        workspace       TEXT NOT NULL,
+        package         TEXT NOT NULL,
+        specifier       TEXT NOT NULL DEFAULT '',
+        conda           INTEGER NOT NULL DEFAULT 0,
+        status          TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+        created_at      REAL NOT NULL,
+        decided_by      TEXT,
+        decided_at      REAL,
+        decision_reason TEXT
+    );
+    CREATE UNIQUE INDEX package_requests_open
+        ON package_requests (workspace_id, package, specifier, conda) WHERE status = 'pending';
+    CREATE INDEX package_requests_status ON package_requests (status, created_at);
+    CREATE TABLE package_request_reasons (
+        request_id   TEXT NOT NULL REFERENCES package_requests(id) ON DELETE CASCADE,
+        requester    TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        reason       TEXT NOT NULL DEFAULT '',
+        requested_at REAL NOT NULL
+    );
+    CREATE INDEX package_request_reasons_request ON package_request_reasons (request_id);
+    CREATE TABLE package_installs (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        version      TEXT NOT NULL DEFAULT '',
+        spec         TEXT NOT NULL DEFAULT '',
+        requested    INTEGER NOT NULL DEFAULT 1,
+        installer    TEXT NOT NULL DEFAULT 'pip',
+        forced       INTEGER NOT NULL DEFAULT 0,
+        installed_by TEXT NOT NULL,
+        installed_at REAL NOT NULL,
+        PRIMARY KEY (workspace_id, name)
+    );
+    """
+)

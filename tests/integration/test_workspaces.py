@@ -193,3 +193,32 @@ def test_workspace_that_died_while_agent_was_down_is_reported(fresh_agent: Agent
     assert info["status"] == "failed" and info["message"]
     again = fresh_agent.ml_json("jupyter", "restart", "casualty")
     assert again["status"] == "running"
+
+
+def test_stop_leaves_no_kernel_behind(agent: AgentProcess, unique_name: str) -> None:
+    import sqlite3
+    import urllib.request as ur
+
+    from fetchml_agent import procs
+
+    ws = agent.ml_json("jupyter", "create", unique_name)
+    try:
+        base, token = split_url(ws["url"])
+        req = ur.Request(base + "api/kernels", data=b'{"name": "python3"}', method="POST",
+                         headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+        ur.urlopen(req, timeout=30).read()
+        state = json.loads(sqlite3.connect(agent.data_dir / "agent.db").execute(
+            "SELECT runtime_state FROM workspaces WHERE name = ?", (unique_name,)).fetchone()[0])
+        deadline = time.monotonic() + 30
+        kernels: list[int] = []
+        while time.monotonic() < deadline and not kernels:
+            kernels = [p for p in procs.descendants(state["pid"])
+                       if b"ipykernel" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            time.sleep(0.2)
+        assert kernels, "the kernel did not start"
+        started = {p: procs.start_time(p) for p in kernels}
+        agent.ml("jupyter", "stop", unique_name)
+        time.sleep(0.3)
+        assert not [p for p, t in started.items() if procs.alive(p, t)]
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)

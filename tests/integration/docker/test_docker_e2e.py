@@ -32,6 +32,9 @@ def docker_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> It
         {
             "runtime": "docker",
             "docker": {"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image},
+            # The workspace image ships requests and urllib3 (JupyterLab needs them), which the
+            # seed's default blocked list names: the seed's case for turning the startup scan off.
+            "package_management": {"startup_blocked_packages": "off"},
         },
     )
     a.start()

@@ -64,7 +64,7 @@ def test_blocked_name_is_404_with_the_reason(world: World) -> None:
 
 def test_approval_required_is_refused_until_approved(world: World) -> None:
     r = get(world, "ws/simple/tensorflow/")
-    assert r.status_code == 404 and "tensorflow needs an approved request: ml jupyter request WS" in r.text
+    assert r.status_code == 404 and "tensorflow needs an approved request: ml jupyter request ws tensorflow" in r.text
     assert get(world, "open/simple/tensorflow/").status_code == 200
     # approved for >=1.0,<2: only those versions are listed
     page = get(world, "ws/simple/custom-package/", accept=JSON_V1).json()

@@ -163,3 +163,12 @@ def test_decision_is_a_value() -> None:
     d = decide("numpy", PackagePolicy())
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.decision = "deny"  # type: ignore[misc]
+
+
+def test_approval_hints_name_the_workspace_and_quote_the_spec() -> None:
+    policy = PackagePolicy(approval_required=frozenset({"tensorflow"}), allowlist=frozenset({"numpy"}))
+    assert decide("tensorflow>=2", policy, workspace="ds").reason.endswith("ml jupyter request ds 'tensorflow>=2'")
+    assert decide("pandas", policy, workspace="ds").reason.endswith("ml jupyter request ds pandas")
+    assert decide("pandas", policy).reason.endswith("ml jupyter request WS pandas")
+    lines = check_requirements("tensorflow\n", policy, workspace="ds")
+    assert lines[0].decision is not None and "ml jupyter request ds tensorflow" in lines[0].decision.reason

@@ -1,0 +1,255 @@
+"""``ml jupyter install|packages|check-package|request|review|approve|deny|clear-cache|security-scan``.
+
+Exit codes follow :mod:`fetchml_agent.errors`: ``check-package`` exits 0 when the spec would
+install, 5 when the policy denies it and 6 when it needs an approved request; ``security-scan``
+exits 5 when it finds something. Specs that start with ``-`` (``-U``, ``--pre``) go after ``--``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ApprovalRequired, InvalidArgument, PolicyDenied
+from ..protocol.opcodes import Opcode
+from .output import emit_json, human_age, print_kv, print_table, status_text
+
+__all__ = ["register"]
+
+_EXIT = {"allow": 0, "deny": PolicyDenied.exit_code, "approval_required": ApprovalRequired.exit_code}
+_SHOWN = {"allow": "allowed", "deny": "DENIED", "approval_required": "needs approval"}
+
+
+def cmd_install(ctx: Any) -> int:
+    a = ctx.args
+    reply = ctx.client.call(Opcode.INSTALL_PACKAGE, {"name": a.name, "packages": a.specs, "conda": a.conda,
+                                                     "force": a.force, "channels": a.channel or None}, timeout=None)
+    if ctx.json:
+        emit_json(reply.data)
+    else:
+        print(reply.message)
+    return 0
+
+
+def cmd_packages(ctx: Any) -> int:
+    a = ctx.args
+    doc = ctx.client.call(Opcode.LIST_PACKAGES, {"name": a.name}, timeout=300).data
+    if ctx.json:
+        emit_json(doc)
+        return 0
+    rows = doc["packages"]
+    shown = rows if a.all else [r for r in rows if r["location"] != "base" or r["installed_by"]]
+    print_table(
+        ["package", "version", "location", "installed by", "when", "spec"],
+        [[r["name"], r["version"], r["location"], _by(r), human_age(r["installed_at"]), r["spec"]] for r in shown],
+        empty=f"nothing installed in {doc['workspace']} yet: ml jupyter install {doc['workspace']} PACKAGE",
+    )
+    hidden = len(rows) - len(shown)
+    if hidden:
+        print(f"(and {hidden} packages of the shared base environment: --all lists them)")
+    return 0
+
+
+def _by(row: dict[str, Any]) -> str:
+    if row["installed_by"]:
+        return row["installed_by"] + (" (--force)" if row["forced"] else "")
+    return "inside the workspace" if row["location"] == "workspace" else "-"
+
+
+def cmd_check(ctx: Any) -> int:
+    a = ctx.args
+    body: dict[str, Any] = {"workspace": a.workspace, "conda": a.conda, "channels": a.channel or None}
+    if a.requirements:
+        if a.spec:
+            raise InvalidArgument("give a SPEC or --requirements FILE, not both")
+        body["requirements"] = _read(a.requirements)
+    elif not a.spec:
+        raise InvalidArgument("name a package to check, e.g. ml jupyter check-package numpy")
+    else:
+        body["spec"] = a.spec
+    reply = ctx.client.call(Opcode.CHECK_PACKAGE, body)
+    doc = reply.data
+    if "lines" in doc:
+        return _print_lines(ctx, doc)
+    if ctx.json:
+        emit_json({k: doc[k] for k in ("decision", "package", "rule", "reason", "spec", "workspace", "dry_run")
+                   if k in doc})
+    else:
+        print(f"{doc['package'] or doc['spec']}: {_SHOWN[doc['decision']]} ({doc['rule']})")
+        print(f"  {doc['reason']}")
+    return _EXIT[doc["decision"]]
+
+
+def _print_lines(ctx: Any, doc: dict[str, Any]) -> int:
+    # The worst line decides the exit code: a denial, then an invalid line, then a needed approval.
+    outcomes = {"invalid" if "error" in ln else ln["decision"] for ln in doc["lines"]}
+    worst = next((code for outcome, code in (("deny", PolicyDenied.exit_code), ("invalid", InvalidArgument.exit_code),
+                                             ("approval_required", ApprovalRequired.exit_code)) if outcome in outcomes), 0)
+    if ctx.json:
+        emit_json(doc)
+        return worst
+    print_table(
+        ["line", "spec", "decision", "rule", "reason"],
+        [[f"{ln['source']}:{ln['line']}", ln["text"],
+          "invalid" if "error" in ln else _SHOWN[ln["decision"]],
+          ln.get("rule"), (ln["error"]["message"] if "error" in ln else ln["reason"])[:90]] for ln in doc["lines"]],
+        empty="no specs in the file",
+    )
+    print(", ".join(f"{n} {k}" for k, n in doc["summary"].items()))
+    return worst
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidArgument(f"{path}: cannot read the requirements file ({exc.strerror})") from None
+
+
+def cmd_request(ctx: Any) -> int:
+    a = ctx.args
+    reply = ctx.client.call(Opcode.REQUEST_PACKAGE, {"name": a.name, "spec": a.spec, "reason": a.reason,
+                                                     "conda": a.conda})
+    emit_json(reply.data) if ctx.json else print(reply.data["message"])
+    return 0
+
+
+def cmd_review(ctx: Any) -> int:
+    a = ctx.args
+    doc = ctx.client.call(Opcode.REVIEW_REQUESTS, {"pending": a.pending, "workspace": a.workspace}).data
+    if ctx.json:
+        emit_json(doc)
+        return 0
+    rows = []
+    for r in doc["requests"]:
+        who = sorted({q["requester"] for q in r["requesters"]})
+        why = "; ".join(f"{q['requester']}: {q['reason']}" for q in r["requesters"] if q["reason"])
+        decision = f"{r['decided_by']}: {r['decision_reason']}" if r["decided_by"] and r["decision_reason"] else \
+            (r["decided_by"] or "")
+        rows.append([r["id"], r["workspace"], r["package"] + (r["specifier"] or "") + (" (conda)" if r["conda"] else ""),
+                     status_text(r["status"]), ", ".join(who), why[:60], decision[:60], human_age(r["created_at"])])
+    empty = "no pending requests" if a.pending else ("you have made no requests" if doc["mine"] else "no requests")
+    print_table(["id", "workspace", "package", "status", "requested by", "reasons", "decision", "asked"], rows,
+                empty=empty)
+    return 0
+
+
+def cmd_decide(opcode: Opcode) -> Any:
+    def run(ctx: Any) -> int:
+        a = ctx.args
+        reply = ctx.client.call(opcode, {"request_id": a.request_id, "reason": a.reason})
+        emit_json(reply.data) if ctx.json else print(reply.data["message"])
+        return 0
+
+    return run
+
+
+def cmd_clear_cache(ctx: Any) -> int:
+    reply = ctx.client.call(Opcode.CLEAR_CACHE, {"name": ctx.args.name}, timeout=300)
+    emit_json(reply.data) if ctx.json else print(reply.data["message"])
+    return 0
+
+
+def cmd_scan(ctx: Any) -> int:
+    doc = ctx.client.call(Opcode.SECURITY_SCAN, {"name": ctx.args.name}, timeout=300).data
+    if ctx.json:
+        emit_json(doc)
+        return 0 if doc["ok"] else PolicyDenied.exit_code
+    startup = doc["startup_scan"]
+    listed = startup["list"] if startup["list"] == "off" else ", ".join(startup["list"]) or "(empty)"
+    print_kv([
+        ("workspace", doc["workspace"]),
+        ("result", "ok" if doc["ok"] else "FINDINGS"),
+        ("scanned", f"{doc['packages_checked']} packages ({doc['scope']})"),
+        ("startup scan list", f"{listed}  [{startup['variable']}]"),
+        ("startup scan found", ", ".join(startup["found"]) or "nothing"),
+    ])
+    if doc["findings"]:
+        print()
+        print_table(
+            ["package", "version", "location", "decision", "rule", "installed by"],
+            [[f["name"], f["version"], f["location"],
+              f"allow (dry run: {f['would_have']})" if f["would_have"] else f["decision"], f["rule"],
+              (f["installed_by"] or "-") + (" (--force)" if f["forced"] else "")] for f in doc["findings"]],
+        )
+    if doc.get("note"):
+        print(f"\nnote: {doc['note']}")
+    return 0 if doc["ok"] else PolicyDenied.exit_code
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    p = doc.get("packages")
+    if not p:
+        return
+    scan = p["startup_scan"] if p["startup_scan"] == "off" else (", ".join(p["startup_scan"]) or "(empty)")
+    line = f"packages: policy {p['mode']}, {p['blocked_packages']} blocked, startup scan {scan}"
+    if "pending_requests" in p:
+        line += f", {p['pending_requests']} pending requests"
+    print(line + (f"; index upstream {p['upstream']}" if p.get("upstream") else ""))
+
+
+def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
+    from .workspaces import _STATUS_PRINTERS
+
+    _STATUS_PRINTERS.append(_print_status)
+
+    p = jupyter.add_parser("install", parents=[common], help="install packages into a workspace (policy checked)",
+                           description="Check each spec against the workspace's package policy, then install with "
+                                       "pip (or conda) from the workspace's package index. Specs that start with "
+                                       "'-' go after '--'.")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="e.g. numpy 'pandas==2.0.0'")
+    p.add_argument("--conda", action="store_true", help="install with conda (channels must be trusted)")
+    p.add_argument("-c", "--channel", action="append", help="conda channel (with --conda; repeatable)")
+    p.add_argument("--force", action="store_true", help="admin only: install despite the package lists (audited)")
+    p.set_defaults(func=cmd_install)
+
+    p = jupyter.add_parser("packages", parents=[common], help="packages installed in a workspace, with who and when")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("--all", action="store_true", help="also list the shared base environment's packages")
+    p.set_defaults(func=cmd_packages)
+
+    p = jupyter.add_parser("check-package", parents=[common], help="would this package install? (exit 0/5/6)",
+                           description="Exit 0: it would install; 5: the policy denies it; 6: it needs an approved "
+                                       "request.")
+    p.add_argument("spec", nargs="?", metavar="SPEC", help="a pip (or, with --conda, conda) spec")
+    p.add_argument("--workspace", help="check against this workspace's policy and approvals")
+    p.add_argument("--conda", action="store_true", help="SPEC is a conda spec")
+    p.add_argument("-c", "--channel", action="append", help="conda channel (with --conda)")
+    p.add_argument("-r", "--requirements", metavar="FILE", help="check every line of a requirements file (- = stdin)")
+    p.set_defaults(func=cmd_check)
+
+    p = jupyter.add_parser("request", parents=[common], help="ask an admin to approve a package for a workspace")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("spec", metavar="SPEC", help="package, optionally with a version range: 'custom-package>=1,<2'")
+    p.add_argument("--reason", default="", help="why you need it (the admin sees it)")
+    p.add_argument("--conda", action="store_true", help="a conda package")
+    p.set_defaults(func=cmd_request)
+
+    p = jupyter.add_parser("review", parents=[common], help="package requests and their decisions",
+                           description="Admins see every request; others see the requests they made.")
+    p.add_argument("--pending", action="store_true", help="admin: only the requests waiting for a decision")
+    p.add_argument("--workspace", help="only this workspace's requests")
+    p.set_defaults(func=cmd_review)
+
+    p = jupyter.add_parser("approve", parents=[common], help="admin: approve a package request")
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p.add_argument("--reason", default="", help="a note for the requester")
+    p.set_defaults(func=cmd_decide(Opcode.APPROVE_REQUEST))
+
+    p = jupyter.add_parser("deny", parents=[common], help="admin: deny a package request (--reason required)")
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p.add_argument("--reason", help="why (the requester sees it); required")
+    p.set_defaults(func=cmd_decide(Opcode.DENY_REQUEST))
+
+    p = jupyter.add_parser("clear-cache", parents=[common], help="clear the package index cache and the workspace's pip cache")
+    p.add_argument("name", help="workspace name")
+    p.set_defaults(func=cmd_clear_cache)
+
+    p = jupyter.add_parser("security-scan", parents=[common], help="scan a workspace's packages against the policy (exit 5 on findings)")
+    p.add_argument("name", help="workspace name")
+    p.set_defaults(func=cmd_scan)

@@ -1,0 +1,22 @@
+"""Experiments: named sets of notebook and script runs queued from workspaces.
+
+The map (each module's docstring says more):
+
+- :mod:`.config` — the ``experiment-config.yaml`` schema (a run's notebook, parameters, timeout,
+  retries, GPUs) and the agent's ``experiments:`` section;
+- :mod:`.records` — experiments, links, runs, metrics and sync history as rows, and their queries;
+- :mod:`.files` — which workspace files are code and configuration, hashing, the run snapshot;
+- :mod:`.procs` — process trees: liveness by pid and start time, resident memory, killing;
+- :mod:`.runner` — the detached process that executes one run (papermill for notebooks) and
+  writes its result to files, so that an agent restarted in between still learns the outcome;
+- :mod:`.executor` — the agent's side: the bounded worker pool, launching, watching, cancelling,
+  adopting after a restart, recording results;
+- :mod:`.sync` — workspace ↔ experiment file sync with its conflict rule;
+- :mod:`.metadata` — the workspace metadata document and its JSON/CSV export.
+
+This package must stay cheap to import: :mod:`.runner` imports it inside a workspace's Python.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

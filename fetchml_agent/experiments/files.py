@@ -1,0 +1,141 @@
+"""Which workspace files are code and configuration, their hashes, and the run snapshot.
+
+*Sources* are what a run freezes and what ``sync --to-experiment`` carries: notebooks, scripts
+and configuration files (by suffix, plus ``requirements*.txt`` and friends) up to a size limit,
+outside hidden directories, ``__pycache__``, checkpoints, and the workspace's top-level
+``experiments/`` (synced results) and ``outputs/``. Symbolic links are never followed.
+
+:func:`build_snapshot` makes a run's working directory: sources are *copied* (so editing the
+notebook after queueing does not change the run); everything else (data) is *linked* — a
+directory that holds no source is one symbolic link — so the notebook reads data by the same
+relative paths as in the workspace, live rather than frozen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import InvalidArgument, NotFound
+
+__all__ = ["CONFLICT_MARK", "SKIP_TOP", "build_snapshot", "is_source", "resolve_target", "select_sources", "sha256_file"]
+
+CODE_SUFFIXES = frozenset({".ipynb", ".py", ".r", ".jl", ".sh", ".sql"})
+CONFIG_SUFFIXES = frozenset({".yaml", ".yml", ".json", ".toml", ".cfg", ".ini", ".conf"})
+CONFIG_NAMES = frozenset({"makefile", "dockerfile", "environment.yml", "pipfile", "pipfile.lock"})
+SKIP_TOP = frozenset({"experiments", "outputs"})  # results live here; never sources, never linked
+_SKIP_DIRS = frozenset({"__pycache__", ".ipynb_checkpoints", "node_modules"})
+CONFLICT_MARK = ".conflict-"  # in the name of a conflict copy that sync wrote: never a source
+
+
+def is_source(name: str) -> bool:
+    lower = name.lower()
+    suffix = os.path.splitext(lower)[1]
+    return (
+        suffix in CODE_SUFFIXES
+        or suffix in CONFIG_SUFFIXES
+        or lower in CONFIG_NAMES
+        or (lower.startswith("requirements") and lower.endswith(".txt"))
+    )
+
+
+def _skip_dir(rel: str, name: str) -> bool:
+    return name.startswith(".") or name in _SKIP_DIRS or (rel == "" and name in SKIP_TOP)
+
+
+def select_sources(root: Path, max_bytes: int) -> tuple[dict[str, Path], list[str]]:
+    """``({relative posix path: path}, [too large])`` for the sources under ``root``."""
+    found: dict[str, Path] = {}
+    too_large: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        dirnames[:] = sorted(d for d in dirnames if not _skip_dir(rel_dir, d) and not os.path.islink(os.path.join(dirpath, d)))
+        for name in sorted(filenames):
+            if name.startswith(".") or CONFLICT_MARK in name or not is_source(name):
+                continue
+            path = Path(dirpath, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            rel = str(PurePosixPath(*Path(rel_dir, name).parts))
+            if path.stat().st_size > max_bytes:
+                too_large.append(rel)
+            else:
+                found[rel] = path
+    return found, too_large
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_target(root: Path, target: str, kind: str) -> str:
+    """``target`` as a clean relative path of an existing notebook (.ipynb) or script (.py) in ``root``."""
+    want = ".ipynb" if kind == "notebook" else ".py"
+    rel = PurePosixPath(target.replace(os.sep, "/"))
+    if rel.is_absolute():
+        try:
+            rel = PurePosixPath(Path(target).resolve().relative_to(root.resolve()))
+        except ValueError:
+            raise InvalidArgument(f"{kind} {target!r} is not inside the workspace ({root})") from None
+    if ".." in rel.parts or not rel.parts:
+        raise InvalidArgument(f"{kind} {target!r} must be a path inside the workspace, without '..'")
+    if rel.suffix != want:
+        raise InvalidArgument(f"{kind} {target!r}: expected a {want} file")
+    path = root / rel
+    if not path.is_file():
+        raise NotFound(f"no {kind} {str(rel)!r} in the workspace ({root})", f"the path is relative to {root}")
+    return str(rel)
+
+
+def build_snapshot(root: Path, work: Path, max_bytes: int, always: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Make ``work`` the run's working directory from workspace ``root``; return its manifest
+    ``{"copied": {path: sha256}, "linked": [path], "too_large": [path]}``."""
+    sources, too_large = select_sources(root, max_bytes)
+    for rel in always:  # what the run executes is frozen whatever its size
+        if rel not in sources and (root / rel).is_file():
+            sources[rel] = root / rel
+            too_large = [p for p in too_large if p != rel]
+    holders = {""}
+    for rel in sources:
+        parts = PurePosixPath(rel).parts[:-1]
+        for i in range(1, len(parts) + 1):
+            holders.add(str(PurePosixPath(*parts[:i])))
+    copied: dict[str, str] = {}
+    linked: list[str] = []
+    work.mkdir(parents=True, exist_ok=True)
+
+    def fill(rel_dir: str) -> None:
+        src_dir = root / rel_dir if rel_dir else root
+        try:
+            entries = sorted(os.scandir(src_dir), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            dest = work / rel
+            if entry.is_dir(follow_symlinks=False):
+                if _skip_dir(rel_dir, entry.name):
+                    continue
+                if rel in holders:
+                    dest.mkdir(exist_ok=True)
+                    fill(rel)
+                    continue
+            elif rel in sources:
+                shutil.copy2(entry.path, dest)
+                copied[rel] = sha256_file(dest)
+                continue
+            elif entry.name.startswith(".") or (rel_dir == "" and entry.name in SKIP_TOP):
+                continue
+            os.symlink(entry.path, dest)
+            linked.append(rel)
+
+    fill("")
+    return {"copied": copied, "linked": linked, "too_large": sorted(too_large)}
