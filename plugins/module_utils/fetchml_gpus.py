@@ -1,0 +1,1 @@
+../../fetchml_agent/gpus.py
