@@ -39,6 +39,7 @@ __version__ = "0.1.0"
 ENV_METRICS_FILE = "FETCHML_METRICS_FILE"
 _ENV_RUN_ID = "FETCHML_RUN_ID"
 _ENV_PARAMETERS = "FETCHML_PARAMETERS"
+_ENV_PARAMETERS_FILE = "FETCHML_PARAMETERS_FILE"  # runs on Nomad: a JSON file instead of the variable
 _ENV_OUTPUTS = "FETCHML_OUTPUTS_DIR"
 _ENV_ATTEMPT = "FETCHML_ATTEMPT"
 _MAX_NAME = 200
@@ -58,6 +59,8 @@ def run_id() -> str | None:
 def parameters() -> dict[str, Any]:
     """The run's parameters (``-p key=value`` and the config's ``parameters:``); ``{}`` outside a run."""
     raw = os.environ.get(_ENV_PARAMETERS)
+    if not raw and os.environ.get(_ENV_PARAMETERS_FILE):
+        raw = Path(os.environ[_ENV_PARAMETERS_FILE]).read_text()
     return dict(json.loads(raw)) if raw else {}
 
 

@@ -67,7 +67,28 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META_VALUE_MAX = 512
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 _REL_PATH = re.compile(r"^(?:[A-Za-z0-9_.@+-]+/)*[A-Za-z0-9_.@+ -]+$")
-_RESERVED_ENV = frozenset({"JUPYTER_CONFIG_PATH", "JUPYTER_TOKEN", "FETCHML_RUN_ID", "FETCHML_OUTPUT_DIR"})
+_RUN_ENV = {
+    # What the ``fetchml`` helper reads inside a run (see fetchml/__init__.py), in the allocation's
+    # layout: results under alloc/data mirror the agent's run directory.
+    "FETCHML_METRICS_FILE": "${NOMAD_ALLOC_DIR}/data/metrics.jsonl",
+    "FETCHML_OUTPUTS_DIR": "${NOMAD_ALLOC_DIR}/data/work/outputs",
+    "FETCHML_PARAMETERS_FILE": "${NOMAD_TASK_DIR}/parameters.json",
+}
+_RESERVED_ENV = frozenset({"JUPYTER_CONFIG_PATH", "JUPYTER_TOKEN", "FETCHML_RUN_ID", "FETCHML_EXPERIMENT", *_RUN_ENV})
+# The run task's entry: copy the read-only snapshot ($1) into the task's own directory, point its
+# outputs/ at the results in alloc/data, and run the command there. Only $VAR forms: Nomad
+# interpolates ${...} in job arguments.
+RUN_LAUNCHER = """set -eu
+work="$NOMAD_TASK_DIR/work"
+out="$NOMAD_ALLOC_DIR/data/work/outputs"
+mkdir -p "$work" "$out"
+cp -R "$1/." "$work/"
+if [ -d "$work/outputs" ] && [ ! -L "$work/outputs" ]; then cp -R "$work/outputs/." "$out/"; rm -rf "$work/outputs"; fi
+ln -sfn "$out" "$work/outputs"
+cd "$work"
+shift
+exec "$@"
+"""
 _HTTP_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
@@ -119,11 +140,12 @@ class WorkspaceJobRequest:
 class RunSpec:
     """One experiment run to execute as a Nomad batch job.
 
-    ``notebook`` is relative to the snapshot directory, which is ``snapshot_path`` inside the
-    volume ``snapshot_volume`` (a host volume name or CSI volume ID, mounted read-only). With no
-    snapshot volume the notebook path is taken inside the image. ``timeout`` (seconds) bounds
-    each cell in papermill and the whole run in :meth:`NomadRuntime.run_status`; ``retries``
-    is how often a failed run is restarted in place.
+    ``notebook`` (a ``.ipynb`` run by papermill, or with ``kind="script"`` a ``.py`` run by
+    ``python3``) is relative to the snapshot directory, which is ``snapshot_path`` inside the
+    volume ``snapshot_volume`` (a host volume name or CSI volume ID, mounted read-only) and is
+    copied into the task's directory before the run. With no snapshot volume the path is taken
+    inside the image. ``timeout`` (seconds) bounds each cell in papermill and the whole run in
+    :meth:`NomadRuntime.run_status`; ``retries`` is how often a failed run is restarted in place.
     """
 
     run_id: str
@@ -140,6 +162,7 @@ class RunSpec:
     retries: int = 0
     resources: Resources = field(default_factory=Resources)
     env: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "notebook"
 
 
 @dataclass(frozen=True)
@@ -247,9 +270,12 @@ class JobRenderer:
         workspace = _check_name(spec.workspace)
         job_id = run_job_id(s, spec.run_id)
         image = self._check_image(spec.image or s.default_image)
-        notebook = _check_rel_path("notebook", spec.notebook)
-        if not notebook.endswith(".ipynb"):
-            raise InvalidArgument(f"notebook {spec.notebook!r} is not a .ipynb file")
+        notebook = _check_rel_path(spec.kind, spec.notebook)
+        if spec.kind not in ("notebook", "script"):
+            raise InvalidArgument(f"a run is a notebook or a script, not {spec.kind!r}")
+        suffix = ".ipynb" if spec.kind == "notebook" else ".py"
+        if not notebook.endswith(suffix):
+            raise InvalidArgument(f"{spec.kind} {spec.notebook!r} is not a {suffix} file")
         cpu, memory_mb, disk_mb, gpu = self._resources(spec.resources)
         if not (isinstance(spec.retries, int) and 0 <= spec.retries <= 10):
             raise InvalidArgument(f"retries must be an integer from 0 to 10, got {spec.retries!r}")
@@ -275,7 +301,18 @@ class JobRenderer:
         if _LITERAL_LEFT in parameters_json or _LITERAL_RIGHT in parameters_json:
             raise InvalidArgument("run parameters contain a reserved marker", details=_LITERAL_LEFT)
         env = dict(_check_env(spec.env))
-        env.update({"FETCHML_RUN_ID": spec.run_id, "FETCHML_OUTPUT_DIR": "${NOMAD_ALLOC_DIR}/data"})
+        env.update({"FETCHML_RUN_ID": spec.run_id, **_RUN_ENV})
+        if spec.experiment_id:
+            env["FETCHML_EXPERIMENT"] = spec.experiment_id
+        if spec.kind == "notebook":
+            command = [
+                "papermill", notebook, f"${{NOMAD_ALLOC_DIR}}/data/{OUTPUT_NOTEBOOK}",
+                "--parameters_file", "${NOMAD_TASK_DIR}/parameters.json",
+                "--execution-timeout", str(math.ceil(spec.timeout)),
+                "--log-output", "--no-progress-bar",
+            ]
+        else:
+            command = ["python3", notebook]
         meta = {
             "fetchml_kind": "run",
             "fetchml_run_id": spec.run_id,
@@ -294,9 +331,8 @@ class JobRenderer:
             "snapshot_volume": snapshot_volume,
             "snapshot_mount": SNAPSHOT_MOUNT,
             "snapshot_dir": snapshot_dir,
-            "notebook": notebook,
-            "output_notebook": OUTPUT_NOTEBOOK,
-            "cell_timeout": math.ceil(spec.timeout),
+            "launcher": RUN_LAUNCHER,
+            "command": command,
             "retries": spec.retries,
             "disk_mb": disk_mb,
             "memory_mb": memory_mb,

@@ -19,6 +19,10 @@ Every key, with its default::
     allowed_host_volumes: []             # fnmatch patterns of Nomad host volume names
     allowed_csi_volumes: []              # fnmatch patterns of CSI volume IDs
     workspace_volume: null               # {type: host|csi, source: "fetchml-ws-{name}", ...}
+    snapshot_volume: null                # {type: host|csi, source: NAME}: where experiment runs read
+                                         # their snapshot (mounted read-only); runs need it
+    snapshot_dir: null                   # that volume's root as the agent sees it (it writes the
+                                         # snapshots there); null: the agent's experiments directory
     workdir: /home/jovyan/work           # Jupyter's root_dir inside the container
     workspace_user: {uid: 1000, gid: 100}  # owner of the rendered secrets file
     jupyter_port: 8888                   # the port Jupyter listens on inside the alloc's netns
@@ -86,6 +90,37 @@ _CONSTRAINT = {
     },
 }
 
+
+
+def _volume_schema(access_mode: str) -> dict[str, Any]:
+    """A ``{type, source, access_mode, attachment_mode}`` volume setting (nullable)."""
+    return {
+        "type": "dict",
+        "nullable": True,
+        "default": None,
+        "schema": {
+            "type": {"type": "string", "allowed": ["host", "csi"], "default": "host"},
+            "source": {"type": "string", "required": True, "empty": False},
+            "access_mode": {
+                "type": "string",
+                "default": access_mode,
+                "allowed": [
+                    "single-node-reader-only",
+                    "single-node-writer",
+                    "multi-node-reader-only",
+                    "multi-node-single-writer",
+                    "multi-node-multi-writer",
+                ],
+            },
+            "attachment_mode": {
+                "type": "string",
+                "default": "file-system",
+                "allowed": ["file-system", "block-device"],
+            },
+        },
+    }
+
+
 NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "address": {
         "type": "string",
@@ -121,31 +156,9 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     },
     "allowed_host_volumes": {"type": "list", "default": [], "schema": {"type": "string", "empty": False}},
     "allowed_csi_volumes": {"type": "list", "default": [], "schema": {"type": "string", "empty": False}},
-    "workspace_volume": {
-        "type": "dict",
-        "nullable": True,
-        "default": None,
-        "schema": {
-            "type": {"type": "string", "allowed": ["host", "csi"], "default": "host"},
-            "source": {"type": "string", "required": True, "empty": False},
-            "access_mode": {
-                "type": "string",
-                "default": "single-node-writer",
-                "allowed": [
-                    "single-node-reader-only",
-                    "single-node-writer",
-                    "multi-node-reader-only",
-                    "multi-node-single-writer",
-                    "multi-node-multi-writer",
-                ],
-            },
-            "attachment_mode": {
-                "type": "string",
-                "default": "file-system",
-                "allowed": ["file-system", "block-device"],
-            },
-        },
-    },
+    "workspace_volume": _volume_schema("single-node-writer"),
+    "snapshot_volume": _volume_schema("multi-node-reader-only"),
+    "snapshot_dir": {"type": "string", "nullable": True, "default": None, "regex": r"^/.*"},
     "workdir": {"type": "string", "default": "/home/jovyan/work", "regex": r"^/[A-Za-z0-9._/-]*$"},
     "workspace_user": {
         "type": "dict",
@@ -250,6 +263,8 @@ class NomadSettings:
     allowed_host_volumes: tuple[str, ...] = ()
     allowed_csi_volumes: tuple[str, ...] = ()
     workspace_volume: VolumeSettings | None = None
+    snapshot_volume: VolumeSettings | None = None
+    snapshot_dir: str | None = None
     workdir: str = "/home/jovyan/work"
     workspace_uid: int = 1000
     workspace_gid: int = 100
@@ -277,7 +292,7 @@ class NomadSettings:
             raise InvalidArgument(f"invalid Nomad settings: {problems}", details="see docs/nomad.md")
         d = validator.document
         tls, mx, gpu, user, dft = d["tls"], d["max"], d["gpu"], d["workspace_user"], d["defaults"]
-        vol = d["workspace_volume"]
+        vol, snap = d["workspace_volume"], d["snapshot_volume"]
         return cls(
             address=d["address"].rstrip("/"),
             token=d["token"] or None,
@@ -295,6 +310,8 @@ class NomadSettings:
             allowed_host_volumes=tuple(d["allowed_host_volumes"]),
             allowed_csi_volumes=tuple(d["allowed_csi_volumes"]),
             workspace_volume=VolumeSettings(**vol) if vol else None,
+            snapshot_volume=VolumeSettings(**snap) if snap else None,
+            snapshot_dir=d["snapshot_dir"],
             workdir=d["workdir"],
             workspace_uid=user["uid"],
             workspace_gid=user["gid"],

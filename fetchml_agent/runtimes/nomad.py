@@ -80,7 +80,7 @@ __all__ = ["NomadRuntime", "RunSpec", "RunStatus", "placement_cause"]
 log = logging.getLogger(__name__)
 
 WORKSPACE_TASK = "jupyter"
-RUN_TASK = "papermill"
+RUN_TASK = "run"
 _TERMINAL = {"complete", "failed", "lost"}
 _MAX_WAIT = 30.0
 _MAX_OUTPUT_BYTES = 1 << 30

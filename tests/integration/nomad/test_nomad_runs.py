@@ -22,7 +22,7 @@ from tests.nomad_double.fixtures import NomadTarget
 TRAIN = [
     "alpha = 0.1\nepochs = 1",
     "import json, os\n"
-    "out = os.environ['FETCHML_OUTPUT_DIR']\n"
+    "out = os.environ['FETCHML_OUTPUTS_DIR']\n"
     "json.dump({'alpha': alpha, 'loss': 1.0 / (epochs + 1)}, open(os.path.join(out, 'metrics.json'), 'w'))\n"
     "os.makedirs(os.path.join(out, 'plots'), exist_ok=True)\n"
     "open(os.path.join(out, 'plots', 'curve.txt'), 'w').write('x')\n"
@@ -100,8 +100,8 @@ def test_run_executes_with_parameters_and_outputs_come_back(
     json.dumps(state)
     assert status.state == "succeeded" and status.exit_code == 0, status
     assert seen[-1] == "succeeded"
-    assert files == ["metrics.json", "output.ipynb", "plots/curve.txt"]
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert files == ["output.ipynb", "work/outputs/metrics.json", "work/outputs/plots/curve.txt"]
+    metrics = json.loads((tmp_path / "out" / "work/outputs/metrics.json").read_text())
     assert metrics == {"alpha": 0.5, "loss": 0.25}
     executed = nbformat.read(str(tmp_path / "out" / "output.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]

@@ -186,7 +186,20 @@ def test_run_parameters_are_copied_verbatim() -> None:
     assert json.loads(tmpl["EmbeddedTmpl"]) == {"t": "[[ x ]] {{ y }}"}
     assert tmpl["LeftDelim"] not in tmpl["EmbeddedTmpl"]
     args = job["Job"]["TaskGroups"][0]["Tasks"][0]["Config"]["args"]
-    assert args[0] == "./a.ipynb" and "--execution-timeout" in args
+    assert args[2:6] == ["fetchml-run", ".", "papermill", "a.ipynb"] and "--execution-timeout" in args
+    assert not any("${" in line for line in args[1].splitlines())  # Nomad would interpolate it
+
+
+def test_script_runs_with_python_and_reads_parameters_from_a_file() -> None:
+    job = renderer().run(
+        RunSpec(run_id="r2", workspace="ws1", notebook="src/train.py", kind="script",
+                image="quay.io/jupyter/base-notebook:1", parameters={"lr": 0.1})
+    )
+    task = job["Job"]["TaskGroups"][0]["Tasks"][0]
+    assert task["Config"]["args"][4:] == ["python3", "src/train.py"]
+    assert task["Env"]["FETCHML_PARAMETERS_FILE"] == "${NOMAD_TASK_DIR}/parameters.json"
+    with pytest.raises(InvalidArgument, match="not a .py file"):
+        renderer().run(RunSpec(run_id="r3", workspace="ws1", notebook="a.ipynb", kind="script"))
 
 
 def test_no_secret_is_an_input_and_secret_items_are_complete() -> None:
