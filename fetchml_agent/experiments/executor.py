@@ -16,6 +16,10 @@ by a pidfd. The outcome is read from ``result.json``; metrics, outputs and the e
 are recorded and synced into the workspace (:mod:`.sync`) before the run's status changes, so a
 client that sees ``succeeded`` finds the results in place.
 
+On a runtime that executes runs itself (Nomad: :mod:`.remote`), every queued run is submitted at
+once (Nomad's scheduler places it, or keeps it until capacity frees) and followed with blocking
+queries; its results are fetched into the run's directory before it is recorded, the same way.
+
 After a restart (:meth:`Executor.start`): queued runs stay queued; a running run whose runner is
 alive is adopted (watched again); one whose runner finished meanwhile is recorded from its result
 file; one whose runner is gone without a result is marked failed with the reason. A run directory
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from ..aio import run_blocking
 from ..errors import FetchmlError, InvalidState, NotFound
 from ..procs import alive, kill_tree, start_time
+from . import remote
 from .records import Run, claim_run, get_run, insert_metrics, runs_by_status, update_run
 from .runner import read_json, write_json
 
@@ -56,6 +61,8 @@ RUNNER_MODULE = "fetchml_agent.experiments.runner"
 _ADOPT_LAUNCH_WAIT_S = 1.0
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes
 _POLL_S = 0.5
+_REMOTE_WAIT_S = 30.0  # longest blocking query while following a remote run
+_REMOTE_RETRY_S = 5.0  # pause after the runtime could not be reached
 
 
 def experiments_root(agent: Agent) -> Path:
@@ -241,6 +248,10 @@ class Executor:
 
     async def _schedule(self) -> None:
         queued = await self.agent.store.run(runs_by_status, "queued")
+        if remote.is_remote(self.agent):
+            for run in queued:
+                await self._launch_remote(run)
+            return
         cpu_busy = sum(1 for r in self.active.values() if r.gpus == 0)
         gpu_blocked = False
         for run in queued:
@@ -320,6 +331,99 @@ class Executor:
                 log.warning("the warm runner of %s did not start: %s", ws.name, res.output.decode("utf-8", "replace")[-300:])
                 return None
             return await _ask_warm(sock, request)
+
+    # -- remote runs (Nomad) --------------------------------------------------------------------
+
+    async def _launch_remote(self, run: Run) -> None:
+        store = self.agent.store
+        ws = self._workspace(run.workspace_id)
+        if not await store.run(claim_run, run.id, "running", time.time()):
+            return  # cancelled while we looked
+        run.status, run.started_at, run.message = "running", time.time(), "submitting"
+        self.active[run.id] = run
+        if ws is None:
+            await self._record(run, {"status": "failed", "message": "its workspace was deleted before the run started"})
+            return
+        await store.run(update_run, run)
+        rt: Any = self.agent.runtime
+        run_dir = Path(run.run_dir)
+        try:
+            snap_root = remote.snapshot_root(self.agent, self.root)
+            rel, copied = await run_blocking(remote.publish_snapshot, snap_root, run_dir, run.id)
+            spec = remote.run_spec(self.agent, ws, run, rel)
+            # Written before submitting, so that an agent killed meanwhile finds the job to adopt.
+            pending = {"job_id": rt.run_job_id(run.id), "run_id": run.id, "submitted_at": time.time(),
+                       "timeout": spec.timeout, "snapshot_path": str(rel), "snapshot_copy": copied}
+            await run_blocking(write_json, run_dir / remote.STATE_FILE, pending)
+            state = {**pending, **await rt.submit_run(spec)}
+        except FetchmlError as exc:
+            await self._record(run, {"status": "failed", "message": f"Nomad did not take the run: {exc.message}",
+                                     "error": {"ename": type(exc).__name__, "evalue": exc.message, "cell": None}})
+            await run_blocking(remote.unpublish_snapshot, remote.snapshot_root(self.agent, self.root),
+                               read_json(run_dir / remote.STATE_FILE) or {})
+            return
+        await run_blocking(write_json, run_dir / remote.STATE_FILE, state)
+        run.message = f"waiting for capacity: {state['waiting']}" if state.get("waiting") else ""
+        await store.run(update_run, run)
+        await self.agent.audit(run.user, "run.start", run.workspace, run=run.id, experiment=run.experiment_id,
+                               nomad_job=state["job_id"], gpus=run.gpus)
+        self._follow(run, state)
+
+    def _follow(self, run: Run, state: dict[str, Any]) -> None:
+        self.watchers[run.id] = asyncio.create_task(self._follow_one(run, state), name=f"run-{run.id}")
+
+    async def _follow_one(self, run: Run, state: dict[str, Any]) -> None:
+        """Follow a remote run to its end; then fetch its results, record it, and purge its job."""
+        rt: Any = self.agent.runtime
+        index = 0
+        try:
+            while True:
+                try:
+                    status = await rt.run_status(state)
+                    if status.state not in ("queued", "running"):
+                        break
+                    message = "" if status.state == "running" else f"waiting: {status.message}"
+                    if message != run.message:
+                        run.message = message
+                        await self.agent.store.run(update_run, run)
+                    left = float(state.get("timeout") or 1e12) - (time.time() - float(state.get("submitted_at") or 0))
+                    index = await rt.wait_run(state, index, min(_REMOTE_WAIT_S, max(1.0, left + 0.5)))
+                except FetchmlError as exc:  # Nomad unreachable for a while: keep following
+                    if run.message != f"following it failed: {exc.message}; retrying":
+                        run.message = f"following it failed: {exc.message}; retrying"
+                        await self.agent.store.run(update_run, run)
+                    index = 0
+                    await asyncio.sleep(_REMOTE_RETRY_S)
+            fetched = None
+            try:
+                await rt.fetch_run_outputs(state, Path(run.run_dir))
+            except FetchmlError as exc:
+                fetched = exc.message
+            await self._record(run, remote.result_from_status(run, status, run.id in self.cancel_requested, fetched))
+            try:
+                await rt.purge_run(state)
+            except FetchmlError as exc:
+                log.warning("could not purge the Nomad job of run %s: %s", run.id, exc.message)
+            await run_blocking(remote.unpublish_snapshot, remote.snapshot_root(self.agent, self.root), state)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("following run %s failed", run.id)
+            if self.active.get(run.id) is run:
+                del self.active[run.id]
+            self.kick()
+        finally:
+            self.watchers.pop(run.id, None)
+
+    async def _cancel_remote(self, run_id: str, active: Run) -> Run:
+        self.cancel_requested.add(run_id)
+        state = await run_blocking(read_json, Path(active.run_dir) / remote.STATE_FILE)
+        if state:
+            await self.agent.runtime.cancel_run(state)  # type: ignore[attr-defined]
+        watcher = self.watchers.get(run_id)
+        if watcher is not None:
+            await asyncio.wait({watcher}, timeout=self.cancel_grace + _REMOTE_WAIT_S)
+        return await self.agent.store.run(get_run, run_id) or active
 
     # -- watching -------------------------------------------------------------------------------
 
@@ -430,6 +534,8 @@ class Executor:
         if active is None:
             run = await store.run(get_run, run_id) or run
             raise InvalidState(f"run {run_id} has already {run.status}" if run.status != "running" else f"run {run_id} is not watched by this agent")
+        if remote.is_remote(self.agent):
+            return await self._cancel_remote(run_id, active)
         self.cancel_requested.add(run_id)
         deadline = time.monotonic() + 30
         while active.pid is None and active.status == "running" and time.monotonic() < deadline:
@@ -465,6 +571,14 @@ class Executor:
         for run in await self.agent.store.run(runs_by_status, "running"):
             run_dir = Path(run.run_dir)
             self.active[run.id] = run
+            if remote.is_remote(self.agent):
+                state = read_json(run_dir / remote.STATE_FILE)
+                if state is None:
+                    await self._record(run, {"status": "failed", "message": "the agent stopped while starting this run; it was not started"})
+                    continue
+                await self.agent.audit("agent", "run.adopt", run.workspace, run=run.id, nomad_job=state.get("job_id"))
+                self._follow(run, state)
+                continue
             if (run_dir / "result.json").exists():
                 await self._record(run, None)
                 continue

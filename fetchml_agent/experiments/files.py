@@ -21,7 +21,16 @@ from typing import Any
 
 from ..errors import InvalidArgument, NotFound
 
-__all__ = ["CONFLICT_MARK", "SKIP_TOP", "build_snapshot", "is_source", "resolve_target", "select_sources", "sha256_file"]
+__all__ = [
+    "CONFLICT_MARK",
+    "SKIP_TOP",
+    "build_snapshot",
+    "is_source",
+    "resolve_target",
+    "select_sources",
+    "sha256_file",
+    "source_find_expression",
+]
 
 CODE_SUFFIXES = frozenset({".ipynb", ".py", ".r", ".jl", ".sh", ".sql"})
 CONFIG_SUFFIXES = frozenset({".yaml", ".yml", ".json", ".toml", ".cfg", ".ini", ".conf"})
@@ -66,6 +75,24 @@ def select_sources(root: Path, max_bytes: int) -> tuple[dict[str, Path], list[st
             else:
                 found[rel] = path
     return found, too_large
+
+
+def source_find_expression(max_bytes: int) -> list[str]:
+    """The sources rule of :func:`select_sources` as a ``find .`` expression printing NUL-separated
+    paths, for workspaces whose files the agent reaches only by running a command in them."""
+    prune = ["-name", ".*"]
+    for name in sorted(_SKIP_DIRS):
+        prune += ["-o", "-name", name]
+    for name in sorted(SKIP_TOP):
+        prune += ["-o", "-path", f"./{name}"]
+    names: list[str] = ["-iname", "requirements*.txt"]
+    for suffix in sorted(CODE_SUFFIXES | CONFIG_SUFFIXES):
+        names += ["-o", "-iname", f"*{suffix}"]
+    for name in sorted(CONFIG_NAMES):
+        names += ["-o", "-iname", name]
+    return ["-mindepth", "1", "(", "-type", "d", "(", *prune, ")", ")", "-prune", "-o",
+            "-type", "f", "(", *names, ")", "!", "-name", f"*{CONFLICT_MARK}*", "!", "-name", ".*",
+            "-size", f"-{max_bytes + 1}c", "-print0"]
 
 
 def sha256_file(path: Path) -> str:

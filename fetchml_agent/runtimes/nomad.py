@@ -60,6 +60,7 @@ from fetchml_agent.nomad.render import (
     RunSpec,
     WorkspaceJobRequest,
     jupyter_secret_items,
+    run_job_id,
     secret_variable_path,
     workspace_job_id,
 )
@@ -304,9 +305,13 @@ class NomadRuntime(Runtime):
         return str(answer.get("EvalID") or ""), int(answer.get("EvalCreateIndex") or 0)
 
     async def _wait_evaluation(
-        self, eval_id: str, deadline: float, what: str, index: int = 0
+        self, eval_id: str, deadline: float, what: str, index: int = 0, blocked_ok: bool = False
     ) -> dict[str, Any]:
-        """Block until the scheduler has processed ``eval_id`` (starting from its create index)."""
+        """Block until the scheduler has processed ``eval_id`` (starting from its create index).
+
+        Placement failures raise :class:`InsufficientResources`, except with ``blocked_ok`` when
+        Nomad keeps a blocked evaluation and every failure is a node that is merely full
+        (``NodesExhausted``): then the evaluation is returned and Nomad places it later."""
         while True:
             remaining = deadline - time.monotonic()
             ev, index = await self.client.get_evaluation(
@@ -324,7 +329,12 @@ class NomadRuntime(Runtime):
                     f"Nomad did not schedule {what} within {self.settings.start_timeout:g} s",
                     details="check the Nomad servers (nomad.start_timeout)",
                 )
-        if ev.get("FailedTGAllocs"):
+        failed = ev.get("FailedTGAllocs") or {}
+        if blocked_ok and failed and ev.get("BlockedEval") and all(
+            int(m.get("NodesExhausted") or 0) > 0 for m in failed.values()
+        ):
+            return ev
+        if failed:
             raise InsufficientResources(
                 f"Nomad cannot place {what}: {placement_cause(ev['FailedTGAllocs'])}",
                 details=f"evaluation {eval_id}",
@@ -694,16 +704,28 @@ class NomadRuntime(Runtime):
 
     # -- experiment runs as batch jobs ------------------------------------------------------
 
+    def run_job_id(self, run_id: str) -> str:
+        """The Nomad job ID a run gets (known before it is submitted)."""
+        return run_job_id(self.settings, run_id)
+
+    @property
+    def workspace_root(self) -> str:
+        """The workspace's directory inside its container (Jupyter's root_dir)."""
+        return self.settings.workdir
+
     async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
-        """Submit an experiment run as a batch job and return once Nomad has placed it.
+        """Submit an experiment run as a batch job and return once Nomad has evaluated it.
 
         Contract: validates and renders the ``experiment-run`` job (the same refusals as
-        workspaces), registers it, and waits for its evaluation only (not for the run).
-        Raises :class:`InsufficientResources` when no node can take it now (the job is purged,
-        nothing stays queued in Nomad), :class:`InvalidArgument`/:class:`PolicyDenied` for bad
+        workspaces), registers it, and waits for its evaluation only (not for the run). When
+        every node that could run it is busy (Nomad's ``NodesExhausted``), the job stays and
+        Nomad's blocked evaluation places it once capacity frees: the state then carries
+        ``"waiting"`` (why). When no node could ever run it (no node with that many GPUs, a
+        volume no node has) it raises :class:`InsufficientResources` and the job is purged, so
+        nothing stays queued in Nomad. :class:`InvalidArgument`/:class:`PolicyDenied` for bad
         input. Returns the run state to persist: ``{"job_id", "eval_id", "run_id", "namespace",
-        "submitted_at" (epoch s), "timeout" (s)}``; pass it to :meth:`run_status`,
-        :meth:`fetch_run_outputs` and :meth:`cancel_run`.
+        "submitted_at" (epoch s), "timeout" (s), "waiting"}``; pass it to :meth:`run_status`,
+        :meth:`wait_run`, :meth:`fetch_run_outputs` and :meth:`cancel_run`.
         """
         progress = progress or _no_progress
         job = self.renderer.run(spec)
@@ -711,12 +733,16 @@ class NomadRuntime(Runtime):
         eval_id, eval_index = await self._register(job)
         try:
             await progress("placing")
-            await self._wait_evaluation(
-                eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}", eval_index
+            ev = await self._wait_evaluation(
+                eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}", eval_index,
+                blocked_ok=True,
             )
         except BaseException:
             await asyncio.shield(self._cleanup(job_id))
             raise
+        waiting = placement_cause(ev["FailedTGAllocs"]) if ev.get("FailedTGAllocs") else ""
+        if waiting:
+            await progress(f"waiting for capacity: {waiting}")
         return {
             "job_id": job_id,
             "eval_id": eval_id,
@@ -724,7 +750,14 @@ class NomadRuntime(Runtime):
             "namespace": self.settings.namespace,
             "submitted_at": time.time(),
             "timeout": float(spec.timeout),
+            "waiting": waiting,
         }
+
+    async def wait_run(self, state: State, index: int, wait: float) -> int:
+        """Block until the run's allocations change (or ``wait`` seconds pass); return the index
+        to pass next time (0 the first time: returns at once)."""
+        _, new_index = await self.client.job_allocations(state["job_id"], index or None, wait if index else None)
+        return int(new_index or 0)
 
     async def run_status(self, state: State) -> RunStatus:
         """Where a run stands (two Nomad reads).

@@ -12,13 +12,16 @@ lives in :mod:`fetchml_agent.experiments`.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
 from ..errors import InsufficientResources, InvalidArgument, NotFound, NotSupported
+from ..experiments import remote
 from ..experiments.config import parse_duration, validate_experiment_id, validate_run_config
 from ..experiments.executor import Executor, run_view
 from ..experiments.files import build_snapshot, resolve_target
@@ -228,19 +231,45 @@ def _prepare(root: Path, run_dir: Path, job: dict[str, Any], max_bytes: int) -> 
     return manifest
 
 
+def _adopt_snapshot(work: Path, run_dir: Path, job: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """Make the sources fetched from a remote workspace the run's ``work/`` directory."""
+    os.replace(work, run_dir / "work")
+    write_json(run_dir / "snapshot.json", manifest)
+    write_json(run_dir / "job.json", job)
+
+
 @operation(Opcode.QUEUE_RUN, routes=[("POST", "/api/v1/experiments/runs")], schema=_QUEUE_SCHEMA)
 async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["workspace"])
     require(agent, call.user, ws, USE, "queueing a run")
-    if agent.runtime.name != "local":
+    on_remote = remote.is_remote(agent)
+    if on_remote:
+        remote.check_ready(agent)
+    elif agent.runtime.name != "local":
         raise NotSupported(
             f"queueing runs on the {agent.runtime.name} runtime is not supported by this agent",
-            "the local runtime runs them here; the nomad runtime runs them as batch jobs",
+            "the local runtime runs them on the agent's host; the nomad runtime runs them as batch jobs",
         )
     if args.get("notebook") and args.get("script"):
         raise InvalidArgument("name one thing to run: --notebook or --script, not both")
     ex = executor_of(agent)
-    root = Path(ws.path)
+    run_id = "run-" + secrets.token_hex(5)
+    if not on_remote:
+        return await _queue(agent, call, args, ws, ex, run_id, Path(ws.path), None)
+    # The workspace's files live in its workload: copy its sources out first, then read the
+    # config and resolve the target in that copy, which becomes the run's snapshot.
+    staging = ex.root / ".staging" / run_id
+    try:
+        manifest = await remote.fetch_sources(agent, ws, staging / "work", ex.snapshot_max_bytes)
+        return await _queue(agent, call, args, ws, ex, run_id, staging / "work", manifest)
+    finally:
+        await run_blocking(shutil.rmtree, staging, True)
+
+
+async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, ex: Executor, run_id: str,
+                 root: Path, fetched: dict[str, Any] | None) -> Result:
+    """Queue from the workspace files under ``root`` (``fetched``: the manifest when ``root`` is
+    already the run's snapshot, taken from a remote workspace)."""
     doc, source = args.get("config"), args.get("config_name") or "experiment config"
     if doc is None:
         doc, found = await run_blocking(_workspace_config, root, args.get("config_path"))
@@ -264,7 +293,7 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
     capacity = ex.gpu_capacity()
-    if gpus > capacity:
+    if fetched is None and gpus > capacity:  # on Nomad, the cluster's scheduler decides
         raise InsufficientResources(
             f"the run asks for {gpus} GPU{'s' if gpus != 1 else ''}, but this host has {capacity}",
             "set resources.gpu in the experiment config to what the host has (0 for a CPU-only run)",
@@ -272,7 +301,6 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     timeout = config.get("timeout")
     if timeout is None and ex.default_timeout is not None:
         timeout = parse_duration(ex.default_timeout, "experiments.default_timeout")
-    run_id = "run-" + secrets.token_hex(5)
     run_dir = ex.run_dir(experiment, run_id)
     retries = int(config.get("retries") or 0)
     job = {
@@ -291,7 +319,11 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         ws.config["experiment"] = experiment
         await agent.save(ws)
     await run_blocking(run_dir.mkdir, parents=True)
-    manifest = await run_blocking(_prepare, root, run_dir, job, ex.snapshot_max_bytes)
+    if fetched is None:
+        manifest = await run_blocking(_prepare, root, run_dir, job, ex.snapshot_max_bytes)
+    else:
+        manifest = fetched
+        await run_blocking(_adopt_snapshot, root, run_dir, job, manifest)
     warnings = await run_blocking(_unknown_parameters, run_dir / "work" / target, parameters) if kind == "notebook" else []
     run = Run(
         id=run_id,

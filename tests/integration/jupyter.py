@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["api_status", "execute", "split_url"]
+__all__ = ["api_status", "execute", "put_contents", "split_url"]
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -30,6 +30,16 @@ def _request(base: str, token: str, method: str, path: str, body: Any = None) ->
 def api_status(url: str) -> dict[str, Any]:
     base, token = split_url(url)
     return _request(base, token, "GET", "api/status")  # type: ignore[no-any-return]
+
+
+def put_contents(url: str, path: str, model: dict[str, Any]) -> dict[str, Any]:
+    """Save a file through Jupyter's contents API, as JupyterLab does (``model``: type, format,
+    content); parent directories are created first."""
+    base, token = split_url(url)
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        _request(base, token, "PUT", "api/contents/" + "/".join(parts[:i]), {"type": "directory"})
+    return _request(base, token, "PUT", "api/contents/" + path, model)  # type: ignore[no-any-return]
 
 
 def execute(url: str, code: str, timeout: float = 60) -> str:

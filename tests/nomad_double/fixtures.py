@@ -38,12 +38,15 @@ __all__ = [
     "nomad_target",
 ]
 
-# A workspace image as the double knows it: the host's JupyterLab and papermill, a home
-# directory, and a user config that lets Jupyter run as root (the double runs tasks as the test
-# user, which is root on these machines).
+# The directory the workspace image ships the ``fetchml`` helper from (images/workspace/fetchml).
+_HELPER_DIR = Path(__file__).resolve().parents[2] / "images" / "workspace"
+
+# A workspace image as the double knows it: the host's JupyterLab and papermill, the ``fetchml``
+# helper as the real image ships it, a home directory, and a user config that lets Jupyter run
+# as root (the double runs tasks as the test user, which is root on these machines).
 WORKSPACE_IMAGE = DoubleImage(
     "fetchml/workspace:test",
-    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1"},
+    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(_HELPER_DIR)},
     paths=("/home/jovyan", "/home/jovyan/work"),
     files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
     workdir="/home/jovyan",
