@@ -103,22 +103,27 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def resolve_target(root: Path, target: str, kind: str) -> str:
-    """``target`` as a clean relative path of an existing notebook (.ipynb) or script (.py) in ``root``."""
+def resolve_target(root: Path, target: str, kind: str, shown: str | None = None) -> str:
+    """``target`` as a clean relative path of an existing notebook (.ipynb) or script (.py) in ``root``
+    (``shown``: the workspace's directory as its user knows it, for messages; default ``root``)."""
+    shown = shown or str(root)
     want = ".ipynb" if kind == "notebook" else ".py"
     rel = PurePosixPath(target.replace(os.sep, "/"))
     if rel.is_absolute():
         try:
             rel = PurePosixPath(Path(target).resolve().relative_to(root.resolve()))
         except ValueError:
-            raise InvalidArgument(f"{kind} {target!r} is not inside the workspace ({root})") from None
+            try:  # a path as the user sees it inside a remote workspace
+                rel = rel.relative_to(shown)
+            except ValueError:
+                raise InvalidArgument(f"{kind} {target!r} is not inside the workspace ({shown})") from None
     if ".." in rel.parts or not rel.parts:
         raise InvalidArgument(f"{kind} {target!r} must be a path inside the workspace, without '..'")
     if rel.suffix != want:
         raise InvalidArgument(f"{kind} {target!r}: expected a {want} file")
     path = root / rel
     if not path.is_file():
-        raise NotFound(f"no {kind} {str(rel)!r} in the workspace ({root})", f"the path is relative to {root}")
+        raise NotFound(f"no {kind} {str(rel)!r} in the workspace ({shown})", f"the path is relative to {shown}")
     return str(rel)
 
 

@@ -8,7 +8,9 @@ directory inside its container. The agent then:
 1. takes the run's snapshot from the *running* workspace (:func:`fetch_sources`): one command in
    the workspace (``find`` with the sources rule of :mod:`.files`, piped to ``tar``) whose output
    streams into the run's ``work/`` directory on the agent, so the notebook that runs is the one
-   the user sees in JupyterLab, frozen when queued;
+   the user sees in JupyterLab, frozen when queued (sync works on such workspaces the same way:
+   :func:`pull_paths` brings the workspace's side into a mirror, the conflict rule runs there,
+   and :func:`push_files` writes what it changed back through ``runtime.exec``'s stdin);
 2. writes it where the runtime's workers read it (:func:`publish_snapshot`: the snapshot volume),
    submits the run, and remembers the runtime's state in ``nomad.json`` in the run's directory
    (what a restarted agent adopts);
@@ -20,6 +22,7 @@ directory inside its container. The agent then:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -43,9 +46,12 @@ __all__ = [
     "is_remote",
     "notebook_error",
     "publish_snapshot",
+    "pull_paths",
+    "push_files",
     "result_from_status",
     "run_spec",
     "snapshot_root",
+    "tree_hashes",
     "unpublish_snapshot",
 ]
 
@@ -54,9 +60,10 @@ EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 143
 _SNAPSHOT_TIMEOUT_S = 300.0
 _MAX_SNAPSHOT_BYTES = 2 << 30
-# Streams the selected sources as a tar archive on stdout; stderr is dropped so that nothing
+_MAX_PUSH_BYTES = 512 << 20
+# Streams what ``find ARGS`` selects as a tar archive on stdout; stderr is dropped so that nothing
 # but the archive reaches the agent (the exit status still tells whether tar succeeded).
-_TAR_SCRIPT = 'cd "$1" || exit 3; shift; find . "$@" | tar -cf - --null --no-recursion -T - 2>/dev/null'
+_TAR_SCRIPT = 'exec 2>/dev/null; cd "$1" || exit 3; shift; find "$@" | tar -cf - --null --no-recursion -T -'
 
 
 def is_remote(agent: Agent) -> bool:
@@ -64,23 +71,25 @@ def is_remote(agent: Agent) -> bool:
     return callable(getattr(agent.runtime, "submit_run", None))
 
 
-async def fetch_sources(agent: Agent, ws: Workspace, work: Path, max_bytes: int) -> dict[str, Any]:
-    """Copy the running workspace's sources into ``work``; return the snapshot manifest
-    ``{"copied": {path: sha256}, "linked": [], "too_large": []}``.
+def _root(agent: Agent, ws: Workspace) -> str:
+    return str(getattr(agent.runtime, "workspace_root", None) or ws.path)
 
-    Raises :class:`InvalidState` when the workspace is not running (its files are only
-    reachable through its workload) and :class:`BackendError` when the copy fails.
-    """
-    from ..service.workspaces import spec_for
 
+def _require_running(ws: Workspace, why: str) -> None:
     if ws.status != "running" or not ws.runtime_state:
         raise InvalidState(
-            f"workspace {ws.name} is not running: runs are snapshotted from the running workspace",
+            f"workspace {ws.name} is not running: {why}",
             f"start it first: ml jupyter start {ws.name}",
         )
-    root = str(getattr(agent.runtime, "workspace_root", None) or ws.path)
-    work.mkdir(parents=True, exist_ok=True)
-    archive = work.parent / "snapshot.tar"
+
+
+async def _pull(agent: Agent, ws: Workspace, dest: Path, find_args: list[str]) -> None:
+    """Copy what ``find FIND_ARGS`` prints (NUL-separated, relative to the workspace's directory)
+    from the running workspace into ``dest``, as one tar stream through ``runtime.exec``."""
+    from ..service.workspaces import spec_for
+
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest.parent / f".{dest.name}.pull.tar"
     size = 0
     with open(archive, "wb") as fh:
 
@@ -88,36 +97,102 @@ async def fetch_sources(agent: Agent, ws: Workspace, work: Path, max_bytes: int)
             nonlocal size
             size += len(chunk)
             if size > _MAX_SNAPSHOT_BYTES:
-                raise BackendError(f"the workspace's sources exceed {_MAX_SNAPSHOT_BYTES >> 30} GiB")
+                raise BackendError(f"the workspace's files to copy exceed {_MAX_SNAPSHOT_BYTES >> 30} GiB")
             fh.write(chunk)
 
-        argv = ["sh", "-c", _TAR_SCRIPT, "fetchml-snapshot", root, *source_find_expression(max_bytes)]
+        argv = ["sh", "-c", _TAR_SCRIPT, "fetchml-pull", _root(agent, ws), *find_args]
         res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, output=sink,
                                        timeout=_SNAPSHOT_TIMEOUT_S)
     try:
         if res.exit_code != 0:
             raise BackendError(
-                f"could not read the sources of workspace {ws.name} (exit code {res.exit_code})",
-                f"the workspace's directory is {root}; the image needs sh, find and tar",
+                f"could not read the files of workspace {ws.name} (exit code {res.exit_code})",
+                f"the workspace's directory is {_root(agent, ws)}; the image needs sh, find and tar",
             )
-        return await run_blocking(_unpack, archive, work, max_bytes)
+        await run_blocking(_unpack, archive, dest)
     finally:
         archive.unlink(missing_ok=True)
 
 
-def _unpack(archive: Path, work: Path, max_bytes: int) -> dict[str, Any]:
+def _unpack(archive: Path, dest: Path) -> None:
+    head = archive.read_bytes()[:20480] if archive.stat().st_size <= 20480 else b"x"
+    if not head.strip(b"\0"):
+        return  # nothing matched: tar wrote only its end-of-archive blocks
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(work, filter="data")  # no links out, no absolute paths, no devices
+        with tarfile.open(archive, mode="r:") as tar:
+            tar.extractall(dest, filter="data")  # no links out, no absolute paths, no devices
     except (tarfile.TarError, OSError) as exc:
-        raise BackendError(f"the workspace's sources arrived damaged: {exc}") from None
+        raise BackendError(f"the workspace's files arrived damaged: {exc}") from None
+
+
+async def fetch_sources(agent: Agent, ws: Workspace, work: Path, max_bytes: int) -> dict[str, Any]:
+    """Copy the running workspace's sources (the rule of :mod:`.files`) into ``work``; return the
+    snapshot manifest ``{"copied": {path: sha256}, "linked": [], "too_large": []}``.
+
+    Raises :class:`InvalidState` when the workspace is not running (its files are only
+    reachable through its workload) and :class:`BackendError` when the copy fails.
+    """
+    _require_running(ws, "runs are snapshotted from the running workspace")
+    await _pull(agent, ws, work, [".", *source_find_expression(max_bytes)])
+    return await run_blocking(_keep_sources, work, max_bytes)
+
+
+def _keep_sources(work: Path, max_bytes: int) -> dict[str, Any]:
     sources, _ = select_sources(work, max_bytes)
     for dirpath, _dirs, files in os.walk(work):
         for name in files:  # the rule is applied again here: nothing else stays
             path = Path(dirpath, name)
-            if str(path.relative_to(work).as_posix()) not in sources:
+            if path.relative_to(work).as_posix() not in sources:
                 path.unlink()
     return {"copied": {rel: sha256_file(path) for rel, path in sources.items()}, "linked": [], "too_large": []}
+
+
+async def pull_paths(agent: Agent, ws: Workspace, dest: Path, rels: list[str]) -> None:
+    """Copy the files at or under the workspace-relative paths ``rels`` (those that exist) into
+    ``dest``: the workspace's side of a results sync."""
+    _require_running(ws, "its files are synced through its workload")
+    await _pull(agent, ws, dest, [*(f"./{r}" for r in rels), "-type", "f", "-print0"])
+
+
+async def push_files(agent: Agent, ws: Workspace, src: Path, rels: list[str]) -> None:
+    """Write the files ``src/REL`` into the running workspace at the same relative paths (one tar
+    stream through ``runtime.exec``'s stdin), replacing what is there."""
+    from ..service.workspaces import spec_for
+
+    if not rels:
+        return
+    _require_running(ws, "its files are synced through its workload")
+    data = await run_blocking(_pack, src, rels)
+    argv = ["sh", "-c", 'mkdir -p "$1" && cd "$1" && tar -xmf - --no-same-owner', "fetchml-push", _root(agent, ws)]
+    res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, stdin=data,  # type: ignore[call-arg]
+                                   timeout=_SNAPSHOT_TIMEOUT_S)
+    if res.exit_code != 0:
+        raise BackendError(
+            f"could not write into workspace {ws.name} (exit code {res.exit_code})",
+            res.output.decode("utf-8", "replace")[-300:],
+        )
+
+
+def _pack(src: Path, rels: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for rel in sorted(rels):
+            tar.add(src / rel, arcname=rel, recursive=False)
+    if buf.tell() > _MAX_PUSH_BYTES:
+        raise BackendError(f"the results to write into the workspace exceed {_MAX_PUSH_BYTES >> 20} MiB",
+                           "they stay in the experiment's directory on the agent")
+    return buf.getvalue()
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """``{relative posix path: sha256}`` of every regular file under ``root``."""
+    out: dict[str, str] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink():
+                out[path.relative_to(root).as_posix()] = sha256_file(path)
+    return out
 
 
 def publish_snapshot(snapshot_dir: Path | None, run_dir: Path, run_id: str) -> tuple[Path, bool]:

@@ -184,9 +184,14 @@ async def sync_workspace(
 ) -> dict[str, Any]:
     """Sync ``ws`` with ``experiment_id`` in ``direction`` (``to-experiment``, ``from-experiment``,
     ``full`` or ``auto`` for one finished run); record the history; return what happened."""
+    from . import remote
+
     store = agent.store
     exp_root = agent.data_dir / "experiments" / experiment_id
-    ws_root = Path(ws.path)
+    on_remote = remote.is_remote(agent)
+    # A workspace whose files live in its workload is synced through a mirror: its side is
+    # copied in, the rule runs there, and what changed is written back.
+    ws_root = agent.data_dir / "run" / ws.id / "sync-mirror" if on_remote else Path(ws.path)
     max_bytes = int(agent.config.section("experiments").get("snapshot_max_file_mb") or 10) * 1024 * 1024
     lock = _locks.setdefault(ws.id, asyncio.Lock())
     async with lock:
@@ -197,6 +202,16 @@ async def sync_workspace(
             runs = [only_run]
         else:
             runs = [r for r in all_runs if r.status in FINISHED]
+        before: dict[str, str] = {}
+        if on_remote:
+            await run_blocking(shutil.rmtree, ws_root, True)
+            if direction in ("to-experiment", "full"):
+                await remote.fetch_sources(agent, ws, ws_root, max_bytes)
+            if direction in ("from-experiment", "full", "auto"):
+                area = f"experiments/{experiment_id}"
+                rels = [area] if only_run is None else [f"{area}/experiment.json", f"{area}/runs/{only_run.id}"]
+                await remote.pull_paths(agent, ws, ws_root, rels)
+            before = await run_blocking(remote.tree_hashes, ws_root)
         bases = await store.run(sync_bases, ws.id, experiment_id)
         pending = await store.run(pending_conflicts, ws.id, experiment_id)
 
@@ -211,6 +226,9 @@ async def sync_workspace(
             return reconcile(pairs, ws_root, bases, pending, time.time())
 
         outcome = await run_blocking(work)
+        if on_remote:
+            after = await run_blocking(remote.tree_hashes, ws_root)
+            await remote.push_files(agent, ws, ws_root, [rel for rel, h in after.items() if before.get(rel) != h])
         await store.run(save_sync_state, ws.id, experiment_id, outcome.bases, outcome.resolved, outcome.new_conflicts)
         record = await store.run(
             insert_sync, ws.id, ws.name, experiment_id, direction, user,

@@ -689,8 +689,10 @@ class NomadRuntime(Runtime):
         output: Output | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
+        stdin: bytes | None = None,
     ) -> ExecResult:
-        """Run ``argv`` inside the workspace's container through Nomad's exec WebSocket."""
+        """Run ``argv`` inside the workspace's container through Nomad's exec WebSocket
+        (``stdin``, when given, is sent to the command and closed)."""
         alloc_id = (state or {}).get("alloc_id")
         if not alloc_id:
             raise InvalidState(f"workspace {spec.name} is not running in Nomad")
@@ -698,7 +700,7 @@ class NomadRuntime(Runtime):
         if env:
             command = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), *command]
         outcome = await alloc_exec(
-            self.settings, alloc_id, WORKSPACE_TASK, command, output=output, timeout=timeout
+            self.settings, alloc_id, WORKSPACE_TASK, command, output=output, stdin=stdin, timeout=timeout
         )
         return ExecResult(exit_code=outcome.exit_code, output=outcome.output)
 

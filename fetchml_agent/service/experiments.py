@@ -289,7 +289,8 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
         kind, wanted = "script", config["script"]
     elif not wanted:
         wanted = config.get("notebook") or await run_blocking(_default_notebook, root)
-    target: str = await run_blocking(resolve_target, root, str(wanted), kind)
+    shown = str(getattr(agent.runtime, "workspace_root", "") or root) if fetched is not None else None
+    target: str = await run_blocking(resolve_target, root, str(wanted), kind, shown)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
     capacity = ex.gpu_capacity()

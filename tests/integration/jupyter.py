@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["api_status", "execute", "put_contents", "split_url"]
+__all__ = ["api_status", "execute", "get_contents", "put_contents", "split_url"]
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -40,6 +40,19 @@ def put_contents(url: str, path: str, model: dict[str, Any]) -> dict[str, Any]:
     for i in range(1, len(parts)):
         _request(base, token, "PUT", "api/contents/" + "/".join(parts[:i]), {"type": "directory"})
     return _request(base, token, "PUT", "api/contents/" + path, model)  # type: ignore[no-any-return]
+
+
+def get_contents(url: str, path: str) -> dict[str, Any] | None:
+    """A file or directory model from Jupyter's contents API, or ``None`` when it does not exist."""
+    import urllib.error
+
+    base, token = split_url(url)
+    try:
+        return _request(base, token, "GET", "api/contents/" + path)  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
 
 
 def execute(url: str, code: str, timeout: float = 60) -> str:

@@ -572,10 +572,17 @@ class Cluster:
                 return "missing compatible host volumes"
             if vol["Type"] == "csi":
                 return f"missing CSI Volume {vol['Source']}"
+        # As Nomad's DeviceChecker: a node is feasible only when a matching device group has at
+        # least Count healthy instances (busy or not); fewer is "missing devices", not exhausted.
+        healthy = {id(g): sum(1 for i in g["Instances"] if i["Healthy"]) for g in node["NodeResources"]["Devices"] or []}
         for t in tg["Tasks"]:
             for req in t["Resources"].get("Devices") or []:
-                if not any(_device_matches(group, req) for group in node["NodeResources"]["Devices"] or []):
+                want = int(req.get("Count") or 1)
+                group = next((g for g in node["NodeResources"]["Devices"] or []
+                              if healthy[id(g)] >= want and _device_matches(g, req)), None)
+                if group is None:
                     return "missing devices"
+                healthy[id(group)] -= want
         return None
 
     def _assign_device(

@@ -20,7 +20,7 @@ import requests
 
 from tests.conftest import AgentProcess, free_port
 from tests.integration.experiments.exp_helpers import audit_actions, wait_for
-from tests.integration.jupyter import put_contents
+from tests.integration.jupyter import get_contents, put_contents
 from tests.nomad_double.fixtures import NomadTarget
 
 TRAIN = [
@@ -104,9 +104,35 @@ def test_a_notebook_runs_as_a_batch_job_and_its_results_come_back(env: Env) -> N
     assert "lr = 0.5" in out.cells[1].source and "injected-parameters" in out.cells[1].metadata.tags
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["notebook"]["papermill"]["parameters"] == {"lr": 0.5}
-    assert env.api(f"/v1/job/{job_id}").status_code == 404  # purged once fetched
+    deadline = time.monotonic() + 15
+    while env.api(f"/v1/job/{job_id}").status_code != 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert env.api(f"/v1/job/{job_id}").status_code == 404  # purged once recorded
     actions = [a for a, _, d in audit_actions(env.agent, "lab") if d.get("run") == run["id"]]
     assert actions == ["run.queue", "run.start", "run.finish"]
+    # Synced automatically into the workspace, where JupyterLab shows them.
+    synced = f"experiments/exp-nomad/runs/{run['id']}"
+    model = get_contents(env.url, f"{synced}/outputs/model.txt")
+    assert model is not None and model["content"] == "lr=0.5"
+    names = {c["name"] for c in (get_contents(env.url, synced) or {"content": []})["content"]}
+    assert {"output.ipynb", "run.json", "metrics.csv", "experiment-config.json"} <= names
+
+
+def test_sync_goes_through_the_workload_and_keeps_a_user_edit(env: Env) -> None:
+    # Sources into the experiment: the notebook as the user saved it in JupyterLab.
+    put_contents(env.url, "notes.py", _text("print('v1')\n"))
+    doc = env.agent.ml_json("jupyter", "sync", "lab", "--to-experiment")
+    assert {"path": "notes.py", "to": "experiment"} in doc["copied"]
+    # The user edits the experiment summary in the workspace; a new run changes it too.
+    summary = "experiments/exp-nomad/experiment.json"
+    text = (get_contents(env.url, summary) or {})["content"]
+    put_contents(env.url, summary, _text(text.replace("{", '{"my note": "keep me", ', 1)))
+    run = env.queue("--script", "job.py", "-p", "n=1")
+    wait_for(env.agent, run["id"], ("succeeded",))
+    kept = json.loads((get_contents(env.url, summary) or {})["content"])
+    assert kept["my note"] == "keep me"
+    listing = (get_contents(env.url, "experiments/exp-nomad") or {"content": []})["content"]
+    assert any(".conflict-experiment-" in c["name"] for c in listing), [c["name"] for c in listing]
 
 
 def test_a_failing_cell_is_reported_with_its_error(env: Env) -> None:
@@ -138,6 +164,9 @@ def test_cancel_stops_the_job(env: Env) -> None:
     assert "cancelled" in cp.stdout + cp.stderr
     done = wait_for(env.agent, run["id"], ("cancelled", "failed", "succeeded"), timeout=60)
     assert done["status"] == "cancelled", done
+    deadline = time.monotonic() + 15
+    while env.api(f"/v1/job/{job_id}").status_code != 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert env.api(f"/v1/job/{job_id}").status_code == 404
 
 
@@ -156,8 +185,14 @@ def test_kill9_mid_run_then_restart_adopts_and_records_it(env: Env) -> None:
 def test_bad_input_is_refused_before_nomad(env: Env) -> None:
     cp = env.agent.ml("jupyter", "queue", "--workspace", "lab", "--notebook", "missing.ipynb", check=False)
     assert cp.returncode != 0 and "missing.ipynb" in cp.stderr and "Traceback" not in cp.stderr
-    jobs = [j["ID"] for j in env.api("/v1/jobs", prefix=f"{env.prefix}run-").json()]
-    assert jobs == []
+    assert "/home/jovyan/work" in cp.stderr and ".staging" not in cp.stderr  # the path the user knows
+    ok = env.queue("--notebook", "/home/jovyan/work/train.ipynb")  # absolute, as JupyterLab shows it
+    assert ok["target"] == "train.ipynb"
+    wait_for(env.agent, ok["id"], ("succeeded", "failed", "cancelled"))
+    deadline = time.monotonic() + 15
+    while (jobs := [j["ID"] for j in env.api("/v1/jobs", prefix=f"{env.prefix}run-").json()]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert jobs == []  # the refused one never reached Nomad; the good one is purged once recorded
 
 
 def test_status_lists_nomad_runs(env: Env) -> None:

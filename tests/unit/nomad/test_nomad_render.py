@@ -198,7 +198,7 @@ def test_script_runs_with_python_and_reads_parameters_from_a_file() -> None:
     task = job["Job"]["TaskGroups"][0]["Tasks"][0]
     assert task["Config"]["args"][4:] == ["python3", "src/train.py"]
     assert task["Env"]["FETCHML_PARAMETERS_FILE"] == "${NOMAD_TASK_DIR}/parameters.json"
-    with pytest.raises(InvalidArgument, match="not a .py file"):
+    with pytest.raises(InvalidArgument, match=r"not a \.py file"):
         renderer().run(RunSpec(run_id="r3", workspace="ws1", notebook="a.ipynb", kind="script"))
 
 
