@@ -29,18 +29,24 @@ Lifecycle of a workspace:
 
 Runtime state (what the store persists): ``{"job_id", "alloc_id", "eval_id", "namespace", "url",
 "node_id", "memory_mb"}``.
+
+Package installs (``exec``) run inside the allocation; pip there reaches the agent's package
+index at :meth:`NomadRuntime.index_base_url` (``nomad.agent_url``, or the index-only listener
+``nomad.index``), never the agent's loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -74,6 +80,9 @@ from fetchml_agent.runtimes.base import (
     Status,
     WorkspaceSpec,
 )
+
+if TYPE_CHECKING:
+    from fetchml_agent.config import AgentConfig
 
 __all__ = ["NomadRuntime", "RunSpec", "RunStatus", "placement_cause"]
 
@@ -176,6 +185,17 @@ def _current_alloc(allocs: list[dict[str, Any]], eval_id: str | None = None) -> 
     return max(pool, key=lambda a: a.get("CreateIndex", 0)) if pool else None
 
 
+def _is_loopback(host: str) -> bool:
+    """True for loopback addresses, ``localhost`` and wildcards (a wildcard listen address is given
+    to workspaces as 127.0.0.1)."""
+    if host in ("", "0.0.0.0", "::") or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _url_from_ports(ports: list[dict[str, Any]] | None, label: str = "http") -> str | None:
     for port in ports or []:
         if port.get("Label") == label and port.get("Value"):
@@ -191,15 +211,27 @@ class NomadRuntime(Runtime):
 
     name = "nomad"
 
-    def __init__(self, settings: NomadSettings | Mapping[str, Any], probe_timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        settings: NomadSettings | Mapping[str, Any],
+        probe_timeout: float = 3.0,
+        agent_config: AgentConfig | None = None,
+    ) -> None:
         self.settings = (
             settings if isinstance(settings, NomadSettings) else NomadSettings.from_config(settings)
         )
         self.renderer = JobRenderer(self.settings)
         self.probe_timeout = probe_timeout
+        self.agent_config = agent_config
         self._client: NomadClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._gpus = 0
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> NomadRuntime:
+        """From agent.yaml: its ``nomad:`` section, and the listen address and ``public_url`` (to
+        warn at :meth:`open` when workspaces would be given a loopback package index)."""
+        return cls(config.section("nomad"), agent_config=config)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -216,9 +248,52 @@ class NomadRuntime(Runtime):
         return self._http
 
     async def open(self) -> None:
-        """Check that Nomad answers (BackendUnavailable otherwise) and count its GPUs."""
+        """Check that Nomad answers (BackendUnavailable otherwise) and count its GPUs; warn once
+        when workspaces would get a package index URL they cannot reach (:meth:`index_warning`)."""
         await self.client.leader()
         await self._refresh_gpus()
+        warning = self.index_warning()
+        if warning:
+            log.warning("%s", warning)
+
+    @property
+    def index(self) -> tuple[str, int] | None:
+        """``nomad.index``: the address and port of this host where the agent also serves only the
+        package index, for allocations (the server's index-only listener binds there, see
+        :mod:`fetchml_agent.server.index_listener`); ``None`` when not configured."""
+        return self.settings.index
+
+    def index_base_url(self, agent: Any) -> str | None:
+        """The agent's base URL as allocations reach it: ``nomad.agent_url``, else
+        ``http(s)://`` :attr:`index`. ``None`` when neither is set: the packages service then uses
+        agent.yaml ``public_url``, else the listen address."""
+        if self.settings.agent_url:
+            return self.settings.agent_url
+        if self.settings.index:
+            host, port = self.settings.index
+            return f"{agent.config.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+        return None
+
+    def index_warning(self) -> str | None:
+        """Why workspaces on other nodes will not reach the package index, or ``None``: neither
+        ``nomad.agent_url`` nor ``nomad.index`` is set and the fallback (``public_url``, else the
+        listen address, a wildcard meaning 127.0.0.1) is a loopback address. A one-node cluster
+        whose tasks share the agent's host may ignore it."""
+        cfg = self.agent_config
+        if cfg is None or self.settings.agent_url or self.settings.index:
+            return None
+        public = cfg.raw.get("public_url")
+        host = (urlsplit(public).hostname or "") if public else cfg.host
+        if not _is_loopback(host):
+            return None
+        shown_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+        shown = public or f"{cfg.scheme}://{shown_host}:{cfg.port}"
+        return (
+            f"workspaces on other Nomad nodes cannot reach the agent's package index: they would be "
+            f"given {shown}, a loopback address, so pip installs in them fail; set nomad.agent_url to "
+            "the agent's URL as allocations reach it, or nomad.index to an address of this host for an "
+            "index-only listener (docs/nomad.md, 'Packages')"
+        )
 
     async def close(self) -> None:
         if self._http is not None:
