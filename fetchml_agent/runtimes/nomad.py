@@ -41,6 +41,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,6 +94,9 @@ RUN_TASK = "papermill"
 _TERMINAL = {"complete", "failed", "lost"}
 _MAX_WAIT = 30.0
 _MAX_OUTPUT_BYTES = 1 << 30
+# Seconds an exec session outlives its command's own ``timeout`` (which runs in the container):
+# time for the kill and for the exit frame to come back.
+_EXEC_GRACE = 15.0
 RunState = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "missing"]
 
 
@@ -755,17 +759,56 @@ class NomadRuntime(Runtime):
         env: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run ``argv`` inside the workspace's container through Nomad's exec WebSocket."""
+        """Run ``argv`` inside the workspace's task through Nomad's exec WebSocket.
+
+        The command sees the task's environment (the job's ``Env``: the package index variables)
+        plus ``env``. With ``timeout`` it runs under ``timeout`` inside the container (Nomad does
+        not stop an exec'd process when the session closes) and the session waits
+        ``_EXEC_GRACE`` s more; past it :class:`Timeout`. An allocation replaced by a newer one
+        (rescheduled) is found again. Raises :class:`InvalidState` when the workspace is not
+        running, :class:`NotFound` when Nomad has no allocation for it any more,
+        :class:`BackendUnavailable` when Nomad cannot be reached (see
+        :func:`~fetchml_agent.nomad.exec.alloc_exec`).
+        """
         alloc_id = (state or {}).get("alloc_id")
-        if not alloc_id:
-            raise InvalidState(f"workspace {spec.name} is not running in Nomad")
+        if not state or not alloc_id:
+            raise InvalidState(f"workspace {spec.name} is not running", f"start it first: ml jupyter restart {spec.name}")
         command = list(argv)
         if env:
             command = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), *command]
-        outcome = await alloc_exec(
-            self.settings, alloc_id, WORKSPACE_TASK, command, output=output, timeout=timeout
-        )
+        if timeout is not None:
+            command = ["timeout", "--kill-after=5", f"{max(timeout, 0.1):g}", *command]
+        session_timeout = None if timeout is None else timeout + _EXEC_GRACE
+        began = time.monotonic()
+        try:
+            outcome = await alloc_exec(
+                self.settings, alloc_id, WORKSPACE_TASK, command, output=output, timeout=session_timeout
+            )
+        except (NotFound, InvalidState) as exc:
+            # Nothing ran. The allocation may have been replaced: use the job's running one.
+            current = await self._running_alloc(state["job_id"]) if state.get("job_id") else None
+            if current is None or current == alloc_id:
+                raise type(exc)(
+                    f"workspace {spec.name}: {exc.message}",
+                    f"ml jupyter status {spec.name} shows what Nomad reports; "
+                    f"ml jupyter restart {spec.name} starts it again",
+                ) from exc
+            outcome = await alloc_exec(
+                self.settings, current, WORKSPACE_TASK, command, output=output, timeout=session_timeout
+            )
+        if timeout is not None and outcome.exit_code in (124, 137) and time.monotonic() - began >= timeout:
+            raise Timeout(
+                f"`{shlex.join(argv)}` did not finish within {timeout:g} s in workspace {spec.name}"
+            )
         return ExecResult(exit_code=outcome.exit_code, output=outcome.output)
+
+    async def _running_alloc(self, job_id: str) -> str | None:
+        """The ID of the job's running allocation, or ``None`` (no job, nothing running)."""
+        allocs, _ = await self.client.job_allocations(job_id)  # [] for a job Nomad does not know
+        alloc = _current_alloc(allocs)
+        if alloc is None or alloc.get("ClientStatus") != "running" or alloc.get("DesiredStatus") != "run":
+            return None
+        return str(alloc["ID"])
 
     # -- experiment runs as batch jobs ------------------------------------------------------
 
