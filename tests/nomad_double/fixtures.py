@@ -40,10 +40,12 @@ __all__ = [
 
 # A workspace image as the double knows it: the host's JupyterLab and papermill, a home
 # directory, and a user config that lets Jupyter run as root (the double runs tasks as the test
-# user, which is root on these machines).
+# user, which is root on these machines). Its Python is the host's, which the workspace must not
+# change: like an image whose system Python is read-only, pip installs into the user's site
+# (PIP_USER=1, ~/.local under the task's own home), which every Python of the task sees.
 WORKSPACE_IMAGE = DoubleImage(
     "fetchml/workspace:test",
-    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1"},
+    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PIP_USER": "1"},
     paths=("/home/jovyan", "/home/jovyan/work"),
     files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
     workdir="/home/jovyan",
