@@ -12,17 +12,23 @@ One agent and one workspace are shared by the module; the tests run in file orde
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import requests
 
+from fetchml_agent.runtimes.base import WorkspaceSpec
+from fetchml_agent.runtimes.nomad import NomadRuntime
 from tests.conftest import AgentProcess, free_port
 from tests.integration.jupyter import execute
 from tests.integration.packages.world import POLICY, ServerThread, agent_for, make_upstream, make_wheelhouse
@@ -34,6 +40,7 @@ WS = "pkgs"
 class Env:
     agent: AgentProcess
     target: NomadTarget
+    settings: dict[str, Any]
     job_id: str
     index_base: str
 
@@ -46,6 +53,19 @@ def _nomad(target: NomadTarget, method: str, path: str, **params: Any) -> reques
 def _events(agent: AgentProcess, action: str) -> list[dict[str, Any]]:
     doc = agent.ml_json("jupyter", "audit", WS, "--action", action)
     return [e for e in doc["events"] if e["action"] == action]
+
+
+def _wait_allocs(env: Env, done: Any) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while True:
+        allocs: list[dict[str, Any]] = _nomad(env.target, "GET", f"/v1/job/{env.job_id}/allocations").json()
+        if done(allocs) or time.monotonic() > deadline:
+            return allocs
+        time.sleep(0.2)
+
+
+def _terminal(allocs: list[dict[str, Any]]) -> bool:
+    return all(a["ClientStatus"] in ("complete", "failed", "lost") for a in allocs)
 
 
 def _host_can_import(module: str) -> bool:
@@ -70,7 +90,7 @@ def env(nomad_target: NomadTarget, upstream: ServerThread, tmp_path_factory: pyt
             pytest.skip("against a real Nomad, set FETCHML_TEST_NOMAD_AGENT_HOST to an address of this host "
                         "that allocations reach (they cannot reach its 127.0.0.1)")
     index_port = free_port()
-    settings = nomad_target.settings(index=f"{host}:{index_port}")
+    settings = e.settings = nomad_target.settings(index=f"{host}:{index_port}")
     e.job_id = f"{settings['job_prefix']}ws-{WS}"
     e.index_base = f"http://{host}:{index_port}"
     # The double runs JupyterLab from this host's environment, which ships requests/urllib3: the
@@ -158,15 +178,38 @@ def test_a_dependency_on_a_blocked_package_fails_the_install(env: Env) -> None:
     assert _events(env.agent, "package.install")[0]["outcome"] == "error"
 
 
-def test_install_when_the_allocation_is_gone_says_what_to_do(env: Env) -> None:
-    # Nomad stops the job behind the agent's back: the agent still has the allocation's ID.
+def test_exec_finds_an_allocation_that_replaced_the_one_it_knew(env: Env) -> None:
+    conn = sqlite3.connect(env.agent.data_dir / "agent.db")
+    (raw,) = conn.execute("SELECT runtime_state FROM workspaces WHERE name=?", (WS,)).fetchone()
+    conn.close()
+    stale = json.loads(raw)
+    # The job is stopped and submitted again behind the agent's back: a new allocation runs it.
+    job = _nomad(env.target, "GET", f"/v1/job/{env.job_id}").json()
     assert _nomad(env.target, "DELETE", f"/v1/job/{env.job_id}").status_code == 200
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        allocs = _nomad(env.target, "GET", f"/v1/job/{env.job_id}/allocations").json()
-        if all(a["ClientStatus"] in ("complete", "failed", "lost") for a in allocs):
-            break
-        time.sleep(0.2)
+    _wait_allocs(env, _terminal)
+    headers = {"X-Nomad-Token": env.target.token} if env.target.token else {}
+    job["Stop"] = False
+    assert requests.post(f"{env.target.address}/v1/jobs", json={"Job": job}, headers=headers, timeout=10).ok
+    allocs = _wait_allocs(env, lambda a: any(x["ClientStatus"] == "running" for x in a))
+    fresh = next(a["ID"] for a in allocs if a["ClientStatus"] == "running")
+    assert fresh != stale["alloc_id"]
+    spec = WorkspaceSpec(id="unused", name=WS, owner="bob", path=Path("/unused"), token="unused")
+
+    async def scenario() -> Any:
+        rt = NomadRuntime(env.settings)
+        try:
+            return await rt.exec(spec, stale, ["sh", "-c", "echo $NOMAD_ALLOC_ID"], timeout=30)
+        finally:
+            await rt.close()
+
+    result = asyncio.run(scenario())
+    assert result.exit_code == 0 and result.output.decode().strip() == fresh
+
+
+def test_install_when_the_allocation_is_gone_says_what_to_do(env: Env) -> None:
+    # Nomad stops the job behind the agent's back: the agent still has an allocation's ID.
+    assert _nomad(env.target, "DELETE", f"/v1/job/{env.job_id}").status_code == 200
+    _wait_allocs(env, _terminal)
     started = time.monotonic()
     cp = env.agent.ml("jupyter", "install", WS, "leftpad", user="bob", check=False)
     assert time.monotonic() - started < 30
