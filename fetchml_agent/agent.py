@@ -48,7 +48,7 @@ def make_runtime(config: AgentConfig) -> Runtime:
     if config.runtime == "nomad":
         from .runtimes.nomad import NomadRuntime
 
-        return NomadRuntime(config.section("nomad"))
+        return NomadRuntime.from_config(config)
     raise ValueError(f"unknown runtime {config.runtime!r}")
 
 

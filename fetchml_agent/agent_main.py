@@ -34,7 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     agent = Agent(config)
-    # Workspaces that cannot reach the agent's loopback (docker) get an index-only listener.
+    # Workspaces that cannot reach the agent's loopback (docker, nomad.index) get an index-only listener.
     agent.extensions.setdefault("start_hooks", []).append(start_index_listener)
     agent.extensions.setdefault("shutdown_hooks", []).insert(0, stop_index_listener)
     app = build_app(agent)

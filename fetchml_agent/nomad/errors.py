@@ -150,7 +150,7 @@ def exec_close_error(code: int | None, reason: str, alloc_id: str, task: str) ->
         return PermissionDenied("Nomad refused to exec into the workspace", details=ACL_HINT)
     if "not started yet" in low or "not running" in low or "terminal" in low:
         return InvalidState(f"the workspace task is not running ({reason})", details=f"allocation {alloc_id}")
-    if "unknown task" in low or "not found" in low:
+    if "unknown task" in low or "unknown allocation" in low or "not found" in low:
         return NotFound(f"allocation {alloc_id} task {task} not found in Nomad", details=reason)
     return BackendError(f"exec in the workspace failed: {reason or 'closed with code ' + str(code)}")
 
@@ -174,6 +174,12 @@ def map_exec_errors(address: str, alloc_id: str, task: str) -> Iterator[None]:
         raise BackendError(f"Nomad refused the exec session: HTTP {status} {body}".strip()) from exc
     except ws_exc.ConnectionClosed as exc:
         rcvd = exc.rcvd
+        if rcvd is None:  # no close frame: the connection itself broke (Nomad or its node went away)
+            raise BackendUnavailable(
+                f"lost the connection to Nomad at {address} while a command ran in allocation {alloc_id}",
+                details="the command may have finished or may still run; check the workspace "
+                "(ml jupyter status) and the Nomad servers, then retry",
+            ) from exc
         raise exec_close_error(
             rcvd.code if rcvd else None, rcvd.reason if rcvd else "", alloc_id, task
         ) from exc

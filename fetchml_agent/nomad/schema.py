@@ -35,6 +35,10 @@ Every key, with its default::
     pull_timeout: 600                    # seconds for the image pull
     http_timeout: 10                     # seconds per ordinary Nomad API call
     templates_dir: null                  # the nomad_jobs/ directory (default: next to the package)
+    agent_url: null                      # the agent's base URL as allocations reach it (package
+                                         # index); null: agent.yaml public_url, else the listen address
+    index: null                          # "ADDR:PORT" of this host where the agent also serves ONLY
+                                         # /index to allocations; agent_url defaults to http(s)://ADDR:PORT
 """
 
 from __future__ import annotations
@@ -203,6 +207,13 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "pull_timeout": {"type": "number", "min": 1, "default": 600},
     "http_timeout": {"type": "number", "min": 1, "default": 10},
     "templates_dir": {"type": "string", "nullable": True, "default": None},
+    "agent_url": {"type": "string", "nullable": True, "default": None, "regex": r"^https?://[^\s/?#]+(/[^\s?#]*)?$"},
+    "index": {
+        "type": "string",
+        "nullable": True,
+        "default": None,
+        "regex": r"^(\[[0-9A-Fa-f:]+\]|[0-9.]+):\d{1,5}$",
+    },
 }
 
 
@@ -278,6 +289,8 @@ class NomadSettings:
     pull_timeout: float = 600.0
     http_timeout: float = 10.0
     templates_dir: str | None = None
+    agent_url: str | None = None
+    index: tuple[str, int] | None = None
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None, where: str = "nomad") -> NomadSettings:
@@ -329,7 +342,17 @@ class NomadSettings:
             pull_timeout=float(d["pull_timeout"]),
             http_timeout=float(d["http_timeout"]),
             templates_dir=d["templates_dir"],
+            agent_url=d["agent_url"].rstrip("/") if d["agent_url"] else None,
+            index=_address(d["index"]) if d["index"] else None,
         )
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not 0 < int(port) < 65536:
+        raise InvalidArgument(f"invalid Nomad settings: nomad.index: port {port} is out of range",
+                              details="nomad.index is ADDR:PORT of this host, e.g. 10.0.0.5:9101")
+    return host.strip("[]"), int(port)
 
 
 def _flatten_errors(errors: Any, prefix: str) -> list[str]:

@@ -29,18 +29,25 @@ Lifecycle of a workspace:
 
 Runtime state (what the store persists): ``{"job_id", "alloc_id", "eval_id", "namespace", "url",
 "node_id", "memory_mb"}``.
+
+Package installs (``exec``) run inside the allocation; pip there reaches the agent's package
+index at :meth:`NomadRuntime.index_base_url` (``nomad.agent_url``, or the index-only listener
+``nomad.index``), never the agent's loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -76,6 +83,9 @@ from fetchml_agent.runtimes.base import (
     WorkspaceSpec,
 )
 
+if TYPE_CHECKING:
+    from fetchml_agent.config import AgentConfig
+
 __all__ = ["NomadRuntime", "RunSpec", "RunStatus", "placement_cause"]
 
 log = logging.getLogger(__name__)
@@ -85,6 +95,9 @@ RUN_TASK = "run"
 _TERMINAL = {"complete", "failed", "lost"}
 _MAX_WAIT = 30.0
 _MAX_OUTPUT_BYTES = 1 << 30
+# Seconds an exec session outlives its command's own ``timeout`` (which runs in the container):
+# time for the kill and for the exit frame to come back.
+_EXEC_GRACE = 15.0
 RunState = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "missing"]
 
 
@@ -177,6 +190,17 @@ def _current_alloc(allocs: list[dict[str, Any]], eval_id: str | None = None) -> 
     return max(pool, key=lambda a: a.get("CreateIndex", 0)) if pool else None
 
 
+def _is_loopback(host: str) -> bool:
+    """True for loopback addresses, ``localhost`` and wildcards (a wildcard listen address is given
+    to workspaces as 127.0.0.1)."""
+    if host in ("", "0.0.0.0", "::") or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _url_from_ports(ports: list[dict[str, Any]] | None, label: str = "http") -> str | None:
     for port in ports or []:
         if port.get("Label") == label and port.get("Value"):
@@ -192,15 +216,27 @@ class NomadRuntime(Runtime):
 
     name = "nomad"
 
-    def __init__(self, settings: NomadSettings | Mapping[str, Any], probe_timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        settings: NomadSettings | Mapping[str, Any],
+        probe_timeout: float = 3.0,
+        agent_config: AgentConfig | None = None,
+    ) -> None:
         self.settings = (
             settings if isinstance(settings, NomadSettings) else NomadSettings.from_config(settings)
         )
         self.renderer = JobRenderer(self.settings)
         self.probe_timeout = probe_timeout
+        self.agent_config = agent_config
         self._client: NomadClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._gpus = 0
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> NomadRuntime:
+        """From agent.yaml: its ``nomad:`` section, and the listen address and ``public_url`` (to
+        warn at :meth:`open` when workspaces would be given a loopback package index)."""
+        return cls(config.section("nomad"), agent_config=config)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -217,9 +253,52 @@ class NomadRuntime(Runtime):
         return self._http
 
     async def open(self) -> None:
-        """Check that Nomad answers (BackendUnavailable otherwise) and count its GPUs."""
+        """Check that Nomad answers (BackendUnavailable otherwise) and count its GPUs; warn once
+        when workspaces would get a package index URL they cannot reach (:meth:`index_warning`)."""
         await self.client.leader()
         await self._refresh_gpus()
+        warning = self.index_warning()
+        if warning:
+            log.warning("%s", warning)
+
+    @property
+    def index(self) -> tuple[str, int] | None:
+        """``nomad.index``: the address and port of this host where the agent also serves only the
+        package index, for allocations (the server's index-only listener binds there, see
+        :mod:`fetchml_agent.server.index_listener`); ``None`` when not configured."""
+        return self.settings.index
+
+    def index_base_url(self, agent: Any) -> str | None:
+        """The agent's base URL as allocations reach it: ``nomad.agent_url``, else
+        ``http(s)://`` :attr:`index`. ``None`` when neither is set: the packages service then uses
+        agent.yaml ``public_url``, else the listen address."""
+        if self.settings.agent_url:
+            return self.settings.agent_url
+        if self.settings.index:
+            host, port = self.settings.index
+            return f"{agent.config.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+        return None
+
+    def index_warning(self) -> str | None:
+        """Why workspaces on other nodes will not reach the package index, or ``None``: neither
+        ``nomad.agent_url`` nor ``nomad.index`` is set and the fallback (``public_url``, else the
+        listen address, a wildcard meaning 127.0.0.1) is a loopback address. A one-node cluster
+        whose tasks share the agent's host may ignore it."""
+        cfg = self.agent_config
+        if cfg is None or self.settings.agent_url or self.settings.index:
+            return None
+        public = cfg.raw.get("public_url")
+        host = (urlsplit(public).hostname or "") if public else cfg.host
+        if not _is_loopback(host):
+            return None
+        shown_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+        shown = public or f"{cfg.scheme}://{shown_host}:{cfg.port}"
+        return (
+            f"workspaces on other Nomad nodes cannot reach the agent's package index: they would be "
+            f"given {shown}, a loopback address, so pip installs in them fail; set nomad.agent_url to "
+            "the agent's URL as allocations reach it, or nomad.index to an address of this host for an "
+            "index-only listener (docs/nomad.md, 'Packages')"
+        )
 
     async def close(self) -> None:
         if self._http is not None:
@@ -691,18 +770,56 @@ class NomadRuntime(Runtime):
         timeout: float | None = None,
         stdin: bytes | None = None,
     ) -> ExecResult:
-        """Run ``argv`` inside the workspace's container through Nomad's exec WebSocket
-        (``stdin``, when given, is sent to the command and closed)."""
+        """Run ``argv`` inside the workspace's task through Nomad's exec WebSocket.
+
+        The command sees the task's environment (the job's ``Env``: the package index variables)
+        plus ``env``; ``stdin``, when given, is sent to the command and closed. With ``timeout`` it runs under ``timeout`` inside the container (Nomad does
+        not stop an exec'd process when the session closes) and the session waits
+        ``_EXEC_GRACE`` s more; past it :class:`Timeout`. An allocation replaced by a newer one
+        (rescheduled) is found again. Raises :class:`InvalidState` when the workspace is not
+        running, :class:`NotFound` when Nomad has no allocation for it any more,
+        :class:`BackendUnavailable` when Nomad cannot be reached (see
+        :func:`~fetchml_agent.nomad.exec.alloc_exec`).
+        """
         alloc_id = (state or {}).get("alloc_id")
-        if not alloc_id:
-            raise InvalidState(f"workspace {spec.name} is not running in Nomad")
+        if not state or not alloc_id:
+            raise InvalidState(f"workspace {spec.name} is not running", f"start it first: ml jupyter restart {spec.name}")
         command = list(argv)
         if env:
             command = ["env", *(f"{k}={v}" for k, v in sorted(env.items())), *command]
-        outcome = await alloc_exec(
-            self.settings, alloc_id, WORKSPACE_TASK, command, output=output, stdin=stdin, timeout=timeout
-        )
+        if timeout is not None:
+            command = ["timeout", "--kill-after=5", f"{max(timeout, 0.1):g}", *command]
+        session_timeout = None if timeout is None else timeout + _EXEC_GRACE
+        began = time.monotonic()
+        try:
+            outcome = await alloc_exec(
+                self.settings, alloc_id, WORKSPACE_TASK, command, output=output, stdin=stdin, timeout=session_timeout
+            )
+        except (NotFound, InvalidState) as exc:
+            # Nothing ran. The allocation may have been replaced: use the job's running one.
+            current = await self._running_alloc(state["job_id"]) if state.get("job_id") else None
+            if current is None or current == alloc_id:
+                raise type(exc)(
+                    f"workspace {spec.name}: {exc.message}",
+                    f"ml jupyter status {spec.name} shows what Nomad reports; "
+                    f"ml jupyter restart {spec.name} starts it again",
+                ) from exc
+            outcome = await alloc_exec(
+                self.settings, current, WORKSPACE_TASK, command, output=output, stdin=stdin, timeout=session_timeout
+            )
+        if timeout is not None and outcome.exit_code in (124, 137) and time.monotonic() - began >= timeout:
+            raise Timeout(
+                f"`{shlex.join(argv)}` did not finish within {timeout:g} s in workspace {spec.name}"
+            )
         return ExecResult(exit_code=outcome.exit_code, output=outcome.output)
+
+    async def _running_alloc(self, job_id: str) -> str | None:
+        """The ID of the job's running allocation, or ``None`` (no job, nothing running)."""
+        allocs, _ = await self.client.job_allocations(job_id)  # [] for a job Nomad does not know
+        alloc = _current_alloc(allocs)
+        if alloc is None or alloc.get("ClientStatus") != "running" or alloc.get("DesiredStatus") != "run":
+            return None
+        return str(alloc["ID"])
 
     # -- experiment runs as batch jobs ------------------------------------------------------
 

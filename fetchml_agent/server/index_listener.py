@@ -1,11 +1,13 @@
 """A second, index-only listener for runtimes whose workspaces cannot reach the agent's loopback.
 
-Docker containers reach the host at the bridge gateway, not at 127.0.0.1. When the runtime says
-where its workspaces reach the package index (``runtime.index``: ``(address, port)``, known after
-``runtime.open()``), the agent also listens there — serving ONLY the ``/index`` mount, never
-``/ws`` nor ``/api``, so a workspace can install packages but cannot drive the agent. Nothing is
-started when the main listener already covers that address and port (it listens on a wildcard, or
-on that very address), nor when the address is not this host's (then something else serves it).
+Docker containers reach the host at the bridge gateway, not at 127.0.0.1; Nomad allocations run on
+other nodes (``nomad.index``, optional there: ``nomad.agent_url`` may name a proxy instead). When
+the runtime says where its workspaces reach the package index (``runtime.index``: ``(address,
+port)``, known after ``runtime.open()``), the agent also listens there — serving ONLY the
+``/index`` mount, never ``/ws`` nor ``/api``, so a workspace can install packages but cannot drive
+the agent. Nothing is started when the main listener already covers that address and port (it
+listens on a wildcard, or on that very address), nor when the address is not this host's (then
+something else serves it).
 
 Register :func:`start_index_listener` and :func:`stop_index_listener` as the agent's
 ``start_hooks`` / ``shutdown_hooks`` (``fetchml-agent serve`` does).
@@ -91,7 +93,7 @@ async def start_index_listener(agent: Agent) -> None:
             return
         raise BackendUnavailable(
             f"cannot serve the package index for workspaces on {addr[0]}:{addr[1]}: {exc.strerror or exc}",
-            "free that port, or set docker.index in agent.yaml to an address:port of this host",
+            f"free that port, or set {agent.runtime.name}.index in agent.yaml to an address:port of this host",
         ) from None
     cfg = agent.config
     server = _server_class()(
@@ -114,7 +116,6 @@ async def start_index_listener(agent: Agent) -> None:
             f"the package index listener on {addr[0]}:{addr[1]} did not start", "see the agent's log"
         )
     agent.extensions[_KEY] = (server, task, sock)
-    agent.extensions[_KEY] = (server, task)
     log.info("package index for workspaces also served on %s:%d (index only)", *addr)
 
 

@@ -43,10 +43,13 @@ _HELPER_DIR = Path(__file__).resolve().parents[2] / "images" / "workspace"
 
 # A workspace image as the double knows it: the host's JupyterLab and papermill, the ``fetchml``
 # helper as the real image ships it, a home directory, and a user config that lets Jupyter run
-# as root (the double runs tasks as the test user, which is root on these machines).
+# as root (the double runs tasks as the test user, which is root on these machines). Its Python
+# is the host's, which the workspace must not change: like an image whose system Python is
+# read-only, pip installs into the user's site (PIP_USER=1, ~/.local under the task's own home),
+# which every Python of the task sees.
 WORKSPACE_IMAGE = DoubleImage(
     "fetchml/workspace:test",
-    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(_HELPER_DIR)},
+    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PIP_USER": "1", "PYTHONPATH": str(_HELPER_DIR)},
     paths=("/home/jovyan", "/home/jovyan/work"),
     files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
     workdir="/home/jovyan",

@@ -70,6 +70,10 @@ def test_create_streams_nomad_progress_and_jupyter_answers(env: Env) -> None:
     assert status["status"] == "running" and "stats" in status
     job = _api(env.target, f"/v1/job/{env.job_id('lab')}")
     assert job.status_code == 200 and job.json()["Meta"]["fetchml_kind"] == "workspace"
+    # no nomad.agent_url/index and a loopback listen address: one warning at start, naming the fix
+    log = (env.agent.root / "agent.log").read_text()
+    assert log.count("workspaces on other Nomad nodes cannot reach the agent's package index") == 1
+    assert "nomad.agent_url" in log
 
 
 def test_secrets_are_never_in_the_registered_job(env: Env) -> None:
