@@ -773,13 +773,13 @@ class NomadRuntime(Runtime):
         """Run ``argv`` inside the workspace's task through Nomad's exec WebSocket.
 
         The command sees the task's environment (the job's ``Env``: the package index variables)
-        plus ``env``; ``stdin``, when given, is sent to the command and closed. With ``timeout`` it runs under ``timeout`` inside the container (Nomad does
-        not stop an exec'd process when the session closes) and the session waits
-        ``_EXEC_GRACE`` s more; past it :class:`Timeout`. An allocation replaced by a newer one
-        (rescheduled) is found again. Raises :class:`InvalidState` when the workspace is not
-        running, :class:`NotFound` when Nomad has no allocation for it any more,
-        :class:`BackendUnavailable` when Nomad cannot be reached (see
-        :func:`~fetchml_agent.nomad.exec.alloc_exec`).
+        plus ``env``; ``stdin``, when given, is sent to the command and closed. With ``timeout``
+        it runs under ``timeout`` inside the container (Nomad does not stop an exec'd process
+        when the session closes) and the session waits ``_EXEC_GRACE`` s more; past it
+        :class:`Timeout`. An allocation replaced by a newer one (rescheduled) is found again.
+        Raises :class:`InvalidState` when the workspace is not running, :class:`NotFound` when
+        Nomad has no allocation for it any more, :class:`BackendUnavailable` when Nomad cannot
+        be reached (see :func:`~fetchml_agent.nomad.exec.alloc_exec`).
         """
         alloc_id = (state or {}).get("alloc_id")
         if not state or not alloc_id:
