@@ -929,8 +929,8 @@ class NomadRuntime(Runtime):
         return None
 
     async def fetch_run_outputs(self, state: State, dest: Path) -> list[str]:
-        """Copy the run's ``alloc/data`` tree (executed notebook, metrics, files the notebook
-        wrote to ``$FETCHML_OUTPUT_DIR``) into ``dest`` through the allocation filesystem API.
+        """Copy the run's ``alloc/data`` tree (``output.ipynb``, ``metrics.jsonl``, files the run
+        wrote to ``work/outputs/``) into ``dest`` through the allocation filesystem API.
 
         Returns the relative paths written. Raises :class:`NotFound` when the run has no
         allocation (never placed, or garbage-collected by Nomad), :class:`BackendError` when the
