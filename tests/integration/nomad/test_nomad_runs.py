@@ -183,3 +183,30 @@ def test_bad_run_input_and_missing_outputs(nomad_target: NomadTarget, tmp_path: 
             await rt.close()
 
     asyncio.run(scenario())
+
+
+def test_a_run_for_a_busy_gpu_waits_in_nomad_and_runs_when_it_frees(nomad_target: NomadTarget) -> None:
+    nomad_target.need_double("the cluster must have exactly one GPU")
+    first_rel = _snapshot(nomad_target, ["x = 1", "import time\ntime.sleep(3)"])
+    second_rel = _snapshot(nomad_target, TRAIN)
+    settings = nomad_target.settings()
+    gpu = Resources(cpu=1, memory_mb=512, gpu=1)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], RunStatus, RunStatus]:
+        rt = NomadRuntime(settings)
+        try:
+            first = await rt.submit_run(_run_spec(nomad_target, first_rel, resources=gpu, timeout=120))
+            second = await rt.submit_run(_run_spec(nomad_target, second_rel, resources=gpu, timeout=120))
+            waiting = await rt.run_status(second)
+            done, _ = await _until_done(rt, second)
+            await rt.purge_run(first)
+            await rt.purge_run(second)
+            return first, second, waiting, done
+        finally:
+            await rt.close()
+
+    first, second, waiting, done = asyncio.run(scenario())
+    assert not first["waiting"]
+    assert "GPU" in second["waiting"], second
+    assert waiting.state == "queued"
+    assert done.state == "succeeded", done
