@@ -32,6 +32,7 @@ bench: venv
 
 lint-python: venv
 	$(PY) -m ruff check fetchml_agent fetchml tests benchmarks
+	$(PY) -m mypy fetchml_agent
 
 lint: lint-python
 

@@ -48,7 +48,7 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
     try:
         from .nomad.schema import NOMAD_CONFIG_SCHEMA
 
-        nomad_schema = {"type": "dict", "schema": NOMAD_CONFIG_SCHEMA}
+        nomad_schema: dict[str, Any] = {"type": "dict", "schema": NOMAD_CONFIG_SCHEMA}
     except ImportError:
         nomad_schema = {"type": "dict", "allow_unknown": True}
     sections["nomad"] = nomad_schema

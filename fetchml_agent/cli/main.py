@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                      parents=[common])
     top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     top.required = True
-    jp = top.add_parser("jupyter", help="manage Jupyter workspaces", parents=[common],
+    jp = top.add_parser("jupyter", help="manage Jupyter workspaces", parents=[common],  # type: ignore[list-item]
                         description="Create, run, share and inspect Jupyter workspaces.")
     jupyter = jp.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     jupyter.required = True

@@ -276,10 +276,10 @@ class LocalRuntime(Runtime):
                 await asyncio.sleep(_READY_POLL)
 
     async def poll(self, state: State) -> Status:
-        pid = state.get("pid")
-        child = self._children.get(int(pid)) if pid else None
+        pid = int(state.get("pid") or 0)
+        child = self._children.get(pid) if pid else None
         if child is not None and child.poll() is not None:
-            self._children.pop(int(pid), None)
+            self._children.pop(pid, None)
             code = child.returncode
             if code in (0, -signal.SIGINT, -signal.SIGTERM):
                 return Status("stopped", f"JupyterLab exited with code {code}")

@@ -265,9 +265,10 @@ async def optimize_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> 
                 await _kernel_delete(ws, k["id"])
                 shut.append(k["id"])
             await agent.audit(call.user.name, "workspace.optimize", ws.name, kernels_shut_down=len(shut))
+    advice = advice or ["nothing to do"]
     doc = {"name": ws.name, "stats": stats, "kernels": len(kernels), "idle_kernels": [k["id"] for k in idle],
-           "shut_down": shut, "advice": advice or ["nothing to do"]}
-    return Result("; ".join(doc["advice"]), "optimize", doc)
+           "shut_down": shut, "advice": advice}
+    return Result("; ".join(advice), "optimize", doc)
 
 
 def _ts(value: Any) -> float:
@@ -300,4 +301,4 @@ async def _kernel_delete(ws: Workspace, kernel_id: str) -> None:
     import httpx
 
     async with httpx.AsyncClient(timeout=10) as client:
-        await client.delete(ws.url + f"api/kernels/{kernel_id}", headers={"Authorization": f"token {ws.token}"})
+        await client.delete(f"{ws.url}api/kernels/{kernel_id}", headers={"Authorization": f"token {ws.token}"})

@@ -471,7 +471,8 @@ async def workspace_status(agent: Agent, call: Call, args: dict[str, Any]) -> Re
     require(agent, call.user, ws, VIEW, "viewing")
     async with agent.lock(ws.name):
         await _refresh(agent, ws)
-    doc = {"name": ws.name, "id": ws.id, "status": ws.status, "message": ws.status_message, "url": browser_url(ws)}
+    doc: dict[str, Any] = {"name": ws.name, "id": ws.id, "status": ws.status, "message": ws.status_message,
+                           "url": browser_url(ws)}
     if ws.status == "running" and ws.runtime_state:
         doc["stats"] = await agent.runtime.stats(ws.runtime_state)
     return Result(ws.status, "workspace_status", doc)
