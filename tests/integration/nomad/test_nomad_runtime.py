@@ -376,6 +376,76 @@ def test_a_job_nomad_rejects_reports_nomads_validation_errors(nomad_target: Noma
     assert "MemoryMB" in err.value.message
 
 
+def _invalid_renderer(rt: NomadRuntime) -> None:
+    """Make ``rt`` render jobs Nomad rejects (MemoryMB below Nomad's minimum of 10)."""
+    render = rt.renderer.workspace
+
+    def invalid(request: WorkspaceJobRequest) -> dict[str, Any]:
+        job = render(request)
+        job["Job"]["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] = 1
+        return job
+
+    rt.renderer.workspace = invalid  # type: ignore[method-assign]
+
+
+def test_a_workspace_nomad_rejects_reports_nomads_messages_and_leaves_nothing(
+    nomad_target: NomadTarget,
+) -> None:
+    settings = nomad_target.settings()
+    spec = _spec("rejected", nomad_target)
+
+    async def scenario(rt: NomadRuntime) -> None:
+        _invalid_renderer(rt)
+        await rt.start(spec)
+
+    with pytest.raises(InvalidArgument) as err:
+        asyncio.run(_with_runtime(settings, scenario))
+    assert "MemoryMB" in err.value.message and "Nomad rejected job" in err.value.message
+    # the Variable written alongside the register is gone again
+    _assert_cleaned_up(nomad_target, f"{settings['job_prefix']}ws-rejected")
+
+
+def test_a_secret_nomad_refuses_to_store_purges_the_registered_job(nomad_target: NomadTarget) -> None:
+    double = nomad_target.need_double("a real Nomad cannot be told to fail one Variable write")
+    settings = nomad_target.settings()
+    spec = _spec("novar", nomad_target)
+    double.fail_next("PUT", r"^/v1/var/nomad/jobs/.*ws-novar$", 500, "raft apply failed: leadership lost")
+
+    with pytest.raises(BackendError) as err:
+        asyncio.run(_with_runtime(settings, lambda rt: rt.start(spec)))
+    assert "write variable" in err.value.message and "leadership lost" in err.value.message
+    _assert_cleaned_up(nomad_target, f"{settings['job_prefix']}ws-novar")
+
+
+def test_a_create_asks_validate_only_when_nomad_rejects_and_follows_the_allocation(
+    nomad_target: NomadTarget,
+) -> None:
+    double = nomad_target.need_double("counts the requests Nomad received")
+    settings = nomad_target.settings()
+    spec = _spec("counted", nomad_target, image="fetchml/idle:test")
+    progress: list[str] = []
+
+    async def report(line: str) -> None:
+        progress.append(line)
+
+    async def scenario(rt: NomadRuntime) -> tuple[list[tuple[str, str]], str]:
+        first = len(double.requests)
+        job_id, _eval_id, alloc, url = await rt._launch(spec, report)
+        sent = double.requests[first:]
+        assert alloc["ClientStatus"] == "running" and alloc["AllocatedResources"]["Shared"]["Ports"]
+        await rt.remove(spec, {"job_id": job_id})
+        return sent, url
+
+    sent, url = asyncio.run(_with_runtime(settings, scenario))
+    assert url.startswith("http://")
+    assert progress[0] == "placing" and progress[-1] == "starting"
+    paths = [f"{method} {path}" for method, path in sent]
+    assert not [p for p in paths if "/v1/validate/" in p]
+    assert sum(p.startswith("PUT /v1/var/") for p in paths) == 1
+    assert sum(p == "POST /v1/jobs" or p.startswith("PUT /v1/jobs") for p in paths) == 1
+    assert paths[-1].startswith("GET /v1/allocation/")  # the running allocation, read in full
+
+
 def test_slow_nomad_times_out(nomad_target: NomadTarget) -> None:
     double = nomad_target.need_double("a real Nomad cannot be made slow on demand")
     settings = nomad_target.settings(http_timeout=1)
