@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -471,6 +472,29 @@ def test_client_uses_blocking_queries(nomad_target: NomadTarget) -> None:
     index, index2, waited = asyncio.run(scenario())
     assert index > 0 and index2 >= index
     assert waited >= 0.9  # the server held the request: nothing changed
+
+
+def test_parked_blocking_queries_do_not_hold_up_other_calls(nomad_target: NomadTarget) -> None:
+    client = NomadClient(NomadSettings.from_config(nomad_target.settings()))
+    parked = (os.cpu_count() or 1) + 8  # more than the default thread pool has threads
+
+    async def scenario() -> tuple[bool, int]:
+        _, index = await client.job_allocations("no-such-job")
+        polls = [
+            asyncio.ensure_future(client.job_allocations("no-such-job", index=index, wait=3.0))
+            for _ in range(min(parked, 40))
+        ]
+        await asyncio.sleep(0)  # every poll is on its way
+        leader = asyncio.ensure_future(client.leader())
+        done, _ = await asyncio.wait([leader, *polls], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*polls)
+        return leader in done, sum(p in done for p in polls)
+
+    try:
+        leader_first, polls_done = asyncio.run(scenario())
+    finally:
+        client.close()
+    assert leader_first and polls_done == 0
 
 
 def test_stop_then_remove_the_shared_workspace(workspace: Shared, nomad_target: NomadTarget) -> None:
