@@ -418,6 +418,29 @@ def test_a_secret_nomad_refuses_to_store_purges_the_registered_job(nomad_target:
     _assert_cleaned_up(nomad_target, f"{settings['job_prefix']}ws-novar")
 
 
+def test_a_create_cancelled_while_registering_leaves_nothing(nomad_target: NomadTarget) -> None:
+    double = nomad_target.need_double("a real Nomad cannot be made slow on demand")
+    settings = nomad_target.settings()
+    spec = _spec("cancelled", nomad_target)
+
+    async def scenario(rt: NomadRuntime) -> bool:
+        double.latency = 0.3  # the Variable write and the register are in flight for 0.3 s
+        try:
+            task = asyncio.ensure_future(rt.start(spec))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            try:
+                await task  # returns once what landed meanwhile is undone
+            except asyncio.CancelledError:
+                return True
+            return False
+        finally:
+            double.latency = 0.0
+
+    assert asyncio.run(_with_runtime(settings, scenario))
+    _assert_cleaned_up(nomad_target, f"{settings['job_prefix']}ws-cancelled")
+
+
 def test_a_create_asks_validate_only_when_nomad_rejects_and_follows_the_allocation(
     nomad_target: NomadTarget,
 ) -> None:
