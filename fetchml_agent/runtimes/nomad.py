@@ -15,10 +15,12 @@ Lifecycle of a workspace:
     Each phase has its own deadline: ``start_timeout`` for placement, ``pull_timeout`` from the
     first "Downloading image" event, ``start_timeout`` again from the task's start until Jupyter
     answers ``GET /api/status`` with the workspace token at the allocation's address and port.
-    Nomad's ``/v1/validate/job`` is asked only when Nomad rejects the job, for its messages. Placement failures raise :class:`InsufficientResources`
-    naming the cause (no node with a free GPU, not enough memory, port conflict, a volume no node
-    has); an image that cannot be pulled raises :class:`BackendError`; a deadline raises
-    :class:`Timeout`. On any failure the job is purged and the Variable deleted.
+    A job Nomad rejects raises :class:`InvalidArgument` with the messages of Nomad's
+    ``/v1/validate/job`` (asked only then). Placement failures raise
+    :class:`InsufficientResources` naming the cause (no node with a free GPU, not enough memory,
+    port conflict, a volume no node has); an image that cannot be pulled raises
+    :class:`BackendError`; a deadline raises :class:`Timeout`. On any failure the job is purged
+    and the Variable deleted.
 ``stop``
     deregisters the job (Nomad sends the task's KillSignal, SIGTERM, then SIGKILL after
     KillTimeout) and waits for the allocation to end; the Variable is deleted.
