@@ -12,11 +12,16 @@ Deliberate differences from ``nomad.Nomad()``:
 * Variables get the namespace explicitly (python-nomad does not add it to ``/v1/var``).
 * Blocking queries (``?index=&wait=``) go through python-nomad's generic ``request()`` with a
   client timeout longer than the wait, and return Nomad's ``X-Nomad-Index`` with the body.
+  Each parks a thread until Nomad answers (up to the wait), so they run on the client's own
+  pool of up to ``LONG_POLLS`` threads: parked queries of concurrent creates never hold up
+  other calls queued on the default thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import requests
@@ -28,10 +33,11 @@ from fetchml_agent.errors import NotFound
 from fetchml_agent.nomad.errors import map_nomad_errors
 from fetchml_agent.nomad.schema import NomadSettings
 
-__all__ = ["Blocking", "NomadClient"]
+__all__ = ["LONG_POLLS", "Blocking", "NomadClient"]
 
 T = TypeVar("T")
 Blocking = tuple[Any, int]  # (decoded body, X-Nomad-Index)
+LONG_POLLS = 64  # blocking queries in flight at once (threads, made on demand)
 
 
 class NomadClient:
@@ -42,7 +48,7 @@ class NomadClient:
         self.address = settings.address
         session = requests.Session()
         session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=LONG_POLLS + 32)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._session = session
@@ -71,8 +77,10 @@ class NomadClient:
         self._validate = nomad_api.Validate(**kwargs)
         self._nodes = nomad_api.Nodes(**kwargs)
         self._status = nomad_api.Status(**kwargs)
+        self._long_polls = ThreadPoolExecutor(max_workers=LONG_POLLS, thread_name_prefix="nomad-poll")
 
     def close(self) -> None:
+        self._long_polls.shutdown(wait=False, cancel_futures=True)
         self._session.close()
 
     async def _call(self, action: str, fn: Callable[..., T], *args: Any, what: str = "", **kw: Any) -> T:
@@ -102,6 +110,8 @@ class NomadClient:
             return resp.json(), int(resp.headers.get("X-Nomad-Index", "0") or 0)
 
         with map_nomad_errors(action, self.address, what):
+            if "index" in params:  # parks its thread until Nomad answers: not on the default pool
+                return await asyncio.get_running_loop().run_in_executor(self._long_polls, call)
             return await run_blocking(call)
 
     # -- status ----------------------------------------------------------------------------

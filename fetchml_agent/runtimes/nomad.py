@@ -9,15 +9,18 @@ Lifecycle of a workspace:
 ``start``
     validate and render the ``jupyter-workspace`` job (refusing disallowed images, volumes and
     resources before anything reaches Nomad), write Jupyter's token/password hash to the Nomad
-    Variable ``nomad/jobs/<job>`` (never into the job spec), register the job, then follow the
-    evaluation and the allocation with blocking queries, reporting ``placing``, ``pulling
-    image``, ``starting`` and ``ready``. Each phase has its own deadline: ``start_timeout`` for
-    placement, ``pull_timeout`` from the first "Downloading image" event, ``start_timeout`` again
-    from the task's start until Jupyter answers ``GET /api/status`` with the workspace token at
-    the allocation's address and port. Placement failures raise :class:`InsufficientResources`
-    naming the cause (no node with a free GPU, not enough memory, port conflict, a volume no node
-    has); an image that cannot be pulled raises :class:`BackendError`; a deadline raises
-    :class:`Timeout`. On any failure the job is purged and the Variable deleted.
+    Variable ``nomad/jobs/<job>`` (never into the job spec) and register the job, both at once
+    (the task's template waits for the Variable), then follow the evaluation and the allocation
+    with blocking queries, reporting ``placing``, ``pulling image``, ``starting`` and ``ready``.
+    Each phase has its own deadline: ``start_timeout`` for placement, ``pull_timeout`` from the
+    first "Downloading image" event, ``start_timeout`` again from the task's start until Jupyter
+    answers ``GET /api/status`` with the workspace token at the allocation's address and port.
+    A job Nomad rejects raises :class:`InvalidArgument` with the messages of Nomad's
+    ``/v1/validate/job`` (asked only then). Placement failures raise
+    :class:`InsufficientResources` naming the cause (no node with a free GPU, not enough memory,
+    port conflict, a volume no node has); an image that cannot be pulled raises
+    :class:`BackendError`; a deadline raises :class:`Timeout`. On any failure the job is purged
+    and the Variable deleted.
 ``stop``
     deregisters the job (Nomad sends the task's KillSignal, SIGTERM, then SIGKILL after
     KillTimeout) and waits for the allocation to end; the Variable is deleted.
@@ -339,16 +342,18 @@ class NomadRuntime(Runtime):
                     total += sum(1 for i in dev.get("Instances") or [] if i.get("Healthy"))
         self._gpus = total
 
-    async def _cleanup(self, job_id: str) -> None:
-        """Purge a job and its secret Variable; never raises (the original error matters more)."""
-        for step in (
-            lambda: self.client.deregister_job(job_id, purge=True),
-            lambda: self.client.delete_variable(secret_variable_path(job_id)),
-        ):
-            try:
-                await step()
-            except FetchmlError as exc:
-                log.warning("cleanup of Nomad job %s incomplete: %s", job_id, exc)
+    async def _cleanup(self, job_id: str, purge_job: bool = True) -> None:
+        """Purge a job (unless ``purge_job`` is false) and delete its secret Variable; never
+        raises (the original error matters more)."""
+        try:
+            if purge_job:
+                await self.client.deregister_job(job_id, purge=True)
+        except FetchmlError as exc:
+            log.warning("cleanup of Nomad job %s incomplete: %s", job_id, exc)
+        try:
+            await self.client.delete_variable(secret_variable_path(job_id))
+        except FetchmlError as exc:
+            log.warning("cleanup of Nomad job %s incomplete: %s", job_id, exc)
 
     @staticmethod
     def _assert_no_secret(job: dict[str, Any], *secrets: str | None) -> None:
@@ -425,47 +430,14 @@ class NomadRuntime(Runtime):
     async def start(self, spec: WorkspaceSpec, progress: Progress | None = None) -> Started:
         """Start ``spec`` as a Nomad service job and return once Jupyter answers (see module doc)."""
         progress = progress or _no_progress
-        job = self.renderer.workspace(
-            WorkspaceJobRequest(
-                name=spec.name,
-                workspace_id=spec.id,
-                owner=spec.owner,
-                image=spec.image,
-                resources=spec.resources,
-                env=spec.env,
-                # the agent's own fetchml.* labels are the job's fetchml_* meta already
-                labels={k: v for k, v in spec.labels.items() if not k.startswith("fetchml.")},
-            )
-        )
-        self._assert_no_secret(job, spec.token, spec.password_hash)
-        job_id = job["Job"]["ID"]
-        var_path = secret_variable_path(job_id)
-        await self.client.put_variable(var_path, jupyter_secret_items(spec.token, spec.password_hash))
+        job_id, eval_id, alloc, url = await self._launch(spec, progress)
         try:
-            eval_id, eval_index = await self._register(job)
-        except BaseException:
-            # Nomad kept whatever job it had under this ID; only our new secret goes.
-            await self.client.delete_variable(var_path)
-            raise
-        try:
-            await progress("placing")
-            what = f"workspace {spec.name}"
-            await self._wait_evaluation(
-                eval_id, time.monotonic() + self.settings.start_timeout, what, eval_index
-            )
-            alloc = await self._follow_allocation(job_id, eval_id, WORKSPACE_TASK, progress, what)
-            full, _ = await self.client.get_allocation(alloc["ID"])
-            url = _url_from_ports(((full.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports"))
-            if url is None:
-                raise BackendError(
-                    f"Nomad allocated no http port for {what}", details=f"allocation {alloc['ID']}"
-                )
-            await self._wait_ready(alloc["ID"], url, spec.token, what)
+            await self._wait_ready(alloc["ID"], url, spec.token, f"workspace {spec.name}")
             await progress("ready")
         except BaseException:
             await asyncio.shield(self._cleanup(job_id))
             raise
-        task_res = ((full.get("AllocatedResources") or {}).get("Tasks") or {}).get(WORKSPACE_TASK) or {}
+        task_res = ((alloc.get("AllocatedResources") or {}).get("Tasks") or {}).get(WORKSPACE_TASK) or {}
         state = {
             "job_id": job_id,
             "alloc_id": alloc["ID"],
@@ -484,25 +456,107 @@ class NomadRuntime(Runtime):
             },
         )
 
+    async def _launch(self, spec: WorkspaceSpec, progress: Progress) -> tuple[str, str, dict[str, Any], str]:
+        """:meth:`start` up to a running allocation with an address (Jupyter's readiness aside):
+        render, write the secret Variable and register the job, follow the evaluation and the
+        allocation. Returns ``(job_id, eval_id, full allocation, Jupyter's URL)``; on failure
+        nothing of it stays in Nomad. This is the agent's own work per create, the part
+        benchmarks/bench_nomad.py measures.
+        """
+        job = self.renderer.workspace(
+            WorkspaceJobRequest(
+                name=spec.name,
+                workspace_id=spec.id,
+                owner=spec.owner,
+                image=spec.image,
+                resources=spec.resources,
+                env=spec.env,
+                # the agent's own fetchml.* labels are the job's fetchml_* meta already
+                labels={k: v for k, v in spec.labels.items() if not k.startswith("fetchml.")},
+            )
+        )
+        self._assert_no_secret(job, spec.token, spec.password_hash)
+        job_id = job["Job"]["ID"]
+        what = f"workspace {spec.name}"
+        eval_id, eval_index = await self._register_with_secret(
+            job, jupyter_secret_items(spec.token, spec.password_hash)
+        )
+        try:
+            await progress("placing")
+            await self._wait_evaluation(
+                eval_id, time.monotonic() + self.settings.start_timeout, what, eval_index
+            )
+            alloc = await self._follow_allocation(job_id, eval_id, WORKSPACE_TASK, progress, what)
+            url = _url_from_ports(((alloc.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports"))
+            if url is None:
+                raise BackendError(
+                    f"Nomad allocated no http port for {what}", details=f"allocation {alloc['ID']}"
+                )
+        except BaseException:
+            await asyncio.shield(self._cleanup(job_id))
+            raise
+        return job_id, eval_id, alloc, url
+
+    async def _register_with_secret(self, job: dict[str, Any], items: dict[str, str]) -> tuple[str, int]:
+        """Write the job's secret Variable and register the job at the same time.
+
+        They need no order: Nomad's scheduler places a job without reading Variables, and the
+        task's template blocks until ``nomad/jobs/<job>`` exists (Nomad shows "Missing:
+        nomad.var.block(...)" meanwhile), so Jupyter never starts without its secret. When one
+        of the two fails (or the caller is cancelled), the other is undone once both have
+        landed: a job Nomad rejected leaves whatever job Nomad had under this ID and only our
+        Variable goes; a Variable that could not be written purges the job just registered.
+        Returns :meth:`_register`'s ``(eval_id, eval_index)``; raises the register error first.
+        """
+        job_id = job["Job"]["ID"]
+        both = asyncio.gather(
+            self.client.put_variable(secret_variable_path(job_id), items),
+            self._register(job),
+            return_exceptions=True,
+        )
+        try:
+            written, registered = await asyncio.shield(both)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._undo_register_with_secret(both, job_id))
+            raise
+        if isinstance(registered, BaseException) or isinstance(written, BaseException):
+            await asyncio.shield(self._undo_register_with_secret(both, job_id))
+            raise registered if isinstance(registered, BaseException) else written
+        return registered
+
+    async def _undo_register_with_secret(self, both: asyncio.Future[list[Any]], job_id: str) -> None:
+        _written, registered = await both
+        await self._cleanup(job_id, purge_job=not isinstance(registered, BaseException))
+
     async def _follow_allocation(
         self, job_id: str, eval_id: str, task: str, progress: Progress, what: str
     ) -> dict[str, Any]:
         """Follow the allocation of ``eval_id`` with blocking queries until its task runs,
-        reporting ``pulling image`` and ``starting``; raise with Nomad's cause if it fails."""
+        reporting ``pulling image`` and ``starting``; raise with Nomad's cause if it fails.
+
+        The allocation is found in the job's allocation list, then that one allocation is read
+        (blocking while it is pending), so what returns is the full running allocation, with
+        its ports and resources.
+        """
         s = self.settings
         deadline = time.monotonic() + s.start_timeout
         phase = "placing"
         index = 0
+        alloc_id: str | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Timeout(*self._phase_timeout(phase, what))
-            allocs, index = await self.client.job_allocations(
-                job_id, index or None, min(_MAX_WAIT, remaining) if index else None
-            )
-            alloc = _current_alloc(allocs, eval_id)
-            if alloc is None:
-                continue
+            wait = min(_MAX_WAIT, remaining) if index else None
+            if alloc_id is None:
+                allocs, index = await self.client.job_allocations(job_id, index or None, wait)
+                found = _current_alloc(allocs, eval_id)
+                if found is None:
+                    continue
+                alloc, full, alloc_id = found, False, found["ID"]
+            else:
+                alloc, index = await self.client.get_allocation(alloc_id, index or None, wait)
+                full = True
             events = ((alloc.get("TaskStates") or {}).get(task) or {}).get("Events") or []
             for event in events:
                 kind = event.get("Type")
@@ -524,7 +578,10 @@ class NomadRuntime(Runtime):
                     raise BackendError(f"the docker driver could not start {what}: {text}")
             status = alloc.get("ClientStatus")
             if status == "running":
-                return alloc
+                if full:
+                    return alloc
+                index = 0  # the list's stub has no ports: read the allocation itself, now
+                continue
             if status in _TERMINAL or alloc.get("DesiredStatus") != "run":
                 raise BackendError(
                     f"{what} stopped while starting: {_task_cause(alloc, task)}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -376,6 +377,99 @@ def test_a_job_nomad_rejects_reports_nomads_validation_errors(nomad_target: Noma
     assert "MemoryMB" in err.value.message
 
 
+def _invalid_renderer(rt: NomadRuntime) -> None:
+    """Make ``rt`` render jobs Nomad rejects (MemoryMB below Nomad's minimum of 10)."""
+    render = rt.renderer.workspace
+
+    def invalid(request: WorkspaceJobRequest) -> dict[str, Any]:
+        job = render(request)
+        job["Job"]["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] = 1
+        return job
+
+    rt.renderer.workspace = invalid  # type: ignore[method-assign]
+
+
+def test_a_workspace_nomad_rejects_reports_nomads_messages_and_leaves_nothing(
+    nomad_target: NomadTarget,
+) -> None:
+    settings = nomad_target.settings()
+    spec = _spec("rejected", nomad_target)
+
+    async def scenario(rt: NomadRuntime) -> None:
+        _invalid_renderer(rt)
+        await rt.start(spec)
+
+    with pytest.raises(InvalidArgument) as err:
+        asyncio.run(_with_runtime(settings, scenario))
+    assert "MemoryMB" in err.value.message and "Nomad rejected job" in err.value.message
+    # the Variable written alongside the register is gone again
+    _assert_cleaned_up(nomad_target, f"{settings['job_prefix']}ws-rejected")
+
+
+def test_a_secret_nomad_refuses_to_store_purges_the_registered_job(nomad_target: NomadTarget) -> None:
+    double = nomad_target.need_double("a real Nomad cannot be told to fail one Variable write")
+    settings = nomad_target.settings()
+    spec = _spec("novar", nomad_target)
+    double.fail_next("PUT", r"^/v1/var/nomad/jobs/.*ws-novar$", 500, "raft apply failed: leadership lost")
+
+    with pytest.raises(BackendError) as err:
+        asyncio.run(_with_runtime(settings, lambda rt: rt.start(spec)))
+    assert "write variable" in err.value.message and "leadership lost" in err.value.message
+    _assert_cleaned_up(nomad_target, f"{settings['job_prefix']}ws-novar")
+
+
+def test_a_create_cancelled_while_registering_leaves_nothing(nomad_target: NomadTarget) -> None:
+    double = nomad_target.need_double("a real Nomad cannot be made slow on demand")
+    settings = nomad_target.settings()
+    spec = _spec("cancelled", nomad_target)
+
+    async def scenario(rt: NomadRuntime) -> bool:
+        double.latency = 0.3  # the Variable write and the register are in flight for 0.3 s
+        try:
+            task = asyncio.ensure_future(rt.start(spec))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            try:
+                await task  # returns once what landed meanwhile is undone
+            except asyncio.CancelledError:
+                return True
+            return False
+        finally:
+            double.latency = 0.0
+
+    assert asyncio.run(_with_runtime(settings, scenario))
+    _assert_cleaned_up(nomad_target, f"{settings['job_prefix']}ws-cancelled")
+
+
+def test_a_create_asks_validate_only_when_nomad_rejects_and_follows_the_allocation(
+    nomad_target: NomadTarget,
+) -> None:
+    double = nomad_target.need_double("counts the requests Nomad received")
+    settings = nomad_target.settings()
+    spec = _spec("counted", nomad_target, image="fetchml/idle:test")
+    progress: list[str] = []
+
+    async def report(line: str) -> None:
+        progress.append(line)
+
+    async def scenario(rt: NomadRuntime) -> tuple[list[tuple[str, str]], str]:
+        first = len(double.requests)
+        job_id, _eval_id, alloc, url = await rt._launch(spec, report)
+        sent = double.requests[first:]
+        assert alloc["ClientStatus"] == "running" and alloc["AllocatedResources"]["Shared"]["Ports"]
+        await rt.remove(spec, {"job_id": job_id})
+        return sent, url
+
+    sent, url = asyncio.run(_with_runtime(settings, scenario))
+    assert url.startswith("http://")
+    assert progress[0] == "placing" and progress[-1] == "starting"
+    paths = [f"{method} {path}" for method, path in sent]
+    assert not [p for p in paths if "/v1/validate/" in p]
+    assert sum(p.startswith("PUT /v1/var/") for p in paths) == 1
+    assert sum(p == "POST /v1/jobs" or p.startswith("PUT /v1/jobs") for p in paths) == 1
+    assert paths[-1].startswith("GET /v1/allocation/")  # the running allocation, read in full
+
+
 def test_slow_nomad_times_out(nomad_target: NomadTarget) -> None:
     double = nomad_target.need_double("a real Nomad cannot be made slow on demand")
     settings = nomad_target.settings(http_timeout=1)
@@ -401,6 +495,29 @@ def test_client_uses_blocking_queries(nomad_target: NomadTarget) -> None:
     index, index2, waited = asyncio.run(scenario())
     assert index > 0 and index2 >= index
     assert waited >= 0.9  # the server held the request: nothing changed
+
+
+def test_parked_blocking_queries_do_not_hold_up_other_calls(nomad_target: NomadTarget) -> None:
+    client = NomadClient(NomadSettings.from_config(nomad_target.settings()))
+    parked = (os.cpu_count() or 1) + 8  # more than the default thread pool has threads
+
+    async def scenario() -> tuple[bool, int]:
+        _, index = await client.job_allocations("no-such-job")
+        polls = [
+            asyncio.ensure_future(client.job_allocations("no-such-job", index=index, wait=3.0))
+            for _ in range(min(parked, 40))
+        ]
+        await asyncio.sleep(0)  # every poll is on its way
+        leader = asyncio.ensure_future(client.leader())
+        done, _ = await asyncio.wait([leader, *polls], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*polls)
+        return leader in done, sum(p in done for p in polls)
+
+    try:
+        leader_first, polls_done = asyncio.run(scenario())
+    finally:
+        client.close()
+    assert leader_first and polls_done == 0
 
 
 def test_stop_then_remove_the_shared_workspace(workspace: Shared, nomad_target: NomadTarget) -> None:
