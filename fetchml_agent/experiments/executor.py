@@ -350,7 +350,7 @@ class Executor:
         try:
             snap_root = remote.snapshot_root(self.agent, self.root)
             rel, copied = await run_blocking(remote.publish_snapshot, snap_root, run_dir, run.id)
-            spec = remote.run_spec(self.agent, ws, run, rel)
+            spec = remote.run_spec(self.agent, ws, run, rel, self.root)
             # Written before submitting, so that an agent killed meanwhile finds the job to adopt.
             pending = {"job_id": rt.run_job_id(run.id), "run_id": run.id, "submitted_at": time.time(),
                        "timeout": spec.timeout, "snapshot_path": str(rel), "snapshot_copy": copied}

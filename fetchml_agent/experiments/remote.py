@@ -53,6 +53,7 @@ __all__ = [
     "snapshot_root",
     "tree_hashes",
     "unpublish_snapshot",
+    "workspace_dir",
 ]
 
 STATE_FILE = "nomad.json"
@@ -71,8 +72,9 @@ def is_remote(agent: Agent) -> bool:
     return callable(getattr(agent.runtime, "submit_run", None))
 
 
-def _root(agent: Agent, ws: Workspace) -> str:
-    return str(getattr(agent.runtime, "workspace_root", None) or ws.path)
+def workspace_dir(agent: Agent, ws: Workspace) -> str:
+    """The workspace's directory inside its workload: what its state says, else the runtime's."""
+    return str((ws.runtime_state or {}).get("workdir") or getattr(agent.runtime, "workspace_root", None) or ws.path)
 
 
 def _require_running(ws: Workspace, why: str) -> None:
@@ -100,14 +102,14 @@ async def _pull(agent: Agent, ws: Workspace, dest: Path, find_args: list[str]) -
                 raise BackendError(f"the workspace's files to copy exceed {_MAX_SNAPSHOT_BYTES >> 30} GiB")
             fh.write(chunk)
 
-        argv = ["sh", "-c", _TAR_SCRIPT, "fetchml-pull", _root(agent, ws), *find_args]
+        argv = ["sh", "-c", _TAR_SCRIPT, "fetchml-pull", workspace_dir(agent, ws), *find_args]
         res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, output=sink,
                                        timeout=_SNAPSHOT_TIMEOUT_S)
     try:
         if res.exit_code != 0:
             raise BackendError(
                 f"could not read the files of workspace {ws.name} (exit code {res.exit_code})",
-                f"the workspace's directory is {_root(agent, ws)}; the image needs sh, find and tar",
+                f"the workspace's directory is {workspace_dir(agent, ws)}; the image needs sh, find and tar",
             )
         await run_blocking(_unpack, archive, dest)
     finally:
@@ -163,7 +165,7 @@ async def push_files(agent: Agent, ws: Workspace, src: Path, rels: list[str]) ->
         return
     _require_running(ws, "its files are synced through its workload")
     data = await run_blocking(_pack, src, rels)
-    argv = ["sh", "-c", 'mkdir -p "$1" && cd "$1" && tar -xmf - --no-same-owner', "fetchml-push", _root(agent, ws)]
+    argv = ["sh", "-c", 'mkdir -p "$1" && cd "$1" && tar -xmf - --no-same-owner', "fetchml-push", workspace_dir(agent, ws)]
     res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, stdin=data,  # type: ignore[call-arg]
                                    timeout=_SNAPSHOT_TIMEOUT_S)
     if res.exit_code != 0:
@@ -262,28 +264,33 @@ def result_from_status(run: Run, status: Any, cancelled: bool, fetched: str | No
     return {**base, "status": "failed", "message": message + note, "error": error, "exit_code": status.exit_code}
 
 
-def check_ready(agent: Agent) -> None:
+def _location(agent: Agent, experiments_root: Path) -> tuple[str, str, Path] | None:
+    """``(volume, volume type, its root as the agent sees it)`` where runs read snapshots, from the
+    runtime's ``run_snapshot_location``; ``None`` when none is configured."""
+    location: tuple[str, str, Path] | None = agent.runtime.run_snapshot_location(experiments_root)  # type: ignore[attr-defined]
+    return location
+
+
+def check_ready(agent: Agent, experiments_root: Path) -> None:
     """Refuse runs on a remote runtime that has nowhere to put snapshots (before anything is
     copied): :class:`NotSupported` naming the setting."""
     from ..errors import NotSupported
 
-    settings = getattr(agent.runtime, "settings", None)
-    if getattr(settings, "snapshot_volume", None) is None:
+    if _location(agent, experiments_root) is None:
         raise NotSupported(
             f"runs on the {agent.runtime.name} runtime need a snapshot volume, and none is configured",
-            "set nomad.snapshot_volume (a host or CSI volume every client mounts) and nomad.snapshot_dir "
-            "(where the agent writes into it) in agent.yaml; see docs/nomad.md",
+            f"set {agent.runtime.name}.snapshot_volume (a host or CSI volume every client mounts) and "
+            f"{agent.runtime.name}.snapshot_dir (where the agent writes into it) in agent.yaml; see docs/nomad.md",
         )
 
 
 def snapshot_root(agent: Agent, experiments_root: Path) -> Path:
-    """The snapshot volume's root as the agent sees it (``nomad.snapshot_dir``, else the agent's
-    experiments directory)."""
-    configured = getattr(getattr(agent.runtime, "settings", None), "snapshot_dir", None)
-    return Path(configured) if configured else experiments_root
+    """The snapshot volume's root as the agent sees it."""
+    location = _location(agent, experiments_root)
+    return location[2] if location else experiments_root
 
 
-def run_spec(agent: Agent, ws: Workspace, run: Run, snapshot_path: Path) -> Any:
+def run_spec(agent: Agent, ws: Workspace, run: Run, snapshot_path: Path, experiments_root: Path) -> Any:
     """The runtime's :class:`~fetchml_agent.nomad.render.RunSpec` of ``run``: the workspace's image,
     CPU and memory, the run's GPUs, parameters, timeout (7 days when none) and retries, and the
     workspace's environment (the agent's own ``FETCHML_``/Jupyter variables are the job's)."""
@@ -293,7 +300,8 @@ def run_spec(agent: Agent, ws: Workspace, run: Run, snapshot_path: Path) -> Any:
     from ..runtimes.base import Resources
     from ..service.workspaces import spec_for
 
-    settings = agent.runtime.settings  # type: ignore[attr-defined]
+    location = _location(agent, experiments_root)
+    assert location is not None  # checked when queued
     env = {k: v for k, v in spec_for(agent, ws).env.items()
            if not k.startswith("FETCHML_") and k not in ("JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH")}
     return RunSpec(
@@ -304,8 +312,8 @@ def run_spec(agent: Agent, ws: Workspace, run: Run, snapshot_path: Path) -> Any:
         owner=run.user,
         experiment_id=run.experiment_id,
         image=ws.image,
-        snapshot_volume=settings.snapshot_volume.source,
-        snapshot_volume_type=settings.snapshot_volume.type,
+        snapshot_volume=location[0],
+        snapshot_volume_type=location[1],
         snapshot_path=snapshot_path.as_posix(),
         parameters=run.parameters,
         timeout=float(run.timeout_s or 7 * 86400),

@@ -38,10 +38,13 @@ __all__ = [
     "TEMPLATES_DIR",
     "AgentJobRequest",
     "JobRenderer",
+    "RUN_LAUNCHER",
     "RunSpec",
+    "RunTask",
     "WorkspaceJobRequest",
     "jupyter_secret_items",
     "run_job_id",
+    "run_task",
     "secret_variable_path",
     "workspace_job_id",
 ]
@@ -166,6 +169,48 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class RunTask:
+    """What a run's task executes, whatever schedules it: ``/bin/sh -c`` :data:`RUN_LAUNCHER`
+    ``fetchml-run SNAPSHOT_DIR`` followed by ``command``, with ``env``, and ``parameters_json``
+    written to ``${NOMAD_TASK_DIR}/parameters.json``. ``command`` and ``env`` name Nomad's task
+    layout (``${NOMAD_ALLOC_DIR}``, ``${NOMAD_TASK_DIR}``); another runtime provides the same."""
+
+    command: list[str]
+    env: dict[str, str]
+    parameters_json: str
+
+
+def run_task(spec: RunSpec) -> RunTask:
+    """Validate the run's target, parameters and environment and build its :class:`RunTask`."""
+    notebook = _check_rel_path(spec.kind, spec.notebook)
+    if spec.kind not in ("notebook", "script"):
+        raise InvalidArgument(f"a run is a notebook or a script, not {spec.kind!r}")
+    suffix = ".ipynb" if spec.kind == "notebook" else ".py"
+    if not notebook.endswith(suffix):
+        raise InvalidArgument(f"{spec.kind} {spec.notebook!r} is not a {suffix} file")
+    try:
+        parameters_json = json.dumps(dict(spec.parameters), sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"run parameters are not JSON: {exc}") from None
+    if _LITERAL_LEFT in parameters_json or _LITERAL_RIGHT in parameters_json:
+        raise InvalidArgument("run parameters contain a reserved marker", details=_LITERAL_LEFT)
+    env = dict(_check_env(spec.env))
+    env.update({"FETCHML_RUN_ID": spec.run_id, **_RUN_ENV})
+    if spec.experiment_id:
+        env["FETCHML_EXPERIMENT"] = spec.experiment_id
+    if spec.kind == "notebook":
+        command = [
+            "papermill", notebook, f"${{NOMAD_ALLOC_DIR}}/data/{OUTPUT_NOTEBOOK}",
+            "--parameters_file", "${NOMAD_TASK_DIR}/parameters.json",
+            "--execution-timeout", str(math.ceil(spec.timeout)),
+            "--log-output", "--no-progress-bar",
+        ]
+    else:
+        command = ["python3", notebook]
+    return RunTask(command, env, parameters_json)
+
+
+@dataclass(frozen=True)
 class AgentJobRequest:
     """The agent as a Nomad job: its image, API port, and the host volume for its data dir."""
 
@@ -270,12 +315,7 @@ class JobRenderer:
         workspace = _check_name(spec.workspace)
         job_id = run_job_id(s, spec.run_id)
         image = self._check_image(spec.image or s.default_image)
-        notebook = _check_rel_path(spec.kind, spec.notebook)
-        if spec.kind not in ("notebook", "script"):
-            raise InvalidArgument(f"a run is a notebook or a script, not {spec.kind!r}")
-        suffix = ".ipynb" if spec.kind == "notebook" else ".py"
-        if not notebook.endswith(suffix):
-            raise InvalidArgument(f"{spec.kind} {spec.notebook!r} is not a {suffix} file")
+        task = run_task(spec)
         cpu, memory_mb, disk_mb, gpu = self._resources(spec.resources)
         if not (isinstance(spec.retries, int) and 0 <= spec.retries <= 10):
             raise InvalidArgument(f"retries must be an integer from 0 to 10, got {spec.retries!r}")
@@ -294,25 +334,6 @@ class JobRenderer:
         snapshot_dir = SNAPSHOT_MOUNT if snapshot_volume else "."
         if spec.snapshot_path:
             snapshot_dir += "/" + _check_rel_path("snapshot_path", spec.snapshot_path)
-        try:
-            parameters_json = json.dumps(dict(spec.parameters), sort_keys=True, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"run parameters are not JSON: {exc}") from None
-        if _LITERAL_LEFT in parameters_json or _LITERAL_RIGHT in parameters_json:
-            raise InvalidArgument("run parameters contain a reserved marker", details=_LITERAL_LEFT)
-        env = dict(_check_env(spec.env))
-        env.update({"FETCHML_RUN_ID": spec.run_id, **_RUN_ENV})
-        if spec.experiment_id:
-            env["FETCHML_EXPERIMENT"] = spec.experiment_id
-        if spec.kind == "notebook":
-            command = [
-                "papermill", notebook, f"${{NOMAD_ALLOC_DIR}}/data/{OUTPUT_NOTEBOOK}",
-                "--parameters_file", "${NOMAD_TASK_DIR}/parameters.json",
-                "--execution-timeout", str(math.ceil(spec.timeout)),
-                "--log-output", "--no-progress-bar",
-            ]
-        else:
-            command = ["python3", notebook]
         meta = {
             "fetchml_kind": "run",
             "fetchml_run_id": spec.run_id,
@@ -332,12 +353,12 @@ class JobRenderer:
             "snapshot_mount": SNAPSHOT_MOUNT,
             "snapshot_dir": snapshot_dir,
             "launcher": RUN_LAUNCHER,
-            "command": command,
+            "command": task.command,
             "retries": spec.retries,
             "disk_mb": disk_mb,
             "memory_mb": memory_mb,
-            "env": env,
-            "parameters_json": parameters_json,
+            "env": task.env,
+            "parameters_json": task.parameters_json,
             "no_template_left": _LITERAL_LEFT,
             "no_template_right": _LITERAL_RIGHT,
         }

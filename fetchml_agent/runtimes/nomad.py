@@ -884,6 +884,15 @@ class NomadRuntime(Runtime):
         """The Nomad job ID a run gets (known before it is submitted)."""
         return run_job_id(self.settings, run_id)
 
+    def run_snapshot_location(self, experiments_root: Path) -> tuple[str, str, Path] | None:
+        """Where runs read their snapshots: ``(volume, type, its root on the agent's host)`` from
+        ``snapshot_volume`` and ``snapshot_dir`` (default: the agent's experiments directory);
+        ``None`` when no snapshot volume is configured."""
+        vol = self.settings.snapshot_volume
+        if vol is None:
+            return None
+        return vol.source, vol.type, Path(self.settings.snapshot_dir or experiments_root)
+
     @property
     def workspace_root(self) -> str:
         """The workspace's directory inside its container (Jupyter's root_dir)."""

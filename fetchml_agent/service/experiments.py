@@ -244,11 +244,11 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     require(agent, call.user, ws, USE, "queueing a run")
     on_remote = remote.is_remote(agent)
     if on_remote:
-        remote.check_ready(agent)
+        remote.check_ready(agent, executor_of(agent).root)
     elif agent.runtime.name != "local":
         raise NotSupported(
             f"queueing runs on the {agent.runtime.name} runtime is not supported by this agent",
-            "the local runtime runs them on the agent's host; the nomad runtime runs them as batch jobs",
+            "the local runtime runs them on the agent's host, docker in containers, nomad as batch jobs",
         )
     if args.get("notebook") and args.get("script"):
         raise InvalidArgument("name one thing to run: --notebook or --script, not both")
@@ -289,7 +289,7 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
         kind, wanted = "script", config["script"]
     elif not wanted:
         wanted = config.get("notebook") or await run_blocking(_default_notebook, root)
-    shown = str(getattr(agent.runtime, "workspace_root", "") or root) if fetched is not None else None
+    shown = remote.workspace_dir(agent, ws) if fetched is not None else None
     target: str = await run_blocking(resolve_target, root, str(wanted), kind, shown)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))

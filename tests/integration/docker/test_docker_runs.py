@@ -1,0 +1,102 @@
+"""Experiment runs on the docker runtime, through the real ``ml`` and a real agent: queued from the
+running workspace container's files, each run in a container of its own (the workspace image, on
+the workspace's network), followed, recorded, and its results synced back into the workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from tests.conftest import AgentProcess
+from tests.integration.docker.conftest import cleanup
+from tests.integration.experiments.exp_helpers import audit_actions, wait_for
+from tests.integration.jupyter import get_contents, put_contents
+from tests.integration.packages.world import agent_for, make_upstream, make_wheelhouse
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+PREFIX = f"fmltest-run-{os.getpid()}"
+TABLE = f"fmltest_run_{os.getpid()}"
+TRAIN = [
+    "lr = 0.1",
+    "from fetchml import log_metric\nlog_metric('loss', lr / 2)\n"
+    "open('outputs/model.txt', 'w').write(f'lr={lr}')\nopen('beside.txt', 'w').write('the working directory is writable')",
+]
+
+
+def _notebook(*cells: str, parameters: bool = True) -> dict[str, Any]:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    if parameters:
+        nb.cells[0].metadata["tags"] = ["parameters"]
+    return {"type": "notebook", "format": "json", "content": json.loads(nbformat.writes(nb))}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, docker_client: Any, workspace_image: str) -> Iterator[tuple[AgentProcess, str]]:
+    tmp = tmp_path_factory.mktemp("docker-runs")
+    with make_upstream(make_wheelhouse(tmp / "wheels")) as upstream:
+        a = agent_for(tmp / "agent", f"{upstream.url}/simple/", {"startup_blocked_packages": "off"},
+                      runtime="docker", docker={"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image})
+        a.start()
+        try:
+            a.ml("jupyter", "create", "lab", "--memory=1g", "--experiment", "exp-docker")
+            url = a.ml_json("jupyter", "info", "lab")["url"]
+            put_contents(url, "train.ipynb", _notebook(*TRAIN))
+            put_contents(url, "fails.ipynb", _notebook("x = 1", "raise ValueError('diverged')", parameters=False))
+            put_contents(url, "slow.py", {"type": "file", "format": "text", "content": "import time\ntime.sleep(120)\n"})
+            yield a, url
+        finally:
+            a.ml("jupyter", "delete", "lab", "-y", check=False)
+            a.stop()
+            cleanup(docker_client, PREFIX)
+            subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+
+
+def test_a_run_executes_in_its_own_container_and_its_results_come_back(lab: tuple[AgentProcess, str], docker_client: Any) -> None:
+    a, url = lab
+    run = a.ml_json("jupyter", "queue", "--workspace", "lab", "--notebook", "train.ipynb", "-p", "lr=0.5")
+    assert run["status"] == "queued" and "train.ipynb" in run["snapshot"]["copied"]
+    done = wait_for(a, run["id"], ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", (done["message"], done["error"])
+    assert done["outputs"] == ["model.txt"]
+    assert [m["value"] for m in done["metrics"] if m["name"] == "loss"] == [0.25]
+    out = nbformat.read(done["output_notebook"], as_version=4)
+    assert "lr = 0.5" in out.cells[1].source
+    model = get_contents(url, f"experiments/exp-docker/runs/{run['id']}/outputs/model.txt")
+    assert model is not None and model["content"] == "lr=0.5"
+    deadline = time.monotonic() + 15
+    while docker_client.containers.list(all=True, filters={"name": f"{PREFIX}-run-"}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert docker_client.containers.list(all=True, filters={"name": f"{PREFIX}-run-"}) == []  # removed once recorded
+    actions = [x for x, _, d in audit_actions(a, "lab") if d.get("run") == run["id"]]
+    assert actions == ["run.queue", "run.start", "run.finish"]
+
+
+def test_a_failing_cell_is_reported(lab: tuple[AgentProcess, str]) -> None:
+    a, _ = lab
+    run = a.ml_json("jupyter", "queue", "--workspace", "lab", "--notebook", "fails.ipynb")
+    done = wait_for(a, run["id"], ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "failed" and "ValueError: diverged" in done["message"], done["message"]
+
+
+def test_cancel_stops_the_runs_container(lab: tuple[AgentProcess, str], docker_client: Any) -> None:
+    a, _ = lab
+    run = a.ml_json("jupyter", "queue", "--workspace", "lab", "--script", "slow.py")
+    name = f"{PREFIX}-run-{run['id']}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not docker_client.containers.list(filters={"name": name}):
+        time.sleep(0.2)
+    a.ml("cancel", run["id"])
+    done = wait_for(a, run["id"], ("succeeded", "failed", "cancelled"), timeout=90)
+    assert done["status"] == "cancelled", done
+    assert not Path(a.data_dir, "experiments", ".docker-runs", run["id"]).exists()
