@@ -21,6 +21,10 @@ container on an internal network, and an internal network still reaches every se
 host; the nftables table closes both the host and the forward path instead, so the user reaches
 JupyterLab at ``http://127.0.0.1:PORT/`` with no proxy in the agent to keep alive.
 
+An experiment run is a container of its own, ``<prefix>-run-<run id>`` (the workspace's image and
+network, the same hardening and limits, the run's GPUs), labelled with the run's id and not with a
+workspace id, so that it is never adopted as a workspace; see :meth:`DockerRuntime.submit_run`.
+
 A stopped workspace keeps its container, so packages installed into it survive stop/start; the
 container is recreated (and says so in progress) when the image, resources, environment or token
 changed. Docker SDK calls run in threads, off the event loop.
