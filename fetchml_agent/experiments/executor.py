@@ -16,9 +16,11 @@ by a pidfd. The outcome is read from ``result.json``; metrics, outputs and the e
 are recorded and synced into the workspace (:mod:`.sync`) before the run's status changes, so a
 client that sees ``succeeded`` finds the results in place.
 
-On a runtime that executes runs itself (Nomad: :mod:`.remote`), every queued run is submitted at
-once (Nomad's scheduler places it, or keeps it until capacity frees) and followed with blocking
-queries; its results are fetched into the run's directory before it is recorded, the same way.
+On a runtime that executes runs itself (:mod:`.remote`: Nomad batch jobs, docker containers) the
+run is submitted to it and followed (blocking queries, ``docker wait``); its results are fetched
+into the run's directory before it is recorded, the same way. Nomad's scheduler places runs
+itself (``schedules_runs``): every queued run is submitted at once; docker runs take the worker
+pool's slots and GPUs like local ones.
 
 After a restart (:meth:`Executor.start`): queued runs stay queued; a running run whose runner is
 alive is adopted (watched again); one whose runner finished meanwhile is recorded from its result
@@ -248,9 +250,10 @@ class Executor:
 
     async def _schedule(self) -> None:
         queued = await self.agent.store.run(runs_by_status, "queued")
-        if remote.is_remote(self.agent):
-            for run in queued:
-                await self._launch_remote(run)
+        on_remote = remote.is_remote(self.agent)
+        if on_remote and getattr(self.agent.runtime, "schedules_runs", False):
+            for run in queued:  # Nomad's scheduler places them (or keeps them until capacity frees)
+                await self._launch_remote(run, [])
             return
         cpu_busy = sum(1 for r in self.active.values() if r.gpus == 0)
         gpu_blocked = False
@@ -259,7 +262,7 @@ class Executor:
                 if cpu_busy >= self.cpu_workers:
                     continue
                 cpu_busy += 1
-                await self._launch(run, [])
+                await (self._launch_remote(run, []) if on_remote else self._launch(run, []))
                 continue
             if gpu_blocked:
                 continue  # GPU runs start in the order they were queued
@@ -268,7 +271,8 @@ class Executor:
             if len(free) < run.gpus:
                 gpu_blocked = True
                 continue
-            await self._launch(run, free[: run.gpus])
+            ids = free[: run.gpus]
+            await (self._launch_remote(run, ids) if on_remote else self._launch(run, ids))
 
     async def _launch(self, run: Run, gpu_ids: list[int]) -> None:
         from ..service.workspaces import spec_for
@@ -334,12 +338,12 @@ class Executor:
 
     # -- remote runs (Nomad) --------------------------------------------------------------------
 
-    async def _launch_remote(self, run: Run) -> None:
+    async def _launch_remote(self, run: Run, gpu_ids: list[int]) -> None:
         store = self.agent.store
         ws = self._workspace(run.workspace_id)
         if not await store.run(claim_run, run.id, "running", time.time()):
             return  # cancelled while we looked
-        run.status, run.started_at, run.message = "running", time.time(), "submitting"
+        run.status, run.started_at, run.message, run.gpu_indexes = "running", time.time(), "submitting", gpu_ids
         self.active[run.id] = run
         if ws is None:
             await self._record(run, {"status": "failed", "message": "its workspace was deleted before the run started"})
@@ -350,7 +354,7 @@ class Executor:
         try:
             snap_root = remote.snapshot_root(self.agent, self.root)
             rel, copied = await run_blocking(remote.publish_snapshot, snap_root, run_dir, run.id)
-            spec = remote.run_spec(self.agent, ws, run, rel, self.root)
+            spec = dataclasses.replace(remote.run_spec(self.agent, ws, run, rel, self.root), gpu_ids=tuple(gpu_ids))
             # Written before submitting, so that an agent killed meanwhile finds the job to adopt.
             pending = {"job_id": rt.run_job_id(run.id), "run_id": run.id, "submitted_at": time.time(),
                        "timeout": spec.timeout, "snapshot_path": str(rel), "snapshot_copy": copied}

@@ -166,6 +166,7 @@ class RunSpec:
     resources: Resources = field(default_factory=Resources)
     env: Mapping[str, str] = field(default_factory=dict)
     kind: str = "notebook"
+    gpu_ids: tuple[int, ...] = ()  # host GPUs the agent assigned (single-host runtimes; Nomad picks its own)
 
 
 @dataclass(frozen=True)

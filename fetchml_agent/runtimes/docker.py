@@ -1157,8 +1157,10 @@ class DockerRuntime(Runtime):
             kwargs["memswap_limit"] = f"{res.memory_mb}m"
         async with self._lock:
             if res.gpu:
-                in_use = await run_blocking(self._gpus_in_use, "")
-                free = [g for g in (self._gpus or []) if g not in in_use]
+                # The agent's worker pool assigns GPUs (a run may use its own workspace's); without
+                # an assignment, take free ones.
+                in_use = set() if spec.gpu_ids else await run_blocking(self._gpus_in_use, "")
+                free = [g for g in (spec.gpu_ids or self._gpus or []) if g not in in_use]
                 if len(free) < res.gpu:
                     await run_blocking(shutil.rmtree, host_dir, True)
                     raise InsufficientResources(

@@ -217,6 +217,8 @@ def _url_from_ports(ports: list[dict[str, Any]] | None, label: str = "http") -> 
 class NomadRuntime(Runtime):
     """Workspaces as Nomad service jobs; see the module docstring for the contract."""
 
+    schedules_runs = True  # Nomad places experiment runs itself: the agent's worker pool does not apply
+
     name = "nomad"
 
     def __init__(

@@ -294,7 +294,7 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
     capacity = ex.gpu_capacity()
-    if fetched is None and gpus > capacity:  # on Nomad, the cluster's scheduler decides
+    if gpus > capacity and not getattr(agent.runtime, "schedules_runs", False):  # Nomad: its scheduler decides
         raise InsufficientResources(
             f"the run asks for {gpus} GPU{'s' if gpus != 1 else ''}, but this host has {capacity}",
             "set resources.gpu in the experiment config to what the host has (0 for a CPU-only run)",
