@@ -336,7 +336,7 @@ class Executor:
                 return None
             return await _ask_warm(sock, request)
 
-    # -- remote runs (Nomad) --------------------------------------------------------------------
+    # -- remote runs (Nomad batch jobs, docker containers) ----------------------------------------
 
     async def _launch_remote(self, run: Run, gpu_ids: list[int]) -> None:
         store = self.agent.store
@@ -361,7 +361,7 @@ class Executor:
             await run_blocking(write_json, run_dir / remote.STATE_FILE, pending)
             state = {**pending, **await rt.submit_run(spec)}
         except FetchmlError as exc:
-            await self._record(run, {"status": "failed", "message": f"Nomad did not take the run: {exc.message}",
+            await self._record(run, {"status": "failed", "message": f"the {self.agent.runtime.name} runtime did not start the run: {exc.message}",
                                      "error": {"ename": type(exc).__name__, "evalue": exc.message, "cell": None}})
             await run_blocking(remote.unpublish_snapshot, remote.snapshot_root(self.agent, self.root),
                                read_json(run_dir / remote.STATE_FILE) or {})
@@ -370,7 +370,7 @@ class Executor:
         run.message = f"waiting for capacity: {state['waiting']}" if state.get("waiting") else ""
         await store.run(update_run, run)
         await self.agent.audit(run.user, "run.start", run.workspace, run=run.id, experiment=run.experiment_id,
-                               nomad_job=state["job_id"], gpus=run.gpus)
+                               job=state["job_id"], gpus=run.gpus)
         self._follow(run, state)
 
     def _follow(self, run: Run, state: dict[str, Any]) -> None:
@@ -392,7 +392,7 @@ class Executor:
                         await self.agent.store.run(update_run, run)
                     left = float(state.get("timeout") or 1e12) - (time.time() - float(state.get("submitted_at") or 0))
                     index = await rt.wait_run(state, index, min(_REMOTE_WAIT_S, max(1.0, left + 0.5)))
-                except FetchmlError as exc:  # Nomad unreachable for a while: keep following
+                except FetchmlError as exc:  # the backend unreachable for a while: keep following
                     if run.message != f"following it failed: {exc.message}; retrying":
                         run.message = f"following it failed: {exc.message}; retrying"
                         await self.agent.store.run(update_run, run)
@@ -407,7 +407,7 @@ class Executor:
             try:
                 await rt.purge_run(state)
             except FetchmlError as exc:
-                log.warning("could not purge the Nomad job of run %s: %s", run.id, exc.message)
+                log.warning("could not remove the job of run %s: %s", run.id, exc.message)
             await run_blocking(remote.unpublish_snapshot, remote.snapshot_root(self.agent, self.root), state)
         except asyncio.CancelledError:
             raise
@@ -580,7 +580,7 @@ class Executor:
                 if state is None:
                     await self._record(run, {"status": "failed", "message": "the agent stopped while starting this run; it was not started"})
                     continue
-                await self.agent.audit("agent", "run.adopt", run.workspace, run=run.id, nomad_job=state.get("job_id"))
+                await self.agent.audit("agent", "run.adopt", run.workspace, run=run.id, job=state.get("job_id"))
                 self._follow(run, state)
                 continue
             if (run_dir / "result.json").exists():

@@ -12,7 +12,7 @@ directory inside its container. The agent then:
    :func:`pull_paths` brings the workspace's side into a mirror, the conflict rule runs there,
    and :func:`push_files` writes what it changed back through ``runtime.exec``'s stdin);
 2. writes it where the runtime's workers read it (:func:`publish_snapshot`: the snapshot volume),
-   submits the run, and remembers the runtime's state in ``nomad.json`` in the run's directory
+   submits the run, and remembers the runtime's state in ``runtime-job.json`` in the run's directory
    (what a restarted agent adopts);
 3. follows the run with blocking queries, fetches its results into the run's directory (the
    allocation's ``alloc/data`` is laid out like it: ``output.ipynb``, ``metrics.jsonl``,
@@ -51,12 +51,11 @@ __all__ = [
     "result_from_status",
     "run_spec",
     "snapshot_root",
-    "tree_hashes",
     "unpublish_snapshot",
     "workspace_dir",
 ]
 
-STATE_FILE = "nomad.json"
+STATE_FILE = "runtime-job.json"
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 143
 _SNAPSHOT_TIMEOUT_S = 300.0
@@ -68,7 +67,7 @@ _TAR_SCRIPT = 'exec 2>/dev/null; cd "$1" || exit 3; shift; find "$@" | tar -cf -
 
 
 def is_remote(agent: Agent) -> bool:
-    """Whether this agent's runtime executes runs itself (Nomad)."""
+    """Whether this agent's runtime executes runs itself (Nomad batch jobs, docker containers)."""
     return callable(getattr(agent.runtime, "submit_run", None))
 
 
@@ -166,8 +165,7 @@ async def push_files(agent: Agent, ws: Workspace, src: Path, rels: list[str]) ->
     _require_running(ws, "its files are synced through its workload")
     data = await run_blocking(_pack, src, rels)
     argv = ["sh", "-c", 'mkdir -p "$1" && cd "$1" && tar -xmf - --no-same-owner', "fetchml-push", workspace_dir(agent, ws)]
-    res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, stdin=data,  # type: ignore[call-arg]
-                                   timeout=_SNAPSHOT_TIMEOUT_S)
+    res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, stdin=data, timeout=_SNAPSHOT_TIMEOUT_S)
     if res.exit_code != 0:
         raise BackendError(
             f"could not write into workspace {ws.name} (exit code {res.exit_code})",
@@ -176,25 +174,14 @@ async def push_files(agent: Agent, ws: Workspace, src: Path, rels: list[str]) ->
 
 
 def _pack(src: Path, rels: list[str]) -> bytes:
+    if sum((src / rel).stat().st_size for rel in rels) > _MAX_PUSH_BYTES:
+        raise BackendError(f"the results to write into the workspace exceed {_MAX_PUSH_BYTES >> 20} MiB",
+                           "they stay in the experiment's directory on the agent")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for rel in sorted(rels):
             tar.add(src / rel, arcname=rel, recursive=False)
-    if buf.tell() > _MAX_PUSH_BYTES:
-        raise BackendError(f"the results to write into the workspace exceed {_MAX_PUSH_BYTES >> 20} MiB",
-                           "they stay in the experiment's directory on the agent")
     return buf.getvalue()
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """``{relative posix path: sha256}`` of every regular file under ``root``."""
-    out: dict[str, str] = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath, name)
-            if path.is_file() and not path.is_symlink():
-                out[path.relative_to(root).as_posix()] = sha256_file(path)
-    return out
 
 
 def publish_snapshot(snapshot_dir: Path | None, run_dir: Path, run_id: str) -> tuple[Path, bool]:

@@ -202,7 +202,6 @@ async def sync_workspace(
             runs = [only_run]
         else:
             runs = [r for r in all_runs if r.status in FINISHED]
-        before: dict[str, str] = {}
         if on_remote:
             await run_blocking(shutil.rmtree, ws_root, True)
             if direction in ("to-experiment", "full"):
@@ -211,7 +210,6 @@ async def sync_workspace(
                 area = f"experiments/{experiment_id}"
                 rels = [area] if only_run is None else [f"{area}/experiment.json", f"{area}/runs/{only_run.id}"]
                 await remote.pull_paths(agent, ws, ws_root, rels)
-            before = await run_blocking(remote.tree_hashes, ws_root)
         bases = await store.run(sync_bases, ws.id, experiment_id)
         pending = await store.run(pending_conflicts, ws.id, experiment_id)
 
@@ -226,9 +224,9 @@ async def sync_workspace(
             return reconcile(pairs, ws_root, bases, pending, time.time())
 
         outcome = await run_blocking(work)
-        if on_remote:
-            after = await run_blocking(remote.tree_hashes, ws_root)
-            await remote.push_files(agent, ws, ws_root, [rel for rel, h in after.items() if before.get(rel) != h])
+        if on_remote:  # what the rule wrote on the workspace's side: copies and conflict copies
+            written = [c["path"] for c in outcome.copied if c["to"] == "workspace"]
+            await remote.push_files(agent, ws, ws_root, written + [c["experiment_copy"] for c in outcome.conflicts])
         await store.run(save_sync_state, ws.id, experiment_id, outcome.bases, outcome.resolved, outcome.new_conflicts)
         record = await store.run(
             insert_sync, ws.id, ws.name, experiment_id, direction, user,

@@ -90,13 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     resources(run)
     run.add_argument("--run-id", required=True)
     run.add_argument("--workspace", required=True)
-    run.add_argument("--notebook", required=True, help="notebook path inside the snapshot")
+    target = run.add_mutually_exclusive_group(required=True)
+    target.add_argument("--notebook", help="notebook path inside the snapshot (run by papermill)")
+    target.add_argument("--script", help="Python script path inside the snapshot (run by python3)")
     run.add_argument("--owner", default="")
     run.add_argument("--experiment", default="")
     run.add_argument("--snapshot-volume", help="host volume holding the run's snapshot")
     run.add_argument("--snapshot-volume-type", choices=["host", "csi"], default="host")
     run.add_argument("--snapshot-path", default="", help="directory of the snapshot inside the volume")
-    run.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="papermill parameter")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=JSON", help="run parameter")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds")
     run.add_argument("--retries", type=int, default=0)
 
@@ -213,7 +215,8 @@ def _run(args: argparse.Namespace, renderer: JobRenderer) -> dict[str, Any]:
         RunSpec(
             run_id=args.run_id,
             workspace=args.workspace,
-            notebook=args.notebook,
+            notebook=args.notebook or args.script,
+            kind="notebook" if args.notebook else "script",
             owner=args.owner,
             experiment_id=args.experiment,
             image=args.image,

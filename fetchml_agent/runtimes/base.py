@@ -164,8 +164,10 @@ class Runtime(abc.ABC):
         output: Output | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
+        stdin: bytes | None = None,
     ) -> ExecResult:
-        """Run ``argv`` in the workspace's environment (its Python first on PATH)."""
+        """Run ``argv`` in the workspace's environment (its Python first on PATH); ``stdin``, when
+        given, is written to the command and closed (else the command's stdin is empty)."""
 
     async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
         """Discard what was installed into the workspace's environment (``reset --hard``),

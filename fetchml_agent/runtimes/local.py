@@ -355,6 +355,7 @@ class LocalRuntime(Runtime):
         output: Output | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
+        stdin: bytes | None = None,
     ) -> ExecResult:
         env_dir = self.env_dir(spec.id)
         await run_blocking(create_workspace_env, env_dir)
@@ -366,12 +367,22 @@ class LocalRuntime(Runtime):
             *argv,
             cwd=str(spec.path),
             env=full_env,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
         chunks: list[bytes] = []
+
+        async def feed() -> None:
+            if stdin is not None and proc.stdin is not None:
+                try:
+                    proc.stdin.write(stdin)
+                    await proc.stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the command stopped reading: its exit status says why
+                finally:
+                    proc.stdin.close()
 
         async def pump() -> None:
             assert proc.stdout is not None
@@ -384,7 +395,7 @@ class LocalRuntime(Runtime):
                     await output(chunk)
 
         try:
-            await asyncio.wait_for(asyncio.gather(pump(), proc.wait()), timeout)
+            await asyncio.wait_for(asyncio.gather(feed(), pump(), proc.wait()), timeout)
         except TimeoutError:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)

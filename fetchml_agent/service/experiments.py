@@ -176,7 +176,7 @@ _QUEUE_SCHEMA: dict[str, Any] = {
 }
 
 
-def _workspace_config(root: Path, rel: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def _workspace_config(root: Path, rel: str | None, shown: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """An experiment config that lives in the workspace: the named one, else
     ``experiment-config.yaml`` when present."""
     import yaml
@@ -192,7 +192,8 @@ def _workspace_config(root: Path, rel: str | None) -> tuple[dict[str, Any] | Non
             except (OSError, yaml.YAMLError) as exc:
                 raise InvalidArgument(f"{name}: cannot read it as YAML", str(exc)[:300]) from None
         if rel:
-            raise NotFound(f"no config file {rel!r} in the workspace ({root})", "pass a local file, or a path relative to the workspace")
+            raise NotFound(f"no config file {rel!r} in the workspace ({shown or root})",
+                           "pass a local file, or a path relative to the workspace")
     return None, None
 
 
@@ -270,9 +271,10 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
                  root: Path, fetched: dict[str, Any] | None) -> Result:
     """Queue from the workspace files under ``root`` (``fetched``: the manifest when ``root`` is
     already the run's snapshot, taken from a remote workspace)."""
+    shown = remote.workspace_dir(agent, ws) if fetched is not None else None  # the path its user knows
     doc, source = args.get("config"), args.get("config_name") or "experiment config"
     if doc is None:
-        doc, found = await run_blocking(_workspace_config, root, args.get("config_path"))
+        doc, found = await run_blocking(_workspace_config, root, args.get("config_path"), shown)
         source = found or source
     config = validate_run_config(doc, source)
     experiment = args.get("experiment") or config.get("experiment") or ws.config.get("experiment")
@@ -289,7 +291,6 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
         kind, wanted = "script", config["script"]
     elif not wanted:
         wanted = config.get("notebook") or await run_blocking(_default_notebook, root)
-    shown = remote.workspace_dir(agent, ws) if fetched is not None else None
     target: str = await run_blocking(resolve_target, root, str(wanted), kind, shown)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))

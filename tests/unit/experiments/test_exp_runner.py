@@ -62,11 +62,14 @@ def test_failure_with_retries_reports_the_error_line(tmp_path: Path) -> None:
 
 
 def test_timeout_kills_the_tree(tmp_path: Path) -> None:
-    _launch(tmp_path, "import subprocess, time\nsubprocess.Popen(['sleep', '300'], start_new_session=True)\ntime.sleep(300)\n",
+    marker = f"{317 + os.getpid() % 1000}.5"  # a sleep no other test starts
+    _launch(tmp_path, f"import subprocess, time\nsubprocess.Popen(['sleep', '{marker}'], start_new_session=True)\ntime.sleep(300)\n",
             timeout_s=1.5)
     result = _result(tmp_path)
     assert result["status"] == "failed" and result["message"] == "timed out after 1.5 s" and result["exit_code"] == 124
-    assert 1.5 <= result["duration_s"] < 20
+    assert result["duration_s"] >= 1.5  # it ran until the timeout, not less
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == ["sleep", marker]]
+    assert left == []  # the grandchild in its own session went with the tree
 
 
 def test_sigterm_cancels(tmp_path: Path) -> None:
@@ -114,3 +117,10 @@ def test_warm_runner_forks_runs_and_exits_when_its_socket_goes(tmp_path: Path) -
     while alive(server["pid"], server["start_time"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(server["pid"], server["start_time"])
+
+
+def _cmdline(proc: Path) -> list[str]:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []

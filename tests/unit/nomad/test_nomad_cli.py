@@ -129,6 +129,13 @@ def test_run_and_agent_templates(tmp_path: Path) -> None:
         "lr": 0.1,
         "name": "x",
     }
+    code, out, err = run(["render", "experiment-run", "--run-id", "r2", "--workspace", "ws1", "--script", "src/t.py",
+                          "--image", "quay.io/jupyter/base-notebook:1"])
+    assert code == 0, err
+    assert json.loads(out)["Job"]["TaskGroups"][0]["Tasks"][0]["Config"]["args"][-2:] == ["python3", "src/t.py"]
+    code, _, err = run(["render", "experiment-run", "--run-id", "r3", "--workspace", "ws1", "--script", "t.ipynb",
+                        "--image", "quay.io/jupyter/base-notebook:1"])
+    assert code == 2 and "not a .py file" in err
     code, out, err = run(
         ["render", "fetchml-agent", "--image", "quay.io/jupyter/agent:1", "--data-volume", "fetchml-ws-agent"]
     )
