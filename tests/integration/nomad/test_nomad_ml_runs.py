@@ -182,6 +182,23 @@ def test_kill9_mid_run_then_restart_adopts_and_records_it(env: Env) -> None:
     assert "run.adopt" in actions and actions.count("run.finish") == 1
 
 
+def test_nomad_down_while_a_run_is_followed_then_back(env: Env) -> None:
+    double = env.target.need_double("takes Nomad down and back")
+    put_contents(env.url, "short.ipynb", _notebook("import time\ntime.sleep(2)", "print('done')", parameters=False))
+    run = env.queue("--notebook", "short.ipynb")
+    wait_for(env.agent, run["id"], ("running",))
+    double.go_down()
+    try:
+        deadline = time.monotonic() + 60
+        while "retrying" not in (seen := env.agent.ml_json("status", run["id"]))["message"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert seen["status"] == "running" and "cannot reach Nomad" in seen["message"], seen
+    finally:
+        double.come_back()
+    done = wait_for(env.agent, run["id"], ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", (done["message"], done["error"])
+
+
 def test_bad_input_is_refused_before_nomad(env: Env) -> None:
     cp = env.agent.ml("jupyter", "queue", "--workspace", "lab", "--notebook", "missing.ipynb", check=False)
     assert cp.returncode != 0 and "missing.ipynb" in cp.stderr and "Traceback" not in cp.stderr
