@@ -17,9 +17,9 @@ from typing import Any
 from . import __version__
 from .config import AgentConfig, User
 from .errors import AuthenticationFailed, NotFound, Overloaded
+from .governance.log import record_event
 from .runtimes.base import Runtime
 from .store import Store
-from .store.audit import insert_event
 from .store.workspaces import Workspace, load_workspaces, update_workspace
 
 __all__ = ["Agent", "make_runtime"]
@@ -166,7 +166,7 @@ class Agent:
     async def audit(
         self, user: str, action: str, workspace: str | None, outcome: str = "ok", **details: Any
     ) -> None:
-        event_id = await self.store.run(insert_event, user, action, workspace, outcome, details)
+        event_id = await record_event(self, user, action, workspace, outcome, details)  # the chain: docs/audit.md
         for listener in self.extensions.get("audit_listeners", []):
             listener({"id": event_id, "ts": time.time(), "user": user, "action": action,
                       "workspace": workspace, "outcome": outcome, "details": details})

@@ -2,13 +2,15 @@
 
 Sizes follow the seed's spelling (``8g``, ``512m``, ``20g``): a number and an optional binary
 unit (k, m, g, t; an ``i``/``b`` suffix is accepted: ``8Gi``, ``8GB``). A bare number is MiB.
+Durations (retention, data ages) are a number and a unit: ``30s``, ``15m``, ``12h``, ``7d``,
+``2w``, ``1y`` (365 days); a bare number is seconds.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["parse_cpu", "parse_size_mb", "format_size_mb"]
+__all__ = ["format_duration", "parse_cpu", "parse_duration_s", "parse_size_mb", "format_size_mb"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?\s*$", re.IGNORECASE)
 _FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -44,3 +46,32 @@ def parse_cpu(value: str | int | float, what: str = "cpu") -> float:
     if isinstance(value, bool) or not cpu > 0 or cpu != cpu or cpu == float("inf"):
         raise ValueError(f"{what}: must be a positive number of cores, got {value!r}")
     return cpu
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$", re.IGNORECASE)
+_FACTOR_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_duration_s(value: str | int | float, what: str = "duration") -> float:
+    """``"7d"`` → 604800.0. Raises ValueError with a message naming ``what`` on anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what}: expected a duration such as 30d, 12h or 90m, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{what}: expected a duration such as 30d, 12h or 90m, got {value!r}")
+        seconds = float(m.group(1)) * _FACTOR_S[m.group(2).lower()]
+    if not seconds > 0:
+        raise ValueError(f"{what}: must be more than zero, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """604800 → ``"7d"``; 5400 → ``"90m"``; the largest unit that divides it."""
+    s = int(seconds)
+    for unit in ("y", "w", "d", "h", "m"):
+        if s and s % _FACTOR_S[unit] == 0:
+            return f"{s // _FACTOR_S[unit]}{unit}"
+    return f"{s}s"

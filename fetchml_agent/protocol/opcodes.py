@@ -3,7 +3,7 @@
 The seed defines ``0x0D``–``0x0F``; every other opcode is this project's and carries a JSON object
 body (see :class:`~fetchml_agent.protocol.packets.JsonRequest`). Values are grouped by concern:
 ``0x20`` workspaces, ``0x30`` packages, ``0x40`` experiments, ``0x50`` access and audit,
-``0x60`` images and operations.
+``0x60`` images and operations, ``0x70`` administration (retention, GDPR requests).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class Opcode(enum.IntEnum):
     DENY_REQUEST = 0x36
     CLEAR_CACHE = 0x37
     SECURITY_SCAN = 0x38
+    UNINSTALL_PACKAGE = 0x39
 
     # Experiments.
     LINK_EXPERIMENT = 0x40
@@ -70,9 +71,16 @@ class Opcode(enum.IntEnum):
     REVOKE_ACCESS = 0x51
     SHARE_WORKSPACE = 0x52
     AUDIT_LOG = 0x53
+    AUDIT_VERIFY = 0x54
+    AUDIT_VERIFY_EXPORT = 0x55
 
     # Images and operations.
     BUILD_IMAGE = 0x60
+
+    # Administration.
+    RETENTION = 0x70
+    USER_EXPORT = 0x71
+    USER_ERASE = 0x72
 
 
 # Opcodes whose answer is a stream: progress/log packets, optionally one data packet with the

@@ -198,3 +198,72 @@ MIGRATIONS.append(
     );
     """
 )
+
+# Governance: the audit log becomes a chain (fetchml_agent/governance/chain.py, docs/audit.md).
+# The canonical event document is the row; the columns people query are generated from it (or,
+# for ``user``, from the personal document), so they cannot be edited apart from what the chain
+# covers. The old table's events are chained at the next start (store/audit.py adopt_legacy).
+# ``erased_accounts`` remembers erased users by a MAC of their API key, never by name.
+MIGRATIONS.append(
+    """
+    ALTER TABLE audit RENAME TO audit_legacy;
+    DROP INDEX IF EXISTS audit_workspace_ts;
+    CREATE TABLE audit (
+        id           INTEGER PRIMARY KEY,
+        event        TEXT NOT NULL,
+        digest       BLOB NOT NULL,
+        personal     TEXT NOT NULL,
+        salt         BLOB,
+        seal         BLOB,
+        seq          INTEGER GENERATED ALWAYS AS (json_extract(event, '$.id')) STORED,
+        commitment   TEXT GENERATED ALWAYS AS (json_extract(event, '$.personal')) STORED,
+        ts           REAL GENERATED ALWAYS AS (json_extract(event, '$.ts')) STORED,
+        workspace_id TEXT GENERATED ALWAYS AS (json_extract(event, '$.workspace_id')) STORED,
+        workspace    TEXT GENERATED ALWAYS AS (json_extract(event, '$.workspace')) STORED,
+        user         TEXT GENERATED ALWAYS AS (json_extract(personal, '$.user')) STORED,
+        action       TEXT GENERATED ALWAYS AS (json_extract(event, '$.action')) VIRTUAL,
+        outcome      TEXT GENERATED ALWAYS AS (json_extract(event, '$.outcome')) VIRTUAL,
+        details      TEXT GENERATED ALWAYS AS (json_extract(event, '$.details')) VIRTUAL
+    );
+    CREATE INDEX audit_by_workspace_id ON audit (workspace_id, id);
+    CREATE INDEX audit_by_workspace ON audit (workspace, id);
+    CREATE INDEX audit_by_user ON audit (user, id);
+    CREATE INDEX audit_by_ts ON audit (ts);
+    CREATE TABLE audit_head (
+        k       INTEGER PRIMARY KEY CHECK (k = 1),
+        last_id INTEGER NOT NULL,
+        digest  BLOB NOT NULL,
+        mac     BLOB NOT NULL,
+        key_id  TEXT NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        through_id INTEGER PRIMARY KEY,
+        digest     BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        removed    INTEGER NOT NULL,
+        summary    TEXT NOT NULL,
+        mac        BLOB NOT NULL
+    );
+    CREATE TABLE erased_accounts (
+        key_mac    BLOB PRIMARY KEY,
+        pseudonym  TEXT NOT NULL,
+        erased_at  REAL NOT NULL
+    );
+    """
+)
+
+# Package removals (`ml jupyter uninstall`): what was removed from a workspace, when and by whom.
+MIGRATIONS.append(
+    """
+    CREATE TABLE package_removals (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        version      TEXT NOT NULL DEFAULT '',
+        removed_by   TEXT NOT NULL,
+        removed_at   REAL NOT NULL
+    );
+    CREATE INDEX package_removals_workspace ON package_removals (workspace_id, removed_at);
+    """
+)
