@@ -62,6 +62,9 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
     except ImportError:
         experiments_schema = {"type": "dict", "allow_unknown": True}
     sections["experiments"] = experiments_schema
+    from .governance.retention import RETENTION_SCHEMA
+
+    sections["retention"] = RETENTION_SCHEMA
     return sections
 
 

@@ -23,7 +23,9 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
 
 ``0x00``–``0x03``, ``0x10`` and ``0x14`` are the seed's; the rest are this project's and never
 reuse a value. ``docs/protocol.md`` shows the same table. The CLI also exits 2 for usage errors
-(argparse) and 7 when the agent cannot be reached (:class:`AgentUnreachable`, raised client-side).
+(argparse) and 7 when the agent cannot be reached (:class:`AgentUnreachable`, raised client-side),
+and 9 (:data:`EXIT_TAMPERED`) when ``ml jupyter audit --verify`` (or ``--verify-export``) finds the
+audit chain or an export of it changed: that is an answer, not an error packet.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ __all__ = [
     "UpstreamUnavailable",
     "error_for_code",
     "EXIT_OK",
+    "EXIT_TAMPERED",
     "EXIT_USAGE",
 ]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_TAMPERED = 9
 
 
 class ErrorCode(enum.IntEnum):

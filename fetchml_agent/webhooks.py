@@ -10,6 +10,7 @@ agent.yaml::
         email: {smtp_host: mail.internal, smtp_port: 25, from: fetchml@internal, to: [sre@internal]}
 
 Every audit event has an event name (:func:`event_name`): the seed's three keep their names,
+``audit_chain_broken`` is a verification that found the audit chain tampered with (docs/audit.md),
 the rest are the audit action with ``.`` as ``_`` (``workspace_delete``, ``package_denied``…).
 Delivery never blocks the operation that caused it: each action runs as a task with a timeout
 and three tries; failures are logged and counted (``ml status`` shows them).
@@ -38,6 +39,9 @@ _SEED_EVENTS = {
     "package.install": "package_installed",
     "experiment.link": "experiment_linked",
 }
+#: Events named for an action and outcome together.
+_OUTCOME_EVENTS = {("audit.verify", "broken"): "audit_chain_broken",
+                   ("audit.verify_export", "broken"): "audit_export_mismatch"}
 
 WEBHOOK_SCHEMA: dict[str, Any] = {
     "name": {"type": "string", "default": ""},
@@ -62,6 +66,8 @@ WEBHOOK_SCHEMA: dict[str, Any] = {
 
 
 def event_name(action: str, outcome: str) -> str:
+    if (action, outcome) in _OUTCOME_EVENTS:
+        return _OUTCOME_EVENTS[(action, outcome)]
     if outcome == "ok" and action in _SEED_EVENTS:
         return _SEED_EVENTS[action]
     name = action.replace(".", "_")

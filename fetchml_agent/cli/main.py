@@ -7,7 +7,8 @@ that ``make dev-up`` writes.
 
 Exit codes: 0 ok, 1 server error, 2 usage or invalid input, 3 authentication or permission,
 4 not found / conflict / wrong state, 5 policy denied, 6 approval required, 7 agent or backend
-unreachable, 8 not enough resources (the table is in :mod:`fetchml_agent.errors`).
+unreachable, 8 not enough resources, 9 the audit chain (or an export of it) does not verify
+(the table is in :mod:`fetchml_agent.errors`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COMMAND_MODULES = [
     "fetchml_agent.cli.operations",
     "fetchml_agent.cli.packages",
     "fetchml_agent.cli.experiments",
+    "fetchml_agent.cli.governance",
 ]
 
 

@@ -227,32 +227,6 @@ def cmd_agent_status(ctx: Any) -> int:
     return 0
 
 
-def cmd_audit(ctx: Any) -> int:
-    a = ctx.args
-    reply = ctx.client.call(Opcode.AUDIT_LOG, {"name": a.name, "limit": a.limit, "action": a.action})
-    events = reply.data["events"]
-    if a.export == "csv":
-        import csv
-        import json as _json
-
-        out = csv.writer(sys.stdout)
-        out.writerow(["id", "time", "user", "action", "workspace", "outcome", "details"])
-        for e in events:
-            out.writerow([e["id"], _iso(e["ts"]), e["user"], e["action"], e["workspace"] or "", e["outcome"],
-                          _json.dumps(e["details"], sort_keys=True)])
-        return 0
-    if ctx.json or a.export == "json":
-        emit_json(reply.data)
-        return 0
-    print_table(
-        ["time", "user", "action", "outcome", "details"],
-        [[_iso(e["ts"]), e["user"], e["action"], status_text(e["outcome"]),
-          ", ".join(f"{k}={v}" for k, v in sorted(e["details"].items()))[:80]] for e in events],
-        empty="no audit events",
-    )
-    return 0
-
-
 def _iso(ts: float) -> str:
     import datetime
 
@@ -328,13 +302,6 @@ def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     p.add_argument("principal", help="user name, or team:NAME")
     p.set_defaults(func=cmd_revoke)
-
-    p = jupyter.add_parser("audit", parents=[common], help="a workspace's audit trail (owner or admin)")
-    p.add_argument("name", nargs="?", help="workspace name (admins may omit it for the whole log)")
-    p.add_argument("--export", choices=["csv", "json"], help="print the report as CSV or JSON")
-    p.add_argument("--limit", type=int, default=1000, help="newest N events (default 1000)")
-    p.add_argument("--action", help="only actions starting with this, e.g. package.")
-    p.set_defaults(func=cmd_audit)
 
     p = top.add_parser("status", parents=[common], help="the agent, its runtime and your workspaces")
     p.set_defaults(func=cmd_agent_status)

@@ -58,7 +58,7 @@ EDITED, DELETED, INSERTED, REORDERED, TRUNCATED, KEY_MISMATCH = (
 
 #: Detail keys that always hold personal data (they go to the personal document).
 PERSONAL_KEYS = frozenset({"reason", "requester", "requesters", "principal", "user", "users", "owner", "email",
-                           "to", "from", "transfer_to"})
+                           "to", "from", "transfer_to", "subject"})
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                             default=str)

@@ -2,7 +2,10 @@
 
 Every mutating action and every security decision writes one event (``Agent.audit``); this module
 only reads them. A workspace's owner and admins may read its trail; admins may read the whole log
-(``name`` omitted).
+(``name`` omitted), and the trail of a deleted workspace by its name. A live workspace's trail is
+keyed by its id, so a new workspace that reuses a deleted one's name starts with none of its
+history. Every event carries its chain digest (docs/audit.md); verifying is in
+:mod:`fetchml_agent.governance.service`.
 """
 
 from __future__ import annotations
@@ -32,16 +35,18 @@ __all__ = ["audit_log"]
 )
 async def audit_log(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     name = args["name"]
+    ws_id = None
     if name:
         try:
             ws = agent.find_workspace(name)
             require(agent, call.user, ws, OWN, "reading the audit log")
-            name = ws.name
+            name, ws_id = ws.name, ws.id
         except Exception:
             # A deleted workspace keeps its trail: admins may still read it.
             if not call.user.is_admin:
                 raise
     elif not call.user.is_admin:
         raise PermissionDenied("permission denied: the whole audit log needs the admin role", "name a workspace you own")
-    events = await agent.store.run(query_events, name, args["limit"], args["action"])
-    return Result(f"{len(events)} events", "audit_log", {"workspace": name, "events": events})
+    events = await agent.store.run(lambda conn: query_events(conn, name, args["limit"], args["action"],
+                                                             workspace_id=ws_id, with_chain=True))
+    return Result(f"{len(events)} events", "audit_log", {"workspace": name, "workspace_id": ws_id, "events": events})
