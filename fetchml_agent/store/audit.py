@@ -22,7 +22,6 @@ from typing import Any
 from ..governance.chain import (
     ChainKey,
     Head,
-    Row,
     VerifyResult,
     canonical,
     personal_commit,
@@ -183,11 +182,10 @@ def count_chained(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM audit").fetchone()[0])
 
 
-def _rows(conn: sqlite3.Connection, after: int) -> Iterator[Row]:
-    cur = conn.execute("SELECT id, seq, digest, event, salt, personal, commitment, seal, workspace_id FROM audit "
-                       "WHERE id > ? ORDER BY id", (after,))
-    for r in cur:
-        yield Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+def _rows(conn: sqlite3.Connection, after: int) -> Iterator[tuple[Any, ...]]:
+    """The verifier's rows, as tuples in :class:`~fetchml_agent.governance.chain.Row` order."""
+    return conn.execute("SELECT id, seq, digest, event, salt, personal, commitment, seal, workspace_id FROM audit "
+                        "WHERE id > ? ORDER BY id", (after,))
 
 
 def verify_chain(conn: sqlite3.Connection, key: ChainKey, workspace_id: str | None = None) -> VerifyResult:

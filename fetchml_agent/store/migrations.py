@@ -227,8 +227,6 @@ MIGRATIONS.append(
     );
     CREATE INDEX audit_by_workspace_id ON audit (workspace_id, id);
     CREATE INDEX audit_by_workspace ON audit (workspace, id);
-    CREATE INDEX audit_by_user ON audit (user, id);
-    CREATE INDEX audit_by_ts ON audit (ts);
     CREATE TABLE audit_head (
         k       INTEGER PRIMARY KEY CHECK (k = 1),
         last_id INTEGER NOT NULL,

@@ -14,8 +14,9 @@ from fetchml_agent.cli.experiments import parse_parameter
 from fetchml_agent.errors import InvalidArgument
 from fetchml_agent.experiments import records as R
 from fetchml_agent.experiments.metadata import COLUMNS, TABLES, csv_tables, export_document
+from fetchml_agent.governance.chain import ChainKey
 from fetchml_agent.store import Store
-from fetchml_agent.store.audit import insert_event
+from fetchml_agent.store.audit import append_event
 from fetchml_agent.store.workspaces import Workspace, insert_workspace
 
 
@@ -50,7 +51,8 @@ def test_export_tables_have_their_columns_even_when_empty(tmp_path: Path) -> Non
                                            parameters={"lr": 0.1}, error={"cell": 2}))
         store.run_sync(R.insert_metrics, "run-1", [{"name": "loss", "value": 0.5, "ts": 1.0}])
         store.run_sync(R.insert_sync, "ws-1", "one", "e", "full", "admin", ["a.py -> experiment"], [])
-        store.run_sync(insert_event, "admin", "package.install", "one", "ok", {"package": "numpy"})
+        store.run_sync(append_event, ChainKey(b"k" * 32), None, "admin", "package.install", "one", "ws-1", "ok",
+                       {"package": "numpy"})
         doc = asyncio.run(export_document(agent, ws))  # type: ignore[arg-type]
         for table in TABLES:  # the documents are built with exactly the declared columns
             rows = [doc[table]] if isinstance(doc[table], dict) else doc[table]
