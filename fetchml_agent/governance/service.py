@@ -59,8 +59,11 @@ def _verify_in_thread(db: Path, key: ChainKey, workspace_id: str | None) -> tupl
 
 
 async def verify_now(agent: Agent, user: str, workspace: str | None = None,
-                     workspace_id: str | None = None) -> dict[str, Any]:
-    """Verifies the whole chain; audits the outcome (``broken`` fires ``audit_chain_broken``)."""
+                     workspace_id: str | None = None, audit_ok: bool = True) -> dict[str, Any]:
+    """Verifies the whole chain; audits the outcome (``broken`` fires ``audit_chain_broken``).
+
+    ``audit_ok`` False: the agent's own checks record only a broken chain.
+    """
     key = await chain_key(agent)
     started = time.monotonic()
     result, state = await run_blocking(_verify_in_thread, agent.store.path, key, workspace_id)
@@ -75,7 +78,7 @@ async def verify_now(agent: Agent, user: str, workspace: str | None = None,
     if bad is not None:
         await agent.audit(user, "audit.verify", workspace, "broken", kind=bad.kind, first_bad=bad.id,
                           message=bad.message, checked=result.checked)
-    else:
+    elif audit_ok:
         await agent.audit(user, "audit.verify", workspace, "ok", checked=result.checked)
     return doc
 
@@ -233,7 +236,7 @@ async def run_retention(agent: Agent, user: str) -> dict[str, Any]:
     done: dict[str, Any] = {"plan": plan, "removed": {}}
     if not audit.get("through_id"):
         return done
-    check = await verify_now(agent, user)
+    check = await verify_now(agent, user, audit_ok=False)
     if not check["ok"]:
         raise InvalidState(f"the audit chain is broken ({check['first_bad']['message']}); purging now would remove "
                            "the evidence, so nothing was purged", "ml jupyter audit --verify shows the problem")
@@ -390,7 +393,7 @@ async def _start(agent: Agent) -> None:
 
 async def _verify_at_start(agent: Agent) -> None:
     try:
-        doc = await verify_now(agent, "agent")
+        doc = await verify_now(agent, "agent", audit_ok=False)
         if not doc["ok"]:
             log.error("the audit chain is broken: %s", doc["first_bad"]["message"])
     except Exception:

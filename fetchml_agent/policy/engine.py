@@ -14,7 +14,12 @@ Decision order (DESIGN.md "Package policy"), after the spec is parsed
    (rule ``approved_request``);
 5. approval-required, or an allowlist that does not name it → ``approval_required``
    (rule ``approval_required`` or ``allowlist``);
-6. else ``allow`` (rule ``allowlist`` when the allowlist names it, ``default_allow`` otherwise).
+6. else ``allow`` (rule ``allowlist`` when the allowlist names it, ``default_allow`` otherwise);
+7. known vulnerabilities (``package_management.vulnerabilities``, :mod:`.vulns`), on anything not
+   denied already: an exact pin (``==``) of a version with a blocking advisory → ``deny`` (rule
+   ``vulnerabilities``, the advisory named); missing or stale data with ``when_unknown: deny`` →
+   ``deny`` (rule ``vulnerability_data``). Unpinned installs go through the index, which offers
+   affected versions only as yanked and refuses their files (:func:`decide_version`).
 
 In ``dry_run`` mode every decision is ``allow``; ``would_have`` keeps what enforcement would
 have decided, so the caller can log it. The filtering index calls the same functions
@@ -36,6 +41,7 @@ from fetchml_agent.errors import ApprovalRequired, InvalidArgument, PolicyDenied
 from fetchml_agent.policy.names import normalize_name
 from fetchml_agent.policy.schema import PackagePolicy
 from fetchml_agent.policy.specs import PackageSpec, SpecKind, parse_spec
+from fetchml_agent.policy.vulns import data_for
 
 __all__ = [
     "ALLOW",
@@ -49,6 +55,8 @@ __all__ = [
     "check_requirements",
     "decide",
     "decide_name",
+    "decide_version",
+    "exact_pin",
     "summarize",
 ]
 
@@ -262,6 +270,35 @@ def _name_verdict(name: str, specifier: str, policy: PackagePolicy,
     return Decision(ALLOW, name, "default_allow", f"{name} is not blocked by the package policy", spec_text)
 
 
+def exact_pin(specifier: str) -> str | None:
+    """The version an ``==``/``===`` specifier pins (no wildcard), else ``None``."""
+    parsed = _specifier_set(specifier or "")
+    if parsed is None:
+        return None
+    pins = [s.version for s in parsed if s.operator in ("==", "===") and "*" not in s.version]
+    return pins[0] if len(pins) == 1 else None
+
+
+def _vulnerable(decision: Decision, policy: PackagePolicy, version: str | None) -> Decision:
+    """Step 7: known vulnerabilities, on a decision that is not a denial already."""
+    settings = policy.vulnerabilities
+    if settings is None or decision.decision == DENY or decision.package is None:
+        return decision
+    data = data_for(settings)
+    unknown = data.unknown(settings)
+    if unknown is not None:
+        if settings.when_unknown == "deny":
+            return Decision(DENY, decision.package, "vulnerability_data",
+                            f"{unknown}; installs are refused until it is refreshed (vulnerabilities.when_unknown: "
+                            "deny)", decision.spec)
+        return decision
+    if version:
+        blocking = [f for f in data.findings(settings, decision.package, version) if f.blocking]
+        if blocking:
+            return Decision(DENY, decision.package, "vulnerabilities", blocking[0].reason(), decision.spec)
+    return decision
+
+
 def decide_name(name: str, policy: PackagePolicy, *, approved: ApprovedLike = None, specifier: str = "",
                 workspace: str | None = None) -> Decision:
     """The decision for a package name (and version range) alone, as the index sees it.
@@ -270,7 +307,20 @@ def decide_name(name: str, policy: PackagePolicy, *, approved: ApprovedLike = No
     """
     key = normalize_name(name)
     text = f"{key}{specifier}"
-    return _dry(_name_verdict(key, specifier, policy, _approval_check(approved), text, workspace=workspace), policy)
+    decision = _name_verdict(key, specifier, policy, _approval_check(approved), text, workspace=workspace)
+    return _dry(_vulnerable(decision, policy, exact_pin(specifier)), policy)
+
+
+def decide_version(name: str, version: str, policy: PackagePolicy) -> Decision | None:
+    """The refusal of one version of an allowed name for a known vulnerability, else ``None``.
+
+    What the index asks for each file it lists or serves; ``would_have`` in dry-run mode.
+    """
+    if policy.vulnerabilities is None:
+        return None
+    key = normalize_name(name)
+    d = _vulnerable(Decision(ALLOW, key, "default_allow", "", f"{key}=={version}"), policy, version)
+    return None if d.decision == ALLOW else _dry(d, policy)
 
 
 def _quoted(spec_text: str) -> str:
@@ -324,7 +374,10 @@ def decide(spec: str | PackageSpec, policy: PackagePolicy, *, conda: bool = Fals
     """
     parsed = spec if isinstance(spec, PackageSpec) else parse_spec(spec, conda=conda)
     check = _approval_check(approved, conda=parsed.conda)
-    return _dry(_decide_enforced(parsed, policy, check, tuple(channels), workspace), policy)
+    decision = _decide_enforced(parsed, policy, check, tuple(channels), workspace)
+    if parsed.kind is SpecKind.NAME and not parsed.conda:
+        decision = _vulnerable(decision, policy, exact_pin(parsed.specifier))
+    return _dry(decision, policy)
 
 
 @dataclass(frozen=True)

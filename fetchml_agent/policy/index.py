@@ -12,7 +12,9 @@ Routes (below the mount point):
 ``GET /{key}/simple/{project}/``
     the upstream's project page (PEP 503 HTML or PEP 691 JSON, negotiated on ``Accept``), with
     every file URL pointing back through this app. Blocked names, and approval-required names
-    without an approved request, answer 404 with the policy's reason as the body. pip never shows
+    without an approved request, answer 404 with the policy's reason as the body. Versions with
+    a blocking known vulnerability are listed as yanked, the advisory as the reason: pip skips
+    them unless a ``==`` pin names one, prints the reason, and then gets 403 for the file. pip never shows
     an error body, so for a ``pip/`` User-Agent the refusal is a 200 whose Content-Type carries
     the reason: pip prints it ("Skipping page ... because the GET request got Content-Type: ...
     fetchml-policy=...") and then finds no version. Names approved for a version range list
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -58,7 +61,7 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from fetchml_agent.errors import UpstreamUnavailable
-from fetchml_agent.policy.engine import ALLOW, Approvals, Decision, decide_name
+from fetchml_agent.policy.engine import ALLOW, Approvals, Decision, decide_name, decide_version
 from fetchml_agent.policy.names import is_valid_name, normalize_name
 from fetchml_agent.policy.schema import PackagePolicy
 from fetchml_agent.policy.simple import (
@@ -252,7 +255,7 @@ class IndexService:
         if slot is None or slot[0] is not upstream_page:
             slot = (upstream_page, {})
             self._rendered[id(upstream_page)] = slot
-        key = (media, None if visible is upstream_page else tuple(f.filename for f in visible.files))
+        key = (media, None if visible is upstream_page else tuple(f"{f.filename}\0{f.yanked}" for f in visible.files))
         body = slot[1].get(key)
         if body is None:
             body = render_project(visible, media, lambda f: f"../../files/{name}/{self.token(name, f)}/"
@@ -267,6 +270,30 @@ class IndexService:
         name = decision.package or page.name
         return with_files(page, (f for f in page.files
                                  if (v := version_of(f.filename)) and ctx.approvals.version_allowed(name, v)))
+
+    async def mark_vulnerable(self, ctx: IndexContext, name: str, page: ProjectPage) -> ProjectPage:
+        """Files of versions with a blocking advisory, yanked with it as the reason (PEP 592).
+
+        When no version is left installable the refusal goes to ``on_decision`` (it names the advisory
+        in the install's error).
+        """
+        if ctx.policy.vulnerabilities is None:
+            return page
+        marked: list[DistFile] = []
+        refusals: dict[str, Decision] = {}
+        for f in page.files:
+            version = version_of(f.filename)
+            d = decide_version(name, version, ctx.policy) if version else None
+            if d is not None and d.decision != ALLOW:
+                refusals.setdefault(version or "", d)
+                marked.append(dataclasses.replace(f, yanked=d.reason))
+            else:
+                marked.append(f)
+        if not refusals:
+            return page
+        if all(f.yanked for f in marked) and self.on_decision is not None:
+            await self.on_decision(ctx, next(iter(refusals.values())))
+        return ProjectPage(page.name, tuple(marked))
 
     # -- file cache -----------------------------------------------------------------------------
 
@@ -388,7 +415,8 @@ def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], A
             return _text(502, exc.message, request)
         if page is None:
             return PlainTextResponse(f"{name} is not on the upstream package index\n", status_code=404)
-        body = service.render(name, page, service.visible_files(ctx, decision, page), media)
+        visible = await service.mark_vulnerable(ctx, name, service.visible_files(ctx, decision, page))
+        body = service.render(name, page, visible, media)
         return Response(body, media_type=media, headers={"cache-control": "max-age=60"})
 
     async def files(request: Request) -> Response:
@@ -413,6 +441,11 @@ def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], A
                 version and ctx.approvals.version_allowed(name, version)):
             return PlainTextResponse(f"{base_name}: this version of {name} is outside its approved range\n",
                                      status_code=403)
+        vulnerable = decide_version(name, version, ctx.policy) if version else None
+        if vulnerable is not None and vulnerable.decision != ALLOW:
+            if service.on_decision is not None:
+                await service.on_decision(ctx, vulnerable)
+            return PlainTextResponse(vulnerable.reason + "\n", status_code=403)
         try:
             if metadata:
                 return await service.stream_file(url + ".metadata", filename, None)

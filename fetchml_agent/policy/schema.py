@@ -29,6 +29,7 @@ import yaml
 
 from fetchml_agent.errors import InvalidArgument
 from fetchml_agent.policy.names import is_valid_channel, is_valid_name, normalize_name, normalize_names
+from fetchml_agent.policy.vulns import VULNERABILITIES_SCHEMA, VulnerabilitySettings
 
 __all__ = [
     "BLOCKED_ENV",
@@ -92,6 +93,7 @@ PACKAGE_MANAGEMENT_SCHEMA: dict[str, Any] = {
             {"type": "string", "allowed": ["off"]},
         ],
     },
+    "vulnerabilities": VULNERABILITIES_SCHEMA,
 }
 
 #: The agent config's rule for its ``package_management:`` section (fetchml_agent.config merges it).
@@ -114,6 +116,7 @@ class PackagePolicy:
     mode: Mode = "enforce"
     startup_blocked_packages: frozenset[str] | None = None
     startup_scan: bool = True
+    vulnerabilities: VulnerabilitySettings | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -144,6 +147,7 @@ class PackagePolicy:
             "approval_required": sorted(self.approval_required),
             "allowlist": None if self.allowlist is None else sorted(self.allowlist),
             "startup_blocked_packages": startup,
+            "vulnerabilities": self.vulnerabilities.to_dict() if self.vulnerabilities else None,
         }
 
 
@@ -205,13 +209,16 @@ def _channels(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def policy_from_document(doc: Any, *, source: str, key: str = "package_management") -> PackagePolicy:
+def policy_from_document(doc: Any, *, source: str, key: str = "package_management",
+                         config_dir: Path | None = None) -> PackagePolicy:
     """The global policy from an agent.yaml ``package_management:`` mapping (absent → defaults).
 
     Keys left out take the seed's defaults. Raises :class:`InvalidArgument` naming ``source``
-    (the file) and the key on anything the schema refuses.
+    (the file) and the key on anything the schema refuses. ``config_dir``: the directory a relative
+    ``vulnerabilities.osv`` path is taken from (the config file's).
     """
     data = _validate(doc, PACKAGE_MANAGEMENT_SCHEMA, source=source, key=key)
+    vulns = data.get("vulnerabilities")
     base = PackagePolicy()
     startup = data.get("startup_blocked_packages")
     return PackagePolicy(
@@ -223,6 +230,8 @@ def policy_from_document(doc: Any, *, source: str, key: str = "package_managemen
         mode=data.get("mode", "enforce"),
         startup_blocked_packages=None if startup in (None, "off") else normalize_names(startup),
         startup_scan=startup != "off",
+        vulnerabilities=VulnerabilitySettings.from_document(
+            cerberus.Validator(VULNERABILITIES_SCHEMA["schema"]).normalized(vulns), config_dir) if vulns else None,
     )
 
 

@@ -170,7 +170,8 @@ class PackageService:
         config = agent.config
         source = str(config.path) if config.path else "agent.yaml"
         self.global_policy = apply_environ(
-            policy_from_document(config.raw.get("package_management"), source=source), config.environ)
+            policy_from_document(config.raw.get("package_management"), source=source,
+                                 config_dir=config.path.parent if config.path else None), config.environ)
         section = config.section("package_index")
         self.configured_upstream: str | None = section.get("upstream")
         cache = Path(section.get("cache_dir") or config.data_dir / "index-cache").expanduser()

@@ -180,7 +180,7 @@ def test_audit_trail_records_actions_and_denials(agent: AgentProcess, unique_nam
     assert "workspace.create" in actions and "workspace.stop" in actions
     assert all(e["user"] == "bob" for e in events if e["action"].startswith("workspace."))
     csv_text = agent.ml("jupyter", "audit", unique_name, "--export=csv", user="bob").stdout
-    assert csv_text.splitlines()[0] == "id,time,user,action,workspace,outcome,details"
+    assert csv_text.splitlines()[0] == "id,time,ts,user,action,workspace,workspace_id,outcome,details,digest"
     assert "workspace.create" in csv_text
     assert agent.ml("jupyter", "audit", unique_name, user="carol", check=False).returncode == 3
     assert agent.ml("jupyter", "audit", user="bob", check=False).returncode == 3
