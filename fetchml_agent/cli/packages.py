@@ -187,9 +187,31 @@ def cmd_scan(ctx: Any) -> int:
               f"allow (dry run: {f['would_have']})" if f["would_have"] else f["decision"], f["rule"],
               (f["installed_by"] or "-") + (" (--force)" if f["forced"] else "")] for f in doc["findings"]],
         )
+    _print_vulnerabilities(doc.get("vulnerabilities") or {})
     if doc.get("note"):
         print(f"\nnote: {doc['note']}")
     return 0 if doc["ok"] else PolicyDenied.exit_code
+
+
+def _print_vulnerabilities(v: dict[str, Any]) -> None:
+    if not v.get("configured"):
+        return
+    data = v["data"]
+    print()
+    if data["state"] == "ok":
+        print(f"known vulnerabilities: {data['advisories']} advisories, data {data['age']} old ({data['path']})")
+    else:
+        print(f"known vulnerabilities: data {data['state'].upper()}: {data.get('reason', '')} ({data['path']}); "
+              f"installs follow when_unknown: {data['when_unknown']}")
+    if v["findings"]:
+        print_table(
+            ["package", "version", "advisory", "severity", "fixed in", "action", "summary"],
+            [[f["package"], f["version"], f["id"], f["severity"] + (f" {f['score']}" if f.get("score") else ""),
+              f["fixed_in"] or "none yet", "ignored" if f["ignored"] else ("BLOCKED" if f["blocking"] else "reported"),
+              (f["summary"] or "")[:50]] for f in v["findings"]],
+        )
+    elif data["state"] == "ok":
+        print("no installed version has a known vulnerability")
 
 
 def _print_status(doc: dict[str, Any]) -> None:
@@ -201,6 +223,10 @@ def _print_status(doc: dict[str, Any]) -> None:
     if "pending_requests" in p:
         line += f", {p['pending_requests']} pending requests"
     print(line + (f"; index upstream {p['upstream']}" if p.get("upstream") else ""))
+    v = doc.get("vulnerability_data")
+    if v:
+        detail = f"{v['advisories']} advisories, {v['age']} old" if v["state"] == "ok" else v.get("reason", "")
+        print(f"vulnerability data: {v['state']} ({detail}; {v['path']}; when_unknown: {v['when_unknown']})")
 
 
 def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:

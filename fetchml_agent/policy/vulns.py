@@ -454,3 +454,23 @@ def iter_installed(packages: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str,
         if p.get("name") and p.get("version"):
             yield str(p["name"]), str(p["version"])
 
+
+
+def scan(settings: VulnerabilitySettings | None, packages: Iterable[Mapping[str, Any]],
+         now: float | None = None) -> dict[str, Any]:
+    """The ``vulnerabilities`` section of a security scan: data state, and findings per package."""
+    if settings is None:
+        return {"configured": False, "findings": [], "blocking": 0}
+    data = data_for(settings)
+    state = data.state(settings, now)
+    findings: list[dict[str, Any]] = []
+    if data.loaded_at is not None:
+        for p in packages:
+            name, version = p.get("name"), p.get("version")
+            if not name or not version:
+                continue
+            for f in data.findings(settings, str(name), str(version)):
+                findings.append({**f.to_dict(), "location": p.get("location")})
+    blocking = [f for f in findings if f["blocking"] and f.get("location") != "base"]
+    return {"configured": True, "data": state, "settings": settings.to_dict(), "findings": findings,
+            "blocking": len(blocking)}

@@ -88,6 +88,7 @@ from ..policy.schema import (
     workspace_security_from_document,
 )
 from ..policy.specs import PackageSpec, SpecKind, parse_spec
+from ..policy.vulns import scan as vulnerability_scan
 from ..protocol.opcodes import Opcode
 from ..store.packages import (
     InstallRecord,
@@ -1070,7 +1071,8 @@ async def security_scan(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
                          "decision": d.decision, "would_have": d.would_have, "rule": d.rule, "reason": d.reason,
                          "installed_by": p["installed_by"], "forced": p["forced"]})
     failing = [f for f in findings if f["location"] != "base" and f["decision"] != ALLOW]
-    ok = not startup_hits and not failing
+    vulns = vulnerability_scan(policy.vulnerabilities, inventory["packages"])  # docs/package-policy.md
+    ok = not startup_hits and not failing and not vulns["blocking"]
     doc = {
         "workspace": ws.name,
         "ok": ok,
@@ -1080,6 +1082,7 @@ async def security_scan(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
                          "list": sorted(policy.startup_scan_list) if policy.startup_scan else "off",
                          "found": [f"{n}=={v}" for n, v in startup_hits]},
         "findings": findings,
+        "vulnerabilities": vulns,
         "policy": policy.to_dict(),
     }
     if inventory["scope"] != "environment":
@@ -1087,6 +1090,7 @@ async def security_scan(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
                        "listed with location 'base' and do not fail the scan; installs of blocked packages stay "
                        "refused")
     await agent.audit(call.user.name, "package.scan", ws.name, "ok" if ok else "findings",
-                      startup_found=doc["startup_scan"]["found"], findings=[f["name"] for f in failing])
-    summary = "no findings" if ok else f"{len(startup_hits) + len(failing)} findings"
+                      startup_found=doc["startup_scan"]["found"], findings=[f["name"] for f in failing],
+                      vulnerabilities=[f"{v['package']}=={v['version']}:{v['id']}" for v in vulns["findings"]])
+    summary = "no findings" if ok else f"{len(startup_hits) + len(failing) + vulns['blocking']} findings"
     return Result(f"security scan of {ws.name}: {summary}", "security_scan", doc)
