@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_duration", "parse_cpu", "parse_duration_s", "parse_size_mb", "format_size_mb"]
+__all__ = ["format_age", "format_duration", "parse_cpu", "parse_duration_s", "parse_size_mb", "format_size_mb"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?\s*$", re.IGNORECASE)
 _FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -73,5 +73,14 @@ def format_duration(seconds: float) -> str:
     s = int(seconds)
     for unit in ("y", "w", "d", "h", "m"):
         if s and s % _FACTOR_S[unit] == 0:
+            return f"{s // _FACTOR_S[unit]}{unit}"
+    return f"{s}s"
+
+
+def format_age(seconds: float) -> str:
+    """An age in its largest whole unit, rounded down: 2592002 → ``"30d"``; 90 → ``"1m"``."""
+    s = max(0, int(seconds))
+    for unit in ("d", "h", "m"):
+        if s >= _FACTOR_S[unit]:
             return f"{s // _FACTOR_S[unit]}{unit}"
     return f"{s}s"

@@ -207,7 +207,25 @@ def cmd_user_erase(ctx: Any) -> int:
     return 0
 
 
+def _print_status(doc: dict[str, Any]) -> None:
+    audit = doc.get("audit")
+    if not audit:
+        return
+    keep = (audit.get("retention") or {}).get("keep", {}).get("audit")
+    line = (f"audit: {audit['events']} events (ids {audit['first_id'] or '-'}–{audit['last_id']}), key "
+            f"{audit['key_id']}, retention {keep or 'forever'}")
+    if audit.get("purged_through"):
+        line += f", purged through {audit['purged_through']}"
+    print(line)
+    if audit.get("erased_accounts_in_config"):
+        print(f"  erased accounts still in agent.yaml (their keys are refused; delete the entries): "
+              f"{', '.join(audit['erased_accounts_in_config'])}")
+
+
 def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
+    from .workspaces import _STATUS_PRINTERS
+
+    _STATUS_PRINTERS.append(_print_status)
     p = jupyter.add_parser("audit", parents=[common], help="a workspace's audit trail (owner or admin); verify it",
                            description="Show, export or verify the audit trail (docs/audit.md). Exit 9 when "
                                        "--verify or --verify-export finds a change.")

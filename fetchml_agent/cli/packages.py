@@ -1,4 +1,4 @@
-"""``ml jupyter install|packages|check-package|request|review|approve|deny|clear-cache|security-scan``.
+"""``ml jupyter install|uninstall|packages|check-package|request|review|approve|deny|clear-cache|security-scan``.
 
 Exit codes follow :mod:`fetchml_agent.errors`: ``check-package`` exits 0 when the spec would
 install, 5 when the policy denies it and 6 when it needs an approved request; ``security-scan``
@@ -60,6 +60,20 @@ def cmd_packages(ctx: Any) -> int:
     hidden = len(rows) - len(shown)
     if hidden:
         print(f"(and {hidden} packages of the shared base environment: --all lists them)")
+    if doc.get("removed"):
+        print("\nremoved:")
+        print_table(["package", "version", "removed by", "when"],
+                    [[r["name"], r["version"], r["removed_by"], human_age(r["removed_at"])] for r in doc["removed"]])
+    return 0
+
+
+def cmd_uninstall(ctx: Any) -> int:
+    a = ctx.args
+    reply = ctx.client.call(Opcode.UNINSTALL_PACKAGE, {"name": a.name, "packages": a.packages}, timeout=None)
+    if ctx.json:
+        emit_json(reply.data)
+    else:
+        print(reply.message)
     return 0
 
 
@@ -296,6 +310,13 @@ def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
     p = jupyter.add_parser("clear-cache", parents=[common], help="clear the package index cache and the workspace's pip cache")
     p.add_argument("name", help="workspace name")
     p.set_defaults(func=cmd_clear_cache)
+
+    p = jupyter.add_parser("uninstall", parents=[common], help="remove packages from a workspace (audited)",
+                           description="Run pip uninstall in the workspace's environment; ml jupyter packages lists "
+                                       "what was removed, when and by whom.")
+    p.add_argument("name", help="workspace name")
+    p.add_argument("packages", nargs="+", metavar="NAME", help="installed package names")
+    p.set_defaults(func=cmd_uninstall)
 
     p = jupyter.add_parser("security-scan", parents=[common], help="scan a workspace's packages against the policy (exit 5 on findings)")
     p.add_argument("name", help="workspace name")

@@ -441,7 +441,8 @@ def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], A
                 version and ctx.approvals.version_allowed(name, version)):
             return PlainTextResponse(f"{base_name}: this version of {name} is outside its approved range\n",
                                      status_code=403)
-        vulnerable = decide_version(name, version, ctx.policy) if version else None
+        # Metadata is not code: pip reads it before it warns about the yanked (vulnerable) version.
+        vulnerable = decide_version(name, version, ctx.policy) if version and not metadata else None
         if vulnerable is not None and vulnerable.decision != ALLOW:
             if service.on_decision is not None:
                 await service.on_decision(ctx, vulnerable)

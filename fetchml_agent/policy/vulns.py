@@ -41,7 +41,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from fetchml_agent.policy.names import normalize_name
-from fetchml_agent.units import format_duration, parse_duration_s
+from fetchml_agent.units import format_age, format_duration, parse_duration_s
 
 __all__ = [
     "SEVERITIES",
@@ -407,11 +407,11 @@ class VulnerabilityData:
             return {"state": "missing", "path": str(self.path), "reason": why, "when_unknown": settings.when_unknown}
         age = max(0.0, now - self.stamp[0])
         state = "stale" if age > settings.max_age_s else "ok"
-        out = {"state": state, "path": str(self.path), "age": format_duration(age), "age_s": round(age),
+        out = {"state": state, "path": str(self.path), "age": format_age(age), "age_s": round(age),
                "advisories": self.advisories, "max_age": format_duration(settings.max_age_s),
                "when_unknown": settings.when_unknown}
         if state == "stale":
-            out["reason"] = f"the data is {format_duration(age)} old (max_age {format_duration(settings.max_age_s)})"
+            out["reason"] = f"the data is {format_age(age)} old (max_age {format_duration(settings.max_age_s)})"
         if self.errors:
             out["unreadable_documents"] = len(self.errors)
         return out

@@ -93,6 +93,7 @@ STREAMING: frozenset[Opcode] = frozenset(
         Opcode.RESTART_WORKSPACE,
         Opcode.RESET_WORKSPACE,
         Opcode.INSTALL_PACKAGE,
+        Opcode.UNINSTALL_PACKAGE,
         Opcode.MONITOR_WORKSPACE,
         Opcode.BUILD_IMAGE,
         Opcode.SCALE_WORKSPACE,

@@ -33,6 +33,7 @@ MODULES = [
     "fetchml_agent.service.operations",
     "fetchml_agent.service.packages",
     "fetchml_agent.service.vulnerabilities",
+    "fetchml_agent.service.package_removals",
     "fetchml_agent.service.images",
     "fetchml_agent.webhooks",
     "fetchml_agent.service.experiments",

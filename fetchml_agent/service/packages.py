@@ -97,6 +97,7 @@ from ..store.packages import (
     clear_installs,
     decide_request,
     list_installs,
+    list_removals,
     list_requests,
     record_installs,
 )
@@ -856,6 +857,7 @@ async def list_packages(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "listing packages")
     doc = await service(agent).inventory(ws)
+    doc["removed"] = await agent.store.run(list_removals, ws.id)  # ml jupyter uninstall (package_removals.py)
     return Result(f"{len(doc['packages'])} packages", "package_list", doc)
 
 

@@ -25,8 +25,10 @@ __all__ = [
     "decide_request",
     "get_request",
     "list_installs",
+    "list_removals",
     "list_requests",
     "record_installs",
+    "record_removals",
 ]
 
 
@@ -156,3 +158,21 @@ def list_installs(conn: sqlite3.Connection, workspace_id: str) -> list[InstallRe
 def clear_installs(conn: sqlite3.Connection, workspace_id: str) -> None:
     """Forgets a workspace's install records (its environment was discarded)."""
     conn.execute("DELETE FROM package_installs WHERE workspace_id = ?", (workspace_id,))
+
+
+def record_removals(conn: sqlite3.Connection, workspace_id: str, removed: Iterable[tuple[str, str, str]], by: str,
+                    at: float) -> None:
+    """``ml jupyter uninstall``: ``(normalized, display name, version)`` rows; their install records go."""
+    with transaction(conn):
+        for name, display, version in removed:
+            conn.execute("INSERT INTO package_removals (workspace_id, name, display_name, version, removed_by, "
+                         "removed_at) VALUES (?, ?, ?, ?, ?, ?)", (workspace_id, name, display, version, by, at))
+            conn.execute("DELETE FROM package_installs WHERE workspace_id = ? AND name = ?", (workspace_id, name))
+
+
+def list_removals(conn: sqlite3.Connection, workspace_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    """What was removed from a workspace, newest first."""
+    return [{"name": r[0], "normalized": r[1], "version": r[2], "removed_by": r[3], "removed_at": r[4]}
+            for r in conn.execute("SELECT display_name, name, version, removed_by, removed_at FROM package_removals "
+                                  "WHERE workspace_id = ? ORDER BY removed_at DESC, id DESC LIMIT ?",
+                                  (workspace_id, limit))]
