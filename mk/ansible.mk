@@ -5,7 +5,7 @@ ANSIBLE_ENV := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg PATH=$(abspath $(ABIN)):$$PA
 TOOLS_PATH := PATH=$(abspath $(ABIN)):$$PATH
 INVENTORIES := $(sort $(wildcard inventories/*/hosts.yml))
 PLAYBOOKS := $(sort $(wildcard playbooks/*.yml))
-ROLES := common docker nvidia_gpu nomad network_policy fetchml_agent workspace_images
+ROLES := common docker nvidia_gpu nomad network_policy fetchml_agent workspace_images encrypted_storage
 SYSTEMD_IMAGE ?= fetchml/ansible-systemd:bookworm
 
 .PHONY: lint-ansible test-ansible molecule molecule-deps wheelhouse systemd-image $(addprefix molecule-,$(ROLES)) molecule-cluster
