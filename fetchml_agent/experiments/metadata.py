@@ -48,7 +48,7 @@ async def metadata_document(agent: Agent, ws: Workspace) -> dict[str, Any]:
     store = agent.store
     links = await store.run(links_of, ws.id)
     runs = await store.run(lambda conn: runs_of(conn, workspace_ids=[ws.id]))
-    packages = await store.run(query_events, ws.name, 100_000, "package.")
+    packages = await store.run(lambda conn: query_events(conn, ws.name, 100_000, "package.", workspace_id=ws.id))
     syncs = await store.run(sync_history_of, ws.id)
     current = ws.config.get("experiment")
     runs.sort(key=lambda r: (r.queued_at, r.id))
