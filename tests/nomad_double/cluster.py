@@ -55,6 +55,10 @@ def _rfc3339(ns: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / NS)) + f".{ns % NS:09d}Z"
 
 
+# Docker's default PATH for a container whose image sets none.
+CONTAINER_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @dataclass
 class DoubleImage:
     """An image the double's docker driver can "pull" (see the module docstring)."""
@@ -971,7 +975,9 @@ class Cluster:
         argv += [str(a) for a in cfg.get("args") or []]
         argv = [self._host_view(_interpolate(a, env), task.paths) for a in argv]
         host_env = {k: self._host_view(v, task.paths) for k, v in env.items()}
-        host_env.setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
+        # A container does not inherit the host's PATH: the image says where its programs are,
+        # else Docker's default applies (never the test runner's PATH).
+        host_env.setdefault("PATH", CONTAINER_DEFAULT_PATH)
         task.env = host_env
         task.cwd = self._host_view(image.workdir, task.paths) if image.workdir else str(task_dir / "local")
         logs = self.alloc_dir(alloc["ID"]) / "alloc" / "logs"

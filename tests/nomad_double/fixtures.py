@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import DoubleImage, DoubleNode
+from .cluster import CONTAINER_DEFAULT_PATH, DoubleImage, DoubleNode
 from .server import NomadDouble
 
 __all__ = [
@@ -47,9 +48,13 @@ _HELPER_DIR = Path(__file__).resolve().parents[2] / "images" / "workspace"
 # is the host's, which the workspace must not change: like an image whose system Python is
 # read-only, pip installs into the user's site (PIP_USER=1, ~/.local under the task's own home),
 # which every Python of the task sees.
+# Its programs (jupyter, papermill, python3) are those of the environment the tests run in, found
+# the way a real image's are: through the image's own PATH, never the test runner's.
+_IMAGE_PATH = os.pathsep.join([str(Path(sys.executable).parent), CONTAINER_DEFAULT_PATH])
 WORKSPACE_IMAGE = DoubleImage(
     "fetchml/workspace:test",
-    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PIP_USER": "1", "PYTHONPATH": str(_HELPER_DIR)},
+    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PIP_USER": "1", "PYTHONPATH": str(_HELPER_DIR),
+         "PATH": _IMAGE_PATH},
     paths=("/home/jovyan", "/home/jovyan/work"),
     files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
     workdir="/home/jovyan",
@@ -57,7 +62,8 @@ WORKSPACE_IMAGE = DoubleImage(
 )
 IDLE_IMAGE = DoubleImage("fetchml/idle:test", kind="idle")
 # An image whose entrypoint exits 1 whatever the command: a task that keeps crashing.
-CRASH_IMAGE = DoubleImage("fetchml/crash:test", entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
+CRASH_IMAGE = DoubleImage("fetchml/crash:test", env={"PATH": _IMAGE_PATH},
+                          entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
 SNAPSHOT_VOLUME = "fetchml-snapshots"
 
 
