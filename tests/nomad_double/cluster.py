@@ -29,8 +29,11 @@ import os
 import re
 import shutil
 import signal
+import sys
+import sysconfig
 import time
 import uuid
+import venv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,32 @@ def _rfc3339(ns: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / NS)) + f".{ns % NS:09d}Z"
 
 
+def _python_env(env_dir: Path) -> None:
+    """A venv at ``env_dir`` whose own site-packages come before the test environment's (a
+    ``.pth`` line), shipping the test environment's programs (jupyter, jupyter-lab, pip,
+    papermill, ...) as scripts of its own Python."""
+    if (env_dir / "bin" / "python").exists():
+        return
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
+    own = sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
+    shared = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    Path(own, "_double_image.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in shared))
+    python = env_dir / "bin" / "python"
+    source_bin = Path(sys.executable).parent
+    for script in source_bin.iterdir():
+        target = env_dir / "bin" / script.name
+        if target.exists() or not script.is_file():
+            continue
+        try:
+            text = script.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        first, _, rest = text.partition("\n")
+        if first.startswith("#!") and "python" in first:
+            target.write_text(f"#!{python}\n{rest}")
+            target.chmod(0o755)
+
+
 # Docker's default PATH for a container whose image sets none.
 CONTAINER_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -71,6 +100,10 @@ class DoubleImage:
     workdir: str | None = None
     entrypoint: tuple[str, ...] = ()
     pull_seconds: float = 0.0
+    # Where the image keeps its Python environment (e.g. /opt/fetchml/venv). Each task gets its
+    # own: a venv over the test environment's packages, so what a task installs stays in that
+    # task, as a container's writes stay in its own layer.
+    python_env: str | None = None
 
 
 @dataclass
@@ -1169,6 +1202,10 @@ class Cluster:
                 host = task_dir / "rootfs" / p.lstrip("/")
                 host.mkdir(parents=True, exist_ok=True)
                 paths[p] = str(host)
+            if image.python_env:
+                host = task_dir / "rootfs" / image.python_env.lstrip("/")
+                _python_env(host)
+                paths[image.python_env] = str(host)
             for p, content in image.files.items():
                 host = task_dir / "rootfs" / p.lstrip("/")
                 host.parent.mkdir(parents=True, exist_ok=True)

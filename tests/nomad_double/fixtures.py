@@ -42,27 +42,26 @@ __all__ = [
 # The directory the workspace image ships the ``fetchml`` helper from (images/workspace/fetchml).
 _HELPER_DIR = Path(__file__).resolve().parents[2] / "images" / "workspace"
 
-# A workspace image as the double knows it: the host's JupyterLab and papermill, the ``fetchml``
-# helper as the real image ships it, a home directory, and a user config that lets Jupyter run
-# as root (the double runs tasks as the test user, which is root on these machines). Its Python
-# is the host's, which the workspace must not change: like an image whose system Python is
-# read-only, pip installs into the user's site (PIP_USER=1, ~/.local under the task's own home),
-# which every Python of the task sees.
-# Its programs (jupyter, papermill, python3) are those of the environment the tests run in, found
-# the way a real image's are: through the image's own PATH, never the test runner's.
-_IMAGE_PATH = os.pathsep.join([str(Path(sys.executable).parent), CONTAINER_DEFAULT_PATH])
+# A workspace image as the double knows it: JupyterLab, papermill and pip in a Python environment
+# at /opt/fetchml/venv that is first on the image's PATH (each task gets its own, over the packages
+# of the environment the tests run in: what a task installs stays in it, as in a container's
+# layer; programs are found through the image's PATH, never the test runner's), the ``fetchml``
+# helper as the real image ships it, a home directory, and a user config that lets Jupyter run as
+# root (the double runs tasks as the test user, which is root on these machines).
+_IMAGE_PYTHON = "/opt/fetchml/venv"
 WORKSPACE_IMAGE = DoubleImage(
     "fetchml/workspace:test",
-    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PIP_USER": "1", "PYTHONPATH": str(_HELPER_DIR),
-         "PATH": _IMAGE_PATH},
+    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(_HELPER_DIR),
+         "VIRTUAL_ENV": _IMAGE_PYTHON, "PATH": f"{_IMAGE_PYTHON}/bin:{CONTAINER_DEFAULT_PATH}"},
     paths=("/home/jovyan", "/home/jovyan/work"),
     files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
     workdir="/home/jovyan",
     pull_seconds=0.2,
+    python_env=_IMAGE_PYTHON,
 )
 IDLE_IMAGE = DoubleImage("fetchml/idle:test", kind="idle")
 # An image whose entrypoint exits 1 whatever the command: a task that keeps crashing.
-CRASH_IMAGE = DoubleImage("fetchml/crash:test", env={"PATH": _IMAGE_PATH},
+CRASH_IMAGE = DoubleImage("fetchml/crash:test", env={"PATH": os.pathsep.join([str(Path(sys.executable).parent), CONTAINER_DEFAULT_PATH])},
                           entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
 SNAPSHOT_VOLUME = "fetchml-snapshots"
 
