@@ -429,26 +429,11 @@ class Cluster:
                 plan.append(("allocs", self._desire_stop(alloc, why)))
         failed: dict[str, Any] = {}
         queued: dict[str, int] = {}
-        for tg in [] if stopping else job["TaskGroups"]:  # type: ignore[index]
-            have = [
-                a
-                for a in self.job_allocs(job["Namespace"], job["ID"])  # type: ignore[index]
-                if a["TaskGroup"] == tg["Name"]
-                and a["DesiredStatus"] == "run"
-                and a["Job"]["Version"] == job["Version"]  # type: ignore[index]
-                and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")  # type: ignore[index]
-            ]
-            missing = int(tg["Count"]) - len(have)
-            queued[tg["Name"]] = 0
-            for i in range(max(0, missing)):
-                metric, placement = self._place(job, tg)  # type: ignore[arg-type]
-                if placement is None:
-                    failed[tg["Name"]] = {**metric, "CoalescedFailures": max(0, missing - i - 1)}
-                    queued[tg["Name"]] = missing - i
-                    break
-                plan.append(
-                    ("allocs", self._create_alloc(job, tg, eval_id, len(have) + i, placement, metric))
-                )  # type: ignore[arg-type]
+        for tg in job["TaskGroups"] if job is not None and not stopping else []:
+            placed, queued[tg["Name"]], metric = self._place_group(job, tg, eval_id)  # type: ignore[arg-type]
+            plan.extend(("allocs", a) for a in placed)
+            if metric is not None:
+                failed[tg["Name"]] = metric
         if plan:
             await self.commit("PlanResult", *plan)
         for _, alloc in plan:
@@ -466,6 +451,27 @@ class Cluster:
             elif job is not None:
                 ev["Status"] = "blocked"
         await self.commit("EvaluationUpdated", *updated)
+
+    def _place_group(
+        self, job: dict[str, Any], tg: dict[str, Any], eval_id: str
+    ) -> tuple[list[dict[str, Any]], int, dict[str, Any] | None]:
+        """New allocations for what the group lacks, how many stay queued, the failure metrics."""
+        have = [
+            a
+            for a in self.job_allocs(job["Namespace"], job["ID"])
+            if a["TaskGroup"] == tg["Name"]
+            and a["DesiredStatus"] == "run"
+            and a["Job"]["Version"] == job["Version"]
+            and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")
+        ]
+        missing = int(tg["Count"]) - len(have)
+        placed: list[dict[str, Any]] = []
+        for i in range(max(0, missing)):
+            metric, placement = self._place(job, tg)
+            if placement is None:
+                return placed, missing - i, {**metric, "CoalescedFailures": max(0, missing - i - 1)}
+            placed.append(self._create_alloc(job, tg, eval_id, len(have) + i, placement, metric))
+        return placed, 0, None
 
     async def _retry_blocked(self) -> None:
         for ev in list(self.evals.values()):
@@ -592,7 +598,7 @@ class Cluster:
         spec = self.node_specs[node["ID"]]
         ports, networks = [], []
         for net in tg.get("Networks") or []:
-            mapped = {"DynamicPorts": [], "ReservedPorts": []}
+            mapped: dict[str, list[dict[str, Any]]] = {"DynamicPorts": [], "ReservedPorts": []}
             for kind, group in mapped.items():
                 for p in net.get(kind) or []:
                     value = self._free_port() if kind == "DynamicPorts" else p["Value"]
@@ -993,7 +999,7 @@ class Cluster:
     async def shutdown(self) -> None:
         for alloc in self.allocs.values():
             alloc["DesiredStatus"] = "stop"
-            for task in self.tasks[alloc["ID"]].values():
+            for task in self.tasks.get(alloc["ID"], {}).values():
                 task.wake.set()
         for tasks in self.tasks.values():
             for task in tasks.values():

@@ -217,7 +217,8 @@ for _status in (400, 403, 404, 405):
         "command/agent/event_endpoint.go, nomad/event_endpoint.go (validateNsOp)",
     )
 
-# Schemas of the operations the spec lacks, written from the Go structs named in DEVIATIONS.
+# Schemas of the operations the spec lacks, written from the Go structs named in DEVIATIONS (and
+# the exec WebSocket's client frames: plugins/drivers/proto/driver.pb.go ExecTaskStreamingRequestMsg).
 _EXTRA_SCHEMAS = yaml.safe_load(
     """
 MemoryStats:
@@ -253,6 +254,12 @@ TaskResourceUsage:
 AllocResourceUsage:
   properties: {ResourceUsage: {$ref: '#/components/schemas/ResourceUsage'}, Timestamp: {type: integer},
     Tasks: {type: object, additionalProperties: {$ref: '#/components/schemas/TaskResourceUsage'}}}
+ExecStreamingInput:
+  properties:
+    stdin: {type: object, additionalProperties: false,
+      properties: {data: {type: string, format: byte}, close: {type: boolean}}}
+    tty_size: {type: object, additionalProperties: false,
+      properties: {height: {type: integer}, width: {type: integer}}}
 AllocRestartRequest:
   properties: {TaskName: {type: string}, AllTasks: {type: boolean}}
 AllocFileInfo:
@@ -458,7 +465,8 @@ class Contract:
             if not content_type.startswith("text/plain"):
                 yield f"Nomad answers errors as text/plain, not {content_type or 'nothing'}"
             return
-        schema = (excused or extra).schema if (excused or extra) else None
+        dev = excused or extra
+        schema = dev.schema if dev is not None else None
         if schema is None:
             content = (responses.get(str(status)) or {}).get("$ref")
             if content:

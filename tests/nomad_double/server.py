@@ -618,10 +618,14 @@ class NomadDouble:
             if (ns == "*" or a["Namespace"] == ns) and a["ID"].startswith(prefix)
         ]
         if request.query_params.get("filter"):
-            # Nomad filters the stubs; the full allocation has every stub field, so filtering it
-            # first gives the same answer without building stubs that are thrown away.
+            # Nomad filters the stubs; the full allocation has every stub field but these two, so
+            # filtering it gives the same answer without building stubs that are thrown away.
             match = _compile_filter(request.query_params["filter"])
-            allocs = [a for a in allocs if match(a)]
+            allocs = [
+                a
+                for a in allocs
+                if match({**a, "JobType": a["Job"]["Type"], "JobVersion": a["Job"]["Version"]})
+            ]
         return [
             self.cluster.alloc_stub(a, resources, task_states is not False)
             for a in sorted(allocs, key=lambda a: a["CreateIndex"])
@@ -858,12 +862,15 @@ class NomadDouble:
             return [event for k in keys if k in (event.key, *event.filter_keys)]
 
         async def lines() -> Any:
+            loop = asyncio.get_running_loop()
+            beat = loop.time() + self.event_heartbeat  # a ticker: beats come whatever else is sent
             try:
                 yield b"{}\n"
                 while True:
                     try:
-                        index, events = await asyncio.wait_for(queue.get(), self.event_heartbeat)
+                        index, events = await asyncio.wait_for(queue.get(), max(0.0, beat - loop.time()))
                     except TimeoutError:
+                        beat += self.event_heartbeat
                         yield b"{}\n"
                         continue
                     chosen = [e.json for event in events for e in matches(event)]
@@ -964,14 +971,18 @@ class NomadDouble:
                 await send({name: {"data": base64.b64encode(chunk).decode()}})
 
         async def feed() -> None:
+            # plugins/drivers/execstreaming.go: a stdin frame with "close" closes stdin and its
+            # data is dropped; {} is a heartbeat; tty_size resizes (no tty here).
             assert proc.stdin is not None
             while True:
                 frame = json.loads(await ws.receive_text())
-                stdin = frame.get("stdin") or {}
-                if stdin.get("data"):
-                    proc.stdin.write(base64.b64decode(stdin["data"]))
+                if self.contract is not None:
+                    self.contract.check_value("exec frame from the client", frame, "ExecStreamingInput")
+                stdin = frame.get("stdin")
+                if stdin is not None and not stdin.get("close"):
+                    proc.stdin.write(base64.b64decode(stdin.get("data") or ""))
                     await proc.stdin.drain()
-                if stdin.get("close"):
+                elif stdin is not None:
                     proc.stdin.close()
 
         assert proc.stdout is not None and proc.stderr is not None
