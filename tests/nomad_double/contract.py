@@ -211,9 +211,9 @@ for _op in ("GET /client/allocation/{allocID}/stats", "POST /client/allocation/{
         DEVIATIONS[f"{_op} {_status}"] = Deviation(
             "unknown allocation (404), allocation not running (500)", "client/alloc_endpoint.go"
         )
-for _status in (400, 403, 404, 405):
+for _status in (400, 403, 404, 405, 500):
     DEVIATIONS[f"GET /event/stream {_status}"] = Deviation(
-        "bad index or topic (400), token without the topics' capability (403), Nomad before 1.0 (404)",
+        "bad index or topic (400), no capability for a topic (403), Nomad before 1.0 (404), RPC failure (500)",
         "command/agent/event_endpoint.go, nomad/event_endpoint.go (validateNsOp)",
     )
 

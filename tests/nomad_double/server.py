@@ -346,6 +346,12 @@ class NomadDouble:
         if "*" not in caps and capability not in caps:
             raise HTTPError(403, "Permission denied")
 
+    def _inject_failure(self, request: Request) -> None:
+        for f in self._failures:
+            if f["left"] > 0 and f["method"] in (request.method, "*") and f["rx"].search(request.url.path):
+                f["left"] -= 1
+                raise HTTPError(f["status"], f["text"])
+
     def _namespace(self, request: Request) -> str:
         ns = request.query_params.get("namespace") or "default"
         return ns
@@ -401,14 +407,7 @@ class NomadDouble:
                 self.requests.append((request.method, request.url.path))
                 if self.latency:
                     await asyncio.sleep(self.latency)
-                for f in self._failures:
-                    if (
-                        f["left"] > 0
-                        and f["method"] in (request.method, "*")
-                        and f["rx"].search(request.url.path)
-                    ):
-                        f["left"] -= 1
-                        raise HTTPError(f["status"], f["text"])
+                self._inject_failure(request)
                 self._authorize(self._token(request.headers), capability)
                 ns = self._namespace(request)
                 if ns not in self.namespaces and ns != "*":
@@ -822,6 +821,10 @@ class NomadDouble:
     async def _event_stream(self, request: Request) -> Response:
         if self.latency:
             await asyncio.sleep(self.latency)
+        try:
+            self._inject_failure(request)
+        except HTTPError as exc:
+            return PlainTextResponse(exc.text, status_code=exc.status)
         if tuple(int(p) for p in self.version.split(".")[:2]) < (1, 0):
             return PlainTextResponse("404 page not found\n", status_code=404)
         if request.method != "GET":

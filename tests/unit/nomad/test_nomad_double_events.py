@@ -207,6 +207,9 @@ def test_bad_requests_and_acls(double: NomadDouble) -> None:
     bad = requests.get(url, params={"topic": "Job:a:b"}, headers=h, timeout=10)
     assert bad.status_code == 400 and "Invalid key value pair for topic, topic: Job:a:b" in bad.text
     assert requests.post(url, headers=h, timeout=10).status_code == 405
+    double.fail_next("GET", "^/v1/event/stream$", 500, "rpc error: No cluster leader")
+    failed = requests.get(url, headers=h, timeout=10)
+    assert (failed.status_code, failed.text) == (500, "rpc error: No cluster leader")
     for token, topic in ((READER, "Node"), (READER, "*"), ("unknown", "Job")):
         denied = requests.get(url, params={"topic": topic}, headers={"X-Nomad-Token": token}, timeout=10)
         assert (denied.status_code, denied.text) == (403, "Permission denied")
