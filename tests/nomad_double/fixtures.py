@@ -36,6 +36,7 @@ __all__ = [
     "NomadTarget",
     "closed_port",
     "make_double",
+    "nomad_contract",
     "nomad_target",
 ]
 
@@ -150,4 +151,23 @@ def nomad_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NomadTarg
             snapshot_volume=SNAPSHOT_VOLUME,
             snapshot_dir=tmp / "snapshots",
             has_gpu=True,
+        )
+
+
+@pytest.fixture(autouse=True)
+def nomad_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test during which the double saw a request or gave an answer that breaks Nomad's
+    OpenAPI description (``contract.py``): the agent sent what Nomad does not take, or the double
+    answered what Nomad does not answer."""
+    if "nomad_target" not in request.fixturenames:
+        yield
+        return
+    double = request.getfixturevalue("nomad_target").double
+    contract = double.contract if double is not None else None
+    seen = len(contract.violations) if contract is not None else 0
+    yield
+    if contract is not None and len(contract.violations) > seen:
+        lines = "\n".join(contract.violations[seen:])
+        pytest.fail(
+            f"Nomad's OpenAPI description does not allow what passed the double:\n{lines}", pytrace=False
         )
