@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+pytest_plugins = ["tests.leaks"]
 
 BIN = Path(sys.executable).parent
 KEYS = {"admin": "key-admin-0123456789", "bob": "key-bob-0123456789", "carol": "key-carol-0123456789"}
@@ -94,6 +97,14 @@ class AgentProcess:
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
+        try:
+            self._wait_up()
+        except BaseException:
+            self.stop()  # an agent that did not come up is not left running
+            raise
+
+    def _wait_up(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -111,6 +122,16 @@ class AgentProcess:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("agent did not come up:\n" + (self.root / "agent.log").read_text()[-3000:])
+
+    @contextlib.contextmanager
+    def running(self, env: dict[str, str] | None = None) -> Iterator[AgentProcess]:
+        """Start the agent; on leaving, whatever happened, end its workspaces and stop it."""
+        try:
+            self.start(env)
+            yield self
+        finally:
+            self.cleanup_workspaces()
+            self.stop()
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -159,18 +180,18 @@ class AgentProcess:
 @pytest.fixture(scope="session")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     a = AgentProcess(tmp_path_factory.mktemp("agent"), free_port(), {"templates_dir": str(Path(__file__).parent / "data" / "templates")})
-    a.start()
-    yield a
-    a.cleanup_workspaces()
-    a.stop()
+    with a.running():
+        yield a
 
 
 @pytest.fixture
 def fresh_agent(tmp_path: Path) -> Iterator[AgentProcess]:
     a = AgentProcess(tmp_path / "agent", free_port())
-    yield a
-    a.cleanup_workspaces()
-    a.stop()
+    try:
+        yield a
+    finally:
+        a.cleanup_workspaces()
+        a.stop()
 
 
 @pytest.fixture

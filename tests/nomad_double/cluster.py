@@ -1,7 +1,26 @@
 """The state and behaviour behind the Nomad HTTP API double: jobs, evaluations, a scheduler,
-client nodes that run allocations, Variables, and the Raft-like index that blocking queries watch.
+client nodes that run allocations, Variables, the Raft-like index that blocking queries watch,
+and the event stream's buffer.
 
-Everything here runs on the double's own event loop (see ``server.py``).
+Everything here runs on the double's own event loop (see ``server.py``). Paths below are files of
+the hashicorp/nomad repository that each behaviour follows.
+
+* **Indexes and events** (:meth:`Cluster.commit`): every change is one Raft apply with a new index.
+  As ``nomad/state/events.go`` does, the apply publishes one frame ``{"Index", "Events"}`` with an
+  event per changed job, evaluation, allocation or node, all carrying the apply's type
+  (``JobRegistered``, ``PlanResult``, ``EvaluationUpdated``, ``AllocationUpdated``, ...), the
+  object as payload (an allocation without its job) and, for allocations and evaluations, the job
+  and deployment ids as filter keys. The last :data:`EVENT_BUFFER` frames are kept. The double has
+  no deployments, Variables events or other topics.
+* **Job status** follows ``nomad/state/state_store.go`` (``getJobStatus``): running while an
+  allocation is not terminal, pending while an evaluation is not, dead after that; it changes in
+  the same apply as the allocation or evaluation that changes it.
+* **Scheduling** (``scheduler/``): each evaluation places the missing allocations of each task
+  group on the first feasible node with room, applies them as one ``PlanResult``, then completes
+  the evaluation (``EvaluationUpdated``), with a blocked evaluation and ``FailedTGAllocs`` metrics
+  when something could not be placed; blocked evaluations retry when resources free up.
+  Feasibility checks run in Nomad's order (``scheduler/feasible/stack.go``): job constraints,
+  drivers, group and task constraints, devices (``devices.py``), then host volumes.
 
 How the double's "docker driver" runs a task (its limits, stated once):
 
@@ -29,18 +48,28 @@ import os
 import re
 import shutil
 import signal
+import socket
+import sys
+import sysconfig
 import time
 import uuid
+import venv
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from . import gotmpl
+from . import devices, gotmpl
+from .contract import zero
+from .devices import DoubleGPU
 from .jobspec import canonicalize_job
 
-__all__ = ["Cluster", "DoubleImage", "DoubleNode", "TABLES"]
+__all__ = ["EVENT_BUFFER", "Cluster", "DoubleImage", "DoubleNode", "StreamEvent", "TABLES"]
 
 TABLES = ("jobs", "evals", "allocs", "vars", "nodes")
+_TOPICS = {"jobs": "Job", "evals": "Evaluation", "allocs": "Allocation", "nodes": "Node"}
+EVENT_BUFFER = 100  # the server's event_buffer_size default (nomad/stream/event_broker.go)
 NS = 1_000_000_000
 _TERMINAL = {"complete", "failed", "lost"}
 
@@ -55,6 +84,36 @@ def _rfc3339(ns: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / NS)) + f".{ns % NS:09d}Z"
 
 
+def _python_env(env_dir: Path) -> None:
+    """A venv at ``env_dir`` whose own site-packages come before the test environment's (a
+    ``.pth`` line), shipping the test environment's programs (jupyter, jupyter-lab, pip,
+    papermill, ...) as scripts of its own Python."""
+    if (env_dir / "bin" / "python").exists():
+        return
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
+    own = sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
+    shared = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    Path(own, "_double_image.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in shared))
+    python = env_dir / "bin" / "python"
+    source_bin = Path(sys.executable).parent
+    for script in source_bin.iterdir():
+        target = env_dir / "bin" / script.name
+        if target.exists() or not script.is_file():
+            continue
+        try:
+            text = script.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        first, _, rest = text.partition("\n")
+        if first.startswith("#!") and "python" in first:
+            target.write_text(f"#!{python}\n{rest}")
+            target.chmod(0o755)
+
+
+# Docker's default PATH for a container whose image sets none.
+CONTAINER_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @dataclass
 class DoubleImage:
     """An image the double's docker driver can "pull" (see the module docstring)."""
@@ -67,11 +126,16 @@ class DoubleImage:
     workdir: str | None = None
     entrypoint: tuple[str, ...] = ()
     pull_seconds: float = 0.0
+    # Where the image keeps its Python environment (e.g. /opt/fetchml/venv). Each task gets its
+    # own: a venv over the test environment's packages, so what a task installs stays in that
+    # task, as a container's writes stay in its own layer.
+    python_env: str | None = None
 
 
 @dataclass
 class DoubleNode:
-    """A client node: its resources, GPUs (``nomad-device-nvidia`` shaped) and host volumes."""
+    """A client node: its resources, host volumes and GPUs: ``gpus`` is a number of
+    :data:`devices.H100` or the GPUs themselves (:class:`devices.DoubleGPU`, MIG or not)."""
 
     name: str
     datacenter: str = "dc1"
@@ -80,12 +144,20 @@ class DoubleNode:
     mhz_per_core: int = 2000
     memory_mb: int = 32768
     disk_mb: int = 200_000
-    gpus: int = 0
-    gpu_model: str = "NVIDIA H100 80GB HBM3"
-    gpu_memory_mib: int = 81559
+    gpus: int | Sequence[DoubleGPU] = 0
     nvidia_runtime: bool = True
     host_volumes: dict[str, str] = field(default_factory=dict)
     node_class: str = ""
+
+
+class StreamEvent(NamedTuple):
+    """One event of the stream: what subscriptions filter on, and its JSON (a snapshot)."""
+
+    topic: str
+    key: str
+    namespace: str
+    filter_keys: tuple[str, ...]
+    json: str
 
 
 class _Task:
@@ -117,13 +189,21 @@ class Cluster:
     """All of the double's state. Public methods are called from the HTTP handlers."""
 
     def __init__(
-        self, root: Path, nodes: list[DoubleNode], images: list[DoubleImage], region: str = "global"
+        self,
+        root: Path,
+        nodes: list[DoubleNode],
+        images: list[DoubleImage],
+        region: str = "global",
+        version: str = "1.10.0",
     ) -> None:
         self.root = root
         self.region = region
+        self.version = version
         self.index = 10
         self.table_index = {t: self.index for t in TABLES}
         self.changed = asyncio.Condition()
+        self.events: deque[tuple[int, list[StreamEvent]]] = deque(maxlen=EVENT_BUFFER)
+        self.subscribers: set[asyncio.Queue[tuple[int, list[StreamEvent]]]] = set()
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.evals: dict[str, dict[str, Any]] = {}
         self.allocs: dict[str, dict[str, Any]] = {}
@@ -144,15 +224,52 @@ class Cluster:
         for spec in nodes:
             self.add_node(spec)
 
-    # -- indexes and blocking queries ------------------------------------------------------
+    # -- indexes, blocking queries, events ----------------------------------------------------
 
-    async def bump(self, *tables: str) -> int:
+    async def commit(self, kind: str, *changed: tuple[str, dict[str, Any]]) -> int:
+        """Apply one change: a new index for the ``(table, object)`` pairs ``changed`` (their
+        ``ModifyIndex``, the tables' blocking queries) and its event frame of type ``kind``.
+        Table ``"jobs-"`` is a purged job (a ``Deleted`` job event); ``"vars"`` has no events."""
         self.index += 1
-        for t in tables:
-            self.table_index[t] = self.index
+        index = self.index
+        items = list(changed)
+        for table, obj in changed:  # the status of their jobs changes in the same apply
+            job = self.jobs.get((obj["Namespace"], obj["JobID"])) if table in ("allocs", "evals") else None
+            if job is not None and (status := self.job_status(job)) != job["Status"]:
+                job["Status"] = status
+                items.append(("jobs", job))
+        events = []
+        for table, obj in items:
+            self.table_index[table.rstrip("-")] = index
+            if table in _TOPICS:
+                obj["ModifyIndex"] = index
+            if table.rstrip("-") in _TOPICS:
+                events.append(self._stream_event(kind, table, obj, index))
+        if events:
+            self.events.append((index, events))
+            for queue in self.subscribers:
+                queue.put_nowait((index, events))
         async with self.changed:
             self.changed.notify_all()
-        return self.index
+        return index
+
+    def _stream_event(self, kind: str, table: str, obj: dict[str, Any], index: int) -> StreamEvent:
+        topic = _TOPICS[table.rstrip("-")]
+        payload: dict[str, Any] = {topic: {**obj, "Job": None} if topic == "Allocation" else obj}
+        if table == "jobs-":
+            payload["Deleted"] = True
+        keys = (obj["JobID"], obj["DeploymentID"] or "") if topic in ("Allocation", "Evaluation") else ()
+        namespace = "" if topic == "Node" else obj["Namespace"]
+        event = {
+            "Topic": topic,
+            "Type": kind,
+            "Key": obj["ID"],
+            "Namespace": namespace,
+            "FilterKeys": list(keys) or None,
+            "Index": index,
+            "Payload": payload,
+        }
+        return StreamEvent(topic, obj["ID"], namespace, keys, json.dumps(event))
 
     async def wait(self, tables: tuple[str, ...], index: int, wait: float) -> int:
         """Block until one of ``tables`` moves past ``index`` or ``wait`` seconds pass."""
@@ -176,31 +293,10 @@ class Cluster:
 
     # -- nodes -----------------------------------------------------------------------------
 
-    def add_node(self, spec: DoubleNode) -> str:
+    def add_node(self, spec: DoubleNode) -> dict[str, Any]:
+        """Register a client node (its ``NodeRegistration`` is the caller's to commit)."""
         node_id = str(uuid.uuid4())
-        devices = []
-        if spec.gpus:
-            devices.append(
-                {
-                    "Vendor": "nvidia",
-                    "Type": "gpu",
-                    "Name": spec.gpu_model,
-                    "Instances": [
-                        {
-                            "ID": f"GPU-{uuid.uuid4()}",
-                            "Healthy": True,
-                            "HealthDescription": "",
-                            "Locality": {"PciBusID": f"00000000:{0x17 + i:02X}:00.0"},
-                        }
-                        for i in range(spec.gpus)
-                    ],
-                    "Attributes": {
-                        "memory": {"Int": spec.gpu_memory_mib, "Unit": "MiB"},
-                        "driver_version": {"String": "550.54.15"},
-                        "power": {"Int": 700, "Unit": "W"},
-                    },
-                }
-            )
+        gpus = [devices.H100] * spec.gpus if isinstance(spec.gpus, int) else list(spec.gpus)
         runtimes = "io.containerd.runc.v2,runc" + (",nvidia" if spec.nvidia_runtime else "")
         attrs = {
             "kernel.name": "linux",
@@ -212,15 +308,15 @@ class Cluster:
             "driver.docker": "1",
             "driver.docker.runtimes": runtimes,
             "driver.docker.os_type": "linux",
-            "nomad.version": "1.10.0",
+            "nomad.version": self.version,
         }
-        self.nodes[node_id] = {
+        driver = {"Attributes": {"driver.docker": "true"}, "Detected": True, "Healthy": True}
+        node = self.nodes[node_id] = {
             "ID": node_id,
             "Name": spec.name,
             "Datacenter": spec.datacenter,
             "NodePool": spec.node_pool,
             "NodeClass": spec.node_class,
-            "Address": "127.0.0.1",
             "HTTPAddr": "127.0.0.1:4646",
             "Status": "ready",
             "StatusDescription": "",
@@ -229,13 +325,7 @@ class Cluster:
             "Attributes": attrs,
             "Meta": {},
             "Drivers": {
-                "docker": {
-                    "Attributes": {"driver.docker": "true"},
-                    "Detected": True,
-                    "Healthy": True,
-                    "HealthDescription": "Healthy",
-                    "UpdateTime": _rfc3339(_now_ns()),
-                }
+                "docker": {**driver, "HealthDescription": "Healthy", "UpdateTime": _rfc3339(_now_ns())}
             },
             "NodeResources": {
                 "Cpu": {
@@ -245,8 +335,8 @@ class Cluster:
                 },
                 "Memory": {"MemoryMB": spec.memory_mb},
                 "Disk": {"DiskMB": spec.disk_mb},
-                "Networks": [],
-                "Devices": devices or None,
+                "Networks": None,
+                "Devices": devices.fingerprint(gpus),
                 "MinDynamicPort": 20000,
                 "MaxDynamicPort": 32000,
             },
@@ -258,46 +348,39 @@ class Cluster:
             "ModifyIndex": self.index,
         }
         self.node_specs[node_id] = spec
-        return node_id
+        return node
 
     def node_stub(self, node: dict[str, Any], resources: bool) -> dict[str, Any]:
-        keys = [
-            "Address",
-            "ID",
-            "Datacenter",
-            "Name",
-            "NodeClass",
-            "NodePool",
-            "Drain",
-            "SchedulingEligibility",
-            "Status",
-            "StatusDescription",
-            "Drivers",
-            "CreateIndex",
-            "ModifyIndex",
-        ]
-        stub = {k: node[k] for k in keys}
-        stub["Version"] = node["Attributes"]["nomad.version"]
+        """``Node.Stub`` (nomad/structs/structs.go): Address is the host of HTTPAddr."""
+        keys = "ID Datacenter Name NodeClass NodePool Drain SchedulingEligibility Status StatusDescription"
+        stub = {k: node[k] for k in f"{keys} Drivers CreateIndex ModifyIndex".split()}
+        stub.update(Address=node["HTTPAddr"].rsplit(":", 1)[0], Version=node["Attributes"]["nomad.version"])
         stub["LastDrain"] = None
         if resources:
-            stub["NodeResources"] = node["NodeResources"]
-            stub["ReservedResources"] = node["ReservedResources"]
+            stub.update(NodeResources=node["NodeResources"], ReservedResources=node["ReservedResources"])
         return stub
 
-    # -- jobs ------------------------------------------------------------------------------
+    # -- jobs and evaluations --------------------------------------------------------------
 
     def job_allocs(self, namespace: str, job_id: str) -> list[dict[str, Any]]:
         """A job's allocations, oldest first."""
         return [self.allocs[i] for i in self.allocs_by_job.get((namespace, job_id), [])]
 
     def job_status(self, job: dict[str, Any]) -> str:
-        allocs = self.job_allocs(job["Namespace"], job["ID"])
-        live = [a for a in allocs if a["ClientStatus"] not in _TERMINAL]
-        if any(a["ClientStatus"] == "running" for a in live):
+        """``getJobStatus`` (nomad/state/state_store.go)."""
+        if job["Type"] == "system" or job.get("Periodic") or job.get("ParameterizedJob"):
+            return "dead" if job.get("Stop") else "running"
+        if any(
+            a["DesiredStatus"] == "run" and a["ClientStatus"] not in _TERMINAL
+            for a in self.job_allocs(job["Namespace"], job["ID"])
+        ):
             return "running"
-        if job.get("Stop") or (job["Type"] == "batch" and allocs and not live):
-            return "dead"
-        return "pending"
+        evals = [
+            e for e in self.evals.values() if e["JobID"] == job["ID"] and e["Namespace"] == job["Namespace"]
+        ]
+        if any(e["Status"] not in ("complete", "failed", "canceled") for e in evals):
+            return "pending"
+        return "dead" if evals or job.get("Stop") else "pending"
 
     async def register(self, job: dict[str, Any], namespace: str) -> tuple[str, int, str]:
         job = canonicalize_job(job, namespace, self.region)
@@ -305,21 +388,18 @@ class Cluster:
         old = self.jobs.get(key)
         index = self.index + 1
         job.update(
-            {
-                "Stop": False,
-                "Version": (old["Version"] + 1) if old else 0,
-                "SubmitTime": _now_ns(),
-                "CreateIndex": old["CreateIndex"] if old else index,
-                "ModifyIndex": index,
-                "JobModifyIndex": index,
-                "Stable": False,
-                "Status": "pending",
-                "StatusDescription": "",
-            }
+            Stop=False,
+            Version=(old["Version"] + 1) if old else 0,
+            SubmitTime=_now_ns(),
+            CreateIndex=old["CreateIndex"] if old else index,
+            JobModifyIndex=index,
+            Stable=False,
+            Status="pending",
+            StatusDescription="",
         )
         self.jobs[key] = job
-        eval_id = self._new_eval(job, "job-register")
-        await self.bump("jobs", "evals")
+        ev = self._new_eval(job, "job-register")
+        await self.commit("JobRegistered", ("jobs", job), ("evals", ev))
         warnings = ""
         if not self.memory_oversubscription:
             names = [
@@ -333,114 +413,102 @@ class Cluster:
                     f'Memory oversubscription is not enabled; Task "{n}" memory_max value will be ignored'
                     for n in names
                 )
-        self.spawn(self._process_eval_later(eval_id))
-        return eval_id, index, warnings
+        self.spawn(self._process_eval_later(ev["ID"]))
+        return ev["ID"], index, warnings
 
     async def deregister(self, namespace: str, job_id: str, purge: bool) -> tuple[str, int]:
         job = self.jobs.get((namespace, job_id))
         if job is None:
             return "", 0
-        job["Stop"] = True
         index = self.index + 1
-        job["ModifyIndex"] = job["JobModifyIndex"] = index
-        eval_id = self._new_eval(job, "job-deregister")
+        job.update(Stop=True, JobModifyIndex=index)
+        ev = self._new_eval(job, "job-deregister")
         if purge:
             del self.jobs[(namespace, job_id)]
-        await self.bump("jobs", "evals")
-        self.spawn(self._process_eval_later(eval_id, job=job))
-        return eval_id, index
+        await self.commit("JobDeregistered", ("jobs-" if purge else "jobs", job), ("evals", ev))
+        self.spawn(self._process_eval_later(ev["ID"], job=job))
+        return ev["ID"], index
 
-    def _new_eval(self, job: dict[str, Any], trigger: str, status: str = "pending") -> str:
-        eval_id = str(uuid.uuid4())
+    def _new_eval(self, job: dict[str, Any], trigger: str, status: str = "pending") -> dict[str, Any]:
         now = _now_ns()
-        self.evals[eval_id] = {
-            "ID": eval_id,
-            "Namespace": job["Namespace"],
-            "Priority": job["Priority"],
-            "Type": job["Type"],
-            "TriggeredBy": trigger,
-            "JobID": job["ID"],
-            "JobModifyIndex": job["JobModifyIndex"],
-            "NodeID": "",
-            "NodeModifyIndex": 0,
-            "DeploymentID": "",
-            "Status": status,
-            "StatusDescription": "",
-            "Wait": 0,
-            "WaitUntil": _rfc3339(None),
-            "NextEval": "",
-            "PreviousEval": "",
-            "BlockedEval": "",
-            "RelatedEvals": None,
-            "FailedTGAllocs": None,
-            "ClassEligibility": None,
-            "EscapedComputedClass": False,
-            "QuotaLimitReached": "",
-            "AnnotatePlan": False,
-            "QueuedAllocations": None,
-            "LeaderACL": "",
-            "SnapshotIndex": 0,
-            "CreateIndex": self.index + 1,
-            "ModifyIndex": self.index + 1,
-            "CreateTime": now,
-            "ModifyTime": now,
-        }
-        return eval_id
+        ev = zero(
+            "Evaluation",
+            ID=str(uuid.uuid4()),
+            Namespace=job["Namespace"],
+            Priority=job["Priority"],
+            Type=job["Type"],
+            TriggeredBy=trigger,
+            JobID=job["ID"],
+            JobModifyIndex=job["JobModifyIndex"],
+            Status=status,
+            CreateIndex=self.index + 1,
+            CreateTime=now,
+            ModifyTime=now,
+        )
+        self.evals[ev["ID"]] = ev
+        return ev
 
     async def _process_eval_later(self, eval_id: str, job: dict[str, Any] | None = None) -> None:
         await asyncio.sleep(self.placement_delay)
         await self.process_eval(eval_id, job)
 
     async def process_eval(self, eval_id: str, job: dict[str, Any] | None = None) -> None:
+        """Schedule: stop what the job no longer wants, place what it lacks (one ``PlanResult``),
+        then complete the evaluation (``EvaluationUpdated``), blocked where placement failed."""
         ev = self.evals[eval_id]
         job = job or self.jobs.get((ev["Namespace"], ev["JobID"]))
         stopping = job is None or job.get("Stop")
-        mine = self.job_allocs(ev["Namespace"], ev["JobID"])
-        for alloc in mine:
+        plan: list[tuple[str, dict[str, Any]]] = []
+        for alloc in self.job_allocs(ev["Namespace"], ev["JobID"]):
             live = alloc["DesiredStatus"] == "run" and alloc["ClientStatus"] not in _TERMINAL
-            if live and (stopping or alloc["JobVersion"] != job["Version"]):  # type: ignore[index]
-                await self.stop_alloc(
-                    alloc["ID"],
-                    "alloc not needed due to job update"
-                    if not stopping
-                    else "alloc not needed due to job stop",
-                )
+            if live and (stopping or alloc["Job"]["Version"] != job["Version"]):  # type: ignore[index]
+                why = "alloc not needed due to job stop" if stopping else "alloc not needed due to job update"
+                plan.append(("allocs", self._desire_stop(alloc, why)))
         failed: dict[str, Any] = {}
         queued: dict[str, int] = {}
-        if not stopping:
-            assert job is not None
-            for tg in job["TaskGroups"]:
-                have = [
-                    a
-                    for a in self.job_allocs(job["Namespace"], job["ID"])
-                    if a["TaskGroup"] == tg["Name"]
-                    and a["DesiredStatus"] == "run"
-                    and a["JobVersion"] == job["Version"]
-                    and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")
-                ]
-                missing = int(tg["Count"]) - len(have)
-                queued[tg["Name"]] = 0
-                for i in range(max(0, missing)):
-                    metric, placement = self._place(job, tg)
-                    if placement is None:
-                        failed[tg["Name"]] = metric
-                        metric["CoalescedFailures"] = max(0, missing - i - 1)
-                        queued[tg["Name"]] = missing - i
-                        break
-                    self._create_alloc(job, tg, eval_id, len(have) + i, placement, metric)
-        ev["Status"] = "complete"
-        ev["QueuedAllocations"] = queued or None
-        ev["ModifyIndex"] = self.index + 1
-        ev["ModifyTime"] = _now_ns()
+        for tg in job["TaskGroups"] if job is not None and not stopping else []:
+            placed, queued[tg["Name"]], metric = self._place_group(job, tg, eval_id)  # type: ignore[arg-type]
+            plan.extend(("allocs", a) for a in placed)
+            if metric is not None:
+                failed[tg["Name"]] = metric
+        if plan:
+            await self.commit("PlanResult", *plan)
+        for _, alloc in plan:
+            if alloc["ID"] not in self.tasks:
+                self._start_alloc(alloc)
+        ev.update(Status="complete", QueuedAllocations=queued or None, ModifyTime=_now_ns())
+        updated = [("evals", ev)]
         if failed:
             ev["FailedTGAllocs"] = failed
             if ev["TriggeredBy"] != "queued-allocs" and job is not None:
                 blocked = self._new_eval(job, "queued-allocs", status="blocked")
-                self.evals[blocked]["PreviousEval"] = eval_id
-                ev["BlockedEval"] = blocked
+                blocked["PreviousEval"] = eval_id
+                ev["BlockedEval"] = blocked["ID"]
+                updated.append(("evals", blocked))
             elif job is not None:
                 ev["Status"] = "blocked"
-        await self.bump("evals", "allocs", "jobs")
+        await self.commit("EvaluationUpdated", *updated)
+
+    def _place_group(
+        self, job: dict[str, Any], tg: dict[str, Any], eval_id: str
+    ) -> tuple[list[dict[str, Any]], int, dict[str, Any] | None]:
+        """New allocations for what the group lacks, how many stay queued, the failure metrics."""
+        have = [
+            a
+            for a in self.job_allocs(job["Namespace"], job["ID"])
+            if a["TaskGroup"] == tg["Name"]
+            and a["DesiredStatus"] == "run"
+            and a["Job"]["Version"] == job["Version"]
+            and (a["ClientStatus"] not in _TERMINAL or job["Type"] == "batch")
+        ]
+        missing = int(tg["Count"]) - len(have)
+        placed: list[dict[str, Any]] = []
+        for i in range(max(0, missing)):
+            metric, placement = self._place(job, tg)
+            if placement is None:
+                return placed, missing - i, {**metric, "CoalescedFailures": max(0, missing - i - 1)}
+            placed.append(self._create_alloc(job, tg, eval_id, len(have) + i, placement, metric))
+        return placed, 0, None
 
     async def _retry_blocked(self) -> None:
         for ev in list(self.evals.values()):
@@ -449,169 +517,110 @@ class Cluster:
 
     # -- placement -------------------------------------------------------------------------
 
-    def _usage(self, node_id: str) -> dict[str, Any]:
-        used = {"mhz": 0, "cores": 0, "memory": 0, "disk": 0, "devices": set()}
-        for a in self.allocs.values():
-            if a["NodeID"] != node_id or a["ClientStatus"] in _TERMINAL or a["DesiredStatus"] != "run":
-                continue
-            res = a["AllocatedResources"]
-            used["disk"] += res["Shared"]["DiskMB"]
-            for t in res["Tasks"].values():
-                used["mhz"] += t["Cpu"]["CpuShares"]
-                used["cores"] += len(t["Cpu"]["ReservedCores"] or [])
-                used["memory"] += t["Memory"]["MemoryMB"]
-                for d in t["Devices"] or []:
-                    used["devices"].update(d["DeviceIDs"])
-        return used
+    def _live_allocs(self, node_id: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in self.allocs.values()
+            if a["NodeID"] == node_id and a["ClientStatus"] not in _TERMINAL and a["DesiredStatus"] == "run"
+        ]
 
     def _place(self, job: dict[str, Any], tg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        metric: dict[str, Any] = {
-            "NodesEvaluated": 0,
-            "NodesFiltered": 0,
-            "NodesInPool": 0,
-            "NodesAvailable": {},
-            "ClassFiltered": None,
-            "ConstraintFiltered": None,
-            "NodesExhausted": 0,
-            "ClassExhausted": None,
-            "DimensionExhausted": None,
-            "QuotaExhausted": None,
-            "ResourcesExhausted": None,
-            "Scores": None,
-            "ScoreMetaData": None,
-            "AllocationTime": 120000,
-            "CoalescedFailures": 0,
-        }
+        """The first node the group fits on (``None`` if none), and the evaluation's metrics."""
+        metric = zero("AllocationMetric", NodesAvailable={}, AllocationTime=120000)
 
-        def bump(key: str, reason: str) -> None:
+        def count(key: str, reason: str) -> None:
             metric[key] = metric[key] or {}
             metric[key][reason] = metric[key].get(reason, 0) + 1
 
-        candidates = []
         for node in self.nodes.values():
             if node["NodePool"] != job["NodePool"] and job["NodePool"] != "all":
                 continue
             metric["NodesInPool"] += 1
             if not any(fnmatch.fnmatchcase(node["Datacenter"], dc) for dc in job["Datacenters"]):
                 continue
-            metric["NodesAvailable"][node["Datacenter"]] = (
-                metric["NodesAvailable"].get(node["Datacenter"], 0) + 1
-            )
+            dcs = metric["NodesAvailable"]
+            dcs[node["Datacenter"]] = dcs.get(node["Datacenter"], 0) + 1
             if node["Status"] != "ready" or node["SchedulingEligibility"] != "eligible":
                 continue
-            candidates.append(node)
-        tasks = tg["Tasks"]
-        for node in candidates:
             metric["NodesEvaluated"] += 1
             reason = self._infeasible(job, tg, node)
             if reason:
                 metric["NodesFiltered"] += 1
-                bump("ConstraintFiltered", reason)
+                count("ConstraintFiltered", reason)
                 continue
-            spec = self.node_specs[node["ID"]]
-            used = self._usage(node["ID"])
-            need_mhz = sum(
-                int(t["Resources"].get("CPU") or 0) for t in tasks if not t["Resources"].get("Cores")
-            )
-            need_cores = sum(int(t["Resources"].get("Cores") or 0) for t in tasks)
-            need_mem = sum(int(t["Resources"]["MemoryMB"]) for t in tasks)
-            need_disk = int(tg["EphemeralDisk"]["SizeMB"])
-            dim = None
-            if used["cores"] + need_cores > spec.cores:
-                dim = "cores"
-            elif used["mhz"] + need_mhz + need_cores * spec.mhz_per_core > spec.cores * spec.mhz_per_core:
-                dim = "cpu"
-            elif used["memory"] + need_mem > spec.memory_mb:
-                dim = "memory"
-            elif used["disk"] + need_disk > spec.disk_mb:
-                dim = "disk"
-            devices: dict[str, list[dict[str, Any]]] = {}
-            if dim is None:
-                taken = set(used["devices"])
-                for t in tasks:
-                    grants = []
-                    for req in t["Resources"].get("Devices") or []:
-                        grant = self._assign_device(node, req, taken)
-                        if grant is None:
-                            dim = "devices: no devices match request"
-                            break
-                        taken.update(grant["DeviceIDs"])
-                        grants.append(grant)
-                    devices[t["Name"]] = grants
-                    if dim:
-                        break
-            if dim:
+            placement = self._fit(tg, node)
+            if isinstance(placement, str):
                 metric["NodesExhausted"] += 1
-                bump("DimensionExhausted", dim)
+                count("DimensionExhausted", placement)
                 continue
-            reserved = self._reserved_cores(node["ID"])
-            cores_free = [c for c in range(spec.cores) if c not in reserved]
-            return metric, {"node": node, "devices": devices, "cores_free": cores_free}
+            return metric, placement
         return metric, None
 
-    def _reserved_cores(self, node_id: str) -> set[int]:
-        out: set[int] = set()
-        for a in self.allocs.values():
-            if a["NodeID"] == node_id and a["ClientStatus"] not in _TERMINAL and a["DesiredStatus"] == "run":
-                for t in a["AllocatedResources"]["Tasks"].values():
-                    out.update(t["Cpu"]["ReservedCores"] or [])
-        return out
+    def _fit(self, tg: dict[str, Any], node: dict[str, Any]) -> dict[str, Any] | str:
+        """The devices and free cores for the group on the node, or the exhausted dimension
+        (devices are assigned before the node's cpu, memory and disk are added up, as in
+        ``scheduler/feasible/rank.go``)."""
+        spec = self.node_specs[node["ID"]]
+        live = self._live_allocs(node["ID"])
+        used = [t for a in live for t in a["AllocatedResources"]["Tasks"].values()]
+        taken = {i for t in used for d in t["Devices"] or [] for i in d["DeviceIDs"]}
+        grants: dict[str, list[dict[str, Any]]] = {}
+        for task in tg["Tasks"]:
+            for req in task["Resources"].get("Devices") or []:
+                grant = devices.assign(node["NodeResources"]["Devices"], req, taken)
+                if isinstance(grant, str):
+                    return f"devices: {grant}"
+                taken.update(grant["DeviceIDs"])
+                grants.setdefault(task["Name"], []).append(grant)
+        res = [t["Resources"] for t in tg["Tasks"]]
+        reserved = {c for t in used for c in t["Cpu"]["ReservedCores"] or []}
+        need_cores = sum(int(r.get("Cores") or 0) for r in res)
+        mhz = sum(t["Cpu"]["CpuShares"] for t in used) + need_cores * spec.mhz_per_core
+        mhz += sum(int(r.get("CPU") or 0) for r in res if not r.get("Cores"))
+        if len(reserved) + need_cores > spec.cores:
+            return "cores"
+        if mhz > spec.cores * spec.mhz_per_core:
+            return "cpu"
+        if sum(t["Memory"]["MemoryMB"] for t in used) + sum(int(r["MemoryMB"]) for r in res) > spec.memory_mb:
+            return "memory"
+        disk = sum(a["AllocatedResources"]["Shared"]["DiskMB"] for a in live)
+        if disk + int(tg["EphemeralDisk"]["SizeMB"]) > spec.disk_mb:
+            return "disk"
+        cores_free = [c for c in range(spec.cores) if c not in reserved]
+        return {"node": node, "devices": grants, "cores_free": cores_free}
 
     def _infeasible(self, job: dict[str, Any], tg: dict[str, Any], node: dict[str, Any]) -> str | None:
-        constraints = list(job.get("Constraints") or []) + list(tg.get("Constraints") or [])
-        for t in tg["Tasks"]:
-            constraints += list(t.get("Constraints") or [])
-        for c in constraints:
+        """Why the node cannot run the group at all (Nomad's ConstraintFiltered reason), or None."""
+        for c in job.get("Constraints") or []:
             if not _node_constraint(node, c):
-                return f"{c.get('LTarget', '')} {c.get('Operand', '=')} {c.get('RTarget', '')}".strip()
+                return _constraint_text(c)
         for t in tg["Tasks"]:
             if t["Driver"] not in node["Drivers"] or not node["Drivers"][t["Driver"]]["Detected"]:
                 return "missing drivers"
+        for c in [
+            *(tg.get("Constraints") or []),
+            *(c for t in tg["Tasks"] for c in t.get("Constraints") or []),
+        ]:
+            if not _node_constraint(node, c):
+                return _constraint_text(c)
+        wanted = [d for t in tg["Tasks"] for d in t["Resources"].get("Devices") or []]
+        if not devices.has_devices(node["NodeResources"]["Devices"], wanted):
+            return "missing devices"
         for vol in (tg.get("Volumes") or {}).values():
             if vol["Type"] == "host" and vol["Source"] not in node["HostVolumes"]:
                 return "missing compatible host volumes"
             if vol["Type"] == "csi":
                 return f"missing CSI Volume {vol['Source']}"
-        # As Nomad's DeviceChecker: a node is feasible only when a matching device group has at
-        # least Count healthy instances (busy or not); fewer is "missing devices", not exhausted.
-        healthy = {id(g): sum(1 for i in g["Instances"] if i["Healthy"]) for g in node["NodeResources"]["Devices"] or []}
-        for t in tg["Tasks"]:
-            for req in t["Resources"].get("Devices") or []:
-                want = int(req.get("Count") or 1)
-                group = next((g for g in node["NodeResources"]["Devices"] or []
-                              if healthy[id(g)] >= want and _device_matches(g, req)), None)
-                if group is None:
-                    return "missing devices"
-                healthy[id(group)] -= want
-        return None
-
-    def _assign_device(
-        self, node: dict[str, Any], req: dict[str, Any], taken: set[str]
-    ) -> dict[str, Any] | None:
-        count = int(req.get("Count") or 1)
-        for group in node["NodeResources"]["Devices"] or []:
-            if not _device_matches(group, req):
-                continue
-            free = [i["ID"] for i in group["Instances"] if i["Healthy"] and i["ID"] not in taken]
-            if len(free) >= count:
-                return {
-                    "Vendor": group["Vendor"],
-                    "Type": group["Type"],
-                    "Name": group["Name"],
-                    "DeviceIDs": free[:count],
-                }
         return None
 
     def _free_port(self) -> int:
-        import socket
-
         while True:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             if port not in self.used_ports:
                 self.used_ports.add(port)
-                return port
+                return int(port)
 
     def _create_alloc(
         self,
@@ -624,36 +633,28 @@ class Cluster:
     ) -> dict[str, Any]:
         node = placement["node"]
         spec = self.node_specs[node["ID"]]
-        alloc_id = str(uuid.uuid4())
         ports, networks = [], []
         for net in tg.get("Networks") or []:
-            dyn, res = [], []
-            for p in net.get("DynamicPorts") or []:
-                value = self._free_port()
-                dyn.append(
-                    {"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostNetwork": "default"}
-                )
-                ports.append(
-                    {"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostIP": "127.0.0.1"}
-                )
-            for p in net.get("ReservedPorts") or []:
-                res.append(
-                    {
-                        "Label": p["Label"],
-                        "Value": p["Value"],
-                        "To": p.get("To") or 0,
-                        "HostNetwork": "default",
-                    }
-                )
-                ports.append(
-                    {"Label": p["Label"], "Value": p["Value"], "To": p.get("To") or 0, "HostIP": "127.0.0.1"}
-                )
+            mapped: dict[str, list[dict[str, Any]]] = {"DynamicPorts": [], "ReservedPorts": []}
+            for kind, group in mapped.items():
+                for p in net.get(kind) or []:
+                    value = self._free_port() if kind == "DynamicPorts" else p["Value"]
+                    group.append(
+                        {
+                            "Label": p["Label"],
+                            "Value": value,
+                            "To": p.get("To") or 0,
+                            "HostNetwork": "default",
+                        }
+                    )
+                    ports.append(
+                        {"Label": p["Label"], "Value": value, "To": p.get("To") or 0, "HostIP": "127.0.0.1"}
+                    )
             networks.append(
                 {
                     "Mode": net.get("Mode") or "host",
                     "IP": "127.0.0.1",
-                    "DynamicPorts": dyn or None,
-                    "ReservedPorts": res or None,
+                    **{k: v or None for k, v in mapped.items()},
                 }
             )
         cores_free = list(placement["cores_free"])
@@ -661,9 +662,11 @@ class Cluster:
         for t in tg["Tasks"]:
             r = t["Resources"]
             cores = [cores_free.pop(0) for _ in range(int(r.get("Cores") or 0))]
-            mhz = int(r.get("CPU") or 0) if not cores else len(cores) * spec.mhz_per_core
             tasks_res[t["Name"]] = {
-                "Cpu": {"CpuShares": mhz, "ReservedCores": cores or None},
+                "Cpu": {
+                    "CpuShares": len(cores) * spec.mhz_per_core if cores else int(r.get("CPU") or 0),
+                    "ReservedCores": cores or None,
+                },
                 "Memory": {
                     "MemoryMB": int(r["MemoryMB"]),
                     "MemoryMaxMB": int(r.get("MemoryMaxMB") or 0) if self.memory_oversubscription else 0,
@@ -673,7 +676,7 @@ class Cluster:
             }
         now = _now_ns()
         alloc = {
-            "ID": alloc_id,
+            "ID": str(uuid.uuid4()),
             "EvalID": eval_id,
             "Name": f"{job['ID']}.{tg['Name']}[{index}]",
             "Namespace": job["Namespace"],
@@ -682,8 +685,6 @@ class Cluster:
             "JobID": job["ID"],
             "Job": copy.deepcopy(job),
             "TaskGroup": tg["Name"],
-            "JobType": job["Type"],
-            "JobVersion": job["Version"],
             "AllocatedResources": {
                 "Tasks": tasks_res,
                 "TaskLifecycles": {t["Name"]: None for t in tg["Tasks"]},
@@ -710,105 +711,63 @@ class Cluster:
             "PreviousAllocation": "",
             "NetworkStatus": {"InterfaceName": "eth0", "Address": "127.0.0.1", "DNS": None},
             "CreateIndex": self.index + 1,
-            "ModifyIndex": self.index + 1,
             "AllocModifyIndex": self.index + 1,
             "CreateTime": now,
             "ModifyTime": now,
         }
-        self.allocs[alloc_id] = alloc
-        self.allocs_by_job.setdefault((job["Namespace"], job["ID"]), []).append(alloc_id)
-        self.tasks[alloc_id] = {t["Name"]: _Task(t["Name"], t) for t in tg["Tasks"]}
-        alloc["TaskStates"] = {name: t.state for name, t in self.tasks[alloc_id].items()}
-        self.spawn(self._run_alloc(alloc_id))
+        self.allocs[alloc["ID"]] = alloc
+        self.allocs_by_job.setdefault((job["Namespace"], job["ID"]), []).append(alloc["ID"])
         return alloc
+
+    def _start_alloc(self, alloc: dict[str, Any]) -> None:
+        """Hand a placed allocation to its node's client."""
+        tasks = alloc["Job"]["TaskGroups"]
+        tg = next(g for g in tasks if g["Name"] == alloc["TaskGroup"])
+        self.tasks[alloc["ID"]] = {t["Name"]: _Task(t["Name"], t) for t in tg["Tasks"]}
+        alloc["TaskStates"] = {name: t.state for name, t in self.tasks[alloc["ID"]].items()}
+        self.spawn(self._run_alloc(alloc["ID"]))
 
     def alloc_stub(
         self, alloc: dict[str, Any], resources: bool = False, task_states: bool = True
     ) -> dict[str, Any]:
-        keys = [
-            "ID",
-            "EvalID",
-            "Name",
-            "Namespace",
-            "NodeID",
-            "NodeName",
-            "JobID",
-            "JobType",
-            "JobVersion",
-            "TaskGroup",
-            "DesiredStatus",
-            "DesiredDescription",
-            "ClientStatus",
-            "ClientDescription",
-            "DeploymentStatus",
-            "FollowupEvalID",
-            "NextAllocation",
-            "RescheduleTracker",
-            "PreemptedAllocations",
-            "PreemptedByAllocation",
-            "CreateIndex",
-            "ModifyIndex",
-            "CreateTime",
-            "ModifyTime",
-        ]
-        stub = {k: alloc[k] for k in keys}
+        """``AllocListStub`` (nomad/structs/alloc.go): AllocatedResources only when asked."""
+        keys = """ID EvalID Name Namespace NodeID NodeName JobID TaskGroup DesiredStatus DesiredDescription
+            ClientStatus ClientDescription DeploymentStatus FollowupEvalID NextAllocation RescheduleTracker
+            PreemptedAllocations PreemptedByAllocation CreateIndex ModifyIndex CreateTime ModifyTime"""
+        stub = {k: alloc[k] for k in keys.split()}
+        stub.update(JobType=alloc["Job"]["Type"], JobVersion=alloc["Job"]["Version"])
         stub["TaskStates"] = copy.deepcopy(alloc["TaskStates"]) if task_states else None
-        stub["AllocatedResources"] = copy.deepcopy(alloc["AllocatedResources"]) if resources else None
+        if resources:
+            stub["AllocatedResources"] = copy.deepcopy(alloc["AllocatedResources"])
         return stub
 
     # -- the client side: running allocations ----------------------------------------------
 
     async def _touch(self, alloc: dict[str, Any]) -> None:
-        index = self.index + 1
-        alloc["ModifyIndex"] = index
+        """The client reports the allocation's task states (an ``AllocationUpdated`` apply)."""
         alloc["ModifyTime"] = _now_ns()
         statuses = [t.state for t in self.tasks[alloc["ID"]].values()]
         if alloc["ClientStatus"] not in _TERMINAL:
             if all(s["State"] == "dead" for s in statuses):
-                alloc["ClientStatus"] = "failed" if any(s["Failed"] for s in statuses) else "complete"
-                alloc["ClientDescription"] = (
-                    "Failed tasks" if alloc["ClientStatus"] == "failed" else "All tasks have completed"
-                )
+                failed = any(s["Failed"] for s in statuses)
+                alloc["ClientStatus"] = "failed" if failed else "complete"
+                alloc["ClientDescription"] = "Failed tasks" if failed else "All tasks have completed"
             elif all(s["State"] == "running" for s in statuses):
-                alloc["ClientStatus"] = "running"
-                alloc["ClientDescription"] = "Tasks are running"
-        job = self.jobs.get((alloc["Namespace"], alloc["JobID"]))
-        if job is not None:
-            job["Status"] = self.job_status(job)
-        await self.bump("allocs", "jobs")
+                alloc.update(ClientStatus="running", ClientDescription="Tasks are running")
+        await self.commit("AllocationUpdated", ("allocs", alloc))
         if alloc["ClientStatus"] in _TERMINAL:
             for port in alloc["AllocatedResources"]["Shared"]["Ports"] or []:
                 self.used_ports.discard(port["Value"])
             await self._retry_blocked()
 
-    def _event(self, task: _Task, kind: str, display: str, **extra: Any) -> None:
-        details = {k: str(v) for k, v in (extra.pop("details", None) or {}).items()}
-        event = {
-            "Type": kind,
-            "Time": _now_ns(),
-            "DisplayMessage": display,
-            "Details": details or None,
-            "Message": extra.pop("message", ""),
-            "FailsTask": extra.pop("fails", False),
-            "RestartReason": "",
-            "SetupError": "",
-            "DriverError": extra.pop("driver_error", ""),
-            "ExitCode": extra.pop("exit_code", 0),
-            "Signal": 0,
-            "KillReason": "",
-            "KillTimeout": extra.pop("kill_timeout", 0),
-            "KillError": "",
-            "StartDelay": 0,
-            "DownloadError": "",
-            "ValidationError": "",
-            "DiskLimit": 0,
-            "FailedSibling": "",
-            "VaultError": "",
-            "TaskSignalReason": "",
-            "TaskSignal": "",
-            "DriverMessage": extra.pop("driver_message", ""),
-            "GenericSource": "",
-        }
+    def _event(
+        self, task: _Task, kind: str, display: str, details: dict[str, Any] | None = None, **extra: Any
+    ) -> None:
+        """Append a TaskEvent (``extra``: its other fields, e.g. ``FailsTask=True``)."""
+        details = {k: str(v) for k, v in (details or {}).items()}
+        event = zero(
+            "TaskEvent", Type=kind, Time=_now_ns(), DisplayMessage=display, Details=details or None, **extra
+        )
         task.state["Events"].append(event)
         if len(task.state["Events"]) > 10:  # Nomad keeps the last 10
             del task.state["Events"][0]
@@ -831,7 +790,7 @@ class Cluster:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a double bug shows as a failed task with the reason
-            self._event(task, "Setup Failure", f"double: {type(exc).__name__}: {exc}", fails=True)
+            self._event(task, "Setup Failure", f"double: {type(exc).__name__}: {exc}", FailsTask=True)
             task.state.update(State="dead", Failed=True, FinishedAt=_rfc3339(_now_ns()))
             await self._touch(alloc)
 
@@ -847,7 +806,7 @@ class Cluster:
         task_dir = self.alloc_dir(alloc["ID"]) / task.name
         for sub in ("local", "secrets", "tmp", "rootfs"):
             (task_dir / sub).mkdir(parents=True, exist_ok=True)
-        self._event(task, "Task Setup", "Building Task Directory", message="Building Task Directory")
+        self._event(task, "Task Setup", "Building Task Directory", Message="Building Task Directory")
         await self._touch(alloc)
         image_name = (spec.get("Config") or {}).get("image", "")
         image = self.images.get(image_name)
@@ -887,7 +846,7 @@ class Cluster:
                 "Driver",
                 "Downloading image",
                 details={"image": image_name},
-                driver_message="Downloading image",
+                DriverMessage="Downloading image",
             )
             await self._touch(alloc)
             await asyncio.sleep(image.pull_seconds if image else 0.05)
@@ -914,10 +873,10 @@ class Cluster:
                 task,
                 "Terminated",
                 f"Exit Code: {code}",
-                exit_code=code,
+                ExitCode=code,
                 details={"exit_code": code, "signal": 0, "oom_killed": "false"},
             )
-            if code == 0 and alloc["JobType"] in ("batch", "sysbatch"):
+            if code == 0 and alloc["Job"]["Type"] in ("batch", "sysbatch"):
                 task.state.update(State="dead", Failed=False, FinishedAt=_rfc3339(_now_ns()))
                 return await self._touch(alloc)
             if task.state["Restarts"] < int(policy.get("Attempts") or 0):
@@ -945,9 +904,9 @@ class Cluster:
     async def _fail(
         self, alloc: dict[str, Any], task: _Task, kind: str, msg: str, unrecoverable: bool = False
     ) -> None:
-        self._event(task, kind, msg, fails=True, driver_error=msg if kind == "Driver Failure" else "")
+        self._event(task, kind, msg, FailsTask=True, DriverError=msg if kind == "Driver Failure" else "")
         if unrecoverable:
-            self._event(task, "Not Restarting", "Error was unrecoverable", fails=True)
+            self._event(task, "Not Restarting", "Error was unrecoverable", FailsTask=True)
         task.state.update(State="dead", Failed=True, FinishedAt=_rfc3339(_now_ns()))
         await self._touch(alloc)
 
@@ -971,7 +930,9 @@ class Cluster:
         argv += [str(a) for a in cfg.get("args") or []]
         argv = [self._host_view(_interpolate(a, env), task.paths) for a in argv]
         host_env = {k: self._host_view(v, task.paths) for k, v in env.items()}
-        host_env.setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
+        # A container does not inherit the host's PATH: the image says where its programs are,
+        # else Docker's default applies (never the test runner's PATH).
+        host_env.setdefault("PATH", CONTAINER_DEFAULT_PATH)
         task.env = host_env
         task.cwd = self._host_view(image.workdir, task.paths) if image.workdir else str(task_dir / "local")
         logs = self.alloc_dir(alloc["ID"]) / "alloc" / "logs"
@@ -1025,7 +986,7 @@ class Cluster:
         return waiter.result()
 
     async def _exit_with(self, alloc: dict[str, Any], task: _Task, kind: str, msg: str) -> int:
-        self._event(task, kind, msg, fails=True, driver_error=msg)
+        self._event(task, kind, msg, FailsTask=True, DriverError=msg)
         await self._touch(alloc)
         return 1
 
@@ -1039,7 +1000,7 @@ class Cluster:
             task,
             "Killing",
             f"Sent interrupt. Waiting {timeout:g}s before force killing",
-            kill_timeout=int(timeout * NS),
+            KillTimeout=int(timeout * NS),
         )
         await self._touch(alloc)
         if proc is None or proc.returncode is not None:
@@ -1057,25 +1018,27 @@ class Cluster:
                 pass
             await proc.wait()
 
-    async def stop_alloc(self, alloc_id: str, why: str) -> None:
-        alloc = self.allocs[alloc_id]
-        alloc["DesiredStatus"] = "stop"
-        alloc["DesiredDescription"] = why
-        for task in self.tasks[alloc_id].values():
+    def _desire_stop(self, alloc: dict[str, Any], why: str) -> dict[str, Any]:
+        alloc.update(DesiredStatus="stop", DesiredDescription=why, AllocModifyIndex=self.index + 1)
+        for task in self.tasks.get(alloc["ID"], {}).values():
             task.wake.set()
-        await self._touch(alloc)
+        return alloc
+
+    async def stop_alloc(self, alloc_id: str, why: str) -> None:
+        await self.commit(
+            "AllocationUpdateDesiredStatus", ("allocs", self._desire_stop(self.allocs[alloc_id], why))
+        )
 
     async def restart_alloc(self, alloc_id: str) -> None:
         for task in self.tasks[alloc_id].values():
             if task.state["State"] == "running":
                 task.restart_requested = True
                 task.wake.set()
-        await self.bump("allocs")
 
     async def shutdown(self) -> None:
         for alloc in self.allocs.values():
             alloc["DesiredStatus"] = "stop"
-            for task in self.tasks[alloc["ID"]].values():
+            for task in self.tasks.get(alloc["ID"], {}).values():
                 task.wake.set()
         for tasks in self.tasks.values():
             for task in tasks.values():
@@ -1163,6 +1126,10 @@ class Cluster:
                 host = task_dir / "rootfs" / p.lstrip("/")
                 host.mkdir(parents=True, exist_ok=True)
                 paths[p] = str(host)
+            if image.python_env:
+                host = task_dir / "rootfs" / image.python_env.lstrip("/")
+                _python_env(host)
+                paths[image.python_env] = str(host)
             for p, content in image.files.items():
                 host = task_dir / "rootfs" / p.lstrip("/")
                 host.parent.mkdir(parents=True, exist_ok=True)
@@ -1247,41 +1214,34 @@ class Cluster:
             total_ticks += ticks
             tasks_out[task.name] = {"ResourceUsage": usage, "Timestamp": _now_ns(), "Pids": None}
         usage = _resource_usage(total_rss, total_pct, total_ticks)
-        devices = []
-        for task_res in alloc["AllocatedResources"]["Tasks"].values():
-            for dev in task_res["Devices"] or []:
-                devices.append(
-                    {
-                        "Vendor": dev["Vendor"],
-                        "Type": dev["Type"],
-                        "Name": dev["Name"],
-                        "InstanceStats": {
-                            i: {
-                                "Summary": {
-                                    "Unit": "MiB",
-                                    "Desc": "UsedMemory / TotalMemory",
-                                    "IntNumeratorVal": 1024,
-                                    "IntDenominatorVal": 81559,
-                                },
-                                "Stats": {
-                                    "Attributes": {
-                                        "GPU utilization": {"Unit": "%", "IntNumeratorVal": 7},
-                                        "Memory state": {
-                                            "Unit": "MiB",
-                                            "IntNumeratorVal": 1024,
-                                            "IntDenominatorVal": 81559,
-                                        },
-                                        "Temperature": {"Unit": "C", "IntNumeratorVal": 41},
-                                    },
-                                    "Nested": None,
-                                },
-                                "Timestamp": _rfc3339(_now_ns()),
-                            }
-                            for i in dev["DeviceIDs"]
-                        },
-                    }
-                )
-        usage["DeviceStats"] = devices or None
+        # nomad-device-nvidia's stats.go names; it reports none for MIG devices.
+        groups = {g["Name"]: g for g in self.nodes[alloc["NodeID"]]["NodeResources"]["Devices"] or []}
+        stats = []
+        for dev in [d for t in alloc["AllocatedResources"]["Tasks"].values() for d in t["Devices"] or []]:
+            total = groups[dev["Name"]]["Attributes"]["memory"]["Int"]
+            memory = {
+                "Unit": "MiB",
+                "Desc": "UsedMemory / TotalMemory",
+                "IntNumeratorVal": 1024,
+                "IntDenominatorVal": total,
+            }
+            attrs = {
+                "GPU utilization": {"Unit": "%", "IntNumeratorVal": 7},
+                "Memory state": memory,
+                "Temperature": {"Unit": "C", "IntNumeratorVal": 41},
+            }
+            instances = {
+                i: {
+                    "Summary": memory,
+                    "Stats": {"Attributes": attrs, "Nested": None},
+                    "Timestamp": _rfc3339(_now_ns()),
+                }
+                for i in dev["DeviceIDs"]
+                if not i.startswith("MIG-")
+            }
+            if instances:
+                stats.append({**{k: dev[k] for k in ("Vendor", "Type", "Name")}, "InstanceStats": instances})
+        usage["DeviceStats"] = stats or None
         return {"ResourceUsage": usage, "Tasks": tasks_out, "Timestamp": _now_ns()}
 
     def fs_path(self, alloc_id: str, path: str) -> Path:
@@ -1427,45 +1387,9 @@ def _node_constraint(node: dict[str, Any], c: dict[str, Any]) -> bool:
     )
 
 
-_UNITS_MIB = {"kib": 1 / 1024, "mib": 1, "gib": 1024, "tib": 1024 * 1024, "kb": 1 / 1024, "mb": 1, "gb": 1024}
-
-
-def _device_matches(group: dict[str, Any], req: dict[str, Any]) -> bool:
-    parts = (req.get("Name") or "").split("/")
-    if len(parts) == 1 and parts[0] != group["Type"]:
-        return False
-    if len(parts) >= 2 and (parts[0] != group["Vendor"] or parts[1] != group["Type"]):
-        return False
-    if len(parts) == 3 and parts[2] != group["Name"]:
-        return False
-    for c in req.get("Constraints") or []:
-        key = (c.get("LTarget") or "").strip("${}")
-        op = c.get("Operand") or "="
-        right = c.get("RTarget") or ""
-        if key.startswith("device.attr."):
-            attr = (group.get("Attributes") or {}).get(key[len("device.attr.") :])
-            if attr is None:
-                return False
-            if "Int" in attr or "Float" in attr:
-                value = float(attr.get("Int", attr.get("Float")))
-                unit = (attr.get("Unit") or "").lower()
-                m = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", right)
-                if not m:
-                    return False
-                rv = float(m.group(1))
-                if unit in _UNITS_MIB and m.group(2).lower() in _UNITS_MIB:
-                    rv = rv * _UNITS_MIB[m.group(2).lower()] / _UNITS_MIB[unit]
-                if not _compare(value, op, str(rv)):
-                    return False
-            elif not _compare(attr.get("String", attr.get("Bool")), op, right):
-                return False
-        elif key == "device.model":
-            if not _compare(group["Name"], op, right):
-                return False
-        elif key == "device.vendor":
-            if not _compare(group["Vendor"], op, right):
-                return False
-    return True
+def _constraint_text(c: dict[str, Any]) -> str:
+    """``Constraint.String()``: how ConstraintFiltered names a failed constraint."""
+    return f"{c.get('LTarget', '')} {c.get('Operand', '=')} {c.get('RTarget', '')}".strip()
 
 
 def dump(obj: Any) -> bytes:

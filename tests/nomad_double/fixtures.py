@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import DoubleImage, DoubleNode
+from .cluster import CONTAINER_DEFAULT_PATH, DoubleImage, DoubleNode
 from .server import NomadDouble
 
 __all__ = [
@@ -35,29 +36,34 @@ __all__ = [
     "NomadTarget",
     "closed_port",
     "make_double",
+    "nomad_contract",
     "nomad_target",
 ]
 
 # The directory the workspace image ships the ``fetchml`` helper from (images/workspace/fetchml).
 _HELPER_DIR = Path(__file__).resolve().parents[2] / "images" / "workspace"
 
-# A workspace image as the double knows it: the host's JupyterLab and papermill, the ``fetchml``
-# helper as the real image ships it, a home directory, and a user config that lets Jupyter run
-# as root (the double runs tasks as the test user, which is root on these machines). Its Python
-# is the host's, which the workspace must not change: like an image whose system Python is
-# read-only, pip installs into the user's site (PIP_USER=1, ~/.local under the task's own home),
-# which every Python of the task sees.
+# A workspace image as the double knows it: JupyterLab, papermill and pip in a Python environment
+# at /opt/fetchml/venv that is first on the image's PATH (each task gets its own, over the packages
+# of the environment the tests run in: what a task installs stays in it, as in a container's
+# layer; programs are found through the image's PATH, never the test runner's), the ``fetchml``
+# helper as the real image ships it, a home directory, and a user config that lets Jupyter run as
+# root (the double runs tasks as the test user, which is root on these machines).
+_IMAGE_PYTHON = "/opt/fetchml/venv"
 WORKSPACE_IMAGE = DoubleImage(
     "fetchml/workspace:test",
-    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PIP_USER": "1", "PYTHONPATH": str(_HELPER_DIR)},
+    env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(_HELPER_DIR),
+         "VIRTUAL_ENV": _IMAGE_PYTHON, "PATH": f"{_IMAGE_PYTHON}/bin:{CONTAINER_DEFAULT_PATH}"},
     paths=("/home/jovyan", "/home/jovyan/work"),
     files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
     workdir="/home/jovyan",
     pull_seconds=0.2,
+    python_env=_IMAGE_PYTHON,
 )
 IDLE_IMAGE = DoubleImage("fetchml/idle:test", kind="idle")
 # An image whose entrypoint exits 1 whatever the command: a task that keeps crashing.
-CRASH_IMAGE = DoubleImage("fetchml/crash:test", entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
+CRASH_IMAGE = DoubleImage("fetchml/crash:test", env={"PATH": os.pathsep.join([str(Path(sys.executable).parent), CONTAINER_DEFAULT_PATH])},
+                          entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
 SNAPSHOT_VOLUME = "fetchml-snapshots"
 
 
@@ -145,4 +151,23 @@ def nomad_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NomadTarg
             snapshot_volume=SNAPSHOT_VOLUME,
             snapshot_dir=tmp / "snapshots",
             has_gpu=True,
+        )
+
+
+@pytest.fixture(autouse=True)
+def nomad_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test during which the double saw a request or gave an answer that breaks Nomad's
+    OpenAPI description (``contract.py``): the agent sent what Nomad does not take, or the double
+    answered what Nomad does not answer."""
+    if "nomad_target" not in request.fixturenames:
+        yield
+        return
+    double = request.getfixturevalue("nomad_target").double
+    contract = double.contract if double is not None else None
+    seen = len(contract.violations) if contract is not None else 0
+    yield
+    if contract is not None and len(contract.violations) > seen:
+        lines = "\n".join(contract.violations[seen:])
+        pytest.fail(
+            f"Nomad's OpenAPI description does not allow what passed the double:\n{lines}", pytrace=False
         )

@@ -3,20 +3,22 @@
 Two stages, as in Nomad:
 
 1. **Decoding** (``decode``): request bodies are matched to the Go structs of Nomad's ``api``
-   package. Keys match field names case-insensitively (Go's ``encoding/json``); a value of the
-   wrong JSON type is refused with HTTP 400 and Go's message; ``time.Duration`` fields take
-   integers (nanoseconds) only. *Stricter than Nomad:* an unknown key is refused (400,
+   package as Nomad's OpenAPI description declares them (``contract.component``). Keys match
+   field names case-insensitively (Go's ``encoding/json``); a value of the wrong JSON type is
+   refused with HTTP 400 and Go's message; ``time.Duration`` fields take integers (ns) only. *Stricter than Nomad:* an unknown key is refused (400,
    ``json: unknown field "X"``) where Nomad silently drops it, so a misspelt field in a template
    fails a test instead of vanishing.
 2. **Validation** (``validate_job``): the server-side checks that Nomad reports as a multierror
    with HTTP 500 on register (``1 error occurred:\\n\\t* ...``) and as ``ValidationErrors`` from
-   ``/v1/validate/job``.
+   ``/v1/validate/job`` (``nomad/structs/structs.go``: ``Job.Validate`` and what it calls).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from .contract import component
 
 __all__ = [
     "DecodeError",
@@ -25,288 +27,12 @@ __all__ = [
     "decode",
     "multierror",
     "validate_job",
-    "STRUCTS",
 ]
 
 
 class DecodeError(Exception):
     """A body that Go's decoder (or the double's stricter decoder) refuses: HTTP 400."""
 
-
-# Field types: "str", "int", "bool", "float", "ns" (time.Duration), "any", ("list", T),
-# ("map", T), or the name of a struct in STRUCTS.
-_CONSTRAINT = {"LTarget": "str", "RTarget": "str", "Operand": "str"}
-STRUCTS: dict[str, dict[str, Any]] = {
-    "JobRegisterRequest": {
-        "Job": "Job",
-        "EnforceIndex": "bool",
-        "JobModifyIndex": "int",
-        "PolicyOverride": "bool",
-        "PreserveCounts": "bool",
-        "PreserveResources": "bool",
-        "EvalPriority": "int",
-        "Submission": "any",
-        "Region": "str",
-        "Namespace": "str",
-        "SecretID": "str",
-        "IdempotencyToken": "str",
-    },
-    "JobValidateRequest": {"Job": "Job", "Region": "str", "Namespace": "str", "SecretID": "str"},
-    "Job": {
-        "Region": "str",
-        "Namespace": "str",
-        "ID": "str",
-        "Name": "str",
-        "Type": "str",
-        "Priority": "int",
-        "AllAtOnce": "bool",
-        "Datacenters": ("list", "str"),
-        "NodePool": "str",
-        "Constraints": ("list", "Constraint"),
-        "Affinities": ("list", "Affinity"),
-        "TaskGroups": ("list", "TaskGroup"),
-        "Update": "any",
-        "Multiregion": "any",
-        "Spreads": ("list", "any"),
-        "Periodic": "any",
-        "ParameterizedJob": "any",
-        "Reschedule": "ReschedulePolicy",
-        "Migrate": "any",
-        "Meta": ("map", "str"),
-        "UI": "any",
-        "Stop": "bool",
-        "ParentID": "str",
-        "Dispatched": "bool",
-        "DispatchIdempotencyToken": "str",
-        "Payload": "str",
-        "ConsulNamespace": "str",
-        "VaultNamespace": "str",
-        "NomadTokenID": "str",
-        "Status": "str",
-        "StatusDescription": "str",
-        "Stable": "bool",
-        "Version": "int",
-        "SubmitTime": "int",
-        "CreateIndex": "int",
-        "ModifyIndex": "int",
-        "JobModifyIndex": "int",
-        "VersionTag": "any",
-        "ConsulToken": "str",
-        "VaultToken": "str",
-    },
-    "Constraint": _CONSTRAINT,
-    "Affinity": {**_CONSTRAINT, "Weight": "int"},
-    "TaskGroup": {
-        "Name": "str",
-        "Count": "int",
-        "Constraints": ("list", "Constraint"),
-        "Affinities": ("list", "Affinity"),
-        "Tasks": ("list", "Task"),
-        "Spreads": ("list", "any"),
-        "Volumes": ("map", "VolumeRequest"),
-        "RestartPolicy": "RestartPolicy",
-        "Disconnect": "any",
-        "ReschedulePolicy": "ReschedulePolicy",
-        "EphemeralDisk": "EphemeralDisk",
-        "Update": "any",
-        "Migrate": "any",
-        "Networks": ("list", "NetworkResource"),
-        "Meta": ("map", "str"),
-        "Services": ("list", "Service"),
-        "ShutdownDelay": "ns",
-        "MaxRunDuration": "ns",
-        "StopAfterClientDisconnect": "ns",
-        "MaxClientDisconnect": "ns",
-        "PreventRescheduleOnLost": "bool",
-        "Scaling": "any",
-        "Consul": "any",
-    },
-    "Task": {
-        "Name": "str",
-        "Driver": "str",
-        "User": "str",
-        "Lifecycle": "Lifecycle",
-        "Config": ("map", "any"),
-        "Constraints": ("list", "Constraint"),
-        "Affinities": ("list", "Affinity"),
-        "Env": ("map", "str"),
-        "Services": ("list", "Service"),
-        "Resources": "Resources",
-        "RestartPolicy": "RestartPolicy",
-        "Meta": ("map", "str"),
-        "KillTimeout": "ns",
-        "LogConfig": "LogConfig",
-        "Artifacts": ("list", "any"),
-        "Vault": "any",
-        "Consul": "any",
-        "Templates": ("list", "Template"),
-        "DispatchPayload": "DispatchPayload",
-        "VolumeMounts": ("list", "VolumeMount"),
-        "CSIPluginConfig": "any",
-        "Leader": "bool",
-        "ShutdownDelay": "ns",
-        "KillSignal": "str",
-        "Kind": "str",
-        "ScalingPolicies": ("list", "any"),
-        "Secrets": ("list", "any"),
-        "Identity": "any",
-        "Identities": ("list", "any"),
-        "Actions": ("list", "any"),
-        "Schedule": "any",
-    },
-    "Lifecycle": {"Hook": "str", "Sidecar": "bool"},
-    "RestartPolicy": {
-        "Attempts": "int",
-        "Interval": "ns",
-        "Delay": "ns",
-        "Mode": "str",
-        "RenderTemplates": "bool",
-    },
-    "ReschedulePolicy": {
-        "Attempts": "int",
-        "Interval": "ns",
-        "Delay": "ns",
-        "DelayFunction": "str",
-        "MaxDelay": "ns",
-        "Unlimited": "bool",
-    },
-    "EphemeralDisk": {"Sticky": "bool", "Migrate": "bool", "SizeMB": "int"},
-    "Resources": {
-        "CPU": "int",
-        "Cores": "int",
-        "MemoryMB": "int",
-        "MemoryMaxMB": "int",
-        "DiskMB": "int",
-        "Networks": ("list", "NetworkResource"),
-        "Devices": ("list", "RequestedDevice"),
-        "NUMA": "any",
-        "SecretsMB": "int",
-        "IOPS": "int",
-    },
-    "RequestedDevice": {
-        "Name": "str",
-        "Count": "int",
-        "Constraints": ("list", "Constraint"),
-        "Affinities": ("list", "Affinity"),
-    },
-    "NetworkResource": {
-        "Mode": "str",
-        "Device": "str",
-        "CIDR": "str",
-        "IP": "str",
-        "DNS": "DNSConfig",
-        "ReservedPorts": ("list", "Port"),
-        "DynamicPorts": ("list", "Port"),
-        "Hostname": "str",
-        "MBits": "int",
-        "CNI": "any",
-    },
-    "DNSConfig": {"Servers": ("list", "str"), "Searches": ("list", "str"), "Options": ("list", "str")},
-    "Port": {"Label": "str", "Value": "int", "To": "int", "HostNetwork": "str", "IgnoreCollision": "bool"},
-    "Service": {
-        "Name": "str",
-        "Tags": ("list", "str"),
-        "CanaryTags": ("list", "str"),
-        "EnableTagOverride": "bool",
-        "PortLabel": "str",
-        "AddressMode": "str",
-        "Address": "str",
-        "Checks": ("list", "ServiceCheck"),
-        "CheckRestart": "any",
-        "Connect": "any",
-        "Meta": ("map", "str"),
-        "CanaryMeta": ("map", "str"),
-        "TaggedAddresses": ("map", "str"),
-        "TaskName": "str",
-        "OnUpdate": "str",
-        "Identity": "any",
-        "Weights": "any",
-        "Provider": "str",
-        "Cluster": "str",
-        "Kind": "str",
-    },
-    "ServiceCheck": {
-        "Name": "str",
-        "Type": "str",
-        "Command": "str",
-        "Args": ("list", "str"),
-        "Path": "str",
-        "Protocol": "str",
-        "PortLabel": "str",
-        "Expose": "bool",
-        "AddressMode": "str",
-        "Advertise": "str",
-        "Interval": "ns",
-        "Timeout": "ns",
-        "InitialStatus": "str",
-        "Notes": "str",
-        "TLSServerName": "str",
-        "TLSSkipVerify": "bool",
-        "Header": ("map", ("list", "str")),
-        "Method": "str",
-        "Body": "str",
-        "CheckRestart": "any",
-        "GRPCService": "str",
-        "GRPCUseTLS": "bool",
-        "TaskName": "str",
-        "SuccessBeforePassing": "int",
-        "FailuresBeforeCritical": "int",
-        "FailuresBeforeWarning": "int",
-        "OnUpdate": "str",
-    },
-    "LogConfig": {"MaxFiles": "int", "MaxFileSizeMB": "int", "Disabled": "bool", "Enabled": "bool"},
-    "Template": {
-        "SourcePath": "str",
-        "DestPath": "str",
-        "EmbeddedTmpl": "str",
-        "ChangeMode": "str",
-        "ChangeSignal": "str",
-        "ChangeScript": "any",
-        "Once": "bool",
-        "Splay": "ns",
-        "Perms": "str",
-        "Uid": "int",
-        "Gid": "int",
-        "LeftDelim": "str",
-        "RightDelim": "str",
-        "Envvars": "bool",
-        "VaultGrace": "ns",
-        "Wait": "WaitConfig",
-        "ErrMissingKey": "bool",
-    },
-    "WaitConfig": {"Min": "ns", "Max": "ns"},
-    "DispatchPayload": {"File": "str"},
-    "VolumeRequest": {
-        "Name": "str",
-        "Type": "str",
-        "Source": "str",
-        "ReadOnly": "bool",
-        "AccessMode": "str",
-        "AttachmentMode": "str",
-        "MountOptions": "any",
-        "PerAlloc": "bool",
-        "Sticky": "bool",
-    },
-    "VolumeMount": {
-        "Volume": "str",
-        "Destination": "str",
-        "ReadOnly": "bool",
-        "PropagationMode": "str",
-        "SELinuxLabel": "str",
-    },
-    "Variable": {
-        "Namespace": "str",
-        "Path": "str",
-        "Items": ("map", "str"),
-        "Lock": "any",
-        "CreateIndex": "int",
-        "ModifyIndex": "int",
-        "CreateTime": "int",
-        "ModifyTime": "int",
-    },
-    "AllocRestartRequest": {"TaskName": "str", "AllTasks": "bool"},
-    "AllocSignalRequest": {"Signal": "str", "Task": "str"},
-}
 
 # The docker driver's task config keys (its hclspec, drivers/docker/config.go); anything else fails.
 DOCKER_CONFIG_KEYS = frozenset(
@@ -318,7 +44,12 @@ DOCKER_CONFIG_KEYS = frozenset(
     volume_driver healthchecks cpuset_cpus ipv4_address ipv6_address advertise_ipv6_address
     container_exists_ok""".split()
 )
-_GO_TYPES = {"str": "string", "int": "int", "bool": "bool", "float": "float64", "ns": "time.Duration"}
+# time.Duration fields of the api structs (the spec calls them int64); only Go's wording needs them.
+_DURATIONS = frozenset(
+    """KillTimeout ShutdownDelay StopAfterClientDisconnect MaxClientDisconnect MaxRunDuration Interval
+    Delay MaxDelay Timeout Grace Splay VaultGrace Min Max Stagger MinHealthyTime HealthyDeadline
+    ProgressDeadline LostAfter""".split()
+)
 
 
 def _json_kind(value: Any) -> str:
@@ -328,59 +59,80 @@ def _json_kind(value: Any) -> str:
         return "number"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+    return "array" if isinstance(value, list) else "object"
 
 
-def decode(value: Any, spec: Any, where: str = "") -> Any:
-    """Decode ``value`` as ``spec``; returns it with keys spelt as Nomad spells them."""
+def _go_type(schema: dict[str, Any], field: str) -> str:
+    if "$ref" in schema:
+        return "*api." + schema["$ref"].rsplit("/", 1)[1]
+    kind = schema.get("type")
+    if kind == "array":
+        return "[]" + _go_type(schema.get("items") or {}, "")
+    if kind == "object":
+        inner = schema.get("additionalProperties")
+        return "map[string]" + (_go_type(inner, "") if isinstance(inner, dict) and inner else "interface {}")
+    if kind == "integer":
+        return (
+            "time.Duration"
+            if field in _DURATIONS
+            else {"uint64": "uint64", "int64": "int64"}.get(schema.get("format", ""), "int")
+        )
+    return {"string": "string", "boolean": "bool", "number": "float64"}.get(kind or "", "interface {}")
+
+
+def decode(value: Any, schema: str | dict[str, Any], where: str = "", field: str = "") -> Any:
+    """Decode ``value`` as Go's ``encoding/json`` decodes it into the api struct of Nomad's spec
+    named ``schema`` (``contract.component``); returns it with keys spelt as Nomad spells them.
+
+    Keys match case-insensitively; a value of the wrong JSON type is Go's error; *stricter than
+    Nomad*, a key the struct lacks is refused (``json: unknown field``) where Nomad drops it."""
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/components/schemas/{schema}"}
     if value is None:
         return None
-    if spec == "any":
-        return value
-    if isinstance(spec, tuple):
-        kind, inner = spec
-        if kind == "list":
-            if not isinstance(value, list):
-                raise _type_error(value, f"[]{_go_name(inner)}", where)
-            return [decode(v, inner, where) for v in value]
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        struct = component(name)
+        if "properties" not in struct:
+            return decode(value, struct, where, field)
         if not isinstance(value, dict):
-            raise _type_error(value, f"map[string]{_go_name(inner)}", where)
-        return {k: decode(v, inner, where) for k, v in value.items()}
-    if spec in _GO_TYPES:
-        if spec == "str" and isinstance(value, str):
-            return value
-        if spec == "bool" and isinstance(value, bool):
-            return value
-        if spec in ("int", "ns") and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if spec in ("int", "ns") and isinstance(value, float) and not isinstance(value, bool):
-            if value.is_integer():
-                return int(value)
-            raise DecodeError(
-                f"json: cannot unmarshal number {value} into Go struct field {where} of type int64"
-            )
-        if spec == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-        raise _type_error(value, _GO_TYPES[spec], where)
-    fields = STRUCTS[spec]
-    if not isinstance(value, dict):
-        raise _type_error(value, f"api.{spec}", where)
-    lower = {k.lower(): k for k in fields}
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        name = lower.get(key.lower())
-        if name is None:
-            raise DecodeError(f'json: unknown field "{key}" (in {spec})')
-        out[name] = decode(item, fields[name], f"{spec}.{name}" if not where else f"{where}.{name}")
-    return out
-
-
-def _go_name(spec: Any) -> str:
-    if isinstance(spec, tuple):
-        return ("[]" if spec[0] == "list" else "map[string]") + _go_name(spec[1])
-    return _GO_TYPES.get(spec, "interface {}" if spec == "any" else f"*api.{spec}")
+            raise _type_error(value, f"api.{name}", where)
+        fields = struct["properties"]
+        lower = {k.lower(): k for k in fields}
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            real = lower.get(key.lower())
+            if real is None:
+                raise DecodeError(f'json: unknown field "{key}" (in {name})')
+            out[real] = decode(item, fields[real], f"{where or name}.{real}", real)
+        return out
+    kind = schema.get("type")
+    if kind == "array":
+        if not isinstance(value, list):
+            raise _type_error(value, _go_type(schema, field), where)
+        return [decode(v, schema.get("items") or {}, where) for v in value]
+    if kind == "object":
+        if not isinstance(value, dict):
+            raise _type_error(value, _go_type(schema, field), where)
+        inner = schema.get("additionalProperties")
+        return (
+            {k: decode(v, inner, where) for k, v in value.items()}
+            if isinstance(inner, dict) and inner
+            else value
+        )
+    ok = {
+        "string": isinstance(value, str),
+        "boolean": isinstance(value, bool),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+    }.get(kind or "", True)
+    if kind == "integer" and isinstance(value, float) and not isinstance(value, bool):
+        if value.is_integer():
+            return int(value)
+        raise DecodeError(f"json: cannot unmarshal number {value} into Go struct field {where} of type int64")
+    if not ok:
+        raise _type_error(value, _go_type(schema, field), where)
+    return value
 
 
 def _type_error(value: Any, go_type: str, where: str) -> DecodeError:
@@ -417,7 +169,6 @@ _OPERANDS = {
     "is_not_set",
 }
 _SERVICE_NAME = re.compile(r"^(?i:[a-z0-9]|[a-z0-9][a-z0-9\-]{0,61}[a-z0-9])$")
-_DEVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 
 
 def _sub(prefix: str, errs: list[str]) -> list[str]:
@@ -571,15 +322,15 @@ def _task_errors(
         errs.append(
             f"MemoryMaxMB value ({mmax}) should be larger than MemoryMB value ({res.get('MemoryMB')})"
         )
-    for dev in res.get("Devices") or []:
-        if not _DEVICE_NAME.match(dev.get("Name") or ""):
+    for dev in res.get("Devices") or []:  # RequestedDevice.Validate
+        if not dev.get("Name"):
             errs.append(
-                f"device name {dev.get('Name')!r} is not in the form <type>, <vendor>/<type> or <vendor>/<type>/<model>"
+                "device name must be given as one of the following: type, vendor/type, or vendor/type/name"
             )
-        if int(dev.get("Count") if dev.get("Count") is not None else 1) < 1:
-            errs.append("device count must be at least 1")
-        for c in dev.get("Constraints") or []:
-            errs.extend(_constraint_errors(c))
+        for i, c in enumerate(dev.get("Constraints") or [], 1):
+            if c.get("Operand") in ("distinct_hosts", "distinct_property"):
+                errs.append(f'Constraint {i} validation failed: using unsupported operand "{c["Operand"]}"')
+            errs.extend(f"Constraint {i} validation failed: {e}" for e in _constraint_errors(c))
     if int(task.get("KillTimeout") or 0) < 0:
         errs.append("KillTimeout must be a positive value")
     logs = task.get("LogConfig") or {}

@@ -1,17 +1,20 @@
 """The Nomad HTTP API double: a real HTTP server on 127.0.0.1 shaped after Nomad's API.
 
-Paths, bodies and status codes follow ``/work/shared/reference/nomad-and-ansible-facts.md``:
+Paths, bodies and status codes follow Nomad's HTTP agent (hashicorp/nomad ``command/agent/``:
+``http.go``, ``job_endpoint.go``, ``alloc_endpoint.go``, ``variable_endpoint.go``,
+``event_endpoint.go``, ...) and are checked against its OpenAPI description (``contract.py``):
 wrapped register bodies (``{"Job": ...}``) and unwrapped reads, nanosecond durations, errors as
 ``text/plain`` with Nomad's wording, ``404`` for an unknown job but ``200 []`` for its allocations
 and ``200`` with an empty ``EvalID`` for its deregistration, validation failures as ``500``
 multierrors on register and as ``ValidationErrors`` from ``/v1/validate/job``, blocking queries
 (``?index=&wait=`` with ``X-Nomad-Index``), ACL tokens (``X-Nomad-Token`` or ``Bearer``), the
-Variables API with check-and-set, the client endpoints (stats, fs, restart) and the exec
-WebSocket with its JSON frames.
+Variables API with check-and-set, the client endpoints (stats, fs, restart), the exec WebSocket
+with its JSON frames, and the event stream.
 
 It can be told to fail: :meth:`NomadDouble.go_down` (connection refused until
 :meth:`come_back`), ``latency`` (every request answers that much later), ACL denial
 (:meth:`set_acl`), :meth:`fail_next` (the next matching requests get a given status and text),
+``version`` (a Nomad whose event stream is missing or answers denials after its status line),
 and the cluster itself fails as Nomad would: no node with a free GPU, an image that cannot be
 pulled, a task that crashes.
 """
@@ -33,12 +36,13 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import jobspec
-from .cluster import Cluster, DoubleImage, DoubleNode, dump
+from .cluster import Cluster, DoubleImage, DoubleNode, StreamEvent, dump
+from .contract import Contract, zero
 
 __all__ = ["NomadDouble"]
 
@@ -180,6 +184,8 @@ class NomadDouble:
         root: Path | None = None,
         region: str = "global",
         namespaces: tuple[str, ...] = ("default",),
+        contract: bool = True,
+        version: str = "1.10.0",
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="nomad-double-") if root is None else None
         self.root = Path(self._tmp.name) if self._tmp else root  # type: ignore[assignment]
@@ -191,6 +197,9 @@ class NomadDouble:
         self.latency = 0.0
         self._failures: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
+        self.contract = Contract() if contract else None
+        self.version = version
+        self.event_heartbeat = 30.0  # seconds between `{}` frames (nomad/event_endpoint.go)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="nomad-double", daemon=True)
         self._server: uvicorn.Server | None = None
@@ -226,7 +235,7 @@ class NomadDouble:
         self._thread.start()
 
         async def make() -> None:
-            self.cluster = Cluster(self.root, self._nodes, self._images, self.region)
+            self.cluster = Cluster(self.root, self._nodes, self._images, self.region, self.version)
 
         self.call(make)
         self._listen()
@@ -306,11 +315,13 @@ class NomadDouble:
         return self.call(lambda: dict(self.cluster.variables))
 
     def add_node(self, node: DoubleNode) -> str:
+        """A new client node registers (``NodeRegistration``); blocked evaluations retry."""
+
         async def add() -> str:
-            node_id = self.cluster.add_node(node)
-            await self.cluster.bump("nodes")
+            registered = self.cluster.add_node(node)
+            await self.cluster.commit("NodeRegistration", ("nodes", registered))
             await self.cluster._retry_blocked()
-            return node_id
+            return str(registered["ID"])
 
         return self.call(add)
 
@@ -334,6 +345,12 @@ class NomadDouble:
             raise HTTPError(403, "ACL token not found")
         if "*" not in caps and capability not in caps:
             raise HTTPError(403, "Permission denied")
+
+    def _inject_failure(self, request: Request) -> None:
+        for f in self._failures:
+            if f["left"] > 0 and f["method"] in (request.method, "*") and f["rx"].search(request.url.path):
+                f["left"] -= 1
+                raise HTTPError(f["status"], f["text"])
 
     def _namespace(self, request: Request) -> str:
         ns = request.query_params.get("namespace") or "default"
@@ -372,6 +389,7 @@ class NomadDouble:
             R("/v1/var/{path:path}", ["GET"], self.h_var_get, "variables-read", ("vars",)),
             R("/v1/var/{path:path}", ["PUT"], self.h_var_put, "variables-write"),
             R("/v1/var/{path:path}", ["DELETE"], self.h_var_delete, "variables-write"),
+            Route("/v1/event/stream", self.h_event_stream, methods=["GET", "PUT", "POST", "DELETE"]),
             WebSocketRoute("/v1/client/allocation/{alloc_id}/exec", self.ws_exec),
         ]
         return Starlette(routes=routes)
@@ -389,14 +407,7 @@ class NomadDouble:
                 self.requests.append((request.method, request.url.path))
                 if self.latency:
                     await asyncio.sleep(self.latency)
-                for f in self._failures:
-                    if (
-                        f["left"] > 0
-                        and f["method"] in (request.method, "*")
-                        and f["rx"].search(request.url.path)
-                    ):
-                        f["left"] -= 1
-                        raise HTTPError(f["status"], f["text"])
+                self._inject_failure(request)
                 self._authorize(self._token(request.headers), capability)
                 ns = self._namespace(request)
                 if ns not in self.namespaces and ns != "*":
@@ -431,7 +442,21 @@ class NomadDouble:
             except jobspec.DecodeError as exc:
                 return PlainTextResponse(str(exc), status_code=400)
 
-        return Route(path, endpoint, methods=methods)
+        async def checked(request: Request) -> Response:
+            response = await endpoint(request)
+            if self.contract is not None:
+                self.contract.check(
+                    request.method,
+                    request.scope["raw_path"].decode(),
+                    request.query_params.multi_items(),
+                    await request.body(),
+                    response.status_code,
+                    response.headers.get("content-type", ""),
+                    getattr(response, "body", None),
+                )
+            return response
+
+        return Route(path, checked, methods=methods)
 
     async def _body(self, request: Request, spec: str) -> dict[str, Any]:
         raw = await request.body()
@@ -449,60 +474,29 @@ class NomadDouble:
         return "127.0.0.1:4647"
 
     def _job_stub(self, job: dict[str, Any], meta: bool) -> dict[str, Any]:
-        allocs = self.cluster.job_allocs(job["Namespace"], job["ID"])
-        summary: dict[str, dict[str, int]] = {}
-        for tg in job["TaskGroups"]:
-            counts = {
-                "Queued": 0,
-                "Complete": 0,
-                "Failed": 0,
-                "Running": 0,
-                "Starting": 0,
-                "Lost": 0,
-                "Unknown": 0,
-            }
-            for a in allocs:
-                if a["TaskGroup"] == tg["Name"]:
-                    key = {
-                        "pending": "Starting",
-                        "running": "Running",
-                        "complete": "Complete",
-                        "failed": "Failed",
-                        "lost": "Lost",
-                    }.get(a["ClientStatus"], "Unknown")
-                    counts[key] += 1
-            summary[tg["Name"]] = counts
-        stub = {
-            "ID": job["ID"],
-            "ParentID": job.get("ParentID") or "",
-            "Name": job["Name"],
-            "Namespace": job["Namespace"],
-            "Datacenters": job["Datacenters"],
-            "Multiregion": None,
-            "Type": job["Type"],
-            "Priority": job["Priority"],
-            "NodePool": job["NodePool"],
-            "Periodic": False,
-            "ParameterizedJob": False,
-            "Stop": job["Stop"],
-            "Status": job["Status"],
-            "StatusDescription": "",
-            "Version": job["Version"],
-            "JobSummary": {
-                "JobID": job["ID"],
-                "Namespace": job["Namespace"],
-                "Summary": summary,
-                "Children": None,
-                "CreateIndex": job["CreateIndex"],
-                "ModifyIndex": job["ModifyIndex"],
-            },
-            "CreateIndex": job["CreateIndex"],
-            "ModifyIndex": job["ModifyIndex"],
-            "JobModifyIndex": job["JobModifyIndex"],
-            "SubmitTime": job["SubmitTime"],
+        """``JobListStub`` (nomad/structs/structs.go); its summary counts allocations by status."""
+        states = {
+            "pending": "Starting",
+            "running": "Running",
+            "complete": "Complete",
+            "failed": "Failed",
+            "lost": "Lost",
         }
-        if meta:
-            stub["Meta"] = job.get("Meta")
+        summary = {tg["Name"]: zero("TaskGroupSummary") for tg in job["TaskGroups"]}
+        for a in self.cluster.job_allocs(job["Namespace"], job["ID"]):
+            group = summary.setdefault(a["TaskGroup"], zero("TaskGroupSummary"))
+            group[states.get(a["ClientStatus"], "Unknown")] += 1
+        keys = "ID Name Namespace Datacenters NodePool Type Priority Stop Status JobModifyIndex SubmitTime"
+        indexes = {"CreateIndex": job["CreateIndex"], "ModifyIndex": job["ModifyIndex"]}
+        stub = zero(
+            "JobListStub", **{k: job[k] for k in keys.split()}, **indexes, ParentID=job.get("ParentID") or ""
+        )
+        stub["JobSummary"] = zero(
+            "JobSummary", JobID=job["ID"], Namespace=job["Namespace"], Summary=summary, **indexes
+        )
+        del stub["Meta"]  # omitempty
+        if meta and job.get("Meta"):
+            stub["Meta"] = job["Meta"]
         return stub
 
     async def h_jobs_list(self, request: Request, ns: str) -> Any:
@@ -623,10 +617,14 @@ class NomadDouble:
             if (ns == "*" or a["Namespace"] == ns) and a["ID"].startswith(prefix)
         ]
         if request.query_params.get("filter"):
-            # Nomad filters the stubs; the full allocation has every stub field, so filtering it
-            # first gives the same answer without building stubs that are thrown away.
+            # Nomad filters the stubs; the full allocation has every stub field but these two, so
+            # filtering it gives the same answer without building stubs that are thrown away.
             match = _compile_filter(request.query_params["filter"])
-            allocs = [a for a in allocs if match(a)]
+            allocs = [
+                a
+                for a in allocs
+                if match({**a, "JobType": a["Job"]["Type"], "JobVersion": a["Job"]["Version"]})
+            ]
         return [
             self.cluster.alloc_stub(a, resources, task_states is not False)
             for a in sorted(allocs, key=lambda a: a["CreateIndex"])
@@ -636,7 +634,9 @@ class NomadDouble:
         return self._alloc(request.path_params["alloc_id"])
 
     async def h_alloc_stop(self, request: Request, ns: str) -> Any:
-        alloc = self._alloc(request.path_params["alloc_id"])
+        alloc = self.cluster.allocs.get(request.path_params["alloc_id"])
+        if alloc is None:
+            raise HTTPError(404, "allocation not found")
         await self.cluster.stop_alloc(alloc["ID"], "alloc is being stopped by the user")
         return {"EvalID": "", "Index": self.cluster.index}
 
@@ -770,7 +770,7 @@ class NomadDouble:
             "Items": dict(body["Items"]),
         }
         self.cluster.variables[key] = var
-        await self.cluster.bump("vars")
+        await self.cluster.commit("VariableUpdated", ("vars", var))
         return var
 
     async def h_var_delete(self, request: Request, ns: str) -> Any:
@@ -781,8 +781,130 @@ class NomadDouble:
         if cas is not None and current is not None and int(cas) != current["ModifyIndex"]:
             return Response(dump(self._var_meta(current)), status_code=409, media_type="application/json")
         self.cluster.variables.pop(key, None)
-        await self.cluster.bump("vars")
+        await self.cluster.commit("VariableUpdated", ("vars", current or {}))
         return Response(status_code=204)
+
+    # -- the event stream --------------------------------------------------------------------
+
+    async def h_event_stream(self, request: Request) -> Response:
+        """``GET /v1/event/stream``: newline-delimited JSON, as ``command/agent/event_endpoint.go``,
+        ``nomad/event_endpoint.go`` and ``nomad/stream/`` serve it.
+
+        * ``topic=Topic[:key]`` (repeated; ``*`` and no topic mean all): an event passes when its
+          ``Key`` or one of its ``FilterKeys`` is a key asked for its topic (``*``: any), and its
+          namespace is the request's (``namespace``, default ``default``; ``*``: all). As in Nomad,
+          an event matching two keys is sent twice, and ``*`` mixed with other keys matches nothing.
+        * ``index=N``: the stream starts at the first buffered frame whose index is at least N, so
+          the frame at N itself comes again; past the newest frame it replays the newest one. A
+          client resuming from the last index it processed must drop what it has seen.
+        * The first line is a ``{}`` heartbeat, another follows every :attr:`event_heartbeat`.
+        * ACLs (``nomad/event_endpoint.go``: ``validateNsOp``): Job, Allocation, Evaluation and
+          Deployment need ``read-job``, Node needs ``node-read``, all topics a management token;
+          an unknown token or a missing capability is 403 ``Permission denied``. From Nomad 2.0
+          (``version``) the status line is written before that check (hashicorp/nomad#27432): a
+          denied stream is a 200 whose body ends at once. Before Nomad 1.0 there is no stream (404).
+        """
+        self.requests.append((request.method, request.url.path))
+        answer = await self._event_stream(request)
+        if self.contract is not None:
+            self.contract.check(
+                request.method,
+                request.scope["raw_path"].decode(),
+                request.query_params.multi_items(),
+                await request.body(),
+                answer.status_code,
+                answer.headers.get("content-type", ""),
+                getattr(answer, "body", None),
+            )
+        return answer
+
+    async def _event_stream(self, request: Request) -> Response:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        try:
+            self._inject_failure(request)
+        except HTTPError as exc:
+            return PlainTextResponse(exc.text, status_code=exc.status)
+        if tuple(int(p) for p in self.version.split(".")[:2]) < (1, 0):
+            return PlainTextResponse("404 page not found\n", status_code=404)
+        if request.method != "GET":
+            return PlainTextResponse("Invalid method", status_code=405)
+        raw_index = request.query_params.get("index") or "0"
+        if not re.fullmatch(r"[+-]?\d+", raw_index):
+            return PlainTextResponse(
+                f'Unable to parse index: strconv.Atoi: parsing "{raw_index}": invalid syntax', status_code=400
+            )
+        topics: dict[str, list[str]] = {}
+        for raw in request.query_params.getlist("topic") or ["*"]:
+            parts = raw.split(":")
+            if len(parts) > 2:
+                text = f"Invalid topic query: error parsing topics: Invalid key value pair for topic, topic: {raw}"
+                return PlainTextResponse(text, status_code=400)
+            topics.setdefault(parts[0], []).append(parts[1] if len(parts) == 2 else "*")
+        namespace = request.query_params.get("namespace") or "default"
+        if self._stream_denied(self._token(request.headers), topics):
+            if tuple(int(p) for p in self.version.split(".")[:2]) >= (2, 0):
+                return Response(b"", media_type="application/json", headers={"Cache-Control": "no-cache"})
+            return PlainTextResponse("Permission denied", status_code=403)
+        index = int(raw_index)
+        queue: asyncio.Queue[tuple[int, list[StreamEvent]]] = asyncio.Queue()
+        frames = list(self.cluster.events)
+        if frames and index:
+            first = next((f for f in frames if f[0] >= index), frames[-1])
+            frames = [f for f in frames if f[0] >= first[0]]
+        for frame in frames:
+            queue.put_nowait(frame)
+        self.cluster.subscribers.add(queue)
+
+        def matches(event: StreamEvent) -> list[StreamEvent]:
+            if event.namespace and namespace != "*" and event.namespace != namespace:
+                return []
+            keys = topics.get("*", []) + topics.get(event.topic, [])
+            if topics.get("*") == ["*"] or keys == ["*"]:
+                return [event]
+            return [event for k in keys if k in (event.key, *event.filter_keys)]
+
+        async def lines() -> Any:
+            loop = asyncio.get_running_loop()
+            beat = loop.time() + self.event_heartbeat  # a ticker: beats come whatever else is sent
+            try:
+                yield b"{}\n"
+                while True:
+                    try:
+                        index, events = await asyncio.wait_for(queue.get(), max(0.0, beat - loop.time()))
+                    except TimeoutError:
+                        beat += self.event_heartbeat
+                        yield b"{}\n"
+                        continue
+                    chosen = [e.json for event in events for e in matches(event)]
+                    if chosen:
+                        frame = f'{{"Index":{index},"Events":[{",".join(chosen)}]}}'
+                        if self.contract is not None:
+                            self.contract.check_value(
+                                f"event stream frame {index}", json.loads(frame), "Events"
+                            )
+                        yield frame.encode() + b"\n"
+            finally:
+                self.cluster.subscribers.discard(queue)
+
+        return StreamingResponse(
+            lines(), media_type="application/json", headers={"Cache-Control": "no-cache"}
+        )
+
+    def _stream_denied(self, token: str | None, topics: dict[str, list[str]]) -> bool:
+        if self.acl is None:
+            return False
+        caps = self.acl.get(token or "")
+        if caps is None:
+            return True
+        needs = {
+            "Job": "read-job",
+            "Allocation": "read-job",
+            "Evaluation": "read-job",
+            "Deployment": "read-job",
+        }
+        needs["Node"] = "node-read"
+        return "*" not in caps and any(needs.get(t) not in caps for t in topics)
 
     # -- exec ------------------------------------------------------------------------------
 
@@ -852,14 +974,18 @@ class NomadDouble:
                 await send({name: {"data": base64.b64encode(chunk).decode()}})
 
         async def feed() -> None:
+            # plugins/drivers/execstreaming.go: a stdin frame with "close" closes stdin and its
+            # data is dropped; {} is a heartbeat; tty_size resizes (no tty here).
             assert proc.stdin is not None
             while True:
                 frame = json.loads(await ws.receive_text())
-                stdin = frame.get("stdin") or {}
-                if stdin.get("data"):
-                    proc.stdin.write(base64.b64decode(stdin["data"]))
+                if self.contract is not None:
+                    self.contract.check_value("exec frame from the client", frame, "ExecStreamingInput")
+                stdin = frame.get("stdin")
+                if stdin is not None and not stdin.get("close"):
+                    proc.stdin.write(base64.b64decode(stdin.get("data") or ""))
                     await proc.stdin.drain()
-                if stdin.get("close"):
+                elif stdin is not None:
                     proc.stdin.close()
 
         assert proc.stdout is not None and proc.stderr is not None

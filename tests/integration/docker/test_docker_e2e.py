@@ -20,8 +20,8 @@ from tests.conftest import AgentProcess, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PREFIX = f"fmltest-e2e-{os.getpid()}"
-TABLE = f"fmltest_e2e_{os.getpid()}"
+PREFIX = f"fmltest-{os.getpid()}-e2e"
+TABLE = f"fmltest_{os.getpid()}_e2e"
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ def docker_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> It
             "package_management": {"startup_blocked_packages": "off"},
         },
     )
-    a.start()
     try:
+        a.start()
         yield a
     finally:
         a.stop()

@@ -25,8 +25,8 @@ from tests.integration.packages.world import agent_for, make_upstream, make_whee
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PREFIX = f"fmltest-idx-{os.getpid()}"
-TABLE = f"fmltest_idx_{os.getpid()}"
+PREFIX = f"fmltest-{os.getpid()}-idx"
+TABLE = f"fmltest_{os.getpid()}_idx"
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def docker_pkg_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -
             runtime="docker",
             docker={"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image},
         )
-        a.start()
         try:
+            a.start()
             yield a
         finally:
             a.stop()

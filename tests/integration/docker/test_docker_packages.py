@@ -21,8 +21,8 @@ from tests.conftest import AgentProcess, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PREFIX = f"fmltest-pkg-{os.getpid()}"
-TABLE = f"fmltest_pkg_{os.getpid()}"
+PREFIX = f"fmltest-{os.getpid()}-pkg"
+TABLE = f"fmltest_{os.getpid()}_pkg"
 SEED_BLOCKED = {"FETCHML_JUPYTER_BLOCKED_PACKAGES": "requests,urllib3,httpx"}
 
 

@@ -23,8 +23,8 @@ from tests.integration.packages.world import agent_for, make_upstream, make_whee
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PREFIX = f"fmltest-run-{os.getpid()}"
-TABLE = f"fmltest_run_{os.getpid()}"
+PREFIX = f"fmltest-{os.getpid()}-run"
+TABLE = f"fmltest_{os.getpid()}_run"
 TRAIN = [
     "lr = 0.1",
     "from fetchml import log_metric\nlog_metric('loss', lr / 2)\n"
@@ -47,8 +47,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, docker_client: Any, workspace_
     with make_upstream(make_wheelhouse(tmp / "wheels")) as upstream:
         a = agent_for(tmp / "agent", f"{upstream.url}/simple/", {"startup_blocked_packages": "off"},
                       runtime="docker", docker={"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image})
-        a.start()
         try:
+            a.start()
             a.ml("jupyter", "create", "lab", "--memory=1g", "--experiment", "exp-docker")
             url = a.ml_json("jupyter", "info", "lab")["url"]
             put_contents(url, "train.ipynb", _notebook(*TRAIN))

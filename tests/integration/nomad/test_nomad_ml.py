@@ -44,11 +44,14 @@ def env(nomad_target: NomadTarget, tmp_path_factory: pytest.TempPathFactory) -> 
                                   # The double runs JupyterLab from this host's environment, which
                                   # ships requests/urllib3: the seed's case for turning the scan off.
                                   "package_management": {"startup_blocked_packages": "off"}})
-    e.agent.start()
-    yield e
-    for ws in e.agent.ml_json("jupyter", "list").get("services", []) if e.agent.proc else []:
-        e.agent.ml("jupyter", "delete", ws["name"], "-y", check=False)
-    e.agent.stop()
+    try:
+        e.agent.start()
+        yield e
+    finally:
+        if e.agent.proc and e.agent.proc.poll() is None:
+            for ws in e.agent.ml_json("jupyter", "list").get("services", []):
+                e.agent.ml("jupyter", "delete", ws["name"], "-y", check=False)
+        e.agent.stop()
 
 
 def test_create_streams_nomad_progress_and_jupyter_answers(env: Env) -> None:

@@ -75,17 +75,20 @@ def env(nomad_target: NomadTarget, tmp_path_factory: pytest.TempPathFactory) -> 
     e.agent = AgentProcess(tmp_path_factory.mktemp("nomad-runs") / "agent", free_port(),
                            extra={"runtime": "nomad", "nomad": settings,
                                   "package_management": {"startup_blocked_packages": "off"}})
-    e.agent.start()
-    e.agent.ml("jupyter", "create", "lab", "--cpu", "1", "--memory", "1g", "--experiment", "exp-nomad")
-    e.url = e.agent.ml_json("jupyter", "info", "lab")["url"]
-    put_contents(e.url, "train.ipynb", _notebook(*TRAIN))
-    put_contents(e.url, "src/fails.ipynb", _notebook("x = 1", "raise ValueError('diverged')", parameters=False))
-    put_contents(e.url, "slow.ipynb", _notebook("import time\ntime.sleep(60)", parameters=False))
-    put_contents(e.url, "job.py", _text("from fetchml import parameters, log_metric\n"
-                                        "p = parameters()\nlog_metric('seen', p['n'])\nprint('n is', p['n'])\n"))
-    yield e
-    e.agent.ml("jupyter", "delete", "lab", "-y", check=False)
-    e.agent.stop()
+    try:
+        e.agent.start()
+        e.agent.ml("jupyter", "create", "lab", "--cpu", "1", "--memory", "1g", "--experiment", "exp-nomad")
+        e.url = e.agent.ml_json("jupyter", "info", "lab")["url"]
+        put_contents(e.url, "train.ipynb", _notebook(*TRAIN))
+        put_contents(e.url, "src/fails.ipynb", _notebook("x = 1", "raise ValueError('diverged')", parameters=False))
+        put_contents(e.url, "slow.ipynb", _notebook("import time\ntime.sleep(60)", parameters=False))
+        put_contents(e.url, "job.py", _text("from fetchml import parameters, log_metric\n"
+                                            "p = parameters()\nlog_metric('seen', p['n'])\nprint('n is', p['n'])\n"))
+        yield e
+    finally:
+        if e.agent.proc and e.agent.proc.poll() is None:
+            e.agent.ml("jupyter", "delete", "lab", "-y", check=False)
+        e.agent.stop()
 
 
 def test_a_notebook_runs_as_a_batch_job_and_its_results_come_back(env: Env) -> None:

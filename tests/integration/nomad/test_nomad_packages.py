@@ -97,11 +97,13 @@ def env(nomad_target: NomadTarget, upstream: ServerThread, tmp_path_factory: pyt
     # seed's case for turning the startup scan off.
     e.agent = agent_for(tmp_path_factory.mktemp("nomad-pkg-agent") / "agent", f"{upstream.url}/simple/",
                         {**POLICY, "startup_blocked_packages": "off"}, runtime="nomad", nomad=settings)
-    e.agent.start()
-    yield e
-    if e.agent.proc:
-        e.agent.ml("jupyter", "delete", WS, "-y", check=False)
-    e.agent.stop()
+    try:
+        e.agent.start()
+        yield e
+    finally:
+        if e.agent.proc and e.agent.proc.poll() is None:
+            e.agent.ml("jupyter", "delete", WS, "-y", check=False)
+        e.agent.stop()
 
 
 def test_workspaces_get_the_index_at_nomad_index_and_only_the_index_is_served_there(env: Env) -> None:

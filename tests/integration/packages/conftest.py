@@ -20,10 +20,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]
 @pytest.fixture(scope="module")
 def pkg_agent(upstream: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     a = agent_for(tmp_path_factory.mktemp("pkg-agent"), f"{upstream.url}/simple/")
-    a.start()
-    yield a
-    a.cleanup_workspaces()
-    a.stop()
+    with a.running():
+        yield a
 
 
 @pytest.fixture

@@ -29,10 +29,12 @@ def make_agent(tmp_path: Path, upstream: ServerThread) -> Iterator[Any]:
         a.start(env=env)
         return a
 
-    yield make
-    for a in made:
-        a.cleanup_workspaces()
-        a.stop()
+    try:
+        yield make
+    finally:
+        for a in made:
+            a.cleanup_workspaces()
+            a.stop()
 
 
 def _check(agent: AgentProcess, *args: str) -> tuple[int, dict[str, Any]]:

@@ -174,7 +174,7 @@ def test_ansible_renders_the_same_text(tmp_path: Path) -> None:
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"fmltest-{uuid.uuid4().hex[:8]}"
+    name = f"fmltest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     yield name
     subprocess.run(["ip", "netns", "del", name], check=True)
