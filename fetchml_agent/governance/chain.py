@@ -45,6 +45,7 @@ __all__ = [
     "Row",
     "VerifyResult",
     "canonical",
+    "check_end",
     "names_pattern",
     "personal_commit",
     "split_details",
@@ -96,14 +97,36 @@ def names_pattern(names: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(f"(?<![{_NAME_CHARS}])(?:{alternatives})(?![{_NAME_CHARS}])")
 
 
+def _walk(value: Any, names: re.Pattern[str] | None) -> tuple[bool, bool]:
+    """``(plain, mentions)``: whether ``value`` is plain JSON already, and whether a string in it names someone."""
+    if isinstance(value, str):
+        return True, names is not None and names.search(value) is not None
+    if value is None or isinstance(value, (bool, int)):
+        return True, False
+    if isinstance(value, float):
+        return math.isfinite(value), False
+    if isinstance(value, (list, dict)):
+        plain, mentions = True, False
+        for item in (value.values() if isinstance(value, dict) else value):
+            p, m = _walk(item, names)
+            plain, mentions = plain and p, mentions or m
+        return plain and (not isinstance(value, dict) or all(isinstance(k, str) for k in value)), mentions
+    return False, False
+
+
 def split_details(details: Mapping[str, Any], names: re.Pattern[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(chained, personal)``: personal keys, and any value that mentions a user by name, go apart."""
-    plain = _plain(dict(details))
-    mentions = names is not None and names.search(canonical(plain)) is not None
+    """``(chained, personal)``: personal keys, and any value that mentions a user by name, go apart.
+
+    Values come back as plain JSON (tuples as lists, other objects as text, NaN as ``"nan"``).
+    """
     chained: dict[str, Any] = {}
     personal: dict[str, Any] = {}
-    for key, value in plain.items():
-        if key in PERSONAL_KEYS or (mentions and names is not None and names.search(canonical(value))):
+    for key, value in details.items():
+        plain, mentions = _walk(value, names)
+        if not plain:
+            value = _plain(value)
+            mentions = names is not None and names.search(canonical(value)) is not None
+        if key in PERSONAL_KEYS or mentions:
             personal[key] = value
         else:
             chained[key] = value
@@ -118,6 +141,7 @@ class ChainKey:
     """The audit key and every MAC made with it (HMAC-SHA-256 with the pads computed once)."""
 
     def __init__(self, key: bytes) -> None:
+        self.raw = key  # for the worker processes of a parallel verification
         block = key.ljust(64, b"\0") if len(key) <= 64 else hashlib.sha256(key).digest().ljust(64, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
@@ -247,12 +271,13 @@ def _classify(key: ChainKey, behind: list[Row], row: Row, ahead: list[Row], expe
 
 def verify_rows(key: ChainKey, rows: Iterable[tuple[Any, ...]], *, start_id: int = 1,
                 start_digest: bytes | None = None, head: Head | None, workspace_id: str | None = None,
-                window: int = 64) -> VerifyResult:
+                window: int = 64, check_head: bool = True) -> VerifyResult:
     """Walks ``rows`` (tuples in :class:`Row`'s field order, by id, after the latest checkpoint).
 
     ``start_id``/``start_digest``: where the chain resumes (1 and the genesis digest, or the
     checkpoint's); ``head``: the signed head, ``None`` when the table has none. Stops at the first
     problem. ``workspace_id`` only counts that workspace's events (the chain is global).
+    ``check_head`` False checks a stretch of the chain only (one part of a parallel verification).
     """
     prev = key.genesis if start_digest is None else start_digest
     expected = start_id
@@ -286,12 +311,20 @@ def verify_rows(key: ChainKey, rows: Iterable[tuple[Any, ...]], *, start_id: int
     first_id = start_id if checked else None
     last = expected - 1
     result = VerifyResult(True, checked, None, first_id, last if checked else None, ws_events)
+    if check_head:
+        check_end(key, result, head, start_id, prev)
+    return result
+
+
+def check_end(key: ChainKey, result: VerifyResult, head: Head | None, start_id: int, prev: bytes) -> None:
+    """The checks after the last event: the signed head exists, holds, and names that event."""
+    last = start_id + result.checked - 1
     if head is None:
         if last >= start_id or start_id > 1:
             result.ok = False
             result.first_bad = Problem(TRUNCATED, last, "the signed head of the chain is missing: events after "
                                                         f"{last} may have been removed")
-        return result
+        return
     if head.key_id != key.key_id:
         result.ok = False
         result.first_bad = Problem(KEY_MISMATCH, head.last_id, f"the chain was signed with key {head.key_id}, not "
@@ -308,4 +341,3 @@ def verify_rows(key: ChainKey, rows: Iterable[tuple[Any, ...]], *, start_id: int
     elif head.digest != prev:
         result.ok = False
         result.first_bad = Problem(EDITED, last, f"event {last} does not match the signed head")
-    return result

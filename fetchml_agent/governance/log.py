@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
-from ..store.audit import adopt_legacy, append_event, count_chained, last_workspace_id, read_head
+from ..store.audit import ChainWriter, adopt_legacy, count_chained, last_workspace_id, read_head
 from .chain import ChainKey, names_pattern
 from .keys import key_path, load_key, load_or_create_key
 
@@ -31,6 +31,7 @@ class AuditLog:
         self.key_file = key_path(data_dir)
         self.names = names_pattern(user_names)
         self.key: ChainKey | None = None
+        self.writer: ChainWriter | None = None
         self.ids: dict[str, str] = {}
         self.adopted = 0
 
@@ -61,15 +62,17 @@ class AuditLog:
         self.adopted = adopt_legacy(conn, key, self.names)
         if self.adopted:
             log.info("chained %d audit events written before the chain existed", self.adopted)
+        self.writer = ChainWriter(key, self.names)
         self.key = key
         return key
 
     def append(self, conn: sqlite3.Connection, user: str, action: str, workspace: str | None,
                workspace_id: str | None, outcome: str, details: dict[str, Any]) -> int:
-        key = self.open(conn)
+        self.open(conn)
+        assert self.writer is not None
         if workspace and workspace_id is None:
             workspace_id = last_workspace_id(conn, workspace)
-        return append_event(conn, key, self.names, user, action, workspace, workspace_id, outcome, details)
+        return self.writer.append(conn, user, action, workspace, workspace_id, outcome, details)
 
     def events(self, conn: sqlite3.Connection) -> int:
         self.open(conn)

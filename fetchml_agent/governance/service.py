@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import secrets
 import sqlite3
 import time
@@ -50,10 +51,12 @@ async def chain_key(agent: Agent) -> ChainKey:
 
 
 def _verify_in_thread(db: Path, key: ChainKey, workspace_id: str | None) -> tuple[VerifyResult, dict[str, Any]]:
-    """Reads the chain on a connection of its own, so writers are not held up (WAL)."""
+    """Reads the chain on a connection of its own, so writers are not held up (WAL); a long chain in
+    parts, one worker process per CPU (up to 8)."""
     conn = open_connection(db)
     try:
-        return verify_chain(conn, key, workspace_id), chain_state(conn)
+        workers = min(os.cpu_count() or 1, 8)
+        return verify_chain(conn, key, workspace_id, db=str(db), raw_key=key.raw, workers=workers), chain_state(conn)
     finally:
         conn.close()
 

@@ -24,6 +24,7 @@ from ..governance.chain import (
     Head,
     VerifyResult,
     canonical,
+    check_end,
     personal_commit,
     split_details,
     verify_rows,
@@ -31,6 +32,7 @@ from ..governance.chain import (
 
 __all__ = [
     "adopt_legacy",
+    "ChainWriter",
     "append_event",
     "chain_state",
     "checkpoints",
@@ -71,9 +73,12 @@ def _write_head(conn: sqlite3.Connection, key: ChainKey, last_id: int, digest: b
 
 def _append(conn: sqlite3.Connection, key: ChainKey, names: re.Pattern[str] | None, user: str, action: str,
             workspace: str | None, workspace_id: str | None, outcome: str, details: dict[str, Any] | None,
-            ts: float, extra: dict[str, Any] | None = None) -> int:
-    head = conn.execute("SELECT last_id, digest FROM audit_head WHERE k = 1").fetchone()
-    last_id, prev = (int(head[0]), bytes(head[1])) if head else (0, key.genesis)
+            ts: float, extra: dict[str, Any] | None = None,
+            head: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
+    if head is None:
+        row = conn.execute("SELECT last_id, digest FROM audit_head WHERE k = 1").fetchone()
+        head = (int(row[0]), bytes(row[1])) if row else (0, key.genesis)
+    last_id, prev = head
     chained, personal_details = split_details(details or {}, names)
     personal = canonical({"user": user, "details": personal_details})
     salt = os.urandom(_SALT_BYTES)
@@ -88,32 +93,52 @@ def _append(conn: sqlite3.Connection, key: ChainKey, names: re.Pattern[str] | No
     conn.execute("INSERT INTO audit (id, event, digest, personal, salt) VALUES (?, ?, ?, ?, ?)",
                  (event_id, event, digest, personal, salt))
     _write_head(conn, key, event_id, digest)
-    return event_id
+    return event_id, digest
+
+
+class ChainWriter:
+    """Appends events on the one connection that writes them, keeping the head it committed last.
+
+    Only this writer moves the head, so it need not read it back for each event; after a failed
+    append it reads it again. (A head changed behind its back is overwritten with the true one at
+    the next event; ``--verify`` reports the events it no longer covers.)
+    """
+
+    def __init__(self, key: ChainKey, names: re.Pattern[str] | None) -> None:
+        self.key = key
+        self.names = names
+        self._head: tuple[int, bytes] | None = None
+
+    def append(self, conn: sqlite3.Connection, user: str, action: str, workspace: str | None,
+               workspace_id: str | None, outcome: str, details: dict[str, Any] | None = None) -> int:
+        """Chains one event after the head, in one transaction with the head's update; returns its id."""
+        ts = time.time()
+        nested = conn.in_transaction
+        conn.execute("SAVEPOINT audit_append" if nested else "BEGIN IMMEDIATE")
+        try:
+            head = self._head if not nested else None
+            event_id, digest = _append(conn, self.key, self.names, user, action, workspace, workspace_id, outcome,
+                                       details, ts, head=head)
+        except BaseException:
+            conn.execute("ROLLBACK TO audit_append" if nested else "ROLLBACK")
+            if nested:
+                conn.execute("RELEASE audit_append")
+            self._head = None
+            raise
+        if nested:
+            conn.execute("RELEASE audit_append")
+            self._head = None  # the outer transaction may still roll back
+        else:
+            conn.execute("COMMIT")
+            self._head = (event_id, digest)
+        return event_id
 
 
 def append_event(conn: sqlite3.Connection, key: ChainKey, names: re.Pattern[str] | None, user: str, action: str,
                  workspace: str | None, workspace_id: str | None, outcome: str,
                  details: dict[str, Any] | None = None) -> int:
-    """Chains one event after the head, in one transaction with the head's update; returns its id."""
-    ts = time.time()
-    if conn.in_transaction:
-        conn.execute("SAVEPOINT audit_append")
-        try:
-            event_id = _append(conn, key, names, user, action, workspace, workspace_id, outcome, details, ts)
-        except BaseException:
-            conn.execute("ROLLBACK TO audit_append")
-            raise
-        finally:
-            conn.execute("RELEASE audit_append")
-        return event_id
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        event_id = _append(conn, key, names, user, action, workspace, workspace_id, outcome, details, ts)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return event_id
+    """Chains one event (reading the head first); returns its id. The agent uses a :class:`ChainWriter`."""
+    return ChainWriter(key, names).append(conn, user, action, workspace, workspace_id, outcome, details)
 
 
 def last_workspace_id(conn: sqlite3.Connection, name: str | None) -> str | None:
@@ -188,13 +213,78 @@ def _rows(conn: sqlite3.Connection, after: int) -> Iterator[tuple[Any, ...]]:
                         "WHERE id > ? ORDER BY id", (after,))
 
 
-def verify_chain(conn: sqlite3.Connection, key: ChainKey, workspace_id: str | None = None) -> VerifyResult:
-    """Checks every event after the latest checkpoint, the checkpoint and the head (see chain.py)."""
+#: Chains shorter than this are verified in one pass; longer ones in parts, one process each.
+PARALLEL_MIN_EVENTS = 200_000
+
+
+def _verify_part(db: str, raw_key: bytes, lo: int, hi: int, prev: bytes | None,
+                 workspace_id: str | None) -> tuple[bool, int, bytes | None]:
+    """One part of a parallel verification (in a worker process): ``(ok, workspace events, last digest)``."""
+    from . import open_connection
+
+    key = ChainKey(raw_key)
+    conn = open_connection(db)
+    try:
+        if prev is None:
+            row = conn.execute("SELECT digest FROM audit WHERE id = ?", (lo - 1,)).fetchone()
+            if row is None:
+                return False, 0, None
+            prev = bytes(row[0])
+        rows = conn.execute("SELECT id, seq, digest, event, salt, personal, commitment, seal, workspace_id FROM audit "
+                            "WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi))
+        result = verify_rows(key, rows, start_id=lo, start_digest=prev, head=None, workspace_id=workspace_id,
+                             check_head=False)
+        last = conn.execute("SELECT digest FROM audit WHERE id = ?", (hi,)).fetchone()
+        ok = result.first_bad is None and result.checked == hi - lo + 1 and last is not None
+        return ok, result.workspace_events, bytes(last[0]) if last else None
+    finally:
+        conn.close()
+
+
+def _verify_parallel(db: str, raw_key: bytes, key: ChainKey, start_id: int, start_digest: bytes | None,
+                     last_id: int, head: Head | None, workspace_id: str | None, workers: int) -> VerifyResult | None:
+    """The whole chain in ``workers`` parts at once; ``None`` when a part fails (the caller then walks it
+    in one pass, which names and classifies the first bad event)."""
+    import concurrent.futures
+    import multiprocessing
+
+    total = last_id - start_id + 1
+    size = -(-total // workers)
+    parts = [(lo, min(lo + size - 1, last_id)) for lo in range(start_id, last_id + 1, size)]
+    ctx = multiprocessing.get_context("spawn")  # the agent has threads: never fork it
+    with concurrent.futures.ProcessPoolExecutor(max_workers=len(parts), mp_context=ctx) as pool:
+        futures = [pool.submit(_verify_part, db, raw_key, lo, hi, (start_digest or key.genesis) if lo == start_id
+                               else None, workspace_id) for lo, hi in parts]
+        answers = [f.result() for f in futures]
+    if not all(ok for ok, _, _ in answers):
+        return None
+    result = VerifyResult(True, total, None, start_id, last_id, sum(n for _, n, _ in answers))
+    result.notes.append(f"verified in {len(parts)} parts in parallel")
+    last_digest = answers[-1][2]
+    assert last_digest is not None
+    check_end(key, result, head, start_id, last_digest)
+    return result
+
+
+def verify_chain(conn: sqlite3.Connection, key: ChainKey, workspace_id: str | None = None, *,
+                 db: str | None = None, raw_key: bytes | None = None, workers: int = 1) -> VerifyResult:
+    """Checks every event after the latest checkpoint, the checkpoint and the head (see chain.py).
+
+    With ``db`` and ``raw_key`` and ``workers`` > 1, a long chain is checked in parts by worker
+    processes first; any failure is then walked again in one pass to name it.
+    """
     checkpoint = _latest_checkpoint(conn, key)
     start_id, start_digest = (checkpoint[0] + 1, checkpoint[1]) if checkpoint else (1, None)
     head = read_head(conn)
-    result = verify_rows(key, _rows(conn, start_id - 1), start_id=start_id, start_digest=start_digest, head=head,
-                         workspace_id=workspace_id)
+    result: VerifyResult | None = None
+    if workers > 1 and db is not None and raw_key is not None:
+        row = conn.execute("SELECT min(id), max(id), count(*) FROM audit WHERE id >= ?", (start_id,)).fetchone()
+        if row[2] >= PARALLEL_MIN_EVENTS and row[0] == start_id and row[1] - start_id + 1 == row[2]:
+            result = _verify_parallel(db, raw_key, key, start_id, start_digest, int(row[1]), head, workspace_id,
+                                      workers)
+    if result is None:
+        result = verify_rows(key, _rows(conn, start_id - 1), start_id=start_id, start_digest=start_digest,
+                             head=head, workspace_id=workspace_id)
     if checkpoint is None and conn.execute("SELECT 1 FROM audit_checkpoints LIMIT 1").fetchone():
         result.notes.append("a retention checkpoint's signature does not hold; the chain was checked from event 1")
     if checkpoint is not None:

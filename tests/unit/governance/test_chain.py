@@ -113,3 +113,17 @@ def test_a_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(Exception, match="readable by others"):
         load_key(path)
+
+
+def test_a_long_chain_is_checked_in_parts_and_a_failure_walked_again(db, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fetchml_agent.store.audit as store_audit
+
+    conn, key, path = db
+    monkeypatch.setattr(store_audit, "PARALLEL_MIN_EVENTS", 10)
+    result = verify_chain(conn, key, "id-a", db=str(path), raw_key=key.raw, workers=3)
+    assert result.ok and result.checked == 20 and result.workspace_events == 20
+    assert "verified in 3 parts in parallel" in result.notes
+    _raw(path).execute("UPDATE audit SET event = replace(event, 'pkg14', 'pkg41') WHERE id = 14")
+    bad = verify_chain(conn, key, db=str(path), raw_key=key.raw, workers=3)
+    assert bad.first_bad is not None and (bad.first_bad.kind, bad.first_bad.id) == ("edited", 14)
+    assert not any("parallel" in n for n in bad.notes)
