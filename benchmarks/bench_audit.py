@@ -69,15 +69,18 @@ def main() -> list[Row]:
         t = time.perf_counter()
         _fill(conn, key, EVENTS)
         print(f"  (wrote {EVENTS} chained events in {time.perf_counter() - t:.1f} s)", flush=True)
-        scans, verifies = [], []
+        scans, verifies, cpu = [], [], []
         for _ in range(3):
             scans.append(_scan(conn))
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             result = verify_chain(conn, key)
             verifies.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             assert result.ok and result.checked == EVENTS, result
         rows.append(Row(f"verify {EVENTS:,} events, one pass (median of 3)", median(verifies), "s",
                         "reading the rows unchecked", median(scans), "<= 5 s"))
+        # On a shared machine the wall clock counts other people's work; the CPU time is this one's.
+        rows.append(Row("  the same, CPU time of this process", median(cpu), "s", target="<= 5 s"))
         workers = min(os.cpu_count() or 1, 8)
         parallel = []
         for _ in range(3):
@@ -98,14 +101,15 @@ def main() -> list[Row]:
                       "NOT NULL, action TEXT NOT NULL, workspace TEXT, outcome TEXT NOT NULL, details TEXT NOT NULL)")
         unchained = open_connection(Path(tmp) / "unchained.db")
         writer = ChainWriter(key, names)  # what the agent writes with
-        chained_t, plain_t, row_t = [], [], []
+        chained_t, plain_t, row_t, chained_cpu, row_cpu = [], [], [], [], []
         text = canonical({"user": "bob", "details": {}})
         for _ in range(3):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(WRITES):
                 writer.append(fresh, "bob", "package.decision", "ws-bench", "0f3e2d1c", "allow", details)
             chained_t.append((time.perf_counter() - t) / WRITES)
-            t = time.perf_counter()
+            chained_cpu.append((time.process_time() - c) / WRITES)
+            t, c = time.perf_counter(), time.process_time()
             base = unchained.execute("SELECT count(*) FROM audit").fetchone()[0]
             for i in range(WRITES):  # the same row shape, written without the chain (no digests, no head)
                 event = canonical({"id": base + i + 1, "ts": time.time(), "action": "package.decision",
@@ -114,6 +118,7 @@ def main() -> list[Row]:
                 unchained.execute("INSERT INTO audit (id, event, digest, personal, salt) VALUES (?, ?, ?, ?, ?)",
                                   (base + i + 1, event, b"", text, b""))
             row_t.append((time.perf_counter() - t) / WRITES)
+            row_cpu.append((time.process_time() - c) / WRITES)
             t = time.perf_counter()
             for _ in range(WRITES):
                 plain.execute("INSERT INTO plain_audit (ts, user, action, workspace, outcome, details) "
@@ -124,6 +129,8 @@ def main() -> list[Row]:
         rows.append(Row("write one chained event", c_us, "us", "pre-chain insert", p_us))
         rows.append(Row("write the same row unchained", r_us, "us", "pre-chain insert", p_us))
         rows.append(Row("chaining cost per event (chained - unchained)", c_us - r_us, "us", target="<= 50 us"))
+        rows.append(Row("  the same, CPU time of this process", (median(chained_cpu) - median(row_cpu)) * 1e6, "us",
+                        target="<= 50 us"))
         rows.append(Row(f"(load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)", 0, ""))
         assert verify_chain(fresh, key).ok
         for c in (conn, fresh, plain, unchained):
