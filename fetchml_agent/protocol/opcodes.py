@@ -2,15 +2,19 @@
 
 The seed defines ``0x0D``–``0x0F``; every other opcode is this project's and carries a JSON object
 body (see :class:`~fetchml_agent.protocol.packets.JsonRequest`). Values are grouped by concern:
-``0x20`` workspaces, ``0x30`` packages, ``0x40`` experiments, ``0x50`` access and audit,
-``0x60`` images and operations.
+``0x10`` the connection itself (hello), ``0x20`` workspaces, ``0x30`` packages, ``0x40``
+experiments, ``0x50`` access and audit, ``0x60`` images and operations.
+
+The seed's opcodes answer exactly as the seed says (one packet each) unless the client has
+announced the ``stream`` capability with ``HELLO``; the project's own opcodes answer as
+:data:`STREAMING` says whatever the client announced.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["Opcode", "PacketType", "STREAMING"]
+__all__ = ["CAPABILITIES", "CAP_STREAM", "Opcode", "PacketType", "SEED_OPCODES", "STREAMING"]
 
 
 class PacketType(enum.IntEnum):
@@ -26,6 +30,9 @@ class Opcode(enum.IntEnum):
     START_JUPYTER = 0x0D
     STOP_JUPYTER = 0x0E
     LIST_JUPYTER = 0x0F
+
+    # The connection: the client says what it understands beyond the seed.
+    HELLO = 0x10
 
     # Workspaces.
     CREATE_WORKSPACE = 0x20
@@ -75,9 +82,17 @@ class Opcode(enum.IntEnum):
     BUILD_IMAGE = 0x60
 
 
+SEED_OPCODES: frozenset[Opcode] = frozenset({Opcode.START_JUPYTER, Opcode.STOP_JUPYTER, Opcode.LIST_JUPYTER})
+
+# Capabilities a client may announce with HELLO. ``stream``: the seed's opcodes may answer as the
+# project's do (START_JUPYTER streams progress and a data packet ``workspace`` before its success).
+CAP_STREAM = "stream"
+CAPABILITIES: frozenset[str] = frozenset({CAP_STREAM})
+
 # Opcodes whose answer is a stream: progress/log packets, optionally one data packet with the
 # result, and always a final success or error packet. Every other opcode answers with exactly one
-# packet: success, error or data.
+# packet: success, error or data. START_JUPYTER streams only for a client that announced
+# CAP_STREAM; to a seed client it answers one success or error packet.
 STREAMING: frozenset[Opcode] = frozenset(
     {
         Opcode.START_JUPYTER,
