@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__
-from .errors import AgentUnreachable, ErrorCode, ProtocolError, Timeout, error_for_code
+from .errors import AgentUnreachable, ErrorCode, ProtocolError, RequestTooLarge, Timeout, error_for_code
 from .protocol import (
     CAP_STREAM,
     PREAUTH_MAX_FRAME,
@@ -168,6 +168,12 @@ class Client:
             self.connect()
         if self._hello_pending and len(frame) > PREAUTH_MAX_FRAME:
             self._finish_hello(timeout)
+        limit = self.agent_info.get("max_frame")
+        if isinstance(limit, int) and len(frame) > limit:
+            raise RequestTooLarge(
+                f"the request is {len(frame)} bytes; the agent at {self.server} takes at most {limit}",
+                "its limits.max_request_body sets that; send less (a smaller file or fewer items)",
+            )
         self.send_raw(frame)
         if self._hello_pending:
             self._finish_hello(timeout)
