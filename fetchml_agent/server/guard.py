@@ -26,12 +26,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PENALTY_SECONDS", "WINDOW_SECONDS", "PeerGuard"]
+__all__ = ["MAX_TRACKED_PEERS", "OTHER_PEERS", "PENALTY_SECONDS", "WINDOW_SECONDS", "PeerGuard"]
 
 log = logging.getLogger("fetchml.guard")
 
 WINDOW_SECONDS = 60.0
 PENALTY_SECONDS = 1.0
+# Failures of addresses beyond this many are counted together under OTHER_PEERS, so that traffic
+# from very many addresses cannot grow the guard's memory without bound.
+MAX_TRACKED_PEERS = 10_000
+OTHER_PEERS = "(other addresses)"
 
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -86,6 +90,8 @@ class PeerGuard:
 
     async def failure(self, peer: str, transport: str, kind: str) -> bool:
         """Record one failure; True when ``peer`` is over its budget for this window."""
+        if peer not in self._windows and len(self._windows) >= MAX_TRACKED_PEERS:
+            peer = OTHER_PEERS
         window = self._windows.get(peer)
         if window is None:
             self._windows[peer] = _Window(self._clock(), total=1, transports={transport})

@@ -99,3 +99,17 @@ def test_a_failing_audit_does_not_break_the_guard() -> None:
         return [await guard.failure("p", "ws", "wrong_key") for _ in range(3)]
 
     assert asyncio.run(scenario()) == [False, True, True]
+
+
+def test_very_many_addresses_share_one_bucket(monkeypatch: Any) -> None:
+    import fetchml_agent.server.guard as guard_module
+
+    monkeypatch.setattr(guard_module, "MAX_TRACKED_PEERS", 3)
+    guard, rows, _ = make(failures_per_window=2)
+
+    async def scenario() -> list[bool]:
+        return [await guard.failure(f"2001:db8::{i}", "ws", "wrong_key") for i in range(10)]
+
+    over = asyncio.run(scenario())
+    assert [peer for peer, _ in rows] == ["2001:db8::0", "2001:db8::1", "2001:db8::2", guard_module.OTHER_PEERS]
+    assert over[:4] == [False] * 4 and over[5:] == [True] * 5  # the shared bucket has one budget
