@@ -140,6 +140,8 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
                 )
             )
             return
+        if guard.over_budget(peer):  # a flood of reconnects waits here, off the event loop's hands
+            await asyncio.sleep(PENALTY_SECONDS)
         conn = Connection(
             peer,
             guard,

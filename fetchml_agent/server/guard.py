@@ -7,12 +7,15 @@ One :class:`PeerGuard` per server, shared by both transports:
 - **failures per peer**: wrong keys, unauthenticated frames over the pre-authentication size limit
   and refused connections count against ``limits.auth_failures_per_minute``. Over that budget a
   failure is answered only after :data:`PENALTY_SECONDS` and the WebSocket connection is closed,
-  so one address cannot try keys faster than its connections allow.
+  and each new WebSocket connection from that address waits as long before its handshake is
+  answered: one address cannot make the agent do more than a handful of attempts a second, and
+  the event loop stays free for everyone else.
 - **audit**: one ``auth.failed`` event per peer and minute, not one row per frame: the first
   failure of a quiet peer is written at once (so a mistyped key shows up immediately); later ones
   are added up and written as one event when their minute ends, with counts by kind.
 
-The guard knows addresses, never users: a valid key from the same address is never slowed down.
+The guard knows addresses, never users: a connection from the same address that has presented a
+valid key is never slowed down (a new one waits a second while its address is over budget).
 """
 
 from __future__ import annotations
@@ -86,12 +89,21 @@ class PeerGuard:
     def connections(self, peer: str) -> int:
         return self._connections.get(peer, 0)
 
+    def over_budget(self, peer: str) -> bool:
+        """Whether ``peer`` has used up its failures for this window (its new connections wait)."""
+        window = self._windows.get(self._bucket(peer))
+        return window is not None and window.total > self.failures_per_window
+
+    def _bucket(self, peer: str) -> str:
+        if peer in self._windows or len(self._windows) < MAX_TRACKED_PEERS:
+            return peer
+        return OTHER_PEERS
+
     # -- failures ---------------------------------------------------------------------------------
 
     async def failure(self, peer: str, transport: str, kind: str) -> bool:
         """Record one failure; True when ``peer`` is over its budget for this window."""
-        if peer not in self._windows and len(self._windows) >= MAX_TRACKED_PEERS:
-            peer = OTHER_PEERS
+        peer = self._bucket(peer)
         window = self._windows.get(peer)
         if window is None:
             self._windows[peer] = _Window(self._clock(), total=1, transports={transport})

@@ -113,3 +113,17 @@ def test_very_many_addresses_share_one_bucket(monkeypatch: Any) -> None:
     over = asyncio.run(scenario())
     assert [peer for peer, _ in rows] == ["2001:db8::0", "2001:db8::1", "2001:db8::2", guard_module.OTHER_PEERS]
     assert over[:4] == [False] * 4 and over[5:] == [True] * 5  # the shared bucket has one budget
+
+
+def test_over_budget_is_per_address_and_ends_with_the_window() -> None:
+    guard, _, clock = make(failures_per_window=2)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await guard.failure("p", "ws", "wrong_key")
+
+    asyncio.run(scenario())
+    assert guard.over_budget("p") and not guard.over_budget("q")
+    clock.now += 60
+    asyncio.run(guard.sweep())
+    assert not guard.over_budget("p")
