@@ -5,7 +5,9 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
 
     FetchmlError                     UNKNOWN              0x00  500  exit 1
     ├── ProtocolError                INVALID_REQUEST      0x01  400  exit 1
+    │   └── RequestTooLarge          INVALID_REQUEST      0x01  413  exit 1
     ├── AuthenticationFailed         AUTH_FAILED          0x02  401  exit 3
+    │   └── TooManyAuthFailures      AUTH_FAILED          0x02  429  exit 3
     ├── PermissionDenied             PERMISSION_DENIED    0x03  403  exit 3
     ├── NotFound                     NOT_FOUND            0x04  404  exit 4
     ├── AlreadyExists                ALREADY_EXISTS       0x05  409  exit 4
@@ -49,7 +51,9 @@ __all__ = [
     "PermissionDenied",
     "PolicyDenied",
     "ProtocolError",
+    "RequestTooLarge",
     "Timeout",
+    "TooManyAuthFailures",
     "UpstreamUnavailable",
     "error_for_code",
     "EXIT_OK",
@@ -122,10 +126,22 @@ class ProtocolError(FetchmlError):
     http_status = 400
 
 
+class RequestTooLarge(ProtocolError):
+    """A request body over the operation's limit (``limits.max_request_body``)."""
+
+    http_status = 413
+
+
 class AuthenticationFailed(FetchmlError):
     code = ErrorCode.AUTH_FAILED
     http_status = 401
     exit_code = 3
+
+
+class TooManyAuthFailures(AuthenticationFailed):
+    """A wrong key from an address that is over its budget of failures for this minute."""
+
+    http_status = 429
 
 
 class PermissionDenied(FetchmlError):
