@@ -70,6 +70,14 @@ class Opcode(enum.IntEnum):
     REVOKE_ACCESS = 0x51
     SHARE_WORKSPACE = 0x52
     AUDIT_LOG = 0x53
+    SESSIONS_LIST = 0x54
+    SESSION_END = 0x55
+    MFA_ENROLL = 0x56
+    MFA_CONFIRM = 0x57
+    MFA_STATUS = 0x58
+    MFA_RESET = 0x59
+    MFA_ELEVATE = 0x5A
+    WORKSPACE_PASSWORD = 0x5B
 
     # Images and operations.
     BUILD_IMAGE = 0x60

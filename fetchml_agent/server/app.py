@@ -7,12 +7,14 @@ routes the HTTP side. Both transports call the same operations from :mod:`fetchm
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -48,6 +50,8 @@ def _http_endpoint(agent: Agent, op: Operation) -> Any:
             except AuthenticationFailed:
                 await agent.audit("-", "auth.failed", None, "denied", transport="http")
                 raise
+            for check in agent.extensions.get("call_checks", []):  # access: allowlists, admin MFA (docs/access.md)
+                check(agent, user, hashlib.sha256(key.strip().encode("utf-8")).digest()[:16], op.name)
             args: dict[str, Any] = dict(request.query_params)
             if request.method in ("POST", "PUT", "PATCH"):
                 raw = await request.body()
@@ -126,4 +130,6 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
             if manage_lifecycle:
                 await agent.close()
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    # ASGI middleware of other concerns (access: the allowlist), outermost first.
+    middleware = [Middleware(cls, agent=agent) for cls in agent.extensions.get("middleware", [])]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found}, middleware=middleware)

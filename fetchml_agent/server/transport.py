@@ -44,6 +44,8 @@ async def handle_frame(agent: Agent, frame: bytes | str, send: Send) -> None:
         op = OPERATIONS.get(req.opcode)
         if op is None:
             raise NotSupported(f"opcode 0x{int(req.opcode):02X} ({req.opcode.name}) is not served by this agent")
+        for check in agent.extensions.get("call_checks", []):  # access: allowlists, admin MFA (docs/access.md)
+            check(agent, user, req.api_key_hash, op.name)
         args = op.validate(req.args())
 
         async def progress(message: str) -> None:
