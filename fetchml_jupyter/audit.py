@@ -123,7 +123,8 @@ class Auditor:
         if user is None or status >= 400:
             return
         name = type(handler).__name__
-        path = (getattr(handler, "path_kwargs", None) or {}).get("path") or handler.request.path
+        args = getattr(handler, "path_args", None) or []
+        path = (getattr(handler, "path_kwargs", None) or {}).get("path") or (args[0] if args else handler.request.path)
         if name == "DocSessionHandler" and handler.request.method == "PUT":
             self.record(user.username, "jupyter.open", path=str(path), collaborative=True)
         elif handler.request.method == "GET" and handler.get_query_argument("download", "") not in ("", "0", "false"):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
-
 from . import state
 
 __all__ = ["link", "load", "start"]
@@ -28,7 +26,9 @@ def link(serverapp: Any) -> None:
 
     serverapp.identity_provider_class = FetchmlIdentityProvider
     serverapp.authorizer_class = FetchmlAuthorizer
-    if serverapp.kernel_websocket_connection_class is ZMQChannelsWebsocketConnection:
+    # Reading the trait here would compute its default too early (it needs the gateway config):
+    # replace it unless the configuration names a class of its own.
+    if "kernel_websocket_connection_class" not in serverapp.config.get("ServerApp", {}):
         serverapp.kernel_websocket_connection_class = FetchmlKernelConnection
     serverapp.log.info("fetchml_jupyter: access decided by the agent at %s", state._url)
 
