@@ -63,9 +63,9 @@ class Watcher:
             return
         self._busy = True
         try:
+            # Not yet open (still in its handshake) or already closed: skipped this time; a closed
+            # handler leaves the weak mapping once it is collected.
             live = {h: v for h, v in list(self._open.items()) if h.ws_connection is not None}
-            for h in [h for h in list(self._open) if h not in live]:
-                self._open.pop(h, None)
             keys = sorted({(c, p, f) for _, c, p, f in live.values()})
             if not keys:
                 return

@@ -114,6 +114,7 @@ class AccessService:
         self.bindings: dict[str, str] = {}  # server-credential digest -> workspace id (bound after start)
         self._by_token: dict[str, str] = {}  # digest of a workspace's own credential -> workspace id
         self._seen: dict[str, float] = {}
+        self._ended: dict[str, str] = {}  # recently ended session -> why (for a clear refusal)
         self._elevations: dict[tuple[str, bytes], float] = {}
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -163,16 +164,19 @@ class AccessService:
     def _expired(self, s: SessionRow, now: float) -> str | None:
         if now - s.created_at > self.settings.session_max:
             return "session_max"
-        if now - max(s.last_seen, self._seen.get(s.id, 0.0)) > self.settings.session_idle:
+        if now - s.last_seen > self.settings.session_idle:
             return "session_idle"
         return None
 
     async def _end(self, sessions: list[SessionRow], reason: str, by: str | None = None) -> None:
         if not sessions:
             return
+        if len(self._ended) > 10000:
+            self._ended.clear()
         for s in sessions:
             self.sessions.pop(s.id, None)
             self._seen.pop(s.id, None)
+            self._ended[s.id] = reason
         await self.agent.store.run(end_sessions, [s.id for s in sessions], time.time(), reason)
         for s in sessions:
             await self.agent.audit(by or s.user, "access.session_end", s.workspace, session=s.id, person=s.user,
@@ -256,8 +260,7 @@ class AccessService:
         return doc
 
     def _expires_at(self, s: SessionRow) -> float:
-        last = max(s.last_seen, self._seen.get(s.id, 0.0))
-        return min(s.created_at + self.settings.session_max, last + self.settings.session_idle)
+        return min(s.created_at + self.settings.session_max, s.last_seen + self.settings.session_idle)
 
     def system_answer(self, ws: Workspace) -> dict[str, Any]:
         return {
@@ -282,6 +285,9 @@ class AccessService:
         if server_credential and credential == server_credential:
             return self.system_answer(server)
         user, session = self._credential_user(server, credential)
+        ended = self._ended.get(self._k.session_id(credential) or "") if user is None else None
+        if ended:
+            raise AuthenticationFailed(f"your session has ended ({ended.replace('_', ' ')})", "log in again")
         if user is None:
             raise AuthenticationFailed("this credential is not valid for this workspace (unknown, expired or revoked)",
                                        "ask for your own URL: ml jupyter info " + server.name)
@@ -291,7 +297,7 @@ class AccessService:
                 await self._end([session], reason)
                 raise AuthenticationFailed("your session has ended (" + reason.replace("_", " ") + ")",
                                            "log in again")
-            self._seen[session.id] = time.time()
+            session.last_seen = self._seen[session.id] = time.time()  # memory now, the store at the next flush
         if not self.network_ok(user.name, address):
             raise await self._refuse_network(user.name, server, address, "jupyterlab")
         if self._role(user, server) is None:
@@ -446,7 +452,7 @@ class AccessService:
             live = self.sessions.get(r.id)
             d = {"id": r.id, "user": r.user, "workspace": r.workspace, "method": r.method, "mfa": r.mfa,
                  "address": r.address, "created_at": r.created_at,
-                 "last_seen": max(r.last_seen, self._seen.get(r.id, 0.0)), "ended_at": r.ended_at,
+                 "last_seen": live.last_seen if live is not None else r.last_seen, "ended_at": r.ended_at,
                  "end_reason": r.end_reason}
             if live is not None and not self._expired(live, now):
                 d["expires_at"] = self._expires_at(live)
