@@ -22,6 +22,9 @@ __all__ = ["AgentClient", "AgentUnavailable", "Answer", "FetchmlUser", "Refusal"
 log = logging.getLogger("fetchml_jupyter")
 
 MAX_TTL = 1.0
+# While the agent cannot be reached (restarting, say), a person it recently vouched for keeps the
+# access it last answered, for at most this long; nobody new gets in, and no refusal is relaxed.
+OFFLINE_GRACE = 300.0
 
 
 class AgentUnavailable(Exception):
@@ -122,6 +125,7 @@ class Resolver:
         self.client = client
         self._cache: dict[Key, tuple[float, Answer | Refusal]] = {}
         self._inflight: dict[Key, asyncio.Future[Answer | Refusal]] = {}
+        self._last_good: dict[Key, tuple[float, Answer]] = {}
 
     async def resolve(self, credential: str, peer: str, forwarded_for: str) -> Answer | Refusal:
         key = (credential, peer, forwarded_for)
@@ -146,8 +150,14 @@ class Resolver:
             self._inflight.pop(key, None)
 
     async def _ask(self, key: Key) -> Answer | Refusal:
-        status, doc = await self.client.post(
-            "/v1/resolve", {"credential": key[0], "peer": key[1], "forwarded_for": key[2]})
+        try:
+            status, doc = await self.client.post(
+                "/v1/resolve", {"credential": key[0], "peer": key[1], "forwarded_for": key[2]})
+        except AgentUnavailable:
+            last = self._last_good.get(key)
+            if last is not None and time.monotonic() - last[0] < OFFLINE_GRACE:
+                return last[1]
+            raise
         result: Answer | Refusal = _answer(doc) if status == 200 else _refusal(status, doc)
         self._store(key, result, float(doc.get("ttl") or MAX_TTL) if status == 200 else MAX_TTL)
         return result
@@ -157,6 +167,12 @@ class Resolver:
             now = time.monotonic()
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
         self._cache[key] = (time.monotonic() + min(MAX_TTL, ttl), result)
+        if isinstance(result, Answer):
+            if len(self._last_good) > 10000:
+                self._last_good.clear()
+            self._last_good[key] = (time.monotonic(), result)
+        else:
+            self._last_good.pop(key, None)
 
     async def refresh(self, keys: list[Key]) -> dict[Key, Answer | Refusal]:
         """Ask again for ``keys`` at once, bypassing the cache (and refreshing it)."""
