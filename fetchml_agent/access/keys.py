@@ -87,6 +87,8 @@ class AccessKeys:
             user = _unb64(parts[1]).decode()
         except (ValueError, UnicodeDecodeError):
             return None
+        if not user or _b64(user.encode()) != parts[1]:
+            return None  # only the one canonical spelling of a name
         return PersonalToken(user, parts[2], parts[3])
 
     def personal_ok(self, token: PersonalToken, generation: int) -> bool:
