@@ -152,7 +152,7 @@ def test_two_collaborators_and_a_viewer(team: dict[str, Lab]) -> None:
     # Saved by the room: the collaborators' lines are in the file, the viewer's is not.
     async def saved() -> str:
         for _ in range(100):
-            status, model = await asyncio.to_thread(team["bob"].call, "GET", "api/contents/shared.ipynb")
+            _, model = await asyncio.to_thread(team["bob"].call, "GET", "api/contents/shared.ipynb")
             text = "".join(model["content"]["cells"][0]["source"])
             if "# after" in text:
                 return text
