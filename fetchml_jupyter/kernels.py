@@ -41,13 +41,15 @@ class FetchmlKernelConnection(ZMQChannelsWebsocketConnection):
         self._lookup = asyncio.ensure_future(self._find_notebook())
         return super().connect()
 
-    async def _find_notebook(self) -> None:
-        try:
-            sm = self.websocket_handler.session_manager
-            model = await sm.get_session(kernel_id=self.kernel_id)
-            self._notebook = model.get("path") or model.get("notebook", {}).get("path")
-        except Exception:  # no session: a kernel started on its own
-            self._notebook = None
+    async def _find_notebook(self) -> str:
+        if not self._notebook:
+            try:
+                sm = self.websocket_handler.session_manager
+                model = await sm.get_session(kernel_id=self.kernel_id)
+                self._notebook = model.get("path") or model.get("notebook", {}).get("path")
+            except Exception:  # no session (yet): a kernel started on its own
+                self._notebook = None
+        return self._notebook or ""
 
     def _header(self, message: Any) -> dict[str, Any] | None:
         try:
@@ -93,10 +95,17 @@ class FetchmlKernelConnection(ZMQChannelsWebsocketConnection):
             content = self.session.unpack(parts[4])
         except Exception:
             return
+        self._records: set[asyncio.Future[None]] = getattr(self, "_records", set())
+        task = asyncio.ensure_future(self._record(started, time.time(), content))
+        self._records.add(task)
+        task.add_done_callback(self._records.discard)
+
+    async def _record(self, started: tuple[float, str], ended: float, content: dict[str, Any]) -> None:
         auditor = state.auditor()
-        if auditor is not None:
-            began, who = started
-            auditor.record(who, "jupyter.execute", path=self._notebook or "", kernel_id=self.kernel_id,
-                           started_at=round(began, 3), duration_s=round(time.time() - began, 3),
-                           status=str(content.get("status", "")), execution_count=content.get("execution_count"),
-                           outcome="ok" if content.get("status") == "ok" else "error")
+        if auditor is None:
+            return
+        began, who = started
+        auditor.record(who, "jupyter.execute", path=await self._find_notebook(), kernel_id=self.kernel_id,
+                       started_at=round(began, 3), duration_s=round(ended - began, 3),
+                       status=str(content.get("status", "")), execution_count=content.get("execution_count"),
+                       outcome="ok" if content.get("status") == "ok" else "error")
