@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import AgentProcess, free_port
-from tests.integration.docker.conftest import docker_client, workspace_image  # noqa: F401 - fixtures
+from tests.integration.docker import conftest as docker_fixtures
 
 from . import test_roles_local as cells
 from .conftest import World, make_world, users
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+docker_client = docker_fixtures.docker_client  # the docker tests' fixtures: engine and image
+workspace_image = docker_fixtures.workspace_image
 PREFIX = f"fmltest-{os.getpid()}-acc"
 TABLE = f"fmltest_{os.getpid()}_acc"
 
