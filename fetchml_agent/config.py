@@ -39,6 +39,15 @@ def _listen_ok(field: str, value: str, error: Any) -> None:
         error(field, "must be HOST:PORT, e.g. 127.0.0.1:9101")
 
 
+def _network_ok(field: str, value: str, error: Any) -> None:
+    from .access.networks import parse_network
+
+    try:
+        parse_network(value)
+    except ValueError as exc:
+        error(field, str(exc))
+
+
 def _optional_sections() -> dict[str, dict[str, Any]]:
     """Schemas of sections whose code lives elsewhere; imported lazily to keep start-up lean."""
     sections: dict[str, dict[str, Any]] = {}
@@ -64,6 +73,9 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
     except ImportError:
         experiments_schema = {"type": "dict", "allow_unknown": True}
     sections["experiments"] = experiments_schema
+    from .access.config import ACCESS_SCHEMA  # who may reach JupyterLab: sessions, MFA, allowlists
+
+    sections["access"] = ACCESS_SCHEMA
     return sections
 
 
@@ -97,6 +109,11 @@ SCHEMA: dict[str, Any] = {
                 "role": {"type": "string", "default": "user", "allowed": ["admin", "user"]},
                 VERIFIER_FIELD: {"type": "string", "required": True, "regex": _HEX64},
                 "teams": {"type": "list", "default": [], "schema": {"type": "string", "regex": _NAME}},
+                # Read by fetchml_agent/access (docs/access.md): how JupyterLab shows the user, and
+                # the networks this user may come from (on top of access.allowed_networks).
+                "display_name": {"type": "string", "nullable": True, "default": None, "maxlength": 128},
+                "allowed_networks": {"type": "list", "nullable": True, "default": None,
+                                     "schema": {"type": "string", "check_with": _network_ok}},
             },
         },
     },

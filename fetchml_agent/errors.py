@@ -21,7 +21,8 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
     ├── BackendError                 BACKEND_ERROR        0x12  502  exit 1
     ├── UpstreamUnavailable          UPSTREAM_UNAVAIL.    0x13  502  exit 7
     ├── Timeout                      TIMEOUT              0x14  504  exit 1
-    └── NotSupported                 NOT_SUPPORTED        0x15  501  exit 1
+    ├── NotSupported                 NOT_SUPPORTED        0x15  501  exit 1
+    └── MfaRequired                  MFA_REQUIRED         0x16  401  exit 3
 
 ``0x00``–``0x03``, ``0x10`` and ``0x14`` are the seed's; the rest are this project's and never
 reuse a value. ``docs/protocol.md`` shows the same table. The CLI also exits 2 for usage errors
@@ -45,6 +46,7 @@ __all__ = [
     "InsufficientResources",
     "InvalidArgument",
     "InvalidState",
+    "MfaRequired",
     "NotFound",
     "NotSupported",
     "Overloaded",
@@ -84,6 +86,7 @@ class ErrorCode(enum.IntEnum):
     UPSTREAM_UNAVAILABLE = 0x13
     TIMEOUT = 0x14
     NOT_SUPPORTED = 0x15
+    MFA_REQUIRED = 0x16
 
 
 class FetchmlError(Exception):
@@ -234,6 +237,15 @@ class NotSupported(FetchmlError):
     http_status = 501
 
 
+class MfaRequired(FetchmlError):
+    """The second factor (a TOTP or recovery code) is needed: ``ml auth elevate`` for admin
+    operations, the code field of a browser login (docs/access.md)."""
+
+    code = ErrorCode.MFA_REQUIRED
+    http_status = 401
+    exit_code = 3
+
+
 class AgentUnreachable(FetchmlError):
     """Client side only: the agent did not answer at the address tried."""
 
@@ -261,6 +273,7 @@ _BY_CODE: dict[int, type[FetchmlError]] = {
         UpstreamUnavailable,
         Timeout,
         NotSupported,
+        MfaRequired,
     )
 }
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_cpu", "parse_size_mb", "format_size_mb"]
+__all__ = ["parse_cpu", "parse_duration", "parse_size_mb", "format_size_mb"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?\s*$", re.IGNORECASE)
 _FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
+_FACTOR_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_size_mb(value: str | int | float, what: str = "size") -> int:
@@ -44,3 +46,21 @@ def parse_cpu(value: str | int | float, what: str = "cpu") -> float:
     if isinstance(value, bool) or not cpu > 0 or cpu != cpu or cpu == float("inf"):
         raise ValueError(f"{what}: must be a positive number of cores, got {value!r}")
     return cpu
+
+
+def parse_duration(value: str | int | float, what: str = "duration") -> float:
+    """Seconds from ``30``, ``"45s"``, ``"30m"``, ``"12h"`` or ``"7d"`` (a bare number is seconds).
+
+    Raises ValueError with a message naming ``what`` on anything else, or on zero or less."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what}: expected a duration such as 30m or 12h, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{what}: expected a duration such as 30m or 12h, got {value!r}")
+        seconds = float(m.group(1)) * _FACTOR_S[(m.group(2) or "").lower()]
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{what}: must be more than zero, got {value!r}")
+    return seconds

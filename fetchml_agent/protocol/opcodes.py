@@ -87,6 +87,14 @@ class Opcode(enum.IntEnum):
     REVOKE_ACCESS = 0x51
     SHARE_WORKSPACE = 0x52
     AUDIT_LOG = 0x53
+    SESSIONS_LIST = 0x54
+    SESSION_END = 0x55
+    MFA_ENROLL = 0x56
+    MFA_CONFIRM = 0x57
+    MFA_STATUS = 0x58
+    MFA_RESET = 0x59
+    MFA_ELEVATE = 0x5A
+    WORKSPACE_PASSWORD = 0x5B
 
     # Images and operations.
     BUILD_IMAGE = 0x60
@@ -222,6 +230,22 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
     Opcode.REVOKE_ACCESS: OpcodeDoc("revoke access", "`name`, `principal` (`USER` or `team:NAME`)", "success"),
     Opcode.SHARE_WORKSPACE: OpcodeDoc("share workspace", "`name`, `team`, `role`", "data `access`"),
     Opcode.AUDIT_LOG: OpcodeDoc("audit log", "`name`, `limit`, `action` (a prefix)", "data `audit_log`"),
+    Opcode.SESSIONS_LIST: OpcodeDoc(
+        "list browser sessions (`ml auth sessions`; HTTP `GET /api/v1/auth/sessions`)", "`all` (admins), `ended`",
+        "data `sessions`"),
+    Opcode.SESSION_END: OpcodeDoc("end a session (`DELETE /api/v1/auth/sessions/{session_id}`)", "`session_id`",
+                                  "success"),
+    Opcode.MFA_ENROLL: OpcodeDoc("start TOTP enrolment (`POST /api/v1/auth/mfa/enroll`)", "—",
+                                 "data `mfa_enrollment` (`uri`, `secret`)"),
+    Opcode.MFA_CONFIRM: OpcodeDoc("confirm enrolment (`POST /api/v1/auth/mfa/confirm`)", "`code`",
+                                  "data `mfa_confirmed` (`recovery_codes`, shown once)"),
+    Opcode.MFA_STATUS: OpcodeDoc("MFA status (`GET /api/v1/auth/mfa`)", "`user` (admins)", "data `mfa_status`"),
+    Opcode.MFA_RESET: OpcodeDoc("reset an enrolment (`DELETE /api/v1/auth/mfa/{user}`)", "`user`", "success"),
+    Opcode.MFA_ELEVATE: OpcodeDoc("elevate: second factor for admin operations (`POST /api/v1/auth/elevate`)",
+                                  "`code`", "data `mfa_elevation` (`until`)"),
+    Opcode.WORKSPACE_PASSWORD: OpcodeDoc(
+        "set or remove a workspace's password, owner or admin (`PUT /api/v1/jupyter/workspaces/{name}/password`)",
+        "`name`, `password` (null removes)", "success"),
     Opcode.BUILD_IMAGE: OpcodeDoc(
         "build image (`ml jupyter build`; HTTP `POST /api/v1/images`)",
         "`name` (tag), `base`, `packages` (list of specs; each item may hold several, space-separated), "

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -89,6 +91,8 @@ def _http_endpoint(agent: Agent, op: Operation, guard: PeerGuard, max_body: int)
                         "attempts are accepted again within a minute",
                     ) from None
                 raise exc from None
+            for check in agent.extensions.get("call_checks", []):  # access: allowlists, admin MFA (docs/access.md)
+                check(agent, user, hashlib.sha256(key.strip().encode("utf-8")).digest()[:16], op.name)
             args: dict[str, Any] = dict(request.query_params)
             if request.method in ("POST", "PUT", "PATCH"):
                 raw = await _read_body(request, limit)
@@ -200,4 +204,6 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
             if manage_lifecycle:
                 await agent.close()
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    # ASGI middleware of other concerns (access: the allowlist), outermost first.
+    middleware = [Middleware(cls, agent=agent) for cls in agent.extensions.get("middleware", [])]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found}, middleware=middleware)

@@ -122,6 +122,8 @@ async def handle_frame(agent: Agent, conn: Connection, frame: bytes | str, send:
     conn.authenticated_once()
     assert isinstance(frame, (bytes, bytearray, memoryview))
     try:
+        for check in agent.extensions.get("call_checks", []):  # access: allowlists, admin MFA (docs/access.md)
+            check(agent, user, key, opcode.name.lower())
         if opcode == Opcode.HELLO:
             await send(_hello(agent, conn, user, parse_request(frame, max_body=conn.max_body).args()))
             return True

@@ -35,6 +35,7 @@ MODULES = [
     "fetchml_agent.service.images",
     "fetchml_agent.webhooks",
     "fetchml_agent.service.experiments",
+    "fetchml_agent.access.ops",
 ]
 
 
