@@ -8,16 +8,18 @@ log and the reconcile loop that notices workspaces that died or were adopted aft
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .auth import KeyTable
 from .config import AgentConfig, User
+from .datadir import prepare_data_dir
 from .errors import AuthenticationFailed, NotFound, Overloaded
 from .governance.log import record_event
+from .protocol.packets import api_key_hash
 from .runtimes.base import Runtime
 from .store import Store
 from .store.workspaces import Workspace, load_workspaces, update_workspace
@@ -60,6 +62,7 @@ class Agent:
         self.store = Store(config.data_dir / "agent.db")
         self.runtime = runtime or make_runtime(config)
         self.users = {u.name: u for u in config.users}
+        self._keys: KeyTable[User] = KeyTable((u.key_verifier, u) for u in config.users)
         self.workspaces: dict[str, Workspace] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         limits = config.section("limits")
@@ -75,7 +78,7 @@ class Agent:
     # -- start/stop -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(self.config.data_dir)
         (self.config.data_dir / "workspaces").mkdir(exist_ok=True)
         await asyncio.get_running_loop().run_in_executor(None, self.store.open)
         await self.runtime.open()
@@ -117,22 +120,28 @@ class Agent:
     # -- auth -----------------------------------------------------------------------------------
 
     def authenticate(self, key_hash16: bytes) -> User:
-        """The user whose key hash matches, compared in constant time against every user."""
-        found: User | None = None
-        for user in self.config.users:
-            if hmac.compare_digest(user.key_hash16, key_hash16):
-                found = user
-        if found is None:
+        """The user whose ``api_key_verifier`` is the SHA-256 of these 16 wire bytes.
+
+        Raises:
+            AuthenticationFailed: no user has that key.
+        """
+        user = self._keys.lookup(key_hash16)
+        if user is None:
             raise AuthenticationFailed(
                 "authentication failed: the API key is not known to this agent",
                 "check --api-key / FETCHML_API_KEY, or ask an admin for a key",
             )
-        return found
+        return user
+
+    def remove_user(self, name: str) -> None:
+        """Forget a user (an erased account, docs/audit.md): its key stops authenticating at once."""
+        self.users.pop(name, None)
+        self.config.users[:] = [u for u in self.config.users if u.name != name]
+        self._keys = KeyTable((u.key_verifier, u) for u in self.config.users)
 
     def authenticate_key(self, api_key: str) -> User:
-        import hashlib
-
-        return self.authenticate(hashlib.sha256(api_key.encode("utf-8")).digest()[:16])
+        """:meth:`authenticate` for a key in clear (the HTTP API's bearer token)."""
+        return self.authenticate(api_key_hash(api_key))
 
     # -- workspaces -----------------------------------------------------------------------------
 

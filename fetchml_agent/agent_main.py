@@ -1,17 +1,19 @@
 """``fetchml-agent``: run the agent, and the operator's small tools.
 
     fetchml-agent serve --config agent.yaml
-    fetchml-agent hash-key KEY            # the api_key_sha256 value for agent.yaml
-    fetchml-agent new-key                 # a fresh random API key and its hash
+    fetchml-agent new-key                 # a fresh random API key and its api_key_verifier
+    fetchml-agent hash-key KEY            # the api_key_verifier of KEY for agent.yaml (- reads stdin)
     fetchml-agent check-config --config agent.yaml
+    fetchml-agent convert-keys --config agent.yaml   # api_key_sha256 -> api_key_verifier, in place
+
+``serve`` checks the configuration and ``data_dir``, then binds ``listen``, and only then starts
+the agent and says it is serving: every start-up failure is one message and a non-zero exit.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import secrets
 import sys
 
 from .errors import FetchmlError
@@ -26,13 +28,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .agent import Agent
     from .config import load_config
+    from .datadir import prepare_data_dir
+    from .protocol import PREAUTH_MAX_FRAME
     from .server.app import build_app
     from .server.index_listener import start_index_listener, stop_index_listener
+    from .server.listen import bind_listeners
+    from .server.wsproto import FetchmlWebSocketProtocol
 
     config = load_config(args.config)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    prepare_data_dir(config.data_dir)
+    sockets = bind_listeners(config.host, config.port, config_name=str(args.config))
     agent = Agent(config)
     # Workspaces that cannot reach the agent's loopback (docker, nomad.index) get an index-only listener.
     agent.extensions.setdefault("start_hooks", []).append(start_index_listener)
@@ -41,11 +49,11 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(
         uvicorn.Config(
             app,
-            host=config.host,
-            port=config.port,
-            ws="websockets-sansio",
+            ws=FetchmlWebSocketProtocol,
             ws_ping_interval=20.0,
-            ws_max_size=32 * 1024 * 1024,
+            # Until a connection presents a valid key; the transport raises it afterwards.
+            ws_max_size=PREAUTH_MAX_FRAME,
+            ws_per_message_deflate=False,
             log_level="warning",
             access_log=False,
             ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
@@ -57,26 +65,50 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("fetchml.agent").info(
         "fetchml-agent %s serving %s (runtime %s, data %s)", agent.version, config.ws_url, config.runtime, config.data_dir
     )
-    asyncio.run(server.serve())
+    asyncio.run(server.serve(sockets=sockets))
     return 0 if server.started else 1
 
 
 def _check(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .datadir import prepare_data_dir
 
     config = load_config(args.config)
-    print(f"{args.config}: ok (runtime {config.runtime}, listen {config.host}:{config.port}, {len(config.users)} users)")
+    prepare_data_dir(config.data_dir, create=False)
+    print(
+        f"{args.config}: ok (runtime {config.runtime}, listen {config.host}:{config.port}, "
+        f"data_dir {config.data_dir}, {len(config.users)} users)"
+    )
     return 0
 
 
 def _hash_key(args: argparse.Namespace) -> int:
-    print(hashlib.sha256(args.key.encode("utf-8")).hexdigest())
+    from .auth import api_key_verifier
+
+    key = sys.stdin.readline().strip() if args.key == "-" else args.key
+    if not key:
+        print("fetchml-agent: hash-key: the key is empty", file=sys.stderr)
+        return 2
+    print(api_key_verifier(key))
     return 0
 
 
 def _new_key(args: argparse.Namespace) -> int:
-    key = "fml_" + secrets.token_urlsafe(32)
-    print(f"api_key: {key}\napi_key_sha256: {hashlib.sha256(key.encode()).hexdigest()}")
+    from .auth import VERIFIER_FIELD, api_key_verifier, new_api_key
+
+    key = new_api_key()
+    print(f"api_key: {key}\n{VERIFIER_FIELD}: {api_key_verifier(key)}")
+    return 0
+
+
+def _convert_keys(args: argparse.Namespace) -> int:
+    from .auth import convert_key_file
+
+    path, count = convert_key_file(args.config)
+    if count:
+        print(f"{path}: replaced api_key_sha256 with api_key_verifier for {count} user(s); the API keys are unchanged")
+    else:
+        print(f"{path}: no api_key_sha256 to convert")
     return 0
 
 
@@ -87,14 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="path of agent.yaml")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
-    p = sub.add_parser("check-config", help="validate agent.yaml and exit")
-    p.add_argument("--config", required=True)
+    p = sub.add_parser("check-config", help="validate agent.yaml and its data_dir, and exit")
+    p.add_argument("--config", required=True, help="path of agent.yaml")
     p.set_defaults(func=_check)
-    p = sub.add_parser("hash-key", help="print the api_key_sha256 of KEY")
-    p.add_argument("key")
+    p = sub.add_parser("hash-key", help="print the api_key_verifier of KEY, for agent.yaml")
+    p.add_argument("key", help="the API key ('-' reads it from standard input, keeping it out of ps)")
     p.set_defaults(func=_hash_key)
-    p = sub.add_parser("new-key", help="make a random API key and print it with its hash")
+    p = sub.add_parser("new-key", help="make a random API key and print it with its api_key_verifier")
     p.set_defaults(func=_new_key)
+    p = sub.add_parser(
+        "convert-keys", help="replace every api_key_sha256 in agent.yaml with its api_key_verifier, in place"
+    )
+    p.add_argument("--config", required=True, help="path of agent.yaml")
+    p.set_defaults(func=_convert_keys)
     p = sub.add_parser(
         "nomad-job", add_help=False, help="render a Nomad job without an agent (nomad-job render --help)"
     )

@@ -8,6 +8,12 @@ Used by ``ml`` and importable by scripts::
 A request's answer is read until its terminal packet (see :data:`STREAMING`); progress and log
 packets go to the callbacks as they arrive. Failures are raised as the project's errors, rebuilt
 from the error packet's code.
+
+On connecting, the client sends ``HELLO`` announcing the ``stream`` capability, so that the seed's
+``0x0D`` answers with progress and the workspace document too (a client that knows only the seed
+gets one packet per request). The hello is not waited for: its answer is read just before the
+first request's, so it costs no round trip; a request larger than the agent takes before a key
+has been checked (:data:`PREAUTH_MAX_FRAME`) waits for it.
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import AgentUnreachable, ProtocolError, Timeout, error_for_code
+from . import __version__
+from .errors import AgentUnreachable, ErrorCode, ProtocolError, RequestTooLarge, Timeout, error_for_code
 from .protocol import (
+    CAP_STREAM,
+    PREAUTH_MAX_FRAME,
+    SEED_OPCODES,
     STREAMING,
     DataPacket,
     ErrorPacket,
@@ -58,6 +68,7 @@ class Client:
         timeout: float = 10.0,
         on_progress: Callable[[str], None] | None = None,
         on_log: Callable[[bytes], None] | None = None,
+        hello: bool = True,
     ) -> None:
         self.server = server
         self.key_hash = api_key_hash(api_key)
@@ -65,7 +76,11 @@ class Client:
         self.timeout = timeout
         self.on_progress = on_progress
         self.on_log = on_log
+        self.hello = hello
+        self.capabilities: frozenset[str] = frozenset()
+        self.agent_info: dict[str, Any] = {}
         self._ws: Any = None
+        self._hello_pending = False
 
     def __enter__(self) -> Client:
         self.connect()
@@ -103,6 +118,21 @@ class Client:
                 "start it with `make dev-up` (or `fetchml-agent serve --config agent.yaml`), "
                 "or point ml at another agent with --server or FETCHML_SERVER",
             ) from None
+        if self.hello:
+            body = {"client": f"ml {__version__}", "capabilities": [CAP_STREAM]}
+            self._ws.send(JsonRequest(Opcode.HELLO, self.key_hash, body).serialize())
+            self._hello_pending = True
+
+    def _finish_hello(self, timeout: float | None) -> None:
+        """Read the hello's answer. An agent that predates HELLO answers 0x01: no capabilities."""
+        self._hello_pending = False
+        pkt = self.recv_packet(timeout if timeout is not None else self.timeout)
+        if isinstance(pkt, DataPacket) and pkt.type == "hello":
+            info = pkt.decode_json()
+            self.agent_info = info if isinstance(info, dict) else {}
+            self.capabilities = frozenset(self.agent_info.get("capabilities") or ())
+        elif isinstance(pkt, ErrorPacket) and pkt.code == ErrorCode.AUTH_FAILED:
+            raise error_for_code(pkt.code, pkt.message, pkt.details)
 
     def close(self) -> None:
         if self._ws is not None:
@@ -110,6 +140,7 @@ class Client:
                 self._ws.close()
             finally:
                 self._ws = None
+                self._hello_pending = False
 
     def send_raw(self, frame: bytes | str) -> None:
         if self._ws is None:
@@ -132,7 +163,22 @@ class Client:
 
     def request(self, packet: Any, *, streaming: bool, timeout: float | None = None) -> Reply:
         """Send one request packet and read its answer up to the terminal packet."""
-        self.send_raw(packet.serialize())
+        frame = packet.serialize()
+        if self._ws is None:
+            self.connect()
+        if self._hello_pending and len(frame) > PREAUTH_MAX_FRAME:
+            self._finish_hello(timeout)
+        limit = self.agent_info.get("max_frame")
+        if isinstance(limit, int) and len(frame) > limit:
+            raise RequestTooLarge(
+                f"the request is {len(frame)} bytes; the agent at {self.server} takes at most {limit}",
+                "its limits.max_request_body sets that; send less (a smaller file or fewer items)",
+            )
+        self.send_raw(frame)
+        if self._hello_pending:
+            self._finish_hello(timeout)
+        if packet.opcode in SEED_OPCODES and CAP_STREAM not in self.capabilities:
+            streaming = False
         reply = Reply()
         while True:
             pkt = self.recv_packet(timeout)

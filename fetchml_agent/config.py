@@ -18,12 +18,14 @@ from typing import Any
 import yaml
 from cerberus import Validator
 
+from .auth import LEGACY_KEY_FIELD, LEGACY_KEY_REFUSAL, VERIFIER_FIELD, legacy_key_hint
 from .errors import InvalidArgument
 
 __all__ = ["AgentConfig", "ConfigError", "SCHEMA", "User", "load_config", "parse_config", "DEFAULT_LISTEN"]
 
 DEFAULT_LISTEN = "127.0.0.1:9101"
 DEFAULT_PORT_BASE = 8888
+DEFAULT_MAX_REQUEST_BODY = 1024 * 1024
 ENV_KEYS = ("FETCHML_JUPYTER_BLOCKED_PACKAGES", "FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES")
 
 _HEX64 = r"^[0-9a-f]{64}$"
@@ -35,6 +37,15 @@ def _listen_ok(field: str, value: str, error: Any) -> None:
     m = _LISTEN.match(value or "")
     if not m or not 0 < int(m.group("port")) < 65536:
         error(field, "must be HOST:PORT, e.g. 127.0.0.1:9101")
+
+
+def _network_ok(field: str, value: str, error: Any) -> None:
+    from .access.networks import parse_network
+
+    try:
+        parse_network(value)
+    except ValueError as exc:
+        error(field, str(exc))
 
 
 def _optional_sections() -> dict[str, dict[str, Any]]:
@@ -62,7 +73,10 @@ def _optional_sections() -> dict[str, dict[str, Any]]:
     except ImportError:
         experiments_schema = {"type": "dict", "allow_unknown": True}
     sections["experiments"] = experiments_schema
-    from .governance.retention import RETENTION_SCHEMA
+    from .access.config import ACCESS_SCHEMA  # who may reach JupyterLab: sessions, MFA, allowlists
+
+    sections["access"] = ACCESS_SCHEMA
+    from .governance.retention import RETENTION_SCHEMA  # how long records are kept: docs/audit.md
 
     sections["retention"] = RETENTION_SCHEMA
     return sections
@@ -96,8 +110,13 @@ SCHEMA: dict[str, Any] = {
             "schema": {
                 "name": {"type": "string", "required": True, "regex": _NAME},
                 "role": {"type": "string", "default": "user", "allowed": ["admin", "user"]},
-                "api_key_sha256": {"type": "string", "required": True, "regex": _HEX64},
+                VERIFIER_FIELD: {"type": "string", "required": True, "regex": _HEX64},
                 "teams": {"type": "list", "default": [], "schema": {"type": "string", "regex": _NAME}},
+                # Read by fetchml_agent/access (docs/access.md): how JupyterLab shows the user, and
+                # the networks this user may come from (on top of access.allowed_networks).
+                "display_name": {"type": "string", "nullable": True, "default": None, "maxlength": 128},
+                "allowed_networks": {"type": "list", "nullable": True, "default": None,
+                                     "schema": {"type": "string", "check_with": _network_ok}},
             },
         },
     },
@@ -139,6 +158,11 @@ SCHEMA: dict[str, Any] = {
         "schema": {
             "max_concurrent_starts": {"type": "integer", "min": 1, "default": 4},
             "max_workspaces": {"type": "integer", "min": 1, "default": 1000},
+            # Requests: the largest body an operation takes (bytes; an operation may declare more),
+            # and what one client address may do before it has a valid key (docs/security.md).
+            "max_request_body": {"type": "integer", "min": 64 * 1024, "default": DEFAULT_MAX_REQUEST_BODY},
+            "max_connections_per_peer": {"type": "integer", "min": 1, "default": 64},
+            "auth_failures_per_minute": {"type": "integer", "min": 1, "default": 10},
         },
     },
 }
@@ -150,9 +174,11 @@ class ConfigError(InvalidArgument):
 
 @dataclass(frozen=True)
 class User:
+    """A user of agent.yaml; ``key_verifier`` is the 32-byte ``api_key_verifier`` (see :mod:`.auth`)."""
+
     name: str
     role: str
-    key_hash16: bytes
+    key_verifier: bytes = field(repr=False)
     teams: frozenset[str] = frozenset()
 
     @property
@@ -209,6 +235,23 @@ def _format_errors(errors: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def _refuse_legacy_keys(document: dict[str, Any], where: str) -> None:
+    """``api_key_sha256`` logs in as the key it hashes: refuse it with the way to convert."""
+    users = document.get("users")
+    if not isinstance(users, list):
+        return
+    legacy = [
+        f"users[{i}] ({u.get('name', '?')})"
+        for i, u in enumerate(users)
+        if isinstance(u, dict) and LEGACY_KEY_FIELD in u
+    ]
+    if legacy:
+        raise ConfigError(
+            f"{where}: {', '.join(legacy)}: {LEGACY_KEY_REFUSAL}",
+            legacy_key_hint(where if where != "<config>" else "agent.yaml"),
+        )
+
+
 def parse_config(document: Any, *, path: Path | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
     """Validate a parsed YAML document. Raises ConfigError naming the file and every bad key."""
     where = str(path) if path else "<config>"
@@ -216,6 +259,7 @@ def parse_config(document: Any, *, path: Path | None = None, environ: Mapping[st
         document = {}
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys", "see README.md for an example")
+    _refuse_legacy_keys(document, where)
     schema = dict(SCHEMA)
     # Sections of other concerns are validated when present; absent, their code's defaults apply.
     schema.update(_optional_sections())
@@ -244,12 +288,20 @@ def parse_config(document: Any, *, path: Path | None = None, environ: Mapping[st
             memberships.setdefault(member, set()).add(team["name"])
     users = []
     seen: set[str] = set()
+    verifiers: dict[str, str] = {}
     for i, u in enumerate(doc["users"]):
         if u["name"] in seen:
             raise ConfigError(f"{where}: users[{i}].name: duplicate user {u['name']!r}")
         seen.add(u["name"])
+        verifier = u[VERIFIER_FIELD]
+        if verifier in verifiers:
+            raise ConfigError(
+                f"{where}: users[{i}].{VERIFIER_FIELD}: {u['name']!r} has the same API key as {verifiers[verifier]!r}",
+                "give every user a key of their own (fetchml-agent new-key)",
+            )
+        verifiers[verifier] = u["name"]
         teams = frozenset(u["teams"]) | frozenset(memberships.get(u["name"], ()))
-        users.append(User(u["name"], u["role"], bytes.fromhex(u["api_key_sha256"])[:16], teams))
+        users.append(User(u["name"], u["role"], bytes.fromhex(verifier), teams))
     env = dict(environ if environ is not None else os.environ)
     return AgentConfig(
         path=path,

@@ -5,7 +5,9 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
 
     FetchmlError                     UNKNOWN              0x00  500  exit 1
     ├── ProtocolError                INVALID_REQUEST      0x01  400  exit 1
+    │   └── RequestTooLarge          INVALID_REQUEST      0x01  413  exit 1
     ├── AuthenticationFailed         AUTH_FAILED          0x02  401  exit 3
+    │   └── TooManyAuthFailures      AUTH_FAILED          0x02  429  exit 3
     ├── PermissionDenied             PERMISSION_DENIED    0x03  403  exit 3
     ├── NotFound                     NOT_FOUND            0x04  404  exit 4
     ├── AlreadyExists                ALREADY_EXISTS       0x05  409  exit 4
@@ -19,7 +21,8 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
     ├── BackendError                 BACKEND_ERROR        0x12  502  exit 1
     ├── UpstreamUnavailable          UPSTREAM_UNAVAIL.    0x13  502  exit 7
     ├── Timeout                      TIMEOUT              0x14  504  exit 1
-    └── NotSupported                 NOT_SUPPORTED        0x15  501  exit 1
+    ├── NotSupported                 NOT_SUPPORTED        0x15  501  exit 1
+    └── MfaRequired                  MFA_REQUIRED         0x16  401  exit 3
 
 ``0x00``–``0x03``, ``0x10`` and ``0x14`` are the seed's; the rest are this project's and never
 reuse a value. ``docs/protocol.md`` shows the same table. The CLI also exits 2 for usage errors
@@ -45,13 +48,16 @@ __all__ = [
     "InsufficientResources",
     "InvalidArgument",
     "InvalidState",
+    "MfaRequired",
     "NotFound",
     "NotSupported",
     "Overloaded",
     "PermissionDenied",
     "PolicyDenied",
     "ProtocolError",
+    "RequestTooLarge",
     "Timeout",
+    "TooManyAuthFailures",
     "UpstreamUnavailable",
     "error_for_code",
     "EXIT_OK",
@@ -84,6 +90,7 @@ class ErrorCode(enum.IntEnum):
     UPSTREAM_UNAVAILABLE = 0x13
     TIMEOUT = 0x14
     NOT_SUPPORTED = 0x15
+    MFA_REQUIRED = 0x16
 
 
 class FetchmlError(Exception):
@@ -126,10 +133,22 @@ class ProtocolError(FetchmlError):
     http_status = 400
 
 
+class RequestTooLarge(ProtocolError):
+    """A request body over the operation's limit (``limits.max_request_body``)."""
+
+    http_status = 413
+
+
 class AuthenticationFailed(FetchmlError):
     code = ErrorCode.AUTH_FAILED
     http_status = 401
     exit_code = 3
+
+
+class TooManyAuthFailures(AuthenticationFailed):
+    """A wrong key from an address that is over its budget of failures for this minute."""
+
+    http_status = 429
 
 
 class PermissionDenied(FetchmlError):
@@ -222,6 +241,15 @@ class NotSupported(FetchmlError):
     http_status = 501
 
 
+class MfaRequired(FetchmlError):
+    """The second factor (a TOTP or recovery code) is needed: ``ml auth elevate`` for admin
+    operations, the code field of a browser login (docs/access.md)."""
+
+    code = ErrorCode.MFA_REQUIRED
+    http_status = 401
+    exit_code = 3
+
+
 class AgentUnreachable(FetchmlError):
     """Client side only: the agent did not answer at the address tried."""
 
@@ -249,6 +277,7 @@ _BY_CODE: dict[int, type[FetchmlError]] = {
         UpstreamUnavailable,
         Timeout,
         NotSupported,
+        MfaRequired,
     )
 }
 

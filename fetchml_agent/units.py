@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_age", "format_duration", "parse_cpu", "parse_duration_s", "parse_size_mb", "format_size_mb"]
+__all__ = ["format_age", "format_duration", "parse_cpu", "parse_duration", "parse_size_mb", "format_size_mb"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?\s*$", re.IGNORECASE)
 _FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w|y)?\s*$", re.IGNORECASE)
+_FACTOR_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 def parse_size_mb(value: str | int | float, what: str = "size") -> int:
@@ -48,28 +50,27 @@ def parse_cpu(value: str | int | float, what: str = "cpu") -> float:
     return cpu
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$", re.IGNORECASE)
-_FACTOR_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+def parse_duration(value: str | int | float, what: str = "duration") -> float:
+    """Seconds from ``30``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"`` or ``"1y"`` (365 days;
+    a bare number is seconds).
 
-
-def parse_duration_s(value: str | int | float, what: str = "duration") -> float:
-    """``"7d"`` → 604800.0. Raises ValueError with a message naming ``what`` on anything else."""
+    Raises ValueError with a message naming ``what`` on anything else, or on zero or less."""
     if isinstance(value, bool):
-        raise ValueError(f"{what}: expected a duration such as 30d, 12h or 90m, got {value!r}")
+        raise ValueError(f"{what}: expected a duration such as 30m or 12h, got {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
         m = _DURATION.match(str(value))
         if not m:
-            raise ValueError(f"{what}: expected a duration such as 30d, 12h or 90m, got {value!r}")
-        seconds = float(m.group(1)) * _FACTOR_S[m.group(2).lower()]
-    if not seconds > 0:
+            raise ValueError(f"{what}: expected a duration such as 30m or 12h, got {value!r}")
+        seconds = float(m.group(1)) * _FACTOR_S[(m.group(2) or "").lower()]
+    if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"{what}: must be more than zero, got {value!r}")
     return seconds
 
 
 def format_duration(seconds: float) -> str:
-    """604800 → ``"7d"``; 5400 → ``"90m"``; the largest unit that divides it."""
+    """604800 → ``"1w"``; 5400 → ``"90m"``: the largest unit that divides it."""
     s = int(seconds)
     for unit in ("y", "w", "d", "h", "m"):
         if s and s % _FACTOR_S[unit] == 0:

@@ -17,7 +17,10 @@ and each variable block of ``hosts.yml`` is validated with cerberus:
 
 Variables that the fetchml_agent role hands to agent.yaml as whole sections (``fetchml_agent_nomad``,
 ``fetchml_agent_package_management``, ...) are checked against the agent's own schema of that section
-(:func:`agent_section_schemas`), so a key the agent would refuse at start fails here first.
+(:func:`agent_section_schemas`), so a key the agent would refuse at start fails here first. So are
+``fetchml_agent_users``: an ``api_key_verifier`` must be 64 hex digits, an ``api_key`` a vault
+value, and an ``api_key_sha256`` (a working credential in the inventory) is refused with the way to
+replace it.
 
 Besides the roles' variables an inventory may set Ansible's connection variables (``ansible_*`` in
 :data:`CONNECTION_VARS`) and ``vault_*`` variables, which hold secrets and must be vault-encrypted.
@@ -27,6 +30,7 @@ Every error names the file, the host or group, and the key. Exits 1 when there i
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import sys
 from collections.abc import Iterator
@@ -78,6 +82,7 @@ def agent_section_schemas() -> dict[str, dict[str, Any]]:
     """The agent's cerberus schemas of the agent.yaml sections that role variables carry whole."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+    from fetchml_agent.auth import LEGACY_KEY_FIELD, VERIFIER_FIELD
     from fetchml_agent.config import SCHEMA
     from fetchml_agent.nomad.schema import NOMAD_CONFIG_SCHEMA
     from fetchml_agent.policy.schema import AGENT_SECTION_SCHEMA
@@ -85,6 +90,13 @@ def agent_section_schemas() -> dict[str, dict[str, Any]]:
 
     # The role merges fetchml_agent_nomad_token into the section as `token`.
     nomad = {k: v for k, v in NOMAD_CONFIG_SCHEMA.items() if k != "token"}
+    # The role's users: the agent's, with api_key (from a vault) as the alternative to the verifier
+    # (that one of the two is there, the role's asserts check: a vault value is opaque here).
+    users = copy.deepcopy(SCHEMA["users"])
+    user = users["schema"]["schema"]
+    user[VERIFIER_FIELD] = {k: v for k, v in user[VERIFIER_FIELD].items() if k != "required"}
+    user["api_key"] = {"type": "string", "empty": False, "secret": True}
+    user[LEGACY_KEY_FIELD] = {"legacy_key": True}
     return {
         "fetchml_agent_package_management": AGENT_SECTION_SCHEMA,
         "workspace_images_package_management": AGENT_SECTION_SCHEMA,
@@ -95,6 +107,7 @@ def agent_section_schemas() -> dict[str, dict[str, Any]]:
         "fetchml_agent_limits": SCHEMA["limits"],
         "fetchml_agent_webhooks": SCHEMA["webhooks"],
         "fetchml_agent_teams": SCHEMA["teams"],
+        "fetchml_agent_users": users,
     }
 
 
@@ -122,6 +135,16 @@ class _InventoryValidator(Validator):  # type: ignore[misc]
             self._drop_remaining_rules()
             return
         super()._validate_type(data_type, field, value)
+
+    def _validate_legacy_key(self, legacy: bool, field: str, value: Any) -> None:
+        """{'type': 'boolean'}"""
+        from fetchml_agent.auth import LEGACY_KEY_REFUSAL
+
+        if legacy:
+            self._error(
+                field,
+                f"{LEGACY_KEY_REFUSAL}: write api_key_verifier (fetchml-agent hash-key KEY), or api_key from a vault",
+            )
 
     def _validate_secret(self, secret: bool, field: str, value: Any) -> None:
         """{'type': 'boolean'}"""

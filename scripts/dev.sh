@@ -39,7 +39,7 @@ up() {
     (umask 077; "$venv/bin/python" -c 'import secrets; print("fml_dev_" + secrets.token_urlsafe(24))' >"$state/dev-admin.key")
   fi
   key=$(cat "$state/dev-admin.key")
-  hash=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+  verifier=$(printf '%s\n' "$key" | "$venv/bin/fetchml-agent" hash-key -)
   cat >"$state/agent.yaml" <<YAML
 # Written by \`make dev-up\`: a development agent with the embedded local runtime.
 listen: $listen
@@ -48,7 +48,7 @@ runtime: local
 users:
   - name: admin
     role: admin
-    api_key_sha256: "$hash"
+    api_key_verifier: "$verifier"
 YAML
   if pid=$(agent_pid); then
     echo "agent already running (pid $pid)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from fetchml_agent.auth import api_key_verifier
 
 pytest_plugins = ["tests.leaks"]
 
@@ -73,9 +74,9 @@ class AgentProcess:
             "data_dir": "./data",
             "runtime": "local",
             "users": [
-                {"name": "admin", "role": "admin", "api_key_sha256": hashlib.sha256(KEYS["admin"].encode()).hexdigest()},
-                {"name": "bob", "role": "user", "api_key_sha256": hashlib.sha256(KEYS["bob"].encode()).hexdigest()},
-                {"name": "carol", "role": "user", "api_key_sha256": hashlib.sha256(KEYS["carol"].encode()).hexdigest(),
+                {"name": "admin", "role": "admin", "api_key_verifier": api_key_verifier(KEYS["admin"])},
+                {"name": "bob", "role": "user", "api_key_verifier": api_key_verifier(KEYS["bob"])},
+                {"name": "carol", "role": "user", "api_key_verifier": api_key_verifier(KEYS["carol"]),
                  "teams": ["data-science-team"]},
             ],
             "local": {"port_base": random.randint(20000, 40000)},

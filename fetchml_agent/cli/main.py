@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import AgentUnreachable, AuthenticationFailed, FetchmlError, InvalidArgument
+from ..errors import AgentUnreachable, AuthenticationFailed, FetchmlError, InvalidArgument, MfaRequired
 
 __all__ = ["Ctx", "main", "build_parser", "COMMAND_MODULES"]
 
@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "fetchml_agent.cli.operations",
     "fetchml_agent.cli.packages",
     "fetchml_agent.cli.experiments",
+    "fetchml_agent.cli.auth",
     "fetchml_agent.cli.governance",
 ]
 
@@ -157,7 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Ctx(args)
     func: Callable[[Ctx], int | None] = args.func
     try:
-        return int(func(ctx) or 0)
+        try:
+            return int(func(ctx) or 0)
+        except MfaRequired:
+            # access.mfa: an admin operation without a second factor. Ask for it once, elevate,
+            # and run the command again (ml auth elevate does the same on its own).
+            from .auth import elevate_and_retry
+
+            if getattr(args, "auth_verb", None) or not elevate_and_retry(ctx):
+                raise
+            return int(func(ctx) or 0)
     except FetchmlError as exc:
         return report_error(ctx, exc)
     except KeyboardInterrupt:

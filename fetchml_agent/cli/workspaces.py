@@ -52,7 +52,7 @@ def _print_workspace(doc: dict[str, Any]) -> None:
             ("gpu", r.get("gpu")),
             ("disk", r.get("disk")),
             ("limits enforced", enforced),
-            ("password", "yes" if doc.get("password_protected") else "no (token in the url)"),
+            ("password", "yes (the owner's browser login)" if doc.get("password_protected") else "no"),
             ("experiment", doc.get("experiment")),
             ("created", human_age(doc.get("created_at"))),
         ]

@@ -170,9 +170,9 @@ class ChainKey:
         return self.mac(b"seal\x1f", str(event_id).encode(), b"\x1f", commitment.encode(), b"\x1f",
                         personal_text.encode("utf-8"))
 
-    def account_mac(self, key_hash16: bytes) -> bytes:
-        """Stands for an erased account's API key (not its name) in ``erased_accounts``."""
-        return self.mac(b"erased-account\x1f", key_hash16)
+    def account_mac(self, key_verifier: bytes) -> bytes:
+        """Stands for an erased account's API key (its verifier, never its name) in ``erased_accounts``."""
+        return self.mac(b"erased-account\x1f", key_verifier)
 
 
 class Row(NamedTuple):

@@ -1,12 +1,13 @@
 """GDPR requests, on the database: everything held about a person, and erasing them.
 
 :func:`collect` gathers one person's data per section (account, grants, workspaces owned,
-package requests, installs and removals, runs, experiments, sync history, audit events). The
+package requests, installs and removals, runs, experiments, sync history, browser sessions, MFA
+enrolment (not its secret), audit events). The
 CLI writes it as one archive of JSON and CSV files.
 
 :func:`erase` replaces the person's name with a pseudonym (``erased-`` and 12 random hex digits,
-linked to nothing) in every table, deletes their access grants and their free-text request
-reasons, rewrites and seals the audit's personal documents (the chain still verifies), and
+linked to nothing) in every table, deletes their access grants, MFA enrolment, personal token
+generations and free-text request reasons, blanks their sessions' addresses, rewrites and seals the audit's personal documents (the chain still verifies), and
 remembers the account by a MAC of its API key hash so the agent refuses that key from then on.
 It runs with ``secure_delete`` and truncates the write-ahead log afterwards, so the old text
 does not linger in free pages. Columns that name something on disk are not rewritten and are
@@ -78,6 +79,9 @@ def collect(conn: sqlite3.Connection, name: str, teams: list[str], pattern: re.P
                              (name,)),
         "sync_history": _rows(conn, "SELECT id, ts, workspace, experiment_id, direction, run_id FROM sync_history "
                                     "WHERE user = ? ORDER BY ts", (name,)),
+        "sessions": _rows(conn, "SELECT id, workspace, workspace_id, method, mfa, address, created_at, last_seen, "
+                                "ended_at, end_reason FROM access_sessions WHERE user = ? ORDER BY created_at", (name,)),
+        "mfa": _rows(conn, "SELECT created_at, confirmed_at FROM access_mfa WHERE user = ?", (name,)),
     }
     own = query_events(conn, user=name, limit=10_000_000, with_chain=True, oldest_first=True)
     seen = {e["id"] for e in own}
@@ -117,7 +121,7 @@ def mentions(conn: sqlite3.Connection, pattern: re.Pattern[str]) -> dict[str, in
 
 
 def erase(conn: sqlite3.Connection, key: ChainKey, name: str, pattern: re.Pattern[str], pseudonym: str,
-          key_hash16: bytes | None, transfer_to: str | None) -> dict[str, Any]:
+          key_verifier: bytes | None, transfer_to: str | None) -> dict[str, Any]:
     """Erases ``name`` (one transaction); returns what was changed and what mentions remain.
 
     Workspaces they own go to ``transfer_to`` (the caller has checked there are none without it).
@@ -137,6 +141,12 @@ def erase(conn: sqlite3.Connection, key: ChainKey, name: str, pattern: re.Patter
             "DELETE FROM access WHERE principal_type = 'user' AND principal = ?", (name,)).rowcount
         changed["package_request_reasons.reason (blanked)"] = conn.execute(
             "UPDATE package_request_reasons SET reason = '' WHERE requester = ? AND reason != ''", (name,)).rowcount
+        changed["access_mfa (enrolment deleted)"] = conn.execute("DELETE FROM access_mfa WHERE user = ?",
+                                                                 (name,)).rowcount
+        changed["access_token_generations (deleted)"] = conn.execute(
+            "DELETE FROM access_token_generations WHERE user = ?", (name,)).rowcount
+        changed["access_sessions.address (blanked)"] = conn.execute(
+            "UPDATE access_sessions SET address = '' WHERE user = ? AND address != ''", (name,)).rowcount
         for table, column in _text_columns(conn):
             if (table, column) in KEPT_COLUMNS:
                 continue
@@ -145,9 +155,9 @@ def erase(conn: sqlite3.Connection, key: ChainKey, name: str, pattern: re.Patter
             if n:
                 changed[f"{table}.{column}"] = n
         changed["audit (personal documents sealed)"] = rewrite_personal(conn, key, pattern, pseudonym)
-        if key_hash16 is not None:
+        if key_verifier is not None:
             conn.execute("INSERT OR REPLACE INTO erased_accounts (key_mac, pseudonym, erased_at) VALUES (?, ?, ?)",
-                         (key.account_mac(key_hash16), pseudonym, time.time()))
+                         (key.account_mac(key_verifier), pseudonym, time.time()))
     except BaseException:
         conn.execute("ROLLBACK")
         conn.execute("PRAGMA secure_delete = OFF")

@@ -9,7 +9,7 @@
       metrics: 90d      # run metrics                              (declared; not enforced yet)
       at: "03:30"       # when the daily purge runs (the agent's local time)
 
-A category left out (or ``null``) is kept forever. Durations are ``units.parse_duration_s``
+A category left out (or ``null``) is kept forever. Durations are ``units.parse_duration``
 strings (``30d``, ``12h``, ``2w``, ``1y``). ``ml admin retention --dry-run`` shows what the next
 purge would remove; ``ml admin retention --run`` purges now. The audit purge first verifies the
 chain and refuses to purge a broken one (that would hide the evidence).
@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..units import format_duration, parse_duration_s
+from ..units import format_duration, parse_duration
 
 __all__ = ["CATEGORIES", "ENFORCED", "RETENTION_SCHEMA", "RetentionSettings"]
 
@@ -37,7 +37,7 @@ def _duration_ok(field: str, value: Any, error: Any) -> None:
     if value is None:
         return
     try:
-        parse_duration_s(value, field)
+        parse_duration(value, field)
     except ValueError as exc:
         error(field, str(exc))
 
@@ -66,7 +66,7 @@ class RetentionSettings:
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> RetentionSettings:
         section = section or {}
-        keep = {c: (parse_duration_s(section[c], f"retention.{c}") if section.get(c) is not None else None)
+        keep = {c: (parse_duration(section[c], f"retention.{c}") if section.get(c) is not None else None)
                 for c in CATEGORIES}
         m = _AT.match(str(section.get("at") or "03:30"))
         at = (int(m.group(1)), int(m.group(2))) if m else (3, 30)

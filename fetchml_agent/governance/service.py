@@ -338,14 +338,20 @@ async def user_erase(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     pattern = names_pattern([user.name])
     assert pattern is not None
     key = await chain_key(agent)
+    _forget_user(agent, user)  # from now on the key is refused; then their open sessions end
+    access = agent.extensions.get("access")
+    if access is not None:
+        for ws_id in sorted({s.workspace_id for s in access.sessions.values() if s.user == user.name}):
+            ws = next((w for w in agent.workspaces.values() if w.id == ws_id), None)
+            if ws is not None:
+                await access.revoke_person(user.name, ws, by=call.user.name)
     for name in owned:
         ws = agent.workspaces[name]
         ws.owner = target or ws.owner
-    result = await agent.store.run(erase, key, user.name, pattern, pseudonym, user.key_hash16, target)
+    result = await agent.store.run(erase, key, user.name, pattern, pseudonym, user.key_verifier, target)
     for name in owned:
         await agent.save(agent.workspaces[name])
     agent.extensions.pop("grants", None)  # reloaded from the database: their grants are gone
-    _forget_user(agent, user)
     agent.invalidate()
     await agent.audit(call.user.name, "user.erase", None, "ok", subject=pseudonym, transferred=len(owned),
                       transfer_to=target, changed=result["changed"], remaining=sorted(result["remaining"]))
@@ -368,8 +374,7 @@ def _config_index(agent: Agent, user: User) -> int:
 
 def _forget_user(agent: Agent, user: User) -> None:
     """The account stops existing for this agent: its key no longer authenticates."""
-    agent.users.pop(user.name, None)
-    agent.config.users[:] = [u for u in agent.config.users if u.name != user.name]
+    agent.remove_user(user.name)
     agent.extensions.setdefault("erased_in_config", []).append(_config_index(agent, user))
 
 
@@ -380,10 +385,10 @@ async def _start(agent: Agent) -> None:
     key = await chain_key(agent)
     erased = await agent.store.run(erased_key_macs)
     for user in list(agent.config.users):
-        if key.account_mac(user.key_hash16) in erased:
+        if key.account_mac(user.key_verifier) in erased:
             log.warning("users[%d] in %s belongs to an erased account (now %s): its key is refused; delete that "
                         "entry from the file", _config_index(agent, user), agent.config.path or "agent.yaml",
-                        erased[key.account_mac(user.key_hash16)])
+                        erased[key.account_mac(user.key_verifier)])
             _forget_user(agent, user)
     ignored = [c for c in CATEGORIES if settings(agent).keep.get(c) is not None and c not in ENFORCED]
     if ignored:

@@ -41,7 +41,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from fetchml_agent.policy.names import normalize_name
-from fetchml_agent.units import format_age, format_duration, parse_duration_s
+from fetchml_agent.units import format_age, format_duration, parse_duration
 
 __all__ = [
     "SEVERITIES",
@@ -66,7 +66,7 @@ _BLOCK_CHOICES = ("none", "any", "low", "medium", "high", "critical")
 
 def _duration_ok(field_: str, value: Any, error: Any) -> None:
     try:
-        parse_duration_s(value, field_)
+        parse_duration(value, field_)
     except ValueError as exc:
         error(field_, str(exc))
 
@@ -102,7 +102,7 @@ class VulnerabilitySettings:
             path = (base or Path.cwd()) / path
         return cls(osv=path, block=str(doc.get("block") or "high"),
                    ignore=frozenset(str(i).upper() for i in doc.get("ignore") or ()),
-                   max_age_s=parse_duration_s(doc.get("max_age") or "7d", "vulnerabilities.max_age"),
+                   max_age_s=parse_duration(doc.get("max_age") or "7d", "vulnerabilities.max_age"),
                    when_unknown=str(doc.get("when_unknown") or "allow"))
 
     def blocks(self, severity: str) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from .opcodes import STREAMING, Opcode, PacketType
+from .opcodes import CAP_STREAM, CAPABILITIES, SEED_OPCODES, STREAMING, Opcode, PacketType
 from .packets import (
+    HEADER_LEN,
     KEY_HASH_LEN,
+    MAX_JSON_BODY,
+    MAX_JSON_DEPTH,
+    MAX_SEED_REQUEST,
+    PREAUTH_MAX_FRAME,
     DataPacket,
     ErrorPacket,
     JsonRequest,
@@ -17,12 +22,22 @@ from .packets import (
     StopRequest,
     SuccessPacket,
     api_key_hash,
+    loads_json_object,
+    parse_header,
     parse_request,
     parse_response,
 )
 
 __all__ = [
+    "CAPABILITIES",
+    "CAP_STREAM",
+    "HEADER_LEN",
     "KEY_HASH_LEN",
+    "MAX_JSON_BODY",
+    "MAX_JSON_DEPTH",
+    "MAX_SEED_REQUEST",
+    "PREAUTH_MAX_FRAME",
+    "SEED_OPCODES",
     "STREAMING",
     "DataPacket",
     "ErrorPacket",
@@ -38,6 +53,8 @@ __all__ = [
     "StopRequest",
     "SuccessPacket",
     "api_key_hash",
+    "loads_json_object",
+    "parse_header",
     "parse_request",
     "parse_response",
 ]

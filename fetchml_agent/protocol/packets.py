@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import ErrorCode, ProtocolError
+from ..errors import ErrorCode, ProtocolError, RequestTooLarge
 from .opcodes import Opcode, PacketType
 
 __all__ = [
@@ -43,14 +43,30 @@ __all__ = [
     "StartRequest",
     "StopRequest",
     "SuccessPacket",
+    "HEADER_LEN",
     "KEY_HASH_LEN",
+    "MAX_JSON_BODY",
+    "MAX_JSON_DEPTH",
+    "MAX_SEED_REQUEST",
+    "PREAUTH_MAX_FRAME",
     "api_key_hash",
+    "loads_json_object",
+    "parse_header",
     "parse_request",
     "parse_response",
 ]
 
 KEY_HASH_LEN = 16
+HEADER_LEN = 1 + KEY_HASH_LEN
+# The largest body any JSON request may declare; the agent's own limit is lower (limits.max_request_body).
 MAX_JSON_BODY = 16 * 1024 * 1024
+# Containers nested deeper than this are refused (0x01): no document of the protocol needs more.
+MAX_JSON_DEPTH = 32
+# The largest request of the seed's layouts (0x0D with every length at its maximum).
+MAX_SEED_REQUEST = HEADER_LEN + (1 + 0xFF) + (2 + 0xFFFF) + (1 + 0xFF)
+# Until a connection has sent one request with a valid key, the agent takes no larger frame (it
+# closes the connection with 1009 at the frame's header): enough for every request of the seed.
+PREAUTH_MAX_FRAME = MAX_SEED_REQUEST
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -218,18 +234,11 @@ class JsonRequest:
     body: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse_body(cls, opcode: Opcode, key: bytes, r: _Reader) -> JsonRequest:
+    def parse_body(cls, opcode: Opcode, key: bytes, r: _Reader, max_body: int = MAX_JSON_BODY) -> JsonRequest:
         length = r.int(_U32, "body length")
-        if length > MAX_JSON_BODY:
-            raise ProtocolError("body too large", f"{length} bytes, at most {MAX_JSON_BODY}")
-        raw = r.take(length, "body")
-        try:
-            body = json.loads(raw) if raw else {}
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ProtocolError("body is not JSON", str(exc)[:200]) from exc
-        if not isinstance(body, dict):
-            raise ProtocolError("body must be a JSON object", f"got {type(body).__name__}")
-        return cls(opcode, key, body)
+        if length > max_body:
+            raise RequestTooLarge("body too large", f"{length} bytes, at most {max_body} for this request")
+        return cls(opcode, key, loads_json_object(r.take(length, "body"), "body"))
 
     def serialize(self) -> bytes:
         raw = json.dumps(self.body, separators=(",", ":")).encode("utf-8")
@@ -248,31 +257,76 @@ _SEED_REQUESTS: dict[int, Any] = {
 }
 
 
-def parse_request(frame: bytes) -> Request:
-    """Decode one request frame.
+def loads_json_object(raw: bytes, what: str = "body", max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """Decode a JSON object (empty bytes: ``{}``), refusing other types and deep nesting.
 
     Raises:
-        ProtocolError: the frame is truncated, has bytes past its end, an unknown opcode, bad
-            UTF-8 or a body that is not a JSON object.
+        ProtocolError: not UTF-8 JSON, not an object, or containers nested deeper than ``max_depth``.
+    """
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise ProtocolError(f"{what} is nested too deeply", f"at most {max_depth} levels of arrays and objects") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"{what} is not JSON", str(exc)[:200]) from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"{what} must be a JSON object", f"got {type(doc).__name__}")
+    if _depth_exceeds(doc, max_depth):
+        raise ProtocolError(f"{what} is nested too deeply", f"at most {max_depth} levels of arrays and objects")
+    return doc
+
+
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def parse_header(frame: bytes | bytearray | memoryview) -> tuple[Opcode, bytes]:
+    """The opcode and the 16-byte key hash of a request, without looking at its body.
+
+    The agent checks the key before it parses (or even measures) a body, so a frame from someone
+    without a key costs no more than these 17 bytes.
+
+    Raises:
+        ProtocolError: a text frame, fewer than 17 bytes, or an unknown opcode.
     """
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise ProtocolError("binary frame expected", "text frames are not part of the protocol")
-    r = _Reader(bytes(frame))
-    raw_op = r.int(_U8, "opcode")
+    if len(frame) < HEADER_LEN:
+        raise ProtocolError(
+            "truncated frame", f"a request starts with [opcode:1][api_key_hash:16]; the frame has {len(frame)} bytes"
+        )
+    raw_op = frame[0]
     try:
         opcode = Opcode(raw_op)
     except ValueError:
         raise ProtocolError("unknown opcode", f"0x{raw_op:02X}") from None
-    key = _key_hash(r)
+    return opcode, bytes(frame[1:HEADER_LEN])
+
+
+def parse_request(frame: bytes, *, max_body: int = MAX_JSON_BODY) -> Request:
+    """Decode one request frame; a JSON body may hold at most ``max_body`` bytes.
+
+    Raises:
+        ProtocolError: the frame is truncated, has bytes past its end, an unknown opcode, bad
+            UTF-8, a body over ``max_body``, or a body that is not a JSON object (or nests deeper
+            than :data:`MAX_JSON_DEPTH`).
+    """
+    opcode, key = parse_header(frame)
+    r = _Reader(bytes(frame))
+    r.pos = HEADER_LEN
     seed = _SEED_REQUESTS.get(opcode)
-    req: Request = seed.parse_body(key, r) if seed else JsonRequest.parse_body(opcode, key, r)
+    req: Request = seed.parse_body(key, r) if seed else JsonRequest.parse_body(opcode, key, r, max_body)
     r.end()
     return req
-
-
-def peek_opcode(frame: bytes) -> int | None:
-    """The first byte of a frame, if any: lets a transport answer even a bad frame sensibly."""
-    return frame[0] if isinstance(frame, (bytes, bytearray)) and frame else None
 
 
 # ---------------------------------------------------------------------------------------------

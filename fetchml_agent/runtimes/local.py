@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from fetchml_jupyter import SERVER_EXTENSIONS
+
 from .. import procs
 from ..aio import run_blocking
 from ..errors import BackendError, InsufficientResources, Timeout
@@ -190,8 +192,11 @@ class LocalRuntime(Runtime):
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)
         cfg: dict[str, Any] = {
-            "ServerApp": {"open_browser": False, "root_dir": str(spec.path)},
-            "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
+            # fetchml_jupyter: the agent decides who may do what (docs/access.md); with live
+            # collaboration, whose frontend extensions live in the agent's environment.
+            "ServerApp": {"open_browser": False, "root_dir": str(spec.path), "jpserver_extensions": SERVER_EXTENSIONS},
+            "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+                       "extra_labextensions_path": [str(Path(sysconfig.get_path("data")) / "share/jupyter/labextensions")]},
         }
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
@@ -199,9 +204,7 @@ class LocalRuntime(Runtime):
         fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(cfg, fh)
-        env = self._workspace_env(spec, env_dir)
-        if spec.password_hash:
-            env["JUPYTER_TOKEN"] = ""
+        env = self._workspace_env(spec, env_dir)  # JUPYTER_TOKEN: the server's own credential
         gpu_indexes = list(spec.gpu_ids)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
         argv = [
@@ -233,7 +236,7 @@ class LocalRuntime(Runtime):
             }
             url = f"http://127.0.0.1:{spec.port}/"
             try:
-                await self._wait_ready(proc, url, spec.token if not spec.password_hash else "", log_path)
+                await self._wait_ready(proc, url, spec.token, log_path)
             except BaseException:
                 await self.stop(state, grace=2.0)
                 raise

@@ -1,26 +1,43 @@
 """One ASGI application on one port: ``/ws`` (binary protocol), ``/api/v1/...`` (HTTP), ``/index``.
 
-uvicorn serves it, with the ``websockets`` library's sans-I/O protocol for ``/ws``; Starlette
-routes the HTTP side. Both transports call the same operations from :mod:`fetchml_agent.service`.
+uvicorn serves it, with the ``websockets`` library's sans-I/O protocol for ``/ws``
+(:mod:`.wsproto`); Starlette routes the HTTP side. Both transports call the same operations from
+:mod:`fetchml_agent.service`, check the key before they read a body, and share one
+:class:`~.guard.PeerGuard`. HTTP bodies are limited to ``limits.max_request_body`` (or what the
+operation declares), checked against ``Content-Length`` before reading and counted while
+reading (413); a body that is not a JSON object, or nests too deeply, is 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import AuthenticationFailed, ErrorCode, FetchmlError, InvalidArgument, ProtocolError
+from ..config import DEFAULT_MAX_REQUEST_BODY
+from ..errors import (
+    AuthenticationFailed,
+    ErrorCode,
+    FetchmlError,
+    InvalidArgument,
+    RequestTooLarge,
+    TooManyAuthFailures,
+)
+from ..protocol import loads_json_object
 from ..service import ROUTES, Call, Operation, load_operations
-from .transport import error_frame, handle_frame
+from .guard import PENALTY_SECONDS, PeerGuard
+from .transport import Connection, handle_frame, max_frame_after_auth
+from .wsproto import FRAME_LIMIT_EXTENSION
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -34,31 +51,53 @@ def _error_response(err: FetchmlError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.http_status)
 
 
-def _http_endpoint(agent: Agent, op: Operation) -> Any:
+def _peer(conn: Request | WebSocket) -> str:
+    return conn.client.host if conn.client else "-"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) past ``limit`` bytes: by Content-Length first, then while reading."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge("request body too large", f"{declared} bytes, at most {limit} for this request")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge("request body too large", f"more than {limit} bytes, at most {limit} for this request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _http_endpoint(agent: Agent, op: Operation, guard: PeerGuard, max_body: int) -> Any:
+    limit = max(max_body, op.max_body or 0)
+
     async def endpoint(request: Request) -> Response:
         try:
             header = request.headers.get("authorization", "")
             scheme, _, key = header.partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                raise AuthenticationFailed(
-                    "authentication failed: send the API key as 'Authorization: Bearer <key>'"
-                )
             try:
+                if scheme.lower() != "bearer" or not key.strip():
+                    raise AuthenticationFailed(
+                        "authentication failed: send the API key as 'Authorization: Bearer <key>'"
+                    )
                 user = agent.authenticate_key(key.strip())
-            except AuthenticationFailed:
-                await agent.audit("-", "auth.failed", None, "denied", transport="http")
-                raise
+            except AuthenticationFailed as exc:
+                if await guard.failure(_peer(request), "http", "wrong_key"):
+                    await asyncio.sleep(PENALTY_SECONDS)
+                    raise TooManyAuthFailures(
+                        "authentication failed: too many failed attempts from this address",
+                        "attempts are accepted again within a minute",
+                    ) from None
+                raise exc from None
+            for check in agent.extensions.get("call_checks", []):  # access: allowlists, admin MFA (docs/access.md)
+                check(agent, user, hashlib.sha256(key.strip().encode("utf-8")).digest()[:16], op.name)
             args: dict[str, Any] = dict(request.query_params)
             if request.method in ("POST", "PUT", "PATCH"):
-                raw = await request.body()
+                raw = await _read_body(request, limit)
                 if raw.strip():
-                    try:
-                        body = json.loads(raw)
-                    except ValueError as exc:
-                        raise ProtocolError("request body is not JSON", str(exc)[:200]) from None
-                    if not isinstance(body, dict):
-                        raise ProtocolError("request body must be a JSON object")
-                    args.update(body)
+                    args.update(loads_json_object(raw, "request body"))
             args.update(request.path_params)
             result = await op.handler(agent, Call(user, "http"), op.validate(args))
         except FetchmlError as exc:
@@ -81,30 +120,67 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
     """The ASGI app; with ``manage_lifecycle`` the agent starts and stops with the server."""
     load_operations()
 
+    limits = agent.config.section("limits")
+    max_body = int(limits.get("max_request_body", DEFAULT_MAX_REQUEST_BODY))
+    frame_limit = max_frame_after_auth(max_body)
+
+    async def audit_failures(peer: str, details: dict[str, Any]) -> None:
+        await agent.audit("-", "auth.failed", None, "denied", peer=peer, **details)
+
+    guard = PeerGuard(
+        audit_failures,
+        max_connections=int(limits.get("max_connections_per_peer", 64)),
+        failures_per_window=int(limits.get("auth_failures_per_minute", 10)),
+    )
+
     async def ws_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-
-        async def send(data: bytes) -> None:
-            await websocket.send_bytes(data)
-
+        peer = _peer(websocket)
+        if not guard.open_connection(peer):
+            await guard.failure(peer, "ws", "refused_connection")
+            await websocket.send_denial_response(
+                PlainTextResponse(
+                    f"too many connections from {peer} (limits.max_connections_per_peer = {guard.max_connections})\n",
+                    status_code=429,
+                )
+            )
+            return
+        if guard.over_budget(peer):  # a flood of reconnects waits here, off the event loop's hands
+            await asyncio.sleep(PENALTY_SECONDS)
+        conn = Connection(
+            peer,
+            guard,
+            max_body,
+            frame_limit,
+            set_frame_limit=websocket.scope.get("extensions", {}).get(FRAME_LIMIT_EXTENSION),
+        )
         try:
+            await websocket.accept()
+
+            async def send(data: bytes) -> None:
+                await websocket.send_bytes(data)
+
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    if message.get("code") == 1009 and not conn.authenticated:  # over PREAUTH_MAX_FRAME
+                        await guard.failure(peer, "ws", "oversized_frame")
                     return
                 frame = message.get("bytes")
-                if frame is None:
-                    await send(error_frame(ProtocolError("binary frame expected", "text frames are not part of the protocol")))
-                    continue
-                await handle_frame(agent, frame, send)
+                if not await handle_frame(agent, conn, frame if frame is not None else message.get("text", ""), send):
+                    await websocket.close(1008, "too many authentication failures")
+                    return
         except WebSocketDisconnect:
             return
+        finally:
+            guard.close_connection(peer)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": agent.version, "runtime": agent.runtime.name})
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        err = InvalidArgument(f"no such endpoint: {request.method} {request.url.path}", "see docs/http-api.md")
+        err = InvalidArgument(
+            f"no such endpoint: {request.method} {request.url.path}", "README.md, section 'HTTP API', lists the endpoints"
+        )
         return JSONResponse({**err.to_dict(), "error": "not_found"}, status_code=404)
 
     routes: list[BaseRoute] = [
@@ -112,7 +188,7 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
         Route("/api/v1/health", health, methods=["GET"]),
     ]
     for method, path, op in ROUTES:
-        routes.append(Route(path, _http_endpoint(agent, op), methods=[method]))
+        routes.append(Route(path, _http_endpoint(agent, op, guard, max_body), methods=[method]))
     for mount in agent.extensions.get("mounts", []):
         routes.append(Mount(mount[0], app=mount[1]))
 
@@ -120,10 +196,14 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_lifecycle:
             await agent.start()
+        guard.start()
         try:
             yield
         finally:
+            await guard.close()
             if manage_lifecycle:
                 await agent.close()
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    # ASGI middleware of other concerns (access: the allowlist), outermost first.
+    middleware = [Middleware(cls, agent=agent) for cls in agent.extensions.get("middleware", [])]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found}, middleware=middleware)

@@ -50,12 +50,19 @@ def _server_class() -> Any:
     return IndexServer
 
 
+# What workspaces may reach here: the package index, and the server-credential endpoints their
+# Jupyter Server asks about access (fetchml_agent/access/http.py). Never /ws nor /api.
+WORKSPACE_MOUNTS = ("/index", "/access")
+
+
 def build_index_app(agent: Agent) -> Starlette:
-    """An app with only the agent's ``/index`` mount; every other path answers 404."""
-    mounts = [Mount(path, app=app) for path, app in agent.extensions.get("mounts", []) if path == "/index"]
+    """An app with only the agent's workspace-facing mounts (:data:`WORKSPACE_MOUNTS`); every other
+    path answers 404."""
+    mounts = [Mount(path, app=app) for path, app in agent.extensions.get("mounts", []) if path in WORKSPACE_MOUNTS]
 
     async def not_found(request: Any, exc: Exception) -> PlainTextResponse:
-        return PlainTextResponse("only the package index is served here\n", status_code=404)
+        return PlainTextResponse("only the package index (and workspace access checks) are served here\n",
+                                 status_code=404)
 
     return Starlette(routes=mounts, exception_handlers={404: not_found})
 

@@ -37,6 +37,7 @@ MODULES = [
     "fetchml_agent.service.images",
     "fetchml_agent.webhooks",
     "fetchml_agent.service.experiments",
+    "fetchml_agent.access.ops",
     "fetchml_agent.governance.service",
 ]
 
@@ -82,6 +83,7 @@ class Operation:
     handler: Handler
     routes: list[tuple[str, str]] = field(default_factory=list)
     schema: dict[str, Any] | None = None
+    max_body: int | None = None  # bytes of request body it may need beyond limits.max_request_body
 
     @property
     def name(self) -> str:
@@ -106,14 +108,22 @@ ROUTES: list[tuple[str, str, Operation]] = []
 
 
 def operation(
-    opcode: Opcode, *, routes: list[tuple[str, str]] | None = None, schema: dict[str, Any] | None = None
+    opcode: Opcode,
+    *,
+    routes: list[tuple[str, str]] | None = None,
+    schema: dict[str, Any] | None = None,
+    max_body: int | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register ``handler`` for ``opcode`` and for each ``(METHOD, "/api/v1/...")`` route."""
+    """Register ``handler`` for ``opcode`` and for each ``(METHOD, "/api/v1/...")`` route.
+
+    ``max_body``: the request body this operation needs, when more than the agent's
+    ``limits.max_request_body`` (both transports refuse larger bodies with ``0x01``/HTTP 413).
+    """
 
     def register(handler: Handler) -> Handler:
         if opcode in OPERATIONS:
             raise RuntimeError(f"opcode {opcode.name} registered twice")
-        op = Operation(opcode, handler, list(routes or []), schema)
+        op = Operation(opcode, handler, list(routes or []), schema, max_body)
         OPERATIONS[opcode] = op
         for method, path in op.routes:
             ROUTES.append((method, path, op))

@@ -66,7 +66,7 @@ async def scale_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Res
                 await agent.save(ws)
                 raise
     await agent.audit(call.user.name, "workspace.scale", ws.name, before=old, after=ws.resources)
-    return Result(f"scaled workspace {ws.name}", "workspace", workspace_view(agent, ws))
+    return Result(f"scaled workspace {ws.name}", "workspace", workspace_view(agent, ws, call.user))
 
 
 @operation(
@@ -89,7 +89,7 @@ async def reset_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Res
                 await hook(agent, call, ws)
         await _start(agent, call, ws)
     await agent.audit(call.user.name, "workspace.reset", ws.name, hard=args["hard"])
-    return Result(f"reset workspace {ws.name}{' (hard)' if args['hard'] else ''}", "workspace", workspace_view(agent, ws))
+    return Result(f"reset workspace {ws.name}{' (hard)' if args['hard'] else ''}", "workspace", workspace_view(agent, ws, call.user))
 
 
 @operation(

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..access.ops import personal_token, require_password_change
 from ..aio import run_blocking
 from ..errors import (
     AlreadyExists,
@@ -34,6 +35,7 @@ from .access import OWN, USE, VIEW, grants_of, require, visible
 
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..config import User
 
 __all__ = ["adopt_all", "reconcile_once", "validate_name", "workspace_view", "service_view", "spec_for"]
 
@@ -76,15 +78,17 @@ def _resources_view(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def browser_url(ws: Workspace) -> str | None:
-    """What opens the workspace in a browser: the token rides along unless a password is set."""
+def browser_url(ws: Workspace, agent: Agent | None = None, user: User | None = None) -> str | None:
+    """What opens the workspace in a browser for ``user``: their own personal token rides along
+    (fetchml_agent/access; never the server's credential). Without a user, the login page."""
     if not ws.url or ws.status != "running":
         return None
     base = ws.url.replace("://127.0.0.1:", "://localhost:")
-    return f"{base}lab" if ws.password_hash else f"{base}lab?token={ws.token}"
+    token = personal_token(agent, user, ws) if agent is not None and user is not None else None
+    return f"{base}lab?token={token}" if token else f"{base}lab"
 
 
-def workspace_view(agent: Agent, ws: Workspace) -> dict[str, Any]:
+def workspace_view(agent: Agent, ws: Workspace, user: User | None = None) -> dict[str, Any]:
     limits = dict(ws.limits or {})
     limits.setdefault("enforced", False)
     return {
@@ -93,7 +97,7 @@ def workspace_view(agent: Agent, ws: Workspace) -> dict[str, Any]:
         "owner": ws.owner,
         "status": ws.status,
         "message": ws.status_message,
-        "url": browser_url(ws),
+        "url": browser_url(ws, agent, user),
         "path": ws.path,
         "port": ws.port,
         "runtime": ws.runtime,
@@ -110,13 +114,13 @@ def workspace_view(agent: Agent, ws: Workspace) -> dict[str, Any]:
     }
 
 
-def service_view(ws: Workspace) -> dict[str, Any]:
+def service_view(ws: Workspace, agent: Agent | None = None, user: User | None = None) -> dict[str, Any]:
     return {
         "id": ws.id,
         "name": ws.name,
         "workspace": ws.path,
         "status": ws.status,
-        "url": browser_url(ws),
+        "url": browser_url(ws, agent, user),
         "owner": ws.owner,
         "port": ws.port,
         "runtime": ws.runtime,
@@ -386,7 +390,8 @@ def _rmdir_if_empty(path: Path) -> None:
 @operation(Opcode.CREATE_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces")], schema=_CREATE_SCHEMA)
 async def create_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     ws = await _create(agent, call, args)
-    return Result(f"workspace {ws.name} is running at {browser_url(ws)}", "workspace", workspace_view(agent, ws), 201)
+    url = browser_url(ws, agent, call.user)
+    return Result(f"workspace {ws.name} is running at {url}", "workspace", workspace_view(agent, ws, call.user), 201)
 
 
 @operation(
@@ -406,7 +411,8 @@ async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
         ws = await _create(
             agent, call, {"name": name, "workspace": args["workspace"] or None, "password": args["password"] or None}
         )
-        return Result(f"service {ws.id} started at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+        return Result(f"service {ws.id} started at {browser_url(ws, agent, call.user)}", "workspace",
+                      workspace_view(agent, ws, call.user))
     require(agent, call.user, ws, USE, "starting")
     if args["workspace"] and Path(args["workspace"]).expanduser().resolve() != Path(ws.path):
         raise AlreadyExists(
@@ -415,12 +421,17 @@ async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
         )
     async with agent.lock(name):
         if ws.status == "running":
-            return Result(f"service {ws.id} is already running at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+            return Result(f"service {ws.id} is already running at {browser_url(ws, agent, call.user)}", "workspace",
+                          workspace_view(agent, ws, call.user))
         if args["password"]:
+            # access: the password logs in as the owner, so only they (or an admin) may set it.
+            await require_password_change(agent, call, ws)
             ws.password_hash = await run_blocking(_hash_password, args["password"])
+            await agent.audit(call.user.name, "workspace.password", ws.name, change="set")
         await _start(agent, call, ws)
     await agent.audit(call.user.name, "workspace.start", name)
-    return Result(f"service {ws.id} started at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+    return Result(f"service {ws.id} started at {browser_url(ws, agent, call.user)}", "workspace",
+                  workspace_view(agent, ws, call.user))
 
 
 @operation(
@@ -445,10 +456,11 @@ async def stop_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result
 )
 async def list_services(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     cache = agent.list_cache()
-    key = "all" if call.user.is_admin else f"user:{call.user.name}"
+    key = f"user:{call.user.name}"  # per person: each URL carries its caller's own token
     cached = cache.get(key)
     if cached is None:
-        doc = {"services": [service_view(ws) for ws in agent.workspaces.values() if visible(agent, call.user, ws)]}
+        doc = {"services": [service_view(ws, agent, call.user) for ws in agent.workspaces.values()
+                            if visible(agent, call.user, ws)]}
         cached = cache[key] = Result(f"{len(doc['services'])} services", "jupyter_services", doc)
         cached.json_bytes()
     return cached
@@ -461,7 +473,7 @@ _NAME_ONLY = {"name": {"type": "string", "required": True, "empty": False}}
 async def workspace_info(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing")
-    return Result(ws.name, "workspace", workspace_view(agent, ws))
+    return Result(ws.name, "workspace", workspace_view(agent, ws, call.user))
 
 
 @operation(Opcode.WORKSPACE_STATUS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/status")], schema=_NAME_ONLY)
@@ -472,7 +484,7 @@ async def workspace_status(agent: Agent, call: Call, args: dict[str, Any]) -> Re
     async with agent.lock(ws.name):
         await _refresh(agent, ws)
     doc: dict[str, Any] = {"name": ws.name, "id": ws.id, "status": ws.status, "message": ws.status_message,
-                           "url": browser_url(ws)}
+                           "url": browser_url(ws, agent, call.user)}
     if ws.status == "running" and ws.runtime_state:
         doc["stats"] = await agent.runtime.stats(ws.runtime_state)
     return Result(ws.status, "workspace_status", doc)
@@ -488,7 +500,8 @@ async def restart_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> R
             await _stop(agent, ws)
         await _start(agent, call, ws)
     await agent.audit(call.user.name, "workspace.restart", ws.name)
-    return Result(f"restarted workspace {ws.name} at {browser_url(ws)}", "workspace", workspace_view(agent, ws))
+    return Result(f"restarted workspace {ws.name} at {browser_url(ws, agent, call.user)}", "workspace",
+                  workspace_view(agent, ws, call.user))
 
 
 @operation(Opcode.DELETE_WORKSPACE, routes=[("DELETE", "/api/v1/jupyter/workspaces/{name}")], schema=_NAME_ONLY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 from .migrations import MIGRATIONS
 
-__all__ = ["Store", "open_connection", "transaction"]
+__all__ = ["DB_FILE_MODE", "Store", "open_connection", "transaction"]
 
 T = TypeVar("T")
 
@@ -30,6 +31,23 @@ def open_connection(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     _migrate(conn)
     return conn
+
+
+DB_FILE_MODE = 0o600
+
+
+def _private_db_files(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal/-shm files the same mode) and tighten
+    files an older agent left readable: they hold every workspace's records and secrets."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, DB_FILE_MODE))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        f = Path(f"{path}{suffix}")
+        try:
+            if f.stat().st_mode & 0o077:
+                os.chmod(f, DB_FILE_MODE)
+        except FileNotFoundError:
+            pass
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -69,6 +87,7 @@ class Store:
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_db_files(self.path)
         self._conn = self._pool.submit(open_connection, self.path).result()
 
     def close(self) -> None:

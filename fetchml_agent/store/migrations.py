@@ -199,6 +199,48 @@ MIGRATIONS.append(
     """
 )
 
+# Access to JupyterLab (fetchml_agent/access, docs/access.md): personal-token generations (no token
+# is stored: they are recomputed), browser sessions, TOTP enrolments (secret sealed with the access
+# key file) and workspace-server credentials bound to a workspace after their server started.
+MIGRATIONS.append(
+    """
+    CREATE TABLE access_token_generations (
+        user         TEXT NOT NULL,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        generation   INTEGER NOT NULL,
+        PRIMARY KEY (user, workspace_id)
+    );
+    CREATE TABLE access_sessions (
+        id           TEXT PRIMARY KEY,
+        user         TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        workspace    TEXT NOT NULL,
+        method       TEXT NOT NULL,
+        mfa          INTEGER NOT NULL DEFAULT 0,
+        address      TEXT NOT NULL DEFAULT '',
+        created_at   REAL NOT NULL,
+        last_seen    REAL NOT NULL,
+        ended_at     REAL,
+        end_reason   TEXT
+    );
+    CREATE INDEX access_sessions_user ON access_sessions (user, created_at);
+    CREATE INDEX access_sessions_open ON access_sessions (ended_at) WHERE ended_at IS NULL;
+    CREATE TABLE access_mfa (
+        user          TEXT PRIMARY KEY,
+        secret_sealed TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        confirmed_at  REAL,
+        last_step     INTEGER NOT NULL DEFAULT 0,
+        recovery      TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE access_server_bindings (
+        digest       TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        bound_at     REAL NOT NULL
+    );
+    """
+)
+
 # Governance: the audit log becomes a chain (fetchml_agent/governance/chain.py, docs/audit.md).
 # The canonical event document is the row; the columns people query are generated from it (or,
 # for ``user``, from the personal document), so they cannot be edited apart from what the chain

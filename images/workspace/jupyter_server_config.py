@@ -17,6 +17,13 @@ c.ServerApp.open_browser = False
 c.ServerApp.root_dir = "/home/fetchml/work"
 c.ServerApp.allow_remote_access = True
 
+# fetchml_jupyter decides access with the agent (docs/access.md); the others bring live
+# collaboration and terminals. The one list lives in the fetchml_jupyter package.
+from fetchml_jupyter import SERVER_EXTENSIONS  # noqa: E402
+
+c.ServerApp.jpserver_extensions.update(SERVER_EXTENSIONS)
+
+# The server's own credential towards the agent (fetchml_jupyter reads it from here).
 _token = os.environ.pop("JUPYTER_TOKEN", None)
 if _token is not None:
     c.IdentityProvider.token = _token

@@ -3,6 +3,8 @@
 ``size_mb``       ``"8g" | size_mb`` → 8192 (a bare number is MiB; ``512m``, ``1t``, ``8Gi`` work)
 ``size_str``      ``8192 | size_str`` → ``"8g"``
 ``pep503_name``   ``"Friendly.Bard" | pep503_name`` → ``"friendly-bard"``
+``api_key_verifier``  ``vault_key | api_key_verifier`` → the ``api_key_verifier`` agent.yaml stores
+                  for that API key (64 hex digits; never the key, never a value that logs in)
 ``pep503_names``  a list of names → the sorted, de-duplicated normalized list
 ``startup_scan_argv``      ``'' | startup_scan_argv`` → ``["-c", "..."]``: run with an image's python,
                            prints its installed distributions (the agent's own scan, SCAN_ARGV)
@@ -27,6 +29,7 @@ if _REPO not in sys.path:
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
+from fetchml_agent.auth import api_key_verifier as _api_key_verifier  # noqa: E402
 from fetchml_agent.errors import FetchmlError, PolicyDenied  # noqa: E402
 from fetchml_agent.policy.names import normalize_name  # noqa: E402
 from fetchml_agent.policy.scan import SCAN_ARGV, check_startup, installed_from_json  # noqa: E402
@@ -35,6 +38,7 @@ from fetchml_agent.units import format_size_mb, parse_size_mb  # noqa: E402
 
 __all__ = [
     "FilterModule",
+    "api_key_verifier",
     "pep503_name",
     "pep503_names",
     "size_mb",
@@ -58,6 +62,13 @@ def size_str(value: Any) -> str:
         return format_size_mb(int(value))
     except (TypeError, ValueError):
         raise AnsibleFilterError(f"size_str: expected a whole number of MiB, got {value!r}") from None
+
+
+def api_key_verifier(value: Any) -> str:
+    """The ``api_key_verifier`` of an API key (what agent.yaml stores instead of the key)."""
+    if not isinstance(value, str) or not value.strip():
+        raise AnsibleFilterError("api_key_verifier: expected an API key (a non-empty string)")
+    return _api_key_verifier(value.strip())
 
 
 def pep503_name(value: Any) -> str:
@@ -111,6 +122,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
+            "api_key_verifier": api_key_verifier,
             "size_mb": size_mb,
             "size_str": size_str,
             "pep503_name": pep503_name,

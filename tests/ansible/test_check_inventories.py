@@ -188,3 +188,28 @@ def test_templated_values_inside_agent_sections_pass(tmp_path):
     text = 'fetchml_agent_nomad:\n  address: "https://{{ groups.nomad_servers[0] }}:4646"\n  datacenters: [dc1]\n'
     inv = inventory(tmp_path, {"hosts.yml": HOSTS, "group_vars/agents.yml": text})
     assert ci.check_inventory(inv, SPECS) == []
+
+
+def test_agent_users_verifier_format_and_legacy_hash(tmp_path):
+    import hashlib
+
+    legacy = hashlib.sha256(b"some-key").hexdigest()
+    text = (
+        "fetchml_agent_users:\n"
+        f"  - {{name: old, api_key_sha256: {legacy}}}\n"
+        "  - {name: typo, api_key_verifier: not-hex}\n"
+        "  - {name: clear, api_key: s3cret-in-clear}\n"
+        '  - {name: vaulted, api_key: "{{ vault_key }}"}\n'
+        f"  - {{name: good, api_key_verifier: {'ab' * 32}}}\n"
+    )
+    inv = inventory(tmp_path, {"hosts.yml": HOSTS, "group_vars/agents.yml": text})
+    found = {f.key: f.message for f in ci.check_inventory(inv, SPECS)}
+    assert set(found) == {
+        "fetchml_agent_users[0].api_key_sha256",
+        "fetchml_agent_users[1].api_key_verifier",
+        "fetchml_agent_users[2].api_key",
+    }
+    assert "could log in" in found["fetchml_agent_users[0].api_key_sha256"]
+    assert "hash-key" in found["fetchml_agent_users[0].api_key_sha256"]
+    assert "regex" in found["fetchml_agent_users[1].api_key_verifier"]
+    assert "secret in clear" in found["fetchml_agent_users[2].api_key"]

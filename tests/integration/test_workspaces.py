@@ -88,9 +88,10 @@ def test_seed_service_commands(agent: AgentProcess, tmp_path: Path, unique_name:
     (folder / "hello.txt").write_text("hi")
     started = agent.ml_json("jupyter", "start", "--name", unique_name, "--workspace", str(folder), "--password", "mypass")
     assert started["path"] == str(folder.resolve())
-    assert started["password_protected"] and "token=" not in started["url"]
+    # The URL carries the caller's own token (docs/access.md); the password is the owner's browser login.
+    assert started["password_protected"] and "token=fmlp." in started["url"]
     service_id = started["id"]
-    # The password protects the server: no token, no access.
+    # No credential, no access.
     base, _ = split_url(started["url"])
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(base + "api/contents", timeout=5)
@@ -155,8 +156,9 @@ def test_kill_9_agent_adopts_running_workspaces(fresh_agent: AgentProcess) -> No
         __import__("sqlite3").connect(fresh_agent.data_dir / "agent.db")
         .execute("SELECT runtime_state FROM workspaces WHERE name='survivor'").fetchone()[0]
     )["pid"]
+    assert api_status(ws["url"])  # a person is working in it ...
     fresh_agent.kill9()
-    assert api_status(ws["url"])  # JupyterLab outlives the agent
+    assert api_status(ws["url"])  # ... and JupyterLab outlives the agent (their access was known: docs/access.md)
     fresh_agent.start()
     listed = fresh_agent.ml_json("jupyter", "list")["services"]
     assert [(s["name"], s["status"], s["url"]) for s in listed] == [("survivor", "running", ws["url"])]

@@ -10,10 +10,10 @@ HASH = "a" * 64
 
 
 def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
-    cfg = parse_config({"users": [{"name": "alice", "role": "admin", "api_key_sha256": HASH}]}, path=tmp_path / "a.yaml")
+    cfg = parse_config({"users": [{"name": "alice", "role": "admin", "api_key_verifier": HASH}]}, path=tmp_path / "a.yaml")
     assert (cfg.host, cfg.port, cfg.runtime) == ("127.0.0.1", 9101, "local")
     assert cfg.data_dir == (tmp_path / ".fetchml").resolve()
-    assert cfg.users[0].is_admin and cfg.users[0].key_hash16 == bytes.fromhex(HASH)[:16]
+    assert cfg.users[0].is_admin and cfg.users[0].key_verifier == bytes.fromhex(HASH)
     assert cfg.ws_url == "ws://127.0.0.1:9101/ws"
 
 
@@ -27,9 +27,9 @@ def test_tls_switches_to_wss(tmp_path: Path) -> None:
     [
         ({"listen": "nonsense"}, "listen"),
         ({"runtime": "kubernetes"}, "runtime"),
-        ({"users": [{"name": "a", "api_key_sha256": "XYZ"}]}, "users[0].api_key_sha256"),
-        ({"users": [{"name": "a", "role": "root", "api_key_sha256": HASH}]}, "users[0].role"),
-        ({"users": [{"api_key_sha256": HASH}]}, "users[0].name"),
+        ({"users": [{"name": "a", "api_key_verifier": "XYZ"}]}, "users[0].api_key_verifier"),
+        ({"users": [{"name": "a", "role": "root", "api_key_verifier": HASH}]}, "users[0].role"),
+        ({"users": [{"api_key_verifier": HASH}]}, "users[0].name"),
         ({"lisen": "127.0.0.1:1"}, "lisen"),
         ({"local": {"port_base": 80}}, "local.port_base"),
         ({"tls": {"cert": "c"}}, "tls.key"),
@@ -43,7 +43,7 @@ def test_invalid_config_names_file_and_key(tmp_path: Path, doc: dict, key: str) 
 
 
 def test_duplicate_users_rejected() -> None:
-    user = {"name": "a", "api_key_sha256": HASH}
+    user = {"name": "a", "api_key_verifier": HASH}
     with pytest.raises(ConfigError, match="duplicate"):
         parse_config({"users": [user, user]})
 
@@ -60,7 +60,7 @@ def test_load_config_errors(tmp_path: Path) -> None:
 def test_team_membership_from_both_sides() -> None:
     cfg = parse_config(
         {
-            "users": [{"name": "a", "api_key_sha256": HASH, "teams": ["x"]}],
+            "users": [{"name": "a", "api_key_verifier": HASH, "teams": ["x"]}],
             "teams": [{"name": "y", "members": ["a"]}],
         }
     )

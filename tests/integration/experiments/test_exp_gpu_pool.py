@@ -4,13 +4,13 @@ runtime is told the GPUs; runs are real scripts in the workspace's env that reco
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from pathlib import Path
 
 import pytest
 
 from fetchml_agent.agent import Agent
+from fetchml_agent.auth import api_key_verifier
 from fetchml_agent.config import parse_config
 from fetchml_agent.errors import InsufficientResources
 from fetchml_agent.runtimes.local import LocalRuntime
@@ -29,7 +29,7 @@ log_metric('ended', time.time())
 
 async def _scenario(tmp_path: Path) -> dict[str, dict]:
     config = parse_config({"data_dir": str(tmp_path / "data"), "experiments": {"cpu_workers": 1, "warm_runner_idle_s": 5},
-                           "users": [{"name": "admin", "role": "admin", "api_key_sha256": hashlib.sha256(b"k").hexdigest()}]})
+                           "users": [{"name": "admin", "role": "admin", "api_key_verifier": api_key_verifier("k")}]})
     gpus = [{"index": 0, "name": "test GPU 0"}, {"index": 1, "name": "test GPU 1"}]
     agent = Agent(config, runtime=LocalRuntime(config.data_dir, gpus=gpus, use_cgroups=False))
     await agent.start()

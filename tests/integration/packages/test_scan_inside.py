@@ -9,7 +9,6 @@ shared base ships requests and urllib3: the start is refused and nothing keeps r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from fetchml_agent.agent import Agent
+from fetchml_agent.auth import api_key_verifier
 from fetchml_agent.config import parse_config
 from fetchml_agent.errors import PolicyDenied
 from fetchml_agent.protocol.opcodes import Opcode
@@ -34,7 +34,7 @@ class LookInsideRuntime(LocalRuntime):
 def _agent(tmp_path: Path, port_base: int, environ: dict[str, str]) -> Agent:
     config = parse_config({
         "data_dir": str(tmp_path / "data"),
-        "users": [{"name": "admin", "role": "admin", "api_key_sha256": hashlib.sha256(b"k").hexdigest()}],
+        "users": [{"name": "admin", "role": "admin", "api_key_verifier": api_key_verifier("k")}],
         "package_index": {"upstream": "http://127.0.0.1:9/simple/"},
     }, environ=environ)
     return Agent(config, LookInsideRuntime(config.data_dir, port_base=port_base))

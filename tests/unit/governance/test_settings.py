@@ -9,20 +9,20 @@ import pytest
 from fetchml_agent.config import ConfigError, parse_config
 from fetchml_agent.governance.chain import names_pattern, split_details
 from fetchml_agent.governance.retention import RetentionSettings
-from fetchml_agent.units import format_age, format_duration, parse_duration_s
+from fetchml_agent.units import format_age, format_duration, parse_duration
 from fetchml_agent.webhooks import event_name
 
 
 @pytest.mark.parametrize("text, seconds", [("30s", 30), ("15m", 900), ("12h", 43200), ("7d", 604800),
                                            ("2w", 1209600), ("1y", 31536000), (90, 90), ("1.5h", 5400)])
 def test_durations(text: object, seconds: float) -> None:
-    assert parse_duration_s(text) == seconds  # type: ignore[arg-type]
+    assert parse_duration(text) == seconds  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("bad", ["", "7 days", "-1d", "0", True, "d"])
 def test_bad_durations_name_the_setting(bad: object) -> None:
     with pytest.raises(ValueError, match=r"retention\.audit"):
-        parse_duration_s(bad, "retention.audit")  # type: ignore[arg-type]
+        parse_duration(bad, "retention.audit")  # type: ignore[arg-type]
 
 
 def test_formatting() -> None:

@@ -187,3 +187,53 @@ def test_codec_imports_no_io() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+def test_parse_header_reads_only_opcode_and_key() -> None:
+    from fetchml_agent.protocol import parse_header
+
+    assert parse_header(b"\x20" + KEY + b"\xff\xff\xff\xff{{{{") == (Opcode.CREATE_WORKSPACE, KEY)
+    for frame, what in ((b"", "truncated"), (b"\x0f" + KEY[:15], "the frame has 16 bytes"), (b"\x99" + KEY, "unknown opcode")):
+        with pytest.raises(ProtocolError) as info:
+            parse_header(frame)
+        assert what in (info.value.message + info.value.details)
+
+
+def test_hello_is_a_json_request() -> None:
+    req = JsonRequest(Opcode.HELLO, KEY, {"client": "ml 0.1.0", "capabilities": ["stream"]})
+    raw = req.serialize()
+    assert raw[0] == 0x10 and parse_request(raw) == req
+
+
+def test_the_largest_seed_request_fits_the_pre_authentication_limit() -> None:
+    from fetchml_agent.protocol import MAX_SEED_REQUEST, PREAUTH_MAX_FRAME
+
+    biggest = StartRequest(KEY, "n" * 255, "w" * 0xFFFF, "p" * 255).serialize()
+    assert len(biggest) == MAX_SEED_REQUEST == 66066 and PREAUTH_MAX_FRAME >= MAX_SEED_REQUEST
+
+
+def test_body_limit_is_the_callers() -> None:
+    from fetchml_agent.errors import RequestTooLarge
+
+    req = JsonRequest(Opcode.CREATE_WORKSPACE, KEY, {"name": "x" * 2000})
+    assert parse_request(req.serialize(), max_body=4096) == req
+    with pytest.raises(RequestTooLarge) as info:
+        parse_request(req.serialize(), max_body=1000)
+    assert info.value.code == ErrorCode.INVALID_REQUEST and info.value.http_status == 413
+
+
+@pytest.mark.parametrize("depth, ok", [(32, True), (33, False), (5000, False), (200_000, False)])
+def test_json_nesting_depth_is_limited(depth: int, ok: bool) -> None:
+    from fetchml_agent.protocol import MAX_JSON_DEPTH, loads_json_object
+
+    assert MAX_JSON_DEPTH == 32
+    inner = "[" * (depth - 1) + "]" * (depth - 1)
+    body = ('{"a":' + inner + "}").encode()
+    frame = b"\x20" + KEY + struct.pack(">I", len(body)) + body
+    if ok:
+        assert parse_request(frame).args()["a"] is not None
+        assert loads_json_object(body)["a"] is not None
+    else:
+        with pytest.raises(ProtocolError, match="nested too deeply") as info:
+            parse_request(frame)
+        assert info.value.code == ErrorCode.INVALID_REQUEST

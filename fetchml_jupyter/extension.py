@@ -1,0 +1,72 @@
+"""Linking (before Jupyter Server builds its configurables) and loading (after its web app exists)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import state
+
+__all__ = ["link", "load", "start"]
+
+log = logging.getLogger("fetchml_jupyter")
+
+
+def link(serverapp: Any) -> None:
+    """Take the agent's settings out of the environment and install the identity provider, the
+    authorizer and the kernel connection class (Jupyter Server creates them after linking)."""
+    if not state.configure():
+        serverapp.log.warning(
+            "fetchml_jupyter: %s is not set: no agent to ask, Jupyter's own authentication stays in force",
+            state.URL_ENV)
+        return
+    from .authorizer import FetchmlAuthorizer
+    from .identity import FetchmlIdentityProvider
+    from .kernels import FetchmlKernelConnection
+
+    serverapp.identity_provider_class = FetchmlIdentityProvider
+    serverapp.authorizer_class = FetchmlAuthorizer
+    # Reading the trait here would compute its default too early (it needs the gateway config):
+    # replace it unless the configuration names a class of its own.
+    if "kernel_websocket_connection_class" not in serverapp.config.get("ServerApp", {}):
+        serverapp.kernel_websocket_connection_class = FetchmlKernelConnection
+    serverapp.log.info("fetchml_jupyter: access decided by the agent at %s", state._url)
+
+
+def load(serverapp: Any) -> None:
+    """Start the watcher and the audit feed; guard live collaboration."""
+    if not state.active():
+        return
+    from .audit import CONTENTS_SCHEMA, KERNEL_SCHEMA, Auditor
+    from .collaboration import install_guard
+    from .watcher import Watcher
+
+    auditor = Auditor(root_dir=str(getattr(serverapp, "root_dir", "") or ""))
+    watcher = Watcher()
+    state.set_services(auditor, watcher)
+    logger = serverapp.event_logger
+    for schema, listener in ((CONTENTS_SCHEMA, auditor.on_contents), (KERNEL_SCHEMA, auditor.on_kernel)):
+        try:
+            logger.add_listener(schema_id=schema, listener=listener)
+        except Exception as exc:  # a Jupyter Server without that schema: that part is not audited
+            serverapp.log.warning("fetchml_jupyter: cannot listen to %s: %s", schema, exc)
+    settings = serverapp.web_app.settings
+    original = settings.get("log_function")
+
+    def log_function(handler: Any) -> None:
+        try:
+            auditor.on_request_end(handler)
+        finally:
+            if original is not None:
+                original(handler)
+
+    settings["log_function"] = log_function
+    if not install_guard():
+        serverapp.log.info("fetchml_jupyter: jupyter-collaboration is not installed: nothing to guard")
+
+
+async def start(serverapp: Any) -> None:
+    """Once the event loop runs: the once-a-second audit flush and connection re-check."""
+    if state.active() and state._auditor is not None and state._watcher is not None:
+        state._auditor.start()
+        state._watcher.start()

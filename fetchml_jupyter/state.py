@@ -1,0 +1,93 @@
+"""The extension's process-wide state: the agent link, the resolver, the auditor, the watcher.
+
+Configured once at link time (:func:`configure`) from the environment, which it then cleans;
+everything else reaches the pieces through the accessors here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tornado import web
+
+    from .agent import FetchmlUser, Resolver
+    from .audit import Auditor
+    from .watcher import Watcher
+
+__all__ = ["REQUEST", "URL_ENV", "active", "configure", "configure_credential", "note_request", "resolver"]
+
+URL_ENV = "FETCHML_ACCESS_URL"
+CA_ENV = "FETCHML_ACCESS_CA"
+# Jupyter's token is the server's credential; FETCHML_SERVER_CREDENTIAL may name it instead.
+CREDENTIAL_ENVS = ("FETCHML_SERVER_CREDENTIAL", "JUPYTER_TOKEN")
+
+# The request being served (handler, user): set when the user is known, so that events Jupyter
+# Server emits while serving it (contents, kernel actions) are attributed to that person.
+REQUEST: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("fetchml_request", default=None)
+
+_url: str = ""
+_ca: str | None = None
+_credential: str = ""
+_resolver: Resolver | None = None
+_auditor: Auditor | None = None
+_watcher: Watcher | None = None
+_label = "this workspace"
+
+
+def configure(environ: Any = os.environ) -> bool:
+    """Read and remove the agent's settings from the environment. True when an agent is set."""
+    global _url, _ca, _credential, _label
+    _url = environ.pop(URL_ENV, "") or ""
+    _ca = environ.pop(CA_ENV, None)
+    for name in CREDENTIAL_ENVS:
+        value = environ.pop(name, None)
+        if value and not _credential:
+            _credential = value
+    _label = environ.get("FETCHML_WORKSPACE") or _label
+    return bool(_url)
+
+
+def configure_credential(token: str) -> None:
+    """A credential from Jupyter's config (``IdentityProvider.token``), when none came by env."""
+    global _credential
+    if token and not _credential:
+        _credential = token
+
+
+def credential() -> str:
+    return _credential
+
+
+def active() -> bool:
+    return bool(_url and _credential)
+
+
+def workspace_label() -> str:
+    return _label
+
+
+def resolver() -> Resolver:
+    global _resolver
+    if _resolver is None:
+        from .agent import AgentClient, Resolver
+
+        _resolver = Resolver(AgentClient(_url, _credential, _ca))
+    return _resolver
+
+
+def set_services(auditor: Auditor, watcher: Watcher) -> None:
+    global _auditor, _watcher
+    _auditor, _watcher = auditor, watcher
+
+
+def auditor() -> Auditor | None:
+    return _auditor
+
+
+def note_request(handler: web.RequestHandler, user: FetchmlUser, credential: str, peer: str, forwarded: str) -> None:
+    REQUEST.set((handler, user))
+    if _watcher is not None:
+        _watcher.track(handler, user, credential, peer, forwarded)
