@@ -218,7 +218,11 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
     Opcode.APPROVE_REQUEST: OpcodeDoc("approve a request (admin)", "`request_id`, `reason`", "data `package_request`"),
     Opcode.DENY_REQUEST: OpcodeDoc("deny a request (admin)", "`request_id`, `reason` (required)", "data `package_request`"),
     Opcode.CLEAR_CACHE: OpcodeDoc("clear package caches", "`name`", "data `package_cache`"),
-    Opcode.SECURITY_SCAN: OpcodeDoc("security scan", "`name`", "data `security_scan`"),
+    Opcode.SECURITY_SCAN: OpcodeDoc("security scan", "`name`",
+                                    "data `security_scan` (with `vulnerabilities`: docs/package-policy.md)"),
+    Opcode.UNINSTALL_PACKAGE: OpcodeDoc(
+        "uninstall packages (`ml jupyter uninstall`; HTTP `DELETE /api/v1/jupyter/workspaces/{name}/packages`)",
+        "`name`, `packages` (names)", "data `package_uninstall` (pip's output arrives as log packets)"),
     Opcode.LINK_EXPERIMENT: OpcodeDoc(
         "link experiment", "`name`, `experiment_id` (created when new)", "data `experiment_link`"
     ),
@@ -239,7 +243,8 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
     Opcode.GRANT_ACCESS: OpcodeDoc("grant access", "`name`, `user` or `team`, `role`", "data `access`"),
     Opcode.REVOKE_ACCESS: OpcodeDoc("revoke access", "`name`, `principal` (`USER` or `team:NAME`)", "success"),
     Opcode.SHARE_WORKSPACE: OpcodeDoc("share workspace", "`name`, `team`, `role`", "data `access`"),
-    Opcode.AUDIT_LOG: OpcodeDoc("audit log", "`name`, `limit`, `action` (a prefix)", "data `audit_log`"),
+    Opcode.AUDIT_LOG: OpcodeDoc("audit log", "`name`, `limit`, `action` (a prefix)",
+                                "data `audit_log` (each event with its chain `digest`: docs/audit.md)"),
     Opcode.SESSIONS_LIST: OpcodeDoc(
         "list browser sessions (`ml auth sessions`; HTTP `GET /api/v1/auth/sessions`)", "`all` (admins), `ended`",
         "data `sessions`"),
@@ -256,6 +261,12 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
     Opcode.WORKSPACE_PASSWORD: OpcodeDoc(
         "set or remove a workspace's password, owner or admin (`PUT /api/v1/jupyter/workspaces/{name}/password`)",
         "`name`, `password` (null removes)", "success"),
+    Opcode.AUDIT_VERIFY: OpcodeDoc(
+        "verify the audit chain, admin (`ml jupyter audit --verify`; HTTP `POST /api/v1/audit/verify`)",
+        "`name` (optional)", "data `audit_verify` (`ok`, `checked`, `first_bad`): docs/audit.md"),
+    Opcode.AUDIT_VERIFY_EXPORT: OpcodeDoc(
+        "verify an audit export against the chain, admin (`ml jupyter audit --verify-export FILE`)",
+        "`events` (`id`, `digest` and the exported fields), `source`", "data `audit_verify_export`"),
     Opcode.BUILD_IMAGE: OpcodeDoc(
         "build image (`ml jupyter build`; HTTP `POST /api/v1/images`)",
         "`name` (tag), `base`, `packages` (list of specs; each item may hold several, space-separated), "
@@ -264,4 +275,13 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
         "`0x05`/`0x06` for a package the policy refuses (before any build), `0x15` on a runtime that cannot build "
         "(local)",
     ),
+    Opcode.RETENTION: OpcodeDoc(
+        "retention, admin (`ml admin retention`; HTTP `GET`/`POST /api/v1/admin/retention`)",
+        "`run` (false: the dry run)", "data `retention` (settings, the plan, what was purged): docs/audit.md"),
+    Opcode.USER_EXPORT: OpcodeDoc(
+        "GDPR export of a user, admin (`ml admin user export`; HTTP `GET /api/v1/admin/users/{user}/export`)",
+        "`user`", "data `user_export` (one list per section)"),
+    Opcode.USER_ERASE: OpcodeDoc(
+        "GDPR erase of a user, admin (`ml admin user erase`; HTTP `POST /api/v1/admin/users/{user}/erase`)",
+        "`user`, `transfer_to`", "data `user_erase` (pseudonym, what changed, the agent.yaml entry to delete)"),
 }
