@@ -8,7 +8,6 @@ GDPR erase leaves a verifiable chain and no trace of the name in the database or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from fetchml_agent.auth import api_key_verifier
 from tests.conftest import KEYS, AgentProcess, free_port
 
 ERASABLE = "dora.quist"
@@ -205,8 +205,7 @@ def test_gdpr_export_and_erase(tmp_path: Path) -> None:
     import yaml
 
     doc = yaml.safe_load(agent.config_path.read_text())
-    doc["users"].append({"name": ERASABLE, "role": "user",
-                         "api_key_sha256": hashlib.sha256(KEYS[ERASABLE].encode()).hexdigest()})
+    doc["users"].append({"name": ERASABLE, "role": "user", "api_key_verifier": api_key_verifier(KEYS[ERASABLE])})
     agent.config_path.write_text(yaml.safe_dump(doc))
     agent.start()
     try:
