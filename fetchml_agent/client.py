@@ -12,12 +12,11 @@ from the error packet's code.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
+from . import __version__
 from .errors import AgentUnreachable, ProtocolError, Timeout, error_for_code
 from .protocol import (
     STREAMING,
@@ -34,6 +33,7 @@ from .protocol import (
     api_key_hash,
     parse_response,
 )
+from .wsclient import ConnectionClosed, HandshakeError, WebSocket
 
 __all__ = ["Client", "Reply"]
 
@@ -75,34 +75,20 @@ class Client:
         self.close()
 
     def connect(self) -> None:
-        from websockets.exceptions import InvalidHandshake, InvalidURI
-        from websockets.sync.client import connect
-
-        parts = urlsplit(self.server)
-        if parts.scheme not in ("ws", "wss"):
+        if not self.server.startswith(("ws://", "wss://")):
             raise AgentUnreachable(
                 f"--server must be a ws:// or wss:// URL, got {self.server!r}", "e.g. ws://127.0.0.1:9101/ws"
             )
         ctx = None
-        if parts.scheme == "wss":
+        if self.server.startswith("wss://"):
+            import ssl
+
             ctx = ssl.create_default_context(cafile=self.ca) if self.ca else ssl.create_default_context()
         try:
-            self._ws = connect(
-                self.server,
-                ssl=ctx,
-                open_timeout=self.timeout,
-                close_timeout=1,
-                max_size=64 * 1024 * 1024,
-                compression=None,
-                proxy=None,
-            )
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise AgentUnreachable(
-                f"cannot reach the agent at {self.server} ({reason})",
-                "start it with `make dev-up` (or `fetchml-agent serve --config agent.yaml`), "
-                "or point ml at another agent with --server or FETCHML_SERVER",
-            ) from None
+            self._ws = WebSocket.connect(self.server, ssl_context=ctx, timeout=self.timeout,
+                                         max_size=64 * 1024 * 1024, user_agent=f"ml/{__version__}")
+        except (OSError, HandshakeError, ValueError) as exc:
+            raise AgentUnreachable(f"cannot reach the agent at {self.server} ({_reason(exc)})", _hint(exc)) from None
 
     def close(self) -> None:
         if self._ws is not None:
@@ -112,13 +98,19 @@ class Client:
                 self._ws = None
 
     def send_raw(self, frame: bytes | str) -> None:
-        if self._ws is None:
+        # An idle connection may have been closed by the agent (unanswered pings, a restart): open a
+        # new one before the request goes out, never after.
+        if self._ws is None or not self._ws.is_open():
             self.connect()
-        self._ws.send(frame)
+        try:
+            self._ws.send(frame)
+        except ConnectionClosed:
+            raise AgentUnreachable(
+                f"the agent at {self.server} closed the connection",
+                "it may have been stopped or restarted; run the command again",
+            ) from None
 
     def recv_packet(self, timeout: float | None = None) -> Any:
-        from websockets.exceptions import ConnectionClosed
-
         try:
             frame = self._ws.recv(timeout=timeout)
         except TimeoutError:
@@ -169,3 +161,18 @@ class Client:
             packet = JsonRequest(opcode, self.key_hash, {k: v for k, v in args.items() if v is not None})
         return self.request(packet, streaming=opcode in STREAMING, timeout=timeout)
 
+
+
+def _reason(exc: BaseException) -> str:
+    if getattr(exc, "verify_message", None):
+        return f"certificate verify failed: {exc.verify_message}"  # type: ignore[attr-defined]
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _hint(exc: BaseException) -> str:
+    """What to try next: a certificate problem wants --ca, anything else a running agent."""
+    if getattr(exc, "verify_code", None) is not None:
+        return ("the agent's certificate is not trusted here: pass its CA bundle with --ca FILE "
+                "(or FETCHML_CA, or `ca:` in ml's config file)")
+    return ("start it with `make dev-up` (or `fetchml-agent serve --config agent.yaml`), "
+            "or point ml at another agent with --server or FETCHML_SERVER")
