@@ -139,7 +139,7 @@ def test_a_job_deleted_behind_the_agents_back_is_reported(env: Env) -> None:
 def test_runs_without_a_snapshot_volume_are_refused_with_the_setting_to_add(env: Env) -> None:
     cp = env.agent.ml("jupyter", "queue", "--workspace", "lab", "--experiment", "e1", "--notebook", "a.ipynb",
                       check=False)
-    assert cp.returncode == 1 and "nomad.snapshot_volume" in cp.stderr and "Traceback" not in cp.stderr
+    assert cp.returncode == 2 and "nomad.snapshot_volume" in cp.stderr and "Traceback" not in cp.stderr
     assert _api(env.target, "/v1/jobs", prefix=f"{env.prefix}run-").json() == []
 
 
