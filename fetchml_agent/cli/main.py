@@ -168,6 +168,10 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
+    def print_help(self, file: Any = None) -> None:
+        # argparse would swallow a closed pipe here; main() ends quietly on it instead.
+        (file or sys.stdout).write(self.format_help())
+
     def error(self, message: str) -> Any:  # usage errors: exit 2 with a hint, no traceback
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}\nRun `{self.prog} --help` for details.", file=sys.stderr)
@@ -260,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``ml`` with ``argv`` (default ``sys.argv[1:]``) and return its exit code (:data:`EXIT_CODES`)."""
     try:
-        code = _run(argv)
+        try:
+            code = _run(argv)
+        except SystemExit as exit_:  # argparse: --help printed, or a usage error
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
         # A reader that went away shows up here, not in the interpreter's last flush.
         sys.stdout.flush()
         return code
