@@ -1,5 +1,9 @@
 """The workspace lifecycle through the real ``ml`` against a real agent running ``runtime: nomad``.
 
+Covered: create (progress on stderr), info/list/status, an unplaceable GPU request, secrets
+absent from the registered job, stop/restart, kill -9 of the agent and adoption without a
+duplicate, a job purged behind the agent's back, delete (job and Variable gone).
+
 The Nomad is the API double by default, a real one with ``FETCHML_TEST_NOMAD_ADDR`` (see
 tests/nomad_double/fixtures.py). One agent and one workspace are shared by the module; the tests
 run in file order (create first, delete last).
