@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import AgentUnreachable, AuthenticationFailed, FetchmlError, InvalidArgument
 
-__all__ = ["COMMAND_MODULES", "Commands", "Ctx", "EXIT_CODES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "Commands", "Ctx", "EXIT_CODES", "build_parser", "flat_yaml", "main"]
 
 DEFAULT_SERVER = "ws://127.0.0.1:9101/ws"
 
@@ -65,17 +66,57 @@ def config_path() -> str:
 
 def _read_config_file() -> dict[str, Any]:
     path = config_path()
-    if not os.path.isfile(path):
-        return {}
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidArgument(f"{path}: cannot read ml's config file ({exc})", "fix or delete it") from None
+            text = fh.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise InvalidArgument(f"{path}: cannot read ml's config file ({exc.strerror})", "fix or delete it") from None
+    doc = flat_yaml(text)
+    if doc is None:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidArgument(f"{path}: cannot read ml's config file ({exc})", "fix or delete it") from None
     if not isinstance(doc, dict):
         raise InvalidArgument(f"{path}: expected keys server, api_key, ca")
+    return doc
+
+
+_FLAT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):(?: +(.*?))? *")
+# Plain scalars YAML would read as something other than a string (null, booleans, numbers), or
+# starting with an indicator: those documents go to the YAML parser.
+_NOT_PLAIN = re.compile(r"(?:null|Null|NULL|~|true|True|TRUE|false|False|FALSE|yes|Yes|YES|no|No|NO|on|On|ON"
+                        r"|off|Off|OFF|=|[-+]?\.?[0-9].*|[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)|[-?:,\[\]{}#&*!|>'\"%@`].*)")
+
+
+def flat_yaml(text: str) -> dict[str, str] | None:
+    """``key: value`` lines of plain or simply quoted strings, as YAML reads them; ``None`` for
+    anything else (then the caller asks the YAML parser).
+
+    ml's config file (``make dev-up`` writes three such lines) is read by every command, and
+    importing PyYAML would cost a short command a quarter of its time.
+    """
+    doc: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _FLAT_LINE.fullmatch(line)
+        if m is None or m.group(1) in doc or "\t" in line:
+            return None
+        value = m.group(2) or ""
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            inner = value[1:-1]
+            if value[0] in inner or "\\" in inner:
+                return None  # escapes and doubled quotes: the YAML parser's business
+            doc[m.group(1)] = inner
+            continue
+        if not value or " #" in value or ": " in value or value.endswith(":") or _NOT_PLAIN.fullmatch(value):
+            return None
+        doc[m.group(1)] = value
     return doc
 
 
