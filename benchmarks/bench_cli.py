@@ -65,9 +65,12 @@ def main() -> list[Row]:
     agent = AgentProcess(tmp / "agent", free_port())
     try:
         agent.start()
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env.update({"FETCHML_SERVER": agent.ws_url, "FETCHML_API_KEY": KEYS["admin"],
-                    "FETCHML_CONFIG": str(tmp / "none.yaml")})
+        # ml finds the agent as after `make dev-up`: from its config file.
+        config = tmp / "ml.yaml"
+        config.write_text(f"server: {agent.ws_url}\napi_key: {KEYS['admin']}\n")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONDONTWRITEBYTECODE", "FETCHML_SERVER", "FETCHML_API_KEY", "FETCHML_CA")}
+        env["FETCHML_CONFIG"] = str(config)
         floor_argv = [sys.executable, "-c", "pass"]
         argvs = {name: [*ML, *args] for name, args in COMMANDS.items()}
         for _ in range(3):  # warm-up: bytecode caches written, files in the page cache
