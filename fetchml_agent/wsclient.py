@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import select
 import socket
 import struct
 import time
@@ -148,14 +149,22 @@ class WebSocket:
         if self.closed is not None:
             return False
         try:
-            while True:
-                message = self._next_message(time.monotonic())
+            while self._buf or self._readable():
+                # Something has arrived: read it (a frame's rest follows within moments).
+                message = self._next_message(time.monotonic() + 0.5)
                 if message is not None:
                     self._pending.append(message)
         except TimeoutError:
-            return True
+            pass
         except ConnectionClosed:
             return False
+        return True
+
+    def _readable(self) -> bool:
+        pending = getattr(self._sock, "pending", None)  # bytes ssl has decrypted but not handed out
+        if pending is not None and pending() > 0:
+            return True
+        return bool(select.select([self._sock], [], [], 0)[0])
 
     def _next_message(self, deadline: float | None) -> bytes | str | None:
         """Read one frame; a data message once its last fragment is in, else ``None``."""

@@ -172,3 +172,27 @@ def test_split_url(url: str, expected: tuple[Any, ...]) -> None:
 def test_split_url_refuses(url: str) -> None:
     with pytest.raises(HandshakeError):
         split_url(url)
+
+
+def test_wss_with_the_servers_ca(tmp_path: Any) -> None:
+    import ssl
+
+    from tests.integration.test_tls import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    srv = serve(_echo, "127.0.0.1", 0, ssl=server_ctx, compression=None)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"wss://127.0.0.1:{srv.socket.getsockname()[1]}/ws"
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            WebSocket.connect(url, timeout=5)  # the system's trust store does not know this CA
+        ws = WebSocket.connect(url, ssl_context=ssl.create_default_context(cafile=str(cert)), timeout=5)
+        for size in (10, 70_000):
+            assert ws.is_open()
+            ws.send(b"x" * size)
+            assert ws.recv(timeout=10) == b"x" * size
+        ws.close()
+    finally:
+        srv.shutdown()
