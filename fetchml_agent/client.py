@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .errors import AgentUnreachable, ProtocolError, Timeout, error_for_code
+from .errors import AgentUnreachable, InvalidArgument, ProtocolError, Timeout, error_for_code
 from .protocol import (
     STREAMING,
     DataPacket,
@@ -83,7 +83,11 @@ class Client:
         if self.server.startswith("wss://"):
             import ssl
 
-            ctx = ssl.create_default_context(cafile=self.ca) if self.ca else ssl.create_default_context()
+            try:
+                ctx = ssl.create_default_context(cafile=self.ca) if self.ca else ssl.create_default_context()
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidArgument(f"--ca {self.ca}: cannot load it as a CA bundle ({_reason(exc)})",
+                                      "a PEM file with the certificate that signed the agent's") from None
         try:
             self._ws = WebSocket.connect(self.server, ssl_context=ctx, timeout=self.timeout,
                                          max_size=64 * 1024 * 1024, user_agent=f"ml/{__version__}")

@@ -57,6 +57,8 @@ EXIT_CASES: list[tuple[list[str], str, int, str]] = [
     (["jupyter", "git", WS, "push"], "admin", 2, "git push is not available"),
     (["jupyter", "export", WS, "--output", "/proc/no/such/file.json"], "admin", 2, "cannot write"),
     (["jupyter", "access", WS, "--user", "bob", "--team", "data-science-team"], "admin", 2, "not both"),
+    (["jupyter", "list", "--server", "wss://127.0.0.1:9/ws", "--ca", "/no/such/ca.pem"], "admin", 2,
+     "cannot load it as a CA bundle"),
     # ... including what this agent's runtime does not offer (0x15)
     (["jupyter", "build", "img", "--base", "fetchml/workspace", "--packages", "numpy"], "admin", 2,
      "cannot build images"),
