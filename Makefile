@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help dev-up dev-down venv test test-unit test-integration bench lint lint-python clean
+.PHONY: help dev-up dev-down venv venv-ansible test test-unit test-integration bench lint lint-python clean
 
 help:
 	@echo "make dev-up     set up .venv, start the agent (local runtime) and configure ml"
@@ -12,8 +12,14 @@ help:
 	@echo "make bench      run the benchmarks and print ratios against their baselines"
 	@echo "make lint       ruff, and the Ansible GitOps checks"
 
+# venv: the package with the `dev` extra (enough for make test). venv-ansible adds the `ansible`
+# extra (yamllint, ansible-lint, molecule) for make lint and make molecule; scripts/dev.sh keeps the
+# extras already installed and reinstalls only what is missing.
 venv:
 	@scripts/dev.sh venv
+
+venv-ansible:
+	@EXTRAS=dev,ansible scripts/dev.sh venv
 
 dev-up:
 	@scripts/dev.sh up
