@@ -128,7 +128,10 @@ from ansible.module_utils.urls import fetch_url
 try:
     from ansible.module_utils.fetchml_units import parse_cpu, parse_size_mb
 except ImportError:
-    from ansible_collections.fetchml.platform.plugins.module_utils.fetchml_units import parse_cpu, parse_size_mb
+    from ansible_collections.fetchml.platform.plugins.module_utils.fetchml_units import (
+        parse_cpu,
+        parse_size_mb,
+    )
 
 __all__ = ["agent_base_url", "differences", "main"]
 
