@@ -112,19 +112,21 @@ def run(mode: str, inventory: str, playbook: str, output: Path, extra: list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in args_in:
+        cut = args_in.index("--")
+        args_in, extra = args_in[:cut], args_in[cut + 1 :]
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Arguments after -- go to ansible-playbook as they are."
+    )
     parser.add_argument("mode", choices=["plan", "drift", "apply"])
     parser.add_argument("-i", "--inventory", required=True, help="inventory directory or file")
     parser.add_argument("--playbook", default="playbooks/site.yml", help="default: %(default)s")
-    parser.add_argument(
-        "--output", type=Path, help="default: build/plan/<inventory name> (build/apply/... for apply)"
-    )
-    parser.add_argument("extra", nargs="*", help="after --: arguments for ansible-playbook")
-    args = parser.parse_args(argv)
-    output = args.output or Path(
-        "build", "apply" if args.mode == "apply" else "plan", inventory_name(args.inventory)
-    )
-    return run(args.mode, args.inventory, args.playbook, output, args.extra)
+    parser.add_argument("--output", type=Path, help="default: build/plan/<inventory name> (build/apply/... for apply)")
+    args = parser.parse_args(args_in)
+    output = args.output or Path("build", "apply" if args.mode == "apply" else "plan", inventory_name(args.inventory))
+    return run(args.mode, args.inventory, args.playbook, output, extra)
 
 
 if __name__ == "__main__":
