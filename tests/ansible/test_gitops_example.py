@@ -165,8 +165,8 @@ def _make(template: tuple[Path, dict[str, str]], *targets: str) -> subprocess.Co
     )  # fmt: skip
 
 
-def test_the_template_passes_its_own_schema_check_and_syntax_check(template):
-    proc = _make(template, "schema", "syntax")
+def test_the_template_passes_its_own_checks(template):
+    proc = _make(template, "schema", "lint", "syntax")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for environment in ENVIRONMENTS:
         assert f"inventories/{environment}: OK" in proc.stdout
