@@ -87,7 +87,7 @@ def _required(spec: dict[str, Any]) -> str:
     if spec.get("required"):
         return "**yes**"
     nested = [k for k, v in (spec.get("options") or {}).items() if (v or {}).get("required")]
-    return "keys " + ", ".join(f"`{k}`" for k in nested) if nested else "no"
+    return "no; an entry needs " + ", ".join(f"`{k}`" for k in nested) if nested else "no"
 
 
 def group_tables() -> str:
@@ -95,7 +95,7 @@ def group_tables() -> str:
     out: list[str] = []
     for group, roles in group_roles().items():
         links = ", ".join(f"[{r}](../roles/{r}/README.md)" for r in roles)
-        out += [f"#### `{group}`", "", f"Roles, in order: {links}.", ""]
+        out += [f"### Group `{group}`", "", f"Roles, in order: {links}.", ""]
         out += ["| Variable | Role | Type | Required | Default | Meaning |", "|---|---|---|---|---|---|"]
         for role in roles:
             for name, spec in _options(role).items():
