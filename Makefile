@@ -11,6 +11,8 @@ help:
 	@echo "make test       run the test suite (unit, integration; docker tests when Docker runs)"
 	@echo "make bench      run the benchmarks and print ratios against their baselines"
 	@echo "make lint       ruff, and the Ansible GitOps checks"
+	@echo "make collection the Ansible collection fetchml.platform (build/collection/*.tar.gz)"
+	@echo "make plan INVENTORY=inventories/staging   what a run would change, per host (drift: fail on any)"
 
 # venv: the package with the `dev` extra (enough for make test). venv-ansible adds the `ansible`
 # extra (yamllint, ansible-lint, molecule) for make lint and make molecule; scripts/dev.sh keeps the

@@ -17,7 +17,7 @@ lint: lint-ansible
 ## every inventory, ansible-inventory --graph, and the inventory schema check
 lint-ansible: venv-ansible
 	@echo "--- yamllint"
-	@$(ABIN)/yamllint -s roles playbooks inventories .config .yamllint .ansible-lint
+	@$(ABIN)/yamllint -s roles playbooks inventories .config .yamllint .ansible-lint galaxy.yml meta tests/ansible/molecule
 	@echo "--- ansible-lint (production profile)"
 	@$(ANSIBLE_ENV) $(ABIN)/ansible-lint -q roles playbooks
 	@for inv in $(INVENTORIES); do \
