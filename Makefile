@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: help dev-up dev-down venv test test-unit test-integration bench lint lint-python clean
+.PHONY: help dev-up dev-down venv venv-ansible test test-unit test-integration bench lint lint-python clean
 
 help:
 	@echo "make dev-up     set up .venv, start the agent (local runtime) and configure ml"
@@ -11,9 +11,17 @@ help:
 	@echo "make test       run the test suite (unit, integration; docker tests when Docker runs)"
 	@echo "make bench      run the benchmarks and print ratios against their baselines"
 	@echo "make lint       ruff, and the Ansible GitOps checks"
+	@echo "make collection the Ansible collection fetchml.platform (build/collection/*.tar.gz)"
+	@echo "make plan INVENTORY=inventories/staging   what a run would change, per host (drift: fail on any)"
 
+# venv: the package with the `dev` extra (enough for make test). venv-ansible adds the `ansible`
+# extra (yamllint, ansible-lint, molecule) for make lint and make molecule; scripts/dev.sh keeps the
+# extras already installed and reinstalls only what is missing.
 venv:
 	@scripts/dev.sh venv
+
+venv-ansible:
+	@EXTRAS=dev,ansible scripts/dev.sh venv
 
 dev-up:
 	@scripts/dev.sh up

@@ -18,14 +18,20 @@ has been checked (:data:`PREAUTH_MAX_FRAME`) waits for it.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import __version__
-from .errors import AgentUnreachable, ErrorCode, ProtocolError, RequestTooLarge, Timeout, error_for_code
+from .errors import (
+    AgentUnreachable,
+    ErrorCode,
+    InvalidArgument,
+    ProtocolError,
+    RequestTooLarge,
+    Timeout,
+    error_for_code,
+)
 from .protocol import (
     CAP_STREAM,
     PREAUTH_MAX_FRAME,
@@ -44,6 +50,7 @@ from .protocol import (
     api_key_hash,
     parse_response,
 )
+from .wsclient import ConnectionClosed, HandshakeError, WebSocket
 
 __all__ = ["Client", "Reply"]
 
@@ -90,34 +97,24 @@ class Client:
         self.close()
 
     def connect(self) -> None:
-        from websockets.exceptions import InvalidHandshake, InvalidURI
-        from websockets.sync.client import connect
-
-        parts = urlsplit(self.server)
-        if parts.scheme not in ("ws", "wss"):
+        if not self.server.startswith(("ws://", "wss://")):
             raise AgentUnreachable(
                 f"--server must be a ws:// or wss:// URL, got {self.server!r}", "e.g. ws://127.0.0.1:9101/ws"
             )
         ctx = None
-        if parts.scheme == "wss":
-            ctx = ssl.create_default_context(cafile=self.ca) if self.ca else ssl.create_default_context()
+        if self.server.startswith("wss://"):
+            import ssl
+
+            try:
+                ctx = ssl.create_default_context(cafile=self.ca) if self.ca else ssl.create_default_context()
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidArgument(f"--ca {self.ca}: cannot load it as a CA bundle ({_reason(exc)})",
+                                      "a PEM file with the certificate that signed the agent's") from None
         try:
-            self._ws = connect(
-                self.server,
-                ssl=ctx,
-                open_timeout=self.timeout,
-                close_timeout=1,
-                max_size=64 * 1024 * 1024,
-                compression=None,
-                proxy=None,
-            )
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise AgentUnreachable(
-                f"cannot reach the agent at {self.server} ({reason})",
-                "start it with `make dev-up` (or `fetchml-agent serve --config agent.yaml`), "
-                "or point ml at another agent with --server or FETCHML_SERVER",
-            ) from None
+            self._ws = WebSocket.connect(self.server, ssl_context=ctx, timeout=self.timeout,
+                                         max_size=64 * 1024 * 1024, user_agent=f"ml/{__version__}")
+        except (OSError, HandshakeError, ValueError) as exc:
+            raise AgentUnreachable(f"cannot reach the agent at {self.server} ({_reason(exc)})", _hint(exc)) from None
         if self.hello:
             body = {"client": f"ml {__version__}", "capabilities": [CAP_STREAM]}
             self._ws.send(JsonRequest(Opcode.HELLO, self.key_hash, body).serialize())
@@ -143,13 +140,19 @@ class Client:
                 self._hello_pending = False
 
     def send_raw(self, frame: bytes | str) -> None:
-        if self._ws is None:
+        # An idle connection may have been closed by the agent (unanswered pings, a restart): open a
+        # new one before the request goes out, never after.
+        if self._ws is None or not self._ws.is_open():
             self.connect()
-        self._ws.send(frame)
+        try:
+            self._ws.send(frame)
+        except ConnectionClosed:
+            raise AgentUnreachable(
+                f"the agent at {self.server} closed the connection",
+                "it may have been stopped or restarted; run the command again",
+            ) from None
 
     def recv_packet(self, timeout: float | None = None) -> Any:
-        from websockets.exceptions import ConnectionClosed
-
         try:
             frame = self._ws.recv(timeout=timeout)
         except TimeoutError:
@@ -215,3 +218,16 @@ class Client:
             packet = JsonRequest(opcode, self.key_hash, {k: v for k, v in args.items() if v is not None})
         return self.request(packet, streaming=opcode in STREAMING, timeout=timeout)
 
+def _reason(exc: BaseException) -> str:
+    if getattr(exc, "verify_message", None):
+        return f"certificate verify failed: {exc.verify_message}"  # type: ignore[attr-defined]
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _hint(exc: BaseException) -> str:
+    """What to try next: a certificate problem wants --ca, anything else a running agent."""
+    if getattr(exc, "verify_code", None) is not None:
+        return ("the agent's certificate is not trusted here: pass its CA bundle with --ca FILE "
+                "(or FETCHML_CA, or `ca:` in ml's config file)")
+    return ("start it with `make dev-up` (or `fetchml-agent serve --config agent.yaml`), "
+            "or point ml at another agent with --server or FETCHML_SERVER")

@@ -21,14 +21,17 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
     ├── BackendError                 BACKEND_ERROR        0x12  502  exit 1
     ├── UpstreamUnavailable          UPSTREAM_UNAVAIL.    0x13  502  exit 7
     ├── Timeout                      TIMEOUT              0x14  504  exit 1
-    ├── NotSupported                 NOT_SUPPORTED        0x15  501  exit 1
+    ├── NotSupported                 NOT_SUPPORTED        0x15  501  exit 2
     └── MfaRequired                  MFA_REQUIRED         0x16  401  exit 3
 
 ``0x00``–``0x03``, ``0x10`` and ``0x14`` are the seed's; the rest are this project's and never
 reuse a value. ``docs/protocol.md`` shows the same table. The CLI also exits 2 for usage errors
-(argparse) and 7 when the agent cannot be reached (:class:`AgentUnreachable`, raised client-side),
-and 9 (:data:`EXIT_TAMPERED`) when ``ml jupyter audit --verify`` (or ``--verify-export``) finds the
-audit chain or an export of it changed: that is an answer, not an error packet.
+(argparse) and 7 when the agent cannot be reached (:class:`AgentUnreachable`, raised client-side).
+Exit codes follow the README's table: 1 is the agent's (or its backend's) own failure; something
+this agent does not offer (``NotSupported``: conda where there is none, image builds on the local
+runtime) is the request's problem, 2, like any other input it cannot serve. 9
+(:data:`EXIT_TAMPERED`): ``ml jupyter audit --verify`` (or ``--verify-export``) found the audit
+chain or an export of it changed; that is an answer, not an error packet.
 """
 
 from __future__ import annotations
@@ -237,8 +240,11 @@ class Timeout(FetchmlError):
 
 
 class NotSupported(FetchmlError):
+    """The request is valid, but this agent's runtime does not offer it (the message names what does)."""
+
     code = ErrorCode.NOT_SUPPORTED
     http_status = 501
+    exit_code = 2
 
 
 class MfaRequired(FetchmlError):

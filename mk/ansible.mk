@@ -1,5 +1,6 @@
 # The Ansible suite: GitOps checks (make lint), plugin tests, molecule scenarios. Included by the
-# Makefile (VENV, PY, venv). The tools come from the venv's `ansible` extra (EXTRAS=dev,ansible).
+# Makefile (VENV, PY, venv-ansible). The tools come from the venv's `ansible` extra, which
+# venv-ansible installs on first use.
 ABIN := $(VENV)/bin
 ANSIBLE_ENV := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg PATH=$(abspath $(ABIN)):$$PATH
 TOOLS_PATH := PATH=$(abspath $(ABIN)):$$PATH
@@ -14,9 +15,9 @@ lint: lint-ansible
 
 ## lint-ansible: yamllint, ansible-lint (production profile), --syntax-check of every playbook against
 ## every inventory, ansible-inventory --graph, and the inventory schema check
-lint-ansible: venv
+lint-ansible: venv-ansible
 	@echo "--- yamllint"
-	@$(ABIN)/yamllint -s roles playbooks inventories .config .yamllint .ansible-lint
+	@$(ABIN)/yamllint -s roles playbooks inventories .config .yamllint .ansible-lint galaxy.yml meta tests/ansible/molecule
 	@echo "--- ansible-lint (production profile)"
 	@$(ANSIBLE_ENV) $(ABIN)/ansible-lint -q roles playbooks
 	@for inv in $(INVENTORIES); do \
@@ -29,7 +30,7 @@ lint-ansible: venv
 	@$(PY) scripts/check_inventories.py
 
 ## test-ansible: the plugins' and the schema check's unit tests
-test-ansible: venv
+test-ansible: venv-ansible
 	$(PY) -m pytest -q tests/ansible
 
 ## wheelhouse: the agent's wheel and its dependencies' wheels in .whl/ (the fetchml_agent role installs them)
@@ -40,10 +41,9 @@ wheelhouse: venv
 systemd-image:
 	images/systemd/build.sh $(SYSTEMD_IMAGE)
 
-# python-hcl2 parses the rendered Nomad configuration in the nomad scenario's verify step (no Nomad
-# binary can be installed here). It belongs in pyproject's `ansible` extra.
-molecule-deps: venv
-	@$(PY) -c 'import hcl2' 2>/dev/null || $(PY) -m pip install -q 'python-hcl2~=8.1'
+# molecule, its docker driver and python-hcl2 (the nomad scenario's verify step parses the rendered
+# Nomad configuration with it) are in pyproject's `ansible` extra.
+molecule-deps: venv-ansible
 
 ## molecule: every role's scenario and the cluster scenario (site.yml on several containers). Each
 ## scenario's containers have names of their own, so `make -j2 molecule` runs two at a time. A

@@ -13,7 +13,10 @@ and each variable block of ``hosts.yml`` is validated with cerberus:
 - a variable a spec marks ``no_log: true`` must not hold a secret in clear: it must be a vault value
   or an expression (usually ``"{{ vault_... }}"``);
 - group_vars/host_vars files must name a group/host of the inventory (a misspelled file name would
-  silently apply to nothing).
+  silently apply to nothing);
+- a file encrypted whole with ansible-vault is decrypted with ``--vault-password-file`` and checked like
+  the others (its values are secrets, so they count as vault values); without a password its keys are
+  not checked and the run says so.
 
 Variables that the fetchml_agent role hands to agent.yaml as whole sections (``fetchml_agent_nomad``,
 ``fetchml_agent_package_management``, ...) are checked against the agent's own schema of that section
@@ -24,7 +27,8 @@ replace it.
 
 Besides the roles' variables an inventory may set Ansible's connection variables (``ansible_*`` in
 :data:`CONNECTION_VARS`) and ``vault_*`` variables, which hold secrets and must be vault-encrypted.
-Every error names the file, the host or group, and the key. Exits 1 when there is any error.
+Every error names the file, the host or group, and the key; a value outside a spec's ``choices`` is
+reported with the allowed values, a wrong type with the value found. Exits 1 when there is any error.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cerberus import Validator
+from cerberus import Validator, errors
 
 __all__ = [
     "CONNECTION_VARS",
@@ -126,6 +130,20 @@ _Loader.add_constructor("!unsafe", lambda loader, node: str(loader.construct_sca
 def _is_deferred(value: Any) -> bool:
     """A value only known at run time: a vault secret or a Jinja2 expression."""
     return isinstance(value, _Vaulted) or (isinstance(value, str) and ("{{" in value or "{%" in value))
+
+
+class _Messages(errors.BasicErrorHandler):  # type: ignore[misc]
+    """cerberus' messages, with the allowed values of a choice and the value of a wrong type."""
+
+    def _format_message(self, field: Any, error: Any) -> str:
+        if error.code == errors.UNALLOWED_VALUE.code:
+            return f"unallowed value {error.value} (allowed: {', '.join(map(str, error.constraint))})"
+        if error.code == errors.UNALLOWED_VALUES.code:
+            return f"unallowed values {', '.join(map(str, error.info[0]))} (allowed: {', '.join(map(str, error.constraint))})"
+        if error.code == errors.BAD_TYPE.code:
+            kinds = error.constraint if isinstance(error.constraint, list) else [error.constraint]
+            return f"must be of {' or '.join(kinds)} type, got {error.value!r}"
+        return str(super()._format_message(field, error))
 
 
 class _InventoryValidator(Validator):  # type: ignore[misc]
@@ -227,7 +245,7 @@ class _Checker:
                 schema[name] = {**section, "nullable": True}
         for name, kind in CONNECTION_VARS.items():
             schema[name] = {"type": kind}
-        self.validator = _InventoryValidator(schema, allow_unknown=False)
+        self.validator = _InventoryValidator(schema, allow_unknown=False, error_handler=_Messages)
 
     def check(self, data: Any, file: str, scope: str) -> list[Finding]:
         if data is None:
@@ -262,8 +280,40 @@ class _Checker:
         return findings
 
 
-def _load(path: Path) -> Any:
-    return yaml.load(path.read_text(), Loader=_Loader)
+_VAULT_HEADER = "$ANSIBLE_VAULT;"
+
+
+class _Encrypted:
+    """A vars file encrypted whole with ansible-vault, which no password was given for."""
+
+
+def _vault_decryptor(password_file: Path) -> Any:
+    """``text -> clear text`` with ansible-vault, the password read as Ansible reads it (a script is run)."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import VaultLib, get_file_vault_secret
+
+    secret = get_file_vault_secret(filename=str(password_file), loader=DataLoader())
+    secret.load()
+    vault = VaultLib([("default", secret)])
+    return lambda text: vault.decrypt(text).decode()
+
+
+def _vaulted_values(data: Any) -> Any:
+    """Every string of a decrypted file is a secret: treat it as an ``!vault`` value."""
+    if isinstance(data, dict):
+        return {k: _vaulted_values(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_vaulted_values(v) for v in data]
+    return _Vaulted(data) if isinstance(data, str) else data
+
+
+def _load(path: Path, decrypt: Any = None) -> Any:
+    text = path.read_text()
+    if text.lstrip().startswith(_VAULT_HEADER):
+        if decrypt is None:
+            return _Encrypted()
+        return _vaulted_values(yaml.load(decrypt(text), Loader=_Loader))
+    return yaml.load(text, Loader=_Loader)
 
 
 def _vars_files(base: Path) -> Iterator[tuple[str, Path]]:
@@ -296,10 +346,18 @@ def _walk_hosts_yml(
 
 
 def check_inventory(
-    inventory: Path, specs: dict[str, tuple[str, dict[str, Any]]] | None = None
+    inventory: Path,
+    specs: dict[str, tuple[str, dict[str, Any]]] | None = None,
+    vault_password_file: Path | None = None,
+    skipped: list[str] | None = None,
 ) -> list[Finding]:
-    """All findings for one inventory directory (``hosts.yml``, ``group_vars/``, ``host_vars/``)."""
+    """All findings for one inventory directory (``hosts.yml``, ``group_vars/``, ``host_vars/``).
+
+    Files encrypted with ansible-vault are decrypted with ``vault_password_file``; without one their
+    paths are appended to ``skipped`` (when given) and their keys are not checked.
+    """
     checker = _Checker(specs if specs is not None else load_role_specs())
+    decrypt = _vault_decryptor(vault_password_file) if vault_password_file else None
     findings: list[Finding] = []
     groups: set[str] = {"all", "ungrouped"}
     hosts: set[str] = set()
@@ -323,7 +381,12 @@ def check_inventory(
                     Finding(rel, f"{label} {name}", "(file name)", f"no such {label} in the inventory{hint}")
                 )
                 continue
-            findings += checker.check(_load(path), rel, f"{label} {name}")
+            data = _load(path, decrypt)
+            if isinstance(data, _Encrypted):
+                if skipped is not None:
+                    skipped.append(rel)
+                continue
+            findings += checker.check(data, rel, f"{label} {name}")
     return findings
 
 
@@ -339,14 +402,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "inventories", nargs="*", type=Path, help="inventory directories (default: inventories/*)"
     )
+    parser.add_argument(
+        "--vault-password-file",
+        type=Path,
+        help="decrypt vars files encrypted with ansible-vault (a file, or a script that prints the password)",
+    )
     args = parser.parse_args(argv)
     inventories = args.inventories or sorted(p for p in (REPO / "inventories").iterdir() if p.is_dir())
     specs = load_role_specs()
     total = 0
     for inventory in inventories:
-        findings = check_inventory(inventory, specs)
+        skipped: list[str] = []
+        findings = check_inventory(inventory, specs, args.vault_password_file, skipped)
         for finding in findings:
             print(finding, file=sys.stderr)
+        for rel in skipped:
+            print(f"{rel}: encrypted with ansible-vault, not checked (give --vault-password-file)")
         total += len(findings)
         print(f"{_rel(inventory)}: {'OK' if not findings else f'{len(findings)} error(s)'}")
     return 1 if total else 0

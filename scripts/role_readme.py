@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Write the variable table of each role's README.md from its meta/argument_specs.yml.
+"""Write the variable tables of the role READMEs and of docs/gitops.md from the roles' argument specs.
 
     scripts/role_readme.py [--check] [ROLE ...]
 
-The table sits between ``<!-- variables -->`` and ``<!-- /variables -->`` in ``roles/<role>/README.md``;
-the text around it is written by hand. ``--check`` changes nothing and exits 1 when a table is stale.
+A role's table sits between ``<!-- variables -->`` and ``<!-- /variables -->`` in
+``roles/<role>/README.md``; the inventory groups' tables (which variables reach the hosts of each group,
+through the roles its playbooks apply) sit between ``<!-- group-variables -->`` and
+``<!-- /group-variables -->`` in ``docs/gitops.md``. The text around them is written by hand.
+``--check`` changes nothing and exits 1 when a table is stale.
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["main", "variables_table"]
+__all__ = ["group_roles", "group_tables", "main", "variables_table"]
 
-ROLES = Path(__file__).resolve().parents[1] / "roles"
+REPO = Path(__file__).resolve().parents[1]
+ROLES = REPO / "roles"
+GITOPS_DOC = REPO / "docs" / "gitops.md"
 START, END = "<!-- variables -->", "<!-- /variables -->"
+GROUP_START, GROUP_END = "<!-- group-variables -->", "<!-- /group-variables -->"
+# A default longer than this is left to the role's README.
+_SHORT_DEFAULT = 40
 
 
 def _cell(value: Any) -> str:
@@ -30,8 +38,7 @@ def _cell(value: Any) -> str:
 
 def variables_table(role: str) -> str:
     """The Markdown table of a role's variables (name, type, default, description)."""
-    specs = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
-    options = specs["argument_specs"]["main"]["options"]
+    options = _options(role)
     rows = ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
     for name, spec in options.items():
         kind = spec.get("type", "str")
@@ -49,6 +56,70 @@ def variables_table(role: str) -> str:
             description += " (" + "; ".join(extra) + ")"
         rows.append(f"| `{name}` | {kind} | {_cell(spec.get('default', ''))} | {description} |")
     return "\n".join(rows)
+
+
+def _options(role: str) -> dict[str, Any]:
+    specs = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
+    return dict(specs["argument_specs"]["main"]["options"])
+
+
+def group_roles(playbooks: Path = REPO / "playbooks") -> dict[str, list[str]]:
+    """{inventory group: the roles the playbooks apply to it, in order}, in the order of site.yml."""
+    groups: dict[str, list[str]] = {}
+    site = yaml.safe_load((playbooks / "site.yml").read_text())
+    for entry in site:
+        for play in yaml.safe_load((playbooks / entry["ansible.builtin.import_playbook"]).read_text()):
+            roles = groups.setdefault(play["hosts"], [])
+            for role in play.get("roles", []):
+                name = role if isinstance(role, str) else role["role"]
+                if name not in roles:
+                    roles.append(name)
+    return groups
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def _required(spec: dict[str, Any]) -> str:
+    if spec.get("required"):
+        return "**yes**"
+    nested = [k for k, v in (spec.get("options") or {}).items() if (v or {}).get("required")]
+    return "no; an entry needs " + ", ".join(f"`{k}`" for k in nested) if nested else "no"
+
+
+def group_tables() -> str:
+    """Per inventory group: each role it gets (linked to its README) and that role's variables."""
+    out: list[str] = []
+    for group, roles in group_roles().items():
+        links = ", ".join(f"[{r}](../roles/{r}/README.md)" for r in roles)
+        out += [f"### Group `{group}`", "", f"Roles, in order: {links}.", ""]
+        out += ["| Variable | Role | Type | Required | Default | Meaning |", "|---|---|---|---|---|---|"]
+        for role in roles:
+            for name, spec in _options(role).items():
+                kind = spec.get("type", "str") + (f" of {spec['elements']}" if spec.get("elements") else "")
+                default = spec.get("default", "")
+                cell = _cell(default)
+                if len(cell) > _SHORT_DEFAULT:
+                    cell = f"[see README](../roles/{role}/README.md)"
+                meaning = _first_sentence(str(spec.get("description", "")))
+                if spec.get("choices"):
+                    meaning += " One of " + ", ".join(f"`{c}`" for c in spec["choices"]) + "."
+                if spec.get("no_log"):
+                    meaning += " Secret: a `vault_` variable."
+                meaning = meaning.replace("|", "\\|")
+                out.append(f"| `{name}` | [{role}](../roles/{role}/README.md) | {kind} | {_required(spec)} | {cell} | {meaning} |")
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str | None:
+    if start not in text or end not in text:
+        return None
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +144,16 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(role)
             if not args.check:
                 readme.write_text(new)
+    if not args.roles and GITOPS_DOC.exists():
+        text = GITOPS_DOC.read_text()
+        new = _replace(text, GROUP_START, GROUP_END, group_tables())
+        if new is None:
+            print(f"{GITOPS_DOC}: no {GROUP_START} ... {GROUP_END} markers", file=sys.stderr)
+            stale.append("docs/gitops.md")
+        elif new != text:
+            stale.append("docs/gitops.md")
+            if not args.check:
+                GITOPS_DOC.write_text(new)
     if args.check and stale:
         print("stale variable tables (run scripts/role_readme.py): " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -153,39 +153,44 @@ def cmd_password(ctx: Any) -> int:
     return 0
 
 
-def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
-    auth = top.add_parser("auth", parents=[common], help="browser sessions, MFA, the admin second factor",
-                          description="Your browser sessions, your second factor (TOTP), admin step-up.")
-    sub = auth.add_subparsers(dest="auth_verb", metavar="VERB", parser_class=type(auth))
-    sub.required = True
+def register(jupyter: Any, top: Any) -> None:
+    auth = top.group("auth", help="browser sessions, MFA, the admin second factor",
+                     description="Your browser sessions, your second factor (TOTP), admin step-up.",
+                     dest="auth_verb", metavar="VERB", what="what to do (ml auth VERB --help for each)")
+    auth.command("sessions", cmd_sessions, _sessions_args, help="list your browser sessions, or end one",
+                 description="ml auth sessions [--all] [--ended] | ml auth sessions end SESSION_ID")
+    auth.command("mfa", _mfa_entry, _mfa_args, help="enrol, confirm, show or reset TOTP",
+                 description="ml auth mfa enroll [--code CODE] | confirm CODE | status [--user U] | reset USER")
+    auth.command("elevate", cmd_elevate, _elevate_args, help="second factor for admin operations (access.mfa)")
+    jupyter.command("password", cmd_password, _password_args, help="set or remove a workspace's password (owner, admin)",
+                    description="The password logs a browser in as the workspace's owner; it takes effect at once. "
+                                "Only the owner or an admin may set it.")
 
-    p = sub.add_parser("sessions", parents=[common], help="list your browser sessions, or end one",
-                       description="ml auth sessions [--all] [--ended] | ml auth sessions end SESSION_ID")
-    p.add_argument("action", nargs="?", choices=["list", "end"], default="list")
+
+def _sessions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "end"], default="list",
+                   help="list (the default) or end one session")
     p.add_argument("session_id", nargs="?", help="the session to end")
     p.add_argument("--all", action="store_true", help="everyone's sessions (admins)")
     p.add_argument("--ended", action="store_true", help="include ended sessions")
-    p.set_defaults(func=cmd_sessions)
 
-    p = sub.add_parser("mfa", parents=[common], help="enrol, confirm, show or reset TOTP",
-                       description="ml auth mfa enroll [--code CODE] | confirm CODE | status [--user U] | reset USER")
-    p.add_argument("mfa_action", choices=["enroll", "confirm", "status", "reset"])
-    p.add_argument("code", nargs="?", help="confirm: the code from the app")
+
+def _mfa_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("mfa_action", choices=["enroll", "confirm", "status", "reset"],
+                   help="enroll: start; confirm CODE: finish; status: show; reset USER: an admin clears it")
+    p.add_argument("code", nargs="?", help="confirm: the code from the app (reset: the user)")
     p.add_argument("--code", dest="code_opt", help="enroll: confirm at once with this code")
     p.add_argument("--user", help="status/reset: the user (admins)")
-    p.set_defaults(func=_mfa_entry)
 
-    p = sub.add_parser("elevate", parents=[common], help="second factor for admin operations (access.mfa)")
+
+def _elevate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--code", help="the code (else FETCHML_OTP, else asked on the terminal)")
-    p.set_defaults(func=cmd_elevate)
 
-    p = jupyter.add_parser("password", parents=[common], help="set or remove a workspace's password (owner, admin)",
-                           description="The password logs a browser in as the workspace's owner; it takes "
-                                       "effect at once. Only the owner or an admin may set it.")
+
+def _password_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     p.add_argument("--password", help="the new password (else FETCHML_WORKSPACE_PASSWORD, else asked)")
     p.add_argument("--remove", action="store_true", help="remove the password")
-    p.set_defaults(func=cmd_password)
 
 
 def _mfa_entry(ctx: Any) -> int:

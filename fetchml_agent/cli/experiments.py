@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, InvalidState
 from ..protocol.opcodes import Opcode
 from .output import emit_json, human_age, print_kv, print_table, status_text, stderr
 
@@ -178,12 +178,12 @@ def cmd_queue(ctx: Any) -> int:
         "parameters": dict(parse_parameter(p) for p in a.parameters or []),
     }
     if a.config:
-        local = Path(a.config).expanduser()
-        if local.is_file():
+        local = os.path.expanduser(a.config)
+        if os.path.isfile(local):
             from .workspaces import _load_yaml_file
 
-            body["config"] = _load_yaml_file(str(local), "experiment config")
-            body["config_name"] = local.name
+            body["config"] = _load_yaml_file(local, "experiment config")
+            body["config_name"] = os.path.basename(local)
         else:
             body["config_path"] = a.config
     run = ctx.client.call(Opcode.QUEUE_RUN, body, timeout=120).data
@@ -197,7 +197,7 @@ def cmd_queue(ctx: Any) -> int:
             _print_run(run)
     if ctx.json:
         emit_json(run)
-    return 0 if not a.wait or run["status"] == "succeeded" else 1
+    return 0 if not a.wait or run["status"] == "succeeded" else InvalidState.exit_code
 
 
 def cmd_sync(ctx: Any) -> int:
@@ -217,7 +217,7 @@ def cmd_sync(ctx: Any) -> int:
             print(f"  unresolved conflict: {path} (delete its .conflict-experiment copy once merged)")
         for c in doc["conflicts"]:
             print(f"  CONFLICT {c['path']}: both sides changed; the experiment's version is in {c['experiment_copy']}")
-    return 4 if doc["conflicts"] or doc.get("unresolved") else 0
+    return InvalidState.exit_code if doc["conflicts"] or doc.get("unresolved") else 0
 
 
 def _print_metadata(doc: dict[str, Any]) -> None:
@@ -264,24 +264,35 @@ def cmd_export(ctx: Any) -> int:
     if a.format == "json":
         text = json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n"
         if a.output and a.output != "-":
-            Path(a.output).write_text(text)
+            _write(a.output, text)
             stderr(f"wrote {a.output}")
         else:
             sys.stdout.write(text)
         return 0
     from ..experiments.metadata import csv_tables
 
-    out = Path(a.output or f"{a.name}-export")
-    out.mkdir(parents=True, exist_ok=True)
+    out = a.output or f"{a.name}-export"
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"--output {out}: cannot create the directory ({exc.strerror})") from None
     written = []
     for table, text in csv_tables(doc).items():
-        (out / f"{table}.csv").write_text(text)
-        written.append(str(out / f"{table}.csv"))
+        written.append(os.path.join(out, f"{table}.csv"))
+        _write(written[-1], text)
     if ctx.json:
         emit_json({"ok": True, "files": written})
     else:
         print("\n".join(written))
     return 0
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write {path} ({exc.strerror})", "choose another --output") from None
 
 
 def cmd_cancel(ctx: Any) -> int:
@@ -333,15 +344,12 @@ def cmd_status(ctx: Any) -> int:
         return 0
 
 
-def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
-    p = jupyter.add_parser("link", parents=[common], help="link a workspace to an experiment (created if new)")
+def _link_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     p.add_argument("experiment_id", metavar="EXPERIMENT_ID", help="experiment id, e.g. exp-123")
-    p.set_defaults(func=cmd_link)
 
-    p = jupyter.add_parser("queue", parents=[common], help="queue a notebook or script run in an experiment",
-                           description="Snapshot the workspace's notebooks, scripts and config now and queue a headless "
-                                       "run (papermill for notebooks) in the workspace's own environment.")
+
+def _queue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", required=True, help="workspace to run from")
     p.add_argument("--experiment", help="experiment id (default: the config's, else the workspace's linked one)")
     what = p.add_mutually_exclusive_group()
@@ -350,12 +358,10 @@ def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="experiment-config.yaml: a local file, or a path in the workspace")
     p.add_argument("-p", "--parameter", dest="parameters", action="append", metavar="KEY=VALUE",
                    help="a parameter injected after the notebook's `parameters` cell (repeatable)")
-    p.add_argument("--wait", action="store_true", help="wait for the run to finish (exit 1 unless it succeeded)")
-    p.set_defaults(func=cmd_queue)
+    p.add_argument("--wait", action="store_true", help="wait for the run to finish (exit 4 unless it succeeded)")
 
-    p = jupyter.add_parser("sync", parents=[common], help="sync a workspace with its experiment",
-                           description="Sync files between a workspace and an experiment. A file somebody changed is "
-                                       "never overwritten: conflicts are written beside it (docs/experiments.md).")
+
+def _sync_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     way = p.add_mutually_exclusive_group(required=True)
     way.add_argument("--to-experiment", dest="direction", action="store_const", const="to-experiment",
@@ -364,35 +370,47 @@ def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
                      help="results, output notebooks and metrics into experiments/<id>/")
     way.add_argument("--full", dest="direction", action="store_const", const="full", help="both ways")
     p.add_argument("--experiment", help="which linked experiment (default: the workspace's current one)")
-    p.set_defaults(func=cmd_sync)
 
-    p = jupyter.add_parser("metadata", parents=[common], help="a workspace's tracked metadata")
-    p.add_argument("name", help="workspace name")
-    p.set_defaults(func=cmd_metadata)
 
-    p = jupyter.add_parser("export", parents=[common], help="export a workspace's metadata (json or csv)")
+def _name(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
     p.add_argument("--format", choices=["json", "csv"], default="json",
                    help="json: one document (stdout or --output FILE); csv: one file per table in --output DIR")
     p.add_argument("--output", help="file (json) or directory (csv; default ./NAME-export)")
-    p.set_defaults(func=cmd_export)
 
-    p = top.add_parser("cancel", parents=[common], help="cancel a queued or running run")
+
+def _cancel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="run id (run-...)")
-    p.set_defaults(func=cmd_cancel)
 
-    status = top.choices["status"]
-    status.add_argument("run", nargs="?", metavar="RUN_ID", help="show one run in detail")
-    status.add_argument("--workspace", help="list the runs of a workspace")
-    status.add_argument("--experiment", help="list the runs of an experiment")
-    status.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"],
-                        help="list the runs in this state")
-    status.add_argument("--limit", type=int, default=50, help="at most this many runs in a list (default 50)")
-    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
-    status.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
-    status.set_defaults(func=cmd_status)
 
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", metavar="RUN_ID", help="show one run in detail")
+    p.add_argument("--workspace", help="list the runs of a workspace")
+    p.add_argument("--experiment", help="list the runs of an experiment")
+    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"],
+                   help="list the runs in this state")
+    p.add_argument("--limit", type=int, default=50, help="at most this many runs in a list (default 50)")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)  # tests: stop --watch after N
+
+
+def register(jupyter: Any, top: Any) -> None:
     from .workspaces import _STATUS_PRINTERS
 
     _STATUS_PRINTERS.append(_print_status_runs)
+    jupyter.command("link", cmd_link, _link_args, help="link a workspace to an experiment (created if new)")
+    jupyter.command("queue", cmd_queue, _queue_args, help="queue a notebook or script run in an experiment",
+                    description="Snapshot the workspace's notebooks, scripts and config now and queue a headless run "
+                                "(papermill for notebooks) in the workspace's own environment.")
+    jupyter.command("sync", cmd_sync, _sync_args, help="sync a workspace with its experiment",
+                    description="Sync files between a workspace and an experiment. A file somebody changed is never "
+                                "overwritten: conflicts are written beside it (docs/experiments.md).")
+    jupyter.command("metadata", cmd_metadata, _name, help="a workspace's tracked metadata")
+    jupyter.command("export", cmd_export, _export_args, help="export a workspace's metadata (json or csv)")
+    top.command("cancel", cmd_cancel, _cancel_args, help="cancel a queued or running run")
+    top.command("status", cmd_status, _status_args, help="the agent, its runtime, your workspaces and runs")

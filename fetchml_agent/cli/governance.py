@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
 import json
+import os
 import sys
 import time
-import zipfile
-from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_TAMPERED, InvalidArgument
@@ -27,6 +24,12 @@ def _iso(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _csv() -> Any:
+    import csv
+
+    return csv
 
 
 def _verify_report(ctx: Any, doc: dict[str, Any], what: str) -> int:
@@ -52,14 +55,14 @@ def cmd_audit(ctx: Any) -> int:
         reply = ctx.client.call(Opcode.AUDIT_VERIFY, {"name": a.name}, timeout=600)
         return _verify_report(ctx, reply.data, "audit chain")
     if a.verify_export:
-        events = _read_export(Path(a.verify_export))
+        events = _read_export(a.verify_export)
         reply = ctx.client.call(Opcode.AUDIT_VERIFY_EXPORT, {"events": events, "source": str(a.verify_export)},
                                 timeout=600)
         return _verify_report(ctx, reply.data, f"export {a.verify_export}")
     reply = ctx.client.call(Opcode.AUDIT_LOG, {"name": a.name, "limit": a.limit, "action": a.action})
     events = reply.data["events"]
     if a.export == "csv":
-        out = csv.writer(sys.stdout)
+        out = _csv().writer(sys.stdout)
         out.writerow(_CSV_FIELDS)
         for e in events:
             out.writerow([e["id"], _iso(e["ts"]), repr(e["ts"]), e["user"], e["action"], e["workspace"] or "",
@@ -78,10 +81,11 @@ def cmd_audit(ctx: Any) -> int:
     return 0
 
 
-def _read_export(path: Path) -> list[dict[str, Any]]:
+def _read_export(path: str) -> list[dict[str, Any]]:
     """The events of an ``--export=csv`` or ``--export=json`` file, as the agent compares them."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
     except OSError as exc:
         raise InvalidArgument(f"{path}: cannot read the export ({exc.strerror})") from None
     events: list[dict[str, Any]] = []
@@ -97,7 +101,9 @@ def _read_export(path: Path) -> list[dict[str, Any]]:
             events.append({k: e.get(k) for k in ("id", "ts", "user", "action", "workspace", "outcome", "details",
                                                  "digest")})
         return events
-    reader = csv.DictReader(io.StringIO(text))
+    import io
+
+    reader = _csv().DictReader(io.StringIO(text))
     if not reader.fieldnames or not {"id", "digest"} <= set(reader.fieldnames):
         raise InvalidArgument(f"{path}: not an audit export with digests (expected the columns "
                               f"{', '.join(_CSV_FIELDS)})", "export again: ml jupyter audit [WS] --export=csv")
@@ -152,13 +158,15 @@ def cmd_retention(ctx: Any) -> int:
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
+    import io
+
     buf = io.StringIO()
     fields: list[str] = []
     for row in rows:
         for k in row:
             if k not in fields:
                 fields.append(k)
-    writer = csv.DictWriter(buf, fieldnames=fields or ["empty"])
+    writer = _csv().DictWriter(buf, fieldnames=fields or ["empty"])
     writer.writeheader()
     for row in rows:
         writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in row.items()})
@@ -169,14 +177,16 @@ def cmd_user_export(ctx: Any) -> int:
     a = ctx.args
     reply = ctx.client.call(Opcode.USER_EXPORT, {"user": a.user}, timeout=600)
     doc = reply.data
-    out = Path(a.output or f"fetchml-user-{a.user}-{time.strftime('%Y%m%d-%H%M%S')}.zip")
+    import zipfile
+
+    out = a.output or f"fetchml-user-{a.user}-{time.strftime('%Y%m%d-%H%M%S')}.zip"
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("README.txt", f"Everything the FetchML agent held about {doc['user']} at "
                                        f"{_iso(doc['generated_at'])}: one JSON and one CSV file per section.\n")
         for section, rows in sorted(doc["sections"].items()):
             archive.writestr(f"{section}.json", json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
             archive.writestr(f"{section}.csv", _csv_text(rows))
-    out.chmod(0o600)
+    os.chmod(out, 0o600)
     summary = {k: len(v) for k, v in doc["sections"].items()}
     if ctx.json:
         emit_json({"user": doc["user"], "archive": str(out), "sections": summary})
@@ -222,13 +232,7 @@ def _print_status(doc: dict[str, Any]) -> None:
               f"{', '.join(audit['erased_accounts_in_config'])}")
 
 
-def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
-    from .workspaces import _STATUS_PRINTERS
-
-    _STATUS_PRINTERS.append(_print_status)
-    p = jupyter.add_parser("audit", parents=[common], help="a workspace's audit trail (owner or admin); verify it",
-                           description="Show, export or verify the audit trail (docs/audit.md). Exit 9 when "
-                                       "--verify or --verify-export finds a change.")
+def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="workspace name (admins may omit it for the whole log)")
     p.add_argument("--export", choices=["csv", "json"], help="print the report as CSV or JSON (with each digest)")
     p.add_argument("--limit", type=int, default=1000, help="newest N events (default 1000)")
@@ -236,26 +240,40 @@ def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--verify", action="store_true", help="admin: check the audit chain; exit 9 when it is broken")
     g.add_argument("--verify-export", metavar="FILE", help="admin: check an earlier --export file against the agent")
-    p.set_defaults(func=cmd_audit)
 
-    ap = top.add_parser("admin", parents=[common], help="administration: retention, GDPR requests (admin role)",
-                        description="Agent administration; every command needs the admin role and is audited.")
-    admin = ap.add_subparsers(dest="admin_verb", metavar="VERB")
-    admin.required = True
-    p = admin.add_parser("retention", parents=[common], help="what the daily purge removes (retention: in agent.yaml)")
+
+def _retention_args(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="show what the next purge would remove (the default)")
     mode.add_argument("--run", action="store_true", help="purge now")
-    p.set_defaults(func=cmd_retention)
-    up = admin.add_parser("user", parents=[common], help="GDPR requests: export or erase a person's data")
-    user = up.add_subparsers(dest="user_verb", metavar="VERB")
-    user.required = True
-    p = user.add_parser("export", parents=[common], help="write everything held about a user as a zip of JSON and CSV")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("user", help="user name (as in agent.yaml)")
     p.add_argument("-o", "--output", help="archive path (default fetchml-user-NAME-DATE.zip)")
-    p.set_defaults(func=cmd_user_export)
-    p = user.add_parser("erase", parents=[common], help="pseudonymize a user everywhere and refuse their key")
+
+
+def _erase_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("user", help="user name (as in agent.yaml)")
     p.add_argument("--transfer-to", dest="transfer_to", metavar="OTHER", help="hand their workspaces to OTHER")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(func=cmd_user_erase)
+
+
+def register(jupyter: Any, top: Any) -> None:
+    from .workspaces import _STATUS_PRINTERS
+
+    _STATUS_PRINTERS.append(_print_status)
+    jupyter.command("audit", cmd_audit, _audit_args, help="a workspace's audit trail (owner or admin); verify it",
+                    description="Show, export or verify the audit trail (docs/audit.md). Exit 9 when --verify or "
+                                "--verify-export finds a change.")
+    admin = top.group("admin", help="administration: retention, GDPR requests (admin role)",
+                      description="Agent administration; every command needs the admin role and is audited.",
+                      dest="admin_verb", metavar="VERB", what="what to administer (ml admin VERB --help for each)")
+    admin.command("retention", cmd_retention, _retention_args,
+                  help="what the daily purge removes (retention: in agent.yaml), or purge now")
+    user = admin.group("user", help="GDPR requests: export or erase a person's data",
+                       description="Everything the agent holds about a person, as an archive; or erase them.",
+                       dest="user_verb", metavar="VERB", what="what to do (ml admin user VERB --help for each)")
+    user.command("export", cmd_user_export, _export_args,
+                 help="write everything held about a user as a zip of JSON and CSV")
+    user.command("erase", cmd_user_erase, _erase_args, help="pseudonymize a user everywhere and refuse their key")

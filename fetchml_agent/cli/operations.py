@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import sys
 import time
@@ -36,30 +35,75 @@ def cmd_reset(ctx: Any) -> int:
 
 
 def cmd_monitor(ctx: Any) -> int:
+    """Samples of a running workspace: CPU as a share of its CPU limit, memory against its memory limit.
+
+    A runtime sends either ``cpu_percent`` (100 = one core busy, over its own short window) or only
+    cumulative ``cpu_seconds``; then the rate comes from two samples, so the first sample is kept
+    as the baseline and one more is asked for, and ``--count N`` still shows N lines.
+    """
     a = ctx.args
-    samples: list[dict[str, Any]] = []
+    resources = ctx.client.call(Opcode.WORKSPACE_LIMITS, {"name": a.name}).data.get("resources") or {}
+    meter = _Meter(resources)
+    shown: list[dict[str, Any]] = []
     tty = sys.stdout.isatty() and not ctx.json
+    wanted = a.count if a.count else None
 
     def on_log(chunk: bytes) -> None:
         for line in chunk.decode().splitlines():
-            s = json.loads(line)
-            samples.append(s)
-            if ctx.json:
+            sample = meter.add(json.loads(line))
+            if sample is None or (wanted is not None and len(shown) >= wanted):
                 continue
-            mem = s.get("memory_bytes")
-            text = (f"{time.strftime('%H:%M:%S', time.localtime(s['t']))}  {s['name']}  "
-                    f"cpu {s.get('cpu_seconds', s.get('cpu_percent', '-'))}  "
-                    f"memory {mem / 2**20:.0f} MiB  processes {s.get('processes', '-')}" if mem is not None else json.dumps(s))
-            print(("\r" + text + "   ") if tty else text, end="" if tty else "\n", flush=True)
+            shown.append(sample)
+            if not ctx.json:
+                text = f"{time.strftime('%H:%M:%S', time.localtime(sample['t']))}  {sample['name']}  {meter.text(sample)}"
+                print(("\r" + text + "   ") if tty else text, end="" if tty else "\n", flush=True)
 
     ctx.client.on_log = on_log
-    count = a.count if a.count else 1_000_000
+    count = a.count + 1 if a.count else 1_000_000
     ctx.client.call(Opcode.MONITOR_WORKSPACE, {"name": a.name, "interval": a.interval, "count": count}, timeout=None)
     if tty:
         print()
     if ctx.json:
-        emit_json({"name": a.name, "samples": samples})
+        emit_json({"name": a.name, "samples": shown})
     return 0
+
+
+class _Meter:
+    """Turns the runtime's raw samples into shares of the workspace's limits."""
+
+    def __init__(self, resources: dict[str, Any]) -> None:
+        self.cpu_limit = float(resources["cpu"]) if resources.get("cpu") else None
+        self.memory_limit_mb = resources.get("memory_mb")
+        self._last: dict[str, Any] | None = None
+
+    def add(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+        """The sample with ``cpu_percent_of_limit`` added; ``None`` while no rate can be known yet."""
+        last, self._last = self._last, sample
+        cores = sample.get("cpu_percent")
+        if cores is None and "cpu_seconds" in sample:
+            if last is None or "cpu_seconds" not in last or sample["t"] <= last["t"]:
+                return None
+            cores = max(0.0, sample["cpu_seconds"] - last["cpu_seconds"]) / (sample["t"] - last["t"]) * 100
+            sample = {**sample, "cpu_percent": round(cores, 2)}
+        if cores is not None and self.cpu_limit:
+            sample = {**sample, "cpu_percent_of_limit": round(cores / self.cpu_limit, 1)}
+        return sample
+
+    def text(self, s: dict[str, Any]) -> str:
+        parts = []
+        if s.get("cpu_percent_of_limit") is not None and self.cpu_limit:
+            cores = f"{self.cpu_limit:g} core" + ("" if self.cpu_limit == 1 else "s")
+            parts.append(f"cpu {s['cpu_percent_of_limit']:5.1f}% of {cores}")
+        elif s.get("cpu_percent") is not None:
+            parts.append(f"cpu {s['cpu_percent']:5.1f}% of one core (no cpu limit)")
+        mem = s["memory_bytes"] / 2**20 if s.get("memory_bytes") is not None else s.get("memory_mb")
+        limit = s.get("memory_limit_mb") or self.memory_limit_mb
+        if mem is not None:
+            parts.append(f"memory {mem:.0f} MiB" + (f" of {limit:.0f} MiB ({mem / limit * 100:.0f}%)" if limit else ""))
+        processes = s.get("processes", s.get("pids"))
+        if processes is not None:
+            parts.append(f"processes {processes}")
+        return "  ".join(parts) or json.dumps(s, sort_keys=True)
 
 
 def cmd_logs(ctx: Any) -> int:
@@ -137,6 +181,8 @@ def cmd_report(ctx: Any) -> int:
 
 
 def _html(r: dict[str, Any]) -> str:
+    import html
+
     ws, st = r["workspace"], r["stats"]
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
@@ -158,52 +204,69 @@ def _html(r: dict[str, Any]) -> str:
             "</body></html>\n")
 
 
-def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
-    p = jupyter.add_parser("scale", parents=[common], help="change a workspace's resources (restarts it if running)")
-    p.add_argument("name")
-    p.add_argument("--cpu")
-    p.add_argument("--memory")
-    p.add_argument("--gpu", type=int)
-    p.add_argument("--disk")
-    p.set_defaults(func=cmd_scale)
+def _name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="workspace name")
 
-    p = jupyter.add_parser("reset", parents=[common], help="restart clean; --hard also discards installed packages")
-    p.add_argument("name")
+
+def _scale_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--cpu", help="CPU cores, e.g. 4 or 0.5")
+    p.add_argument("--memory", help="memory, e.g. 16g or 512m")
+    p.add_argument("--gpu", type=int, help="number of GPUs")
+    p.add_argument("--disk", help="disk, e.g. 20g")
+
+
+def _reset_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
     p.add_argument("--hard", action="store_true", help="discard every package installed into the workspace")
-    p.set_defaults(func=cmd_reset)
 
-    p = jupyter.add_parser("monitor", parents=[common], help="live resource use (Ctrl-C to stop)")
-    p.add_argument("name")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between samples")
+
+def _monitor_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between samples (default 2)")
     p.add_argument("--count", type=int, default=0, help="stop after N samples (default: until interrupted)")
-    p.set_defaults(func=cmd_monitor)
 
-    p = jupyter.add_parser("logs", parents=[common], help="the workspace's JupyterLab server log")
-    p.add_argument("name")
-    p.add_argument("--lines", type=int, default=100)
-    p.set_defaults(func=cmd_logs)
 
-    p = jupyter.add_parser("git", parents=[common], help="git in the workspace: init, add, commit, status, log, diff ...")
-    p.add_argument("name")
-    p.add_argument("verb", help="git subcommand")
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--lines", type=int, default=100, help="the last N lines of the log (default 100)")
+
+
+def _git_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("verb", help="git subcommand: init, add, commit, status, log, diff, branch, checkout, restore, show")
     p.add_argument("git_args", nargs=argparse.REMAINDER, help="its arguments, e.g. -m 'Initial commit'")
-    p.set_defaults(func=cmd_git)
 
-    p = jupyter.add_parser("version", parents=[common], help="save, list or restore versions of a notebook")
-    p.add_argument("name")
+
+def _version_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
     p.add_argument("notebook", help="path of the notebook inside the workspace")
     p.add_argument("--list", action="store_true", help="list the saved versions")
     p.add_argument("--restore", type=int, metavar="N", help="restore version N (the current one is saved first)")
     p.add_argument("-m", "--message", help="a note stored with the version")
-    p.set_defaults(func=cmd_version)
 
-    p = jupyter.add_parser("optimize", parents=[common], help="usage vs limits, idle kernels; --apply shuts them down")
-    p.add_argument("name")
-    p.add_argument("--apply", action="store_true")
-    p.add_argument("--idle-minutes", type=float, default=60)
-    p.set_defaults(func=cmd_optimize)
 
-    p = jupyter.add_parser("report", parents=[common], help="a performance report (text, json or html)")
-    p.add_argument("name")
-    p.add_argument("--format", choices=["text", "json", "html"], default="text")
-    p.set_defaults(func=cmd_report)
+def _optimize_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--apply", action="store_true", help="shut down the kernels idle for longer than --idle-minutes")
+    p.add_argument("--idle-minutes", type=float, default=60,
+                   help="a kernel idle for this long counts as idle (default 60)")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--format", choices=["text", "json", "html"], default="text",
+                   help="text for a terminal (default), json, or a self-contained html page")
+
+
+def register(jupyter: Any, top: Any) -> None:
+    jupyter.command("scale", cmd_scale, _scale_args, help="change a workspace's resources (restarts it if running)")
+    jupyter.command("reset", cmd_reset, _reset_args,
+                    help="restart clean; --hard also discards installed packages")
+    jupyter.command("monitor", cmd_monitor, _monitor_args, help="live resource use (Ctrl-C to stop)")
+    jupyter.command("logs", cmd_logs, _logs_args, help="the workspace's JupyterLab server log")
+    jupyter.command("git", cmd_git, _git_args, help="git in the workspace: init, add, commit, status, log, diff ...")
+    jupyter.command("version", cmd_version, _version_args, help="save, list or restore versions of a notebook")
+    jupyter.command("optimize", cmd_optimize, _optimize_args,
+                    help="usage vs limits, idle kernels; --apply shuts them down")
+    jupyter.command("report", cmd_report, _report_args, help="a performance report (text, json or html)")

@@ -8,8 +8,8 @@ exits 5 when it finds something. Specs that start with ``-`` (``-U``, ``--pre``)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..errors import ApprovalRequired, InvalidArgument, PolicyDenied
@@ -130,7 +130,8 @@ def _read(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8")
+        with open(os.path.expanduser(path), encoding="utf-8") as fh:
+            return fh.read()
     except OSError as exc:
         raise InvalidArgument(f"{path}: cannot read the requirements file ({exc.strerror})") from None
 
@@ -243,81 +244,90 @@ def _print_status(doc: dict[str, Any]) -> None:
         print(f"vulnerability data: {v['state']} ({detail}; {v['path']}; when_unknown: {v['when_unknown']})")
 
 
-def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
-    from .workspaces import _STATUS_PRINTERS
-
-    _STATUS_PRINTERS.append(_print_status)
-
-    p = jupyter.add_parser("install", parents=[common], help="install packages into a workspace (policy checked)",
-                           description="Check each spec against the workspace's package policy, then install with "
-                                       "pip (or conda) from the workspace's package index. Specs that start with "
-                                       "'-' go after '--'.")
+def _install_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="e.g. numpy 'pandas==2.0.0'")
     p.add_argument("--conda", action="store_true", help="install with conda (channels must be trusted)")
     p.add_argument("-c", "--channel", action="append", help="conda channel (with --conda; repeatable)")
     p.add_argument("--force", action="store_true", help="admin only: install despite the package lists (audited)")
-    p.set_defaults(func=cmd_install)
 
-    p = jupyter.add_parser("build", parents=[common], help="build a custom workspace image (docker runtime)",
-                           description="Build IMAGE from --base with --packages pip-installed through the agent's "
-                                       "package index. Every package is checked against the policy before the build "
-                                       "starts; the build log streams. Then: ml jupyter create NAME --image=IMAGE.")
+
+def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="name of the new image, e.g. custom-image or team/img:1")
     p.add_argument("--base", required=True, help="base image (must be in the agent's allowed bases)")
     p.add_argument("--packages", required=True, help='space-separated specs, e.g. "numpy pandas"')
     p.add_argument("--gpu-support", action="store_true", help="add what the NVIDIA container runtime needs")
-    p.set_defaults(func=cmd_build)
 
-    p = jupyter.add_parser("packages", parents=[common], help="packages installed in a workspace, with who and when")
+
+def _packages_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     p.add_argument("--all", action="store_true", help="also list the shared base environment's packages")
-    p.set_defaults(func=cmd_packages)
 
-    p = jupyter.add_parser("check-package", parents=[common], help="would this package install? (exit 0/5/6)",
-                           description="Exit 0: it would install; 5: the policy denies it; 6: it needs an approved "
-                                       "request.")
+
+def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", nargs="?", metavar="SPEC", help="a pip (or, with --conda, conda) spec")
     p.add_argument("--workspace", help="check against this workspace's policy and approvals")
     p.add_argument("--conda", action="store_true", help="SPEC is a conda spec")
     p.add_argument("-c", "--channel", action="append", help="conda channel (with --conda)")
     p.add_argument("-r", "--requirements", metavar="FILE", help="check every line of a requirements file (- = stdin)")
-    p.set_defaults(func=cmd_check)
 
-    p = jupyter.add_parser("request", parents=[common], help="ask an admin to approve a package for a workspace")
+
+def _request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     p.add_argument("spec", metavar="SPEC", help="package, optionally with a version range: 'custom-package>=1,<2'")
     p.add_argument("--reason", default="", help="why you need it (the admin sees it)")
     p.add_argument("--conda", action="store_true", help="a conda package")
-    p.set_defaults(func=cmd_request)
 
-    p = jupyter.add_parser("review", parents=[common], help="package requests and their decisions",
-                           description="Admins see every request; others see the requests they made.")
+
+def _review_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pending", action="store_true", help="admin: only the requests waiting for a decision")
     p.add_argument("--workspace", help="only this workspace's requests")
-    p.set_defaults(func=cmd_review)
 
-    p = jupyter.add_parser("approve", parents=[common], help="admin: approve a package request")
-    p.add_argument("request_id", metavar="REQUEST_ID")
+
+def _approve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("request_id", metavar="REQUEST_ID", help="the request's id (ml jupyter review --pending lists them)")
     p.add_argument("--reason", default="", help="a note for the requester")
-    p.set_defaults(func=cmd_decide(Opcode.APPROVE_REQUEST))
 
-    p = jupyter.add_parser("deny", parents=[common], help="admin: deny a package request (--reason required)")
-    p.add_argument("request_id", metavar="REQUEST_ID")
+
+def _deny_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("request_id", metavar="REQUEST_ID", help="the request's id (ml jupyter review --pending lists them)")
     p.add_argument("--reason", help="why (the requester sees it); required")
-    p.set_defaults(func=cmd_decide(Opcode.DENY_REQUEST))
 
-    p = jupyter.add_parser("clear-cache", parents=[common], help="clear the package index cache and the workspace's pip cache")
-    p.add_argument("name", help="workspace name")
-    p.set_defaults(func=cmd_clear_cache)
 
-    p = jupyter.add_parser("uninstall", parents=[common], help="remove packages from a workspace (audited)",
-                           description="Run pip uninstall in the workspace's environment; ml jupyter packages lists "
-                                       "what was removed, when and by whom.")
+def _uninstall_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
     p.add_argument("packages", nargs="+", metavar="NAME", help="installed package names")
-    p.set_defaults(func=cmd_uninstall)
 
-    p = jupyter.add_parser("security-scan", parents=[common], help="scan a workspace's packages against the policy (exit 5 on findings)")
+
+def _name(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
-    p.set_defaults(func=cmd_scan)
+
+
+def register(jupyter: Any, top: Any) -> None:
+    from .workspaces import _STATUS_PRINTERS
+
+    _STATUS_PRINTERS.append(_print_status)
+    jupyter.command("install", cmd_install, _install_args, help="install packages into a workspace (policy checked)",
+                    description="Check each spec against the workspace's package policy, then install with pip (or "
+                                "conda) from the workspace's package index. Specs that start with '-' go after '--'.")
+    jupyter.command("build", cmd_build, _build_args, help="build a custom workspace image (docker runtime)",
+                    description="Build IMAGE from --base with --packages pip-installed through the agent's package "
+                                "index. Every package is checked against the policy before the build starts; the "
+                                "build log streams. Then: ml jupyter create NAME --image=IMAGE.")
+    jupyter.command("packages", cmd_packages, _packages_args, help="packages installed in a workspace, with who and when")
+    jupyter.command("check-package", cmd_check, _check_args, help="would this package install? (exit 0/5/6)",
+                    description="Exit 0: it would install; 5: the policy denies it; 6: it needs an approved request.")
+    jupyter.command("request", cmd_request, _request_args, help="ask an admin to approve a package for a workspace")
+    jupyter.command("review", cmd_review, _review_args, help="package requests and their decisions",
+                    description="Admins see every request; others see the requests they made.")
+    jupyter.command("approve", cmd_decide(Opcode.APPROVE_REQUEST), _approve_args,
+                    help="admin: approve a package request")
+    jupyter.command("deny", cmd_decide(Opcode.DENY_REQUEST), _deny_args,
+                    help="admin: deny a package request (--reason required)")
+    jupyter.command("clear-cache", cmd_clear_cache, _name,
+                    help="clear the package index cache and the workspace's pip cache")
+    jupyter.command("uninstall", cmd_uninstall, _uninstall_args, help="remove packages from a workspace (audited)",
+                    description="Run pip uninstall in the workspace's environment; ml jupyter packages lists what "
+                                "was removed, when and by whom.")
+    jupyter.command("security-scan", cmd_scan, _name,
+                    help="scan a workspace's packages against the policy (exit 5 on findings)")

@@ -1,14 +1,14 @@
-"""``ml jupyter create|start|stop|list|info|status|restart|delete|stats|limits|access|revoke|share``
-and ``ml status``."""
+"""``ml jupyter create|start|stop|list|info|status|restart|delete|stats|limits|access|revoke|share|audit``,
+and the agent part of ``ml status`` (:func:`cmd_agent_status`; the command is declared with the runs)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgument
+from ..errors import EXIT_USAGE, InvalidArgument, InvalidState
 from ..protocol.opcodes import Opcode
 from .output import emit_json, human_age, print_kv, print_table, status_text
 
@@ -18,9 +18,10 @@ __all__ = ["register"]
 def _load_yaml_file(path: str, what: str) -> dict[str, Any]:
     import yaml
 
-    p = Path(path).expanduser()
+    p = os.path.expanduser(path)
     try:
-        doc = yaml.safe_load(p.read_text())
+        with open(p, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
     except FileNotFoundError:
         raise InvalidArgument(f"{what} {p}: no such file") from None
     except (OSError, yaml.YAMLError) as exc:
@@ -83,9 +84,9 @@ def cmd_create(ctx: Any) -> int:
     }
     config: dict[str, Any] = {}
     if a.template:
-        local = next((p for p in (Path(a.template), Path(a.template + ".yaml")) if p.is_file()), None)
+        local = next((p for p in (a.template, a.template + ".yaml") if os.path.isfile(p)), None)
         if local is not None:
-            config.update(_load_yaml_file(str(local), "template"))
+            config.update(_load_yaml_file(local, "template"))
         else:
             body["template"] = a.template
     if a.config:
@@ -104,7 +105,7 @@ def cmd_create(ctx: Any) -> int:
 
 def cmd_start(ctx: Any) -> int:
     a = ctx.args
-    workspace = str(Path(a.workspace).expanduser().resolve()) if a.workspace else ""
+    workspace = os.path.realpath(os.path.expanduser(a.workspace)) if a.workspace else ""
     reply = ctx.client.call(
         Opcode.START_JUPYTER, {"name": a.name, "workspace": workspace, "password": a.password or ""}, timeout=None
     )
@@ -170,7 +171,7 @@ def cmd_status_ws(ctx: Any) -> int:
         emit_json(reply.data)
     else:
         _print_doc(reply.data)
-    return 0 if reply.data["status"] == "running" else 1
+    return 0 if reply.data["status"] == "running" else InvalidState.exit_code
 
 
 def cmd_delete(ctx: Any) -> int:
@@ -178,8 +179,8 @@ def cmd_delete(ctx: Any) -> int:
     if not a.yes and sys.stdin.isatty() and not ctx.json:
         answer = input(f"Delete workspace {a.name} and the files the agent created for it? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("not deleted")
-            return 1
+            print("not deleted (answer y, or pass --yes)")
+            return EXIT_USAGE
     reply = ctx.client.call(Opcode.DELETE_WORKSPACE, {"name": a.name}, timeout=None)
     if ctx.json:
         emit_json({"ok": True, "message": reply.message})
@@ -188,20 +189,36 @@ def cmd_delete(ctx: Any) -> int:
     return 0
 
 
+def _grant(ctx: Any, opcode: Opcode, kind: str, principal: str, role: str) -> int:
+    """Grant ``role`` and say what changed: a new grant, a role changed from what it was, or nothing."""
+    name = ctx.args.name
+    before = next((g["role"] for g in ctx.client.call(Opcode.WORKSPACE_INFO, {"name": name}).data.get("access") or []
+                   if g["type"] == kind and g["principal"] == principal), None)
+    doc = ctx.client.call(opcode, {"name": name, kind: principal, "role": role}).data
+    doc = {**doc, "previous_role": before}
+    if ctx.json:
+        emit_json(doc)
+    elif before is None:
+        print(f"{kind} {principal} now has the {doc['role']} role on workspace {doc['workspace']} (new grant)")
+    elif before != doc["role"]:
+        print(f"{kind} {principal}: {before} -> {doc['role']} on workspace {doc['workspace']}")
+    else:
+        print(f"{kind} {principal} already had the {doc['role']} role on workspace {doc['workspace']} (unchanged)")
+    return 0
+
+
 def cmd_access(ctx: Any) -> int:
     a = ctx.args
+    if a.user and a.team:
+        raise InvalidArgument("name one who gets access: --user=NAME or --team=NAME, not both")
     if not a.user and not a.team:
         raise InvalidArgument("name who gets access: --user=NAME or --team=NAME")
-    reply = ctx.client.call(Opcode.GRANT_ACCESS, {"name": a.name, "user": a.user, "team": a.team, "role": a.role})
-    emit_json(reply.data) if ctx.json else print(reply.message)
-    return 0
+    kind = "user" if a.user else "team"
+    return _grant(ctx, Opcode.GRANT_ACCESS, kind, a.user or a.team, a.role)
 
 
 def cmd_share(ctx: Any) -> int:
-    a = ctx.args
-    reply = ctx.client.call(Opcode.SHARE_WORKSPACE, {"name": a.name, "team": a.team, "role": a.role})
-    emit_json(reply.data) if ctx.json else print(reply.message)
-    return 0
+    return _grant(ctx, Opcode.SHARE_WORKSPACE, "team", ctx.args.team, ctx.args.role)
 
 
 def cmd_revoke(ctx: Any) -> int:
@@ -237,9 +254,16 @@ def _iso(ts: float) -> str:
 _STATUS_PRINTERS: list[Any] = []
 
 
-def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
-    p = jupyter.add_parser("create", parents=[common], help="create a workspace and start JupyterLab",
-                           description="Create a workspace and start its JupyterLab.")
+_ROLES = ["viewer", "collaborator", "editor", "owner"]
+_ROLE_HELP = ("viewer: see it; collaborator: also start, stop, run; editor: also install packages, sync, link; "
+              "owner: also grant access, delete")
+
+
+def _name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="workspace name")
+
+
+def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name (lowercase letters, digits, hyphens)")
     p.add_argument("--cpu", help="CPU cores, e.g. 4 or 0.5")
     p.add_argument("--memory", help="memory, e.g. 8g or 512m")
@@ -250,58 +274,57 @@ def register(jupyter: Any, top: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", help="link the workspace to this experiment (created if new)")
     p.add_argument("--template", help="a workspace template: a YAML file, or a name the agent knows")
     p.add_argument("--config", help="workspace-config.yaml (resources, environment, security)")
-    p.set_defaults(func=cmd_create)
 
-    p = jupyter.add_parser("start", parents=[common], help="start a Jupyter service on a directory (0x0D)")
+
+def _start_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="service name")
     p.add_argument("--workspace", help="directory to serve (absolute path on the agent's host)")
     p.add_argument("--password", help="password for the service")
-    p.set_defaults(func=cmd_start)
 
-    p = jupyter.add_parser("stop", parents=[common], help="stop a service by id or workspace name (0x0E)")
+
+def _stop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("service_id", metavar="SERVICE_ID", help="service id (ws-...) or workspace name")
-    p.set_defaults(func=cmd_stop)
 
-    p = jupyter.add_parser("list", parents=[common], help="list workspaces and services (0x0F)")
-    p.set_defaults(func=cmd_list)
 
+def _delete_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _access_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--user", help="user to grant")
+    p.add_argument("--team", help="team to grant")
+    p.add_argument("--role", default="viewer", choices=_ROLES, help=f"the role to grant (default viewer; {_ROLE_HELP})")
+
+
+def _share_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--team", required=True, help="team name (teams are listed per user in the agent's agent.yaml)")
+    p.add_argument("--role", default="collaborator", choices=_ROLES,
+                   help=f"the role to grant (default collaborator; {_ROLE_HELP})")
+
+
+def _revoke_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("principal", help="user name, or team:NAME")
+
+
+def register(jupyter: Any, top: Any) -> None:
+    jupyter.command("create", cmd_create, _create_args, help="create a workspace and start JupyterLab",
+                    description="Create a workspace and start its JupyterLab.")
+    jupyter.command("start", cmd_start, _start_args, help="start a Jupyter service on a directory (0x0D)")
+    jupyter.command("stop", cmd_stop, _stop_args, help="stop a service by id or workspace name (0x0E)")
+    jupyter.command("list", cmd_list, help="list workspaces and services (0x0F)")
     for verb, opcode, helptext in (
         ("info", Opcode.WORKSPACE_INFO, "show a workspace's details"),
         ("restart", Opcode.RESTART_WORKSPACE, "restart a workspace's JupyterLab"),
         ("stats", Opcode.WORKSPACE_STATS, "resource usage of a running workspace"),
         ("limits", Opcode.WORKSPACE_LIMITS, "resource limits and whether they are enforced"),
     ):
-        p = jupyter.add_parser(verb, parents=[common], help=helptext)
-        p.add_argument("name", help="workspace name")
-        p.set_defaults(func=_simple(opcode, timeout=None if verb == "restart" else 30))
-
-    p = jupyter.add_parser("status", parents=[common], help="live status of a workspace (exit 1 unless running)")
-    p.add_argument("name", help="workspace name")
-    p.set_defaults(func=cmd_status_ws)
-
-    p = jupyter.add_parser("delete", parents=[common], help="stop a workspace and delete it with its files")
-    p.add_argument("name", help="workspace name")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(func=cmd_delete)
-
-    roles = ["viewer", "collaborator", "editor", "owner"]
-    p = jupyter.add_parser("access", parents=[common], help="grant a user or team a role on a workspace")
-    p.add_argument("name", help="workspace name")
-    p.add_argument("--user", help="user to grant")
-    p.add_argument("--team", help="team to grant")
-    p.add_argument("--role", default="viewer", choices=roles)
-    p.set_defaults(func=cmd_access)
-
-    p = jupyter.add_parser("share", parents=[common], help="share a workspace with a team")
-    p.add_argument("name", help="workspace name")
-    p.add_argument("--team", required=True, help="team name")
-    p.add_argument("--role", default="collaborator", choices=roles)
-    p.set_defaults(func=cmd_share)
-
-    p = jupyter.add_parser("revoke", parents=[common], help="revoke a user's (or team:NAME's) access")
-    p.add_argument("name", help="workspace name")
-    p.add_argument("principal", help="user name, or team:NAME")
-    p.set_defaults(func=cmd_revoke)
-
-    p = top.add_parser("status", parents=[common], help="the agent, its runtime and your workspaces")
-    p.set_defaults(func=cmd_agent_status)
+        jupyter.command(verb, _simple(opcode, timeout=None if verb == "restart" else 30), _name, help=helptext)
+    jupyter.command("status", cmd_status_ws, _name, help="live status of a workspace (exit 4 unless running)")
+    jupyter.command("delete", cmd_delete, _delete_args, help="stop a workspace and delete it with its files")
+    jupyter.command("access", cmd_access, _access_args, help="grant a user or team a role on a workspace")
+    jupyter.command("share", cmd_share, _share_args, help="share a workspace with a team")
+    jupyter.command("revoke", cmd_revoke, _revoke_args, help="revoke a user's (or team:NAME's) access")

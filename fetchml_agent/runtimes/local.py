@@ -198,6 +198,9 @@ class LocalRuntime(Runtime):
             "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
                        "extra_labextensions_path": [str(Path(sysconfig.get_path("data")) / "share/jupyter/labextensions")]},
         }
+        # File ids (collaboration's document ids) belong to this workspace, not to a shared data
+        # dir under whatever HOME the agent has; they survive restarts with the run dir.
+        cfg["BaseFileIdManager"] = {"db_path": str(run_dir / "file_id_manager.db")}
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
         config_file = run_dir / "jupyter_server_config.json"

@@ -16,8 +16,9 @@ description:
     C(nomad_status), C(nomad_eligible), C(nomad_drain), C(nomad_version), C(nomad_attributes) (Nomad's
     flat attribute map), C(nomad_meta), C(nomad_gpus) (one entry per GPU model with count, memory and
     instance IDs) and C(ansible_host) (the node's address).
-  - "The inventory file must end in C(.nomad.yml) or C(.nomad.yaml) and name C(plugin: nomad_nodes);
-    enable the plugin in C([inventory] enable_plugins) of ansible.cfg."
+  - "The inventory file must end in C(.nomad.yml) or C(.nomad.yaml) and name C(plugin: nomad_nodes)
+    (C(plugin: fetchml.platform.nomad_nodes) from the collection); enable the plugin under that name in
+    C([inventory] enable_plugins) of ansible.cfg."
   - Supports C(compose), C(groups) and C(keyed_groups) like the C(constructed) plugin.
 version_added: "0.1.0"
 author: FetchML
@@ -25,9 +26,9 @@ extends_documentation_fragment:
   - constructed
 options:
   plugin:
-    description: The name of this plugin; must be C(nomad_nodes).
+    description: The name of this plugin, C(nomad_nodes) or, from the collection, C(fetchml.platform.nomad_nodes).
     required: true
-    choices: [nomad_nodes]
+    choices: [nomad_nodes, fetchml.platform.nomad_nodes]
   address:
     description: URL of a Nomad agent's HTTP API.
     type: str
@@ -106,6 +107,8 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 __all__ = ["InventoryModule", "gpu_groups_of", "host_vars_of"]
 
 _GROUP_SAFE = re.compile(r"[^A-Za-z0-9_]")
+# The names an inventory file may give in `plugin:`: this repository's, and the collection's.
+_NAMES = ("nomad_nodes", "fetchml.platform.nomad_nodes")
 
 
 def _group(prefix: str, value: str | None) -> str:
@@ -226,8 +229,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
     def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        if self.get_option("plugin") != self.NAME:
-            raise AnsibleParserError(f"{path}: plugin must be {self.NAME}")
+        if self.get_option("plugin") not in _NAMES:
+            raise AnsibleParserError(f"{path}: plugin must be {' or '.join(_NAMES)}")
         statuses = set(self.get_option("statuses"))
         strict = self.get_option("strict")
         for stub in self._list_nodes():

@@ -122,8 +122,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
-from ansible.module_utils.fetchml_units import parse_cpu, parse_size_mb
 from ansible.module_utils.urls import fetch_url
+
+# module_utils from ansible.cfg's path in this repository, or from the collection (fetchml.platform).
+try:
+    from ansible.module_utils.fetchml_units import parse_cpu, parse_size_mb
+except ImportError:
+    from ansible_collections.fetchml.platform.plugins.module_utils.fetchml_units import (
+        parse_cpu,
+        parse_size_mb,
+    )
 
 __all__ = ["agent_base_url", "differences", "main"]
 

@@ -98,7 +98,17 @@ ansible_facts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.fetchml_gpus import nvidia_smi_command, parse_nvidia_smi_csv
+
+# The shared code ships as module_utils: found by ansible.cfg's module_utils path in this repository,
+# inside the collection when the module runs as fetchml.platform.gpu_facts (both imports are optional to
+# Ansible's module packer, which takes whichever it finds).
+try:
+    from ansible.module_utils.fetchml_gpus import nvidia_smi_command, parse_nvidia_smi_csv
+except ImportError:
+    from ansible_collections.fetchml.platform.plugins.module_utils.fetchml_gpus import (
+        nvidia_smi_command,
+        parse_nvidia_smi_csv,
+    )
 
 __all__ = ["gpu_summary", "main", "nvidia_pci_devices"]
 

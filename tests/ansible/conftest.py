@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -86,3 +87,17 @@ def run_module(module: ModuleType, args: dict[str, Any], monkeypatch: pytest.Mon
     # Results must be JSON, as Ansible sends them back over the wire.
     json.dumps(caught.value.result)
     return caught.value
+
+
+@pytest.fixture(scope="session")
+def built_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tarball that ``make collection`` builds (into a temporary directory), built once per session."""
+    out = tmp_path_factory.mktemp("collection")
+    proc = subprocess.run(
+        ["make", "-s", "collection", f"COLLECTION_DIR={out}", f"VENV={Path(sys.executable).parent.parent}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [tarball] = out.glob("fetchml-platform-*.tar.gz")
+    assert proc.stdout.strip().endswith(tarball.name)
+    return tarball

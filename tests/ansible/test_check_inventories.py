@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, tool
 
 sys.path.insert(0, str(REPO / "scripts"))
 import check_inventories as ci
@@ -68,8 +68,11 @@ def test_wrong_type_and_choice(tmp_path):
     found = {f.key: f for f in ci.check_inventory(inv, SPECS)}
     assert set(found) == {"common_apply_kernel_settings", "common_time_sync"}
     assert found["common_apply_kernel_settings"].scope == "host gpu-01"
-    assert "boolean" in found["common_apply_kernel_settings"].message
-    assert "unallowed value ntpd" in found["common_time_sync"].message
+    assert found["common_apply_kernel_settings"].message == "must be of boolean type, got 'maybe'"
+    # The message names the allowed values (the role's argument spec `choices`).
+    assert (
+        found["common_time_sync"].message == "unallowed value ntpd (allowed: systemd-timesyncd, chrony, none)"
+    )
 
 
 def test_nested_options_are_checked(tmp_path):
@@ -213,3 +216,54 @@ def test_agent_users_verifier_format_and_legacy_hash(tmp_path):
     assert "hash-key" in found["fetchml_agent_users[0].api_key_sha256"]
     assert "regex" in found["fetchml_agent_users[1].api_key_verifier"]
     assert "secret in clear" in found["fetchml_agent_users[2].api_key"]
+
+
+def _encrypt(text: str, password_file: Path) -> str:
+    proc = subprocess.run(
+        [tool("ansible-vault"), "encrypt", "--vault-password-file", str(password_file), "--output", "-", "-"],
+        input=text, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return proc.stdout
+
+
+def test_files_encrypted_whole_are_checked_with_the_vault_password(tmp_path):
+    password = tmp_path / "vault-pass"
+    password.write_text("correct horse\n")
+    secret = _encrypt("vault_nomad_gossip_key: abc\nnomad_gosip_key: def\n", password)
+    inv = inventory(tmp_path, {"hosts.yml": HOSTS, "group_vars/all/main.yml": "common_user: x\n"})
+    (inv / "group_vars/all/vault.yml").write_text(secret)
+
+    # Without the password the file's keys cannot be read: nothing is reported against them, and the
+    # caller learns which file was left out.
+    skipped: list[str] = []
+    assert ci.check_inventory(inv, SPECS, skipped=skipped) == []
+    assert skipped == [str(inv / "group_vars/all/vault.yml")]
+
+    # With it, a misspelled key inside is found; vault_ keys are fine (the whole file is encrypted).
+    [finding] = ci.check_inventory(inv, SPECS, vault_password_file=password)
+    assert (finding.file, finding.scope, finding.key) == (
+        str(inv / "group_vars/all/vault.yml"),
+        "group all",
+        "nomad_gosip_key",
+    )
+    assert finding.message == "no role declares this variable (did you mean nomad_gossip_key?)"
+
+
+def test_command_line_names_encrypted_files_it_could_not_check(tmp_path):
+    password = tmp_path / "vault-pass"
+    password.write_text("pw\n")
+    inv = inventory(tmp_path, {"hosts.yml": HOSTS})
+    (inv / "group_vars").mkdir()
+    (inv / "group_vars/all.yml").write_text(_encrypt("vault_x: y\n", password))
+    script = [sys.executable, str(REPO / "scripts" / "check_inventories.py"), str(inv)]
+    proc = subprocess.run(script, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "inv/group_vars/all.yml: encrypted with ansible-vault, not checked" in proc.stdout
+    proc = subprocess.run(
+        [*script, "--vault-password-file", str(password)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and "not checked" not in proc.stdout, proc.stdout + proc.stderr

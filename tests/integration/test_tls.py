@@ -43,6 +43,7 @@ def test_wss_with_ca_and_without(tmp_path: Path) -> None:
         assert '"services"' in ok.stdout
         bad = agent.ml("jupyter", "list", "--server", wss, check=False)
         assert bad.returncode == 7 and "CERTIFICATE_VERIFY_FAILED" in bad.stderr.upper().replace(" ", "_")
+        assert "--ca" in bad.stderr and "make dev-up" not in bad.stderr  # the fix is the CA, not starting an agent
         plain = agent.ml("jupyter", "list", "--server", f"ws://127.0.0.1:{agent.port}/ws", check=False)
         assert plain.returncode == 7
     finally:

@@ -51,7 +51,7 @@ def test_create_run_code_stop_delete(agent: AgentProcess, unique_name: str) -> N
     assert "stopped" in stopped.stdout
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(split_url(created["url"])[0] + "api/status", timeout=2)
-    assert agent.ml("jupyter", "status", unique_name, check=False).returncode == 1
+    assert agent.ml("jupyter", "status", unique_name, check=False).returncode == 4  # wrong state: not running
 
     agent.ml("jupyter", "delete", unique_name, "--yes")
     assert not Path(created["path"]).exists()

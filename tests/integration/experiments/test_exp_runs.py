@@ -127,7 +127,7 @@ def test_failure_is_captured_with_the_failing_cell_and_retried(agent: AgentProce
     config = tmp_path / "experiment-config.yaml"
     config.write_text("notebook: broken.ipynb\nretries: 1\n")
     cp = agent.ml("jupyter", "queue", "--workspace", ws["name"], "--config", str(config), "--wait", check=False)
-    assert cp.returncode == 1, cp.stderr
+    assert cp.returncode == 4, cp.stderr  # the run ended in the wrong state
     run_id = cp.stdout.split()[1]
     run = agent.ml_json("status", run_id)
     assert run["status"] == "failed" and run["exit_code"] == 1

@@ -1,5 +1,9 @@
 """The workspace lifecycle through the real ``ml`` against a real agent running ``runtime: nomad``.
 
+Covered: create (progress on stderr), info/list/status, an unplaceable GPU request, secrets
+absent from the registered job, stop/restart, kill -9 of the agent and adoption without a
+duplicate, a job purged behind the agent's back, delete (job and Variable gone).
+
 The Nomad is the API double by default, a real one with ``FETCHML_TEST_NOMAD_ADDR`` (see
 tests/nomad_double/fixtures.py). One agent and one workspace are shared by the module; the tests
 run in file order (create first, delete last).
@@ -142,7 +146,7 @@ def test_a_job_deleted_behind_the_agents_back_is_reported(env: Env) -> None:
 def test_runs_without_a_snapshot_volume_are_refused_with_the_setting_to_add(env: Env) -> None:
     cp = env.agent.ml("jupyter", "queue", "--workspace", "lab", "--experiment", "e1", "--notebook", "a.ipynb",
                       check=False)
-    assert cp.returncode == 1 and "nomad.snapshot_volume" in cp.stderr and "Traceback" not in cp.stderr
+    assert cp.returncode == 2 and "nomad.snapshot_volume" in cp.stderr and "Traceback" not in cp.stderr
     assert _api(env.target, "/v1/jobs", prefix=f"{env.prefix}run-").json() == []
 
 

@@ -1,6 +1,10 @@
 """Experiment runs through the real ``ml`` on an agent with ``runtime: nomad``: queued from the
 running workspace's files, executed as Nomad batch jobs, followed, fetched back, recorded.
 
+Covered, from files saved through JupyterLab's contents API: a notebook with parameters, metrics
+and outputs, a failing cell, a script, cancel, kill -9 of the agent and adoption mid-run,
+refusals, results and a conflict copy synced back into the workspace.
+
 The Nomad is the API double by default, a real one with ``FETCHML_TEST_NOMAD_ADDR`` and a
 snapshot host volume (``FETCHML_TEST_NOMAD_SNAPSHOT_VOLUME`` / ``..._SNAPSHOT_DIR``; see
 tests/nomad_double/fixtures.py). One agent and one workspace are shared by the module.

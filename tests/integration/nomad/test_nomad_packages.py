@@ -8,6 +8,13 @@ API stays on 127.0.0.1; allocations reach only its package index, on the index-o
 ``nomad.index`` at that address. The upstream index holds the tiny wheels of
 tests/integration/packages/world.py (``netlib`` is blocked, ``webtool`` depends on it).
 One agent and one workspace are shared by the module; the tests run in file order.
+
+Covered: an install through the real ``ml`` (pip over exec, the index at ``nomad.index``,
+importable in a new kernel afterwards); a blocked package refused in the agent and, for
+``!pip install`` in a notebook, in the index; an allocation that replaced the one the agent knew
+is found; the errors for a gone allocation and a stopped workspace. The double's workspace image
+runs the host's Python, so it sets ``PIP_USER=1``: installs go to ``~/.local`` in the task's own
+home, never into the host's site-packages.
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ def test_bad_input_gets_specific_errors(make_agent: Any) -> None:
     cp = agent.ml("jupyter", "install", "bad", "matplotlib", "--conda", "-c", "evil-channel", user="bob", check=False)
     assert cp.returncode == 5 and "conda channel evil-channel is not trusted" in cp.stderr
     cp = agent.ml("jupyter", "install", "bad", "conda-forge::matplotlib", "--conda", user="bob", check=False)
-    assert cp.returncode == 1 and "conda is not available in workspace bad" in cp.stderr  # a venv has no conda
+    assert cp.returncode == 2 and "conda is not available in workspace bad" in cp.stderr  # a venv has no conda
     cp = agent.ml("jupyter", "install", "bad", "alpha", "-c", "conda-forge", user="bob", check=False)
     assert cp.returncode == 2 and "--channel is for conda installs" in cp.stderr
     assert "packages: policy enforce" in agent.ml("status").stdout
