@@ -113,7 +113,7 @@ def test_a_playbook_with_fqcn_roles_syntax_checks_against_the_dev_inventory(inst
         {
             "name": "Agent",
             "hosts": "agents",
-            "roles": ["fetchml.platform.common", "fetchml.platform.fetchml_agent"],
+            "roles": ["fetchml.platform.encrypted_storage", "fetchml.platform.common", "fetchml.platform.fetchml_agent"],
         },
     ]
     named = {r if isinstance(r, str) else r["role"] for play in plays for r in play["roles"]}
