@@ -138,7 +138,7 @@ def test_ml_piped_into_head(cli_agent: AgentProcess) -> None:
     ml = " ".join(ML)
     cp = subprocess.run(["bash", "-c", f"for i in 1 2 3; do {ml} jupyter audit --export csv; done | head -1"],
                         capture_output=True, text=True, env=env, timeout=120)
-    assert cp.stdout.startswith("id,time,user,action") and cp.stderr == ""
+    assert cp.stdout.startswith("id,time,ts,user,action") and cp.stderr == ""
 
 
 # -- what ml imports --------------------------------------------------------------------------
