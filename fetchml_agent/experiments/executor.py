@@ -31,6 +31,7 @@ is launched at most once (the runner's ``launched`` marker), so nothing runs twi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
+from ..allocators import run_holder, workspace_holder
 from ..errors import FetchmlError, InvalidState, NotFound
 from ..procs import alive, kill_tree, start_time
 from . import remote
@@ -233,20 +235,18 @@ class Executor:
 
     # -- scheduling -----------------------------------------------------------------------------
 
+    def _release(self, run: Run) -> None:
+        if self.agent.runtime.gpus is not None:
+            self.agent.runtime.gpus.release(run_holder(run.id))
+
+    def _deactivate(self, run: Run) -> None:
+        """``run`` is no longer running here: free its worker slot and its GPUs."""
+        if self.active.get(run.id) is run:
+            del self.active[run.id]
+            self._release(run)
+
     def _workspace(self, workspace_id: str) -> Workspace | None:
         return next((ws for ws in self.agent.workspaces.values() if ws.id == workspace_id), None)
-
-    def gpu_capacity(self) -> int:
-        return int(self.agent.runtime.gpu_capacity() or 0)
-
-    def _gpus_in_use(self, workspace_id: str) -> set[int]:
-        used: set[int] = set()
-        for run in self.active.values():
-            used.update(run.gpu_indexes)
-        for ws in self.agent.workspaces.values():
-            if ws.id != workspace_id and ws.status in ("starting", "running", "stopping") and ws.runtime_state:
-                used.update(ws.runtime_state.get("gpu_indexes") or [])
-        return used
 
     async def _schedule(self) -> None:
         queued = await self.agent.store.run(runs_by_status, "queued")
@@ -266,13 +266,14 @@ class Executor:
                 continue
             if gpu_blocked:
                 continue  # GPU runs start in the order they were queued
-            used = self._gpus_in_use(run.workspace_id)
-            free = [i for i in range(self.gpu_capacity()) if i not in used]
-            if len(free) < run.gpus:
+            # One GPU per run, exclusively; a run may use the GPUs its own workspace holds.
+            gpus = self.agent.runtime.gpus
+            ids = gpus.try_claim(run_holder(run.id), run.gpus, share_with=workspace_holder(run.workspace_id)) \
+                if gpus is not None else None
+            if ids is None:
                 gpu_blocked = True
                 continue
-            ids = free[: run.gpus]
-            await (self._launch_remote(run, ids) if on_remote else self._launch(run, ids))
+            await (self._launch_remote(run, list(ids)) if on_remote else self._launch(run, list(ids)))
 
     async def _launch(self, run: Run, gpu_ids: list[int]) -> None:
         from ..service.workspaces import spec_for
@@ -281,6 +282,7 @@ class Executor:
         ws = self._workspace(run.workspace_id)
         now = time.time()
         if not await store.run(claim_run, run.id, "running", now):
+            self._release(run)
             return  # cancelled while we looked
         run.status, run.started_at, run.gpu_indexes, run.message = "running", now, gpu_ids, "starting"
         self.active[run.id] = run
@@ -342,6 +344,7 @@ class Executor:
         store = self.agent.store
         ws = self._workspace(run.workspace_id)
         if not await store.run(claim_run, run.id, "running", time.time()):
+            self._release(run)
             return  # cancelled while we looked
         run.status, run.started_at, run.message, run.gpu_indexes = "running", time.time(), "submitting", gpu_ids
         self.active[run.id] = run
@@ -413,8 +416,7 @@ class Executor:
             raise
         except Exception:
             log.exception("following run %s failed", run.id)
-            if self.active.get(run.id) is run:
-                del self.active[run.id]
+            self._deactivate(run)
             self.kick()
         finally:
             self.watchers.pop(run.id, None)
@@ -443,8 +445,7 @@ class Executor:
         except Exception:
             # Free its worker slot; the record still says running, and the next start records it.
             log.exception("recording run %s failed", run.id)
-            if self.active.get(run.id) is run:
-                del self.active[run.id]
+            self._deactivate(run)
             self.kick()
         finally:
             self.watchers.pop(run.id, None)
@@ -491,8 +492,7 @@ class Executor:
                 log.exception("syncing the results of %s into %s failed", run.id, ws.name)
                 sync_note = {"sync_error": str(exc)}
         await self.agent.store.run(update_run, run)
-        if self.active.get(run.id) is active:
-            del self.active[run.id]
+        self._deactivate(active)
         self.cancel_requested.discard(run.id)
         outcome_word = {"succeeded": "ok", "cancelled": "cancelled"}.get(run.status, "error")
         await self.agent.audit("agent", "run.finish", run.workspace, outcome_word, run=run.id, status=run.status,
@@ -575,6 +575,9 @@ class Executor:
         for run in await self.agent.store.run(runs_by_status, "running"):
             run_dir = Path(run.run_dir)
             self.active[run.id] = run
+            if self.agent.runtime.gpus is not None and run.gpu_indexes:
+                with contextlib.suppress(FetchmlError):  # a GPU the host lost meanwhile is not held
+                    self.agent.runtime.gpus.hold(run_holder(run.id), run.gpu_indexes, what=f"run {run.id}")
             if remote.is_remote(self.agent):
                 state = read_json(run_dir / remote.STATE_FILE)
                 if state is None:

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..allocators import GpuAllocator, PortAllocator
+
 __all__ = [
     "ExecResult",
     "Output",
@@ -130,6 +132,13 @@ class Runtime(abc.ABC):
     """Base class of the three runtimes; see the module docstring for the contract."""
 
     name: str = "abstract"
+    #: The host GPUs this runtime hands out (inventory set by :meth:`open`); ``None`` when the
+    #: backend places GPUs itself (Nomad). The agent claims a workspace's or run's GPUs here and
+    #: passes them as ``spec.gpu_ids``.
+    gpus: GpuAllocator | None = None
+    #: The host ports workspaces' servers listen on, when the agent picks them (local); ``None``
+    #: when the backend assigns ports itself.
+    ports: PortAllocator | None = None
 
     async def open(self) -> None:
         """Connect to the backend; called once at agent start. Raise BackendUnavailable if down."""
@@ -176,7 +185,7 @@ class Runtime(abc.ABC):
     def gpu_capacity(self) -> int | None:
         """GPUs on this host that the agent assigns itself (0 when none); ``None`` when the
         backend places GPUs itself (Nomad), so the agent does not count them."""
-        return 0
+        return None if self.gpus is None else self.gpus.capacity
 
     def describe(self) -> dict[str, Any]:
         """For ``ml status``: the runtime's name and anything an operator should see."""

@@ -60,6 +60,7 @@ import requests.exceptions
 from packaging.requirements import InvalidRequirement, Requirement
 
 from fetchml_agent.aio import run_blocking
+from fetchml_agent.allocators import GpuAllocator, run_holder, workspace_holder
 from fetchml_agent.errors import (
     BackendError,
     BackendUnavailable,
@@ -208,6 +209,7 @@ class DockerRuntime(Runtime):
     """
 
     name = "docker"
+    gpus: GpuAllocator
 
     def __init__(
         self,
@@ -245,7 +247,8 @@ class DockerRuntime(Runtime):
         self._log_rate = log_rate
         self.subnet_pool = ipaddress.ip_network(subnet_pool)
         self.subnet_prefix = subnet_prefix
-        self._gpus: list[int] | None = list(gpus) if gpus is not None else None
+        self._gpu_inventory: list[int] | None = list(gpus) if gpus is not None else None
+        self.gpus = GpuAllocator(gpus or ())
         self.pids_limit = pids_limit
         self.ready_timeout = ready_timeout
         self._nft = tuple(nft)
@@ -326,8 +329,9 @@ class DockerRuntime(Runtime):
         self._masquerade = bool(policy.allow or policy.dns) or (
             policy.index is not None and not _is_local_address(policy.index[0])
         )
-        if self._gpus is None:
-            self._gpus = [g["index"] for g in await run_blocking(detect_gpus)]
+        if self._gpu_inventory is None:
+            self._gpu_inventory = [g["index"] for g in await run_blocking(detect_gpus)]
+        self.gpus.set_inventory(self._gpu_inventory)
         async with self._lock:
             await self._apply_firewall()
 
@@ -348,9 +352,6 @@ class DockerRuntime(Runtime):
             return None
         host = f"[{self.index[0]}]" if ":" in self.index[0] else self.index[0]
         return f"{agent.config.scheme}://{host}:{self.index[1]}"
-
-    def gpu_capacity(self) -> int:
-        return len(self._gpus or [])
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -619,21 +620,6 @@ class DockerRuntime(Runtime):
             except docker.errors.NotFound:
                 return None
 
-    def _gpus_in_use(self, except_name: str) -> set[int]:
-        used: set[int] = set()
-        with _docker_errors("listing workspace containers"):
-            for c in self.client.containers.list(
-                all=True,
-                filters={
-                    "label": [f"{_INSTANCE}={self.prefix}"],
-                    "status": ["created", "running", "restarting"],
-                },
-            ):
-                if c.name == self._names(except_name)[0]:
-                    continue
-                used.update(int(x) for x in (c.labels.get(_GPUS) or "").split(",") if x)
-        return used
-
     def _container_config(
         self, spec: WorkspaceSpec, image: Any, gpu_ids: list[int], net_name: str, vol_name: str
     ) -> dict[str, Any]:
@@ -703,21 +689,13 @@ class DockerRuntime(Runtime):
             if existing is not None and existing.status == "running":
                 await progress("already running: adopting")
                 return await self._ready(spec, existing, progress, created)
-            gpu_ids = list(spec.gpu_ids)
-            if spec.resources.gpu and not gpu_ids:  # the agent did not assign them: pick here
-                in_use = await run_blocking(self._gpus_in_use, spec.name)
-                free = [g for g in (self._gpus or []) if g not in in_use]
-                if len(free) < spec.resources.gpu:
-                    raise InsufficientResources(
-                        f"workspace {spec.name} asks for {spec.resources.gpu} GPU(s) but this host has "
-                        f"{len(self._gpus or [])}, {len(free)} of them free",
-                        "stop a workspace that holds GPUs or ask for fewer (--gpu)",
-                    )
-                gpu_ids = free[: spec.resources.gpu]
-            elif any(g not in (self._gpus or []) for g in gpu_ids):
-                raise InsufficientResources(
-                    f"workspace {spec.name} was assigned GPU(s) {gpu_ids} but this host has {self._gpus or 'none'}"
-                )
+            # The agent claims a workspace's GPUs before it starts it (spec.gpu_ids); a caller that
+            # did not gets free ones from the same allocator.
+            holder = workspace_holder(spec.id)
+            if spec.gpu_ids:
+                gpu_ids = list(self.gpus.hold(holder, spec.gpu_ids, what=f"workspace {spec.name}"))
+            else:
+                gpu_ids = list(self.gpus.claim(holder, spec.resources.gpu))
             await progress("preparing network")
 
             def ensure_volume() -> None:
@@ -835,6 +813,8 @@ class DockerRuntime(Runtime):
         ``locked``: the caller holds ``self._lock`` already.
         """
         cname, net_name, vol_name = self._names(spec.name)
+        if not spec.gpu_ids:  # GPUs this start claimed itself
+            self.gpus.release(workspace_holder(spec.id))
 
         def undo() -> None:
             with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
@@ -937,6 +917,7 @@ class DockerRuntime(Runtime):
         async with self._lock:
             await run_blocking(remove_all)
             await self._apply_firewall(without=net_name)
+        self.gpus.release(workspace_holder(spec.id))
 
     async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
         """``reset --hard``: remove the (stopped) container, whose layer holds the installed
@@ -1157,18 +1138,23 @@ class DockerRuntime(Runtime):
             kwargs["memswap_limit"] = f"{res.memory_mb}m"
         async with self._lock:
             if res.gpu:
-                # The agent's worker pool assigns GPUs (a run may use its own workspace's); without
-                # an assignment, take free ones.
-                in_use = set() if spec.gpu_ids else await run_blocking(self._gpus_in_use, "")
-                free = [g for g in (spec.gpu_ids or self._gpus or []) if g not in in_use]
-                if len(free) < res.gpu:
+                # The agent's worker pool claims a run's GPUs (a run may use its own workspace's);
+                # without an assignment, take free ones from the same allocator.
+                try:
+                    if spec.gpu_ids:
+                        ids = self.gpus.hold(run_holder(spec.run_id), spec.gpu_ids[: res.gpu], what=f"run {spec.run_id}")
+                        if len(ids) < res.gpu:
+                            raise InsufficientResources(
+                                f"run {spec.run_id} asks for {res.gpu} GPU(s) but was assigned {list(ids)}")
+                    else:
+                        ids = self.gpus.claim(run_holder(spec.run_id), res.gpu,
+                                              hint="wait for a GPU to free, or queue it with resources.gpu: 0")
+                except InsufficientResources:
                     await run_blocking(shutil.rmtree, host_dir, True)
-                    raise InsufficientResources(
-                        f"run {spec.run_id} asks for {res.gpu} GPU(s); this host has {len(self._gpus or [])}, "
-                        f"{len(free)} of them free", "wait for a GPU to free, or queue it with resources.gpu: 0")
-                kwargs["labels"][_GPUS] = ",".join(map(str, free[: res.gpu]))
+                    raise
+                kwargs["labels"][_GPUS] = ",".join(map(str, ids))
                 kwargs["device_requests"] = [
-                    docker.types.DeviceRequest(device_ids=[str(g) for g in free[: res.gpu]], capabilities=[["gpu"]])
+                    docker.types.DeviceRequest(device_ids=[str(g) for g in ids], capabilities=[["gpu"]])
                 ]
 
             def create() -> Any:
@@ -1255,6 +1241,7 @@ class DockerRuntime(Runtime):
         if container is not None:
             await run_blocking(self._remove_container, container)
         await run_blocking(shutil.rmtree, state["host_dir"], True)
+        self.gpus.release(run_holder(state.get("run_id") or ""))
 
 
 def _plain_requirement(spec: str) -> str:

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import sysconfig
 import time
@@ -34,7 +33,8 @@ import httpx
 
 from .. import procs
 from ..aio import run_blocking
-from ..errors import BackendError, InsufficientResources, Timeout
+from ..allocators import GpuAllocator, PortAllocator, workspace_holder
+from ..errors import BackendError, Timeout
 from ..gpus import detect_gpus
 from .base import ExecResult, Output, Progress, Runtime, Started, State, Status, WorkspaceSpec
 from .cgroups import Cgroups
@@ -46,16 +46,6 @@ _READY_POLL = 0.05
 
 def _alive(state: State) -> bool:
     return procs.alive(state.get("pid"), state.get("start_time"))
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def create_workspace_env(env_dir: Path) -> Path:
@@ -94,6 +84,8 @@ class LocalRuntime(Runtime):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"
+    gpus: GpuAllocator
+    ports: PortAllocator
 
     def __init__(
         self,
@@ -108,15 +100,17 @@ class LocalRuntime(Runtime):
         self.port_base = port_base
         self.start_timeout = start_timeout
         self._use_cgroups = use_cgroups
-        self._gpus = gpus
+        self._gpu_inventory = gpus
         self._children: dict[int, Any] = {}  # pid -> Popen, so exited children are reaped
-        self._reserved_ports: set[int] = set()
         self.cgroups: Cgroups | None = None
+        self.gpus = GpuAllocator(g["index"] for g in gpus or [])
+        self.ports = PortAllocator(port_base)
 
     async def open(self) -> None:
         self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
-        if self._gpus is None:
-            self._gpus = await run_blocking(detect_gpus)
+        if self._gpu_inventory is None:
+            self._gpu_inventory = await run_blocking(detect_gpus)
+        self.gpus.set_inventory(g["index"] for g in self._gpu_inventory)
         for sub in ("envs", "run", "logs"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -124,21 +118,6 @@ class LocalRuntime(Runtime):
 
     def env_dir(self, workspace_id: str) -> Path:
         return self.data_dir / "envs" / workspace_id
-
-    def gpu_capacity(self) -> int:
-        return len(self._gpus or [])
-
-    def gpus(self) -> list[dict[str, Any]]:
-        return list(self._gpus or [])
-
-    def pick_port(self, taken: set[int]) -> int:
-        """The lowest free port from ``port_base`` not held by another workspace."""
-        port = self.port_base
-        while port < 65535:
-            if port not in taken and port not in self._reserved_ports and _port_free(port):
-                return port
-            port += 1
-        raise InsufficientResources("no free TCP port for JupyterLab", f"searched from {self.port_base}")
 
     def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
         """The site-packages of what the workspace installed itself (its venv), without the shared
@@ -179,8 +158,9 @@ class LocalRuntime(Runtime):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
-        if spec.port is None:
-            raise BackendError("the local runtime needs a port for the workspace", "internal: spec.port is None")
+        # The agent claims the port before it starts a workspace (then this is the same one); a
+        # caller that did not gets spec.port when free, else the lowest free one.
+        port = self.ports.claim(workspace_holder(spec.id), spec.port)
         await progress("preparing environment")
         env_dir = self.env_dir(spec.id)
         python = await run_blocking(create_workspace_env, env_dir)
@@ -206,7 +186,7 @@ class LocalRuntime(Runtime):
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
         argv = [
             str(python), "-m", "jupyterlab",
-            "--no-browser", "--ip=127.0.0.1", f"--port={spec.port}", "--port-retries=0",
+            "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
             f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
             "--ServerApp.jpserver_file_prefix=jpserver",
         ]
@@ -215,30 +195,26 @@ class LocalRuntime(Runtime):
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
         await progress("starting")
-        self._reserved_ports.add(spec.port)
+        proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+        limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
+        if self.cgroups is not None:
+            limits = await run_blocking(
+                self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
+            )
+        state: State = {
+            "pid": proc.pid,
+            "start_time": procs.start_time(proc.pid),
+            "port": port,
+            "log": str(log_path),
+            "gpu_indexes": gpu_indexes,
+            "cgroup": spec.id if limits.get("enforced") else None,
+        }
+        url = f"http://127.0.0.1:{port}/"
         try:
-            proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
-            limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
-            if self.cgroups is not None:
-                limits = await run_blocking(
-                    self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
-                )
-            state: State = {
-                "pid": proc.pid,
-                "start_time": procs.start_time(proc.pid),
-                "port": spec.port,
-                "log": str(log_path),
-                "gpu_indexes": gpu_indexes,
-                "cgroup": spec.id if limits.get("enforced") else None,
-            }
-            url = f"http://127.0.0.1:{spec.port}/"
-            try:
-                await self._wait_ready(proc, url, spec.token if not spec.password_hash else "", log_path)
-            except BaseException:
-                await self.stop(state, grace=2.0)
-                raise
-        finally:
-            self._reserved_ports.discard(spec.port)
+            await self._wait_ready(proc, url, spec.token if not spec.password_hash else "", log_path)
+        except BaseException:
+            await self.stop(state, grace=2.0)
+            raise
         await progress("ready")
         return Started(state=state, url=url, limits=limits)
 
@@ -410,7 +386,7 @@ class LocalRuntime(Runtime):
         return {
             "name": self.name,
             "python": sys.executable,
-            "gpus": len(self._gpus or []),
+            "gpus": self.gpus.capacity,
             "limits": f"cgroup v{lay.version}" if lay else (self.cgroups.reason if self.cgroups else "unknown"),
         }
 

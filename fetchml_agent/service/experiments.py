@@ -294,10 +294,10 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
     target: str = await run_blocking(resolve_target, root, str(wanted), kind, shown)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
-    capacity = ex.gpu_capacity()
-    if gpus > capacity and not getattr(agent.runtime, "schedules_runs", False):  # Nomad: its scheduler decides
+    host_gpus = agent.runtime.gpus  # None: the backend (Nomad) places GPUs and decides
+    if host_gpus is not None and gpus > host_gpus.capacity:
         raise InsufficientResources(
-            f"the run asks for {gpus} GPU{'s' if gpus != 1 else ''}, but this host has {capacity}",
+            f"the run asks for {gpus} GPU{'s' if gpus != 1 else ''}, but this host has {host_gpus.capacity}",
             "set resources.gpu in the experiment config to what the host has (0 for a CPU-only run)",
         )
     timeout = config.get("timeout")

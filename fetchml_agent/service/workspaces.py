@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
+from ..allocators import workspace_holder
 from ..errors import (
     AlreadyExists,
     FetchmlError,
@@ -161,24 +162,39 @@ def _allowed_path(agent: Agent, user: Any, path: Path) -> None:
     )
 
 
-def _assign_gpus(agent: Agent, ws: Workspace, count: int) -> tuple[int, ...]:
-    if count <= 0:
-        return ()
-    capacity = agent.runtime.gpu_capacity()
-    if capacity is None:  # the backend (Nomad) places GPUs itself
-        return ()
-    used: set[int] = set()
-    for other in agent.workspaces.values():
-        if other.id != ws.id and other.status in ACTIVE and other.runtime_state:
-            used.update(other.runtime_state.get("gpu_indexes") or [])
-    free = [i for i in range(capacity) if i not in used]
-    if count > len(free):
-        raise InsufficientResources(
-            f"asked for {count} GPU{'s' if count != 1 else ''}, but only {len(free)} of {capacity} "
-            f"{'is' if len(free) == 1 else 'are'} free on this host",
-            "stop a workspace that holds a GPU, or ask for fewer (--gpu)",
-        )
-    return tuple(free[:count])
+def _claim_host_resources(agent: Agent, ws: Workspace) -> tuple[int, ...]:
+    """The GPUs (and, where the agent picks ports, the port) ``ws`` starts with, claimed from the
+    runtime's allocators; a runtime whose backend places them itself has none."""
+    holder = workspace_holder(ws.id)
+    gpu_ids: tuple[int, ...] = ()
+    if agent.runtime.gpus is not None:
+        gpu_ids = agent.runtime.gpus.claim(holder, int(ws.resources.get("gpu") or 0))
+    if agent.runtime.ports is not None:
+        try:
+            ws.port = agent.runtime.ports.claim(holder, ws.port)
+        except BaseException:
+            _release_host_resources(agent, ws)
+            raise
+    return gpu_ids
+
+
+def _release_host_resources(agent: Agent, ws: Workspace) -> None:
+    """Give back what ``ws`` held: it stopped, failed, or was found gone."""
+    for allocator in (agent.runtime.gpus, agent.runtime.ports):
+        if allocator is not None:
+            allocator.release(workspace_holder(ws.id))
+
+
+def _hold_host_resources(agent: Agent, ws: Workspace) -> None:
+    """After an agent restart: ``ws`` runs, so what it started with is held again."""
+    state = ws.runtime_state or {}
+    if agent.runtime.gpus is not None and state.get("gpu_indexes"):
+        try:
+            agent.runtime.gpus.hold(workspace_holder(ws.id), state["gpu_indexes"], what=f"workspace {ws.name}")
+        except InsufficientResources as exc:  # the host lost a GPU meanwhile: say so, keep running
+            ws.status_message = exc.message
+    if agent.runtime.ports is not None and ws.port:
+        agent.runtime.ports.hold(workspace_holder(ws.id), ws.port)
 
 
 async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
@@ -186,11 +202,7 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
     if agent.start_slots.locked():
         raise agent.overloaded()
     async with agent.start_slots:
-        gpu_ids = _assign_gpus(agent, ws, int(ws.resources.get("gpu") or 0))
-        if agent.runtime.name == "local":
-            taken = {o.port for o in agent.workspaces.values() if o.id != ws.id and o.status in ACTIVE and o.port}
-            if ws.port is None or ws.port in taken or not _port_usable(ws.port):
-                ws.port = agent.runtime.pick_port(taken)  # type: ignore[attr-defined]
+        gpu_ids = _claim_host_resources(agent, ws)
         ws.status, ws.status_message = "starting", ""
         await agent.save(ws)
         await call.progress(f"starting workspace {ws.name} on the {agent.runtime.name} runtime")
@@ -208,10 +220,14 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
                 await agent.runtime.stop(started.state, grace=2.0)
                 raise
         except FetchmlError as exc:
+            _release_host_resources(agent, ws)
             ws.status, ws.status_message, ws.runtime_state = "failed", exc.message, None
             await agent.save(ws)
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            _release_host_resources(agent, ws)
+            if not isinstance(exc, Exception):
+                raise
             ws.status, ws.status_message, ws.runtime_state = "failed", f"start failed: {exc}", None
             await agent.save(ws)
             raise
@@ -225,18 +241,13 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
         await agent.save(ws)
 
 
-def _port_usable(port: int) -> bool:
-    from ..runtimes.local import _port_free
-
-    return _port_free(port)
-
-
 async def _stop(agent: Agent, ws: Workspace) -> None:
     if ws.runtime_state:
         ws.status = "stopping"
         await agent.save(ws)
         grace = float(agent.config.section("local").get("stop_grace", 5))
         await agent.runtime.stop(ws.runtime_state, grace=grace)
+    _release_host_resources(agent, ws)
     ws.status, ws.status_message, ws.runtime_state, ws.url = "stopped", "", None, None
     await agent.save(ws)
 
@@ -565,6 +576,7 @@ async def _refresh(agent: Agent, ws: Workspace) -> None:
             ws.status, ws.status_message = "running", ""
             await agent.save(ws)
         return
+    _release_host_resources(agent, ws)
     ws.status = "failed" if status.state in ("failed", "missing") else "stopped"
     ws.status_message = status.message
     ws.runtime_state, ws.url = None, None
@@ -574,6 +586,9 @@ async def _refresh(agent: Agent, ws: Workspace) -> None:
 async def adopt_all(agent: Agent) -> None:
     """After a (re)start: keep what still runs, mark what died, report what nobody knows."""
     known = {ws.id for ws in agent.workspaces.values()}
+    for ws in agent.workspaces.values():
+        if ws.status in ACTIVE and ws.runtime_state:
+            _hold_host_resources(agent, ws)
     for ws in list(agent.workspaces.values()):
         if ws.status not in ACTIVE:
             continue
