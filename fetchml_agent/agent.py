@@ -40,6 +40,7 @@ def make_runtime(config: AgentConfig) -> Runtime:
             port_base=local.get("port_base", 8888),
             start_timeout=float(local.get("start_timeout", 120)),
             use_cgroups=bool(local.get("cgroup", True)),
+            stop_grace=float(local.get("stop_grace", 5)),
         )
     if config.runtime == "docker":
         from .runtimes.docker import DockerRuntime

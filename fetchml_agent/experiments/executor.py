@@ -48,6 +48,7 @@ from ..aio import run_blocking
 from ..allocators import run_holder, workspace_holder
 from ..errors import FetchmlError, InvalidState, NotFound
 from ..procs import alive, kill_tree, start_time
+from ..runtimes.base import RunBackend, capability
 from . import remote
 from .records import Run, claim_run, get_run, insert_metrics, runs_by_status, update_run
 from .runner import read_json, write_json
@@ -251,7 +252,7 @@ class Executor:
     async def _schedule(self) -> None:
         queued = await self.agent.store.run(runs_by_status, "queued")
         on_remote = remote.is_remote(self.agent)
-        if on_remote and getattr(self.agent.runtime, "schedules_runs", False):
+        if on_remote and self.agent.runtime.capabilities.schedules_runs:
             for run in queued:  # Nomad's scheduler places them (or keeps them until capacity frees)
                 await self._launch_remote(run, [])
             return
@@ -352,7 +353,7 @@ class Executor:
             await self._record(run, {"status": "failed", "message": "its workspace was deleted before the run started"})
             return
         await store.run(update_run, run)
-        rt: Any = self.agent.runtime
+        rt = capability(self.agent.runtime, RunBackend)
         run_dir = Path(run.run_dir)
         try:
             snap_root = remote.snapshot_root(self.agent, self.root)
@@ -381,7 +382,7 @@ class Executor:
 
     async def _follow_one(self, run: Run, state: dict[str, Any]) -> None:
         """Follow a remote run to its end; then fetch its results, record it, and purge its job."""
-        rt: Any = self.agent.runtime
+        rt = capability(self.agent.runtime, RunBackend)
         index = 0
         try:
             while True:
@@ -425,7 +426,7 @@ class Executor:
         self.cancel_requested.add(run_id)
         state = await run_blocking(read_json, Path(active.run_dir) / remote.STATE_FILE)
         if state:
-            await self.agent.runtime.cancel_run(state)  # type: ignore[attr-defined]
+            await capability(self.agent.runtime, RunBackend).cancel_run(state, self.cancel_grace)
         watcher = self.watchers.get(run_id)
         if watcher is not None:
             await asyncio.wait({watcher}, timeout=self.cancel_grace + _REMOTE_WAIT_S)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
 from ..errors import BackendError, InvalidState
+from ..runtimes.base import Resources, RunBackend, RunSpec, RunStatus, capability, find_capability
 from .files import select_sources, sha256_file, source_find_expression
 
 if TYPE_CHECKING:
@@ -68,12 +69,14 @@ _TAR_SCRIPT = 'exec 2>/dev/null; cd "$1" || exit 3; shift; find "$@" | tar -cf -
 
 def is_remote(agent: Agent) -> bool:
     """Whether this agent's runtime executes runs itself (Nomad batch jobs, docker containers)."""
-    return callable(getattr(agent.runtime, "submit_run", None))
+    return find_capability(agent.runtime, RunBackend) is not None
 
 
 def workspace_dir(agent: Agent, ws: Workspace) -> str:
-    """The workspace's directory inside its workload: what its state says, else the runtime's."""
-    return str((ws.runtime_state or {}).get("workdir") or getattr(agent.runtime, "workspace_root", None) or ws.path)
+    """The workspace's directory inside its workload (``Runtime.files_root``)."""
+    from ..service.workspaces import spec_for
+
+    return agent.runtime.files_root(spec_for(agent, ws), ws.runtime_state)
 
 
 def _require_running(ws: Workspace, why: str) -> None:
@@ -223,9 +226,9 @@ def notebook_error(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def result_from_status(run: Run, status: Any, cancelled: bool, fetched: str | None) -> dict[str, Any]:
+def result_from_status(run: Run, status: RunStatus, cancelled: bool, fetched: str | None) -> dict[str, Any]:
     """The run's result document (as the local runner writes it) from the runtime's final
-    :class:`~fetchml_agent.runtimes.nomad.RunStatus`. ``fetched`` says why outputs are missing."""
+    :class:`~fetchml_agent.runtimes.base.RunStatus`. ``fetched`` says why outputs are missing."""
     import time
 
     now = time.time()
@@ -254,8 +257,7 @@ def result_from_status(run: Run, status: Any, cancelled: bool, fetched: str | No
 def _location(agent: Agent, experiments_root: Path) -> tuple[str, str, Path] | None:
     """``(volume, volume type, its root as the agent sees it)`` where runs read snapshots, from the
     runtime's ``run_snapshot_location``; ``None`` when none is configured."""
-    location: tuple[str, str, Path] | None = agent.runtime.run_snapshot_location(experiments_root)  # type: ignore[attr-defined]
-    return location
+    return capability(agent.runtime, RunBackend).run_snapshot_location(experiments_root)
 
 
 def check_ready(agent: Agent, experiments_root: Path) -> None:
@@ -277,14 +279,12 @@ def snapshot_root(agent: Agent, experiments_root: Path) -> Path:
     return location[2] if location else experiments_root
 
 
-def run_spec(agent: Agent, ws: Workspace, run: Run, snapshot_path: Path, experiments_root: Path) -> Any:
-    """The runtime's :class:`~fetchml_agent.nomad.render.RunSpec` of ``run``: the workspace's image,
+def run_spec(agent: Agent, ws: Workspace, run: Run, snapshot_path: Path, experiments_root: Path) -> RunSpec:
+    """The runtime's :class:`~fetchml_agent.runtimes.base.RunSpec` of ``run``: the workspace's image,
     CPU and memory, the run's GPUs, parameters, timeout (7 days when none) and retries, and the
     workspace's environment (the agent's own ``FETCHML_``/Jupyter variables are the job's)."""
     import dataclasses
 
-    from ..nomad.render import RunSpec
-    from ..runtimes.base import Resources
     from ..service.workspaces import spec_for
 
     location = _location(agent, experiments_root)

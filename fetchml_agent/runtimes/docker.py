@@ -48,7 +48,7 @@ import socket
 import tarfile
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,9 +76,18 @@ from fetchml_agent.gpus import detect_gpus
 from fetchml_agent.netpolicy import Firewall, NetPolicy, WorkspaceNet
 from fetchml_agent.policy.scan import SCAN_ARGV, Installed, installed_from_json
 from fetchml_agent.runtimes.base import (
+    Capabilities,
     ExecResult,
+    ImageBuilder,
+    Inventory,
     Output,
+    PackageCheck,
+    PackageIndexReach,
+    PackageInventory,
     Progress,
+    RunBackend,
+    RunSpec,
+    RunStatus,
     Runtime,
     Started,
     State,
@@ -115,16 +124,12 @@ _IMAGE_REF = re.compile(
 
 if TYPE_CHECKING:
     from fetchml_agent.config import AgentConfig
-    from fetchml_agent.nomad.render import RunSpec
-    from fetchml_agent.runtimes.nomad import RunStatus
 
 # A run container sees Nomad's task layout (the run launcher and the fetchml helper's variables
 # name it): its own task dir, and an alloc dir whose data/ holds the results.
 _RUN_TASK_DIR = "/fetchml/task"
 _RUN_ALLOC_DIR = "/fetchml/alloc"
 _RUN_SNAPSHOT = "/fetchml/snapshot"
-
-PackageCheck = Callable[[list[str]], "Awaitable[None] | None"]
 
 
 def _explain(exc: Exception) -> str:
@@ -196,7 +201,7 @@ def _iface_for(prefix: str, workspace_id: str) -> str:
     return "fml" + hashlib.sha1(f"{prefix}/{workspace_id}".encode()).hexdigest()[:11]
 
 
-class DockerRuntime(Runtime):
+class DockerRuntime(Runtime, RunBackend, PackageIndexReach, ImageBuilder, PackageInventory):
     """Workspaces as containers of the local Docker engine; see the module docstring.
 
     ``image`` is the default workspace image; ``allowed_images`` (``None``: any) limits what
@@ -209,6 +214,9 @@ class DockerRuntime(Runtime):
     """
 
     name = "docker"
+    # Files live in the workspace's volume, reached through exec; the agent assigns host GPUs and
+    # runs take its worker pool; the startup scan reads the image before the container starts.
+    capabilities = Capabilities(host_files=False, places_gpus=False, schedules_runs=False, package_scan="image")
     gpus: GpuAllocator
 
     def __init__(
@@ -345,13 +353,13 @@ class DockerRuntime(Runtime):
         """Where containers reach the agent's package index (after :meth:`open`)."""
         return self.firewall.policy.index if self.firewall else None
 
-    def index_base_url(self, agent: Any) -> str | None:
+    def index_base_url(self, scheme: str) -> str | None:
         """The agent's base URL as workspace containers reach it (the index-only listener on
         :attr:`index`); ``None`` before :meth:`open`."""
         if self.index is None or not self.index[0]:
             return None
         host = f"[{self.index[0]}]" if ":" in self.index[0] else self.index[0]
-        return f"{agent.config.scheme}://{host}:{self.index[1]}"
+        return f"{scheme}://{host}:{self.index[1]}"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -508,6 +516,11 @@ class DockerRuntime(Runtime):
             ) from exc
         self._scans[img.id] = found
         return found
+
+    async def inventory(self, spec: WorkspaceSpec) -> Inventory:
+        """The packages of the workspace's image (:meth:`list_distributions`)."""
+        image = spec.image or self.image
+        return Inventory(list(await self.list_distributions(image)), f"image {image}")
 
     async def build_image(
         self,
@@ -1063,10 +1076,9 @@ class DockerRuntime(Runtime):
 
     # -- experiment runs: one container each ------------------------------------------------
 
-    @property
-    def workspace_root(self) -> str:
-        """The workspace's directory inside its container when its state does not say."""
-        return _DEFAULT_WORKDIR
+    def files_root(self, spec: WorkspaceSpec, state: State | None) -> str:
+        """The workspace's directory inside its container (its state says; else the default)."""
+        return str((state or {}).get("workdir") or _DEFAULT_WORKDIR)
 
     def run_job_id(self, run_id: str) -> str:
         """The name of a run's container (known before it is created)."""
@@ -1189,8 +1201,6 @@ class DockerRuntime(Runtime):
         """``running`` (also while restarting for a retry), ``succeeded``, ``failed`` (exit code and
         the last line it printed), ``timed_out`` (stopped here once past its timeout),
         ``missing`` (the container is gone)."""
-        from fetchml_agent.runtimes.nomad import RunStatus
-
         container = await run_blocking(self._run_container, state)
         if container is None:
             return RunStatus("missing", f"the run's container {state['job_id']} is gone")
@@ -1227,8 +1237,9 @@ class DockerRuntime(Runtime):
             raise NotFound(f"run {state.get('run_id')} left no results ({src} is gone)")
         return await run_blocking(_copy_tree, src, Path(dest))
 
-    async def cancel_run(self, state: State) -> None:
-        """Stop the run's container (SIGTERM, SIGKILL after 30 s); its results stay until purged."""
+    async def cancel_run(self, state: State, grace: float = 5.0) -> None:
+        """Stop the run's container (SIGTERM, SIGKILL after 30 s: a container's own grace); its
+        results stay until purged."""
         container = await run_blocking(self._run_container, state)
         if container is not None:
             with _docker_errors(f"stopping run container {container.name}"):

@@ -36,7 +36,20 @@ from ..aio import run_blocking
 from ..allocators import GpuAllocator, PortAllocator, workspace_holder
 from ..errors import BackendError, Timeout
 from ..gpus import detect_gpus
-from .base import ExecResult, Output, Progress, Runtime, Started, State, Status, WorkspaceSpec
+from ..policy.scan import installed_from_path
+from .base import (
+    Capabilities,
+    ExecResult,
+    Inventory,
+    Output,
+    PackageInventory,
+    Progress,
+    Runtime,
+    Started,
+    State,
+    Status,
+    WorkspaceSpec,
+)
 from .cgroups import Cgroups
 
 __all__ = ["LocalRuntime", "create_workspace_env"]
@@ -80,10 +93,13 @@ def create_workspace_env(env_dir: Path) -> Path:
     return python
 
 
-class LocalRuntime(Runtime):
+class LocalRuntime(Runtime, PackageInventory):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"
+    # Files are the workspace's directory on this host; the agent assigns GPUs and ports and runs
+    # take its worker pool; the startup scan reads the workspace's own venv before it starts.
+    capabilities = Capabilities(host_files=True, places_gpus=False, schedules_runs=False, package_scan="host")
     gpus: GpuAllocator
     ports: PortAllocator
 
@@ -95,10 +111,12 @@ class LocalRuntime(Runtime):
         start_timeout: float = 120.0,
         use_cgroups: bool = True,
         gpus: list[dict[str, Any]] | None = None,
+        stop_grace: float = 5.0,
     ) -> None:
         self.data_dir = data_dir
         self.port_base = port_base
         self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
         self._use_cgroups = use_cgroups
         self._gpu_inventory = gpus
         self._children: dict[int, Any] = {}  # pid -> Popen, so exited children are reaped
@@ -130,6 +148,11 @@ class LocalRuntime(Runtime):
             if p not in paths:
                 paths.append(p)
         return paths
+
+    async def inventory(self, spec: WorkspaceSpec) -> Inventory:
+        """What the workspace installed into its own layer (:meth:`package_layer`)."""
+        paths = [p for p in self.package_layer(spec) if p.is_dir()]
+        return Inventory(await run_blocking(installed_from_path, paths), "workspace layer")
 
     def _install_index_config(self, spec: WorkspaceSpec, env_dir: Path) -> None:
         """Copy the agent's pip.conf/.condarc for this workspace into its venv (see the module doc)."""

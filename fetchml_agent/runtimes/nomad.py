@@ -47,9 +47,8 @@ import logging
 import shlex
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -67,7 +66,6 @@ from fetchml_agent.nomad.client import NomadClient
 from fetchml_agent.nomad.exec import alloc_exec
 from fetchml_agent.nomad.render import (
     JobRenderer,
-    RunSpec,
     WorkspaceJobRequest,
     jupyter_secret_items,
     run_job_id,
@@ -76,9 +74,15 @@ from fetchml_agent.nomad.render import (
 )
 from fetchml_agent.nomad.schema import NomadSettings
 from fetchml_agent.runtimes.base import (
+    Capabilities,
     ExecResult,
     Output,
+    PackageIndexReach,
     Progress,
+    RunBackend,
+    RunSpec,
+    RunState,
+    RunStatus,
     Runtime,
     Started,
     State,
@@ -89,7 +93,7 @@ from fetchml_agent.runtimes.base import (
 if TYPE_CHECKING:
     from fetchml_agent.config import AgentConfig
 
-__all__ = ["NomadRuntime", "RunSpec", "RunStatus", "placement_cause"]
+__all__ = ["NomadRuntime", "placement_cause"]
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +105,6 @@ _MAX_OUTPUT_BYTES = 1 << 30
 # Seconds an exec session outlives its command's own ``timeout`` (which runs in the container):
 # time for the kill and for the exit frame to come back.
 _EXEC_GRACE = 15.0
-RunState = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "missing"]
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """Where an experiment run stands. ``exit_code`` is papermill's, when it ended."""
-
-    state: RunState
-    message: str = ""
-    alloc_id: str | None = None
-    exit_code: int | None = None
 
 
 async def _no_progress(_line: str) -> None:
@@ -214,12 +207,13 @@ def _url_from_ports(ports: list[dict[str, Any]] | None, label: str = "http") -> 
     return None
 
 
-class NomadRuntime(Runtime):
+class NomadRuntime(Runtime, RunBackend, PackageIndexReach):
     """Workspaces as Nomad service jobs; see the module docstring for the contract."""
 
-    schedules_runs = True  # Nomad places experiment runs itself: the agent's worker pool does not apply
-
     name = "nomad"
+    # Nomad places GPUs (device requests) and experiment runs (its scheduler) itself; the
+    # workspace's files live in the allocation; the startup scan can only look inside it.
+    capabilities = Capabilities(host_files=False, places_gpus=True, schedules_runs=True, package_scan="workload")
 
     def __init__(
         self,
@@ -273,7 +267,7 @@ class NomadRuntime(Runtime):
         :mod:`fetchml_agent.server.index_listener`); ``None`` when not configured."""
         return self.settings.index
 
-    def index_base_url(self, agent: Any) -> str | None:
+    def index_base_url(self, scheme: str) -> str | None:
         """The agent's base URL as allocations reach it: ``nomad.agent_url``, else
         ``http(s)://`` :attr:`index`. ``None`` when neither is set: the packages service then uses
         agent.yaml ``public_url``, else the listen address."""
@@ -281,7 +275,7 @@ class NomadRuntime(Runtime):
             return self.settings.agent_url
         if self.settings.index:
             host, port = self.settings.index
-            return f"{agent.config.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+            return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
         return None
 
     def index_warning(self) -> str | None:
@@ -312,10 +306,6 @@ class NomadRuntime(Runtime):
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def gpu_capacity(self) -> None:
-        """None: Nomad places GPUs itself (device requests), the agent assigns no indexes."""
-        return None
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
@@ -895,8 +885,7 @@ class NomadRuntime(Runtime):
             return None
         return vol.source, vol.type, Path(self.settings.snapshot_dir or experiments_root)
 
-    @property
-    def workspace_root(self) -> str:
+    def files_root(self, spec: WorkspaceSpec, state: State | None) -> str:
         """The workspace's directory inside its container (Jupyter's root_dir)."""
         return self.settings.workdir
 
@@ -1041,8 +1030,9 @@ class NomadRuntime(Runtime):
                 written.append(str(rel))
         return sorted(written)
 
-    async def cancel_run(self, state: State) -> None:
-        """Stop a run's job (its outputs stay readable until Nomad garbage-collects it)."""
+    async def cancel_run(self, state: State, grace: float = 5.0) -> None:
+        """Stop a run's job (its task's KillTimeout applies; its outputs stay readable until Nomad
+        garbage-collects it)."""
         await self.client.deregister_job(state["job_id"])
 
     async def purge_run(self, state: State) -> None:

@@ -2,8 +2,9 @@
 
 Docker containers reach the host at the bridge gateway, not at 127.0.0.1; Nomad allocations run on
 other nodes (``nomad.index``, optional there: ``nomad.agent_url`` may name a proxy instead). When
-the runtime says where its workspaces reach the package index (``runtime.index``: ``(address,
-port)``, known after ``runtime.open()``), the agent also listens there — serving ONLY the
+the runtime says where its workspaces reach the package index
+(:class:`~fetchml_agent.runtimes.base.PackageIndexReach` ``index``: ``(address, port)``, known
+after ``runtime.open()``), the agent also listens there — serving ONLY the
 ``/index`` mount, never ``/ws`` nor ``/api``, so a workspace can install packages but cannot drive
 the agent. Nothing is started when the main listener already covers that address and port (it
 listens on a wildcard, or on that very address), nor when the address is not this host's (then
@@ -27,6 +28,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 
 from ..errors import BackendUnavailable
+from ..runtimes.base import PackageIndexReach, find_capability
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -63,7 +65,8 @@ def build_index_app(agent: Agent) -> Starlette:
 def index_listen_address(agent: Agent) -> tuple[str, int] | None:
     """Where the extra listener must bind: the runtime's ``index`` unless the main listener already
     answers there; ``None`` when nothing extra is needed."""
-    index = getattr(agent.runtime, "index", None)
+    reach = find_capability(agent.runtime, PackageIndexReach)
+    index = reach.index if reach is not None else None
     if not index or not index[0]:
         return None
     host, port = str(index[0]), int(index[1])

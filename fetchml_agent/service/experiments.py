@@ -246,7 +246,7 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     on_remote = remote.is_remote(agent)
     if on_remote:
         remote.check_ready(agent, executor_of(agent).root)
-    elif agent.runtime.name != "local":
+    elif not agent.runtime.capabilities.host_files:
         raise NotSupported(
             f"queueing runs on the {agent.runtime.name} runtime is not supported by this agent",
             "the local runtime runs them on the agent's host, docker in containers, nomad as batch jobs",

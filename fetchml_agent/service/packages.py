@@ -8,16 +8,17 @@ directory), the approved requests, and the filtering package index mounted at ``
 
 Every workspace's installers point at its own index,
 ``{base}/index/{ws.index_key}/simple/``, where ``base`` is the runtime's
-``index_base_url(agent)`` when it has one (the docker and nomad runtimes: an address their
-workspaces can reach), else agent.yaml ``public_url``, else the listen address. The variables
+:class:`~fetchml_agent.runtimes.base.PackageIndexReach` base URL when it has one (the docker and
+nomad runtimes: an address their workspaces can reach), else agent.yaml ``public_url``, else the
+listen address. The variables
 (``PIP_INDEX_URL``, uv's, ``PIP_CONFIG_FILE``, ``CONDARC``, ``PIP_CACHE_DIR``) come from a
 ``workspace_env_hooks`` entry; the files they name are written under
 ``DATA_DIR/packages/<workspace id>/`` on the agent's host: a runtime whose workspaces run
 elsewhere mounts that directory at the same path (or rewrites the variables).
 
 Hooks registered in :func:`setup`: the startup scan (a blocked package already in the environment
-stops the start: ``before_start_hooks`` where the runtime can look before the workload runs, else
-``after_start_hooks``, which stop the workload again), validation of a new workspace's ``security:`` and
+stops the start: ``before_start_hooks`` where the runtime can look before the workload runs
+(``capabilities.package_scan``), else ``after_start_hooks``, which stop the workload again), validation of a new workspace's ``security:`` and
 ``environment:`` (``create_hooks``), cleanup on delete and ``reset --hard``, the ``ml status``
 section, and the index's start/shutdown. Every decision, allow or deny, writes one audit event
 (``package.decision``; ``package.index`` for what the index decides while pip runs).
@@ -75,7 +76,6 @@ from ..policy.scan import (
     blocked_installed,
     check_startup,
     installed_from_json,
-    installed_from_path,
 )
 from ..policy.schema import (
     STARTUP_BLOCKED_ENV,
@@ -89,6 +89,7 @@ from ..policy.schema import (
 )
 from ..policy.specs import PackageSpec, SpecKind, parse_spec
 from ..protocol.opcodes import Opcode
+from ..runtimes.base import PackageIndexReach, PackageInventory, capability, find_capability
 from ..store.packages import (
     InstallRecord,
     add_request,
@@ -240,14 +241,13 @@ class PackageService:
         return app
 
     def base_url(self) -> str:
-        """Where workspaces reach the agent: the runtime's ``index_base_url(agent)``, else
-        agent.yaml ``public_url``, else the listen address (a wildcard becomes 127.0.0.1)."""
-        hook = getattr(self.agent.runtime, "index_base_url", None)
-        if callable(hook):
-            url = hook(self.agent)
-            if url:
-                return str(url).rstrip("/")
+        """Where workspaces reach the agent: the runtime's :class:`PackageIndexReach` base URL,
+        else agent.yaml ``public_url``, else the listen address (a wildcard becomes 127.0.0.1)."""
         config = self.agent.config
+        reach = find_capability(self.agent.runtime, PackageIndexReach)
+        url = reach.index_base_url(config.scheme) if reach is not None else None
+        if url:
+            return str(url).rstrip("/")
         if config.raw.get("public_url"):
             return str(config.raw["public_url"]).rstrip("/")
         host = config.host
@@ -264,9 +264,9 @@ class PackageService:
         return self.agent.data_dir / "packages" / ws.id
 
     def shares_files(self) -> bool:
-        """Whether workspaces see the agent's files (the local runtime): then their environment also
-        names the pip.conf, .condarc and pip cache under :meth:`files_dir`."""
-        return bool(getattr(self.agent.runtime, "shares_host_files", self.agent.runtime.name == "local"))
+        """Whether workspaces see the agent's files (``capabilities.host_files``: local): then their
+        environment also names the pip.conf, .condarc and pip cache under :meth:`files_dir`."""
+        return self.agent.runtime.capabilities.host_files
 
     def workspace_env(self, ws: Workspace) -> dict[str, str]:
         """The variables that point a workspace's pip, uv and conda at its index."""
@@ -408,14 +408,6 @@ class PackageService:
 
     # -- what is installed ----------------------------------------------------------------------
 
-    def layer_paths(self, ws: Workspace) -> list[Path] | None:
-        """Where the workspace's own installs live, when the runtime keeps them apart from a
-        shared base (local: its venv); ``None`` when the whole environment is the workspace's."""
-        from .workspaces import spec_for
-
-        layer = getattr(self.agent.runtime, "package_layer", None)
-        return list(layer(spec_for(self.agent, ws))) if callable(layer) else None
-
     async def scan_environment(self, ws: Workspace, state: dict[str, Any] | None = None) -> list[tuple[str, str]]:
         """Every distribution the workspace's Python sees, from inside the workspace."""
         from .workspaces import spec_for
@@ -429,37 +421,35 @@ class PackageService:
         return installed_from_json(text.strip().splitlines()[-1] if text.strip() else "")
 
     def scans_before_start(self) -> bool:
-        """Whether the startup scan can run before the workload starts: the runtime keeps the
-        workspace's own layer apart (``package_layer``: local) or lists an image's packages
-        (``list_distributions``: docker). Otherwise it runs inside the started workspace."""
-        runtime = self.agent.runtime
-        return callable(getattr(runtime, "package_layer", None)) or callable(
-            getattr(runtime, "list_distributions", None))
+        """Whether the startup scan can run before the workload starts (``capabilities.package_scan``:
+        the workspace's own layer on this host, or its image). Otherwise it runs inside the started
+        workspace."""
+        return self.agent.runtime.capabilities.package_scan != "workload"
 
     async def startup_installed(self, ws: Workspace, state: dict[str, Any] | None = None) -> tuple[list[tuple[str, str]], str]:
-        """What the startup scan looks at, and its scope: the workspace's own layer (local runtime),
-        its image (a runtime with ``list_distributions(image)``: docker), or the environment of the
-        workload just started (``state``)."""
+        """What the startup scan looks at, and its scope: what the runtime's
+        :class:`PackageInventory` lists before the start (the workspace's own layer: local; its
+        image: docker), or the environment of the workload just started (``state``)."""
         from .workspaces import spec_for
 
-        paths = self.layer_paths(ws)
-        if paths is not None:
-            return await run_blocking(installed_from_path, [p for p in paths if p.is_dir()]), "workspace layer"
-        runtime = self.agent.runtime
-        lister = getattr(runtime, "list_distributions", None)
-        image = spec_for(self.agent, ws).image or getattr(runtime, "image", None)
-        if callable(lister) and image:
-            return list(await lister(image)), f"image {image}"
+        if self.scans_before_start():
+            found = await capability(self.agent.runtime, PackageInventory).inventory(spec_for(self.agent, ws))
+            return found.packages, found.scope
         return await self.scan_environment(ws, state), "environment"
 
     async def inventory(self, ws: Workspace) -> dict[str, Any]:
         """Installed packages with where they are and who installed them (``ml jupyter packages``)."""
+        from .workspaces import spec_for
+
         records = {r.name: r for r in await self.agent.store.run(list_installs, ws.id)}
         whole = await self.scan_environment(ws)
-        paths = self.layer_paths(ws)
+        # On a runtime whose workspaces are their own layer over a shared base (package_scan
+        # "host": the local venv), that layer is listed apart from the base.
+        over_base = self.agent.runtime.capabilities.package_scan == "host"
         layer: dict[str, tuple[str, str]] = {}
-        if paths is not None:
-            for n, v in await run_blocking(installed_from_path, [p for p in paths if p.is_dir()]):
+        if over_base:
+            own = await capability(self.agent.runtime, PackageInventory).inventory(spec_for(self.agent, ws))
+            for n, v in own.packages:
                 layer.setdefault(normalize_name(n), (n, v))
         rows: dict[str, dict[str, Any]] = {}
         for key, (n, v) in layer.items():
@@ -467,7 +457,7 @@ class PackageService:
         for n, v in whole:  # sys.path order: the first one found is the one imported
             key = normalize_name(n)
             if key not in rows:
-                rows[key] = {"name": n, "version": v, "location": "environment" if paths is None else "base"}
+                rows[key] = {"name": n, "version": v, "location": "base" if over_base else "environment"}
         for key, row in rows.items():
             rec = records.get(key)
             row["normalized"] = key
@@ -476,7 +466,7 @@ class PackageService:
             if rec is not None and (rec.version in ("", row["version"])):
                 row.update({"installed_by": rec.installed_by, "installed_at": rec.installed_at, "spec": rec.spec or None,
                             "forced": rec.forced, "installer": rec.installer, "requested": rec.requested})
-        scope = "environment" if paths is None else "workspace layer over a shared base"
+        scope = "workspace layer over a shared base" if over_base else "environment"
         return {"workspace": ws.name, "scope": scope, "runtime": self.agent.runtime.name,
                 "packages": sorted(rows.values(), key=lambda r: r["normalized"])}
 

@@ -245,8 +245,7 @@ async def _stop(agent: Agent, ws: Workspace) -> None:
     if ws.runtime_state:
         ws.status = "stopping"
         await agent.save(ws)
-        grace = float(agent.config.section("local").get("stop_grace", 5))
-        await agent.runtime.stop(ws.runtime_state, grace=grace)
+        await agent.runtime.stop(ws.runtime_state, grace=agent.runtime.stop_grace)
     _release_host_resources(agent, ws)
     ws.status, ws.status_message, ws.runtime_state, ws.url = "stopped", "", None, None
     await agent.save(ws)

@@ -20,7 +20,7 @@ from fetchml_agent.experiments.remote import (
     result_from_status,
     unpublish_snapshot,
 )
-from fetchml_agent.runtimes.nomad import RunStatus
+from fetchml_agent.runtimes.base import RunStatus
 
 TREE = {
     "train.ipynb": 10, "src/model.py": 10, "src/deep/conf.YAML": 10, "Makefile": 5,
