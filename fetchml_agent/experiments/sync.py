@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
+from ..jsonfiles import write_json
 from .files import select_sources, sha256_file
 from .records import (
     FINISHED,
@@ -47,7 +48,6 @@ from .records import (
     save_sync_state,
     sync_bases,
 )
-from .runner import write_json
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -188,7 +188,7 @@ async def sync_workspace(
 
     store = agent.store
     exp_root = agent.data_dir / "experiments" / experiment_id
-    on_remote = remote.is_remote(agent)
+    on_remote = not agent.runtime.capabilities.host_files
     # A workspace whose files live in its workload is synced through a mirror: its side is
     # copied in, the rule runs there, and what changed is written back.
     ws_root = agent.data_dir / "run" / ws.id / "sync-mirror" if on_remote else Path(ws.path)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
-from ..errors import InsufficientResources, InvalidArgument, NotFound, NotSupported
+from ..errors import InsufficientResources, InvalidArgument, NotFound
 from ..experiments import remote
 from ..experiments.config import parse_duration, validate_experiment_id, validate_run_config
 from ..experiments.executor import Executor, run_view
@@ -37,7 +37,7 @@ from ..experiments.records import (
     runs_of,
     status_summary,
 )
-from ..experiments.runner import write_json
+from ..jsonfiles import write_json
 from ..protocol.opcodes import Opcode
 from . import Call, Result, operation
 from .access import EDIT, USE, VIEW, require, role_of, visible
@@ -243,19 +243,12 @@ def _adopt_snapshot(work: Path, run_dir: Path, job: dict[str, Any], manifest: di
 async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["workspace"])
     require(agent, call.user, ws, USE, "queueing a run")
-    on_remote = remote.is_remote(agent)
-    if on_remote:
-        remote.check_ready(agent, executor_of(agent).root)
-    elif not agent.runtime.capabilities.host_files:
-        raise NotSupported(
-            f"queueing runs on the {agent.runtime.name} runtime is not supported by this agent",
-            "the local runtime runs them on the agent's host, docker in containers, nomad as batch jobs",
-        )
+    ex = executor_of(agent)
+    ex.snapshot_location()  # NotSupported when the runtime cannot run them or has nowhere to put them
     if args.get("notebook") and args.get("script"):
         raise InvalidArgument("name one thing to run: --notebook or --script, not both")
-    ex = executor_of(agent)
     run_id = "run-" + secrets.token_hex(5)
-    if not on_remote:
+    if agent.runtime.capabilities.host_files:
         return await _queue(agent, call, args, ws, ex, run_id, Path(ws.path), None)
     # The workspace's files live in its workload: copy its sources out first, then read the
     # config and resolve the target in that copy, which becomes the run's snapshot.

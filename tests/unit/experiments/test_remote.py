@@ -13,8 +13,8 @@ import pytest
 
 from fetchml_agent.experiments.files import select_sources, source_find_expression
 from fetchml_agent.experiments.records import Run
-from fetchml_agent.experiments.remote import (
-    _unpack,
+from fetchml_agent.experiments.remote import _unpack
+from fetchml_agent.experiments.results import (
     notebook_error,
     publish_snapshot,
     result_from_status,

@@ -12,6 +12,7 @@ from fetchml_agent.runtimes.base import (
     ImageBuilder,
     PackageIndexReach,
     PackageInventory,
+    RunBackend,
     Runtime,
     capability,
     find_capability,
@@ -35,6 +36,7 @@ def test_declared_capabilities_match_what_each_runtime_implements(tmp_path: Path
         assert (rt.gpus is None) == caps.places_gpus, rt.name
         if caps.package_scan in ("host", "image"):
             assert isinstance(rt, PackageInventory), rt.name
+        assert isinstance(rt, RunBackend), rt.name  # every runtime runs experiments: one run path
 
 
 def test_the_three_runtimes_declare_what_the_service_layer_reads(tmp_path: Path) -> None:

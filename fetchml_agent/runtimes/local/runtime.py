@@ -1,19 +1,5 @@
-"""The ``local`` runtime: one JupyterLab child process per workspace; nothing else to install.
+"""The ``local`` runtime itself; see the package docstring."""
 
-Each workspace gets:
-- its own Python environment: a venv under ``DATA_DIR/envs/<id>`` created without pip, which sees
-  the agent's own packages (JupyterLab, ipykernel, papermill, pip) through a ``.pth`` line *after*
-  its own site-packages, so what one workspace installs shadows the base and is invisible to others;
-- installers pointed at the workspace's own package index: the agent's ``PIP_INDEX_URL``/``UV_*``/
-  ``CONDARC`` variables come from ``spec.env``; none of the agent's own ``PIP_*``, ``UV_*`` or
-  ``CONDA*`` settings leak in, and the files named by ``PIP_CONFIG_FILE`` and ``CONDARC`` are also
-  copied into the venv (pip's and conda's per-environment config), so unsetting a variable in a
-  notebook does not send pip back to the host's configuration;
-- its own session (``start_new_session``), so it survives an agent restart and is adopted;
-- a server bound to 127.0.0.1 with a token (``JUPYTER_TOKEN``, never on the command line) or a
-  hashed password in a 0600 config file;
-- CPU/memory limits through :class:`~fetchml_agent.runtimes.cgroups.Cgroups` where the host allows.
-"""
 
 from __future__ import annotations
 
@@ -25,34 +11,38 @@ import signal
 import sys
 import sysconfig
 import time
-import venv
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .. import procs
-from ..aio import run_blocking
-from ..allocators import GpuAllocator, PortAllocator, workspace_holder
-from ..errors import BackendError, Timeout
-from ..gpus import detect_gpus
-from ..policy.scan import installed_from_path
-from .base import (
+from ... import procs
+from ...aio import run_blocking
+from ...allocators import GpuAllocator, PortAllocator, workspace_holder
+from ...errors import BackendError, Timeout
+from ...gpus import detect_gpus
+from ...policy.scan import installed_from_path
+from ..base import (
     Capabilities,
     ExecResult,
     Inventory,
     Output,
     PackageInventory,
     Progress,
+    RunBackend,
+    RunSpec,
+    RunStatus,
     Runtime,
     Started,
     State,
     Status,
     WorkspaceSpec,
 )
-from .cgroups import Cgroups
+from ..cgroups import Cgroups
+from .env import create_workspace_env, process_tree_stats, tail
+from .runs import LocalRuns
 
-__all__ = ["LocalRuntime", "create_workspace_env"]
+__all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
 
@@ -61,39 +51,7 @@ def _alive(state: State) -> bool:
     return procs.alive(state.get("pid"), state.get("start_time"))
 
 
-def create_workspace_env(env_dir: Path) -> Path:
-    """Create the workspace's venv (idempotent) and return its ``python``."""
-    python = env_dir / "bin" / "python"
-    if python.exists():
-        return python
-    venv.EnvBuilder(with_pip=False, symlinks=True, clear=False).create(env_dir)
-    purelib = Path(
-        sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
-    )
-    base_paths = []
-    for key in ("purelib", "platlib"):
-        p = sysconfig.get_path(key)
-        if p not in base_paths:
-            base_paths.append(p)
-    # Added after the venv's own site-packages, so workspace installs shadow the shared base; as
-    # site dirs, so their own .pth files (an editable install's finder, for one) take effect too.
-    lines = [f"import site; site.addsitedir({p!r})" for p in base_paths]
-    (purelib / "_fetchml_base.pth").write_text("\n".join(lines) + "\n")
-    bindir = env_dir / "bin"
-    launcher = "#!{py}\nimport sys\nfrom {mod} import main\nsys.exit(main())\n"
-    for name, mod in (
-        ("pip", "pip._internal.cli.main"),
-        ("pip3", "pip._internal.cli.main"),
-        ("jupyter", "jupyter_core.command"),
-        ("papermill", "papermill.cli"),
-    ):
-        target = bindir / name
-        target.write_text(launcher.format(py=python, mod=mod))
-        target.chmod(0o755)
-    return python
-
-
-class LocalRuntime(Runtime, PackageInventory):
+class LocalRuntime(Runtime, RunBackend, PackageInventory):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"
@@ -123,6 +81,7 @@ class LocalRuntime(Runtime, PackageInventory):
         self.cgroups: Cgroups | None = None
         self.gpus = GpuAllocator(g["index"] for g in gpus or [])
         self.ports = PortAllocator(port_base)
+        self.runs = LocalRuns(data_dir, self.exec)
 
     async def open(self) -> None:
         self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
@@ -259,7 +218,7 @@ class LocalRuntime(Runtime, PackageInventory):
                 if proc.poll() is not None:
                     raise BackendError(
                         f"JupyterLab exited during start-up with code {proc.returncode}",
-                        _tail(log_path),
+                        tail(log_path),
                     )
                 try:
                     r = await client.get(url + "api/status", headers=headers)
@@ -270,7 +229,7 @@ class LocalRuntime(Runtime, PackageInventory):
                 if time.monotonic() > deadline:
                     raise Timeout(
                         f"JupyterLab did not answer within {self.start_timeout:.0f} s",
-                        _tail(log_path),
+                        tail(log_path),
                     )
                 await asyncio.sleep(_READY_POLL)
 
@@ -344,7 +303,7 @@ class LocalRuntime(Runtime, PackageInventory):
         return []
 
     async def stats(self, state: State) -> dict[str, Any]:
-        return await run_blocking(_process_tree_stats, state)
+        return await run_blocking(process_tree_stats, state)
 
     async def exec(
         self,
@@ -404,6 +363,39 @@ class LocalRuntime(Runtime, PackageInventory):
             raise Timeout(f"{argv[0]} did not finish within {timeout:.0f} s") from None
         return ExecResult(proc.returncode or 0, b"".join(chunks))
 
+    # -- experiment runs: the detached runner (runs.py) ---------------------------------------------
+
+    def run_job_id(self, run_id: str) -> str:
+        return run_id
+
+    def run_snapshot_location(self, experiments_root: Path) -> tuple[str, str, Path]:
+        """Runs read their snapshot where the agent wrote it (the run's own ``work/``)."""
+        return str(experiments_root), "host", experiments_root
+
+    async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
+        """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``."""
+        return await self.runs.submit(spec)
+
+    async def run_status(self, state: State) -> RunStatus:
+        """The runner's own result once it wrote ``result.json`` (it enforces the timeout itself)."""
+        return self.runs.status(state)
+
+    async def wait_run(self, state: State, index: int, wait: float) -> int:
+        return await self.runs.wait(state, index, wait)
+
+    async def fetch_run_outputs(self, state: State, dest: Path) -> list[str]:
+        """Nothing to fetch: the runner writes its results into the run's directory itself."""
+        return []
+
+    async def cancel_run(self, state: State, grace: float = 5.0) -> None:
+        await self.runs.cancel(state, grace)
+
+    async def purge_run(self, state: State) -> None:
+        """Nothing to forget: the run's directory is its record."""
+
+    async def recover_run(self, state: State) -> State | None:
+        return await self.runs.recover(state)
+
     def describe(self) -> dict[str, Any]:
         lay = self.cgroups.layout if self.cgroups else None
         return {
@@ -412,31 +404,3 @@ class LocalRuntime(Runtime, PackageInventory):
             "gpus": self.gpus.capacity,
             "limits": f"cgroup v{lay.version}" if lay else (self.cgroups.reason if self.cgroups else "unknown"),
         }
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _process_tree_stats(state: State) -> dict[str, Any]:
-    """RSS and CPU time summed over JupyterLab and its descendants (kernels included)."""
-    pid = state.get("pid")
-    if not pid or not _alive(state):
-        return {"running": False}
-    rss = cpu_ticks = count = 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    for p in [int(pid), *procs.descendants(int(pid))]:
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(")") + 2 :].split()
-        count += 1
-        cpu_ticks += int(rest[11]) + int(rest[12])
-        rss += int(rest[21]) * page
-    hz = os.sysconf("SC_CLK_TCK")
-    return {"running": True, "processes": count, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}
