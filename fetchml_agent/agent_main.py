@@ -27,16 +27,18 @@ def _serve(args: argparse.Namespace) -> int:
     from .agent import Agent
     from .config import load_config
     from .server.app import build_app
-    from .server.index_listener import start_index_listener, stop_index_listener
+    from .server.index_listener import IndexListener
 
     config = load_config(args.config)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     agent = Agent(config)
-    # Workspaces that cannot reach the agent's loopback (docker, nomad.index) get an index-only listener.
-    agent.extensions.setdefault("start_hooks", []).append(start_index_listener)
-    agent.extensions.setdefault("shutdown_hooks", []).insert(0, stop_index_listener)
+    # Workspaces that cannot reach the agent's loopback (docker, nomad.index) get an index-only
+    # listener: started last, stopped first.
+    listener = IndexListener()
+    agent.services.hooks.start.append(listener.start)
+    agent.services.hooks.shutdown.insert(0, listener.stop)
     app = build_app(agent)
     server = uvicorn.Server(
         uvicorn.Config(

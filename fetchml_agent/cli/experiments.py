@@ -269,7 +269,7 @@ def cmd_export(ctx: Any) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    from ..experiments.metadata import csv_tables
+    from .export import csv_tables
 
     out = Path(a.output or f"{a.name}-export")
     out.mkdir(parents=True, exist_ok=True)

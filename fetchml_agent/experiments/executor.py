@@ -1,7 +1,7 @@
 """The agent's side of runs: the worker pool, launching, following, cancelling, adopting — one
 path for every runtime.
 
-One :class:`Executor` per agent (``agent.extensions["experiments"]``). Queued runs wait in the
+One :class:`Executor` per agent (``agent.services.experiments``). Queued runs wait in the
 store; :meth:`Executor.kick` wakes the scheduler, which starts what fits. Where the backend places
 runs itself (``capabilities.schedules_runs``: Nomad) every queued run is submitted at once;
 otherwise the agent's worker pool applies:
@@ -34,11 +34,13 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
 from ..allocators import run_holder, workspace_holder
+from ..core import AgentCore
 from ..errors import FetchmlError, InvalidState, NotFound, NotSupported
 from ..jsonfiles import read_json, write_json
 from ..runtimes.base import Resources, RunBackend, RunSpec, RunStatus, State, capability
@@ -52,9 +54,9 @@ from .results import (
     unpublish_snapshot,
     write_results,
 )
+from .sync import auto_sync
 
 if TYPE_CHECKING:
-    from ..agent import Agent
     from ..store.workspaces import Workspace
 
 __all__ = ["Executor", "experiments_root", "run_view"]
@@ -67,7 +69,7 @@ _CANCEL_SUBMIT_WAIT_S = 30.0  # how long a cancel waits for a run being submitte
 _NEVER_STARTED = "the agent stopped while starting this run; it was not started"
 
 
-def experiments_root(agent: Agent) -> Path:
+def experiments_root(agent: AgentCore) -> Path:
     return agent.data_dir / "experiments"
 
 
@@ -125,8 +127,9 @@ def _run_ref(state: State) -> dict[str, Any]:
 class Executor:
     """Runs of every workspace on this agent; see the module docstring."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentCore, finished_hooks: list[Callable[[Run], Awaitable[None]]] | None = None) -> None:
         self.agent = agent
+        self.finished_hooks = finished_hooks if finished_hooks is not None else []  # each run's final record stored
         settings = agent.config.section("experiments")
         self.cpu_workers = int(settings.get("cpu_workers") or 1)
         self.cancel_grace = float(settings.get("cancel_grace", 5))
@@ -246,11 +249,9 @@ class Executor:
         timeout (7 days when none) and retries, the workspace's environment (the agent's own
         ``FETCHML_``/Jupyter variables are the run's), and the workspace itself for a backend that
         runs it in the workspace's environment."""
-        from ..service.workspaces import spec_for
-
         volume, volume_type, _ = self.snapshot_location()
-        ws_spec = spec_for(self.agent, ws, gpu_ids)
-        env = {k: v for k, v in spec_for(self.agent, ws).env.items()
+        ws_spec = self.agent.workspace_spec(ws, gpu_ids)
+        env = {k: v for k, v in self.agent.workspace_spec(ws).env.items()
                if not k.startswith("FETCHML_") and k not in ("JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH")}
         return RunSpec(
             run_id=run.id,
@@ -402,8 +403,6 @@ class Executor:
         sync_note: dict[str, Any] = {}
         ws = self._workspace(run.workspace_id)
         if ws is not None:
-            from .sync import auto_sync
-
             try:
                 done = await auto_sync(self.agent, ws, run)
                 sync_note = {"synced": len(done["copied"]), "conflicts": len(done["conflicts"])}
@@ -416,9 +415,9 @@ class Executor:
         outcome_word = {"succeeded": "ok", "cancelled": "cancelled"}.get(run.status, "error")
         await self.agent.audit("agent", "run.finish", run.workspace, outcome_word, run=run.id, status=run.status,
                                message=run.message, duration_s=run.duration_s, **sync_note)
-        for hook in self.agent.extensions.get("run_finished_hooks", []):
+        for hook in self.finished_hooks:
             try:
-                await hook(self.agent, run)
+                await hook(run)
             except Exception:
                 log.exception("run_finished hook failed for %s", run.id)
         self.kick()

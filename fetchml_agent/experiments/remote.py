@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
+from ..core import AgentCore
 from ..errors import BackendError, InvalidState
 from .files import select_sources, sha256_file, source_find_expression
 
 if TYPE_CHECKING:
-    from ..agent import Agent
     from ..store.workspaces import Workspace
 
 __all__ = ["fetch_sources", "pull_paths", "push_files", "workspace_dir"]
@@ -37,11 +37,9 @@ _MAX_PUSH_BYTES = 512 << 20
 _TAR_SCRIPT = 'exec 2>/dev/null; cd "$1" || exit 3; shift; find "$@" | tar -cf - --null --no-recursion -T -'
 
 
-def workspace_dir(agent: Agent, ws: Workspace) -> str:
+def workspace_dir(agent: AgentCore, ws: Workspace) -> str:
     """The workspace's directory inside its workload (``Runtime.files_root``)."""
-    from ..service.workspaces import spec_for
-
-    return agent.runtime.files_root(spec_for(agent, ws), ws.runtime_state)
+    return agent.runtime.files_root(agent.workspace_spec(ws), ws.runtime_state)
 
 
 def _require_running(ws: Workspace, why: str) -> None:
@@ -52,11 +50,9 @@ def _require_running(ws: Workspace, why: str) -> None:
         )
 
 
-async def _pull(agent: Agent, ws: Workspace, dest: Path, find_args: list[str]) -> None:
+async def _pull(agent: AgentCore, ws: Workspace, dest: Path, find_args: list[str]) -> None:
     """Copy what ``find FIND_ARGS`` prints (NUL-separated, relative to the workspace's directory)
     from the running workspace into ``dest``, as one tar stream through ``runtime.exec``."""
-    from ..service.workspaces import spec_for
-
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest.parent / f".{dest.name}.pull.tar"
     size = 0
@@ -70,7 +66,7 @@ async def _pull(agent: Agent, ws: Workspace, dest: Path, find_args: list[str]) -
             fh.write(chunk)
 
         argv = ["sh", "-c", _TAR_SCRIPT, "fetchml-pull", workspace_dir(agent, ws), *find_args]
-        res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, output=sink,
+        res = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, argv, output=sink,
                                        timeout=_SNAPSHOT_TIMEOUT_S)
     try:
         if res.exit_code != 0:
@@ -94,7 +90,7 @@ def _unpack(archive: Path, dest: Path) -> None:
         raise BackendError(f"the workspace's files arrived damaged: {exc}") from None
 
 
-async def fetch_sources(agent: Agent, ws: Workspace, work: Path, max_bytes: int) -> dict[str, Any]:
+async def fetch_sources(agent: AgentCore, ws: Workspace, work: Path, max_bytes: int) -> dict[str, Any]:
     """Copy the running workspace's sources (the rule of :mod:`.files`) into ``work``; return the
     snapshot manifest ``{"copied": {path: sha256}, "linked": [], "too_large": []}``.
 
@@ -116,24 +112,22 @@ def _keep_sources(work: Path, max_bytes: int) -> dict[str, Any]:
     return {"copied": {rel: sha256_file(path) for rel, path in sources.items()}, "linked": [], "too_large": []}
 
 
-async def pull_paths(agent: Agent, ws: Workspace, dest: Path, rels: list[str]) -> None:
+async def pull_paths(agent: AgentCore, ws: Workspace, dest: Path, rels: list[str]) -> None:
     """Copy the files at or under the workspace-relative paths ``rels`` (those that exist) into
     ``dest``: the workspace's side of a results sync."""
     _require_running(ws, "its files are synced through its workload")
     await _pull(agent, ws, dest, [*(f"./{r}" for r in rels), "-type", "f", "-print0"])
 
 
-async def push_files(agent: Agent, ws: Workspace, src: Path, rels: list[str]) -> None:
+async def push_files(agent: AgentCore, ws: Workspace, src: Path, rels: list[str]) -> None:
     """Write the files ``src/REL`` into the running workspace at the same relative paths (one tar
     stream through ``runtime.exec``'s stdin), replacing what is there."""
-    from ..service.workspaces import spec_for
-
     if not rels:
         return
     _require_running(ws, "its files are synced through its workload")
     data = await run_blocking(_pack, src, rels)
     argv = ["sh", "-c", 'mkdir -p "$1" && cd "$1" && tar -xmf - --no-same-owner', "fetchml-push", workspace_dir(agent, ws)]
-    res = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, stdin=data, timeout=_SNAPSHOT_TIMEOUT_S)
+    res = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, argv, stdin=data, timeout=_SNAPSHOT_TIMEOUT_S)
     if res.exit_code != 0:
         raise BackendError(
             f"could not write into workspace {ws.name} (exit code {res.exit_code})",

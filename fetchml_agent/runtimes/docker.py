@@ -123,7 +123,7 @@ _IMAGE_REF = re.compile(
 )
 
 if TYPE_CHECKING:
-    from fetchml_agent.config import AgentConfig
+    from fetchml_agent.settings import AgentConfig
 
 # A run container sees Nomad's task layout (the run launcher and the fetchml helper's variables
 # name it): its own task dir, and an alloc dir whose data/ holds the results.

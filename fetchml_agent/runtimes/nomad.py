@@ -91,7 +91,7 @@ from fetchml_agent.runtimes.base import (
 )
 
 if TYPE_CHECKING:
-    from fetchml_agent.config import AgentConfig
+    from fetchml_agent.settings import AgentConfig
 
 __all__ = ["NomadRuntime", "placement_cause"]
 

@@ -113,8 +113,8 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
     ]
     for method, path, op in ROUTES:
         routes.append(Route(path, _http_endpoint(agent, op), methods=[method]))
-    for mount in agent.extensions.get("mounts", []):
-        routes.append(Mount(mount[0], app=mount[1]))
+    for path, app in agent.services.mounts:
+        routes.append(Mount(path, app=app))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

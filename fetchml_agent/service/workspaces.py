@@ -14,7 +14,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..aio import run_blocking
 from ..allocators import workspace_holder
@@ -27,16 +27,15 @@ from ..errors import (
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
-from ..runtimes.base import Resources, WorkspaceSpec
+from ..runtimes.base import Resources
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
 from ..units import format_size_mb, parse_cpu, parse_size_mb
-from . import Call, Result, operation
 from .access import OWN, USE, VIEW, grants_of, require, visible
+from .calls import Call, Result
+from .context import AgentContext
+from .registry import operation
 
-if TYPE_CHECKING:
-    from ..agent import Agent
-
-__all__ = ["adopt_all", "reconcile_once", "validate_name", "workspace_view", "service_view", "spec_for"]
+__all__ = ["adopt_all", "reconcile_once", "validate_name", "workspace_view", "service_view"]
 
 _NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 ACTIVE = ("starting", "running", "stopping")
@@ -85,7 +84,7 @@ def browser_url(ws: Workspace) -> str | None:
     return f"{base}lab" if ws.password_hash else f"{base}lab?token={ws.token}"
 
 
-def workspace_view(agent: Agent, ws: Workspace) -> dict[str, Any]:
+def workspace_view(agent: AgentContext, ws: Workspace) -> dict[str, Any]:
     limits = dict(ws.limits or {})
     limits.setdefault("enforced", False)
     return {
@@ -125,33 +124,13 @@ def service_view(ws: Workspace) -> dict[str, Any]:
     }
 
 
-def spec_for(agent: Agent, ws: Workspace, gpu_ids: tuple[int, ...] = ()) -> WorkspaceSpec:
-    env = {k: str(v) for k, v in (ws.config.get("env") or {}).items()}
-    for hook in agent.extensions.get("workspace_env_hooks", []):
-        env.update(hook(agent, ws))
-    return WorkspaceSpec(
-        id=ws.id,
-        name=ws.name,
-        owner=ws.owner,
-        path=Path(ws.path),
-        token=ws.token,
-        password_hash=ws.password_hash,
-        resources=Resources.from_dict(ws.resources),
-        image=ws.image,
-        port=ws.port,
-        env=env,
-        labels={"fetchml.workspace": ws.name, "fetchml.owner": ws.owner},
-        gpu_ids=gpu_ids,
-    )
-
-
 def _hash_password(password: str) -> str:
     from jupyter_server.auth.security import passwd
 
     return passwd(password)
 
 
-def _allowed_path(agent: Agent, user: Any, path: Path) -> None:
+def _allowed_path(agent: AgentContext, user: Any, path: Path) -> None:
     roots = [Path(p).expanduser().resolve() for p in agent.config.section("local").get("workspace_roots", [])]
     roots.append((agent.data_dir / "workspaces").resolve())
     if user.is_admin or any(path == r or r in path.parents for r in roots):
@@ -162,7 +141,7 @@ def _allowed_path(agent: Agent, user: Any, path: Path) -> None:
     )
 
 
-def _claim_host_resources(agent: Agent, ws: Workspace) -> tuple[int, ...]:
+def _claim_host_resources(agent: AgentContext, ws: Workspace) -> tuple[int, ...]:
     """The GPUs (and, where the agent picks ports, the port) ``ws`` starts with, claimed from the
     runtime's allocators; a runtime whose backend places them itself has none."""
     holder = workspace_holder(ws.id)
@@ -178,14 +157,14 @@ def _claim_host_resources(agent: Agent, ws: Workspace) -> tuple[int, ...]:
     return gpu_ids
 
 
-def _release_host_resources(agent: Agent, ws: Workspace) -> None:
+def _release_host_resources(agent: AgentContext, ws: Workspace) -> None:
     """Give back what ``ws`` held: it stopped, failed, or was found gone."""
     for allocator in (agent.runtime.gpus, agent.runtime.ports):
         if allocator is not None:
             allocator.release(workspace_holder(ws.id))
 
 
-def _hold_host_resources(agent: Agent, ws: Workspace) -> None:
+def _hold_host_resources(agent: AgentContext, ws: Workspace) -> None:
     """After an agent restart: ``ws`` runs, so what it started with is held again."""
     state = ws.runtime_state or {}
     if agent.runtime.gpus is not None and state.get("gpu_indexes"):
@@ -197,7 +176,7 @@ def _hold_host_resources(agent: Agent, ws: Workspace) -> None:
         agent.runtime.ports.hold(workspace_holder(ws.id), ws.port)
 
 
-async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
+async def _start(agent: AgentContext, call: Call, ws: Workspace) -> None:
     """Start ``ws`` (its record already saved); on failure the record says why."""
     if agent.start_slots.locked():
         raise agent.overloaded()
@@ -210,11 +189,11 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
             # The package policy's startup scan: a hook that raises stops the start. An
             # after-start hook gets the new workload's state (for runtimes that can only look
             # inside a running workspace); if it raises, the workload is stopped again.
-            for hook in agent.extensions.get("before_start_hooks", []):
+            for hook in agent.services.hooks.before_start:
                 await hook(agent, call, ws)
-            started = await agent.runtime.start(spec_for(agent, ws, gpu_ids), call.progress)
+            started = await agent.runtime.start(agent.workspace_spec(ws, gpu_ids), call.progress)
             try:
-                for after in agent.extensions.get("after_start_hooks", []):
+                for after in agent.services.hooks.after_start:
                     await after(agent, call, ws, started.state)
             except BaseException:
                 await agent.runtime.stop(started.state, grace=2.0)
@@ -241,7 +220,7 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
         await agent.save(ws)
 
 
-async def _stop(agent: Agent, ws: Workspace) -> None:
+async def _stop(agent: AgentContext, ws: Workspace) -> None:
     if ws.runtime_state:
         ws.status = "stopping"
         await agent.save(ws)
@@ -270,7 +249,7 @@ _CREATE_SCHEMA: dict[str, Any] = {
 }
 
 
-def _load_template(agent: Agent, name: str) -> dict[str, Any]:
+def _load_template(agent: AgentContext, name: str) -> dict[str, Any]:
     import yaml
 
     tdir = agent.config.raw.get("templates_dir")
@@ -291,7 +270,7 @@ def _load_template(agent: Agent, name: str) -> dict[str, Any]:
     raise InvalidArgument(f"no template named {name!r}", "available: " + (", ".join(known) or "none"))
 
 
-def _merge_config(agent: Agent, args: dict[str, Any]) -> dict[str, Any]:
+def _merge_config(agent: AgentContext, args: dict[str, Any]) -> dict[str, Any]:
     """Template, then workspace-config document, then explicit fields: later wins."""
     merged: dict[str, Any] = {}
     layers = []
@@ -309,7 +288,7 @@ def _merge_config(agent: Agent, args: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start: bool = False) -> Workspace:
+async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed_start: bool = False) -> Workspace:
     name = validate_name(args["name"])
     if name in agent.workspaces:
         raise AlreadyExists(f"a workspace named {name!r} already exists", "pick another name, or `ml jupyter info " + name + "`")
@@ -355,7 +334,7 @@ async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start:
             "experiment": args.get("experiment"),
         },
     )
-    for hook in agent.extensions.get("create_hooks", []):
+    for hook in agent.services.hooks.create:
         await hook(agent, call, ws)
     await run_blocking(path.mkdir, parents=True, exist_ok=True)
     await agent.store.run(insert_workspace, ws)
@@ -369,14 +348,14 @@ async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start:
         await agent.audit(call.user.name, "workspace.create", name, "error", error=str(exc))
         raise
     await agent.audit(call.user.name, "workspace.create", name, resources=ws.resources, runtime=ws.runtime)
-    for hook in agent.extensions.get("after_create_hooks", []):
+    for hook in agent.services.hooks.after_create:
         await hook(agent, call, ws)
     return ws
 
 
-async def _discard(agent: Agent, ws: Workspace) -> None:
+async def _discard(agent: AgentContext, ws: Workspace) -> None:
     try:
-        await agent.runtime.remove(spec_for(agent, ws), ws.runtime_state)
+        await agent.runtime.remove(agent.workspace_spec(ws), ws.runtime_state)
     except FetchmlError:
         pass
     await agent.store.run(delete_workspace, ws.id)
@@ -394,7 +373,7 @@ def _rmdir_if_empty(path: Path) -> None:
 
 
 @operation(Opcode.CREATE_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces")], schema=_CREATE_SCHEMA)
-async def create_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def create_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = await _create(agent, call, args)
     return Result(f"workspace {ws.name} is running at {browser_url(ws)}", "workspace", workspace_view(agent, ws), 201)
 
@@ -408,7 +387,7 @@ async def create_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Re
         "password": {"type": "string", "default": ""},
     },
 )
-async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def start_service(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """The seed's 0x0D: start (creating if needed) a service named ``name`` on ``workspace``."""
     name = validate_name(args["name"])
     ws = agent.workspaces.get(name)
@@ -438,7 +417,7 @@ async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
     routes=[("DELETE", "/api/v1/jupyter/services/{service_id}"), ("POST", "/api/v1/jupyter/workspaces/{service_id}/stop")],
     schema={"service_id": {"type": "string", "required": True, "empty": False}},
 )
-async def stop_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def stop_service(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["service_id"])
     require(agent, call.user, ws, USE, "stopping")
     async with agent.lock(ws.name):
@@ -453,7 +432,7 @@ async def stop_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result
     Opcode.LIST_JUPYTER,
     routes=[("GET", "/api/v1/jupyter/workspaces"), ("GET", "/api/v1/jupyter/services")],
 )
-async def list_services(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def list_services(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     cache = agent.list_cache()
     key = "all" if call.user.is_admin else f"user:{call.user.name}"
     cached = cache.get(key)
@@ -468,14 +447,14 @@ _NAME_ONLY = {"name": {"type": "string", "required": True, "empty": False}}
 
 
 @operation(Opcode.WORKSPACE_INFO, routes=[("GET", "/api/v1/jupyter/workspaces/{name}")], schema=_NAME_ONLY)
-async def workspace_info(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_info(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing")
     return Result(ws.name, "workspace", workspace_view(agent, ws))
 
 
 @operation(Opcode.WORKSPACE_STATUS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/status")], schema=_NAME_ONLY)
-async def workspace_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_status(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Live status: asks the runtime now rather than trusting the record."""
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing")
@@ -489,7 +468,7 @@ async def workspace_status(agent: Agent, call: Call, args: dict[str, Any]) -> Re
 
 
 @operation(Opcode.RESTART_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces/{name}/restart")], schema=_NAME_ONLY)
-async def restart_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def restart_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, USE, "restarting")
     async with agent.lock(ws.name):
@@ -502,18 +481,18 @@ async def restart_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> R
 
 
 @operation(Opcode.DELETE_WORKSPACE, routes=[("DELETE", "/api/v1/jupyter/workspaces/{name}")], schema=_NAME_ONLY)
-async def delete_workspace_op(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def delete_workspace_op(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, OWN, "deleting")
     async with agent.lock(ws.name):
         if ws.status != "stopped":
             await _stop(agent, ws)
-        await agent.runtime.remove(spec_for(agent, ws), None)
-        for hook in agent.extensions.get("delete_hooks", []):
+        await agent.runtime.remove(agent.workspace_spec(ws), None)
+        for hook in agent.services.hooks.delete:
             await hook(agent, call, ws)
         await agent.store.run(delete_workspace, ws.id)
         agent.workspaces.pop(ws.name, None)
-        agent.extensions.get("grants", {}).pop(ws.id, None)
+        agent.services.grants.forget(ws.id)
         agent.invalidate()
         if ws.managed_path:
             await run_blocking(shutil.rmtree, ws.path, True)
@@ -523,7 +502,7 @@ async def delete_workspace_op(agent: Agent, call: Call, args: dict[str, Any]) ->
 
 
 @operation(Opcode.WORKSPACE_STATS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/stats")], schema=_NAME_ONLY)
-async def workspace_stats(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_stats(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing stats of")
     if ws.status != "running" or not ws.runtime_state:
@@ -533,7 +512,7 @@ async def workspace_stats(agent: Agent, call: Call, args: dict[str, Any]) -> Res
 
 
 @operation(Opcode.WORKSPACE_LIMITS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/limits")], schema=_NAME_ONLY)
-async def workspace_limits(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_limits(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing limits of")
     limits = dict(ws.limits or {})
@@ -542,7 +521,7 @@ async def workspace_limits(agent: Agent, call: Call, args: dict[str, Any]) -> Re
 
 
 @operation(Opcode.AGENT_STATUS, routes=[("GET", "/api/v1/status")])
-async def agent_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def agent_status(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     counts: dict[str, int] = {}
     for ws in agent.workspaces.values():
         if visible(agent, call.user, ws):
@@ -558,7 +537,7 @@ async def agent_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result
         "runtime": agent.runtime.describe(),
         "workspaces": counts,
     }
-    for hook in agent.extensions.get("status_hooks", []):
+    for hook in agent.services.hooks.status:
         doc.update(await hook(agent, call))
     return Result("ok", "agent_status", doc)
 
@@ -566,7 +545,7 @@ async def agent_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result
 # -- reconcile ----------------------------------------------------------------------------------
 
 
-async def _refresh(agent: Agent, ws: Workspace) -> None:
+async def _refresh(agent: AgentContext, ws: Workspace) -> None:
     if ws.status not in ACTIVE or not ws.runtime_state:
         return
     status = await agent.runtime.poll(ws.runtime_state)
@@ -582,7 +561,7 @@ async def _refresh(agent: Agent, ws: Workspace) -> None:
     await agent.save(ws)
 
 
-async def adopt_all(agent: Agent) -> None:
+async def adopt_all(agent: AgentContext) -> None:
     """After a (re)start: keep what still runs, mark what died, report what nobody knows."""
     known = {ws.id for ws in agent.workspaces.values()}
     for ws in agent.workspaces.values():
@@ -604,11 +583,10 @@ async def adopt_all(agent: Agent) -> None:
             ws.status_message = ws.status_message or "was not running when the agent restarted"
             await agent.save(ws)
             await agent.audit("agent", "workspace.lost", ws.name, "error", reason=ws.status_message)
-    orphans = [wid for wid, _ in await agent.runtime.discover() if wid not in known]
-    agent.extensions["orphans"] = orphans
+    agent.orphans = [wid for wid, _ in await agent.runtime.discover() if wid not in known]
 
 
-async def reconcile_once(agent: Agent) -> None:
+async def reconcile_once(agent: AgentContext) -> None:
     for ws in list(agent.workspaces.values()):
         lock = agent.lock(ws.name)
         if ws.status == "running" and not lock.locked():
