@@ -10,7 +10,7 @@ help:
 	@echo "make dev-down   stop the workspaces and the agent that dev-up started"
 	@echo "make test       run the test suite (unit, integration; docker tests when Docker runs)"
 	@echo "make bench      run the benchmarks and print ratios against their baselines"
-	@echo "make lint       ruff, and the Ansible GitOps checks"
+	@echo "make lint       ruff (with a complexity bar), mypy, the import layers (lint-imports), the Ansible GitOps checks"
 
 venv:
 	@scripts/dev.sh venv
@@ -33,6 +33,7 @@ bench: venv
 lint-python: venv
 	$(PY) -m ruff check fetchml_agent fetchml tests benchmarks
 	$(PY) -m mypy fetchml_agent
+	$(VENV)/bin/lint-imports
 
 lint: lint-python
 
