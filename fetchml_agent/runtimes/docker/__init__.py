@@ -28,6 +28,9 @@ workspace id, so that it is never adopted as a workspace; see :meth:`DockerRunti
 A stopped workspace keeps its container, so packages installed into it survive stop/start; the
 container is recreated (and says so in progress) when the image, resources, environment or token
 changed. Docker SDK calls run in threads, off the event loop.
+
+Modules: :mod:`.common` (labels, names, the SDK's errors, the runtime's state), :mod:`.network`,
+:mod:`.images`, :mod:`.runs`, :mod:`.stats`, :mod:`.execs` and :mod:`.runtime` (the lifecycle).
 """
 
 
