@@ -315,7 +315,8 @@ class Executor:
             run.pid, run.pid_start = int(state["pid"]), state.get("start_time")
         await store.run(update_run, run)
         await self.agent.audit(run.user, "run.start", run.workspace, run=run.id, experiment=run.experiment_id,
-                               **_run_ref(state), gpus=list(gpu_ids) or run.gpus)
+                               **_run_ref(state),
+                               gpus=list(gpu_ids) if self.agent.runtime.gpus is not None else run.gpus)
         self._follow(run, state)
 
     # -- following --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 package service, the experiments executor, the access grants, the webhooks, the mounts the server
 serves, and :class:`Hooks` — typed lists through which one concern takes part in another's
 operation (the package policy's startup scan in a workspace's start, experiments in its delete...).
-Nothing is registered as a side effect of an import.
+No service and no hook is registered as a side effect of an import.
 """
 
 from __future__ import annotations
