@@ -10,7 +10,7 @@ help:
 	@echo "make dev-down   stop the workspaces and the agent that dev-up started"
 	@echo "make test       run the test suite (unit, integration; docker tests when Docker runs)"
 	@echo "make bench      run the benchmarks and print ratios against their baselines"
-	@echo "make lint       ruff, and the Ansible GitOps checks"
+	@echo "make lint       ruff (with a complexity bar), mypy, the import layers (lint-imports), the Ansible GitOps checks"
 	@echo "make collection the Ansible collection fetchml.platform (build/collection/*.tar.gz)"
 	@echo "make plan INVENTORY=inventories/staging   what a run would change, per host (drift: fail on any)"
 
@@ -39,8 +39,9 @@ bench: venv
 	$(PY) -m benchmarks
 
 lint-python: venv
-	$(PY) -m ruff check fetchml_agent fetchml tests benchmarks
+	$(PY) -m ruff check fetchml_agent fetchml fetchml_jupyter tests benchmarks scripts
 	$(PY) -m mypy fetchml_agent
+	$(VENV)/bin/lint-imports
 
 lint: lint-python
 

@@ -21,9 +21,9 @@ TITLE = "audit chain (issue 14)"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fetchml_agent.governance.chain import ChainKey, canonical, names_pattern, personal_commit  # noqa: E402
 from fetchml_agent.store import open_connection  # noqa: E402
 from fetchml_agent.store.audit import ChainWriter, verify_chain  # noqa: E402
+from fetchml_agent.store.chain import ChainKey, canonical, names_pattern, personal_commit  # noqa: E402
 
 EVENTS = int(os.environ.get("FETCHML_BENCH_AUDIT_EVENTS", "1000000"))
 WRITES = 3000

@@ -3,28 +3,45 @@
 One :class:`Agent` lives in the asyncio process started by ``fetchml-agent serve``. It owns the
 in-memory view of workspaces (written through to SQLite on every change), the runtime, the audit
 log and the reconcile loop that notices workspaces that died or were adopted after a restart.
+Its services are built here, in one place (:func:`build_services`): every concern's hooks are
+listed below, in the order they run; nothing registers itself when imported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .access import guard as access_guard
+from .access import ops as access_ops
+from .access.http import build_access_app
+from .access.service import AccessService
 from .auth import KeyTable
-from .config import AgentConfig, User
 from .datadir import prepare_data_dir
 from .errors import AuthenticationFailed, NotFound, Overloaded
-from .governance.log import record_event
+from .experiments.executor import Executor
+from .governance.service import Governance
 from .protocol.packets import api_key_hash
-from .runtimes.base import Runtime
+from .runtimes.base import Resources, Runtime, WorkspaceSpec
+from .service import experiments as experiment_ops
+from .service.context import Hooks, Services
+from .service.grants import Grants
+from .service.packages import PackageService
+from .service.packages import hooks as package_hooks
+from .service.packages import scans as package_scans
+from .service.packages.vulnerabilities import VulnerabilityData
+from .service.workspaces import adopt_all, reconcile_once
+from .settings import AgentConfig, User
 from .store import Store
 from .store.workspaces import Workspace, load_workspaces, update_workspace
+from .webhooks import Webhooks
 
-__all__ = ["Agent", "make_runtime"]
+__all__ = ["Agent", "build_services", "make_runtime"]
 
 log = logging.getLogger("fetchml.agent")
 
@@ -32,7 +49,8 @@ RECONCILE_INTERVAL = 5.0
 
 
 def make_runtime(config: AgentConfig) -> Runtime:
-    """The runtime named by ``runtime:``; imported lazily so unused backends cost nothing."""
+    """The runtime named by ``runtime:``. Each is imported only when chosen: the docker SDK and
+    python-nomad cost an agent on another runtime nothing."""
     if config.runtime == "local":
         from .runtimes.local import LocalRuntime
 
@@ -42,6 +60,7 @@ def make_runtime(config: AgentConfig) -> Runtime:
             port_base=local.get("port_base", 8888),
             start_timeout=float(local.get("start_timeout", 120)),
             use_cgroups=bool(local.get("cgroup", True)),
+            stop_grace=float(local.get("stop_grace", 5)),
         )
     if config.runtime == "docker":
         from .runtimes.docker import DockerRuntime
@@ -54,7 +73,75 @@ def make_runtime(config: AgentConfig) -> Runtime:
     raise ValueError(f"unknown runtime {config.runtime!r}")
 
 
+def build_services(agent: Agent) -> Services:
+    """The agent's services and every concern's hooks, in the order they run."""
+    hooks = Hooks()
+    packages = PackageService(agent)
+    webhooks = Webhooks.from_config(agent.config)
+    access = AccessService(agent)
+    governance = Governance(agent.config)
+    vulnerabilities = VulnerabilityData()
+    services = Services(
+        hooks=hooks,
+        packages=packages,
+        experiments=Executor(agent, finished_hooks=hooks.run_finished),
+        grants=Grants(agent.store),
+        audit_trail=governance,
+        webhooks=webhooks,
+        access=access,
+        mounts=[("/index", packages.index.mount()), ("/access", build_access_app(access))],
+        middleware=[lambda app: access_guard.AllowlistMiddleware(app, access)],
+    )
+    # Access to JupyterLab (docs/access.md): started before anything that may serve requests; the
+    # allowlists and the admin second factor before every call; how a workspace's server reaches
+    # the agent; a revoke or a deletion ends the affected credentials.
+    hooks.start.append(access_ops.start)
+    hooks.call_checks.append(functools.partial(access_guard.check_call, access))
+    # The package policy (docs/package-policy.md): a new workspace's security: and environment:,
+    # its index variables, the startup scan (before the start where the runtime can look, else
+    # inside the started workload), cleanup on delete and reset --hard, the ml status section;
+    # the vulnerability data kept loaded.
+    hooks.create.append(package_hooks.validate_new_workspace)
+    hooks.workspace_env.append(lambda a, ws: a.services.packages.index.workspace_env(ws))
+    hooks.before_start.append(package_scans.scan_before_start)
+    hooks.after_start.append(package_scans.scan_after_start)
+    hooks.delete.append(package_hooks.forget_workspace)
+    hooks.reset.append(package_hooks.reset_hard)
+    hooks.status.append(package_hooks.status_section)
+    hooks.start.append(package_hooks.start)
+    hooks.shutdown.append(package_hooks.close)
+    hooks.start.append(vulnerabilities.start)
+    hooks.shutdown.append(vulnerabilities.stop)
+    hooks.status.append(vulnerabilities.status_section)
+    # Webhooks (the seed's workspace-webhooks.yaml): every audit event, delivered in the background.
+    if webhooks is not None:
+        hooks.audit.append(webhooks.listener)
+        hooks.status.append(webhooks.status_section)
+        hooks.shutdown.append(webhooks.shutdown)
+    # Experiments (docs/experiments.md): create --experiment links, delete cancels the runs, the
+    # runs section of ml status, the executor's start (adopting runs) and shutdown.
+    hooks.create.append(experiment_ops.check_create)
+    hooks.after_create.append(experiment_ops.link_after_create)
+    hooks.delete.append(experiment_ops.on_delete)
+    hooks.status.append(experiment_ops.status_section)
+    hooks.start.append(experiment_ops.start)
+    hooks.shutdown.append(experiment_ops.close)
+    # Access, continued.
+    hooks.workspace_env.append(access_ops.workspace_env)
+    hooks.audit.append(access.on_audit)
+    hooks.shutdown.append(access_ops.close)
+    # Governance (docs/audit.md): the audit chain's key and erased accounts at start, the daily
+    # retention purge, the chain's state in ml status.
+    hooks.start.append(governance.start)
+    hooks.shutdown.append(governance.stop)
+    hooks.status.append(governance.status_section)
+    return services
+
+
 class Agent:
+    """The agent's state; it is the :class:`~fetchml_agent.service.context.AgentContext` every
+    operation gets."""
+
     def __init__(self, config: AgentConfig, runtime: Runtime | None = None) -> None:
         self.config = config
         self.started_at = time.time()
@@ -68,12 +155,10 @@ class Agent:
         limits = config.section("limits")
         self.start_slots = asyncio.Semaphore(limits.get("max_concurrent_starts", 4))
         self.max_workspaces = int(limits.get("max_workspaces", 1000))
-        self.extensions: dict[str, Any] = {}  # services of other concerns, keyed by name
+        self.orphans: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._list_cache: dict[str, Any] = {}
-        from .service import setup_agent
-
-        setup_agent(self)
+        self.services = build_services(self)
 
     # -- start/stop -----------------------------------------------------------------------------
 
@@ -84,10 +169,8 @@ class Agent:
         await self.runtime.open()
         for ws in await self.store.run(load_workspaces):
             self.workspaces[ws.name] = ws
-        from .service.workspaces import adopt_all
-
         await adopt_all(self)
-        for hook in self.extensions.get("start_hooks", []):  # async fn(agent): other concerns start
+        for hook in self.services.hooks.start:
             await hook(self)
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
 
@@ -99,7 +182,7 @@ class Agent:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
-        for hook in self.extensions.get("shutdown_hooks", []):
+        for hook in self.services.hooks.shutdown:
             try:
                 await hook(self)
             except Exception:
@@ -108,8 +191,6 @@ class Agent:
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     async def _reconcile_loop(self) -> None:
-        from .service.workspaces import reconcile_once
-
         while True:
             await asyncio.sleep(RECONCILE_INTERVAL)
             try:
@@ -161,6 +242,27 @@ class Agent:
             "`ml jupyter list` shows the workspaces you can see",
         )
 
+    def workspace_spec(self, ws: Workspace, gpu_ids: tuple[int, ...] = ()) -> WorkspaceSpec:
+        """What the runtime gets for ``ws``: its record, the environment every concern adds
+        (``hooks.workspace_env``: the package index variables), the GPUs claimed for it."""
+        env = {k: str(v) for k, v in (ws.config.get("env") or {}).items()}
+        for hook in self.services.hooks.workspace_env:
+            env.update(hook(self, ws))
+        return WorkspaceSpec(
+            id=ws.id,
+            name=ws.name,
+            owner=ws.owner,
+            path=Path(ws.path),
+            token=ws.token,
+            password_hash=ws.password_hash,
+            resources=Resources.from_dict(ws.resources),
+            image=ws.image,
+            port=ws.port,
+            env=env,
+            labels={"fetchml.workspace": ws.name, "fetchml.owner": ws.owner},
+            gpu_ids=gpu_ids,
+        )
+
     async def save(self, ws: Workspace) -> None:
         ws.updated_at = time.time()
         await self.store.run(update_workspace, ws)
@@ -175,8 +277,8 @@ class Agent:
     async def audit(
         self, user: str, action: str, workspace: str | None, outcome: str = "ok", **details: Any
     ) -> None:
-        event_id = await record_event(self, user, action, workspace, outcome, details)  # the chain: docs/audit.md
-        for listener in self.extensions.get("audit_listeners", []):
+        event_id = await self.services.audit_trail.record(self, user, action, workspace, outcome, details)
+        for listener in self.services.hooks.audit:
             listener({"id": event_id, "ts": time.time(), "user": user, "action": action,
                       "workspace": workspace, "outcome": outcome, "details": details})
 

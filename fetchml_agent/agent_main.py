@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .datadir import prepare_data_dir
     from .protocol import PREAUTH_MAX_FRAME
     from .server.app import build_app
-    from .server.index_listener import start_index_listener, stop_index_listener
+    from .server.index_listener import IndexListener
     from .server.listen import bind_listeners
     from .server.wsproto import FetchmlWebSocketProtocol
 
@@ -42,9 +42,11 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_data_dir(config.data_dir)
     sockets = bind_listeners(config.host, config.port, config_name=str(args.config))
     agent = Agent(config)
-    # Workspaces that cannot reach the agent's loopback (docker, nomad.index) get an index-only listener.
-    agent.extensions.setdefault("start_hooks", []).append(start_index_listener)
-    agent.extensions.setdefault("shutdown_hooks", []).insert(0, stop_index_listener)
+    # Workspaces that cannot reach the agent's loopback (docker, nomad.index) get an index-only
+    # listener: started last, stopped first.
+    listener = IndexListener()
+    agent.services.hooks.start.append(listener.start)
+    agent.services.hooks.shutdown.insert(0, listener.stop)
     app = build_app(agent)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .protocol.packets import KEY_HASH_LEN, api_key_hash
+from .settings import ConfigError
 
 __all__ = [
     "KeyTable",
@@ -143,8 +144,6 @@ def convert_key_file(path: str | Path) -> tuple[Path, int]:
         ConfigError: the file cannot be read, is not YAML, or cannot be converted safely.
     """
     import yaml
-
-    from .config import ConfigError
 
     p = Path(path).expanduser()
     try:

@@ -2,8 +2,10 @@
 
 ``fetchml-agent serve --config agent.yaml``. Errors name the file and the key. This module is the
 only place that reads ``os.environ`` for the agent (the seed's ``FETCHML_JUPYTER_*`` variables).
-Sections owned by other concerns (``package_management``, ``docker``, ``nomad``) have their schemas
-declared next to the code that uses them and are merged in here.
+Sections owned by other concerns (``package_management``, ``docker``, ``nomad``, ``experiments``,
+``webhooks``, ``access``, ``retention``) have their schemas declared next to the code that uses them and are merged in here,
+so this loader sits above them all; the validated values (:class:`AgentConfig`, :class:`User`)
+live in :mod:`fetchml_agent.settings`, which every layer may import (with :class:`ConfigError`).
 """
 
 from __future__ import annotations
@@ -11,15 +13,22 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from cerberus import Validator
 
+from .access.config import ACCESS_SCHEMA
+from .access.networks import parse_network
 from .auth import LEGACY_KEY_FIELD, LEGACY_KEY_REFUSAL, VERIFIER_FIELD, legacy_key_hint
-from .errors import InvalidArgument
+from .experiments.config import AGENT_SECTION_SCHEMA as EXPERIMENTS_SECTION_SCHEMA
+from .governance.retention import RETENTION_SCHEMA
+from .nomad.schema import NOMAD_CONFIG_SCHEMA
+from .policy.schema import AGENT_SECTION_SCHEMA as POLICY_SECTION_SCHEMA
+from .runtimes.docker_schema import DOCKER_SECTION_SCHEMA
+from .settings import AgentConfig, ConfigError, User, format_errors
+from .webhooks import WEBHOOK_SCHEMA
 
 __all__ = ["AgentConfig", "ConfigError", "SCHEMA", "User", "load_config", "parse_config", "DEFAULT_LISTEN"]
 
@@ -40,52 +49,21 @@ def _listen_ok(field: str, value: str, error: Any) -> None:
 
 
 def _network_ok(field: str, value: str, error: Any) -> None:
-    from .access.networks import parse_network
-
     try:
         parse_network(value)
     except ValueError as exc:
         error(field, str(exc))
 
 
-def _optional_sections() -> dict[str, dict[str, Any]]:
-    """Schemas of sections whose code lives elsewhere; imported lazily to keep start-up lean."""
-    sections: dict[str, dict[str, Any]] = {}
-    try:
-        from .policy.schema import AGENT_SECTION_SCHEMA as policy_schema
-    except ImportError:
-        policy_schema = {"type": "dict", "allow_unknown": True}
-    sections["package_management"] = policy_schema
-    try:
-        from .nomad.schema import NOMAD_CONFIG_SCHEMA
-
-        nomad_schema: dict[str, Any] = {"type": "dict", "schema": NOMAD_CONFIG_SCHEMA}
-    except ImportError:
-        nomad_schema = {"type": "dict", "allow_unknown": True}
-    sections["nomad"] = nomad_schema
-    try:
-        from .runtimes.docker_schema import DOCKER_SECTION_SCHEMA as docker_schema
-    except ImportError:
-        docker_schema = {"type": "dict", "allow_unknown": True}
-    sections["docker"] = docker_schema
-    try:
-        from .experiments.config import AGENT_SECTION_SCHEMA as experiments_schema
-    except ImportError:
-        experiments_schema = {"type": "dict", "allow_unknown": True}
-    sections["experiments"] = experiments_schema
-    from .access.config import ACCESS_SCHEMA  # who may reach JupyterLab: sessions, MFA, allowlists
-
-    sections["access"] = ACCESS_SCHEMA
-    from .governance.retention import RETENTION_SCHEMA  # how long records are kept: docs/audit.md
-
-    sections["retention"] = RETENTION_SCHEMA
-    return sections
-
-
-def _webhook_schema() -> dict[str, Any]:
-    from .webhooks import WEBHOOK_SCHEMA
-
-    return WEBHOOK_SCHEMA
+#: Sections owned by other concerns, validated when present (absent, their code's defaults apply).
+_SECTIONS: dict[str, dict[str, Any]] = {
+    "package_management": POLICY_SECTION_SCHEMA,
+    "nomad": {"type": "dict", "schema": NOMAD_CONFIG_SCHEMA},
+    "docker": DOCKER_SECTION_SCHEMA,
+    "experiments": EXPERIMENTS_SECTION_SCHEMA,
+    "access": ACCESS_SCHEMA,  # who may reach JupyterLab: sessions, MFA, allowlists (docs/access.md)
+    "retention": RETENTION_SCHEMA,  # how long records are kept (docs/audit.md)
+}
 
 
 SCHEMA: dict[str, Any] = {
@@ -151,7 +129,7 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "templates_dir": {"type": "string", "nullable": True, "default": None},
-    "webhooks": {"type": "list", "default": [], "schema": {"type": "dict", "schema": _webhook_schema()}},
+    "webhooks": {"type": "list", "default": [], "schema": {"type": "dict", "schema": WEBHOOK_SCHEMA}},
     "limits": {
         "type": "dict",
         "default": {},
@@ -166,73 +144,6 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-
-
-class ConfigError(InvalidArgument):
-    """The configuration file is missing, unreadable, not YAML, or fails its schema."""
-
-
-@dataclass(frozen=True)
-class User:
-    """A user of agent.yaml; ``key_verifier`` is the 32-byte ``api_key_verifier`` (see :mod:`.auth`)."""
-
-    name: str
-    role: str
-    key_verifier: bytes = field(repr=False)
-    teams: frozenset[str] = frozenset()
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-@dataclass
-class AgentConfig:
-    """The validated configuration; ``raw`` keeps every section as validated (defaults filled)."""
-
-    path: Path | None
-    host: str
-    port: int
-    data_dir: Path
-    runtime: str
-    tls_cert: Path | None
-    tls_key: Path | None
-    users: list[User]
-    raw: dict[str, Any]
-    environ: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls_cert else "http"
-
-    @property
-    def ws_url(self) -> str:
-        return f"{'wss' if self.tls_cert else 'ws'}://{self.host}:{self.port}/ws"
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    def section(self, name: str) -> dict[str, Any]:
-        value = self.raw.get(name) or {}
-        return dict(value)
-
-
-def _format_errors(errors: Any, prefix: str = "") -> list[str]:
-    out: list[str] = []
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            path = f"{prefix}[{key}]" if isinstance(key, int) else (f"{prefix}.{key}" if prefix else str(key))
-            out.extend(_format_errors(value, path))
-    elif isinstance(errors, list):
-        for item in errors:
-            if isinstance(item, (dict, list)):
-                out.extend(_format_errors(item, prefix))
-            else:
-                out.append(f"{prefix}: {item}")
-    else:
-        out.append(f"{prefix}: {errors}")
-    return out
 
 
 def _refuse_legacy_keys(document: dict[str, Any], where: str) -> None:
@@ -260,12 +171,10 @@ def parse_config(document: Any, *, path: Path | None = None, environ: Mapping[st
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys", "see README.md for an example")
     _refuse_legacy_keys(document, where)
-    schema = dict(SCHEMA)
-    # Sections of other concerns are validated when present; absent, their code's defaults apply.
-    schema.update(_optional_sections())
+    schema = {**SCHEMA, **_SECTIONS}
     v = Validator(schema, purge_unknown=False)
     if not v.validate(document):
-        lines = _format_errors(v.errors)
+        lines = format_errors(v.errors)
         raise ConfigError(f"{where}: invalid configuration: " + "; ".join(lines), "\n".join(lines))
     doc = v.document
     if doc["runtime"] == "nomad" and not doc.get("nomad"):

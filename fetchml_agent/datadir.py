@@ -13,7 +13,7 @@ import errno
 import os
 from pathlib import Path
 
-from .config import ConfigError
+from .settings import ConfigError
 
 __all__ = ["DATA_DIR_MODE", "MIN_FREE_BYTES", "prepare_data_dir"]
 

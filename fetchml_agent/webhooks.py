@@ -24,12 +24,15 @@ import hmac
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .agent import Agent
+import httpx
 
-__all__ = ["ACTIONS", "WEBHOOK_SCHEMA", "Webhooks", "event_name", "setup"]
+from .aio import run_blocking
+from .errors import InvalidArgument
+from .settings import AgentConfig
+
+__all__ = ["ACTIONS", "WEBHOOK_SCHEMA", "Webhooks", "event_name"]
 
 log = logging.getLogger("fetchml.webhooks")
 
@@ -81,11 +84,34 @@ def _summary(event: dict[str, Any]) -> str:
 
 
 class Webhooks:
+    """The configured webhooks; :meth:`listener` takes every audit event (an audit listener)."""
+
     def __init__(self, hooks: list[dict[str, Any]]) -> None:
         self.hooks = hooks
         self.delivered = 0
         self.failed = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> Webhooks | None:
+        """agent.yaml's ``webhooks:``; ``None`` when there are none. Raises InvalidArgument naming
+        the file for what the schema cannot see (an action without its target)."""
+        hooks = list(config.raw.get("webhooks") or [])
+        if not hooks:
+            return None
+        webhooks = cls(hooks)
+        problems = webhooks.validate()
+        if problems:
+            raise InvalidArgument(f"{config.path or '<config>'}: invalid configuration: " + "; ".join(problems))
+        return webhooks
+
+    async def status_section(self, agent: Any, call: Any) -> dict[str, Any]:
+        """The ``ml status`` section (a status hook)."""
+        return {"webhooks": {"configured": len(self.hooks), "delivered": self.delivered, "failed": self.failed}}
+
+    async def shutdown(self, agent: Any) -> None:
+        """Let deliveries in flight finish (a shutdown hook)."""
+        await self.drain()
 
     def validate(self) -> list[str]:
         """Configuration mistakes that a schema cannot see (an action without its target)."""
@@ -129,12 +155,8 @@ class Webhooks:
             log.info("event %s", json.dumps(event, sort_keys=True, default=str))
             return
         if action == "email_alert":
-            from .aio import run_blocking
-
             await run_blocking(_send_mail, hook["email"], event)
             return
-        import httpx
-
         if action == "slack_notification":
             body = json.dumps({"text": _summary(event)}).encode()
             headers = {"Content-Type": "application/json"}
@@ -162,28 +184,3 @@ def _send_mail(cfg: dict[str, Any], event: dict[str, Any]) -> None:
         if cfg.get("starttls"):
             smtp.starttls()
         smtp.send_message(msg)
-
-
-def setup(agent: Agent) -> None:
-    from .errors import InvalidArgument
-
-    hooks = list(agent.config.raw.get("webhooks") or [])
-    if not hooks:
-        return
-    webhooks = Webhooks(hooks)
-    problems = webhooks.validate()
-    if problems:
-        where = agent.config.path or "<config>"
-        raise InvalidArgument(f"{where}: invalid configuration: " + "; ".join(problems))
-    agent.extensions["webhooks"] = webhooks
-    agent.extensions.setdefault("audit_listeners", []).append(webhooks.listener)
-
-    async def status(agent: Agent, call: Any) -> dict[str, Any]:
-        return {"webhooks": {"configured": len(hooks), "delivered": webhooks.delivered, "failed": webhooks.failed}}
-
-    agent.extensions.setdefault("status_hooks", []).append(status)
-
-    async def drain(agent: Agent) -> None:
-        await webhooks.drain()
-
-    agent.extensions.setdefault("shutdown_hooks", []).append(drain)

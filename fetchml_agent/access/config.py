@@ -18,13 +18,11 @@ their own (``users[].allowed_networks``): a request must then be inside both lis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..settings import AgentConfig
 from ..units import parse_duration
 from .networks import Network, parse_networks
-
-if TYPE_CHECKING:
-    from ..config import AgentConfig
 
 __all__ = ["ACCESS_SCHEMA", "AccessSettings", "MFA_ROLES"]
 

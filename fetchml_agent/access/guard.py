@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextvars
 import json
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ..agent import Agent
-    from ..config import User
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..settings import User
+from .service import AccessService
 
 __all__ = ["CALL_KEY", "CLIENT_ADDRESS", "AllowlistMiddleware", "check_call"]
 
@@ -37,15 +37,15 @@ def _guarded(path: str) -> bool:
 class AllowlistMiddleware:
     """ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: Any, agent: Agent) -> None:
+    def __init__(self, app: ASGIApp, access: AccessService) -> None:
         self.app = app
-        self.agent = agent
+        self.access = access
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not _guarded(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
-        svc = self.agent.extensions["access"]
+        svc = self.access
         peer = (scope.get("client") or ("", 0))[0]
         xff = ", ".join(v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"x-forwarded-for")
         address = svc.address(peer, xff or None)
@@ -68,7 +68,8 @@ class AllowlistMiddleware:
             CLIENT_ADDRESS.reset(token)
 
 
-def check_call(agent: Agent, user: User, key_hash16: bytes, op_name: str) -> None:
-    """A ``call_checks`` hook of the transports: raises PermissionDenied or MfaRequired."""
+def check_call(access: AccessService, user: User, key_hash16: bytes, op_name: str) -> None:
+    """A ``call_checks`` hook of the transports (bound to the access service): raises
+    PermissionDenied or MfaRequired."""
     CALL_KEY.set(key_hash16)
-    agent.extensions["access"].check_call(user, key_hash16, op_name, CLIENT_ADDRESS.get())
+    access.check_call(user, key_hash16, op_name, CLIENT_ADDRESS.get())

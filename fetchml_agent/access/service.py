@@ -27,7 +27,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..aio import run_blocking
 from ..errors import (
@@ -39,6 +39,8 @@ from ..errors import (
     PermissionDenied,
 )
 from ..service.access import ROLES, role_of
+from ..service.context import AgentContext
+from ..settings import User
 from ..store.access import (
     MfaRow,
     SessionRow,
@@ -55,16 +57,12 @@ from ..store.access import (
     save_mfa,
     touch_sessions,
 )
+from ..store.workspaces import Workspace
 from . import mfa as totp
 from .config import AccessSettings
 from .keys import AccessKeys, load_or_create_key
 from .networks import allowed, client_address
 from .roles import JUPYTER_TABLE, SYSTEM_PERMISSIONS, permissions_for, role_needed
-
-if TYPE_CHECKING:
-    from ..agent import Agent
-    from ..config import User
-    from ..store.workspaces import Workspace
 
 __all__ = ["AccessService", "Identity", "SYSTEM_USER"]
 
@@ -102,9 +100,9 @@ def _initials(display: str) -> str:
 
 
 class AccessService:
-    """One per agent (``agent.extensions["access"]``); see the module docstring."""
+    """One per agent (``agent.services.access``); see the module docstring."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentContext) -> None:
         self.agent = agent
         self.settings = AccessSettings.from_config(agent.config)
         self.keys: AccessKeys | None = None
@@ -195,8 +193,11 @@ class AccessService:
         color = _COLORS[int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(_COLORS)]
         return Identity(name, display, display, _initials(display), color)
 
-    def personal_token(self, user: str, ws: Workspace) -> str:
-        return self._k.personal_token(user, ws.id, self.generations.get((user, ws.id), 0))
+    def personal_token(self, user: str, ws: Workspace) -> str | None:
+        """``user``'s own token for ``ws`` (what their URL carries); ``None`` before the agent started."""
+        if self.keys is None:
+            return None
+        return self.keys.personal_token(user, ws.id, self.generations.get((user, ws.id), 0))
 
     def workspace_for_server(self, credential: str) -> Workspace | None:
         """The workspace a server credential is bound to (an explicit binding first, else the

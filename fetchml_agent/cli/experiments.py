@@ -269,7 +269,7 @@ def cmd_export(ctx: Any) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    from ..experiments.metadata import csv_tables
+    from .export import csv_tables
 
     out = a.output or f"{a.name}-export"
     try:

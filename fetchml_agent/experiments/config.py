@@ -22,7 +22,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cerberus import Validator
+
 from ..errors import InvalidArgument
+from ..settings import format_errors
 
 __all__ = [
     "AGENT_SECTION_SCHEMA",
@@ -107,17 +110,13 @@ def validate_experiment_id(value: Any) -> str:
 
 def validate_run_config(doc: Any, source: str = "experiment config") -> dict[str, Any]:
     """The validated config (unknown keys refused); raise InvalidArgument naming ``source`` and keys."""
-    from cerberus import Validator
-
-    from ..config import _format_errors
-
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise InvalidArgument(f"{source}: the top level must be a mapping of keys")
     v = Validator(RUN_CONFIG_SCHEMA)
     if not v.validate(doc):
-        lines = _format_errors(v.errors)
+        lines = format_errors(v.errors)
         raise InvalidArgument(f"{source}: " + "; ".join(lines), "allowed keys: " + ", ".join(RUN_CONFIG_SCHEMA))
     out = dict(v.document)
     if out.get("timeout") is not None:

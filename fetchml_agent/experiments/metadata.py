@@ -5,46 +5,28 @@ modification dates, resources), ``experiments`` (linked experiment ids), ``resou
 (per run: duration, peak memory, GPUs), ``packages`` (package installation records: the audit
 log's ``package.*`` events), ``notebook_executions`` (every run) and ``sync_history``. The export
 is the same document plus every recorded ``metrics`` row, so it contains every field metadata
-shows; :func:`csv_tables` renders it as one CSV text per table (nested values as JSON).
+shows; ``ml jupyter export --format=csv`` renders it as one CSV file per table
+(:mod:`fetchml_agent.cli.export`, which declares each table's columns).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..core import AgentCore
+from ..store.audit import query_events
+from .records import links_of, metrics_of, runs_of, sync_history_of
+
 if TYPE_CHECKING:
-    from ..agent import Agent
     from ..store.workspaces import Workspace
 
-__all__ = ["COLUMNS", "TABLES", "csv_tables", "export_document", "metadata_document"]
+__all__ = ["FORMAT_VERSION", "export_document", "metadata_document"]
 
-TABLES = ("workspace", "experiments", "resource_usage", "packages", "notebook_executions", "sync_history", "metrics")
 FORMAT_VERSION = 1
-# Columns of each table, so an empty table still exports its header (a unit test keeps these
-# equal to the keys the documents are built with).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "workspace": ("name", "id", "owner", "created_at", "modified_at", "started_at", "status", "path", "runtime",
-                  "image", "cpu", "memory_mb", "gpu", "disk_mb", "current_experiment"),
-    "experiments": ("id", "linked_at", "linked_by", "created_at", "created_by", "current"),
-    "resource_usage": ("run_id", "experiment", "status", "started_at", "finished_at", "duration_s",
-                       "peak_memory_bytes", "gpus", "gpu_indexes"),
-    "packages": ("ts", "user", "action", "outcome", "details"),
-    "notebook_executions": ("run_id", "experiment", "user", "kind", "target", "parameters", "status", "message",
-                            "error", "attempts", "retries", "timeout_s", "queued_at", "started_at", "finished_at",
-                            "exit_code", "outputs", "warnings"),
-    "sync_history": ("id", "ts", "experiment_id", "direction", "user", "run_id", "copied", "conflicts"),
-    "metrics": ("run_id", "seq", "attempt", "name", "step", "value", "ts"),
-}
 
 
-async def metadata_document(agent: Agent, ws: Workspace) -> dict[str, Any]:
-    from ..store.audit import query_events
-    from .records import links_of, runs_of, sync_history_of
-
+async def metadata_document(agent: AgentCore, ws: Workspace) -> dict[str, Any]:
     store = agent.store
     links = await store.run(links_of, ws.id)
     runs = await store.run(lambda conn: runs_of(conn, workspace_ids=[ws.id]))
@@ -116,37 +98,11 @@ async def metadata_document(agent: Agent, ws: Workspace) -> dict[str, Any]:
     }
 
 
-async def export_document(agent: Agent, ws: Workspace) -> dict[str, Any]:
+async def export_document(agent: AgentCore, ws: Workspace) -> dict[str, Any]:
     """The metadata document, every metric of the workspace's runs, and when it was exported."""
-    from .records import metrics_of
-
     doc = await metadata_document(agent, ws)
     run_ids = [r["run_id"] for r in doc["notebook_executions"]]
     doc["metrics"] = await agent.store.run(metrics_of, run_ids)
     doc["exported_at"] = time.time()
     doc["format_version"] = FORMAT_VERSION
     return doc
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return "" if value is None else value
-
-
-def csv_tables(doc: dict[str, Any]) -> dict[str, str]:
-    """``{table: CSV text}`` for each table of an export document (header row first)."""
-    out: dict[str, str] = {}
-    for table in TABLES:
-        value = doc.get(table)
-        rows = [value] if isinstance(value, dict) else list(value or [])
-        columns: list[str] = list(COLUMNS[table])
-        for row in rows:
-            columns.extend(k for k in row if k not in columns)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
-        out[table] = buf.getvalue()
-    return out

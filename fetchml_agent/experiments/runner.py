@@ -41,6 +41,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..jsonfiles import read_json, write_json
 from ..procs import kill_tree, start_time, tree_rss
 
 __all__ = ["EXIT_CANCELLED", "EXIT_TIMEOUT", "main", "read_json", "write_json"]
@@ -50,21 +51,6 @@ EXIT_CANCELLED = 143  # 128 + SIGTERM
 _SAMPLE_S = 0.25
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
-
-
-def write_json(path: Path, doc: Any) -> None:
-    """Replace ``path`` atomically: a reader sees the old document or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, default=str))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    """The document at ``path``, or ``None`` when it does not exist (yet) or is not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class _Runner:

@@ -36,6 +36,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
+from ..core import AgentCore
+from ..jsonfiles import write_json
+from . import remote
 from .files import select_sources, sha256_file
 from .records import (
     FINISHED,
@@ -47,10 +50,8 @@ from .records import (
     save_sync_state,
     sync_bases,
 )
-from .runner import write_json
 
 if TYPE_CHECKING:
-    from ..agent import Agent
     from ..store.workspaces import Workspace
 
 __all__ = ["DIRECTIONS", "auto_sync", "conflict_name", "reconcile", "sync_workspace"]
@@ -180,15 +181,13 @@ def _experiment_summary(experiment: dict[str, Any], runs: list[Run]) -> dict[str
 
 
 async def sync_workspace(
-    agent: Agent, ws: Workspace, experiment_id: str, direction: str, user: str, *, only_run: Run | None = None
+    agent: AgentCore, ws: Workspace, experiment_id: str, direction: str, user: str, *, only_run: Run | None = None
 ) -> dict[str, Any]:
     """Sync ``ws`` with ``experiment_id`` in ``direction`` (``to-experiment``, ``from-experiment``,
     ``full`` or ``auto`` for one finished run); record the history; return what happened."""
-    from . import remote
-
     store = agent.store
     exp_root = agent.data_dir / "experiments" / experiment_id
-    on_remote = remote.is_remote(agent)
+    on_remote = not agent.runtime.capabilities.host_files
     # A workspace whose files live in its workload is synced through a mirror: its side is
     # copied in, the rule runs there, and what changed is written back.
     ws_root = agent.data_dir / "run" / ws.id / "sync-mirror" if on_remote else Path(ws.path)
@@ -246,6 +245,6 @@ async def sync_workspace(
     }
 
 
-async def auto_sync(agent: Agent, ws: Workspace, run: Run) -> dict[str, Any]:
+async def auto_sync(agent: AgentCore, ws: Workspace, run: Run) -> dict[str, Any]:
     """The automatic sync when ``run`` finishes: its results into the workspace."""
     return await sync_workspace(agent, ws, run.experiment_id, "auto", "agent", only_run=run)

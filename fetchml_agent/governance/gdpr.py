@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from ..store.audit import event_name_mentions, query_events, rewrite_personal
-from .chain import ChainKey
+from ..store.chain import ChainKey
 
 __all__ = ["KEPT_COLUMNS", "active_runs", "collect", "erase", "erased_key_macs", "mentions"]
 

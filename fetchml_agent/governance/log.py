@@ -1,4 +1,5 @@
-"""Writing the audit chain: :func:`record_event` is what ``Agent.audit`` calls.
+"""Writing the audit chain: :meth:`AuditLog.record` is where ``Agent.audit`` writes (through the
+agent's :class:`~fetchml_agent.governance.service.Governance`).
 
 One :class:`AuditLog` per agent holds the key (loaded, or created at the first start, by
 :meth:`AuditLog.open` on the store's thread), the pattern of configured user names (details that
@@ -11,17 +12,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..core import AgentCore
 from ..errors import InvalidArgument
 from ..store.audit import ChainWriter, adopt_legacy, count_chained, last_workspace_id, read_head
-from .chain import ChainKey, names_pattern
+from ..store.chain import ChainKey, names_pattern
 from .keys import key_path, load_key, load_or_create_key
 
-if TYPE_CHECKING:
-    from ..agent import Agent
-
-__all__ = ["AuditLog", "audit_log", "record_event"]
+__all__ = ["AuditLog"]
 
 log = logging.getLogger("fetchml.audit")
 
@@ -78,22 +77,13 @@ class AuditLog:
         self.open(conn)
         return count_chained(conn)
 
-
-def audit_log(agent: Agent) -> AuditLog:
-    found: AuditLog | None = agent.extensions.get("audit_log")
-    if found is None:
-        found = agent.extensions["audit_log"] = AuditLog(agent.config.data_dir, [u.name for u in agent.config.users])
-    return found
-
-
-async def record_event(agent: Agent, user: str, action: str, workspace: str | None, outcome: str,
-                       details: dict[str, Any]) -> int:
-    """Chains one event; returns its id. The workspace is keyed by its id (its name kept for display)."""
-    chain = audit_log(agent)
-    ws = agent.workspaces.get(workspace) if workspace else None
-    workspace_id = ws.id if ws is not None else (chain.ids.get(workspace) if workspace else None)
-    if ws is not None and workspace:
-        chain.ids[workspace] = ws.id
-    if action == "workspace.delete" and workspace:
-        chain.ids.pop(workspace, None)
-    return await agent.store.run(chain.append, user, action, workspace, workspace_id, outcome, details)
+    async def record(self, agent: AgentCore, user: str, action: str, workspace: str | None, outcome: str,
+                     details: dict[str, Any]) -> int:
+        """Chains one event; returns its id. The workspace is keyed by its id (its name kept for display)."""
+        ws = agent.workspaces.get(workspace) if workspace else None
+        workspace_id = ws.id if ws is not None else (self.ids.get(workspace) if workspace else None)
+        if ws is not None and workspace:
+            self.ids[workspace] = ws.id
+        if action == "workspace.delete" and workspace:
+            self.ids.pop(workspace, None)
+        return await agent.store.run(self.append, user, action, workspace, workspace_id, outcome, details)

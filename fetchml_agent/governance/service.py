@@ -4,6 +4,11 @@ All of them need the admin role and each writes one audit event. A chain found b
 ``audit.verify`` with outcome ``broken``, which webhooks deliver as ``audit_chain_broken``. At
 start the agent opens (or creates) the audit key, chains the events of an older database, refuses
 the keys of erased accounts, verifies the chain in the background, and schedules the daily purge.
+
+One :class:`Governance` per agent (``agent.services.audit_trail``, made by
+:func:`fetchml_agent.agent.build_services`) holds the audit log every event is written to, the
+retention settings, and what the start found; its :meth:`~Governance.start`,
+:meth:`~Governance.stop` and :meth:`~Governance.status_section` are the agent's hooks.
 """
 
 from __future__ import annotations
@@ -16,28 +21,86 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..access.ops import access_service
 from ..aio import run_blocking
+from ..core import AgentCore
 from ..errors import InvalidArgument, InvalidState, NotFound, PermissionDenied
 from ..protocol.opcodes import Opcode
-from ..service import Call, Result, operation
+from ..service.calls import Call, Result
+from ..service.context import AgentContext
+from ..service.registry import operation
+from ..settings import AgentConfig, User
 from ..store import open_connection
 from ..store.audit import chain_state, checkpoints, purge_plan, purge_through, query_events, verify_chain
-from .chain import DELETED, EDITED, ChainKey, VerifyResult, names_pattern
+from ..store.chain import DELETED, EDITED, ChainKey, VerifyResult, names_pattern
 from .gdpr import active_runs, collect, erase, erased_key_macs
-from .log import audit_log
+from .log import AuditLog
 from .retention import CATEGORIES, ENFORCED, RetentionSettings
 
-if TYPE_CHECKING:
-    from ..agent import Agent
-    from ..config import User
-
-__all__ = ["setup", "verify_now"]
+__all__ = ["Governance", "governance", "verify_now"]
 
 log = logging.getLogger("fetchml.governance")
 
 _PSEUDONYM = "erased-{}"
+
+
+class Governance:
+    """One per agent: its audit log, the retention settings, the erased accounts still in
+    agent.yaml, and the background tasks (the daily purge, the verification at start)."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.log = AuditLog(config.data_dir, [u.name for u in config.users])
+        self.retention = RetentionSettings.from_section(config.raw.get("retention"))  # fails early on a bad duration
+        self.erased_in_config: list[int] = []  # users[i] of agent.yaml whose account was erased
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def record(self, agent: AgentCore, user: str, action: str, workspace: str | None, outcome: str,
+                     details: dict[str, Any]) -> int:
+        """``Agent.audit``: chain one event (:meth:`AuditLog.record`)."""
+        return await self.log.record(agent, user, action, workspace, outcome, details)
+
+    async def start(self, agent: AgentContext) -> None:
+        """Open the key, refuse erased accounts' keys, then verify and purge in the background."""
+        key = await chain_key(agent)
+        erased = await agent.store.run(erased_key_macs)
+        for user in list(agent.config.users):
+            if key.account_mac(user.key_verifier) in erased:
+                log.warning("users[%d] in %s belongs to an erased account (now %s): its key is refused; delete "
+                            "that entry from the file", _config_index(agent, user), agent.config.path or "agent.yaml",
+                            erased[key.account_mac(user.key_verifier)])
+                _forget_user(agent, user)
+        ignored = [c for c in CATEGORIES if self.retention.keep.get(c) is not None and c not in ENFORCED]
+        if ignored:
+            log.warning("retention.%s: declared, but this agent does not purge it yet (kept)",
+                        ", retention.".join(ignored))
+        if self.retention.keep.get("audit") is not None:
+            self._tasks.append(asyncio.create_task(_daily(agent), name="retention"))
+        self._tasks.append(asyncio.create_task(_verify_at_start(agent), name="audit-verify"))
+
+    async def stop(self, agent: AgentContext) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def status_section(self, agent: AgentContext, call: Call) -> dict[str, Any]:
+        """``ml status`` for admins: the chain's state and the retention settings."""
+        if not call.user.is_admin:
+            return {}
+        state = await agent.store.run(chain_state)
+        out: dict[str, Any] = {"audit": {**state, "retention": self.retention.to_dict()}}
+        stale = [i for i in self.erased_in_config if i >= 0]
+        if stale:
+            out["audit"]["erased_accounts_in_config"] = [f"users[{i}]" for i in stale]
+        return out
+
+
+def governance(agent: AgentContext) -> Governance:
+    """The agent's :class:`Governance` (``agent.services.audit_trail``)."""
+    found = agent.services.audit_trail
+    if not isinstance(found, Governance):
+        raise RuntimeError("this agent was built without the governance service")
+    return found
 
 
 def _admin(call: Call, what: str) -> None:
@@ -45,9 +108,9 @@ def _admin(call: Call, what: str) -> None:
         raise PermissionDenied(f"permission denied: {what} needs the admin role")
 
 
-async def chain_key(agent: Agent) -> ChainKey:
+async def chain_key(agent: AgentContext) -> ChainKey:
     """The audit key, opened on the store's thread (created at the first start)."""
-    return await agent.store.run(audit_log(agent).open)
+    return await agent.store.run(governance(agent).log.open)
 
 
 def _verify_in_thread(db: Path, key: ChainKey, workspace_id: str | None) -> tuple[VerifyResult, dict[str, Any]]:
@@ -61,7 +124,7 @@ def _verify_in_thread(db: Path, key: ChainKey, workspace_id: str | None) -> tupl
         conn.close()
 
 
-async def verify_now(agent: Agent, user: str, workspace: str | None = None,
+async def verify_now(agent: AgentContext, user: str, workspace: str | None = None,
                      workspace_id: str | None = None, audit_ok: bool = True) -> dict[str, Any]:
     """Verifies the whole chain; audits the outcome (``broken`` fires ``audit_chain_broken``).
 
@@ -86,7 +149,7 @@ async def verify_now(agent: Agent, user: str, workspace: str | None = None,
     return doc
 
 
-def _workspace_ref(agent: Agent, name: str | None) -> tuple[str | None, str | None]:
+def _workspace_ref(agent: AgentContext, name: str | None) -> tuple[str | None, str | None]:
     if not name:
         return None, None
     try:
@@ -101,7 +164,7 @@ def _workspace_ref(agent: Agent, name: str | None) -> tuple[str | None, str | No
     routes=[("POST", "/api/v1/audit/verify"), ("POST", "/api/v1/jupyter/workspaces/{name}/audit/verify")],
     schema={"name": {"type": "string", "nullable": True, "default": None}},
 )
-async def audit_verify(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def audit_verify(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Checks every link of the audit chain; ``ok`` False names the first event that does not match."""
     _admin(call, "verifying the audit chain")
     name, ws_id = _workspace_ref(agent, args["name"])
@@ -123,7 +186,7 @@ _EXPORT_FIELDS = ("ts", "user", "action", "workspace", "outcome")
         "digest": {"type": "string", "required": True, "regex": "^[0-9a-f]{64}$"}}}},
             "source": {"type": "string", "default": ""}},
 )
-async def audit_verify_export(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def audit_verify_export(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Checks an exported copy of audit events against the agent's chain, event by event."""
     _admin(call, "verifying an audit export")
     events = sorted(args["events"], key=lambda e: e["id"])
@@ -196,13 +259,6 @@ def _differences(exported: dict[str, Any], ours: dict[str, Any]) -> list[str]:
 # -- retention -------------------------------------------------------------------------------------
 
 
-def settings(agent: Agent) -> RetentionSettings:
-    found: RetentionSettings | None = agent.extensions.get("retention")
-    if found is None:
-        found = agent.extensions["retention"] = RetentionSettings.from_section(agent.config.raw.get("retention"))
-    return found
-
-
 def _other_plans(conn: sqlite3.Connection, cutoffs: dict[str, float | None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if cutoffs.get("runs") is not None:
@@ -217,8 +273,8 @@ def _other_plans(conn: sqlite3.Connection, cutoffs: dict[str, float | None]) -> 
     return out
 
 
-async def retention_plan(agent: Agent, now: float | None = None) -> dict[str, Any]:
-    s = settings(agent)
+async def retention_plan(agent: AgentContext, now: float | None = None) -> dict[str, Any]:
+    s = governance(agent).retention
     now = time.time() if now is None else now
     cutoffs = {c: s.cutoff(c, now) for c in CATEGORIES}
     plan: dict[str, Any] = {"settings": s.to_dict(), "next_run": s.next_run(now), "cutoffs": cutoffs}
@@ -231,7 +287,7 @@ async def retention_plan(agent: Agent, now: float | None = None) -> dict[str, An
     return plan
 
 
-async def run_retention(agent: Agent, user: str) -> dict[str, Any]:
+async def run_retention(agent: AgentContext, user: str) -> dict[str, Any]:
     """The purge: verifies the chain first, refuses on a broken one, then purges and checkpoints."""
     now = time.time()
     plan = await retention_plan(agent, now)
@@ -256,7 +312,7 @@ async def run_retention(agent: Agent, user: str) -> dict[str, Any]:
     routes=[("GET", "/api/v1/admin/retention"), ("POST", "/api/v1/admin/retention")],
     schema={"run": {"type": "boolean", "default": False}},
 )
-async def retention(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def retention(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """What the next purge removes (the default, ``--dry-run``), or ``run``: purge now."""
     _admin(call, "retention")
     if args["run"]:
@@ -269,9 +325,9 @@ async def retention(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
                   {"plan": plan, "dry_run": True, "checkpoints": await agent.store.run(checkpoints)})
 
 
-async def _daily(agent: Agent) -> None:
+async def _daily(agent: AgentContext) -> None:
     while True:
-        s = settings(agent)
+        s = governance(agent).retention
         await asyncio.sleep(max(1.0, s.next_run(time.time()) - time.time()))
         try:
             await run_retention(agent, "agent")
@@ -285,7 +341,7 @@ async def _daily(agent: Agent) -> None:
 _USER_SCHEMA = {"user": {"type": "string", "required": True, "regex": r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}}
 
 
-def _configured(agent: Agent, name: str) -> User:
+def _configured(agent: AgentContext, name: str) -> User:
     user = agent.users.get(name)
     if user is None:
         raise NotFound(f"no user named {name!r} is configured on this agent",
@@ -294,7 +350,7 @@ def _configured(agent: Agent, name: str) -> User:
 
 
 @operation(Opcode.USER_EXPORT, routes=[("GET", "/api/v1/admin/users/{user}/export")], schema=_USER_SCHEMA)
-async def user_export(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def user_export(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Everything the agent holds about one person (``ml admin user export NAME`` archives it)."""
     _admin(call, "exporting a user's data")
     user = _configured(agent, args["user"])
@@ -315,7 +371,7 @@ async def user_export(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     routes=[("POST", "/api/v1/admin/users/{user}/erase")],
     schema={**_USER_SCHEMA, "transfer_to": {"type": "string", "nullable": True, "default": None}},
 )
-async def user_erase(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def user_erase(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Pseudonymizes a person everywhere, refuses their key from now on (docs/audit.md "GDPR")."""
     _admin(call, "erasing a user")
     user = _configured(agent, args["user"])
@@ -339,19 +395,18 @@ async def user_erase(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     assert pattern is not None
     key = await chain_key(agent)
     _forget_user(agent, user)  # from now on the key is refused; then their open sessions end
-    access = agent.extensions.get("access")
-    if access is not None:
-        for ws_id in sorted({s.workspace_id for s in access.sessions.values() if s.user == user.name}):
-            ws = next((w for w in agent.workspaces.values() if w.id == ws_id), None)
-            if ws is not None:
-                await access.revoke_person(user.name, ws, by=call.user.name)
+    access = access_service(agent)
+    for ws_id in sorted({s.workspace_id for s in access.sessions.values() if s.user == user.name}):
+        ws = next((w for w in agent.workspaces.values() if w.id == ws_id), None)
+        if ws is not None:
+            await access.revoke_person(user.name, ws, by=call.user.name)
     for name in owned:
         ws = agent.workspaces[name]
         ws.owner = target or ws.owner
     result = await agent.store.run(erase, key, user.name, pattern, pseudonym, user.key_verifier, target)
     for name in owned:
         await agent.save(agent.workspaces[name])
-    agent.extensions.pop("grants", None)  # reloaded from the database: their grants are gone
+    agent.services.grants.reload()  # read from the database again: their grants are gone
     agent.invalidate()
     await agent.audit(call.user.name, "user.erase", None, "ok", subject=pseudonym, transferred=len(owned),
                       transfer_to=target, changed=result["changed"], remaining=sorted(result["remaining"]))
@@ -365,70 +420,26 @@ async def user_erase(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     return Result(message, "user_erase", doc)
 
 
-def _config_index(agent: Agent, user: User) -> int:
+def _config_index(agent: AgentContext, user: User) -> int:
     for i, u in enumerate(agent.config.raw.get("users") or []):
         if u.get("name") == user.name:
             return i
     return -1
 
 
-def _forget_user(agent: Agent, user: User) -> None:
+def _forget_user(agent: AgentContext, user: User) -> None:
     """The account stops existing for this agent: its key no longer authenticates."""
     agent.remove_user(user.name)
-    agent.extensions.setdefault("erased_in_config", []).append(_config_index(agent, user))
+    governance(agent).erased_in_config.append(_config_index(agent, user))
 
 
-# -- start, status --------------------------------------------------------------------------------------
+# -- start ---------------------------------------------------------------------------------------------
 
 
-async def _start(agent: Agent) -> None:
-    key = await chain_key(agent)
-    erased = await agent.store.run(erased_key_macs)
-    for user in list(agent.config.users):
-        if key.account_mac(user.key_verifier) in erased:
-            log.warning("users[%d] in %s belongs to an erased account (now %s): its key is refused; delete that "
-                        "entry from the file", _config_index(agent, user), agent.config.path or "agent.yaml",
-                        erased[key.account_mac(user.key_verifier)])
-            _forget_user(agent, user)
-    ignored = [c for c in CATEGORIES if settings(agent).keep.get(c) is not None and c not in ENFORCED]
-    if ignored:
-        log.warning("retention.%s: declared, but this agent does not purge it yet (kept)", ", retention.".join(ignored))
-    tasks = agent.extensions.setdefault("governance_tasks", [])
-    if settings(agent).keep.get("audit") is not None:
-        tasks.append(asyncio.create_task(_daily(agent), name="retention"))
-    tasks.append(asyncio.create_task(_verify_at_start(agent), name="audit-verify"))
-
-
-async def _verify_at_start(agent: Agent) -> None:
+async def _verify_at_start(agent: AgentContext) -> None:
     try:
         doc = await verify_now(agent, "agent", audit_ok=False)
         if not doc["ok"]:
             log.error("the audit chain is broken: %s", doc["first_bad"]["message"])
     except Exception:
         log.exception("verifying the audit chain at start failed")
-
-
-async def _stop(agent: Agent) -> None:
-    for task in agent.extensions.get("governance_tasks", []):
-        task.cancel()
-
-
-async def _status(agent: Agent, call: Any) -> dict[str, Any]:
-    if not call.user.is_admin:
-        return {}
-    state = await agent.store.run(chain_state)
-    out: dict[str, Any] = {"audit": {**state, "retention": settings(agent).to_dict()}}
-    stale = [i for i in agent.extensions.get("erased_in_config", []) if i >= 0]
-    if stale:
-        out["audit"]["erased_accounts_in_config"] = [f"users[{i}]" for i in stale]
-    return out
-
-
-def setup(agent: Agent) -> None:
-    RetentionSettings.from_section(agent.config.raw.get("retention"))  # fails early on a bad duration
-    audit_log(agent)
-    ext = agent.extensions
-    ext.setdefault("start_hooks", []).append(_start)
-    ext.setdefault("shutdown_hooks", []).append(_stop)
-    ext.setdefault("status_hooks", []).append(_status)
-

@@ -34,13 +34,12 @@ from fetchml_agent.errors import EXIT_USAGE, FetchmlError, InvalidArgument
 from fetchml_agent.nomad.render import (
     AgentJobRequest,
     JobRenderer,
-    RunSpec,
     WorkspaceJobRequest,
     jupyter_secret_items,
     secret_variable_path,
 )
 from fetchml_agent.nomad.schema import NomadSettings
-from fetchml_agent.runtimes.base import Resources
+from fetchml_agent.runtimes.base import Resources, RunSpec
 from fetchml_agent.units import parse_cpu, parse_size_mb
 
 __all__ = ["build_parser", "render_job_cli"]

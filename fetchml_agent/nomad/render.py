@@ -30,7 +30,7 @@ import jinja2
 
 from fetchml_agent.errors import InvalidArgument, PolicyDenied
 from fetchml_agent.nomad.schema import NomadSettings, VolumeSettings, matches_any
-from fetchml_agent.runtimes.base import Resources
+from fetchml_agent.runtimes.base import Resources, RunSpec
 
 __all__ = [
     "JOB_TEMPLATES",
@@ -39,7 +39,6 @@ __all__ = [
     "AgentJobRequest",
     "JobRenderer",
     "RUN_LAUNCHER",
-    "RunSpec",
     "RunTask",
     "WorkspaceJobRequest",
     "jupyter_secret_items",
@@ -137,36 +136,6 @@ class WorkspaceJobRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     volume_source: str | None = None
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One experiment run to execute as a Nomad batch job.
-
-    ``notebook`` (a ``.ipynb`` run by papermill, or with ``kind="script"`` a ``.py`` run by
-    ``python3``) is relative to the snapshot directory, which is ``snapshot_path`` inside the
-    volume ``snapshot_volume`` (a host volume name or CSI volume ID, mounted read-only) and is
-    copied into the task's directory before the run. With no snapshot volume the path is taken
-    inside the image. ``timeout`` (seconds) bounds each cell in papermill and the whole run in
-    :meth:`NomadRuntime.run_status`; ``retries`` is how often a failed run is restarted in place.
-    """
-
-    run_id: str
-    workspace: str
-    notebook: str
-    owner: str = ""
-    experiment_id: str = ""
-    image: str | None = None
-    snapshot_volume: str | None = None
-    snapshot_volume_type: str = "host"
-    snapshot_path: str = ""
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    timeout: float = 3600.0
-    retries: int = 0
-    resources: Resources = field(default_factory=Resources)
-    env: Mapping[str, str] = field(default_factory=dict)
-    kind: str = "notebook"
-    gpu_ids: tuple[int, ...] = ()  # host GPUs the agent assigned (single-host runtimes; Nomad picks its own)
 
 
 @dataclass(frozen=True)

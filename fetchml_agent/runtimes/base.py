@@ -1,37 +1,57 @@
-"""The runtime interface: how the agent starts, finds, measures and stops a workspace's Jupyter.
+"""The runtime contract: everything the service layer may ask of a runtime, and nothing else.
 
 Three implementations sit behind it: ``local`` (child processes), ``docker`` (containers) and
-``nomad`` (service jobs). The contract, modelled on JupyterHub's Spawner:
+``nomad`` (service and batch jobs). Like Nomad's task-driver interface, the contract has three
+parts, and the service layer learns what a runtime can do only from them — never from its name,
+never by probing for attributes:
 
-``start(spec, progress)``
-    Starts the workload and returns once JupyterLab answers ``GET /api/status`` (ready), with a
-    :class:`Started` holding the URL base and the runtime *state*: a JSON-able dict with only
-    what finds the workload again (a pid and start time; a container id; a Nomad job and alloc
-    id). Progress lines (``placing``, ``pulling image``, ``starting``, ``ready``) go to
-    ``progress``. On failure it cleans up what it began and raises a project error
-    (:class:`~fetchml_agent.errors.BackendError`, ``Timeout``, ``InsufficientResources``,
-    ``BackendUnavailable``); it never returns a half-started workload.
+1. **The required interface** (:class:`Runtime`), modelled on JupyterHub's Spawner:
 
-``poll(state)``
-    Returns a :class:`Status`; ``running`` only when the workload exists and is alive. A workload
-    that vanished is ``missing``; one that exited is ``stopped`` or ``failed`` (with a message).
-    Backend errors are raised as project errors, never folded into a status.
+   ``open()`` / ``close()``
+       Connect to the backend once at agent start (:class:`~fetchml_agent.errors.BackendUnavailable`
+       when it is down) and release clients at shutdown; workloads keep running.
+   ``start(spec, progress)``
+       Starts the workload and returns once JupyterLab answers ``GET /api/status`` (ready), with a
+       :class:`Started` holding the URL base and the runtime *state*: a JSON-able dict with only
+       what finds the workload again (a pid and start time; a container id; a Nomad job and alloc
+       id). Progress lines (``placing``, ``pulling image``, ``starting``, ``ready``) go to
+       ``progress``. On failure it cleans up what it began and raises a project error
+       (:class:`~fetchml_agent.errors.BackendError`, ``Timeout``, ``InsufficientResources``,
+       ``BackendUnavailable``); it never returns a half-started workload. The GPUs it uses are
+       ``spec.gpu_ids`` (claimed by the agent from :attr:`Runtime.gpus`), the port ``spec.port``
+       (from :attr:`Runtime.ports`) where the agent picks ports.
+   ``poll(state)``
+       Returns a :class:`Status`; ``running`` only when the workload exists and is alive; while it
+       comes up, ``starting``. A workload that vanished is ``missing``; one that exited is
+       ``stopped`` or ``failed`` (with a message). Backend errors are raised as project errors,
+       never folded into a status.
+   ``stop(state, grace)``
+       Stops the workload with a ladder: SIGINT, then SIGTERM after ``grace`` seconds, then
+       SIGKILL (or the backend's equivalent). Stopping what is already gone is not an error. Files
+       stay. The agent passes :attr:`Runtime.stop_grace`.
+   ``remove(spec, state)``
+       Deletes what the workspace owns in the backend besides the workload (volume, network,
+       firewall rules, job history). Called by ``delete`` after ``stop``. Idempotent.
+   ``discover()``
+       Every workload this agent's runtime is running, as ``(workspace_id, state)`` pairs, so the
+       agent can adopt after a restart: nothing is started twice, nothing forgotten.
+   ``stats(state)``, ``exec(spec, state, argv, ...)``
+       Resource use now; run a command inside the workspace's environment (package installs, file
+       transfer, git), streaming output, returning the exit code.
+   ``reset_environment(spec, state)``, ``describe()``, ``files_root(spec, state)``
+       Discard installed packages (``reset --hard``); what ``ml status`` shows; where the
+       workspace's files are as ``exec``'d commands see them.
 
-``stop(state, grace)``
-    Stops the workload with a ladder: SIGINT, then SIGTERM after ``grace`` seconds, then SIGKILL
-    (or the backend's equivalent). Stopping what is already gone is not an error. Files stay.
+2. **Declared capabilities** (:class:`Capabilities`): plain values each runtime declares as the
+   class attribute ``capabilities``, read by the service layer (where files live, who places GPUs
+   and runs, where the startup package scan can look).
 
-``remove(spec, state)``
-    Deletes what the workspace owns in the backend besides the workload (volume, network,
-    firewall rules, job history). Called by ``delete`` after ``stop``. Idempotent.
-
-``discover()``
-    Every workload this agent's runtime is running, as ``(workspace_id, state)`` pairs, so the
-    agent can adopt after a restart: nothing is started twice, nothing forgotten.
-
-``stats(state)``, ``exec(state, argv, output)``
-    Resource use now; run a command inside the workspace's environment (package installs,
-    experiment runs), streaming output, returning the exit code.
+3. **Optional features**, each a small interface a runtime implements or not:
+   :class:`RunBackend` (experiment runs), :class:`PackageIndexReach` (how workspaces reach the
+   agent's package index), :class:`ImageBuilder` (custom images) and :class:`PackageInventory`
+   (installed packages, read without running the workspace). :func:`capability` returns the
+   implementation or raises :class:`~fetchml_agent.errors.NotSupported` (``0x15``) naming the
+   runtime and the feature, like Nomad's ``DriverExecTaskNotSupported``.
 
 The store persists ``state``; a runtime never touches the database. Blocking SDK calls go
 through :func:`fetchml_agent.aio.run_blocking`.
@@ -40,27 +60,50 @@ through :func:`fetchml_agent.aio.run_blocking`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
+
+from ..allocators import GpuAllocator, PortAllocator
+from ..errors import NotSupported
 
 __all__ = [
+    "Capabilities",
     "ExecResult",
+    "ImageBuilder",
+    "Inventory",
     "Output",
+    "PackageCheck",
+    "PackageIndexReach",
+    "PackageInventory",
     "Progress",
     "Resources",
+    "RunBackend",
+    "RunSpec",
+    "RunState",
+    "RunStatus",
     "Runtime",
     "Started",
+    "State",
     "Status",
     "WorkspaceSpec",
-    "State",
+    "capability",
+    "find_capability",
+    "workspace_dir",
 ]
 
 State = dict[str, Any]
 Progress = Callable[[str], Awaitable[None]]
 Output = Callable[[bytes], Awaitable[None]]
 WorkloadState = Literal["starting", "running", "stopped", "failed", "missing"]
+RunState = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "missing"]
+#: Where the startup package scan can look: the workspace's own layer on this host before it
+#: starts (``host``), the image before it starts (``image``), or only inside the running
+#: workload (``workload``: a hit stops the workspace again).
+ScanScope = Literal["host", "image", "workload"]
+#: The package policy's check of build specs: raises to refuse (PolicyDenied, ApprovalRequired).
+PackageCheck = Callable[[list[str]], "Awaitable[None] | None"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +144,7 @@ class WorkspaceSpec:
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    gpu_ids: tuple[int, ...] = ()  # host GPU indexes assigned by the agent (local runtime)
+    gpu_ids: tuple[int, ...] = ()  # host GPU indexes claimed by the agent (Runtime.gpus)
 
 
 @dataclass(frozen=True)
@@ -126,10 +169,40 @@ class ExecResult:
     output: bytes = b""
 
 
-class Runtime(abc.ABC):
-    """Base class of the three runtimes; see the module docstring for the contract."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a runtime declares about itself; the service layer reads these, never the name."""
 
-    name: str = "abstract"
+    #: The workspace's files are ``spec.path`` on the agent's host (local). Otherwise they live
+    #: in the workload (a volume, an allocation) and the agent reaches them only through ``exec``.
+    host_files: bool
+    #: The backend places GPUs itself (Nomad's device requests): the agent claims none and
+    #: counts none, and the runtime has no :attr:`Runtime.gpus`.
+    places_gpus: bool
+    #: The backend queues and places experiment runs itself (Nomad's scheduler): every queued
+    #: run is submitted at once, the agent's worker pool does not apply.
+    schedules_runs: bool
+    #: Where the startup package scan can look (:data:`ScanScope`); ``host`` and ``image`` need
+    #: :class:`PackageInventory`. ``host`` also means that what it lists is the workspace's own
+    #: layer over a shared base (the local venv over the agent's environment, which JupyterLab
+    #: needs), so ``ml jupyter packages`` can tell the two apart.
+    package_scan: ScanScope
+
+
+class Runtime(abc.ABC):
+    """Base class of the runtimes; see the module docstring for the contract."""
+
+    name: ClassVar[str] = "abstract"
+    capabilities: ClassVar[Capabilities]
+    #: The host GPUs this runtime hands out (inventory set by :meth:`open`); ``None`` when the
+    #: backend places GPUs itself (``capabilities.places_gpus``). The agent claims a workspace's
+    #: or run's GPUs here and passes them as ``spec.gpu_ids``.
+    gpus: GpuAllocator | None = None
+    #: The host ports workspaces' servers listen on, when the agent picks them (local); ``None``
+    #: when the backend assigns ports itself.
+    ports: PortAllocator | None = None
+    #: Seconds between the rungs of :meth:`stop`'s SIGINT → SIGTERM → SIGKILL ladder.
+    stop_grace: float = 5.0
 
     async def open(self) -> None:
         """Connect to the backend; called once at agent start. Raise BackendUnavailable if down."""
@@ -173,14 +246,215 @@ class Runtime(abc.ABC):
         """Discard what was installed into the workspace's environment (``reset --hard``),
         keeping its files. Called while the workspace is stopped. Default: nothing to discard."""
 
+    def files_root(self, spec: WorkspaceSpec, state: State | None) -> str:
+        """The workspace's directory as commands run by :meth:`exec` see it (default: its path)."""
+        return str(spec.path)
+
     def gpu_capacity(self) -> int | None:
         """GPUs on this host that the agent assigns itself (0 when none); ``None`` when the
         backend places GPUs itself (Nomad), so the agent does not count them."""
-        return 0
+        return None if self.gpus is None else self.gpus.capacity
 
     def describe(self) -> dict[str, Any]:
         """For ``ml status``: the runtime's name and anything an operator should see."""
         return {"name": self.name}
+
+
+# -- optional features ----------------------------------------------------------------------------
+
+
+class _Feature:
+    """An optional part of the contract: ``feature`` and ``hint`` word the NotSupported error."""
+
+    feature: ClassVar[str] = ""
+    hint: ClassVar[str] = ""
+
+
+C = TypeVar("C", bound=_Feature)
+
+
+def capability(runtime: Runtime, kind: type[C]) -> C:
+    """``runtime`` as the optional feature ``kind`` (:class:`RunBackend`, ...), or
+    :class:`NotSupported` (0x15) naming the runtime and the feature."""
+    found = find_capability(runtime, kind)
+    if found is None:
+        raise NotSupported(f"the {runtime.name} runtime cannot {kind.feature}", kind.hint)
+    return found
+
+
+def find_capability(runtime: Runtime, kind: type[C]) -> C | None:
+    """``runtime`` as the optional feature ``kind``, or ``None`` where the caller has a fallback."""
+    return runtime if isinstance(runtime, kind) else None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One experiment run, as every :class:`RunBackend` receives it.
+
+    ``notebook`` (a ``.ipynb`` run by papermill, or with ``kind="script"`` a ``.py`` run by
+    ``python3``) is relative to the snapshot directory: ``snapshot_path`` inside the volume
+    ``snapshot_volume`` (a host volume name or CSI volume ID, mounted read-only, for container
+    backends) or the ``work/`` directory of ``run_dir`` (the run's directory on the agent's host,
+    holding ``job.json``, where the local backend runs it). ``timeout`` (seconds) bounds the run;
+    ``retries`` is how often a failed run is tried again. ``gpu_ids`` are the host GPUs the agent
+    claimed for it (none where the backend places GPUs). ``workspace_spec`` and
+    ``workspace_state`` are the workspace's, for a backend that runs the run in the workspace's
+    own environment (local); ``warm_runner_idle_s`` is how long that backend keeps a warm runner
+    (papermill imported, forking runs on request) waiting for the next run (0: none).
+    """
+
+    run_id: str
+    workspace: str
+    notebook: str
+    owner: str = ""
+    experiment_id: str = ""
+    image: str | None = None
+    snapshot_volume: str | None = None
+    snapshot_volume_type: str = "host"
+    snapshot_path: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 3600.0
+    retries: int = 0
+    resources: Resources = field(default_factory=Resources)
+    env: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "notebook"
+    gpu_ids: tuple[int, ...] = ()
+    run_dir: str = ""
+    workspace_spec: WorkspaceSpec | None = None
+    workspace_state: State | None = None
+    warm_runner_idle_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where an experiment run stands. ``exit_code`` is the run's, when it ended; ``result`` is
+    the run's own result document when the backend's runner wrote one (the local runner's
+    ``result.json``: attempts, error with its cell, peak memory), else ``None`` and the agent
+    words the result from the status."""
+
+    state: RunState
+    message: str = ""
+    alloc_id: str | None = None
+    exit_code: int | None = None
+    result: dict[str, Any] | None = None
+
+
+class RunBackend(_Feature, abc.ABC):
+    """Executes experiment runs: submit, follow, fetch results, cancel, forget, recover.
+
+    The agent calls, in order: :meth:`submit_run` (returns the run's *state*, JSON-able, which
+    the agent keeps in the run's directory), then :meth:`run_status` and :meth:`wait_run` until
+    the run is neither ``queued`` nor ``running``, then :meth:`fetch_run_outputs` (into the run's
+    directory: ``output.ipynb``, ``metrics.jsonl``, ``work/outputs/``) and :meth:`purge_run`.
+    :meth:`cancel_run` may come at any time. After an agent restart, :meth:`recover_run` turns a
+    stored state back into one to follow (``None``: the run was never started).
+    """
+
+    feature = "run experiments"
+    hint = "experiment runs need a runtime that executes them (local, docker, nomad)"
+
+    @abc.abstractmethod
+    def run_job_id(self, run_id: str) -> str:
+        """The backend's name for a run (a job ID, a container name), known before it is submitted."""
+
+    @abc.abstractmethod
+    def run_snapshot_location(self, experiments_root: Path) -> tuple[str, str, Path] | None:
+        """Where runs read their snapshots: ``(volume, volume type, its root on the agent's
+        host)``; ``None`` when none is configured (runs are then refused when queued)."""
+
+    @abc.abstractmethod
+    async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
+        """Start (or queue with the backend) a run; return its state. Raises project errors;
+        leaves nothing behind when it raises."""
+
+    @abc.abstractmethod
+    async def run_status(self, state: State) -> RunStatus:
+        """Where the run stands now; a run past its timeout is stopped and ``timed_out``."""
+
+    @abc.abstractmethod
+    async def wait_run(self, state: State, index: int, wait: float) -> int:
+        """Block until the run may have changed (or ``wait`` seconds pass); return the index to
+        pass next time (0 the first time: returns at once)."""
+
+    @abc.abstractmethod
+    async def fetch_run_outputs(self, state: State, dest: Path) -> list[str]:
+        """Copy the run's results into ``dest`` (the run's directory); return the paths written.
+        Raises :class:`~fetchml_agent.errors.NotFound` when they are gone."""
+
+    @abc.abstractmethod
+    async def cancel_run(self, state: State, grace: float = 5.0) -> None:
+        """Stop the run (politely, then by force after ``grace`` seconds where the backend lets
+        the agent choose); its results stay until purged."""
+
+    @abc.abstractmethod
+    async def purge_run(self, state: State) -> None:
+        """Forget the run in the backend (its job, container, task directories)."""
+
+    async def recover_run(self, state: State) -> State | None:
+        """After an agent restart: the stored state, completed from the backend's own records,
+        to follow again; ``None`` when the run was never started. Default: the state as stored."""
+        return state
+
+
+class PackageIndexReach(_Feature, abc.ABC):
+    """Workspaces that do not share the agent's loopback reach its package index elsewhere."""
+
+    feature = "serve the package index to its workspaces at another address"
+
+    @property
+    @abc.abstractmethod
+    def index(self) -> tuple[str, int] | None:
+        """The address and port of this host where the agent also serves only the package index
+        (an index-only listener binds there); ``None`` when no extra listener is needed."""
+
+    @abc.abstractmethod
+    def index_base_url(self, scheme: str) -> str | None:
+        """The agent's base URL as workspaces reach it (``scheme`` is the agent's own, http or
+        https); ``None`` to fall back to agent.yaml ``public_url``, else the listen address."""
+
+
+class ImageBuilder(_Feature, abc.ABC):
+    """Builds custom workspace images (``ml jupyter build``)."""
+
+    feature = "build images"
+    hint = "ml jupyter build needs runtime: docker in agent.yaml (images are built by the Docker engine)"
+
+    #: Bases ``ml jupyter build --base`` may name (``None``: any).
+    allowed_bases: list[str] | None
+
+    @abc.abstractmethod
+    async def build_image(
+        self,
+        name: str,
+        *,
+        base: str,
+        packages: Sequence[str],
+        check_packages: PackageCheck,
+        allowed_bases: Sequence[str] | None,
+        progress: Progress,
+        gpu_support: bool = False,
+        index_url: str | None = None,
+    ) -> str:
+        """Build image ``name`` FROM ``base`` with ``packages`` pip-installed; return its tag.
+        ``check_packages(specs)`` is the package policy; it raises to refuse, before any build."""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Python distributions a workspace holds, read without running anything in it."""
+
+    packages: list[tuple[str, str]]  # (name, version)
+    scope: str  # what was read, for messages: "workspace layer", "image fetchml/workspace:0.1.0"
+
+
+class PackageInventory(_Feature, abc.ABC):
+    """Lists a workspace's installed packages before it starts (the startup scan's ``host`` and
+    ``image`` scopes)."""
+
+    feature = "list a workspace's packages without starting it"
+
+    @abc.abstractmethod
+    async def inventory(self, spec: WorkspaceSpec) -> Inventory: ...
 
 
 def workspace_dir(data_dir: Path, name: str) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ from ..errors import (
     RequestTooLarge,
     TooManyAuthFailures,
 )
-from ..protocol import loads_json_object
+from ..protocol import api_key_hash, loads_json_object
 from ..service import ROUTES, Call, Operation, load_operations
 from .guard import PENALTY_SECONDS, PeerGuard
 from .transport import Connection, handle_frame, max_frame_after_auth
@@ -91,8 +90,8 @@ def _http_endpoint(agent: Agent, op: Operation, guard: PeerGuard, max_body: int)
                         "attempts are accepted again within a minute",
                     ) from None
                 raise exc from None
-            for check in agent.extensions.get("call_checks", []):  # access: allowlists, admin MFA (docs/access.md)
-                check(agent, user, hashlib.sha256(key.strip().encode("utf-8")).digest()[:16], op.name)
+            for check in agent.services.hooks.call_checks:  # access: allowlists, admin MFA (docs/access.md)
+                check(user, api_key_hash(key.strip()), op.name)
             args: dict[str, Any] = dict(request.query_params)
             if request.method in ("POST", "PUT", "PATCH"):
                 raw = await _read_body(request, limit)
@@ -116,22 +115,8 @@ def _http_endpoint(agent: Agent, op: Operation, guard: PeerGuard, max_body: int)
     return endpoint
 
 
-def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
-    """The ASGI app; with ``manage_lifecycle`` the agent starts and stops with the server."""
-    load_operations()
-
-    limits = agent.config.section("limits")
-    max_body = int(limits.get("max_request_body", DEFAULT_MAX_REQUEST_BODY))
-    frame_limit = max_frame_after_auth(max_body)
-
-    async def audit_failures(peer: str, details: dict[str, Any]) -> None:
-        await agent.audit("-", "auth.failed", None, "denied", peer=peer, **details)
-
-    guard = PeerGuard(
-        audit_failures,
-        max_connections=int(limits.get("max_connections_per_peer", 64)),
-        failures_per_window=int(limits.get("auth_failures_per_minute", 10)),
-    )
+def _ws_endpoint(agent: Agent, guard: PeerGuard, max_body: int, frame_limit: int) -> Any:
+    """The ``/ws`` endpoint: one :class:`Connection` per WebSocket, frames answered in order."""
 
     async def ws_endpoint(websocket: WebSocket) -> None:
         peer = _peer(websocket)
@@ -174,6 +159,28 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
         finally:
             guard.close_connection(peer)
 
+    return ws_endpoint
+
+
+def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
+    """The ASGI app; with ``manage_lifecycle`` the agent starts and stops with the server."""
+    load_operations()
+
+    limits = agent.config.section("limits")
+    max_body = int(limits.get("max_request_body", DEFAULT_MAX_REQUEST_BODY))
+    frame_limit = max_frame_after_auth(max_body)
+
+    async def audit_failures(peer: str, details: dict[str, Any]) -> None:
+        await agent.audit("-", "auth.failed", None, "denied", peer=peer, **details)
+
+    guard = PeerGuard(
+        audit_failures,
+        max_connections=int(limits.get("max_connections_per_peer", 64)),
+        failures_per_window=int(limits.get("auth_failures_per_minute", 10)),
+    )
+
+    ws_endpoint = _ws_endpoint(agent, guard, max_body, frame_limit)
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": agent.version, "runtime": agent.runtime.name})
 
@@ -189,8 +196,8 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
     ]
     for method, path, op in ROUTES:
         routes.append(Route(path, _http_endpoint(agent, op, guard, max_body), methods=[method]))
-    for mount in agent.extensions.get("mounts", []):
-        routes.append(Mount(mount[0], app=mount[1]))
+    for path, app in agent.services.mounts:
+        routes.append(Mount(path, app=app))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -205,5 +212,5 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
                 await agent.close()
 
     # ASGI middleware of other concerns (access: the allowlist), outermost first.
-    middleware = [Middleware(cls, agent=agent) for cls in agent.extensions.get("middleware", [])]
+    middleware = [Middleware(wrap) for wrap in agent.services.middleware]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found}, middleware=middleware)

@@ -2,15 +2,16 @@
 
 Docker containers reach the host at the bridge gateway, not at 127.0.0.1; Nomad allocations run on
 other nodes (``nomad.index``, optional there: ``nomad.agent_url`` may name a proxy instead). When
-the runtime says where its workspaces reach the package index (``runtime.index``: ``(address,
-port)``, known after ``runtime.open()``), the agent also listens there — serving ONLY the
-``/index`` mount, never ``/ws`` nor ``/api``, so a workspace can install packages but cannot drive
-the agent. Nothing is started when the main listener already covers that address and port (it
+the runtime says where its workspaces reach the package index
+(:class:`~fetchml_agent.runtimes.base.PackageIndexReach` ``index``: ``(address, port)``, known
+after ``runtime.open()``), the agent also listens there — serving ONLY the workspace-facing
+mounts (``/index``, and ``/access`` where its Jupyter Server asks who a credential is), never
+``/ws`` nor ``/api``, so a workspace can install packages but cannot drive the agent. Nothing is started when the main listener already covers that address and port (it
 listens on a wildcard, or on that very address), nor when the address is not this host's (then
 something else serves it).
 
-Register :func:`start_index_listener` and :func:`stop_index_listener` as the agent's
-``start_hooks`` / ``shutdown_hooks`` (``fetchml-agent serve`` does).
+``fetchml-agent serve`` makes one :class:`IndexListener` and adds its ``start`` and ``stop`` to the
+agent's start and shutdown hooks.
 """
 
 from __future__ import annotations
@@ -20,34 +21,27 @@ import contextlib
 import errno
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 
 from ..errors import BackendUnavailable
+from ..runtimes.base import PackageIndexReach, find_capability
+from ..service.context import AgentContext
 
-if TYPE_CHECKING:
-    from ..agent import Agent
-
-__all__ = ["build_index_app", "index_listen_address", "start_index_listener", "stop_index_listener"]
+__all__ = ["WORKSPACE_MOUNTS", "IndexListener", "build_index_app", "index_listen_address"]
 
 log = logging.getLogger("fetchml.index_listener")
 
-_KEY = "index_listener"
 
+class _IndexServer(uvicorn.Server):
+    """The process's second server: the main one handles the signals and stops this one."""
 
-def _server_class() -> Any:
-    import uvicorn
-
-    class IndexServer(uvicorn.Server):
-        """The process's second server: the main one handles the signals and stops this one."""
-
-        def capture_signals(self) -> Any:  # type: ignore[override]
-            return contextlib.nullcontext()
-
-    return IndexServer
+    def capture_signals(self) -> Any:  # type: ignore[override]
+        return contextlib.nullcontext()
 
 
 # What workspaces may reach here: the package index, and the server-credential endpoints their
@@ -55,10 +49,10 @@ def _server_class() -> Any:
 WORKSPACE_MOUNTS = ("/index", "/access")
 
 
-def build_index_app(agent: Agent) -> Starlette:
+def build_index_app(agent: AgentContext) -> Starlette:
     """An app with only the agent's workspace-facing mounts (:data:`WORKSPACE_MOUNTS`); every other
     path answers 404."""
-    mounts = [Mount(path, app=app) for path, app in agent.extensions.get("mounts", []) if path in WORKSPACE_MOUNTS]
+    mounts = [Mount(path, app=app) for path, app in agent.services.mounts if path in WORKSPACE_MOUNTS]
 
     async def not_found(request: Any, exc: Exception) -> PlainTextResponse:
         return PlainTextResponse("only the package index (and workspace access checks) are served here\n",
@@ -67,10 +61,11 @@ def build_index_app(agent: Agent) -> Starlette:
     return Starlette(routes=mounts, exception_handlers={404: not_found})
 
 
-def index_listen_address(agent: Agent) -> tuple[str, int] | None:
+def index_listen_address(agent: AgentContext) -> tuple[str, int] | None:
     """Where the extra listener must bind: the runtime's ``index`` unless the main listener already
     answers there; ``None`` when nothing extra is needed."""
-    index = getattr(agent.runtime, "index", None)
+    reach = find_capability(agent.runtime, PackageIndexReach)
+    index = reach.index if reach is not None else None
     if not index or not index[0]:
         return None
     host, port = str(index[0]), int(index[1])
@@ -80,14 +75,35 @@ def index_listen_address(agent: Agent) -> tuple[str, int] | None:
     return host, port
 
 
-async def start_index_listener(agent: Agent) -> None:
-    """Starts the index-only server (a start hook). Raises :class:`BackendUnavailable` when the
-    address cannot be bound (another process holds it)."""
-    import uvicorn
+class IndexListener:
+    """The index-only server of one agent, started and stopped with it."""
 
+    def __init__(self) -> None:
+        self._running: tuple[Any, asyncio.Task[None], socket.socket] | None = None
+
+    async def start(self, agent: AgentContext) -> None:
+        """Starts the index-only server (a start hook). Raises :class:`BackendUnavailable` when
+        the address cannot be bound (another process holds it)."""
+        self._running = await _serve_index(agent)
+
+    async def stop(self, agent: AgentContext) -> None:
+        """Stops the index-only server if one runs (a shutdown hook)."""
+        if self._running is None:
+            return
+        server, task, sock = self._running
+        self._running = None
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, 10)
+        except Exception:
+            task.cancel()
+        sock.close()
+
+
+async def _serve_index(agent: AgentContext) -> tuple[Any, asyncio.Task[None], socket.socket] | None:
     addr = index_listen_address(agent)
     if addr is None:
-        return
+        return None
     family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -97,13 +113,13 @@ async def start_index_listener(agent: Agent) -> None:
         sock.close()
         if exc.errno == errno.EADDRNOTAVAIL:  # not this host's address: something else serves it there
             log.info("package index address %s:%d is not this host's: no index listener started", *addr)
-            return
+            return None
         raise BackendUnavailable(
             f"cannot serve the package index for workspaces on {addr[0]}:{addr[1]}: {exc.strerror or exc}",
             f"free that port, or set {agent.runtime.name}.index in agent.yaml to an address:port of this host",
         ) from None
     cfg = agent.config
-    server = _server_class()(
+    server = _IndexServer(
         uvicorn.Config(
             build_index_app(agent),
             log_level="warning",
@@ -122,19 +138,5 @@ async def start_index_listener(agent: Agent) -> None:
         raise BackendUnavailable(
             f"the package index listener on {addr[0]}:{addr[1]} did not start", "see the agent's log"
         )
-    agent.extensions[_KEY] = (server, task, sock)
     log.info("package index for workspaces also served on %s:%d (index only)", *addr)
-
-
-async def stop_index_listener(agent: Agent) -> None:
-    """Stops the index-only server if one runs (a shutdown hook)."""
-    entry = agent.extensions.pop(_KEY, None)
-    if entry is None:
-        return
-    server, task, sock = entry
-    server.should_exit = True
-    try:
-        await asyncio.wait_for(task, 10)
-    except Exception:
-        task.cancel()
-    sock.close()
+    return server, task, sock

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from ..config import ConfigError
+from ..settings import ConfigError
 
 __all__ = ["bind_listeners"]
 

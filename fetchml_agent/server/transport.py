@@ -48,12 +48,12 @@ from ..protocol import (
     parse_header,
     parse_request,
 )
-from ..service import OPERATIONS, Call
+from ..service import OPERATIONS, Call, Result
 from .guard import PENALTY_SECONDS, PeerGuard
 
 if TYPE_CHECKING:
     from ..agent import Agent
-    from ..config import User
+    from ..settings import User
 
 __all__ = ["PROTOCOL_VERSION", "Connection", "error_frame", "handle_frame", "max_frame_after_auth"]
 
@@ -122,8 +122,8 @@ async def handle_frame(agent: Agent, conn: Connection, frame: bytes | str, send:
     conn.authenticated_once()
     assert isinstance(frame, (bytes, bytearray, memoryview))
     try:
-        for check in agent.extensions.get("call_checks", []):  # access: allowlists, admin MFA (docs/access.md)
-            check(agent, user, key, opcode.name.lower())
+        for check in agent.services.hooks.call_checks:  # access: allowlists, admin MFA (docs/access.md)
+            check(user, key, opcode.name.lower())
         if opcode == Opcode.HELLO:
             await send(_hello(agent, conn, user, parse_request(frame, max_body=conn.max_body).args()))
             return True
@@ -152,6 +152,12 @@ async def handle_frame(agent: Agent, conn: Connection, frame: bytes | str, send:
             ErrorPacket(int(ErrorCode.UNKNOWN), "internal error in the agent", "the agent's log has the details").serialize()
         )
         return True
+    await _send_result(send, opcode, streaming, result)
+    return True
+
+
+async def _send_result(send: Send, opcode: Opcode, streaming: bool, result: Result) -> None:
+    """A stream ends with data (if any) and success; otherwise one packet, as the seed says for its opcodes."""
     if streaming:
         if result.data_type is not None:
             await send(DataPacket(result.data_type, result.json_bytes()).serialize())
@@ -160,7 +166,6 @@ async def handle_frame(agent: Agent, conn: Connection, frame: bytes | str, send:
         await send(DataPacket(result.data_type, result.json_bytes()).serialize())
     else:
         await send(SuccessPacket(result.message).serialize())
-    return True
 
 
 def _too_many() -> TooManyAuthFailures:

@@ -10,16 +10,15 @@ history. Every event carries its chain digest (docs/audit.md); verifying is in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import PermissionDenied
 from ..protocol.opcodes import Opcode
 from ..store.audit import query_events
-from . import Call, Result, operation
 from .access import OWN, require
-
-if TYPE_CHECKING:
-    from ..agent import Agent
+from .calls import Call, Result
+from .context import AgentContext
+from .registry import operation
 
 __all__ = ["audit_log"]
 
@@ -33,7 +32,7 @@ __all__ = ["audit_log"]
         "action": {"type": "string", "nullable": True, "default": None},
     },
 )
-async def audit_log(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def audit_log(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     name = args["name"]
     ws_id = None
     if name:

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
-from ..errors import InsufficientResources, InvalidArgument, NotFound, NotSupported
+from ..errors import InsufficientResources, InvalidArgument, NotFound
 from ..experiments import remote
 from ..experiments.config import parse_duration, validate_experiment_id, validate_run_config
 from ..experiments.executor import Executor, run_view
 from ..experiments.files import build_snapshot, resolve_target
+from ..experiments.metadata import export_document, metadata_document
 from ..experiments.records import (
     Run,
     count_runs,
+    forget_workspace_sync,
     get_experiment,
     get_run,
     insert_run,
@@ -37,74 +39,62 @@ from ..experiments.records import (
     runs_of,
     status_summary,
 )
-from ..experiments.runner import write_json
+from ..experiments.sync import sync_workspace
+from ..jsonfiles import write_json
 from ..protocol.opcodes import Opcode
-from . import Call, Result, operation
 from .access import EDIT, USE, VIEW, require, role_of, visible
+from .calls import Call, Result
+from .context import AgentContext
+from .registry import operation
 
 if TYPE_CHECKING:
-    from ..agent import Agent
     from ..store.workspaces import Workspace
 
-__all__ = ["executor_of", "setup"]
+__all__ = ["check_create", "close", "executor_of", "link_after_create", "on_delete", "start", "status_section"]
 
 _STATUS_LIST_LIMIT = 20
 _RECENT = 10
 
 
-def executor_of(agent: Agent) -> Executor:
-    ex: Executor = agent.extensions["experiments"]
-    return ex
+def executor_of(agent: AgentContext) -> Executor:
+    return agent.services.experiments
 
 
-# -- hooks --------------------------------------------------------------------------------------
+# -- hooks (registered by fetchml_agent.agent.build_services) ------------------------------------
 
 
-def setup(agent: Agent) -> None:
-    agent.extensions["experiments"] = Executor(agent)
-    ext = agent.extensions
-    ext.setdefault("create_hooks", []).append(_check_create)
-    ext.setdefault("after_create_hooks", []).append(_link_after_create)
-    ext.setdefault("delete_hooks", []).append(_on_delete)
-    ext.setdefault("status_hooks", []).append(_status_section)
-    ext.setdefault("start_hooks", []).append(_start)
-    ext.setdefault("shutdown_hooks", []).append(_close)
+async def start(agent: AgentContext) -> None:
+    await agent.services.experiments.start()
 
 
-async def _start(agent: Agent) -> None:
-    await executor_of(agent).start()
+async def close(agent: AgentContext) -> None:
+    await agent.services.experiments.close()
 
 
-async def _close(agent: Agent) -> None:
-    await executor_of(agent).close()
-
-
-async def _check_create(agent: Agent, call: Call, ws: Workspace) -> None:
+async def check_create(agent: AgentContext, call: Call, ws: Workspace) -> None:
     if ws.config.get("experiment") is not None:
         validate_experiment_id(ws.config["experiment"])
 
 
-async def _link_after_create(agent: Agent, call: Call, ws: Workspace) -> None:
+async def link_after_create(agent: AgentContext, call: Call, ws: Workspace) -> None:
     if ws.config.get("experiment"):
         await _link(agent, call, ws, ws.config["experiment"])
 
 
-async def _on_delete(agent: Agent, call: Call, ws: Workspace) -> None:
-    from ..experiments.records import forget_workspace_sync
-
-    await executor_of(agent).cancel_workspace_runs(ws.id)
+async def on_delete(agent: AgentContext, call: Call, ws: Workspace) -> None:
+    await agent.services.experiments.cancel_workspace_runs(ws.id)
     await agent.store.run(forget_workspace_sync, ws.id)
 
 
-def _can_see(agent: Agent, call: Call, visible_ids: set[str], workspace_id: str, user: str) -> bool:
+def _can_see(agent: AgentContext, call: Call, visible_ids: set[str], workspace_id: str, user: str) -> bool:
     return call.user.is_admin or workspace_id in visible_ids or user == call.user.name
 
 
-def _visible_ids(agent: Agent, call: Call) -> set[str]:
+def _visible_ids(agent: AgentContext, call: Call) -> set[str]:
     return {ws.id for ws in agent.workspaces.values() if visible(agent, call.user, ws)}
 
 
-async def _status_section(agent: Agent, call: Call) -> dict[str, Any]:
+async def status_section(agent: AgentContext, call: Call) -> dict[str, Any]:
     """``ml status``'s runs: counts by status, the queue, what runs now, the latest finished."""
     counts_rows, active, recent = await agent.store.run(status_summary, _RECENT if call.user.is_admin else _RECENT * 5)
     ids = _visible_ids(agent, call)
@@ -129,7 +119,7 @@ async def _status_section(agent: Agent, call: Call) -> dict[str, Any]:
 # -- link -----------------------------------------------------------------------------------------
 
 
-async def _link(agent: Agent, call: Call, ws: Workspace, experiment_id: str) -> dict[str, Any]:
+async def _link(agent: AgentContext, call: Call, ws: Workspace, experiment_id: str) -> dict[str, Any]:
     experiment_id = validate_experiment_id(experiment_id)
     created, linked = await agent.store.run(link_experiment, ws.id, experiment_id, call.user.name)
     if ws.config.get("experiment") != experiment_id:
@@ -153,7 +143,7 @@ async def _link(agent: Agent, call: Call, ws: Workspace, experiment_id: str) -> 
         "experiment_id": {"type": "string", "required": True, "empty": False},
     },
 )
-async def link(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def link(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, EDIT, "linking an experiment")
     doc = await _link(agent, call, ws, args["experiment_id"])
@@ -240,22 +230,15 @@ def _adopt_snapshot(work: Path, run_dir: Path, job: dict[str, Any], manifest: di
 
 
 @operation(Opcode.QUEUE_RUN, routes=[("POST", "/api/v1/experiments/runs")], schema=_QUEUE_SCHEMA)
-async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def queue_run(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["workspace"])
     require(agent, call.user, ws, USE, "queueing a run")
-    on_remote = remote.is_remote(agent)
-    if on_remote:
-        remote.check_ready(agent, executor_of(agent).root)
-    elif agent.runtime.name != "local":
-        raise NotSupported(
-            f"queueing runs on the {agent.runtime.name} runtime is not supported by this agent",
-            "the local runtime runs them on the agent's host, docker in containers, nomad as batch jobs",
-        )
+    ex = executor_of(agent)
+    ex.snapshot_location()  # NotSupported when the runtime cannot run them or has nowhere to put them
     if args.get("notebook") and args.get("script"):
         raise InvalidArgument("name one thing to run: --notebook or --script, not both")
-    ex = executor_of(agent)
     run_id = "run-" + secrets.token_hex(5)
-    if not on_remote:
+    if agent.runtime.capabilities.host_files:
         return await _queue(agent, call, args, ws, ex, run_id, Path(ws.path), None)
     # The workspace's files live in its workload: copy its sources out first, then read the
     # config and resolve the target in that copy, which becomes the run's snapshot.
@@ -267,7 +250,7 @@ async def queue_run(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         await run_blocking(shutil.rmtree, staging, True)
 
 
-async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, ex: Executor, run_id: str,
+async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Workspace, ex: Executor, run_id: str,
                  root: Path, fetched: dict[str, Any] | None) -> Result:
     """Queue from the workspace files under ``root`` (``fetched``: the manifest when ``root`` is
     already the run's snapshot, taken from a remote workspace)."""
@@ -294,10 +277,10 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
     target: str = await run_blocking(resolve_target, root, str(wanted), kind, shown)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
-    capacity = ex.gpu_capacity()
-    if gpus > capacity and not getattr(agent.runtime, "schedules_runs", False):  # Nomad: its scheduler decides
+    host_gpus = agent.runtime.gpus  # None: the backend (Nomad) places GPUs and decides
+    if host_gpus is not None and gpus > host_gpus.capacity:
         raise InsufficientResources(
-            f"the run asks for {gpus} GPU{'s' if gpus != 1 else ''}, but this host has {capacity}",
+            f"the run asks for {gpus} GPU{'s' if gpus != 1 else ''}, but this host has {host_gpus.capacity}",
             "set resources.gpu in the experiment config to what the host has (0 for a CPU-only run)",
         )
     timeout = config.get("timeout")
@@ -356,7 +339,7 @@ async def _queue(agent: Agent, call: Call, args: dict[str, Any], ws: Workspace, 
 # -- sync -----------------------------------------------------------------------------------------
 
 
-async def _linked_experiment(agent: Agent, ws: Workspace, requested: str | None) -> str:
+async def _linked_experiment(agent: AgentContext, ws: Workspace, requested: str | None) -> str:
     links = [link["id"] for link in await agent.store.run(links_of, ws.id)]
     experiment = requested or ws.config.get("experiment")
     if not experiment:
@@ -380,9 +363,7 @@ async def _linked_experiment(agent: Agent, ws: Workspace, requested: str | None)
         "experiment": {"type": "string", "nullable": True, "default": None},
     },
 )
-async def sync(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
-    from ..experiments.sync import sync_workspace
-
+async def sync(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, EDIT, "syncing")
     experiment = await _linked_experiment(agent, ws, args.get("experiment"))
@@ -402,9 +383,7 @@ async def sync(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
     routes=[("GET", "/api/v1/jupyter/workspaces/{name}/metadata")],
     schema={"name": {"type": "string", "required": True, "empty": False}},
 )
-async def metadata(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
-    from ..experiments.metadata import metadata_document
-
+async def metadata(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing metadata of")
     return Result(ws.name, "workspace_metadata", await metadata_document(agent, ws))
@@ -418,9 +397,7 @@ async def metadata(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         "format": {"type": "string", "allowed": ["json", "csv"], "default": "json"},
     },
 )
-async def export(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
-    from ..experiments.metadata import export_document
-
+async def export(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "exporting metadata of")
     doc = await export_document(agent, ws)
@@ -432,7 +409,7 @@ async def export(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
 # -- runs: cancel, status, info -----------------------------------------------------------------
 
 
-async def _visible_run(agent: Agent, call: Call, run_id: str, level: int, action: str) -> Run:
+async def _visible_run(agent: AgentContext, call: Call, run_id: str, level: int, action: str) -> Run:
     run = await agent.store.run(get_run, run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r}", "`ml status` lists the runs you can see")
@@ -449,7 +426,7 @@ _RUN_ID = {"run_id": {"type": "string", "required": True, "empty": False}}
 
 
 @operation(Opcode.CANCEL_RUN, routes=[("POST", "/api/v1/experiments/runs/{run_id}/cancel")], schema=_RUN_ID)
-async def cancel(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def cancel(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     run = await _visible_run(agent, call, args["run_id"], USE, "cancelling a run")
     before = run.status
     run = await executor_of(agent).cancel(run.id)
@@ -468,7 +445,7 @@ async def cancel(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         "limit": {"type": "integer", "coerce": int, "min": 1, "max": 10000, "default": 50},
     },
 )
-async def run_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def run_status(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     filters: dict[str, Any] = {"experiment_id": args.get("experiment"), "status": args.get("status")}
     if args.get("workspace"):
         ws = agent.find_workspace(args["workspace"])
@@ -486,7 +463,7 @@ async def run_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
 
 
 @operation(Opcode.RUN_INFO, routes=[("GET", "/api/v1/experiments/runs/{run_id}")], schema=_RUN_ID)
-async def run_info(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def run_info(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     run = await _visible_run(agent, call, args["run_id"], VIEW, "viewing a run")
     run = executor_of(agent).active.get(run.id, run)
     view = run_view(run)

@@ -3,23 +3,24 @@
 Every package is decided by the agent-wide package policy BEFORE anything is built (a denied
 package raises :class:`PolicyDenied`, one that needs approval :class:`ApprovalRequired`); the
 base must be in the runtime's allowed bases; pip inside the build installs through the agent's
-filtering index (a build-only key, see ``PackageService.build_index_url``), so dependencies are
-checked too. The build log streams as log packets. Runtimes without ``build_image`` (local) answer
-:class:`NotSupported`. One audit event per build (``image.build``): ok, denied or error.
+filtering index (a build-only key, see ``PackageIndex.build_index_url``), so dependencies are
+checked too. The build log streams as log packets. Runtimes that are no
+:class:`~fetchml_agent.runtimes.base.ImageBuilder` (local, nomad) answer :class:`NotSupported`.
+One audit event per build (``image.build``): ok, denied or error.
 """
 
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import ApprovalRequired, FetchmlError, NotSupported, PolicyDenied
+from ..errors import ApprovalRequired, FetchmlError, PolicyDenied
 from ..policy.engine import decide
 from ..protocol.opcodes import Opcode
-from . import Call, Result, operation
-
-if TYPE_CHECKING:
-    from ..agent import Agent
+from ..runtimes.base import ImageBuilder, capability
+from .calls import Call, Result
+from .context import AgentContext
+from .registry import operation
 
 __all__ = ["build_image"]
 
@@ -32,18 +33,12 @@ _SCHEMA: dict[str, Any] = {
 
 
 @operation(Opcode.BUILD_IMAGE, routes=[("POST", "/api/v1/images")], schema=_SCHEMA)
-async def build_image(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def build_image(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Build image ``name`` FROM ``base`` with ``packages``; answers ``{"image": tag, ...}``."""
-    runtime = agent.runtime
-    builder = getattr(runtime, "build_image", None)
+    builder = capability(agent.runtime, ImageBuilder)
     packages = [p for item in args["packages"] for p in shlex.split(item)]
     details = {"image": args["name"], "base": args["base"], "packages": packages, "gpu_support": args["gpu_support"]}
-    if not callable(builder):
-        raise NotSupported(
-            f"the {runtime.name} runtime cannot build images",
-            "ml jupyter build needs runtime: docker in agent.yaml (images are built by the Docker engine)",
-        )
-    svc = agent.extensions["packages"]
+    svc = agent.services.packages
 
     def check(specs: list[str]) -> None:
         for spec in specs:
@@ -53,13 +48,13 @@ async def build_image(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
         await call.log((line + "\n").encode("utf-8", "replace"))
 
     try:
-        with svc.build_index_url() as index_url:
-            tag = await builder(
+        with svc.index.build_index_url() as index_url:
+            tag = await builder.build_image(
                 args["name"],
                 base=args["base"],
                 packages=packages,
                 check_packages=check,
-                allowed_bases=getattr(runtime, "allowed_bases", None),
+                allowed_bases=builder.allowed_bases,
                 progress=progress,
                 gpu_support=args["gpu_support"],
                 index_url=index_url,

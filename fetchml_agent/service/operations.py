@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BackendError, InvalidArgument, InvalidState, NotFound
 from ..protocol.opcodes import Opcode
 from ..runtimes.base import Resources
-from . import Call, Result, operation
 from .access import EDIT, USE, VIEW, require
-from .workspaces import _resources, _start, _stop, browser_url, spec_for, workspace_view
+from .calls import Call, Result
+from .context import AgentContext
+from .registry import operation
+from .views import browser_url, workspace_view
+from .workspaces import _resources, _start, _stop
 
 if TYPE_CHECKING:
-    from ..agent import Agent
     from ..store.workspaces import Workspace
 
 __all__ = ["GIT_VERBS"]
@@ -41,7 +43,7 @@ def _running(ws: Workspace, what: str) -> None:
             "gpu": {"type": ["integer", "string"], "nullable": True, "default": None},
             "disk": {"type": ["string", "integer"], "nullable": True, "default": None}},
 )
-async def scale_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def scale_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """New resources; a running workspace restarts so that its limits take effect."""
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, EDIT, "scaling")
@@ -74,7 +76,7 @@ async def scale_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Res
     routes=[("POST", "/api/v1/jupyter/workspaces/{name}/reset")],
     schema={**_NAME, "hard": {"type": "boolean", "default": False}},
 )
-async def reset_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def reset_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Soft: stop everything (kernels included) and start clean. Hard: also discard every package
     installed into the workspace's environment. Files are kept either way."""
     ws = agent.find_workspace(args["name"])
@@ -84,8 +86,8 @@ async def reset_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Res
         await _stop(agent, ws)
         if args["hard"]:
             await call.progress("discarding the workspace's installed packages")
-            await agent.runtime.reset_environment(spec_for(agent, ws), None)
-            for hook in agent.extensions.get("reset_hooks", []):
+            await agent.runtime.reset_environment(agent.workspace_spec(ws), None)
+            for hook in agent.services.hooks.reset:
                 await hook(agent, call, ws)
         await _start(agent, call, ws)
     await agent.audit(call.user.name, "workspace.reset", ws.name, hard=args["hard"])
@@ -98,7 +100,7 @@ async def reset_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Res
     schema={**_NAME, "interval": {"type": "number", "coerce": float, "min": 0.2, "max": 3600, "default": 2.0},
             "count": {"type": "integer", "coerce": int, "min": 1, "max": 100000, "default": 10}},
 )
-async def monitor_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def monitor_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """``count`` samples of resource use, one log packet (a JSON line) every ``interval`` s."""
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "monitoring")
@@ -117,7 +119,7 @@ async def monitor_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> R
     routes=[("GET", "/api/v1/jupyter/workspaces/{name}/logs")],
     schema={**_NAME, "lines": {"type": "integer", "coerce": int, "min": 1, "max": 10000, "default": 100}},
 )
-async def workspace_logs(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_logs(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, USE, "reading the server log of")
     path = (ws.runtime_state or {}).get("log") or str(agent.data_dir / "logs" / f"{ws.id}.log")
@@ -138,7 +140,7 @@ GIT_VERBS = {"init", "add", "commit", "status", "log", "diff", "branch", "checko
     routes=[("POST", "/api/v1/jupyter/workspaces/{name}/git")],
     schema={**_NAME, "args": {"type": "list", "required": True, "minlength": 1, "schema": {"type": "string"}}},
 )
-async def workspace_git(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_git(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """``ml jupyter git WS VERB ...``: git inside the workspace's directory, in its environment."""
     ws = agent.find_workspace(args["name"])
     git_args: list[str] = args["args"]
@@ -149,7 +151,7 @@ async def workspace_git(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
         raise InvalidArgument("git options that run other programs or change git's configuration are refused")
     require(agent, call.user, ws, VIEW if verb in ("status", "log", "diff", "show") else EDIT, f"git {verb}")
     argv = ["git", "-c", f"user.name={call.user.name}", "-c", f"user.email={call.user.name}@fetchml.local", *git_args]
-    result = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, None, {"GIT_TERMINAL_PROMPT": "0"}, 120)
+    result = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, argv, None, {"GIT_TERMINAL_PROMPT": "0"}, 120)
     output = result.output.decode("utf-8", errors="replace")
     if verb not in ("status", "log", "diff", "show"):
         await agent.audit(call.user.name, f"git.{verb}", ws.name, "ok" if result.exit_code == 0 else "error", args=git_args)
@@ -209,7 +211,7 @@ elif action == "restore":
             "version": {"type": "integer", "coerce": int, "nullable": True, "default": None},
             "note": {"type": "string", "default": ""}},
 )
-async def notebook_version(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def notebook_version(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Save, list or restore versions of a notebook (``ml jupyter version WS nb.ipynb``)."""
     ws = agent.find_workspace(args["name"])
     action = args["action"]
@@ -218,7 +220,7 @@ async def notebook_version(agent: Agent, call: Call, args: dict[str, Any]) -> Re
         raise InvalidArgument("say which version to restore: --restore N")
     arg = str(args["version"]) if action == "restore" else args["note"]
     argv = ["python", "-c", _VERSION_SCRIPT, action, args["notebook"], arg]
-    result = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state, argv, None, None, 60)
+    result = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, argv, None, None, 60)
     try:
         doc = json.loads(result.output.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -237,7 +239,7 @@ async def notebook_version(agent: Agent, call: Call, args: dict[str, Any]) -> Re
     schema={**_NAME, "apply": {"type": "boolean", "default": False},
             "idle_minutes": {"type": "number", "coerce": float, "min": 0, "default": 60}},
 )
-async def optimize_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def optimize_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Compare use with limits and find idle kernels; with ``apply``, shut the idle kernels down."""
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, EDIT if args["apply"] else VIEW, "optimizing")

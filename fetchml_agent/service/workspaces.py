@@ -14,10 +14,10 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..access.ops import personal_token, require_password_change
 from ..aio import run_blocking
+from ..allocators import workspace_holder
 from ..errors import (
     AlreadyExists,
     FetchmlError,
@@ -27,17 +27,16 @@ from ..errors import (
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
-from ..runtimes.base import Resources, WorkspaceSpec
+from ..runtimes.base import Resources
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
-from ..units import format_size_mb, parse_cpu, parse_size_mb
-from . import Call, Result, operation
-from .access import OWN, USE, VIEW, grants_of, require, visible
+from ..units import parse_cpu, parse_size_mb
+from .access import OWN, USE, VIEW, require, require_password_change, visible
+from .calls import Call, Result
+from .context import AgentContext
+from .registry import operation
+from .views import browser_url, resources_view, service_view, workspace_view
 
-if TYPE_CHECKING:
-    from ..agent import Agent
-    from ..config import User
-
-__all__ = ["adopt_all", "reconcile_once", "validate_name", "workspace_view", "service_view", "spec_for"]
+__all__ = ["adopt_all", "hash_password", "reconcile_once", "validate_name"]
 
 _NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 ACTIVE = ("starting", "running", "stopping")
@@ -68,93 +67,13 @@ def _resources(args: dict[str, Any], base: dict[str, Any] | None = None) -> Reso
     return Resources(cpu=cpu, memory_mb=memory, gpu=int(gpu), disk_mb=disk)
 
 
-def _resources_view(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "cpu": r.get("cpu"),
-        "memory": format_size_mb(r["memory_mb"]) if r.get("memory_mb") else None,
-        "memory_mb": r.get("memory_mb"),
-        "gpu": r.get("gpu", 0),
-        "disk": format_size_mb(r["disk_mb"]) if r.get("disk_mb") else None,
-    }
-
-
-def browser_url(ws: Workspace, agent: Agent | None = None, user: User | None = None) -> str | None:
-    """What opens the workspace in a browser for ``user``: their own personal token rides along
-    (fetchml_agent/access; never the server's credential). Without a user, the login page."""
-    if not ws.url or ws.status != "running":
-        return None
-    base = ws.url.replace("://127.0.0.1:", "://localhost:")
-    token = personal_token(agent, user, ws) if agent is not None and user is not None else None
-    return f"{base}lab?token={token}" if token else f"{base}lab"
-
-
-def workspace_view(agent: Agent, ws: Workspace, user: User | None = None) -> dict[str, Any]:
-    limits = dict(ws.limits or {})
-    limits.setdefault("enforced", False)
-    return {
-        "id": ws.id,
-        "name": ws.name,
-        "owner": ws.owner,
-        "status": ws.status,
-        "message": ws.status_message,
-        "url": browser_url(ws, agent, user),
-        "path": ws.path,
-        "port": ws.port,
-        "runtime": ws.runtime,
-        "image": ws.image,
-        "resources": _resources_view(ws.resources),
-        "limits": limits,
-        "limits_enforced": bool(limits.get("enforced")),
-        "password_protected": bool(ws.password_hash),
-        "experiment": ws.config.get("experiment"),
-        "access": grants_of(agent, ws),
-        "created_at": ws.created_at,
-        "updated_at": ws.updated_at,
-        "started_at": ws.started_at,
-    }
-
-
-def service_view(ws: Workspace, agent: Agent | None = None, user: User | None = None) -> dict[str, Any]:
-    return {
-        "id": ws.id,
-        "name": ws.name,
-        "workspace": ws.path,
-        "status": ws.status,
-        "url": browser_url(ws, agent, user),
-        "owner": ws.owner,
-        "port": ws.port,
-        "runtime": ws.runtime,
-        "created_at": ws.created_at,
-    }
-
-
-def spec_for(agent: Agent, ws: Workspace, gpu_ids: tuple[int, ...] = ()) -> WorkspaceSpec:
-    env = {k: str(v) for k, v in (ws.config.get("env") or {}).items()}
-    for hook in agent.extensions.get("workspace_env_hooks", []):
-        env.update(hook(agent, ws))
-    return WorkspaceSpec(
-        id=ws.id,
-        name=ws.name,
-        owner=ws.owner,
-        path=Path(ws.path),
-        token=ws.token,
-        password_hash=ws.password_hash,
-        resources=Resources.from_dict(ws.resources),
-        image=ws.image,
-        port=ws.port,
-        env=env,
-        labels={"fetchml.workspace": ws.name, "fetchml.owner": ws.owner},
-        gpu_ids=gpu_ids,
-    )
-
-
-def _hash_password(password: str) -> str:
+def hash_password(password: str) -> str:
     from jupyter_server.auth.security import passwd
 
     return passwd(password)
 
 
-def _allowed_path(agent: Agent, user: Any, path: Path) -> None:
+def _allowed_path(agent: AgentContext, user: Any, path: Path) -> None:
     roots = [Path(p).expanduser().resolve() for p in agent.config.section("local").get("workspace_roots", [])]
     roots.append((agent.data_dir / "workspaces").resolve())
     if user.is_admin or any(path == r or r in path.parents for r in roots):
@@ -165,36 +84,47 @@ def _allowed_path(agent: Agent, user: Any, path: Path) -> None:
     )
 
 
-def _assign_gpus(agent: Agent, ws: Workspace, count: int) -> tuple[int, ...]:
-    if count <= 0:
-        return ()
-    capacity = agent.runtime.gpu_capacity()
-    if capacity is None:  # the backend (Nomad) places GPUs itself
-        return ()
-    used: set[int] = set()
-    for other in agent.workspaces.values():
-        if other.id != ws.id and other.status in ACTIVE and other.runtime_state:
-            used.update(other.runtime_state.get("gpu_indexes") or [])
-    free = [i for i in range(capacity) if i not in used]
-    if count > len(free):
-        raise InsufficientResources(
-            f"asked for {count} GPU{'s' if count != 1 else ''}, but only {len(free)} of {capacity} "
-            f"{'is' if len(free) == 1 else 'are'} free on this host",
-            "stop a workspace that holds a GPU, or ask for fewer (--gpu)",
-        )
-    return tuple(free[:count])
+def _claim_host_resources(agent: AgentContext, ws: Workspace) -> tuple[int, ...]:
+    """The GPUs (and, where the agent picks ports, the port) ``ws`` starts with, claimed from the
+    runtime's allocators; a runtime whose backend places them itself has none."""
+    holder = workspace_holder(ws.id)
+    gpu_ids: tuple[int, ...] = ()
+    if agent.runtime.gpus is not None:
+        gpu_ids = agent.runtime.gpus.claim(holder, int(ws.resources.get("gpu") or 0))
+    if agent.runtime.ports is not None:
+        try:
+            ws.port = agent.runtime.ports.claim(holder, ws.port)
+        except BaseException:
+            _release_host_resources(agent, ws)
+            raise
+    return gpu_ids
 
 
-async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
+def _release_host_resources(agent: AgentContext, ws: Workspace) -> None:
+    """Give back what ``ws`` held: it stopped, failed, or was found gone."""
+    for allocator in (agent.runtime.gpus, agent.runtime.ports):
+        if allocator is not None:
+            allocator.release(workspace_holder(ws.id))
+
+
+def _hold_host_resources(agent: AgentContext, ws: Workspace) -> None:
+    """After an agent restart: ``ws`` runs, so what it started with is held again."""
+    state = ws.runtime_state or {}
+    if agent.runtime.gpus is not None and state.get("gpu_indexes"):
+        try:
+            agent.runtime.gpus.hold(workspace_holder(ws.id), state["gpu_indexes"], what=f"workspace {ws.name}")
+        except InsufficientResources as exc:  # the host lost a GPU meanwhile: say so, keep running
+            ws.status_message = exc.message
+    if agent.runtime.ports is not None and ws.port:
+        agent.runtime.ports.hold(workspace_holder(ws.id), ws.port)
+
+
+async def _start(agent: AgentContext, call: Call, ws: Workspace) -> None:
     """Start ``ws`` (its record already saved); on failure the record says why."""
     if agent.start_slots.locked():
         raise agent.overloaded()
     async with agent.start_slots:
-        gpu_ids = _assign_gpus(agent, ws, int(ws.resources.get("gpu") or 0))
-        if agent.runtime.name == "local":
-            taken = {o.port for o in agent.workspaces.values() if o.id != ws.id and o.status in ACTIVE and o.port}
-            if ws.port is None or ws.port in taken or not _port_usable(ws.port):
-                ws.port = agent.runtime.pick_port(taken)  # type: ignore[attr-defined]
+        gpu_ids = _claim_host_resources(agent, ws)
         ws.status, ws.status_message = "starting", ""
         await agent.save(ws)
         await call.progress(f"starting workspace {ws.name} on the {agent.runtime.name} runtime")
@@ -202,20 +132,24 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
             # The package policy's startup scan: a hook that raises stops the start. An
             # after-start hook gets the new workload's state (for runtimes that can only look
             # inside a running workspace); if it raises, the workload is stopped again.
-            for hook in agent.extensions.get("before_start_hooks", []):
+            for hook in agent.services.hooks.before_start:
                 await hook(agent, call, ws)
-            started = await agent.runtime.start(spec_for(agent, ws, gpu_ids), call.progress)
+            started = await agent.runtime.start(agent.workspace_spec(ws, gpu_ids), call.progress)
             try:
-                for after in agent.extensions.get("after_start_hooks", []):
+                for after in agent.services.hooks.after_start:
                     await after(agent, call, ws, started.state)
             except BaseException:
                 await agent.runtime.stop(started.state, grace=2.0)
                 raise
         except FetchmlError as exc:
+            _release_host_resources(agent, ws)
             ws.status, ws.status_message, ws.runtime_state = "failed", exc.message, None
             await agent.save(ws)
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            _release_host_resources(agent, ws)
+            if not isinstance(exc, Exception):
+                raise
             ws.status, ws.status_message, ws.runtime_state = "failed", f"start failed: {exc}", None
             await agent.save(ws)
             raise
@@ -229,18 +163,12 @@ async def _start(agent: Agent, call: Call, ws: Workspace) -> None:
         await agent.save(ws)
 
 
-def _port_usable(port: int) -> bool:
-    from ..runtimes.local import _port_free
-
-    return _port_free(port)
-
-
-async def _stop(agent: Agent, ws: Workspace) -> None:
+async def _stop(agent: AgentContext, ws: Workspace) -> None:
     if ws.runtime_state:
         ws.status = "stopping"
         await agent.save(ws)
-        grace = float(agent.config.section("local").get("stop_grace", 5))
-        await agent.runtime.stop(ws.runtime_state, grace=grace)
+        await agent.runtime.stop(ws.runtime_state, grace=agent.runtime.stop_grace)
+    _release_host_resources(agent, ws)
     ws.status, ws.status_message, ws.runtime_state, ws.url = "stopped", "", None, None
     await agent.save(ws)
 
@@ -264,7 +192,7 @@ _CREATE_SCHEMA: dict[str, Any] = {
 }
 
 
-def _load_template(agent: Agent, name: str) -> dict[str, Any]:
+def _load_template(agent: AgentContext, name: str) -> dict[str, Any]:
     import yaml
 
     tdir = agent.config.raw.get("templates_dir")
@@ -285,7 +213,7 @@ def _load_template(agent: Agent, name: str) -> dict[str, Any]:
     raise InvalidArgument(f"no template named {name!r}", "available: " + (", ".join(known) or "none"))
 
 
-def _merge_config(agent: Agent, args: dict[str, Any]) -> dict[str, Any]:
+def _merge_config(agent: AgentContext, args: dict[str, Any]) -> dict[str, Any]:
     """Template, then workspace-config document, then explicit fields: later wins."""
     merged: dict[str, Any] = {}
     layers = []
@@ -303,7 +231,7 @@ def _merge_config(agent: Agent, args: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start: bool = False) -> Workspace:
+async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed_start: bool = False) -> Workspace:
     name = validate_name(args["name"])
     if name in agent.workspaces:
         raise AlreadyExists(f"a workspace named {name!r} already exists", "pick another name, or `ml jupyter info " + name + "`")
@@ -337,7 +265,7 @@ async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start:
         updated_at=now,
         status="starting",
         managed_path=managed,
-        password_hash=await run_blocking(_hash_password, args["password"]) if args.get("password") else None,
+        password_hash=await run_blocking(hash_password, args["password"]) if args.get("password") else None,
         resources=resources.to_dict(),
         image=args.get("image") or doc.get("image"),
         config={
@@ -349,7 +277,7 @@ async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start:
             "experiment": args.get("experiment"),
         },
     )
-    for hook in agent.extensions.get("create_hooks", []):
+    for hook in agent.services.hooks.create:
         await hook(agent, call, ws)
     await run_blocking(path.mkdir, parents=True, exist_ok=True)
     await agent.store.run(insert_workspace, ws)
@@ -363,14 +291,14 @@ async def _create(agent: Agent, call: Call, args: dict[str, Any], *, seed_start:
         await agent.audit(call.user.name, "workspace.create", name, "error", error=str(exc))
         raise
     await agent.audit(call.user.name, "workspace.create", name, resources=ws.resources, runtime=ws.runtime)
-    for hook in agent.extensions.get("after_create_hooks", []):
+    for hook in agent.services.hooks.after_create:
         await hook(agent, call, ws)
     return ws
 
 
-async def _discard(agent: Agent, ws: Workspace) -> None:
+async def _discard(agent: AgentContext, ws: Workspace) -> None:
     try:
-        await agent.runtime.remove(spec_for(agent, ws), ws.runtime_state)
+        await agent.runtime.remove(agent.workspace_spec(ws), ws.runtime_state)
     except FetchmlError:
         pass
     await agent.store.run(delete_workspace, ws.id)
@@ -388,7 +316,7 @@ def _rmdir_if_empty(path: Path) -> None:
 
 
 @operation(Opcode.CREATE_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces")], schema=_CREATE_SCHEMA)
-async def create_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def create_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = await _create(agent, call, args)
     url = browser_url(ws, agent, call.user)
     return Result(f"workspace {ws.name} is running at {url}", "workspace", workspace_view(agent, ws, call.user), 201)
@@ -403,7 +331,7 @@ async def create_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Re
         "password": {"type": "string", "default": ""},
     },
 )
-async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def start_service(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """The seed's 0x0D: start (creating if needed) a service named ``name`` on ``workspace``."""
     name = validate_name(args["name"])
     ws = agent.workspaces.get(name)
@@ -426,7 +354,7 @@ async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
         if args["password"]:
             # access: the password logs in as the owner, so only they (or an admin) may set it.
             await require_password_change(agent, call, ws)
-            ws.password_hash = await run_blocking(_hash_password, args["password"])
+            ws.password_hash = await run_blocking(hash_password, args["password"])
             await agent.audit(call.user.name, "workspace.password", ws.name, change="set")
         await _start(agent, call, ws)
     await agent.audit(call.user.name, "workspace.start", name)
@@ -439,7 +367,7 @@ async def start_service(agent: Agent, call: Call, args: dict[str, Any]) -> Resul
     routes=[("DELETE", "/api/v1/jupyter/services/{service_id}"), ("POST", "/api/v1/jupyter/workspaces/{service_id}/stop")],
     schema={"service_id": {"type": "string", "required": True, "empty": False}},
 )
-async def stop_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def stop_service(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["service_id"])
     require(agent, call.user, ws, USE, "stopping")
     async with agent.lock(ws.name):
@@ -454,7 +382,7 @@ async def stop_service(agent: Agent, call: Call, args: dict[str, Any]) -> Result
     Opcode.LIST_JUPYTER,
     routes=[("GET", "/api/v1/jupyter/workspaces"), ("GET", "/api/v1/jupyter/services")],
 )
-async def list_services(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def list_services(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     cache = agent.list_cache()
     key = f"user:{call.user.name}"  # per person: each URL carries its caller's own token
     cached = cache.get(key)
@@ -470,14 +398,14 @@ _NAME_ONLY = {"name": {"type": "string", "required": True, "empty": False}}
 
 
 @operation(Opcode.WORKSPACE_INFO, routes=[("GET", "/api/v1/jupyter/workspaces/{name}")], schema=_NAME_ONLY)
-async def workspace_info(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_info(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing")
     return Result(ws.name, "workspace", workspace_view(agent, ws, call.user))
 
 
 @operation(Opcode.WORKSPACE_STATUS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/status")], schema=_NAME_ONLY)
-async def workspace_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_status(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Live status: asks the runtime now rather than trusting the record."""
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing")
@@ -491,7 +419,7 @@ async def workspace_status(agent: Agent, call: Call, args: dict[str, Any]) -> Re
 
 
 @operation(Opcode.RESTART_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces/{name}/restart")], schema=_NAME_ONLY)
-async def restart_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def restart_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, USE, "restarting")
     async with agent.lock(ws.name):
@@ -505,18 +433,18 @@ async def restart_workspace(agent: Agent, call: Call, args: dict[str, Any]) -> R
 
 
 @operation(Opcode.DELETE_WORKSPACE, routes=[("DELETE", "/api/v1/jupyter/workspaces/{name}")], schema=_NAME_ONLY)
-async def delete_workspace_op(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def delete_workspace_op(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, OWN, "deleting")
     async with agent.lock(ws.name):
         if ws.status != "stopped":
             await _stop(agent, ws)
-        await agent.runtime.remove(spec_for(agent, ws), None)
-        for hook in agent.extensions.get("delete_hooks", []):
+        await agent.runtime.remove(agent.workspace_spec(ws), None)
+        for hook in agent.services.hooks.delete:
             await hook(agent, call, ws)
         await agent.store.run(delete_workspace, ws.id)
         agent.workspaces.pop(ws.name, None)
-        agent.extensions.get("grants", {}).pop(ws.id, None)
+        agent.services.grants.forget(ws.id)
         agent.invalidate()
         if ws.managed_path:
             await run_blocking(shutil.rmtree, ws.path, True)
@@ -526,26 +454,26 @@ async def delete_workspace_op(agent: Agent, call: Call, args: dict[str, Any]) ->
 
 
 @operation(Opcode.WORKSPACE_STATS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/stats")], schema=_NAME_ONLY)
-async def workspace_stats(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_stats(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing stats of")
     if ws.status != "running" or not ws.runtime_state:
         raise InvalidState(f"workspace {ws.name} is {ws.status}", f"start it first: ml jupyter restart {ws.name}")
     stats = await agent.runtime.stats(ws.runtime_state)
-    return Result(ws.name, "workspace_stats", {"name": ws.name, "resources": _resources_view(ws.resources), "limits": ws.limits, **stats})
+    return Result(ws.name, "workspace_stats", {"name": ws.name, "resources": resources_view(ws.resources), "limits": ws.limits, **stats})
 
 
 @operation(Opcode.WORKSPACE_LIMITS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/limits")], schema=_NAME_ONLY)
-async def workspace_limits(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def workspace_limits(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing limits of")
     limits = dict(ws.limits or {})
     limits.setdefault("enforced", False)
-    return Result(ws.name, "workspace_limits", {"name": ws.name, "resources": _resources_view(ws.resources), "limits": limits})
+    return Result(ws.name, "workspace_limits", {"name": ws.name, "resources": resources_view(ws.resources), "limits": limits})
 
 
 @operation(Opcode.AGENT_STATUS, routes=[("GET", "/api/v1/status")])
-async def agent_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
+async def agent_status(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     counts: dict[str, int] = {}
     for ws in agent.workspaces.values():
         if visible(agent, call.user, ws):
@@ -561,7 +489,7 @@ async def agent_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result
         "runtime": agent.runtime.describe(),
         "workspaces": counts,
     }
-    for hook in agent.extensions.get("status_hooks", []):
+    for hook in agent.services.hooks.status:
         doc.update(await hook(agent, call))
     return Result("ok", "agent_status", doc)
 
@@ -569,7 +497,7 @@ async def agent_status(agent: Agent, call: Call, args: dict[str, Any]) -> Result
 # -- reconcile ----------------------------------------------------------------------------------
 
 
-async def _refresh(agent: Agent, ws: Workspace) -> None:
+async def _refresh(agent: AgentContext, ws: Workspace) -> None:
     if ws.status not in ACTIVE or not ws.runtime_state:
         return
     status = await agent.runtime.poll(ws.runtime_state)
@@ -578,15 +506,19 @@ async def _refresh(agent: Agent, ws: Workspace) -> None:
             ws.status, ws.status_message = "running", ""
             await agent.save(ws)
         return
+    _release_host_resources(agent, ws)
     ws.status = "failed" if status.state in ("failed", "missing") else "stopped"
     ws.status_message = status.message
     ws.runtime_state, ws.url = None, None
     await agent.save(ws)
 
 
-async def adopt_all(agent: Agent) -> None:
+async def adopt_all(agent: AgentContext) -> None:
     """After a (re)start: keep what still runs, mark what died, report what nobody knows."""
     known = {ws.id for ws in agent.workspaces.values()}
+    for ws in agent.workspaces.values():
+        if ws.status in ACTIVE and ws.runtime_state:
+            _hold_host_resources(agent, ws)
     for ws in list(agent.workspaces.values()):
         if ws.status not in ACTIVE:
             continue
@@ -603,11 +535,10 @@ async def adopt_all(agent: Agent) -> None:
             ws.status_message = ws.status_message or "was not running when the agent restarted"
             await agent.save(ws)
             await agent.audit("agent", "workspace.lost", ws.name, "error", reason=ws.status_message)
-    orphans = [wid for wid, _ in await agent.runtime.discover() if wid not in known]
-    agent.extensions["orphans"] = orphans
+    agent.orphans = [wid for wid, _ in await agent.runtime.discover() if wid not in known]
 
 
-async def reconcile_once(agent: Agent) -> None:
+async def reconcile_once(agent: AgentContext) -> None:
     for ws in list(agent.workspaces.values()):
         lock = agent.lock(ws.name)
         if ws.status == "running" and not lock.locked():

@@ -1,6 +1,6 @@
 """The audit log: one chained event per mutating action and per security decision.
 
-The chain itself (encoding, digests, the verifier) is :mod:`fetchml_agent.governance.chain`;
+The chain itself (encoding, digests, the verifier) is :mod:`fetchml_agent.store.chain`;
 this module is its SQL. ``audit.event`` holds the canonical event document; ``ts``, ``action``,
 ``workspace``, ``workspace_id``, ``outcome`` and ``details`` are columns generated from it, and
 ``user`` is generated from the ``personal`` document, so neither can be edited apart from what
@@ -19,9 +19,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..governance.chain import (
+from .chain import (
+    INSERTED,
     ChainKey,
     Head,
+    Problem,
     VerifyResult,
     canonical,
     check_end,
@@ -208,7 +210,7 @@ def count_chained(conn: sqlite3.Connection) -> int:
 
 
 def _rows(conn: sqlite3.Connection, after: int) -> Iterator[tuple[Any, ...]]:
-    """The verifier's rows, as tuples in :class:`~fetchml_agent.governance.chain.Row` order."""
+    """The verifier's rows, as tuples in :class:`~fetchml_agent.store.chain.Row` order."""
     return conn.execute("SELECT id, seq, digest, event, salt, personal, commitment, seal, workspace_id FROM audit "
                         "WHERE id > ? ORDER BY id", (after,))
 
@@ -291,8 +293,6 @@ def verify_chain(conn: sqlite3.Connection, key: ChainKey, workspace_id: str | No
         result.notes.append(f"events up to {checkpoint[0]} were purged by retention (signed checkpoint)")
         stray = conn.execute("SELECT min(id) FROM audit WHERE id <= ?", (checkpoint[0],)).fetchone()[0]
         if stray is not None and result.ok:
-            from ..governance.chain import INSERTED, Problem
-
             result.ok = False
             result.first_bad = Problem(INSERTED, int(stray), f"event {stray} sits below the retention checkpoint "
                                                              f"({checkpoint[0]}): it was added outside the agent")

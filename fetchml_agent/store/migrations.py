@@ -241,7 +241,7 @@ MIGRATIONS.append(
     """
 )
 
-# Governance: the audit log becomes a chain (fetchml_agent/governance/chain.py, docs/audit.md).
+# Governance: the audit log becomes a chain (fetchml_agent/store/chain.py, docs/audit.md).
 # The canonical event document is the row; the columns people query are generated from it (or,
 # for ``user``, from the personal document), so they cannot be edited apart from what the chain
 # covers. The old table's events are chained at the next start (store/audit.py adopt_legacy).

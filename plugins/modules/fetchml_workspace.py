@@ -133,7 +133,7 @@ except ImportError:
         parse_size_mb,
     )
 
-__all__ = ["agent_base_url", "differences", "main"]
+__all__ = ["agent_base_url", "differences", "error_message", "main"]
 
 _API = "/api/v1/jupyter/workspaces"
 
@@ -152,6 +152,29 @@ def agent_base_url(url: str) -> str:
     if path.endswith("/ws"):
         path = path[: -len("/ws")]
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+_HINTS = {"auth_failed": "the api_key is not known to the agent", "permission_denied": "the api_key's user may not do this"}
+
+
+def error_message(status: int, data: Any) -> str:
+    """What to tell the user about a failed call.
+
+    The agent answers every error with one envelope (``fetchml_agent/errors.py``, ``to_dict``):
+    ``{"error": "auth_failed", "code": 2, "message": "...", "details": "..."}`` plus typed fields
+    (``package``, ``rule``...): ``message`` is the sentence for a person, ``details`` what was
+    tried, ``error`` the code's name. A body that is not the envelope (a proxy's error page) is
+    shown as it came.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+        hint = {401: "auth_failed", 403: "permission_denied"}.get(status)
+        return f"{data}" + (f" ({_HINTS[hint]})" if hint else "")
+    text = data["message"]
+    if data.get("details"):
+        text += f" ({data['details']})"
+    if data.get("error") in _HINTS:
+        text += f" ({_HINTS[data['error']]})"
+    return text
 
 
 def _normalized(resources: dict[str, Any] | None) -> dict[str, Any]:
@@ -206,7 +229,12 @@ class _Agent:
             ca_path=self.module.params["ca_path"],
         )
         status = info.get("status", -1)
-        raw = resp.read() if resp is not None else info.get("body", b"")
+        # On an HTTP error fetch_url has read the answer into info["body"] already (and hands back
+        # the spent HTTPError as ``resp``): the error envelope is there.
+        if "body" in info:
+            raw = info["body"]
+        else:
+            raw = resp.read() if resp is not None else b""
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
@@ -216,12 +244,7 @@ class _Agent:
         return status, data
 
     def fail_for(self, action: str, status: int, data: Any) -> None:
-        message = data
-        if isinstance(data, dict):
-            error = data.get("error", data)
-            message = error.get("message", error) if isinstance(error, dict) else error
-        hint = {401: " (the api_key is not known to the agent)", 403: " (the api_key's user may not do this)"}
-        raise _AgentError(f"{action}: the agent answered {status}: {message}{hint.get(status, '')}")
+        raise _AgentError(f"{action}: the agent answered {status}: {error_message(status, data)}")
 
 
 def _workspace(data: Any) -> dict[str, Any]:

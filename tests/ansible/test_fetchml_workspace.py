@@ -1,9 +1,11 @@
 """fetchml_workspace: which HTTP calls the module makes for each state, and what it reports.
 
 These are unit tests of the module's decisions: each test scripts the agent's answers to the exact
-calls it expects (``fetch_url`` replaced by a recorder that fails on any unexpected call). The module
-against a real agent is exercised by the fetchml_agent role's molecule scenario and the cluster
-scenario.
+calls it expects (``fetch_url`` replaced by a recorder that fails on any unexpected call). Error
+answers are the agent's own envelope, built by ``fetchml_agent.errors`` (the same ``to_dict`` and
+HTTP status the agent sends), so the module and the agent cannot drift apart; the last tests run the
+module against a real agent process. The fetchml_agent role's molecule scenario and the cluster
+scenario exercise it on provisioned hosts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 
 import pytest
 from conftest import load_plugin, run_module
+
+from fetchml_agent.errors import AuthenticationFailed, FetchmlError, NotFound, PolicyDenied
+from tests.conftest import KEYS, AgentProcess
 
 ws = load_plugin("modules", "fetchml_workspace")
 BASE = "http://127.0.0.1:8765"
@@ -59,7 +64,14 @@ def run(monkeypatch: pytest.MonkeyPatch, agent: Agent, **args: Any):
 GET = ("GET", "/api/v1/jupyter/workspaces/vision")
 POST = ("POST", "/api/v1/jupyter/workspaces")
 DELETE = ("DELETE", "/api/v1/jupyter/workspaces/vision")
-MISSING = (404, {"error": {"code": "NOT_FOUND", "message": "workspace 'vision' not found"}})
+
+
+def envelope(err: FetchmlError) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body with which the agent answers ``err`` over HTTP."""
+    return err.http_status, err.to_dict()
+
+
+MISSING = envelope(NotFound("no workspace or service named 'vision'", "`ml jupyter list` shows the workspaces you can see"))
 
 
 def test_create_when_missing(monkeypatch):
@@ -126,7 +138,7 @@ def test_absent_in_check_mode_does_not_delete(monkeypatch):
 
 
 def test_auth_failure_is_explained(monkeypatch):
-    agent = Agent([(GET, (401, {"error": {"code": "AUTH_FAILED", "message": "authentication failed"}}))])
+    agent = Agent([(GET, envelope(AuthenticationFailed("authentication failed")))])
     out = run(monkeypatch, agent)
     assert out.failed
     assert out.result["msg"] == (
@@ -136,9 +148,35 @@ def test_auth_failure_is_explained(monkeypatch):
 
 
 def test_policy_error_on_create_is_passed_on(monkeypatch):
-    agent = Agent([(GET, MISSING), (POST, (403, {"error": {"message": "package 'requests' is blocked"}}))])
+    denied = PolicyDenied("package 'requests' is blocked", "blocked_packages", package="requests", rule="blocked")
+    agent = Agent([(GET, MISSING), (POST, envelope(denied))])
     out = run(monkeypatch, agent)
-    assert out.failed and "package 'requests' is blocked" in out.result["msg"]
+    assert out.failed
+    assert out.result["msg"] == (
+        "creating workspace 'vision': the agent answered 403: package 'requests' is blocked (blocked_packages)"
+    )
+
+
+def test_a_body_that_is_not_the_envelope_is_shown_as_it_came(monkeypatch):
+    agent = Agent([(GET, (502, "Bad Gateway"))])
+    out = run(monkeypatch, agent)
+    assert out.failed and out.result["msg"] == "reading workspace 'vision': the agent answered 502: Bad Gateway"
+
+
+def test_errors_of_a_real_agent(monkeypatch, fresh_agent: AgentProcess):
+    """The module against ``fetchml-agent serve``: what the agent says reaches the task's msg."""
+    fresh_agent.start()
+    real = {"agent_url": fresh_agent.ws_url, "name": "vision"}
+    out = run_module(ws, {**real, "api_key": "not-a-known-key"}, monkeypatch)
+    assert out.failed
+    assert out.result["msg"].startswith(
+        "reading workspace 'vision': the agent answered 401: authentication failed: the API key is not known"
+    ) and out.result["msg"].endswith("(the api_key is not known to the agent)")
+    out = run_module(ws, {**real, "api_key": KEYS["bob"], "state": "absent"}, monkeypatch)
+    assert not out.failed and out.result["changed"] is False  # 404: nothing to delete
+    out = run_module(ws, {**real, "api_key": KEYS["bob"], "name": "Not_Valid"}, monkeypatch)
+    assert out.failed
+    assert "the agent answered 422: invalid workspace name 'Not_Valid' (use 1-63 lowercase letters" in out.result["msg"]
 
 
 def test_unreachable_agent(monkeypatch):

@@ -9,7 +9,10 @@ import pytest
 from fetchml_agent.errors import ApprovalRequired, InvalidArgument, PolicyDenied
 from fetchml_agent.policy.engine import decide
 from fetchml_agent.policy.schema import PackagePolicy
-from fetchml_agent.service.packages import _flag, _package_and_version, _PipOutput, _refusal, _without
+from fetchml_agent.service.packages.args import _flag, _package_and_version
+from fetchml_agent.service.packages.decisions import refusal as _refusal
+from fetchml_agent.service.packages.install import _PipOutput
+from fetchml_agent.service.packages.policies import without as _without
 
 
 @pytest.mark.parametrize(("package", "version", "spec"), [

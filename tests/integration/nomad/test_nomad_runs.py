@@ -15,8 +15,8 @@ import nbformat
 import pytest
 
 from fetchml_agent.errors import InsufficientResources, InvalidArgument, NotFound
-from fetchml_agent.runtimes.base import Resources
-from fetchml_agent.runtimes.nomad import NomadRuntime, RunSpec, RunStatus
+from fetchml_agent.runtimes.base import Resources, RunSpec, RunStatus
+from fetchml_agent.runtimes.nomad import NomadRuntime
 from tests.nomad_double.fixtures import NomadTarget
 
 TRAIN = [

@@ -1,14 +1,16 @@
 """The startup scan for runtimes that can only look inside a started workspace (nomad's case).
 
-Such a runtime has neither ``package_layer`` (local) nor ``list_distributions`` (docker), so the
-agent runs the scan in the workspace it just started and stops it again on a hit. Here that runtime
-is the real local runtime with its layer hidden, so the scan sees the whole environment, whose
-shared base ships requests and urllib3: the start is refused and nothing keeps running.
+Such a runtime declares ``capabilities.package_scan = "workload"`` (it cannot list a workspace's
+packages before it runs: no layer on this host, no image to read), so the agent runs the scan in
+the workspace it just started and stops it again on a hit. Here that runtime is the real local
+runtime declaring so, and the scan sees the whole environment, whose shared base ships requests
+and urllib3: the start is refused and nothing keeps running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,10 @@ from tests.conftest import free_port
 
 
 class LookInsideRuntime(LocalRuntime):
-    """The local runtime without its workspace layer: the environment is one whole."""
+    """The local runtime declaring that its startup scan can only look inside the running
+    workspace: the environment is then one whole."""
 
-    package_layer = None  # type: ignore[assignment]
+    capabilities = dataclasses.replace(LocalRuntime.capabilities, package_scan="workload")
 
 
 def _agent(tmp_path: Path, port_base: int, environ: dict[str, str]) -> Agent:

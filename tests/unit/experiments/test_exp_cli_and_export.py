@@ -11,12 +11,13 @@ from types import SimpleNamespace
 import pytest
 
 from fetchml_agent.cli.experiments import parse_parameter
+from fetchml_agent.cli.export import COLUMNS, TABLES, csv_tables
 from fetchml_agent.errors import InvalidArgument
 from fetchml_agent.experiments import records as R
-from fetchml_agent.experiments.metadata import COLUMNS, TABLES, csv_tables, export_document
-from fetchml_agent.governance.chain import ChainKey
+from fetchml_agent.experiments.metadata import export_document
 from fetchml_agent.store import Store
 from fetchml_agent.store.audit import append_event
+from fetchml_agent.store.chain import ChainKey
 from fetchml_agent.store.workspaces import Workspace, insert_workspace
 
 

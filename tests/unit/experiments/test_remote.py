@@ -13,14 +13,14 @@ import pytest
 
 from fetchml_agent.experiments.files import select_sources, source_find_expression
 from fetchml_agent.experiments.records import Run
-from fetchml_agent.experiments.remote import (
-    _unpack,
+from fetchml_agent.experiments.remote import _unpack
+from fetchml_agent.experiments.results import (
     notebook_error,
     publish_snapshot,
     result_from_status,
     unpublish_snapshot,
 )
-from fetchml_agent.runtimes.nomad import RunStatus
+from fetchml_agent.runtimes.base import RunStatus
 
 TREE = {
     "train.ipynb": 10, "src/model.py": 10, "src/deep/conf.YAML": 10, "Makefile": 5,

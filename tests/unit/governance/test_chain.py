@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from fetchml_agent.governance.chain import ChainKey, names_pattern
 from fetchml_agent.governance.keys import load_key, load_or_create_key
 from fetchml_agent.store import open_connection
 from fetchml_agent.store.audit import (
@@ -19,6 +18,7 @@ from fetchml_agent.store.audit import (
     rewrite_personal,
     verify_chain,
 )
+from fetchml_agent.store.chain import ChainKey, names_pattern
 
 NAMES = names_pattern(["bob", "carol", "admin"])
 

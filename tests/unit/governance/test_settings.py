@@ -7,8 +7,8 @@ import datetime
 import pytest
 
 from fetchml_agent.config import ConfigError, parse_config
-from fetchml_agent.governance.chain import names_pattern, split_details
 from fetchml_agent.governance.retention import RetentionSettings
+from fetchml_agent.store.chain import names_pattern, split_details
 from fetchml_agent.units import format_age, format_duration, parse_duration
 from fetchml_agent.webhooks import event_name
 

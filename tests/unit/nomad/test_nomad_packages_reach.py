@@ -19,7 +19,7 @@ from fetchml_agent.nomad.schema import NomadSettings
 from fetchml_agent.runtimes.base import WorkspaceSpec
 from fetchml_agent.runtimes.nomad import NomadRuntime
 from fetchml_agent.server.index_listener import index_listen_address
-from fetchml_agent.service.packages import PackageService
+from fetchml_agent.service.packages.index import PackageIndex
 from tests.nomad_double.fixtures import closed_port
 
 
@@ -34,7 +34,7 @@ def _runtime(config: AgentConfig, **nomad: Any) -> NomadRuntime:
 
 def _base_url(runtime: NomadRuntime, config: AgentConfig) -> str:
     """What the packages service gives workspaces (PIP_INDEX_URL is this + /index/<key>/simple/)."""
-    return PackageService.base_url(SimpleNamespace(agent=SimpleNamespace(runtime=runtime, config=config)))  # type: ignore[arg-type]
+    return PackageIndex.base_url(SimpleNamespace(agent=SimpleNamespace(runtime=runtime, config=config)))  # type: ignore[arg-type]
 
 
 def test_settings_parse_agent_url_and_index() -> None:

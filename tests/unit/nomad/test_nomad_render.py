@@ -17,12 +17,11 @@ from fetchml_agent.errors import InvalidArgument, PolicyDenied
 from fetchml_agent.nomad.render import (
     AgentJobRequest,
     JobRenderer,
-    RunSpec,
     WorkspaceJobRequest,
     jupyter_secret_items,
 )
 from fetchml_agent.nomad.schema import NomadSettings
-from fetchml_agent.runtimes.base import Resources
+from fetchml_agent.runtimes.base import Resources, RunSpec
 from tests.nomad_double import jobspec
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "nomad"

@@ -6,6 +6,7 @@ import pytest
 
 from fetchml_agent.errors import InvalidArgument
 from fetchml_agent.runtimes import docker as rt
+from fetchml_agent.runtimes.docker import images
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,7 @@ def test_loopback_index_urls_are_pointed_at_the_host_address() -> None:
     "spec", ["numpy", "pandas==2.0.0", "scikit-learn>=1.3,<2", "rich[jupyter]; python_version>'3'"]
 )
 def test_plain_requirements_are_accepted(spec: str) -> None:
-    assert rt._plain_requirement(spec) == spec
+    assert images._plain_requirement(spec) == spec
 
 
 @pytest.mark.parametrize(
@@ -60,15 +61,15 @@ def test_plain_requirements_are_accepted(spec: str) -> None:
 )
 def test_anything_else_is_refused(spec: str) -> None:
     with pytest.raises(InvalidArgument):
-        rt._plain_requirement(spec)
+        images._plain_requirement(spec)
 
 
 def test_custom_dockerfile_quotes_specs_and_adds_gpu_environment() -> None:
-    text = rt._custom_dockerfile("sha256:abc", ["numpy", "pandas>=2"], gpu_support=True)
+    text = images._custom_dockerfile("sha256:abc", ["numpy", "pandas>=2"], gpu_support=True)
     assert text.splitlines()[1] == "FROM sha256:abc"
     assert "pip install --no-cache-dir --disable-pip-version-check numpy 'pandas>=2'" in text
     assert "ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
-    assert "NVIDIA" not in rt._custom_dockerfile("sha256:abc", ["numpy"], gpu_support=False)
+    assert "NVIDIA" not in images._custom_dockerfile("sha256:abc", ["numpy"], gpu_support=False)
 
 
 def test_from_config_reads_the_docker_section() -> None:

@@ -1,19 +1,5 @@
-"""The ``local`` runtime: one JupyterLab child process per workspace; nothing else to install.
+"""The ``local`` runtime itself; see the package docstring."""
 
-Each workspace gets:
-- its own Python environment: a venv under ``DATA_DIR/envs/<id>`` created without pip, which sees
-  the agent's own packages (JupyterLab, ipykernel, papermill, pip) through a ``.pth`` line *after*
-  its own site-packages, so what one workspace installs shadows the base and is invisible to others;
-- installers pointed at the workspace's own package index: the agent's ``PIP_INDEX_URL``/``UV_*``/
-  ``CONDARC`` variables come from ``spec.env``; none of the agent's own ``PIP_*``, ``UV_*`` or
-  ``CONDA*`` settings leak in, and the files named by ``PIP_CONFIG_FILE`` and ``CONDARC`` are also
-  copied into the venv (pip's and conda's per-environment config), so unsetting a variable in a
-  notebook does not send pip back to the host's configuration;
-- its own session (``start_new_session``), so it survives an agent restart and is adopted;
-- a server bound to 127.0.0.1 with a token (``JUPYTER_TOKEN``, never on the command line) or a
-  hashed password in a 0600 config file;
-- CPU/memory limits through :class:`~fetchml_agent.runtimes.cgroups.Cgroups` where the host allows.
-"""
 
 from __future__ import annotations
 
@@ -22,11 +8,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import sysconfig
 import time
-import venv
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +18,33 @@ import httpx
 
 from fetchml_jupyter import SERVER_EXTENSIONS
 
-from .. import procs
-from ..aio import run_blocking
-from ..errors import BackendError, InsufficientResources, Timeout
-from ..gpus import detect_gpus
-from .base import ExecResult, Output, Progress, Runtime, Started, State, Status, WorkspaceSpec
-from .cgroups import Cgroups
+from ... import procs
+from ...aio import run_blocking
+from ...allocators import GpuAllocator, PortAllocator, workspace_holder
+from ...errors import BackendError, Timeout
+from ...gpus import detect_gpus
+from ...policy.scan import installed_from_path
+from ..base import (
+    Capabilities,
+    ExecResult,
+    Inventory,
+    Output,
+    PackageInventory,
+    Progress,
+    RunBackend,
+    RunSpec,
+    RunStatus,
+    Runtime,
+    Started,
+    State,
+    Status,
+    WorkspaceSpec,
+)
+from ..cgroups import Cgroups
+from .env import create_workspace_env, process_tree_stats, tail
+from .runs import LocalRuns
 
-__all__ = ["LocalRuntime", "create_workspace_env"]
+__all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
 
@@ -50,52 +53,15 @@ def _alive(state: State) -> bool:
     return procs.alive(state.get("pid"), state.get("start_time"))
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def create_workspace_env(env_dir: Path) -> Path:
-    """Create the workspace's venv (idempotent) and return its ``python``."""
-    python = env_dir / "bin" / "python"
-    if python.exists():
-        return python
-    venv.EnvBuilder(with_pip=False, symlinks=True, clear=False).create(env_dir)
-    purelib = Path(
-        sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
-    )
-    base_paths = []
-    for key in ("purelib", "platlib"):
-        p = sysconfig.get_path(key)
-        if p not in base_paths:
-            base_paths.append(p)
-    # Added after the venv's own site-packages, so workspace installs shadow the shared base; as
-    # site dirs, so their own .pth files (an editable install's finder, for one) take effect too.
-    lines = [f"import site; site.addsitedir({p!r})" for p in base_paths]
-    (purelib / "_fetchml_base.pth").write_text("\n".join(lines) + "\n")
-    bindir = env_dir / "bin"
-    launcher = "#!{py}\nimport sys\nfrom {mod} import main\nsys.exit(main())\n"
-    for name, mod in (
-        ("pip", "pip._internal.cli.main"),
-        ("pip3", "pip._internal.cli.main"),
-        ("jupyter", "jupyter_core.command"),
-        ("papermill", "papermill.cli"),
-    ):
-        target = bindir / name
-        target.write_text(launcher.format(py=python, mod=mod))
-        target.chmod(0o755)
-    return python
-
-
-class LocalRuntime(Runtime):
+class LocalRuntime(Runtime, RunBackend, PackageInventory):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"
+    # Files are the workspace's directory on this host; the agent assigns GPUs and ports and runs
+    # take its worker pool; the startup scan reads the workspace's own venv before it starts.
+    capabilities = Capabilities(host_files=True, places_gpus=False, schedules_runs=False, package_scan="host")
+    gpus: GpuAllocator
+    ports: PortAllocator
 
     def __init__(
         self,
@@ -105,20 +71,25 @@ class LocalRuntime(Runtime):
         start_timeout: float = 120.0,
         use_cgroups: bool = True,
         gpus: list[dict[str, Any]] | None = None,
+        stop_grace: float = 5.0,
     ) -> None:
         self.data_dir = data_dir
         self.port_base = port_base
         self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
         self._use_cgroups = use_cgroups
-        self._gpus = gpus
+        self._gpu_inventory = gpus
         self._children: dict[int, Any] = {}  # pid -> Popen, so exited children are reaped
-        self._reserved_ports: set[int] = set()
         self.cgroups: Cgroups | None = None
+        self.gpus = GpuAllocator(g["index"] for g in gpus or [])
+        self.ports = PortAllocator(port_base)
+        self.runs = LocalRuns(data_dir, self.exec)
 
     async def open(self) -> None:
         self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
-        if self._gpus is None:
-            self._gpus = await run_blocking(detect_gpus)
+        if self._gpu_inventory is None:
+            self._gpu_inventory = await run_blocking(detect_gpus)
+        self.gpus.set_inventory(g["index"] for g in self._gpu_inventory)
         for sub in ("envs", "run", "logs"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -126,21 +97,6 @@ class LocalRuntime(Runtime):
 
     def env_dir(self, workspace_id: str) -> Path:
         return self.data_dir / "envs" / workspace_id
-
-    def gpu_capacity(self) -> int:
-        return len(self._gpus or [])
-
-    def gpus(self) -> list[dict[str, Any]]:
-        return list(self._gpus or [])
-
-    def pick_port(self, taken: set[int]) -> int:
-        """The lowest free port from ``port_base`` not held by another workspace."""
-        port = self.port_base
-        while port < 65535:
-            if port not in taken and port not in self._reserved_ports and _port_free(port):
-                return port
-            port += 1
-        raise InsufficientResources("no free TCP port for JupyterLab", f"searched from {self.port_base}")
 
     def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
         """The site-packages of what the workspace installed itself (its venv), without the shared
@@ -153,6 +109,11 @@ class LocalRuntime(Runtime):
             if p not in paths:
                 paths.append(p)
         return paths
+
+    async def inventory(self, spec: WorkspaceSpec) -> Inventory:
+        """What the workspace installed into its own layer (:meth:`package_layer`)."""
+        paths = [p for p in self.package_layer(spec) if p.is_dir()]
+        return Inventory(await run_blocking(installed_from_path, paths), "workspace layer")
 
     def _install_index_config(self, spec: WorkspaceSpec, env_dir: Path) -> None:
         """Copy the agent's pip.conf/.condarc for this workspace into its venv (see the module doc)."""
@@ -181,8 +142,9 @@ class LocalRuntime(Runtime):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
-        if spec.port is None:
-            raise BackendError("the local runtime needs a port for the workspace", "internal: spec.port is None")
+        # The agent claims the port before it starts a workspace (then this is the same one); a
+        # caller that did not gets spec.port when free, else the lowest free one.
+        port = self.ports.claim(workspace_holder(spec.id), spec.port)
         await progress("preparing environment")
         env_dir = self.env_dir(spec.id)
         python = await run_blocking(create_workspace_env, env_dir)
@@ -212,7 +174,7 @@ class LocalRuntime(Runtime):
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
         argv = [
             str(python), "-m", "jupyterlab",
-            "--no-browser", "--ip=127.0.0.1", f"--port={spec.port}", "--port-retries=0",
+            "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
             f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
             "--ServerApp.jpserver_file_prefix=jpserver",
         ]
@@ -221,30 +183,26 @@ class LocalRuntime(Runtime):
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
         await progress("starting")
-        self._reserved_ports.add(spec.port)
+        proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+        limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
+        if self.cgroups is not None:
+            limits = await run_blocking(
+                self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
+            )
+        state: State = {
+            "pid": proc.pid,
+            "start_time": procs.start_time(proc.pid),
+            "port": port,
+            "log": str(log_path),
+            "gpu_indexes": gpu_indexes,
+            "cgroup": spec.id if limits.get("enforced") else None,
+        }
+        url = f"http://127.0.0.1:{port}/"
         try:
-            proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
-            limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
-            if self.cgroups is not None:
-                limits = await run_blocking(
-                    self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
-                )
-            state: State = {
-                "pid": proc.pid,
-                "start_time": procs.start_time(proc.pid),
-                "port": spec.port,
-                "log": str(log_path),
-                "gpu_indexes": gpu_indexes,
-                "cgroup": spec.id if limits.get("enforced") else None,
-            }
-            url = f"http://127.0.0.1:{spec.port}/"
-            try:
-                await self._wait_ready(proc, url, spec.token, log_path)
-            except BaseException:
-                await self.stop(state, grace=2.0)
-                raise
-        finally:
-            self._reserved_ports.discard(spec.port)
+            await self._wait_ready(proc, url, spec.token, log_path)
+        except BaseException:
+            await self.stop(state, grace=2.0)
+            raise
         await progress("ready")
         return Started(state=state, url=url, limits=limits)
 
@@ -266,7 +224,7 @@ class LocalRuntime(Runtime):
                 if proc.poll() is not None:
                     raise BackendError(
                         f"JupyterLab exited during start-up with code {proc.returncode}",
-                        _tail(log_path),
+                        tail(log_path),
                     )
                 try:
                     r = await client.get(url + "api/status", headers=headers)
@@ -277,7 +235,7 @@ class LocalRuntime(Runtime):
                 if time.monotonic() > deadline:
                     raise Timeout(
                         f"JupyterLab did not answer within {self.start_timeout:.0f} s",
-                        _tail(log_path),
+                        tail(log_path),
                     )
                 await asyncio.sleep(_READY_POLL)
 
@@ -351,7 +309,7 @@ class LocalRuntime(Runtime):
         return []
 
     async def stats(self, state: State) -> dict[str, Any]:
-        return await run_blocking(_process_tree_stats, state)
+        return await run_blocking(process_tree_stats, state)
 
     async def exec(
         self,
@@ -411,39 +369,44 @@ class LocalRuntime(Runtime):
             raise Timeout(f"{argv[0]} did not finish within {timeout:.0f} s") from None
         return ExecResult(proc.returncode or 0, b"".join(chunks))
 
+    # -- experiment runs: the detached runner (runs.py) ---------------------------------------------
+
+    def run_job_id(self, run_id: str) -> str:
+        return run_id
+
+    def run_snapshot_location(self, experiments_root: Path) -> tuple[str, str, Path]:
+        """Runs read their snapshot where the agent wrote it (the run's own ``work/``)."""
+        return str(experiments_root), "host", experiments_root
+
+    async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
+        """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``."""
+        return await self.runs.submit(spec)
+
+    async def run_status(self, state: State) -> RunStatus:
+        """The runner's own result once it wrote ``result.json`` (it enforces the timeout itself)."""
+        return self.runs.status(state)
+
+    async def wait_run(self, state: State, index: int, wait: float) -> int:
+        return await self.runs.wait(state, index, wait)
+
+    async def fetch_run_outputs(self, state: State, dest: Path) -> list[str]:
+        """Nothing to fetch: the runner writes its results into the run's directory itself."""
+        return []
+
+    async def cancel_run(self, state: State, grace: float = 5.0) -> None:
+        await self.runs.cancel(state, grace)
+
+    async def purge_run(self, state: State) -> None:
+        """Nothing to forget: the run's directory is its record."""
+
+    async def recover_run(self, state: State) -> State | None:
+        return await self.runs.recover(state)
+
     def describe(self) -> dict[str, Any]:
         lay = self.cgroups.layout if self.cgroups else None
         return {
             "name": self.name,
             "python": sys.executable,
-            "gpus": len(self._gpus or []),
+            "gpus": self.gpus.capacity,
             "limits": f"cgroup v{lay.version}" if lay else (self.cgroups.reason if self.cgroups else "unknown"),
         }
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _process_tree_stats(state: State) -> dict[str, Any]:
-    """RSS and CPU time summed over JupyterLab and its descendants (kernels included)."""
-    pid = state.get("pid")
-    if not pid or not _alive(state):
-        return {"running": False}
-    rss = cpu_ticks = count = 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    for p in [int(pid), *procs.descendants(int(pid))]:
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(")") + 2 :].split()
-        count += 1
-        cpu_ticks += int(rest[11]) + int(rest[12])
-        rss += int(rest[21]) * page
-    hz = os.sysconf("SC_CLK_TCK")
-    return {"running": True, "processes": count, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}

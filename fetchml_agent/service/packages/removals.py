@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import BackendError, InvalidArgument
-from ..policy.names import is_valid_name, normalize_name
-from ..protocol.opcodes import Opcode
-from ..store.packages import record_removals
-from . import Call, Result, operation
-from .access import EDIT, require
-
-if TYPE_CHECKING:
-    from ..agent import Agent
+from ...errors import BackendError, InvalidArgument
+from ...policy.names import is_valid_name, normalize_name
+from ...protocol.opcodes import Opcode
+from ...store.packages import record_removals
+from ..access import EDIT, require
+from ..calls import Call, Result
+from ..context import AgentContext
+from ..registry import operation
 
 __all__ = ["uninstall_packages"]
 
@@ -38,9 +37,7 @@ _OUTSIDE = re.compile(rb"Not uninstalling (\S+) at .*?, outside environment", re
     schema={"name": {"type": "string", "required": True, "empty": False},
             "packages": {"type": "list", "required": True, "minlength": 1, "schema": {"type": "string"}}},
 )
-async def uninstall_packages(agent: Agent, call: Call, args: dict[str, Any]) -> Result:
-    from .workspaces import spec_for
-
+async def uninstall_packages(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, EDIT, "removing packages")
     bad = [p for p in args["packages"] if not is_valid_name(p)]
@@ -50,7 +47,7 @@ async def uninstall_packages(agent: Agent, call: Call, args: dict[str, Any]) -> 
     names = list(dict.fromkeys(normalize_name(p) for p in args["packages"]))
     await call.progress(f"removing {', '.join(names)} from {ws.name}")
     async with agent.lock(f"{ws.name}#packages"):
-        result = await agent.runtime.exec(spec_for(agent, ws), ws.runtime_state,
+        result = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state,
                                           ["python3", "-m", "pip", "uninstall", "-y", *names], call.log,
                                           {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}, UNINSTALL_TIMEOUT)
         out = result.output
