@@ -13,5 +13,5 @@ login flow, sessions, MFA, allowlists and what the audit records.
     service.py   AccessService: resolve, login, sessions, MFA, revocation
     http.py      /access/v1/...: the endpoints workspace servers call
     guard.py     allowlists and the admin second factor on the agent's own API
-    ops.py       ``ml auth ...`` operations, ``ml jupyter password``, and the wiring
+    ops.py       ``ml auth ...`` operations, ``ml jupyter password``, what agent.build_services wires
 """
