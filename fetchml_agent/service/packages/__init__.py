@@ -1,6 +1,6 @@
-"""Packages: install, list, check, request/review/approve/deny, clear-cache, security-scan.
+"""Packages: install, list, check, request/review/approve/deny, clear-cache, security-scan, uninstall.
 
-Opcodes ``0x30``–``0x38`` (and their HTTP routes) on top of the policy engine
+Opcodes ``0x30``–``0x39`` (and their HTTP routes) on top of the policy engine
 (:mod:`fetchml_agent.policy`), one module per concern:
 
 - :mod:`.service` — :class:`PackageService`, one per agent, made by
@@ -12,9 +12,11 @@ Opcodes ``0x30``–``0x38`` (and their HTTP routes) on top of the policy engine
 - :mod:`.scans` — the startup scan and the inventory of what a workspace holds;
 - :mod:`.hooks` — how the policy takes part in creating, deleting, resetting workspaces and in
   ``ml status``;
-- :mod:`.install` (``0x30``), :mod:`.ops` (list, check, clear-cache, security-scan) and
-  :mod:`.requests` (request, review, approve, deny) — the operations; :mod:`.args` and
-  :mod:`.decisions` what they share; :mod:`.pip_report` the program pip runs in a workspace.
+- :mod:`.vulnerabilities` — the known-vulnerability data kept loaded, and its ``ml status`` section;
+- :mod:`.install` (``0x30``), :mod:`.ops` (list, check, clear-cache, security-scan),
+  :mod:`.requests` (request, review, approve, deny) and :mod:`.removals` (``0x39`` uninstall) —
+  the operations; :mod:`.args` and :mod:`.decisions` what they share; :mod:`.pip_report` the
+  program pip runs in a workspace.
 
 Every decision, allow or deny, writes one audit event (``package.decision``; ``package.index``
 for what the index decides while pip runs).
