@@ -50,3 +50,5 @@ ctx = cells.ctx
 test_role_table_cell = cells.test_role_table_cell
 test_refusal_names_the_role_needed = cells.test_refusal_names_the_role_needed
 test_audit_records_who_did_what = cells.test_audit_records_who_did_what
+test_an_execution_is_audited_when_the_client_leaves_before_the_reply = (
+    cells.test_an_execution_is_audited_when_the_client_leaves_before_the_reply)
