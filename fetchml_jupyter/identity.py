@@ -38,7 +38,9 @@ def session_cookie_name(handler: web.RequestHandler) -> str:
 
 
 def _peer(handler: web.RequestHandler) -> tuple[str, str]:
-    return handler.request.remote_ip or "", handler.request.headers.get("X-Forwarded-For", "")
+    """The connection's peer (as the runtime says to read it) and the forwarded-for header it
+    sent; the agent decides which address is the client's."""
+    return state.peer_address(handler.request.remote_ip or ""), handler.request.headers.get("X-Forwarded-For", "")
 
 
 def _is_page(handler: web.RequestHandler) -> bool:

@@ -113,7 +113,7 @@ class FetchmlKernelConnection(ZMQChannelsWebsocketConnection):
                 self._idle.setdefault(msg_id, time.time())
             return
         if msg_type == "execute_reply":
-            ended = self._idle.pop(msg_id, None) or time.time()
+            ended = self._idle.pop(msg_id, time.time())
             self._schedule(self._pending.pop(msg_id), ended, content)
 
     def _close_pending(self) -> None:
@@ -121,7 +121,7 @@ class FetchmlKernelConnection(ZMQChannelsWebsocketConnection):
         pending, self._pending = getattr(self, "_pending", {}), {}
         now = time.time()
         for msg_id, started in pending.items():
-            self._schedule(started, self._idle.pop(msg_id, None) or now, {"status": "closed"})
+            self._schedule(started, self._idle.pop(msg_id, now), {"status": "closed"})
 
     def _schedule(self, started: tuple[float, str], ended: float, content: dict[str, Any]) -> None:
         self._records: set[asyncio.Future[None]] = getattr(self, "_records", set())

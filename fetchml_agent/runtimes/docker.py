@@ -191,6 +191,37 @@ def _is_local_address(addr: str) -> bool:
     return True
 
 
+# [issue 13, access] Read by the fetchml_jupyter extension (fetchml_jupyter.state, the same name).
+PEER_ALIASES_ENV = "FETCHML_ACCESS_PEER_ALIASES"
+
+
+def peer_alias(gateway: str | None, publish_addr: str) -> str | None:
+    """``GATEWAY=PUBLISH_ADDR`` when the port is published on a loopback address, else ``None``.
+
+    A workspace's JupyterLab sees every connection through its published port as coming from its
+    network's gateway (Docker's proxy relays loopback clients from there); host processes that
+    connect to the container directly come from there too. With the port published on loopback
+    only, such a connection can only come from this host, so it is reported as the loopback
+    address it came through, and the agent's allowlists and trusted proxies apply to it as on the
+    local runtime. Published on any other address, Docker's proxy may relay clients from anywhere
+    from the gateway: nothing is aliased, and the agent sees the gateway (docs/access.md).
+    """
+    if not gateway:
+        return None
+    try:
+        loopback = ipaddress.ip_address(publish_addr).is_loopback
+    except ValueError:
+        return None
+    return f"{gateway}={publish_addr}" if loopback else None
+
+
+def _gateway_of(net: Any) -> str | None:
+    for cfg in (getattr(net, "attrs", None) or {}).get("IPAM", {}).get("Config") or []:
+        if cfg.get("Gateway"):
+            return str(cfg["Gateway"])
+    return None
+
+
 def _iface_for(prefix: str, workspace_id: str) -> str:
     return "fml" + hashlib.sha1(f"{prefix}/{workspace_id}".encode()).hexdigest()[:11]
 
@@ -635,7 +666,8 @@ class DockerRuntime(Runtime):
         return used
 
     def _container_config(
-        self, spec: WorkspaceSpec, image: Any, gpu_ids: list[int], net_name: str, vol_name: str
+        self, spec: WorkspaceSpec, image: Any, gpu_ids: list[int], net_name: str, vol_name: str,
+        gateway: str | None = None,
     ) -> dict[str, Any]:
         cfg = image.attrs.get("Config") or {}
         labels = cfg.get("Labels") or {}
@@ -656,6 +688,11 @@ class DockerRuntime(Runtime):
         if spec.password_hash:
             env["FETCHML_JUPYTER_PASSWORD_HASH"] = spec.password_hash
         env.setdefault("FETCHML_WORKSPACE", spec.name)
+        # [issue 13, access] JupyterLab sees connections through the published port as coming
+        # from the network's gateway; tell it what that address stands for (see PEER_ALIASES_ENV).
+        alias = peer_alias(gateway, self.publish_addr)
+        if alias:
+            env[PEER_ALIASES_ENV] = alias
         res = spec.resources
         kwargs: dict[str, Any] = {
             "image": image.id,
@@ -737,7 +774,7 @@ class DockerRuntime(Runtime):
                 finally:
                     await asyncio.gather(volume_job, return_exceptions=True)
                 volume_job.result()
-                kwargs = self._container_config(spec, image, gpu_ids, net.name, vol_name)
+                kwargs = self._container_config(spec, image, gpu_ids, net.name, vol_name, _gateway_of(net))
                 if existing is not None and existing.labels.get(_CONFIG) != kwargs["labels"][_CONFIG]:
                     await progress("settings changed: recreating the container (files are kept)")
                     await run_blocking(self._remove_container, existing)
