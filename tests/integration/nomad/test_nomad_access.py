@@ -118,3 +118,46 @@ def test_audit_from_the_allocation_reaches_the_agent(env: Env) -> None:
             break
         assert time.monotonic() < deadline, "the workspace's audit events never reached the agent"
         time.sleep(0.5)
+
+
+def test_under_tls_through_agent_url(nomad_target: NomadTarget, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The other way allocations reach the agent, ``nomad.agent_url`` (here the agent's own
+    https listener): the job carries the URL and the agent's certificate (FETCHML_ACCESS_CA, a
+    multi-line PEM) past the template's environment checks, the extension pins that certificate,
+    and the URLs ``ml`` prints work."""
+    from tests.integration.test_tls import _self_signed
+
+    nomad_target.need_double("its workspace image enables fetchml_jupyter as images/workspace does")
+    root = tmp_path_factory.mktemp("nomad-access-tls")
+    cert, key = _self_signed(root)
+    port = free_port()
+    settings = nomad_target.settings(agent_url=f"https://127.0.0.1:{port}")
+    agent = AgentProcess(root / "agent", port, extra={
+        "users": users(), "runtime": "nomad", "nomad": settings, "tls": {"cert": str(cert), "key": str(key)},
+        "package_management": {"startup_blocked_packages": "off"}})
+    tls = {"FETCHML_SERVER": f"wss://127.0.0.1:{port}/ws", "FETCHML_CA": str(cert)}
+
+    def ml_json(*args: str, user: str) -> Any:
+        import json
+
+        return json.loads(agent.ml(*args, "--json", user=user, env=tls).stdout)
+
+    try:
+        agent.start()
+        agent.ml("jupyter", "create", "sec", "--cpu", "1", "--memory", "1g", user="bob", env=tls)
+        agent.ml("jupyter", "access", "sec", "--user=carol", "--role=viewer", user="bob", env=tls)
+        headers = {"X-Nomad-Token": nomad_target.token} if nomad_target.token else {}
+        job = httpx.get(f"{nomad_target.address}/v1/job/{settings['job_prefix']}ws-sec", headers=headers,
+                        timeout=10).json()
+        task_env = job["TaskGroups"][0]["Tasks"][0]["Env"]
+        assert task_env[ACCESS_URL_ENV] == f"https://127.0.0.1:{port}/access"
+        assert task_env["FETCHML_ACCESS_CA"] == cert.read_text()
+        carol = str(ml_json("jupyter", "info", "sec", user="carol")["url"])
+        assert _call(carol, "GET", "api/contents").status_code == 200
+        assert _call(carol, "POST", "api/kernels", {"name": "python3"}).status_code == 403
+        assert _call(str(ml_json("jupyter", "info", "sec", user="bob")["url"]), "GET", "api/me").json()[
+            "identity"]["role"] == "owner"
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.ml("jupyter", "delete", "sec", "-y", user="bob", check=False, env=tls)
+        agent.stop()
