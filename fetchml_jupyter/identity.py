@@ -198,9 +198,11 @@ class FetchmlLoginHandler(LoginFormHandler):
         if result.session_token:
             _set_session_cookie(self, result.session_token)
         nxt = self.get_argument("next", default=self.base_url)
-        # Drop a token from the page we go back to: the cookie carries the session now.
+        # Drop a token from the page we go back to: the cookie carries the session now. Keep the
+        # rest, valueless parameters included (JupyterLab's ``?reset``).
         parts = urllib.parse.urlsplit(nxt)
-        query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "token"])
+        kept = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
+        query = urllib.parse.urlencode(kept)
         self._redirect_safe(urllib.parse.urlunsplit(("", "", parts.path, query, parts.fragment)))
 
 

@@ -97,6 +97,7 @@ class Browser:
 class Page:
     def __init__(self, browser: Browser, session: str) -> None:
         self.browser, self.session = browser, session
+        self.failure_shot: Path | None = None  # where a failed wait_for leaves a screenshot
 
     def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
         return self.browser.send(method, params, self.session, timeout)
@@ -123,7 +124,29 @@ class Page:
                 if value:
                     return value
             self.browser.pump(0.25)
-        raise AssertionError(f"the page never showed {what or expression} (at {self.url()})")
+        if self.failure_shot is not None:
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                self.screenshot(self.failure_shot)
+        errors = "; ".join(self.errors())[:1000]
+        raise AssertionError(f"the page never showed {what or expression} (at {self.url()}; "
+                             f"screenshot {self.failure_shot}; page errors: {errors or 'none'})")
+
+    def click(self, selector: str) -> None:
+        """A mouse click in the middle of the first element ``selector`` matches."""
+        box = self.evaluate(f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
+            if (!e) return null; const r = e.getBoundingClientRect();
+            return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+        if not box:
+            raise AssertionError(f"nothing on the page matches {selector}")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
+                                                   "clickCount": 1})
+
+    def press(self, key: str, code: int, shift: bool = False) -> None:
+        """A key press (``key`` as DOM names it, ``code`` its virtual key code), with Shift if asked."""
+        for kind in ("rawKeyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code,
+                                                 "modifiers": 8 if shift else 0})
 
     def url(self) -> str:
         with contextlib.suppress(RuntimeError, TimeoutError):
