@@ -39,6 +39,7 @@ def load(serverapp: Any) -> None:
     if not state.active():
         return
     from .audit import CONTENTS_SCHEMA, KERNEL_SCHEMA, Auditor
+    from .authorizer import install_settings_guard
     from .collaboration import install_guard
     from .watcher import Watcher
 
@@ -65,6 +66,7 @@ def load(serverapp: Any) -> None:
     settings["page_config_hook"] = _page_config_hook(settings.get("page_config_hook"))
     if not install_guard():
         serverapp.log.info("fetchml_jupyter: jupyter-collaboration is not installed: nothing to guard")
+    install_settings_guard()
 
 
 def _page_config_hook(original: Any) -> Any:

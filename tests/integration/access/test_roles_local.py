@@ -50,6 +50,8 @@ CELLS: dict[str, tuple[tuple[str, str], Callable[[Lab, dict[str, Any]], int]]] =
         "POST", "api/sessions", {"path": "notes.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}})[0]),
     "list terminals": (("read", "terminals"), lambda lab, c: lab.call("GET", "api/terminals")[0]),
     "open a terminal": (("write", "terminals"), lambda lab, c: lab.call("POST", "api/terminals")[0]),
+    "change a JupyterLab setting": (("write", "config"), lambda lab, c: lab.call(
+        "PUT", "lab/api/settings/@jupyterlab/apputils-extension:themes", {"raw": '{"theme-scrollbars": true}'})[0]),
 }
 PERSONS = ["viewer", "collaborator", "editor", "owner", "revoked", "stranger"]
 
