@@ -261,6 +261,7 @@ class Agent:
             env=env,
             labels={"fetchml.workspace": ws.name, "fetchml.owner": ws.owner},
             gpu_ids=gpu_ids,
+            backing=str(ws.config.get("pool_member") or ""),
         )
 
     async def save(self, ws: Workspace) -> None:

@@ -3,7 +3,7 @@
 ``fetchml-agent serve --config agent.yaml``. Errors name the file and the key. This module is the
 only place that reads ``os.environ`` for the agent (the seed's ``FETCHML_JUPYTER_*`` variables).
 Sections owned by other concerns (``package_management``, ``docker``, ``nomad``, ``experiments``,
-``webhooks``, ``access``, ``retention``) have their schemas declared next to the code that uses them and are merged in here,
+``webhooks``, ``access``, ``retention``, ``culling``, ``quotas``, ``warm_pool``) have their schemas declared next to the code that uses them and are merged in here,
 so this loader sits above them all; the validated values (:class:`AgentConfig`, :class:`User`)
 live in :mod:`fetchml_agent.settings`, which every layer may import (with :class:`ConfigError`).
 """
@@ -27,6 +27,7 @@ from .governance.retention import RETENTION_SCHEMA
 from .nomad.schema import NOMAD_CONFIG_SCHEMA
 from .policy.schema import AGENT_SECTION_SCHEMA as POLICY_SECTION_SCHEMA
 from .runtimes.docker_schema import DOCKER_SECTION_SCHEMA
+from .service.capacity.settings import CULLING_SCHEMA, QUOTAS_SCHEMA, WARM_POOL_SCHEMA
 from .settings import AgentConfig, ConfigError, User, format_errors
 from .webhooks import WEBHOOK_SCHEMA
 
@@ -63,6 +64,10 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "experiments": EXPERIMENTS_SECTION_SCHEMA,
     "access": ACCESS_SCHEMA,  # who may reach JupyterLab: sessions, MFA, allowlists (docs/access.md)
     "retention": RETENTION_SCHEMA,  # how long records are kept (docs/audit.md)
+    # docs/capacity.md and docs/warm-pool.md: idle culling, per-user and per-team quotas, warm pools.
+    "culling": CULLING_SCHEMA,
+    "quotas": QUOTAS_SCHEMA,
+    "warm_pool": WARM_POOL_SCHEMA,
 }
 
 

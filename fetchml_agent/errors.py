@@ -15,6 +15,7 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
     ├── PolicyDenied                 POLICY_DENIED        0x07  403  exit 5
     ├── ApprovalRequired             APPROVAL_REQUIRED    0x08  403  exit 6
     ├── InsufficientResources        INSUFFICIENT_RES.    0x09  409  exit 8
+    │   └── QuotaExceeded            INSUFFICIENT_RES.    0x09  409  exit 8
     ├── InvalidState                 INVALID_STATE        0x0A  409  exit 4
     ├── Overloaded                   SERVER_OVERLOADED    0x10  503  exit 1
     ├── BackendUnavailable           BACKEND_UNAVAILABLE  0x11  503  exit 7
@@ -58,6 +59,7 @@ __all__ = [
     "PermissionDenied",
     "PolicyDenied",
     "ProtocolError",
+    "QuotaExceeded",
     "RequestTooLarge",
     "Timeout",
     "TooManyAuthFailures",
@@ -196,6 +198,12 @@ class InsufficientResources(FetchmlError):
     code = ErrorCode.INSUFFICIENT_RESOURCES
     http_status = 409
     exit_code = 8
+
+
+class QuotaExceeded(InsufficientResources):
+    """A create, start or scale that would take its owner (or one of their teams) past a quota of
+    agent.yaml ``quotas:``. ``fields`` carry ``quota`` (whose and which), ``limit`` and
+    ``in_use`` (what is counted now, with the workspaces that count)."""
 
 
 class InvalidState(FetchmlError):

@@ -12,7 +12,8 @@ import shutil
 import subprocess
 from typing import Any
 
-__all__ = ["QUERY_FIELDS", "nvidia_smi_command", "parse_nvidia_smi_csv", "detect_gpus"]
+__all__ = ["QUERY_FIELDS", "PMON_ARGS", "nvidia_smi_command", "parse_nvidia_smi_csv", "detect_gpus",
+           "parse_pmon", "process_utilization"]
 
 QUERY_FIELDS = ("index", "uuid", "name", "memory.total", "driver_version", "pci.bus_id")
 
@@ -75,3 +76,70 @@ def detect_gpus(binary: str = "nvidia-smi", timeout: float = 10.0) -> list[dict[
     if proc.returncode != 0:
         return []
     return parse_nvidia_smi_csv(proc.stdout)
+
+
+# -- per-process utilization: ``nvidia-smi pmon`` ----------------------------------------------
+
+#: One sample of per-process utilization: ``nvidia-smi pmon -c 1 -s u``.
+PMON_ARGS = ("pmon", "-c", "1", "-s", "u")
+
+
+def parse_pmon(text: str) -> list[tuple[int, int, float | None]]:
+    """Parse ``nvidia-smi pmon`` output into ``(gpu index, pid, sm %)`` rows.
+
+    The columns are read from the header line (``# gpu pid type sm mem enc dec [jpg ofa] [fb]
+    command``: drivers add columns over time, and ``-s um`` adds memory ones), so any version's
+    layout parses. ``-`` is no sample: a GPU without processes has a row of dashes (skipped); a
+    process the interval saw no kernel of has ``-`` for ``sm`` (``None``: idle). Raises ValueError
+    when the text has no header line with ``pid`` and ``sm``.
+    """
+    columns: list[str] | None = None
+    rows: list[tuple[int, int, float | None]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "#" or fields[0].startswith("#"):
+            names = [f.lower() for f in (fields[1:] if fields[0] == "#" else [fields[0][1:], *fields[1:]])]
+            if "pid" in names and "sm" in names:
+                columns = names
+            continue
+        if columns is None:
+            raise ValueError("nvidia-smi pmon output without a header line naming pid and sm")
+        values = dict(zip(columns, fields, strict=False))
+        gpu, pid, sm = values.get("gpu", ""), values.get("pid", "-"), values.get("sm", "-")
+        if not gpu.isdigit() or not pid.isdigit():
+            continue  # an idle GPU's row of dashes
+        try:
+            util: float | None = float(sm)
+        except ValueError:
+            util = None
+        rows.append((int(gpu), int(pid), util))
+    return rows
+
+
+def process_utilization(command: list[str] | None = None, timeout: float = 10.0) -> dict[int, dict[int, float]]:
+    """Per-process SM utilization now, ``{pid: {gpu index: percent}}`` (processes on a GPU with no
+    sample in the interval show 0). ``command``: the pmon command line (default: ``nvidia-smi``
+    with :data:`PMON_ARGS`). Raises OSError when nvidia-smi is absent or fails: the caller then
+    does not know, which is not the same as idle."""
+    if command is None:
+        path = shutil.which("nvidia-smi")
+        if path is None:
+            raise FileNotFoundError("nvidia-smi is not installed")
+        command = [path, *PMON_ARGS]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise OSError(f"nvidia-smi pmon did not answer within {timeout:g}s") from exc
+    if proc.returncode != 0:
+        raise OSError(f"nvidia-smi pmon failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-300:]}")
+    try:
+        rows = parse_pmon(proc.stdout)
+    except ValueError as exc:
+        raise OSError(str(exc)) from exc
+    out: dict[int, dict[int, float]] = {}
+    for gpu, pid, util in rows:
+        per_gpu = out.setdefault(pid, {})
+        per_gpu[gpu] = per_gpu.get(gpu, 0.0) + (util or 0.0)
+    return out

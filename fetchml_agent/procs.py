@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-__all__ = ["alive", "descendants", "kill_tree", "start_time", "tree_rss"]
+__all__ = ["alive", "ancestors", "descendants", "kill_tree", "start_time", "tree_rss"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -57,6 +57,21 @@ def descendants(pid: int) -> list[int]:
         for child in kids.get(todo.pop(), []):
             out.append(child)
             todo.append(child)
+    return out
+
+
+def ancestors(pid: int) -> list[int]:
+    """``pid``'s parent, its parent's parent, ... up to (not including) pid 0; empty if it is gone."""
+    out: list[int] = []
+    seen = {pid}
+    rest = _stat(pid)
+    while rest:
+        parent = int(rest[1])
+        if parent <= 0 or parent in seen:
+            break
+        out.append(parent)
+        seen.add(parent)
+        rest = _stat(parent)
     return out
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from jupyter_server.auth import User
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from . import state
+
 __all__ = ["AgentClient", "AgentUnavailable", "Answer", "FetchmlUser", "Refusal", "Resolver"]
 
 log = logging.getLogger("fetchml_jupyter")
@@ -159,6 +161,8 @@ class Resolver:
                 return last[1]
             raise
         result: Answer | Refusal = _answer(doc) if status == 200 else _refusal(status, doc)
+        if status == 200:
+            state.learn_label(doc.get("workspace"))
         self._store(key, result, float(doc.get("ttl") or MAX_TTL) if status == 200 else MAX_TTL)
         return result
 

@@ -68,6 +68,8 @@ def install_guard() -> bool:
                     auditor.denied(user.username, "write", "notebooks" if kind == "notebook" else "contents",
                                    _path(self))
                 return None  # dropped: the room, the file and the other clients never see it
+            if data[0] == _SYNC and data[1] == _UPDATE:
+                state.note_person(user, "edit")  # an edit is a person at work; presence is not
             auditor = state.auditor()
             if auditor is not None and data[0] == _SYNC and data[1] == _UPDATE and kind and user is not None:
                 path = _path(self)

@@ -35,9 +35,10 @@ def link(serverapp: Any) -> None:
 
 
 def load(serverapp: Any) -> None:
-    """Start the watcher and the audit feed; guard live collaboration."""
+    """Start the watcher, the audit feed and the activity reports; guard live collaboration."""
     if not state.active():
         return
+    from .activity import Activity
     from .audit import CONTENTS_SCHEMA, KERNEL_SCHEMA, Auditor
     from .authorizer import install_settings_guard
     from .collaboration import install_guard
@@ -45,7 +46,7 @@ def load(serverapp: Any) -> None:
 
     auditor = Auditor(root_dir=str(getattr(serverapp, "root_dir", "") or ""))
     watcher = Watcher()
-    state.set_services(auditor, watcher)
+    state.set_services(auditor, watcher, Activity(serverapp))
     logger = serverapp.event_logger
     for schema, listener in ((CONTENTS_SCHEMA, auditor.on_contents), (KERNEL_SCHEMA, auditor.on_kernel)):
         try:
@@ -67,6 +68,27 @@ def load(serverapp: Any) -> None:
     if not install_guard():
         serverapp.log.info("fetchml_jupyter: jupyter-collaboration is not installed: nothing to guard")
     install_settings_guard()
+    install_terminal_activity()
+
+
+def install_terminal_activity() -> None:
+    """Keystrokes into a terminal are a person at work (docs/capacity.md): jupyter_server_terminals
+    has no hook for them, so its socket's ``on_message`` is wrapped, as the collaboration guard does."""
+    try:
+        from jupyter_server_terminals.handlers import TermSocket
+    except ImportError:
+        return
+    if getattr(TermSocket.on_message, "_fetchml_activity", False):
+        return
+    original = TermSocket.on_message
+
+    async def on_message(self: Any, message: Any) -> None:
+        if isinstance(message, str) and message.startswith('["stdin"'):
+            state.note_person(getattr(self, "_jupyter_current_user", None), "terminal")
+        await original(self, message)
+
+    on_message._fetchml_activity = True  # type: ignore[attr-defined]
+    TermSocket.on_message = on_message  # type: ignore[method-assign]
 
 
 def _page_config_hook(original: Any) -> Any:
@@ -90,3 +112,5 @@ async def start(serverapp: Any) -> None:
     if state.active() and state._auditor is not None and state._watcher is not None:
         state._auditor.start()
         state._watcher.start()
+        if state._activity is not None:
+            state._activity.start()

@@ -82,6 +82,8 @@ class FetchmlKernelConnection(ZMQChannelsWebsocketConnection):
             self.websocket_handler.close(CLOSE_CODE, "your role no longer allows running code here")
             return
         header = self._header(incoming_msg)
+        if user is not None and header:
+            state.note_person(user, "kernel", header.get("msg_type"))
         if user is not None and header and header.get("msg_type") == "execute_request":
             if not hasattr(self, "_pending"):
                 self._pending, self._idle = {}, {}

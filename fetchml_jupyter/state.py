@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tornado import web
 
+    from .activity import Activity
     from .agent import FetchmlUser, Resolver
     from .audit import Auditor
     from .watcher import Watcher
 
-__all__ = ["PEER_ALIASES_ENV", "REQUEST", "URL_ENV", "active", "configure", "configure_credential", "note_request",
+__all__ = ["PEER_ALIASES_ENV", "REQUEST", "URL_ENV", "active", "configure", "configure_credential", "note_person", "note_request",
            "parse_aliases", "peer_address", "resolver"]
 
 URL_ENV = "FETCHML_ACCESS_URL"
@@ -40,6 +41,7 @@ _credential: str = ""
 _resolver: Resolver | None = None
 _auditor: Auditor | None = None
 _watcher: Watcher | None = None
+_activity: Activity | None = None
 _label = "this workspace"
 _aliases: dict[str, str] = {}
 
@@ -88,6 +90,14 @@ def workspace_label() -> str:
     return _label
 
 
+def learn_label(name: Any) -> None:
+    """The workspace's name as the agent's answers give it: a server started before it had an
+    owner (a warm pool member) has no ``FETCHML_WORKSPACE`` to read it from."""
+    global _label
+    if isinstance(name, str) and name and len(name) <= 63:
+        _label = name
+
+
 def resolver() -> Resolver:
     global _resolver
     if _resolver is None:
@@ -97,9 +107,23 @@ def resolver() -> Resolver:
     return _resolver
 
 
-def set_services(auditor: Auditor, watcher: Watcher) -> None:
-    global _auditor, _watcher
-    _auditor, _watcher = auditor, watcher
+def set_services(auditor: Auditor, watcher: Watcher, activity: Activity | None = None) -> None:
+    global _auditor, _watcher, _activity
+    _auditor, _watcher, _activity = auditor, watcher, activity
+
+
+def activity() -> Activity | None:
+    return _activity
+
+
+def note_person(user: Any, kind: str, msg_type: str | None = None) -> None:
+    """A person (not the server's own credential) did something on an open connection."""
+    if _activity is None or getattr(user, "kind", "") == "server" or not getattr(user, "username", ""):
+        return
+    if kind == "kernel":
+        _activity.note_kernel_message(user.username, msg_type)
+    else:
+        _activity.note(user.username, kind)
 
 
 def auditor() -> Auditor | None:
@@ -110,3 +134,5 @@ def note_request(handler: web.RequestHandler, user: FetchmlUser, credential: str
     REQUEST.set((handler, user))
     if _watcher is not None:
         _watcher.track(handler, user, credential, peer, forwarded)
+    if _activity is not None and getattr(user, "kind", "") != "server":
+        _activity.note_request(handler, user.username)

@@ -48,8 +48,10 @@ never by probing for attributes:
 
 3. **Optional features**, each a small interface a runtime implements or not:
    :class:`RunBackend` (experiment runs), :class:`PackageIndexReach` (how workspaces reach the
-   agent's package index), :class:`ImageBuilder` (custom images) and :class:`PackageInventory`
-   (installed packages, read without running the workspace). :func:`capability` returns the
+   agent's package index), :class:`ImageBuilder` (custom images), :class:`PackageInventory`
+   (installed packages, read without running the workspace), :class:`GpuActivity` (how busy the
+   GPUs of each workspace are: idle culling) and :class:`WarmPool` (pre-started workspaces that a
+   create claims: docs/warm-pool.md). :func:`capability` returns the
    implementation or raises :class:`~fetchml_agent.errors.NotSupported` (``0x15``) naming the
    runtime and the feature, like Nomad's ``DriverExecTaskNotSupported``.
 
@@ -71,12 +73,14 @@ from ..errors import NotSupported
 __all__ = [
     "Capabilities",
     "ExecResult",
+    "GpuActivity",
     "ImageBuilder",
     "Inventory",
     "Output",
     "PackageCheck",
     "PackageIndexReach",
     "PackageInventory",
+    "PoolMember",
     "Progress",
     "Resources",
     "RunBackend",
@@ -87,6 +91,7 @@ __all__ = [
     "Started",
     "State",
     "Status",
+    "WarmPool",
     "WorkspaceSpec",
     "capability",
     "find_capability",
@@ -131,6 +136,9 @@ class WorkspaceSpec:
     ``token`` is Jupyter's access token; ``password_hash`` is a ``jupyter_server`` argon2/sha1
     hash, or ``None``. Neither may be written anywhere in clear except to the workload itself.
     ``env`` holds what the agent injects (package index URLs, the ``fetchml`` helper's settings).
+    ``backing`` names the warm pool member the workspace was claimed from (:class:`WarmPool`): the
+    backend resources it took over (a volume, a network) carry that name and not the workspace's;
+    empty for a workspace that started cold.
     """
 
     id: str
@@ -145,6 +153,7 @@ class WorkspaceSpec:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     gpu_ids: tuple[int, ...] = ()  # host GPU indexes claimed by the agent (Runtime.gpus)
+    backing: str = ""
 
 
 @dataclass(frozen=True)
@@ -455,6 +464,73 @@ class PackageInventory(_Feature, abc.ABC):
 
     @abc.abstractmethod
     async def inventory(self, spec: WorkspaceSpec) -> Inventory: ...
+
+
+class GpuActivity(_Feature, abc.ABC):
+    """How busy the GPUs of running workspaces are now, from their own processes (the idle
+    culler's GPU signal: a workspace that computes on a GPU is not idle, one that only holds GPU
+    memory is)."""
+
+    feature = "measure the GPU utilization of a workspace's processes"
+
+    @abc.abstractmethod
+    async def gpu_utilization(self, states: Mapping[str, State]) -> dict[str, float]:
+        """For the running workspaces ``states`` (workspace id → state): the utilization (percent
+        of a GPU's streaming multiprocessors, summed over the workspace's processes on one GPU,
+        the busiest of its GPUs) of each workspace whose processes use a GPU now. A workspace
+        left out uses none. Raises :class:`~fetchml_agent.errors.BackendUnavailable` when it
+        cannot be measured now (the caller then knows nothing, rather than "idle")."""
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One pre-started workspace of a warm pool, owned by nobody until it is claimed.
+
+    ``id`` (``warm_<hex>``, a name no workspace can have) names its backend resources; ``spec``
+    is what it was started with: the pool's image and resources, a server credential and a
+    package index key of its own (the claimant takes both over), an environment without identity.
+    ``state`` finds the workload, as :meth:`Runtime.start`'s state does.
+    """
+
+    id: str
+    pool: str
+    spec: WorkspaceSpec
+    state: State
+    url: str
+    started_at: float
+
+
+class WarmPool(_Feature, abc.ABC):
+    """Pre-started workspaces (docs/warm-pool.md): :meth:`prepare_member` starts one for a pool
+    (``spec.backing`` is the member's id), :meth:`claim_member` turns a ready one into a
+    workspace's workload, :meth:`discard_member` removes one never claimed. A member is claimed
+    at most once; nothing of one claimant is ever in another's."""
+
+    feature = "keep warm pools of pre-started workspaces"
+    hint = "warm_pool: needs the docker runtime (the local runtime's comes with its isolation rework)"
+    #: Whether a member can take GPUs when it is claimed; else a GPU profile's members hold theirs
+    #: from their start (``hold_gpu``), or the pool is not kept.
+    gpus_at_claim: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    async def prepare_member(self, spec: WorkspaceSpec, progress: Progress) -> Started:
+        """Start a member from ``spec`` (``backing`` set, ``owner`` empty); return once its
+        JupyterLab answers, like :meth:`Runtime.start`. Cleans up and raises on failure."""
+
+    @abc.abstractmethod
+    async def claim_member(self, member: PoolMember, spec: WorkspaceSpec) -> Started:
+        """Make the running ``member`` the workload of workspace ``spec`` (whose ``backing`` is
+        the member's id, whose token is the member's credential). Fast: no process starts. Raises
+        a project error when the member is gone or unusable (the caller then starts cold)."""
+
+    @abc.abstractmethod
+    async def discard_member(self, member_id: str, state: State | None) -> None:
+        """Remove a member that was never claimed, with everything it owns. Idempotent."""
+
+    @abc.abstractmethod
+    async def list_members(self) -> dict[str, State]:
+        """Every member this runtime still has, claimed or not, by id (after an agent restart:
+        the agent discards those no workspace took)."""
 
 
 def workspace_dir(data_dir: Path, name: str) -> Path:

@@ -26,7 +26,7 @@ from ..core import AgentCore
 from ..errors import Overloaded
 from ..experiments.executor import Executor
 from ..experiments.records import Run
-from ..runtimes.base import State
+from ..runtimes.base import Resources, State
 from ..settings import User
 from ..store.workspaces import Workspace
 from ..webhooks import Webhooks
@@ -34,7 +34,7 @@ from .calls import Call
 from .grants import Grants
 from .packages.service import PackageService
 
-__all__ = ["AgentContext", "AuditTrail", "Hooks", "PersonalTokens", "Services"]
+__all__ = ["AgentContext", "AuditTrail", "Capacity", "Hooks", "PersonalTokens", "ServerBinder", "Services"]
 
 WorkspaceHook = Callable[["AgentContext", Call, Workspace], Awaitable[None]]
 StartedHook = Callable[["AgentContext", Call, Workspace, State], Awaitable[None]]
@@ -62,6 +62,42 @@ class AuditTrail(Protocol):
     async def record(self, agent: AgentCore, user: str, action: str, workspace: str | None, outcome: str,
                      details: dict[str, Any]) -> int:
         """Append one event; returns its id."""
+        ...
+
+
+class ServerBinder(Protocol):
+    """What the layers below ask of :mod:`fetchml_agent.access` for a warm pool: a server started
+    before it had an owner serves a workspace's people from now on."""
+
+    async def bind_server(self, credential: str, ws: Workspace) -> None:
+        """Bind the server credential ``credential`` to ``ws`` (audited)."""
+        ...
+
+
+class Capacity(Protocol):
+    """What the workspace operations ask of :mod:`fetchml_agent.service.capacity` (quotas, warm
+    pools, culling); :class:`fetchml_agent.service.capacity.service.CapacityService` implements it."""
+
+    def check_quota(self, ws: Workspace, resources: Resources, *, new: bool, running: bool) -> None:
+        """Raise :class:`~fetchml_agent.errors.QuotaExceeded` when ``ws`` with ``resources`` (a new
+        workspace when ``new``; running when ``running``) takes its owner or a team of theirs past
+        a quota."""
+        ...
+
+    def reserve(self, ws: Workspace, asked: dict[str, Any]) -> object | None:
+        """A ready warm pool member for the new ``ws`` when its create (``asked``: the create's
+        arguments) matches a pool; ``ws`` takes over the member's credential and index key.
+        ``None``: start cold."""
+        ...
+
+    async def start_reserved(self, call: Call, ws: Workspace, member: object) -> bool:
+        """Start ``ws`` (its record saved) from the reserved member. False when that failed and
+        ``ws`` was given fresh secrets for a cold start instead."""
+        ...
+
+    def view(self, ws: Workspace) -> dict[str, Any]:
+        """What ``ml jupyter info`` shows of it: idle since, why it counts as active, when it will
+        be culled, how it started."""
         ...
 
 
@@ -95,6 +131,8 @@ class Services:
     audit_trail: AuditTrail  # fetchml_agent.governance.service.Governance
     webhooks: Webhooks | None = None
     access: PersonalTokens | None = None  # fetchml_agent.access.service.AccessService
+    server_binder: ServerBinder | None = None  # the same AccessService, as a warm pool sees it
+    capacity: Capacity | None = None  # fetchml_agent.service.capacity: quotas, warm pools, culling
     mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)  # (path, ASGI app) the server mounts
     middleware: list[Middleware] = field(default_factory=list)  # wrapping the server's app, outermost first
 

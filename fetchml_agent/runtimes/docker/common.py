@@ -47,6 +47,10 @@ _GPUS = f"{LABEL}.gpus"
 _RUN_ID = f"{LABEL}.run.id"
 _CONFIG = f"{LABEL}.config"
 _BUILT_BY = f"{LABEL}.built-by"
+# A warm pool member's resources (docs/warm-pool.md): its pool, and its id (``warm_<hex>``), which
+# names its network and volume for good, also once a workspace has claimed it.
+_POOL = f"{LABEL}.pool"
+_MEMBER = f"{LABEL}.pool.member"
 _DEFAULT_WORKDIR = "/home/fetchml/work"
 _DEFAULT_PORT = 8888
 _NONROOT_USER = "1000:1000"
@@ -240,13 +244,20 @@ class DockerBase:
 
     # -- names ----------------------------------------------------------------------------
 
-    def _names(self, spec_name: str) -> tuple[str, str, str]:
-        """(container, network, volume) names of a workspace."""
-        return f"{self.prefix}-{spec_name}", f"{self.prefix}-{spec_name}", f"{self.prefix}-{spec_name}-work"
+    def _names(self, spec_name: str, backing: str = "") -> tuple[str, str, str]:
+        """(container, network, volume) names of a workspace. One claimed from a warm pool member
+        (``backing``) keeps the member's network and volume: Docker cannot rename those."""
+        base = f"{self.prefix}-{backing or spec_name}"
+        return f"{self.prefix}-{spec_name}", base, f"{base}-work"
 
     def _labels(self, spec: WorkspaceSpec) -> dict[str, str]:
         labels = {f"{LABEL}.{k}" if not k.startswith(LABEL) else k: str(v) for k, v in spec.labels.items()}
-        labels.update({_INSTANCE: self.prefix, _WS_ID: spec.id, _WS_NAME: spec.name, _OWNER: spec.owner})
+        labels[_INSTANCE] = self.prefix
+        if spec.backing:
+            labels[_MEMBER] = spec.backing
+        if spec.backing and not spec.owner:
+            return labels  # a warm pool member (its labels name its pool) is nobody's: nothing adopts it
+        labels.update({_WS_ID: spec.id, _WS_NAME: spec.name, _OWNER: spec.owner})
         return labels
 
     def _image(self, ref: str) -> Any:
@@ -264,7 +275,7 @@ class DockerBase:
             )
 
     def _find_container(self, spec_name: str) -> Any:
-        cname, _, _ = self._names(spec_name)
+        cname = f"{self.prefix}-{spec_name}"
         with _docker_errors(f"looking up container {cname}"):
             try:
                 return self.client.containers.get(cname)
@@ -277,6 +288,11 @@ class DockerBase:
                 return self.client.containers.get(state.get("container_id") or state.get("container"))
             except docker.errors.NotFound:
                 return None
+
+    def _rename(self, container: Any, name: str) -> None:
+        with _docker_errors(f"renaming container {container.name} to {name}"):
+            container.rename(name)
+            container.reload()
 
     def _remove_container(self, container: Any) -> None:
         with _docker_errors(f"removing container {container.name}"):

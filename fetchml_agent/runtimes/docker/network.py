@@ -68,7 +68,7 @@ class NetworkMixin(DockerBase):
 
     async def _ensure_network(self, spec: WorkspaceSpec) -> tuple[Any, bool]:
         """The workspace's network, created (firewall first) when missing. Hold the lock."""
-        _, net_name, _ = self._names(spec.name)
+        _, net_name, _ = self._names(spec.name, spec.backing)
 
         def find() -> Any:
             with _docker_errors(f"looking up network {net_name}"):

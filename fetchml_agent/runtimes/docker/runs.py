@@ -70,7 +70,8 @@ class RunsMixin(DockerBase):
         image = await run_blocking(self._image, ref)
         self._check_image_allowed(ref, image)
         name = self.run_job_id(spec.run_id)
-        _, net_name, _ = self._names(spec.workspace)
+        ws_spec = spec.workspace_spec
+        _, net_name, _ = self._names(spec.workspace, ws_spec.backing if ws_spec is not None else "")
         root = Path(spec.snapshot_volume or "")
         host_dir = root / ".docker-runs" / spec.run_id
         user = (image.attrs.get("Config") or {}).get("User") or ""

@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -32,12 +33,14 @@ from ..base import (
     ImageBuilder,
     PackageIndexReach,
     PackageInventory,
+    PoolMember,
     Progress,
     RunBackend,
     Runtime,
     Started,
     State,
     Status,
+    WarmPool,
     WorkspaceSpec,
 )
 from ..docker_schema import DEFAULT_IMAGE
@@ -47,6 +50,7 @@ from .common import (
     _DEFAULT_WORKDIR,
     _GPUS,
     _INSTANCE,
+    _MEMBER,
     _NONROOT_USER,
     _WS_ID,
     LABEL,
@@ -59,6 +63,7 @@ from .common import (
     rewrite_loopback_urls,
 )
 from .execs import ExecMixin
+from .gpu import DockerGpuActivity
 from .images import ImagesMixin
 from .network import NetworkMixin
 from .runs import RunsMixin
@@ -67,8 +72,20 @@ from .stats import StatsMixin
 __all__ = ["DockerRuntime"]
 
 
-class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach,
-                    ImageBuilder, PackageInventory):
+def _config_digest(kwargs: dict[str, Any], gpu_ids: list[int], *, identity: bool) -> str:
+    """What a container was created with, as a short hash: a start that would create a different
+    one recreates it. A warm pool member's (and so a claimed workspace's) leaves out what names it
+    (name, hostname, labels), which its claim changes or cannot change."""
+    if identity:
+        doc = {k: v for k, v in kwargs.items() if k != "device_requests"}
+    else:
+        doc = {k: v for k, v in kwargs.items() if k not in ("device_requests", "name", "hostname", "labels")}
+        doc["gpus"] = list(gpu_ids)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin, DockerGpuActivity, Runtime, RunBackend,
+                    PackageIndexReach, ImageBuilder, PackageInventory, WarmPool):
     """Workspaces as containers of the local Docker engine; see the package docstring."""
 
     name = "docker"
@@ -195,7 +212,8 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
         env["JUPYTER_TOKEN"] = spec.token
         if spec.password_hash:
             env["FETCHML_JUPYTER_PASSWORD_HASH"] = spec.password_hash
-        env.setdefault("FETCHML_WORKSPACE", spec.name)
+        if not spec.backing:  # a warm pool member starts before it has a name (fetchml_jupyter asks)
+            env.setdefault("FETCHML_WORKSPACE", spec.name)
         # [issue 13, access] JupyterLab sees connections through the published port as coming
         # from the network's gateway; tell it what that address stands for (see PEER_ALIASES_ENV).
         alias = peer_alias(gateway, self.publish_addr)
@@ -204,8 +222,8 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
         res = spec.resources
         kwargs: dict[str, Any] = {
             "image": image.id,
-            "name": self._names(spec.name)[0],
-            "hostname": spec.name[:63],
+            "name": self._names(spec.name, spec.backing)[0],
+            "hostname": (spec.backing or spec.name)[:63].replace("_", "-"),
             "user": user,
             "environment": env,
             "labels": {**self._labels(spec), _GPUS: ",".join(map(str, gpu_ids)), f"{LABEL}.port": str(port)},
@@ -229,10 +247,7 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
                 docker.types.DeviceRequest(device_ids=[str(g) for g in gpu_ids], capabilities=[["gpu"]])
             ]
             kwargs["environment"].setdefault("NVIDIA_DRIVER_CAPABILITIES", "compute,utility")
-        digest = json.dumps(
-            {k: v for k, v in kwargs.items() if k != "device_requests"}, sort_keys=True, default=str
-        )
-        kwargs["labels"][_CONFIG] = hashlib.sha256(digest.encode()).hexdigest()[:16]
+        kwargs["labels"][_CONFIG] = _config_digest(kwargs, gpu_ids, identity=not spec.backing)
         return kwargs
 
     async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
@@ -241,10 +256,15 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
         await progress(f"checking image {ref}")
         image = await run_blocking(self._image, ref)
         self._check_image_allowed(ref, image)
-        cname, _, vol_name = self._names(spec.name)
+        cname, _, vol_name = self._names(spec.name, spec.backing)
         created: list[str] = []
         async with self._lock:
             existing = await run_blocking(self._find_container, spec.name)
+            if existing is None and spec.backing and spec.backing != spec.name:
+                # Claimed from a warm pool member, but the agent stopped before renaming it.
+                existing = await run_blocking(self._find_container, spec.backing)
+                if existing is not None:
+                    await run_blocking(self._rename, existing, cname)
             if existing is not None and existing.status == "running":
                 await progress("already running: adopting")
                 return await self._ready(spec, existing, progress, created)
@@ -332,6 +352,9 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             await self._undo(spec, created)
             raise
         await progress("ready")
+        return Started(state=self._state_of(container, port, url), url=url, limits=self._limits(spec))
+
+    def _limits(self, spec: WorkspaceSpec) -> dict[str, Any]:
         res = spec.resources
         how = [
             f"{res.cpu:g} CPUs (NanoCpus)" if res.cpu else "",
@@ -345,8 +368,12 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
         }
         if res.disk_mb:
             limits["disk"] = "not enforced: Docker's storage driver on this host has no quota"
+        return limits
+
+    @staticmethod
+    def _state_of(container: Any, port: int | None, url: str | None) -> State:
         gpus = [int(x) for x in (container.labels.get(_GPUS) or "").split(",") if x]
-        state = {
+        return {
             "container_id": container.id,
             "container": container.name,
             "port": port,
@@ -354,7 +381,6 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             "gpu_indexes": gpus,
             "workdir": container.attrs.get("Config", {}).get("WorkingDir") or _DEFAULT_WORKDIR,
         }
-        return Started(state=state, url=url, limits=limits)
 
     def _published_port(self, container: Any) -> int:
         with _docker_errors(f"inspecting container {container.name}"):
@@ -371,7 +397,7 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
 
         ``locked``: the caller holds ``self._lock`` already.
         """
-        cname, net_name, vol_name = self._names(spec.name)
+        cname, net_name, vol_name = self._names(spec.name, spec.backing)
         if not spec.gpu_ids:  # GPUs this start claimed itself
             self.gpus.release(workspace_holder(spec.id))
 
@@ -444,7 +470,7 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
 
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
         """Delete the workspace's container, volume (its files), network and firewall rules."""
-        cname, net_name, vol_name = self._names(spec.name)
+        cname, net_name, vol_name = self._names(spec.name, spec.backing)
 
         def remove_all() -> None:
             with _docker_errors(f"removing workspace {spec.name}"):
@@ -491,23 +517,60 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             if bindings:
                 port = int(bindings[0]["HostPort"])
             url = f"http://{self.publish_addr}:{port}/" if port else None
-            gpus = [int(x) for x in (c.labels.get(_GPUS) or "").split(",") if x]
-            found.append(
-                (
-                    c.labels[_WS_ID],
-                    {
-                        "container_id": c.id,
-                        "container": c.name,
-                        "port": port,
-                        "url": url,
-                        "gpu_indexes": gpus,
-                        "workdir": c.attrs.get("Config", {}).get("WorkingDir") or _DEFAULT_WORKDIR,
-                    },
-                )
-            )
+            found.append((c.labels[_WS_ID], self._state_of(c, port, url)))
         return found
 
     def files_root(self, spec: WorkspaceSpec, state: State | None) -> str:
         """The workspace's directory inside its container (its state says; else the default)."""
         return str((state or {}).get("workdir") or _DEFAULT_WORKDIR)
 
+
+    # -- warm pool (docs/warm-pool.md) ------------------------------------------------------
+
+    async def prepare_member(self, spec: WorkspaceSpec, progress: Progress) -> Started:
+        """A member is a workspace start under the member's name: its own network (behind the
+        firewall), its own empty volume, a container with the pool's image and limits and its
+        own server credential, JupyterLab answering. Labelled as the pool's, never as a workspace."""
+        return await self.start(spec, progress)
+
+    async def claim_member(self, member: PoolMember, spec: WorkspaceSpec) -> Started:
+        """Rename the member's running container to the workspace's name; its network, volume and
+        firewall rules are the workspace's from now on (they keep the member's name)."""
+        cname = self._names(spec.name, spec.backing)[0]
+        cid = str(member.state.get("container_id") or "")
+
+        def rename() -> None:
+            with _docker_errors(f"claiming warm pool member {member.id}"):
+                self.client.api.rename(cid, cname)
+
+        await run_blocking(rename)
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            try:
+                r = await http.get(member.url + "api/status", headers={"Authorization": f"token {spec.token}"})
+            except httpx.HTTPError as exc:
+                raise BackendError(f"warm pool member {member.id} does not answer", str(exc)) from exc
+        if r.status_code != 200:
+            raise BackendError(f"warm pool member {member.id} answered {r.status_code}")
+        return Started(state={**member.state, "container": cname}, url=member.url, limits=self._limits(spec))
+
+    async def discard_member(self, member_id: str, state: State | None) -> None:
+        await self.remove(self._member_spec(member_id), state)
+
+    @staticmethod
+    def _member_spec(member_id: str) -> WorkspaceSpec:
+        return WorkspaceSpec(id=member_id, name=member_id, owner="", path=Path("/"), token="", backing=member_id)
+
+    async def list_members(self) -> dict[str, State]:
+        def members() -> dict[str, State]:
+            found: dict[str, State] = {}
+            label = {"label": [f"{_INSTANCE}={self.prefix}", _MEMBER]}
+            with _docker_errors("listing warm pool members"):
+                for c in self.client.containers.list(all=True, filters=label):
+                    found[c.labels[_MEMBER]] = {"container_id": c.id, "container": c.name}
+                for item in [*self.client.volumes.list(filters=label), *self.client.networks.list(filters=label)]:
+                    member = (item.attrs.get("Labels") or {}).get(_MEMBER)
+                    if member:
+                        found.setdefault(member, {})
+            return found
+
+        return await run_blocking(members)

@@ -42,6 +42,7 @@ from ..base import (
 )
 from ..cgroups import Cgroups
 from .env import create_workspace_env, process_tree_stats, tail
+from .gpu import LocalGpuActivity
 from .runs import LocalRuns
 
 __all__ = ["LocalRuntime"]
@@ -53,7 +54,7 @@ def _alive(state: State) -> bool:
     return procs.alive(state.get("pid"), state.get("start_time"))
 
 
-class LocalRuntime(Runtime, RunBackend, PackageInventory):
+class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"

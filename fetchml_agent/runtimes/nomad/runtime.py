@@ -42,13 +42,14 @@ from .common import (
     _url_from_ports,
     log,
 )
+from .gpu import NomadGpuActivity
 from .runs import RunsMixin
 from .start import StartMixin
 
 __all__ = ["NomadRuntime"]
 
 
-class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach):
+class NomadRuntime(StartMixin, RunsMixin, NomadGpuActivity, Runtime, RunBackend, PackageIndexReach):
     """Workspaces as Nomad service jobs; see the package docstring for the contract."""
 
     name = "nomad"
