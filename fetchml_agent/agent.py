@@ -29,6 +29,7 @@ from .governance.service import Governance
 from .protocol.packets import api_key_hash
 from .runtimes.base import Resources, Runtime, WorkspaceSpec
 from .service import experiments as experiment_ops
+from .service.capacity.service import CapacityService
 from .service.context import Hooks, Services
 from .service.grants import Grants
 from .service.packages import PackageService
@@ -89,6 +90,7 @@ def build_services(agent: Agent) -> Services:
         audit_trail=governance,
         webhooks=webhooks,
         access=access,
+        server_binder=access,
         mounts=[("/index", packages.index.mount()), ("/access", build_access_app(access))],
         middleware=[lambda app: access_guard.AllowlistMiddleware(app, access)],
     )
@@ -135,6 +137,15 @@ def build_services(agent: Agent) -> Services:
     hooks.start.append(governance.start)
     hooks.shutdown.append(governance.stop)
     hooks.status.append(governance.status_section)
+    # Capacity (docs/capacity.md, docs/warm-pool.md): quotas on create/start/scale, warm pools a
+    # create claims, idle culling from JupyterLab's activity reports; the capacity section of
+    # ml status. Last: the pools' members and the culler start once everything else serves.
+    capacity = CapacityService(agent)
+    services.capacity = capacity
+    hooks.start.append(capacity.start)
+    hooks.shutdown.insert(0, capacity.close)
+    hooks.delete.append(capacity.on_delete)
+    hooks.status.append(capacity.status_section)
     return services
 
 

@@ -11,6 +11,8 @@ may reach), beside ``/index`` and never with ``/ws`` or ``/api``:
 ``POST /access/v1/login``          ``{user, secret, otp, token, peer, forwarded_for}`` → answer + ``session_token``
 ``POST /access/v1/logout``         ``{session}``
 ``POST /access/v1/events``         ``{events: [{action, user, path, ...}]}`` → audited, for that workspace
+``POST /access/v1/activity``       ``{request_age_s, person, kind, kernels, busy_kernels, terminals,
+                                   busy_terminals}`` → ``{interval, workspace}`` (idle culling: docs/capacity.md)
 """
 
 from __future__ import annotations
@@ -101,12 +103,20 @@ async def _events(svc: AccessService, ws: Workspace, cred: str, body: dict[str, 
     return {"written": written}
 
 
+async def _activity(svc: AccessService, ws: Workspace, cred: str, body: dict[str, Any]) -> Any:
+    capacity = svc.agent.services.capacity
+    if capacity is None:
+        return {"interval": 60, "workspace": ws.name}
+    return capacity.report_activity(ws, body)
+
+
 _ROUTES: dict[str, Handler] = {
     "/v1/resolve": _resolve,
     "/v1/resolve-many": _resolve_many,
     "/v1/login": _login,
     "/v1/logout": _logout,
     "/v1/events": _events,
+    "/v1/activity": _activity,
 }
 
 

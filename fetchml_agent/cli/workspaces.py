@@ -56,8 +56,40 @@ def _print_workspace(doc: dict[str, Any]) -> None:
             ("password", "yes (the owner's browser login)" if doc.get("password_protected") else "no"),
             ("experiment", doc.get("experiment")),
             ("created", human_age(doc.get("created_at"))),
+            *_capacity_rows(doc),
         ]
     )
+
+
+def _clock(ts: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _capacity_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """How it started (a warm pool claim or cold), idle since, why it counts as active, the cull to come."""
+    rows: list[tuple[str, Any]] = []
+    start = doc.get("start") or {}
+    if start.get("kind") == "claim":
+        rows.append(("started", f"claimed from warm pool {start.get('pool')} in {start.get('seconds', 0) * 1000:.0f} ms"))
+    elif start.get("kind") == "cold":
+        rows.append(("started", f"cold start in {start.get('seconds', 0):.1f} s"))
+    act = doc.get("activity")
+    if not act:
+        return rows
+    if act.get("active_because"):
+        rows.append(("idle since", "not idle: active because " + "; ".join(act["active_because"])))
+    elif act.get("idle_since"):
+        rows.append(("idle since", f"{_clock(act['idle_since'])} ({human_age(act['idle_since'])})"
+                     + (f"; last request by {act['last_person']}" if act.get("last_person") else "")))
+    if act.get("will_stop_at"):
+        what = "its idle kernels shut down" if act.get("action") == "kernels" else "stopped"
+        why = "culling.max_age" if act.get("will_stop_why") == "max_age" else "idle"
+        rows.append(("culling", f"will be {what} at {_clock(act['will_stop_at'])} ({why}) unless it is used"))
+    elif not act.get("culling"):
+        rows.append(("culling", "off (no culling: in agent.yaml)"))
+    return rows
 
 
 def _workspace_result(ctx: Any, reply: Any) -> int:
@@ -250,8 +282,38 @@ def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _print_capacity(doc: dict[str, Any]) -> None:
+    """``ml status``'s warm pools (size, ready members, claims) and culling."""
+    cap = doc.get("capacity")
+    if not cap:
+        return
+    pools = cap.get("pools") or {}
+    for p in pools.get("pools") or []:
+        line = (f"warm pool {p['name']}: size {p['size']}, {p['ready']} ready, {p['preparing']} starting, "
+                f"{p['claims']} claims, {p['misses']} misses")
+        if p.get("claim_ms_p50") is not None:
+            line += f", claim p50 {p['claim_ms_p50']} ms"
+        if p.get("blocked") or p.get("last_error"):
+            line += f" ({p.get('blocked') or p.get('last_error')})"
+        print(line)
+    if pools.get("unavailable"):
+        print(f"warm pools: none ({pools['unavailable']})")
+    c = cap.get("culling") or {}
+    if c.get("enabled"):
+        parts = [f"{k.replace('_', ' ')} {c[k]}" for k in ("idle_timeout", "gpu_idle_timeout", "max_age") if c.get(k)]
+        print(f"culling: {', '.join(parts)}, every {c.get('check_interval')}, action {c.get('action')}")
+    counters = cap.get("counters") or {}
+    if counters:
+        print("capacity counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
+    q = cap.get("quota")
+    if q:
+        used, lim = q["in_use"], q["limits"]
+        shown = [f"{k} {used.get(k)}/{lim[k]}" for k in lim if lim[k] is not None]
+        print(f"quota of {q['user']}: " + (", ".join(shown) or "no limits"))
+
+
 # Other concerns (experiment runs) add printers for their part of `ml status`.
-_STATUS_PRINTERS: list[Any] = []
+_STATUS_PRINTERS: list[Any] = [_print_capacity]
 
 
 _ROLES = ["viewer", "collaborator", "editor", "owner"]

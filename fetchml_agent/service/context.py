@@ -95,6 +95,10 @@ class Capacity(Protocol):
         ``ws`` was given fresh secrets for a cold start instead."""
         ...
 
+    def report_activity(self, ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+        """Record a report of ``ws``'s JupyterLab (``POST /access/v1/activity``); the answer."""
+        ...
+
     def view(self, ws: Workspace) -> dict[str, Any]:
         """What ``ml jupyter info`` shows of it: idle since, why it counts as active, when it will
         be culled, how it started."""

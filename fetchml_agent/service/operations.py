@@ -56,6 +56,8 @@ async def scale_workspace(agent: AgentContext, call: Call, args: dict[str, Any])
     async with agent.lock(ws.name):
         old = dict(ws.resources)
         was_running = ws.status == "running"
+        if agent.services.capacity is not None:  # refused before anything stops (docs/capacity.md)
+            agent.services.capacity.check_quota(ws, new, new=False, running=was_running)
         ws.resources = new.to_dict()
         await agent.save(ws)
         if was_running:

@@ -38,7 +38,8 @@ def browser_url(ws: Workspace, agent: AgentContext | None = None, user: User | N
 def workspace_view(agent: AgentContext, ws: Workspace, user: User | None = None) -> dict[str, Any]:
     limits = dict(ws.limits or {})
     limits.setdefault("enforced", False)
-    return {
+    capacity = agent.services.capacity  # how it started; idle since, why active, the cull to come
+    return {**(capacity.view(ws) if capacity is not None else {}),
         "id": ws.id,
         "name": ws.name,
         "owner": ws.owner,

@@ -121,6 +121,8 @@ def _hold_host_resources(agent: AgentContext, ws: Workspace) -> None:
 
 async def _start(agent: AgentContext, call: Call, ws: Workspace) -> None:
     """Start ``ws`` (its record already saved); on failure the record says why."""
+    if agent.services.capacity is not None:  # a start that takes its owner past a quota (docs/capacity.md)
+        agent.services.capacity.check_quota(ws, Resources.from_dict(ws.resources), new=False, running=True)
     if agent.start_slots.locked():
         raise agent.overloaded()
     async with agent.start_slots:
@@ -279,12 +281,20 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     )
     for hook in agent.services.hooks.create:
         await hook(agent, call, ws)
+    capacity = agent.services.capacity
+    if capacity is not None:  # quotas (docs/capacity.md), then a warm pool member (docs/warm-pool.md)
+        capacity.check_quota(ws, resources, new=True, running=True)
+    member = capacity.reserve(ws, args) if capacity is not None and not seed_start else None
     await run_blocking(path.mkdir, parents=True, exist_ok=True)
     await agent.store.run(insert_workspace, ws)
     agent.workspaces[name] = ws
     agent.invalidate()
     try:
-        await _start(agent, call, ws)
+        t0 = time.perf_counter()
+        if member is None or capacity is None or not await capacity.start_reserved(call, ws, member):
+            await _start(agent, call, ws)
+            ws.config["start"] = {"kind": "cold", "seconds": round(time.perf_counter() - t0, 4), "at": ws.started_at}
+            await agent.save(ws)
     except BaseException as exc:
         # A create that did not start leaves nothing behind: no record, no env, no empty dir.
         await _discard(agent, ws)

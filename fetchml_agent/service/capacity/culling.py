@@ -300,7 +300,7 @@ class Culler:
         what = "its kernels shut down" if self.settings.action == "kernels" and v.why == "idle" else "stopped"
         self.counters["warnings"] += 1
         await self.agent.audit(AGENT, "workspace.cull_warning", ws.name, owner=ws.owner, will_cull_at=v.cull_at,
-                               action="stop" if v.why == "max_age" else self.settings.action, why=v.why,
+                               cull_action="stop" if v.why == "max_age" else self.settings.action, why=v.why,
                                idle_since=v.idle_since,
                                message=f"workspace {ws.name} will be {what} at {_clock(v.cull_at or 0)} unless it is used")
 
@@ -326,7 +326,7 @@ class Culler:
                 self.counters["cancelled"] += 1
                 return
             reason = describe_cull(v, self.settings, int(ws.resources.get("gpu") or 0) > 0, now)
-            base = {"owner": ws.owner, "why": v.why, "reason": reason, "idle_since": v.idle_since,
+            base: dict[str, Any] = {"owner": ws.owner, "why": v.why, "reason": reason, "idle_since": v.idle_since,
                     "started_at": ws.started_at}
             if v.why == "idle" and self.settings.action == "kernels":
                 shut = []
@@ -337,14 +337,14 @@ class Culler:
                             shut.append(str(k["id"]))
                 self.memory.setdefault(ws.id, _Memory()).kernels_culled_for = v.idle_since
                 self.counters["culls_kernels"] += 1
-                await self.agent.audit(AGENT, "workspace.cull", ws.name, action="kernels",
+                await self.agent.audit(AGENT, "workspace.cull", ws.name, cull_action="kernels",
                                        kernels_shut_down=len(shut), **base)
                 return
             await _stop(self.agent, ws)
             ws.status_message = f"stopped by the agent: {reason}"
             await self.agent.save(ws)
             self.counters[f"culls_stop_{v.why}"] += 1
-        await self.agent.audit(AGENT, "workspace.cull", ws.name, action="stop", **base)
+        await self.agent.audit(AGENT, "workspace.cull", ws.name, cull_action="stop", **base)
 
 
 def _clock(ts: float) -> str:

@@ -137,7 +137,7 @@ _PROFILE: dict[str, Any] = {
 }
 
 def _profiles_ok(field_name: str, value: Any, error: Any) -> None:
-    names = [p.get("name") for p in value or [] if isinstance(p, dict)]
+    names = [str(p.get("name")) for p in value or [] if isinstance(p, dict)]
     for name in sorted({n for n in names if names.count(n) > 1 or n == DEFAULT_POOL}):
         error(field_name, f"profile name {name!r} is used twice (the pool of warm_pool.size is {DEFAULT_POOL!r})")
 
