@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["api_status", "execute", "get_contents", "put_contents", "split_url"]
+__all__ = ["api_status", "execute", "start_busy", "get_contents", "put_contents", "split_url"]
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -93,3 +93,30 @@ def execute(url: str, code: str, timeout: float = 60) -> str:
         raise TimeoutError(f"kernel did not finish running {code!r}")
     finally:
         _request(base, token, "DELETE", f"api/kernels/{kernel['id']}")
+
+
+def start_busy(url: str, code: str, timeout: float = 60) -> str:
+    """Start a kernel, have it run ``code`` (which does not end soon), wait until the kernel says
+    it is busy, and leave it running (the connection closes; the cell goes on). Returns its id."""
+    from websockets.sync.client import connect
+
+    base, token = split_url(url)
+    kernel = _request(base, token, "POST", "api/kernels", {"name": "python3"})
+    msg_id = uuid.uuid4().hex
+    ws_url = base.replace("http://", "ws://") + f"api/kernels/{kernel['id']}/channels?token={token}"
+    msg = {
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": uuid.uuid4().hex,
+                   "date": "", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True},
+    }
+    deadline = time.monotonic() + timeout
+    with connect(ws_url, open_timeout=30, max_size=None) as ws:
+        ws.send(json.dumps(msg))
+        while time.monotonic() < deadline:
+            reply = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if (reply.get("parent_header", {}).get("msg_id") == msg_id and reply["msg_type"] == "status"
+                    and reply["content"]["execution_state"] == "busy"):
+                return str(kernel["id"])
+    raise TimeoutError(f"the kernel never said it was busy running {code!r}")
