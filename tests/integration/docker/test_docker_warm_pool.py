@@ -1,0 +1,112 @@
+"""The docker runtime's warm pool (issue #16, docs/warm-pool.md) through the real agent and `ml`.
+
+A create that asks for nothing special claims a pre-started member: the owner's personal token
+opens it at once, another person's does not; the next owner gets another member (never the
+first one again) and finds nothing of the first owner's files; a create that asks for something
+else starts cold; deleting a claimed workspace removes the member's volume and network with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import AgentProcess, free_port
+from tests.integration.jupyter import put_contents
+
+PREFIX = f"fmltest-{os.getpid()}-wp"
+TABLE = f"fmltest_{os.getpid()}_wp"
+
+
+@pytest.fixture
+def pool_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> Iterator[AgentProcess]:
+    a = AgentProcess(tmp_path / "agent", free_port(), {
+        "runtime": "docker",
+        "docker": {"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image},
+        "package_management": {"startup_blocked_packages": "off"},
+        "warm_pool": {"size": 1},
+    })
+    try:
+        a.start()
+        yield a
+    finally:
+        a.stop()
+        label = {"label": [f"io.fetchml.instance={PREFIX}"]}
+        for c in docker_client.containers.list(all=True, filters=label):
+            c.remove(force=True)
+        for n in docker_client.networks.list(filters=label):
+            n.remove()
+        for v in docker_client.volumes.list(filters=label):
+            v.remove(force=True)
+        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+
+
+def _pool(a: AgentProcess) -> dict[str, Any]:
+    return a.ml_json("status")["capacity"]["pools"]["pools"][0]  # type: ignore[no-any-return]
+
+
+def _wait_ready(a: AgentProcess, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool = _pool(a)
+        if pool["ready"] >= 1:
+            return pool
+        time.sleep(0.5)
+    raise AssertionError(f"the pool never got a ready member: {_pool(a)}\n" + (a.root / "agent.log").read_text()[-3000:])
+
+
+def _get(url: str, path: str, token: str) -> tuple[int, Any]:
+    parts = urllib.parse.urlsplit(url)
+    req = urllib.request.Request(f"{parts.scheme}://{parts.netloc}/{path}", headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def _token(url: str) -> str:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+
+
+def test_claims_serve_their_owner_and_nothing_crosses(pool_agent: AgentProcess, docker_client: Any) -> None:
+    a = pool_agent
+    _wait_ready(a)
+    one = a.ml_json("jupyter", "create", "wp-one", user="bob")
+    assert one["start"]["kind"] == "claim" and one["start"]["pool"] == "default", one
+    member_one = one["start"]["member"]
+    assert _get(one["url"], "api/status", _token(one["url"]))[0] == 200  # the owner's own token, at once
+    put_contents(one["url"], "secret.txt", {"type": "file", "format": "text", "content": "bob's"})
+    assert "claimed from warm pool default" in a.ml("jupyter", "info", "wp-one", user="bob").stdout
+    (container,) = docker_client.containers.list(filters={"name": f"^{PREFIX}-wp-one$"})
+    assert container.labels["io.fetchml.pool.member"] == member_one
+
+    _wait_ready(a)  # refilled in the background with a new member
+    two = a.ml_json("jupyter", "create", "wp-two", user="carol")
+    assert two["start"]["kind"] == "claim" and two["start"]["member"] != member_one
+    status, listing = _get(two["url"], "api/contents", _token(two["url"]))
+    assert status == 200 and [f["name"] for f in listing["content"]] == []  # nothing of bob's
+    assert _get(two["url"], "api/status", _token(one["url"]))[0] in (401, 403)  # bob's token is not carol's
+    assert _get(one["url"], "api/contents/secret.txt", _token(one["url"]))[0] == 200
+
+    cold = a.ml_json("jupyter", "create", "wp-cold", "--cpu", "1", user="bob")
+    assert cold["start"]["kind"] == "cold"
+    pool = _pool(a)
+    assert pool["claims"] == 2 and pool["size"] == 1
+    assert "warm pool default: size 1" in a.ml("status").stdout
+
+    a.ml("jupyter", "delete", "wp-one", "--yes", user="bob")
+    assert not docker_client.volumes.list(filters={"name": f"{PREFIX}-{member_one}-work"})
+    assert not docker_client.networks.list(names=[f"{PREFIX}-{member_one}"])
+    audit = [e["action"] for e in a.ml_json("jupyter", "audit", "wp-two")["events"]]
+    assert "access.server_bind" in audit and "workspace.create" in audit
