@@ -167,7 +167,10 @@ class Activity:
         finally:
             self._sending = False
         if status != 200:
-            log.warning("fetchml_jupyter: the agent refused the activity report (%s: %s)", status, answer.get("message"))
+            # 401: a warm pool member, which belongs to no workspace until it is claimed; it
+            # retries each tick (cheap: one local request) so that a claim is reported at once.
+            level = logging.DEBUG if status == 401 else logging.WARNING
+            log.log(level, "fetchml_jupyter: the agent refused the activity report (%s: %s)", status, answer.get("message"))
             return
         self._sent_at, self._sent_request, self._sent_busy, self._urgent = now, self.last_request, busy, False
         state.learn_label(answer.get("workspace"))

@@ -7,14 +7,29 @@ own idle timeout too. Exit 8 is the documented code of a quota refusal (docs/pro
 
 from __future__ import annotations
 
+import json
+import threading
 import time
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 from tests.conftest import AgentProcess
 from tests.integration.jupyter import start_busy
 
 IDLE = 8  # seconds
 CHECK = 1
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        _Receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 def _wait(what: str, pred: Any, timeout: float) -> Any:
@@ -28,7 +43,13 @@ def _wait(what: str, pred: Any, timeout: float) -> Any:
 
 
 def test_untouched_workspace_is_culled_busy_kernel_is_not(fresh_agent: AgentProcess) -> None:
-    fresh_agent.extra = {"culling": {"idle_timeout": f"{IDLE}s", "check_interval": f"{CHECK}s", "warn_before": "4s"}}
+    http = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{http.server_address[1]}/hook"
+    fresh_agent.extra = {
+        "culling": {"idle_timeout": f"{IDLE}s", "check_interval": f"{CHECK}s", "warn_before": "4s"},
+        "webhooks": [{"events": ["workspace_cull_warning", "workspace_cull"], "actions": ["http_post"], "url": hook}],
+    }
     with fresh_agent.running() as agent:
         busy = agent.ml_json("jupyter", "create", "busy-one")
         agent.ml_json("jupyter", "create", "idle-one")
@@ -60,6 +81,12 @@ def test_untouched_workspace_is_culled_busy_kernel_is_not(fresh_agent: AgentProc
         assert "workspace.cull" not in [e["action"] for e in agent.ml_json("jupyter", "audit", "busy-one")["events"]]
         status = agent.ml("status").stdout
         assert "culling: idle timeout 8s" in status and "culls_stop_idle 1" in status
+        # The owner's webhook heard of it before, and of the cull itself.
+        _wait("the webhooks", lambda: {e["event"] for e in _Receiver.received} >= {"workspace_cull_warning",
+                                                                                  "workspace_cull"}, 15)
+        warning = next(e for e in _Receiver.received if e["event"] == "workspace_cull_warning")
+        assert warning["workspace"] == "idle-one" and "will be stopped at" in json.dumps(warning)
+    http.shutdown()
 
 
 def test_quotas_refuse_create_start_and_scale_with_exit_8(fresh_agent: AgentProcess) -> None:
