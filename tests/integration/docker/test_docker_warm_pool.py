@@ -2,8 +2,8 @@
 
 A create that asks for nothing special claims a pre-started member: the owner's personal token
 opens it at once, another person's does not; the next owner gets another member (never the
-first one again) and finds nothing of the first owner's files; a create that asks for something
-else starts cold; deleting a claimed workspace removes the member's volume and network with it.
+first one again) and finds nothing of the first owner's files; a profile's claim has the
+profile's CPU and memory limits; a create that asks for something else starts cold; deleting a claimed workspace removes the member's volume and network with it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def pool_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> Iter
         "runtime": "docker",
         "docker": {"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image},
         "package_management": {"startup_blocked_packages": "off"},
-        "warm_pool": {"size": 1},
+        "warm_pool": {"size": 1, "profiles": [{"name": "small", "size": 1, "cpu": 1, "memory": "512m"}]},
     })
     try:
         a.start()
@@ -51,18 +51,20 @@ def pool_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> Iter
         subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
 
 
-def _pool(a: AgentProcess) -> dict[str, Any]:
-    return a.ml_json("status")["capacity"]["pools"]["pools"][0]  # type: ignore[no-any-return]
+def _pool(a: AgentProcess, name: str = "default") -> dict[str, Any]:
+    pools = a.ml_json("status")["capacity"]["pools"]["pools"]
+    return next(p for p in pools if p["name"] == name)  # type: ignore[no-any-return]
 
 
-def _wait_ready(a: AgentProcess, timeout: float = 180) -> dict[str, Any]:
+def _wait_ready(a: AgentProcess, name: str = "default", timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pool = _pool(a)
+        pool = _pool(a, name)
         if pool["ready"] >= 1:
             return pool
         time.sleep(0.5)
-    raise AssertionError(f"the pool never got a ready member: {_pool(a)}\n" + (a.root / "agent.log").read_text()[-3000:])
+    raise AssertionError(f"the pool never got a ready member: {_pool(a, name)}\n"
+                         + (a.root / "agent.log").read_text()[-3000:])
 
 
 def _get(url: str, path: str, token: str) -> tuple[int, Any]:
@@ -99,7 +101,16 @@ def test_claims_serve_their_owner_and_nothing_crosses(pool_agent: AgentProcess, 
     assert _get(two["url"], "api/status", _token(one["url"]))[0] in (401, 403)  # bob's token is not carol's
     assert _get(one["url"], "api/contents/secret.txt", _token(one["url"]))[0] == 200
 
-    cold = a.ml_json("jupyter", "create", "wp-cold", "--cpu", "1", user="bob")
+    # A profile's member has the profile's limits, which the create asked for: as a cold start would.
+    _wait_ready(a, "small")
+    small = a.ml_json("jupyter", "create", "wp-small", "--cpu", "1", "--memory", "512m", user="bob")
+    assert small["start"]["kind"] == "claim" and small["start"]["pool"] == "small"
+    assert small["limits"]["enforced"] and small["resources"]["memory"] == "512m"
+    (limited,) = docker_client.containers.list(filters={"name": f"^{PREFIX}-wp-small$"})
+    assert limited.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+    assert limited.attrs["HostConfig"]["Memory"] == 512 * 2**20
+
+    cold = a.ml_json("jupyter", "create", "wp-cold", "--cpu", "2", user="bob")
     assert cold["start"]["kind"] == "cold"
     pool = _pool(a)
     assert pool["claims"] == 2 and pool["size"] == 1
