@@ -121,3 +121,29 @@ def test_claims_serve_their_owner_and_nothing_crosses(pool_agent: AgentProcess, 
     assert not docker_client.networks.list(names=[f"{PREFIX}-{member_one}"])
     audit = [e["action"] for e in a.ml_json("jupyter", "audit", "wp-two")["events"]]
     assert "access.server_bind" in audit and "workspace.create" in audit
+
+
+def test_claimed_workspace_stops_starts_and_survives_an_agent_restart(pool_agent: AgentProcess,
+                                                                      docker_client: Any) -> None:
+    a = pool_agent
+    _wait_ready(a)
+    ws = a.ml_json("jupyter", "create", "wp-keep", user="bob")
+    assert ws["start"]["kind"] == "claim"
+    member = ws["start"]["member"]
+    put_contents(ws["url"], "notes.txt", {"type": "file", "format": "text", "content": "kept"})
+    a.ml("jupyter", "stop", "wp-keep", user="bob")
+    a.ml("jupyter", "start", "--name", "wp-keep", user="bob")
+    again = a.ml_json("jupyter", "info", "wp-keep", user="bob")
+    assert again["status"] == "running" and _get(again["url"], "api/contents/notes.txt", _token(again["url"]))[0] == 200
+
+    _wait_ready(a)  # a member nobody claimed: gone after the restart (its secrets were in memory)
+    label = {"label": [f"io.fetchml.instance={PREFIX}", "io.fetchml.pool.member"]}
+    waiting = {c.labels["io.fetchml.pool.member"] for c in docker_client.containers.list(filters=label)} - {member}
+    assert waiting
+    a.kill9()
+    a.start()
+    after = a.ml_json("jupyter", "info", "wp-keep", user="bob")
+    assert after["status"] == "running" and _get(after["url"], "api/status", _token(after["url"]))[0] == 200
+    left = {c.labels["io.fetchml.pool.member"] for c in docker_client.containers.list(all=True, filters=label)}
+    assert member in left and not (waiting & left)
+
