@@ -20,7 +20,7 @@ from .calls import Call, Result
 from .context import AgentContext
 from .registry import operation
 from .views import browser_url, workspace_view
-from .workspaces import _resources, _start, _stop
+from .workspaces import ACTIVE, _resources, _start, _stop
 
 if TYPE_CHECKING:
     from ..store.workspaces import Workspace
@@ -64,7 +64,7 @@ async def scale_workspace(agent: AgentContext, call: Call, args: dict[str, Any])
             await call.progress("restarting with the new resources")
             await _stop(agent, ws)
             try:
-                await _start(agent, call, ws)
+                await _start(agent, call, ws, restart=True)
             except Exception:
                 ws.resources = old  # keep what worked; the start error says why
                 await agent.save(ws)
@@ -85,13 +85,14 @@ async def reset_workspace(agent: AgentContext, call: Call, args: dict[str, Any])
     require(agent, call.user, ws, EDIT, "resetting")
     async with agent.lock(ws.name):
         await call.progress("stopping JupyterLab and its kernels")
+        was_running = ws.status in ACTIVE
         await _stop(agent, ws)
         if args["hard"]:
             await call.progress("discarding the workspace's installed packages")
             await agent.runtime.reset_environment(agent.workspace_spec(ws), None)
             for hook in agent.services.hooks.reset:
                 await hook(agent, call, ws)
-        await _start(agent, call, ws)
+        await _start(agent, call, ws, restart=was_running)
     await agent.audit(call.user.name, "workspace.reset", ws.name, hard=args["hard"])
     return Result(f"reset workspace {ws.name}{' (hard)' if args['hard'] else ''}", "workspace", workspace_view(agent, ws, call.user))
 

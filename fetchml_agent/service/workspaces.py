@@ -119,9 +119,11 @@ def _hold_host_resources(agent: AgentContext, ws: Workspace) -> None:
         agent.runtime.ports.hold(workspace_holder(ws.id), ws.port)
 
 
-async def _start(agent: AgentContext, call: Call, ws: Workspace) -> None:
-    """Start ``ws`` (its record already saved); on failure the record says why."""
-    if agent.services.capacity is not None:  # a start that takes its owner past a quota (docs/capacity.md)
+async def _start(agent: AgentContext, call: Call, ws: Workspace, *, restart: bool = False) -> None:
+    """Start ``ws`` (its record already saved); on failure the record says why. ``restart``: it
+    was running a moment ago (restart, reset, scale checked already), so no quota is asked again:
+    lowering a quota never stops a workspace (docs/capacity.md)."""
+    if agent.services.capacity is not None and not restart:  # a start past a quota (docs/capacity.md)
         agent.services.capacity.check_quota(ws, Resources.from_dict(ws.resources), new=False, running=True)
     if agent.start_slots.locked():
         raise agent.overloaded()
@@ -433,10 +435,11 @@ async def restart_workspace(agent: AgentContext, call: Call, args: dict[str, Any
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, USE, "restarting")
     async with agent.lock(ws.name):
+        was_running = ws.status in ACTIVE
         if ws.status in ("running", "starting", "stopping", "failed", "missing"):
             await call.progress("stopping")
             await _stop(agent, ws)
-        await _start(agent, call, ws)
+        await _start(agent, call, ws, restart=was_running)
     await agent.audit(call.user.name, "workspace.restart", ws.name)
     return Result(f"restarted workspace {ws.name} at {browser_url(ws, agent, call.user)}", "workspace",
                   workspace_view(agent, ws, call.user))
