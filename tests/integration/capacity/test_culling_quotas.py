@@ -128,3 +128,28 @@ def test_quotas_refuse_create_start_and_scale_with_exit_8(fresh_agent: AgentProc
         agent.start()
         assert agent.ml_json("jupyter", "restart", "bob-two", user="bob")["status"] == "running"
         assert agent.ml("jupyter", "start", "--name", "bob-one", user="bob", check=False).returncode == 8
+
+
+def test_a_persons_request_is_activity_a_frontend_poll_is_not(fresh_agent: AgentProcess) -> None:
+    from tests.integration.jupyter import _request, put_contents, split_url
+
+    fresh_agent.extra = {"culling": {"idle_timeout": "1h", "check_interval": f"{CHECK}s"}}
+    with fresh_agent.running() as agent:
+        ws = agent.ml_json("jupyter", "create", "watched", user="bob")
+        base, token = split_url(ws["url"])
+
+        def activity() -> dict[str, Any]:
+            return agent.ml_json("jupyter", "info", "watched", user="bob")["activity"]  # type: ignore[no-any-return]
+
+        first = _wait("JupyterLab's first report", lambda: activity()["idle_since"], 20)
+        assert activity()["last_person"] is None  # the agent's own checks are not a person
+        time.sleep(2)
+        for _ in range(3):  # what an open tab polls by itself
+            _request(base, token, "GET", "api/kernels")
+            _request(base, token, "GET", "api/sessions")
+        time.sleep(3)
+        assert activity()["idle_since"] == first
+        put_contents(ws["url"], "notes.txt", {"type": "file", "format": "text", "content": "hi"})  # a person's save
+        moved = _wait("idle since to move", lambda: activity()["idle_since"] != first and activity(), 10)
+        assert moved["idle_since"] > first and moved["last_person"] == "bob"
+        assert "last request by bob" in agent.ml("jupyter", "info", "watched", user="bob").stdout
