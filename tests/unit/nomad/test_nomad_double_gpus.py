@@ -138,3 +138,38 @@ def test_an_a100_with_mig_is_named_as_nvml_names_it() -> None:
     (group,) = fingerprint([DoubleGPU(A100_40GB.model, A100_40GB.memory_mib, mig=("1g.5gb",) * 3)]) or []
     assert group["Name"] == "NVIDIA A100-SXM4-40GB MIG 1g.5gb" and len(group["Instances"]) == 3
     assert group["Attributes"]["memory"] == {"Int": 4864, "Unit": "MiB"}
+
+
+def _running_alloc(double: NomadDouble, job_id: str) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        allocs = requests.get(f"{double.address}/v1/job/{job_id}/allocations", timeout=10).json()
+        if allocs and allocs[0]["ClientStatus"] == "running":
+            return str(allocs[0]["ID"])
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} never ran: {allocs}")
+
+
+def test_gpu_activity_reads_the_allocations_device_stats(tmp_path: Any) -> None:
+    """Idle culling's GPU signal on Nomad (issue #16): nomad-device-nvidia's ``GPU utilization``
+    per device of the allocation; a MIG device reports none, so nothing is known of it."""
+    nodes = [DoubleNode("g", gpus=[H100]), DoubleNode("m", gpus=[H100_MIG])]
+    with NomadDouble(nodes=nodes, images=[IDLE_IMAGE], root=tmp_path) as double:
+        _measure(double)
+
+
+def _measure(double: NomadDouble) -> None:
+    import asyncio
+
+    from fetchml_agent.nomad.client import NomadClient
+    from fetchml_agent.nomad.schema import NomadSettings
+    from fetchml_agent.runtimes.nomad.gpu import NomadGpuActivity
+
+    _place(double, "gpu-util", {"Name": "nvidia/gpu/NVIDIA H100 80GB HBM3", "Count": 1})
+    mig = {"LTarget": "${device.model}", "Operand": "=", "RTarget": "NVIDIA H100 80GB HBM3 MIG 3g.40gb"}
+    _place(double, "gpu-util-mig", {"Name": "nvidia/gpu", "Count": 1, "Constraints": [mig]})
+    activity = NomadGpuActivity()
+    activity.client = NomadClient(NomadSettings(address=double.address))
+    states = {"ws-full": {"alloc_id": _running_alloc(double, "gpu-util")},
+              "ws-mig": {"alloc_id": _running_alloc(double, "gpu-util-mig")}}
+    assert asyncio.run(activity.gpu_utilization(states)) == {"ws-full": 7.0}
