@@ -15,6 +15,7 @@ skipped against a real Nomad.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fetchml_jupyter import SERVER_EXTENSIONS
 
 from .cluster import CONTAINER_DEFAULT_PATH, DoubleImage, DoubleNode
 from .server import NomadDouble
@@ -47,7 +50,8 @@ _HELPER_DIR = Path(__file__).resolve().parents[2] / "images" / "workspace"
 # at /opt/fetchml/venv that is first on the image's PATH (each task gets its own, over the packages
 # of the environment the tests run in: what a task installs stays in it, as in a container's
 # layer; programs are found through the image's PATH, never the test runner's), the ``fetchml``
-# helper as the real image ships it, a home directory, and a user config that lets Jupyter run as
+# helper as the real image ships it, a home directory, and a user config that enables the server
+# extensions the real image enables (fetchml_jupyter: access decided by the agent) and lets Jupyter run as
 # root (the double runs tasks as the test user, which is root on these machines).
 _IMAGE_PYTHON = "/opt/fetchml/venv"
 WORKSPACE_IMAGE = DoubleImage(
@@ -55,7 +59,8 @@ WORKSPACE_IMAGE = DoubleImage(
     env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(_HELPER_DIR),
          "VIRTUAL_ENV": _IMAGE_PYTHON, "PATH": f"{_IMAGE_PYTHON}/bin:{CONTAINER_DEFAULT_PATH}"},
     paths=("/home/jovyan", "/home/jovyan/work"),
-    files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
+    files={"/home/jovyan/.jupyter/jupyter_server_config.json": json.dumps(
+        {"ServerApp": {"allow_root": True, "jpserver_extensions": SERVER_EXTENSIONS}})},
     workdir="/home/jovyan",
     pull_seconds=0.2,
     python_env=_IMAGE_PYTHON,
