@@ -29,7 +29,7 @@ from typing import Any
 import jinja2
 
 from fetchml_agent.errors import InvalidArgument, PolicyDenied
-from fetchml_agent.nomad.schema import NomadSettings, VolumeSettings, matches_any
+from fetchml_agent.nomad.schema import IMAGE_REF, VOLUME_NAME, NomadSettings, VolumeSettings, matches_any
 from fetchml_agent.runtimes.base import Resources, RunSpec
 
 __all__ = [
@@ -67,7 +67,8 @@ _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_.-]{0,61}[a-z0-9])?$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META_VALUE_MAX = 512
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+_IMAGE = re.compile(IMAGE_REF)
+_VOLUME = re.compile(VOLUME_NAME)
 _REL_PATH = re.compile(r"^(?:[A-Za-z0-9_.@+-]+/)*[A-Za-z0-9_.@+ -]+$")
 _RUN_ENV = {
     # What the ``fetchml`` helper reads inside a run (see fetchml/__init__.py), in the allocation's
@@ -182,15 +183,16 @@ def run_task(spec: RunSpec) -> RunTask:
 
 @dataclass(frozen=True)
 class AgentJobRequest:
-    """The agent as a Nomad job: its image, API port, and the host volume for its data dir."""
+    """The agent as a Nomad job: its image, API port, and the host volume for its data dir.
+    ``None`` takes the value of ``nomad.agent_job`` (:class:`~fetchml_agent.nomad.schema.AgentJobSettings`)."""
 
-    image: str
-    data_volume: str
-    port: int = 8765
-    data_dir: str = "/var/lib/fetchml"
+    image: str | None = None
+    data_volume: str | None = None
+    port: int | None = None
+    data_dir: str | None = None
     health_path: str = "/api/v1/health"
-    cpu_mhz: int = 500
-    memory_mb: int = 512
+    cpu_mhz: int | None = None
+    memory_mb: int | None = None
     job_name: str = "agent"
 
 
@@ -337,29 +339,42 @@ class JobRenderer:
     # -- the agent itself ------------------------------------------------------------------
 
     def agent(self, req: AgentJobRequest) -> dict[str, Any]:
-        """Validate ``req`` and return the ``{"Job": ...}`` dict of the agent's service job."""
+        """Validate ``req`` and return the ``{"Job": ...}`` dict of the agent's service job.
+
+        The agent's image and data volume come from ``req``, else ``nomad.agent_job``; they are
+        checked for syntax only: ``allowed_images`` and ``allowed_host_volumes`` say what
+        *workspaces* may use, and rendering the agent's own job must not mean loosening them."""
         s = self.settings
+        own = s.agent_job
         job_id = f"{s.job_prefix}{_check_name(req.job_name)}"
-        image = self._check_image(req.image)
-        self._check_volume(VolumeSettings(type="host", source=req.data_volume))
-        if not (isinstance(req.port, int) and 1 <= req.port <= 65535):
-            raise InvalidArgument(f"port must be 1-65535, got {req.port!r}")
-        for what, path in (("data_dir", req.data_dir), ("health_path", req.health_path)):
+        image = req.image if req.image is not None else own.image
+        if not isinstance(image, str) or not _IMAGE.match(image):
+            raise InvalidArgument(f"invalid image reference {image!r}", details="nomad.agent_job.image or --image")
+        volume = req.data_volume if req.data_volume is not None else own.data_volume
+        if not isinstance(volume, str) or not _VOLUME.match(volume):
+            raise InvalidArgument(f"invalid volume name {volume!r}", details="nomad.agent_job.data_volume or --data-volume")
+        port = req.port if req.port is not None else own.port
+        if isinstance(port, bool) or not (isinstance(port, int) and 1 <= port <= 65535):
+            raise InvalidArgument(f"port must be 1-65535, got {port!r}")
+        data_dir = req.data_dir if req.data_dir is not None else own.data_dir
+        for what, path in (("data_dir", data_dir), ("health_path", req.health_path)):
             if not _HTTP_PATH.match(path):
                 raise InvalidArgument(f"{what} must be an absolute path, got {path!r}")
+        cpu_mhz = own.cpu_mhz if req.cpu_mhz is None else req.cpu_mhz
+        memory_mb = own.memory_mb if req.memory_mb is None else req.memory_mb
         context = {
             **self._placement(),
             "job_id": job_id,
             "meta": {"fetchml_kind": "agent"},
             "image": image,
-            "port": req.port,
-            "data_volume": req.data_volume,
-            "data_dir": req.data_dir,
+            "port": port,
+            "data_volume": volume,
+            "data_dir": data_dir,
             "health_path": req.health_path,
             "service_name": job_id,
             "config_var_path": secret_variable_path(job_id),
-            "cpu_mhz": _check_int("cpu_mhz", req.cpu_mhz, 1_000_000, "MHz", "cpu_mhz"),
-            "memory_mb": _check_int("memory", req.memory_mb, s.max.memory_mb, "MB", "nomad.max.memory_mb"),
+            "cpu_mhz": _check_int("cpu_mhz", cpu_mhz, 1_000_000, "MHz", "nomad.agent_job.cpu_mhz"),
+            "memory_mb": _check_int("memory", memory_mb, 1 << 30, "MB", "nomad.agent_job.memory_mb"),
             "env": {},
         }
         return self._render("fetchml-agent", context)
@@ -452,7 +467,7 @@ class JobRenderer:
     def _check_volume(self, vol: VolumeSettings) -> VolumeSettings:
         if vol.type not in ("host", "csi"):
             raise InvalidArgument(f"volume type must be host or csi, got {vol.type!r}")
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", vol.source):
+        if not _VOLUME.match(vol.source):
             raise InvalidArgument(f"invalid volume name {vol.source!r}")
         allowed, key = (
             (self.settings.allowed_host_volumes, "nomad.allowed_host_volumes")

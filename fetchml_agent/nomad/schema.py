@@ -39,6 +39,14 @@ Every key, with its default::
                                          # index); null: agent.yaml public_url, else the listen address
     index: null                          # "ADDR:PORT" of this host where the agent also serves ONLY
                                          # /index to allocations; agent_url defaults to http(s)://ADDR:PORT
+    agent_job:                           # the agent's OWN job (`fetchml-agent nomad-job render
+                                         # fetchml-agent`); not held to allowed_images/allowed_host_volumes
+      image: null                        # null: fetchml/agent:<this version> (images/build.sh agent)
+      data_volume: fetchml-agent         # host volume holding the agent's data_dir
+      data_dir: /var/lib/fetchml
+      port: 9101                         # static port "api"; agent.yaml in the Variable listens on it
+      cpu_mhz: 500
+      memory_mb: 512
 """
 
 from __future__ import annotations
@@ -50,10 +58,15 @@ from typing import Any
 
 import cerberus
 
+from fetchml_agent import __version__
 from fetchml_agent.errors import InvalidArgument
 
 __all__ = [
+    "AGENT_IMAGE",
+    "IMAGE_REF",
     "NOMAD_CONFIG_SCHEMA",
+    "VOLUME_NAME",
+    "AgentJobSettings",
     "Defaults",
     "GpuPlacement",
     "Limits",
@@ -124,6 +137,12 @@ def _volume_schema(access_mode: str) -> dict[str, Any]:
         },
     }
 
+
+#: The agent's own image, as ``images/build.sh agent`` tags it.
+AGENT_IMAGE = f"fetchml/agent:{__version__}"
+#: What an image reference and a Nomad host volume name may look like (the renderer checks both).
+IMAGE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
+VOLUME_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "address": {
@@ -214,6 +233,18 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
         "default": None,
         "regex": r"^(\[[0-9A-Fa-f:]+\]|[0-9.]+):\d{1,5}$",
     },
+    "agent_job": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "image": {"type": "string", "nullable": True, "default": None, "regex": IMAGE_REF},
+            "data_volume": {"type": "string", "default": "fetchml-agent", "regex": VOLUME_NAME},
+            "data_dir": {"type": "string", "default": "/var/lib/fetchml", "regex": r"^/[A-Za-z0-9._/-]*$"},
+            "port": {"type": "integer", "min": 1, "max": 65535, "default": 9101},
+            "cpu_mhz": {"type": "integer", "min": 1, "max": 1_000_000, "default": 500},
+            "memory_mb": {"type": "integer", "min": 16, "default": 512},
+        },
+    },
 }
 
 
@@ -255,6 +286,20 @@ class GpuPlacement:
 
 
 @dataclass(frozen=True)
+class AgentJobSettings:
+    """The agent's own service job (``nomad.agent_job``): its image and data volume are the
+    operator's choice for the agent, not the workspace policy's (``allowed_images``,
+    ``allowed_host_volumes`` say what workspaces may use)."""
+
+    image: str = AGENT_IMAGE
+    data_volume: str = "fetchml-agent"
+    data_dir: str = "/var/lib/fetchml"
+    port: int = 9101
+    cpu_mhz: int = 500
+    memory_mb: int = 512
+
+
+@dataclass(frozen=True)
 class NomadSettings:
     """The validated ``nomad:`` section. Build it with :meth:`from_config`."""
 
@@ -291,6 +336,7 @@ class NomadSettings:
     templates_dir: str | None = None
     agent_url: str | None = None
     index: tuple[str, int] | None = None
+    agent_job: AgentJobSettings = field(default_factory=AgentJobSettings)
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None, where: str = "nomad") -> NomadSettings:
@@ -344,6 +390,7 @@ class NomadSettings:
             templates_dir=d["templates_dir"],
             agent_url=d["agent_url"].rstrip("/") if d["agent_url"] else None,
             index=_address(d["index"]) if d["index"] else None,
+            agent_job=AgentJobSettings(**{**d["agent_job"], "image": d["agent_job"]["image"] or AGENT_IMAGE}),
         )
 
 
