@@ -28,6 +28,7 @@ from .experiments.executor import Executor
 from .governance.service import Governance
 from .protocol.packets import api_key_hash
 from .runtimes.base import Resources, Runtime, WorkspaceSpec
+from .service import devices as device_ops
 from .service import experiments as experiment_ops
 from .service.context import Hooks, Services
 from .service.grants import Grants
@@ -130,6 +131,8 @@ def build_services(agent: Agent) -> Services:
     hooks.workspace_env.append(access_ops.workspace_env)
     hooks.audit.append(access.on_audit)
     hooks.shutdown.append(access_ops.close)
+    # GPUs per node and type with how many are free, where the runtime reports them (Nomad).
+    hooks.status.append(device_ops.status_section)
     # Governance (docs/audit.md): the audit chain's key and erased accounts at start, the daily
     # retention purge, the chain's state in ml status.
     hooks.start.append(governance.start)

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cpu", help="CPU cores, e.g. 4 or 0.5")
         p.add_argument("--memory", help="memory, e.g. 8g or 512m")
         p.add_argument("--gpu", type=int, default=0, help="number of NVIDIA GPUs")
+        p.add_argument("--gpu-type", help="a GPU model (full device name) or MIG profile such as 3g.40gb")
         p.add_argument("--disk", help="ephemeral disk, e.g. 20g")
         p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable")
 
@@ -144,8 +145,9 @@ def _resources(args: argparse.Namespace) -> Resources:
         return Resources(
             cpu=parse_cpu(args.cpu, "--cpu") if args.cpu is not None else None,
             memory_mb=parse_size_mb(args.memory, "--memory") if args.memory is not None else None,
-            gpu=args.gpu,
+            gpu=args.gpu or (1 if args.gpu_type else 0),
             disk_mb=parse_size_mb(args.disk, "--disk") if args.disk is not None else None,
+            gpu_type=args.gpu_type,
         )
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import jinja2
 
 from fetchml_agent.errors import InvalidArgument, PolicyDenied
+from fetchml_agent.nomad.devices import gpu_type_constraint
 from fetchml_agent.nomad.schema import IMAGE_REF, VOLUME_NAME, NomadSettings, VolumeSettings, matches_any
 from fetchml_agent.runtimes.base import Resources, RunSpec
 
@@ -232,8 +233,12 @@ class JobRenderer:
 
     # -- workspace -------------------------------------------------------------------------
 
-    def workspace(self, req: WorkspaceJobRequest) -> dict[str, Any]:
-        """Validate ``req`` and return the ``{"Job": ...}`` dict of its service job."""
+    def workspace(self, req: WorkspaceJobRequest, gpu_types: Iterable[str] | None = None) -> dict[str, Any]:
+        """Validate ``req`` and return the ``{"Job": ...}`` dict of its service job.
+
+        ``gpu_types``: the GPU device groups the cluster fingerprints (their names), against which
+        a ``resources.gpu_type`` is matched (:func:`~fetchml_agent.nomad.devices.gpu_type_constraint`);
+        ``None`` when they are not known."""
         s = self.settings
         name = _check_name(req.name)
         job_id = workspace_job_id(s, name)
@@ -258,7 +263,7 @@ class JobRenderer:
         context = {
             **self._placement(),
             **_cpu_fields(cpu, s),
-            **self._gpu_fields(gpu),
+            **self._gpu_fields(gpu, req.resources.gpu_type, gpu_types),
             "job_id": job_id,
             "meta": meta,
             "image": image,
@@ -279,8 +284,9 @@ class JobRenderer:
 
     # -- experiment run --------------------------------------------------------------------
 
-    def run(self, spec: RunSpec) -> dict[str, Any]:
-        """Validate ``spec`` and return the ``{"Job": ...}`` dict of its batch job."""
+    def run(self, spec: RunSpec, gpu_types: Iterable[str] | None = None) -> dict[str, Any]:
+        """Validate ``spec`` and return the ``{"Job": ...}`` dict of its batch job (``gpu_types``:
+        as for :meth:`workspace`)."""
         s = self.settings
         if not _RUN_ID.match(spec.run_id or ""):
             raise InvalidArgument(f"invalid run id {spec.run_id!r}", details="letters, digits, '_', '.', '-'")
@@ -317,7 +323,7 @@ class JobRenderer:
         context = {
             **self._placement(),
             **_cpu_fields(cpu, s),
-            **self._gpu_fields(gpu),
+            **self._gpu_fields(gpu, spec.resources.gpu_type, gpu_types),
             "job_id": job_id,
             "meta": meta,
             "image": image,
@@ -418,12 +424,18 @@ class JobRenderer:
         )
         return cpu, memory_mb, disk_mb, _check_gpu(res.gpu, s.max.gpu)
 
-    def _gpu_fields(self, gpu: int) -> dict[str, Any]:
+    def _gpu_fields(self, gpu: int, gpu_type: str | None = None, known: Iterable[str] | None = None) -> dict[str, Any]:
         g = self.settings.gpu
+        by_type: list[dict[str, str]] = []
+        if gpu and gpu_type:
+            try:
+                by_type = [gpu_type_constraint(gpu_type, known)[0]]
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
         return {
             "gpu_count": gpu,
             "require_nvidia_runtime": g.require_nvidia_runtime,
-            "gpu_constraints": [
+            "gpu_constraints": by_type + [
                 {"LTarget": c["attribute"], "Operand": c["operator"], "RTarget": c["value"]}
                 for c in g.constraints
             ],

@@ -48,9 +48,10 @@ never by probing for attributes:
 
 3. **Optional features**, each a small interface a runtime implements or not:
    :class:`RunBackend` (experiment runs), :class:`PackageIndexReach` (how workspaces reach the
-   agent's package index), :class:`ImageBuilder` (custom images) and :class:`PackageInventory`
-   (installed packages, read without running the workspace). :func:`capability` returns the
-   implementation or raises :class:`~fetchml_agent.errors.NotSupported` (``0x15``) naming the
+   agent's package index), :class:`ImageBuilder` (custom images), :class:`PackageInventory`
+   (installed packages, read without running the workspace), :class:`DeviceInventory` (the
+   cluster's GPUs per node and type) and :class:`StatusFeed` (changes reported as they happen).
+   :func:`capability` returns the implementation or raises :class:`~fetchml_agent.errors.NotSupported` (``0x15``) naming the
    runtime and the feature, like Nomad's ``DriverExecTaskNotSupported``.
 
 The store persists ``state``; a runtime never touches the database. Blocking SDK calls go
@@ -70,6 +71,7 @@ from ..errors import NotSupported
 
 __all__ = [
     "Capabilities",
+    "DeviceInventory",
     "ExecResult",
     "ImageBuilder",
     "Inventory",
@@ -108,20 +110,26 @@ PackageCheck = Callable[[list[str]], "Awaitable[None] | None"]
 
 @dataclass(frozen=True)
 class Resources:
-    """What a workspace asked for. ``None`` means no limit was asked for."""
+    """What a workspace asked for. ``None`` means no limit was asked for. ``gpu_type`` names the
+    kind of GPU (a model or a MIG profile, ``--gpu-type``); only a runtime that places GPUs itself
+    (``capabilities.places_gpus``) is given one."""
 
     cpu: float | None = None
     memory_mb: int | None = None
     gpu: int = 0
     disk_mb: int | None = None
+    gpu_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cpu": self.cpu, "memory_mb": self.memory_mb, "gpu": self.gpu, "disk_mb": self.disk_mb}
+        d: dict[str, Any] = {"cpu": self.cpu, "memory_mb": self.memory_mb, "gpu": self.gpu, "disk_mb": self.disk_mb}
+        if self.gpu_type:
+            d["gpu_type"] = self.gpu_type
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Resources:
         d = d or {}
-        return cls(d.get("cpu"), d.get("memory_mb"), int(d.get("gpu") or 0), d.get("disk_mb"))
+        return cls(d.get("cpu"), d.get("memory_mb"), int(d.get("gpu") or 0), d.get("disk_mb"), d.get("gpu_type") or None)
 
 
 @dataclass(frozen=True)
@@ -455,6 +463,19 @@ class PackageInventory(_Feature, abc.ABC):
 
     @abc.abstractmethod
     async def inventory(self, spec: WorkspaceSpec) -> Inventory: ...
+
+
+class DeviceInventory(_Feature, abc.ABC):
+    """The GPUs of the backend's nodes, as the backend fingerprints them (``ml status``)."""
+
+    feature = "list its nodes' GPUs"
+
+    @abc.abstractmethod
+    async def device_inventory(self) -> dict[str, Any]:
+        """``{"gpus": [row, ...], "note": str}``: one row per node and GPU type with ``node``,
+        ``type`` (model or MIG device), ``total``, ``healthy`` and ``free`` (healthy and held by no
+        live workload), plus what else the backend knows (``status``, ``eligible``,
+        ``memory_mib``); ``note`` says what the counts could not see ("" when nothing)."""
 
 
 def workspace_dir(data_dir: Path, name: str) -> Path:

@@ -24,6 +24,7 @@ from ..errors import (
     InsufficientResources,
     InvalidArgument,
     InvalidState,
+    NotSupported,
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
@@ -64,7 +65,38 @@ def _resources(args: dict[str, Any], base: dict[str, Any] | None = None) -> Reso
     gpu = merged.get("gpu") or 0
     if isinstance(gpu, bool) or (not isinstance(gpu, int) and not str(gpu).isdigit()):
         raise InvalidArgument(f"--gpu: expected a whole number of GPUs, got {gpu!r}")
-    return Resources(cpu=cpu, memory_mb=memory, gpu=int(gpu), disk_mb=disk)
+    gpu_type = _gpu_type(merged.get("gpu_type"))
+    if gpu_type and not int(gpu):
+        if merged.get("gpu") is not None:
+            raise InvalidArgument(f"--gpu-type {gpu_type} asks for a kind of GPU, but --gpu is 0", "give --gpu 1 or more")
+        gpu = 1  # a type without a count: one GPU of that type
+    return Resources(cpu=cpu, memory_mb=memory, gpu=int(gpu), disk_mb=disk, gpu_type=gpu_type)
+
+
+_GPU_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+:-]{0,127}$")
+
+
+def _gpu_type(value: Any) -> str | None:
+    """``--gpu-type``: a GPU model (``H100``, ``A100-SXM4-80GB``) or MIG profile (``3g.40gb``), as
+    text the runtime that places GPUs matches against what its nodes fingerprint."""
+    if value is None or value == "":
+        return None
+    text = " ".join(str(value).split())
+    if not isinstance(value, str) or not _GPU_TYPE.match(text):
+        raise InvalidArgument(f"--gpu-type: invalid GPU type {value!r}",
+                              "a model such as H100 or A100-SXM4-80GB, or a MIG profile such as 3g.40gb")
+    return text
+
+
+def check_gpu_type(agent: AgentContext, resources: Resources) -> None:
+    """A GPU type needs a runtime that places GPUs itself (``capabilities.places_gpus``: Nomad's
+    device requests); the others hand out the host's GPUs by index."""
+    if resources.gpu_type and not agent.runtime.capabilities.places_gpus:
+        raise NotSupported(
+            f"--gpu-type needs a runtime that places GPUs by kind (nomad); the {agent.runtime.name} runtime "
+            "assigns this host's GPUs by index",
+            "leave out --gpu-type (and gpu_type: in the workspace config)",
+        )
 
 
 def hash_password(password: str) -> str:
@@ -178,6 +210,7 @@ _CREATE_SCHEMA: dict[str, Any] = {
     "cpu": {"type": ["number", "string"], "nullable": True, "default": None},
     "memory": {"type": ["string", "integer"], "nullable": True, "default": None},
     "gpu": {"type": ["integer", "string"], "nullable": True, "default": None},
+    "gpu_type": {"type": "string", "nullable": True, "default": None},
     "disk": {"type": ["string", "integer"], "nullable": True, "default": None},
     "image": {"type": "string", "nullable": True, "default": None},
     "password": {"type": "string", "nullable": True, "default": None},
@@ -238,7 +271,8 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     if len(agent.workspaces) >= agent.max_workspaces:
         raise InsufficientResources(f"this agent already holds {agent.max_workspaces} workspaces (limits.max_workspaces)")
     doc = _merge_config(agent, args)
-    resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "disk")}, doc.get("resources"))
+    resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "gpu_type", "disk")}, doc.get("resources"))
+    check_gpu_type(agent, resources)
     env_doc = doc.get("environment") or {}
     env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
     settings = {k: v for k, v in env_doc.items() if k not in env}

@@ -64,14 +64,14 @@ class RunsMixin(NomadBase):
         :meth:`wait_run`, :meth:`fetch_run_outputs` and :meth:`cancel_run`.
         """
         progress = progress or _no_progress
-        job = self.renderer.run(spec)
+        job = self.renderer.run(spec, await self._gpu_type_names() if spec.resources.gpu and spec.resources.gpu_type else None)
         job_id = job["Job"]["ID"]
         eval_id, eval_index = await self._register(job)
         try:
             await progress("placing")
             ev = await self._wait_evaluation(
                 eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}", eval_index,
-                blocked_ok=True,
+                blocked_ok=True, job=job["Job"],
             )
         except BaseException:
             await asyncio.shield(self._cleanup(job_id))

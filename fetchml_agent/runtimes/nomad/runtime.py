@@ -14,6 +14,7 @@ from ...errors import (
     NotFound,
     Timeout,
 )
+from ...nomad.devices import free_gpus
 from ...nomad.exec import alloc_exec
 from ...nomad.render import (
     secret_variable_path,
@@ -22,6 +23,7 @@ from ...nomad.render import (
 from ...settings import AgentConfig
 from ..base import (
     Capabilities,
+    DeviceInventory,
     ExecResult,
     Output,
     PackageIndexReach,
@@ -48,7 +50,7 @@ from .start import StartMixin
 __all__ = ["NomadRuntime"]
 
 
-class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach):
+class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach, DeviceInventory):
     """Workspaces as Nomad service jobs; see the package docstring for the contract."""
 
     name = "nomad"
@@ -146,6 +148,24 @@ class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach
                 if dev.get("Vendor") == "nvidia" and dev.get("Type") == "gpu":
                     total += sum(1 for i in dev.get("Instances") or [] if i.get("Healthy"))
         self._gpus = total
+
+    async def device_inventory(self) -> dict[str, Any]:
+        """GPUs per node and type as Nomad's NVIDIA plugin fingerprints them (MIG devices as their
+        own types), with how many are free: healthy and held by no live allocation. Reads the
+        nodes (``node:read``) and every namespace's allocations (this namespace's alone when the
+        token may read only that: ``note`` says so)."""
+        nodes = await self._nodes()
+        if nodes is None:
+            return {"gpus": [], "note": "the agent's Nomad token may not read nodes (node:read)"}
+        note = ""
+        try:
+            allocs, _ = await self.client.list_allocations(resources=True, task_states=False, namespace="*")
+        except FetchmlError:
+            allocs, _ = await self.client.list_allocations(resources=True, task_states=False)
+            note = f"free counts see only namespace {self.settings.namespace}'s allocations"
+        pool = [n for n in nodes if self.settings.node_pool == "all"
+                or (n.get("NodePool") or "default") == self.settings.node_pool]
+        return {"gpus": free_gpus(pool, allocs), "note": note}
 
     # -- status ----------------------------------------------------------------------------
 

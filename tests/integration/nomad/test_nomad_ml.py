@@ -1,6 +1,7 @@
 """The workspace lifecycle through the real ``ml`` against a real agent running ``runtime: nomad``.
 
-Covered: create (progress on stderr), info/list/status, an unplaceable GPU request, secrets
+Covered: create (progress on stderr), info/list/status, an unplaceable GPU request, --gpu-type and
+the GPUs ``ml status`` lists per node and type, secrets
 absent from the registered job, stop/restart, kill -9 of the agent and adoption without a
 duplicate, a job purged behind the agent's back, delete (job and Variable gone).
 
@@ -106,6 +107,24 @@ def test_a_gpu_request_nomad_cannot_place_fails_cleanly(env: Env) -> None:
     assert "GPU" in cp.stderr and "Traceback" not in cp.stderr
     assert _api(env.target, f"/v1/job/{env.job_id('toomany')}").status_code == 404
     env.agent.ml("jupyter", "delete", "toomany", "-y", check=False)
+
+
+def test_gpu_type_and_the_gpus_ml_status_shows(env: Env) -> None:
+    # the module's cluster has one whole H100 (tests/nomad_double/fixtures.py): no MIG device
+    cp = env.agent.ml("jupyter", "create", "mig", "--cpu", "1", "--memory", "1g", "--gpu-type", "3g.40gb",
+                      check=False)
+    assert cp.returncode == 8, cp.stderr
+    assert "no GPU in the cluster has ${device.model}" in cp.stderr and "3g" in cp.stderr
+    assert "Traceback" not in cp.stderr
+    cp = env.agent.ml("jupyter", "create", "typo", "--gpu-type", "h100; rm", check=False)
+    assert cp.returncode == 2 and "--gpu-type" in cp.stderr
+    status = env.agent.ml_json("status")
+    gpus = status["devices"]["gpus"]
+    if env.target.double is not None:
+        assert [(g["type"], g["healthy"]) for g in gpus] == [("NVIDIA H100 80GB HBM3", 1)]
+        assert gpus[0]["free"] == 1  # the shared workspace asked for none
+    text = env.agent.ml("status").stdout
+    assert "GPUs:" in text and "free" in text
 
 
 def test_stop_deregisters_and_restart_comes_back(env: Env) -> None:

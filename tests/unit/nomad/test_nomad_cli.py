@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from fetchml_agent import __version__
 from fetchml_agent.nomad.cli import render_job_cli
 from fetchml_agent.nomad.render import JobRenderer, WorkspaceJobRequest
-from fetchml_agent import __version__
 from fetchml_agent.nomad.schema import AGENT_IMAGE, NomadSettings
 from fetchml_agent.runtimes.base import Resources
 
