@@ -237,7 +237,11 @@ def cmd_agent_status(ctx: Any) -> int:
         return 0
     ag, rt = doc["agent"], doc["runtime"]
     print(f"agent {ctx.server}: version {ag['version']}, up {int(ag['uptime_s'])} s, you are {ag['user']} ({ag['role']})")
-    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k != "name") + f" [{rt['name']}]")
+    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k not in ("name", "feed")) + f" [{rt['name']}]")
+    if isinstance(rt.get("feed"), dict):
+        feed = rt["feed"]
+        print(f"following: {feed.get('mode')}, position {feed.get('position')}"
+              + (f" ({feed['last_error']})" if feed.get("last_error") else ""))
     counts = doc.get("workspaces") or {}
     print("workspaces: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     _print_devices(doc.get("devices"))

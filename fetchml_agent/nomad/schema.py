@@ -39,6 +39,11 @@ Every key, with its default::
                                          # index); null: agent.yaml public_url, else the listen address
     index: null                          # "ADDR:PORT" of this host where the agent also serves ONLY
                                          # /index to allocations; agent_url defaults to http(s)://ADDR:PORT
+    events:                              # how the agent follows Nomad (docs/nomad.md, "Following Nomad")
+      enabled: true                      # the event stream; false: blocking queries only
+      read_timeout: 70                   # seconds without a line (Nomad sends heartbeats) = connection lost
+      fallback_retry: 300                # seconds on blocking queries before the stream is tried again
+    run_stats_interval: 5                # seconds between allocation stats of a running run (peak memory)
     agent_job:                           # the agent's OWN job (`fetchml-agent nomad-job render
                                          # fetchml-agent`); not held to allowed_images/allowed_host_volumes
       image: null                        # null: fetchml/agent:<this version> (images/build.sh agent)
@@ -233,6 +238,16 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
         "default": None,
         "regex": r"^(\[[0-9A-Fa-f:]+\]|[0-9.]+):\d{1,5}$",
     },
+    "events": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "enabled": {"type": "boolean", "default": True},
+            "read_timeout": {"type": "number", "min": 1, "default": 70},
+            "fallback_retry": {"type": "number", "min": 1, "default": 300},
+        },
+    },
+    "run_stats_interval": {"type": "number", "min": 0.1, "default": 5},
     "agent_job": {
         "type": "dict",
         "default": {},
@@ -337,6 +352,10 @@ class NomadSettings:
     agent_url: str | None = None
     index: tuple[str, int] | None = None
     agent_job: AgentJobSettings = field(default_factory=AgentJobSettings)
+    events_enabled: bool = True
+    events_read_timeout: float = 70.0
+    events_fallback_retry: float = 300.0
+    run_stats_interval: float = 5.0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None, where: str = "nomad") -> NomadSettings:
@@ -391,6 +410,10 @@ class NomadSettings:
             agent_url=d["agent_url"].rstrip("/") if d["agent_url"] else None,
             index=_address(d["index"]) if d["index"] else None,
             agent_job=AgentJobSettings(**{**d["agent_job"], "image": d["agent_job"]["image"] or AGENT_IMAGE}),
+            events_enabled=d["events"]["enabled"],
+            events_read_timeout=float(d["events"]["read_timeout"]),
+            events_fallback_retry=float(d["events"]["fallback_retry"]),
+            run_stats_interval=float(d["run_stats_interval"]),
         )
 
 

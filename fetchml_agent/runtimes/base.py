@@ -89,6 +89,8 @@ __all__ = [
     "Started",
     "State",
     "Status",
+    "StatusChange",
+    "StatusFeed",
     "WorkspaceSpec",
     "capability",
     "find_capability",
@@ -476,6 +478,45 @@ class DeviceInventory(_Feature, abc.ABC):
         ``type`` (model or MIG device), ``total``, ``healthy`` and ``free`` (healthy and held by no
         live workload), plus what else the backend knows (``status``, ``eligible``,
         ``memory_mib``); ``note`` says what the counts could not see ("" when nothing)."""
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A workspace's workload changed in the backend: its status now (what :meth:`Runtime.poll`
+    would answer), and the runtime state to keep when the workload moved (a rescheduled Nomad
+    allocation: a new alloc id and URL), else ``None``."""
+
+    workspace_id: str
+    status: Status
+    state: State | None = None
+
+
+Deliver = Callable[[list[StatusChange], int], Awaitable[None]]
+
+
+class StatusFeed(_Feature, abc.ABC):
+    """The backend reports workload changes as they happen (Nomad's event stream), so the agent
+    polls no workspace: one feed replaces a query per workspace."""
+
+    feature = "report changes as they happen"
+
+    #: Names the feed's position in the store (``runtime_cursors``), e.g. ``nomad:events``.
+    feed_name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    async def follow_status(self, since: int, deliver: Deliver) -> None:
+        """Run until cancelled, calling ``deliver(changes, position)`` in order for the changes
+        of workspaces' workloads after position ``since`` (0: none processed yet), with the
+        position to resume from; the agent keeps it and passes it back after a restart. Nothing is
+        lost: after a gap (a reconnect, a feed that could not resume where asked) the runtime
+        compares the backend's current state with what it delivered and delivers what differs;
+        a change may come twice, so applying one is idempotent. Never raises but
+        ``CancelledError``: outages are retried, and a backend that refuses the feed is followed
+        another way (Nomad: blocking queries)."""
+
+    @abc.abstractmethod
+    def feed_info(self) -> dict[str, Any]:
+        """For ``ml status``: ``mode`` (how the backend is followed now), ``position``, counters."""
 
 
 def workspace_dir(data_dir: Path, name: str) -> Path:

@@ -328,6 +328,7 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         warnings=warnings,
     )
     await agent.store.run(insert_run, run)
+    ex.publish(run)  # issue #18: subscribers see it queued
     await agent.audit(call.user.name, "run.queue", ws.name, run=run_id, experiment=experiment, target=target,
                       parameters=parameters, snapshot_files=len(manifest["copied"]))
     ex.kick()

@@ -28,7 +28,7 @@ from ..errors import (
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
-from ..runtimes.base import Resources
+from ..runtimes.base import Resources, State, Status
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
 from ..units import parse_cpu, parse_size_mb
 from .access import OWN, USE, VIEW, require, require_password_change, visible
@@ -478,6 +478,7 @@ async def delete_workspace_op(agent: AgentContext, call: Call, args: dict[str, A
             await hook(agent, call, ws)
         await agent.store.run(delete_workspace, ws.id)
         agent.workspaces.pop(ws.name, None)
+        agent.publish_workspace(ws, "deleted")
         agent.services.grants.forget(ws.id)
         agent.invalidate()
         if ws.managed_path:
@@ -508,11 +509,13 @@ async def workspace_limits(agent: AgentContext, call: Call, args: dict[str, Any]
 
 @operation(Opcode.AGENT_STATUS, routes=[("GET", "/api/v1/status")])
 async def agent_status(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
+    live_seq = agent.live.seq  # first: what changes after it, a subscriber asks for (after=live_seq)
     counts: dict[str, int] = {}
     for ws in agent.workspaces.values():
         if visible(agent, call.user, ws):
             counts[ws.status] = counts.get(ws.status, 0) + 1
     doc: dict[str, Any] = {
+        "live_seq": live_seq,
         "agent": {
             "version": agent.version,
             "uptime_s": round(time.time() - agent.started_at, 1),
@@ -534,17 +537,32 @@ async def agent_status(agent: AgentContext, call: Call, args: dict[str, Any]) ->
 async def _refresh(agent: AgentContext, ws: Workspace) -> None:
     if ws.status not in ACTIVE or not ws.runtime_state:
         return
-    status = await agent.runtime.poll(ws.runtime_state)
-    if status.state == "running":
-        if ws.status != "running":
-            ws.status, ws.status_message = "running", ""
-            await agent.save(ws)
-        return
+    await apply_status(agent, ws, await agent.runtime.poll(ws.runtime_state))
+
+
+async def apply_status(agent: AgentContext, ws: Workspace, status: Status, state: State | None = None) -> bool:
+    """Take the runtime's word for a workspace the agent holds as active (polled, or reported by
+    the runtime's feed): ``running`` (with ``state``'s changes: a workload that moved), ``starting``
+    (coming back: a restart in place; its message says why), else it ended: ``stopped``, or
+    ``failed`` when it failed or vanished, with the runtime's message. Returns whether the record
+    changed (it is then saved, which tells subscribers)."""
+    if ws.status not in ACTIVE or not ws.runtime_state:
+        return False
+    if status.state in ("running", "starting"):
+        new_state = {**ws.runtime_state, **{k: v for k, v in (state or {}).items() if v is not None}}
+        message = "" if status.state == "running" else status.message
+        url = (state or {}).get("url") or ws.url
+        if (ws.status, ws.status_message, ws.runtime_state, ws.url) == (status.state, message, new_state, url):
+            return False
+        ws.status, ws.status_message, ws.runtime_state, ws.url = status.state, message, new_state, url
+        await agent.save(ws)
+        return True
     _release_host_resources(agent, ws)
     ws.status = "failed" if status.state in ("failed", "missing") else "stopped"
     ws.status_message = status.message
     ws.runtime_state, ws.url = None, None
     await agent.save(ws)
+    return True
 
 
 async def adopt_all(agent: AgentContext) -> None:
@@ -573,6 +591,10 @@ async def adopt_all(agent: AgentContext) -> None:
 
 
 async def reconcile_once(agent: AgentContext) -> None:
+    """Poll each running workspace; nothing while the runtime's change feed is followed
+    (:mod:`.live`: it reports every change)."""
+    if agent.services.live is not None and agent.services.live.follows_runtime:
+        return
     for ws in list(agent.workspaces.values()):
         lock = agent.lock(ws.name)
         if ws.status == "running" and not lock.locked():

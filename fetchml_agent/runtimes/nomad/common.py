@@ -30,8 +30,9 @@ from ...nomad.render import (
 )
 from ...nomad.schema import NomadSettings
 from ...settings import AgentConfig
+from ..base import Status
 
-__all__ = ["NomadBase", "placement_cause"]
+__all__ = ["NomadBase", "placement_cause", "workload_status"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,29 @@ def _current_alloc(allocs: list[dict[str, Any]], eval_id: str | None = None) -> 
     return max(pool, key=lambda a: a.get("CreateIndex", 0)) if pool else None
 
 
+def workload_status(
+    job_id: str, job: Mapping[str, Any] | None, allocs: list[dict[str, Any]], url: str | None = None
+) -> Status:
+    """A workspace's status from its job and allocations (``None``: Nomad has no such job):
+    ``missing``, ``stopped`` (the job is stopped, or its allocation completed), ``starting`` (not
+    placed yet, or pending: restarting, pulling), ``running`` (with ``url``) or ``failed``."""
+    if job is None:
+        return Status("missing", f"Nomad has no job {job_id}")
+    if job.get("Stop"):
+        return Status("stopped", f"Nomad job {job_id} is stopped")
+    alloc = _current_alloc(allocs)
+    if alloc is None:
+        return Status("starting", f"Nomad job {job_id} waits for placement")
+    client_status = alloc.get("ClientStatus")
+    if client_status == "running":
+        return Status("running", url=url)
+    if client_status == "pending":
+        return Status("starting", _task_cause(alloc, WORKSPACE_TASK))
+    if client_status == "complete":
+        return Status("stopped", _task_cause(alloc, WORKSPACE_TASK))
+    return Status("failed", _task_cause(alloc, WORKSPACE_TASK))
+
+
 def _is_loopback(host: str) -> bool:
     """True for loopback addresses, ``localhost`` and wildcards (a wildcard listen address is given
     to workspaces as 127.0.0.1)."""
@@ -165,6 +189,7 @@ class NomadBase:
         self._http: httpx.AsyncClient | None = None
         self._gpus = 0
         self._nodes_cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._follower: Any = None  # the Follower while follow_status runs (runs wait on it)
 
     @property
     def client(self) -> NomadClient:

@@ -31,6 +31,7 @@ from .common import (
     _task_cause,
     placement_cause,
 )
+from .follow import NotLive
 
 
 class RunsMixin(NomadBase):
@@ -90,8 +91,16 @@ class RunsMixin(NomadBase):
         }
 
     async def wait_run(self, state: State, index: int, wait: float) -> int:
-        """Block until the run's allocations change (or ``wait`` seconds pass); return the index
-        to pass next time (0 the first time: returns at once)."""
+        """Block until the run's job changes (or ``wait`` seconds pass); return the index to pass
+        next time (0 the first time: returns at once). While the agent follows Nomad
+        (:meth:`follow_status`) the wake-up comes from that feed, with no request of its own;
+        otherwise a blocking query on the job's allocations."""
+        follower = self._follower
+        if follower is not None:
+            try:
+                return int(await follower.wait_job(state["job_id"], index, wait))
+            except NotLive:
+                pass
         _, new_index = await self.client.job_allocations(state["job_id"], index or None, wait if index else None)
         return int(new_index or 0)
 

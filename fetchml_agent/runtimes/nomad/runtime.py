@@ -23,6 +23,7 @@ from ...nomad.render import (
 from ...settings import AgentConfig
 from ..base import (
     Capabilities,
+    Deliver,
     DeviceInventory,
     ExecResult,
     Output,
@@ -31,6 +32,7 @@ from ..base import (
     Runtime,
     State,
     Status,
+    StatusFeed,
     WorkspaceSpec,
 )
 from .common import (
@@ -40,20 +42,22 @@ from .common import (
     WORKSPACE_TASK,
     _current_alloc,
     _is_loopback,
-    _task_cause,
     _url_from_ports,
     log,
+    workload_status,
 )
+from .follow import Follower
 from .runs import RunsMixin
 from .start import StartMixin
 
 __all__ = ["NomadRuntime"]
 
 
-class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach, DeviceInventory):
+class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach, DeviceInventory, StatusFeed):
     """Workspaces as Nomad service jobs; see the package docstring for the contract."""
 
     name = "nomad"
+    feed_name = "nomad:events"
     # Nomad places GPUs (device requests) and experiment runs (its scheduler) itself; the
     # workspace's files live in the allocation; the startup scan can only look inside it.
     capabilities = Capabilities(host_files=False, places_gpus=True, schedules_runs=True, package_scan="workload")
@@ -114,6 +118,23 @@ class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach
             "index-only listener (docs/nomad.md, 'Packages')"
         )
 
+    async def follow_status(self, since: int, deliver: Deliver) -> None:
+        """Follow Nomad's event stream (else blocking queries) from position ``since``, delivering
+        workspace status changes (:class:`~fetchml_agent.runtimes.nomad.follow.Follower`). While it
+        runs, runs are followed from the same feed (:meth:`wait_run`)."""
+        follower = Follower(self)
+        self._follower = follower
+        try:
+            await follower.run(since, deliver)
+        finally:
+            if self._follower is follower:
+                self._follower = None
+
+    def feed_info(self) -> dict[str, Any]:
+        if self._follower is None:
+            return {"mode": "not followed", "position": 0, "live": False}
+        return self._follower.info()
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
@@ -132,6 +153,7 @@ class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach
             "datacenters": list(s.datacenters),
             "node_pool": s.node_pool,
             "gpus": self._gpus,
+            "feed": self.feed_info(),
         }
 
     async def _refresh_gpus(self) -> None:
@@ -176,22 +198,7 @@ class NomadRuntime(StartMixin, RunsMixin, Runtime, RunBackend, PackageIndexReach
         allocs: list[dict[str, Any]],
         url: str | None = None,
     ) -> Status:
-        job_id = state.get("job_id", "?")
-        if job is None:
-            return Status("missing", f"Nomad has no job {job_id}")
-        if job.get("Stop"):
-            return Status("stopped", f"Nomad job {job_id} is stopped")
-        alloc = _current_alloc(allocs)
-        if alloc is None:
-            return Status("starting", f"Nomad job {job_id} waits for placement")
-        client_status = alloc.get("ClientStatus")
-        if client_status == "running":
-            return Status("running", url=url or state.get("url"))
-        if client_status == "pending":
-            return Status("starting", _task_cause(alloc, WORKSPACE_TASK))
-        if client_status == "complete":
-            return Status("stopped", _task_cause(alloc, WORKSPACE_TASK))
-        return Status("failed", _task_cause(alloc, WORKSPACE_TASK))
+        return workload_status(state.get("job_id", "?"), job, allocs, url or state.get("url"))
 
     async def poll(self, state: State) -> Status:
         job_id = state["job_id"]
