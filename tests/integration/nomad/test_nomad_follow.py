@@ -12,6 +12,7 @@ tests/integration/nomad/test_nomad_ml.py follows a real workspace through the ag
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,7 +22,12 @@ from typing import Any
 import pytest
 import requests
 
-from fetchml_agent.nomad.render import JobRenderer, WorkspaceJobRequest, jupyter_secret_items, secret_variable_path
+from fetchml_agent.nomad.render import (
+    JobRenderer,
+    WorkspaceJobRequest,
+    jupyter_secret_items,
+    secret_variable_path,
+)
 from fetchml_agent.nomad.schema import NomadSettings
 from fetchml_agent.runtimes.base import Resources, StatusChange
 from fetchml_agent.runtimes.nomad import NomadRuntime
@@ -142,7 +148,7 @@ def test_changes_made_behind_the_agents_back_arrive_from_the_stream(double: Noma
     # each status is delivered once, when it changes: never the same one twice in a row
     for ws in ("ws-a", "ws-b", "ws-c"):
         mine = [(s, m) for w, s, m in feed.changes if w == ws]
-        assert all(a != b for a, b in zip(mine, mine[1:], strict=False)), mine
+        assert all(a != b for a, b in itertools.pairwise(mine)), mine
     # (Nomad replaces an allocation stopped this way; the double does not, so ws-c ends stopped)
 
 
