@@ -103,7 +103,7 @@ class LiveHub:
             sub.offer(event)
         return event
 
-    def subscribe(self, after: int | None = None, maxsize: int = 1024) -> Subscription:
+    def subscribe(self, after: int | None = None, maxsize: int = REPLAY + 64) -> Subscription:
         """A new subscription; with ``after``, the kept events after that sequence number come
         first (a ``gap`` event first when some of them are no longer kept)."""
         sub = Subscription(self, maxsize)
