@@ -101,7 +101,7 @@ class Services:
     packages: PackageService
     experiments: Executor
     grants: Grants
-    audit_trail: AuditTrail
+    audit_trail: AuditTrail  # fetchml_agent.governance.service.Governance
     webhooks: Webhooks | None = None
     access: PersonalTokens | None = None  # fetchml_agent.access.service.AccessService
     live: FeedFollower | None = None  # fetchml_agent.service.live.LiveService
