@@ -88,7 +88,8 @@ def result_from_status(run: Run, status: RunStatus, cancelled: bool, fetched: st
     :class:`~fetchml_agent.runtimes.base.RunStatus`. ``fetched`` says why outputs are missing."""
     now = time.time()
     base: dict[str, Any] = {"finished_at": now, "attempts": [{"attempt": 1, "started_at": run.started_at,
-                                                              "finished_at": now, "alloc_id": status.alloc_id}]}
+                                                              "finished_at": now, "alloc_id": status.alloc_id}],
+                            "peak_memory_bytes": status.peak_memory_bytes}
     note = f" (its results could not be fetched: {fetched})" if fetched else ""
     if status.state == "succeeded":
         return {**base, "status": "succeeded", "message": note.strip(" ()"), "error": None, "exit_code": 0}

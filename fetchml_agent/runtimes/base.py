@@ -347,6 +347,7 @@ class RunStatus:
     alloc_id: str | None = None
     exit_code: int | None = None
     result: dict[str, Any] | None = None
+    peak_memory_bytes: int | None = None  # the most memory the run was seen using, where the backend samples it
 
 
 class RunBackend(_Feature, abc.ABC):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -10,6 +11,7 @@ from typing import Any
 
 from ...errors import (
     BackendError,
+    FetchmlError,
     NotFound,
 )
 from ...nomad.render import (
@@ -95,6 +97,8 @@ class RunsMixin(NomadBase):
         next time (0 the first time: returns at once). While the agent follows Nomad
         (:meth:`follow_status`) the wake-up comes from that feed, with no request of its own;
         otherwise a blocking query on the job's allocations."""
+        if state.get("sampling"):  # a running run: wake in time for the next memory sample
+            wait = min(wait, self.settings.run_stats_interval)
         follower = self._follower
         if follower is not None:
             try:
@@ -111,7 +115,32 @@ class RunsMixin(NomadBase):
         or ``failed`` (with the task's last event, e.g. ``Exit Code: 1``). A run past its
         ``timeout`` is stopped here and reported ``timed_out``; a run stopped otherwise is
         ``cancelled``; a job Nomad no longer has (purged, garbage-collected) is ``missing``.
+        While it runs, each call samples the allocation's memory (:meth:`_sample_memory`); the
+        status carries the peak seen.
         """
+        status = await self._run_status(state)
+        if status.state == "running" and status.alloc_id:
+            await self._sample_memory(state, status.alloc_id)
+        state["sampling"] = status.state == "running"
+        peak = state.get("peak_memory_bytes")
+        return dataclasses.replace(status, peak_memory_bytes=int(peak) if peak else None)
+
+    async def _sample_memory(self, state: State, alloc_id: str) -> None:
+        """Keep in ``state["peak_memory_bytes"]`` the most memory the run's allocation was seen
+        using (Nomad's allocation stats: the cgroup's ``MaxUsage`` where measured, its RSS or
+        ``Usage`` otherwise). Nomad keeps no stats of a finished allocation, so the peak is the
+        highest of the samples :meth:`wait_run` wakes for, every ``nomad.run_stats_interval`` seconds; a
+        failed read skips one sample."""
+        try:
+            raw = await self.client.allocation_stats(alloc_id)
+        except FetchmlError:
+            return
+        mem = (raw.get("ResourceUsage") or {}).get("MemoryStats") or {}
+        seen = max(int(mem.get("MaxUsage") or 0), int(mem.get("RSS") or 0) or int(mem.get("Usage") or 0))
+        if seen > int(state.get("peak_memory_bytes") or 0):
+            state["peak_memory_bytes"] = seen
+
+    async def _run_status(self, state: State) -> RunStatus:
         job_id = state["job_id"]
         job = await self.client.find_job(job_id)
         if job is None:
