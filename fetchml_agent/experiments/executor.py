@@ -44,6 +44,7 @@ from ..core import AgentCore
 from ..errors import FetchmlError, InvalidState, NotFound, NotSupported
 from ..jsonfiles import read_json, write_json
 from ..runtimes.base import Resources, RunBackend, RunSpec, RunStatus, State, capability
+from .environment import environment_view
 from .records import Run, claim_run, get_run, insert_metrics, runs_by_status, update_run
 from .results import (
     STATE_FILE,
@@ -105,6 +106,7 @@ def run_view(run: Run, *, now: float | None = None) -> dict[str, Any]:
         "output_notebook": str(Path(run.run_dir, "output.ipynb")) if run.kind == "notebook" else None,
         "warnings": run.warnings,
         "run_dir": run.run_dir,
+        "environment": environment_view(Path(run.run_dir)),  # issue #18: the environment step
     }
     if run.status == "running":
         progress = read_json(Path(run.run_dir, "progress.json")) or {}

@@ -58,6 +58,7 @@ JOB_TEMPLATES = {
 }
 SECRET_ITEM = "jupyter_config"
 SNAPSHOT_MOUNT = "/fetchml/snapshot"
+ENV_CACHE_MOUNT = "/fetchml/env-cache"  # nomad.env_cache_volume in a run (FETCHML_ENV_CACHE)
 OUTPUT_NOTEBOOK = "output.ipynb"
 # Delimiters that never occur in a run's parameters: the template block then copies the
 # parameters verbatim instead of interpreting them as a consul-template.
@@ -78,10 +79,13 @@ _RUN_ENV = {
     "FETCHML_OUTPUTS_DIR": "${NOMAD_ALLOC_DIR}/data/work/outputs",
     "FETCHML_PARAMETERS_FILE": "${NOMAD_TASK_DIR}/parameters.json",
 }
-_RESERVED_ENV = frozenset({"JUPYTER_CONFIG_PATH", "JUPYTER_TOKEN", "FETCHML_RUN_ID", "FETCHML_EXPERIMENT", *_RUN_ENV})
+_RESERVED_ENV = frozenset({"JUPYTER_CONFIG_PATH", "JUPYTER_TOKEN", "FETCHML_RUN_ID", "FETCHML_EXPERIMENT",
+                           "FETCHML_ENV_CACHE", *_RUN_ENV})
 # The run task's entry: copy the read-only snapshot ($1) into the task's own directory, point its
-# outputs/ at the results in alloc/data, and run the command there. Only $VAR forms: Nomad
-# interpolates ${...} in job arguments.
+# outputs/ at the results in alloc/data, install the workspace's packages when the snapshot holds
+# their lock (the environment step, fetchml_agent/experiments/env_step.py: its report goes to
+# alloc/data/environment.json), and run the command there. Only $VAR forms: Nomad interpolates
+# ${...} in job arguments.
 RUN_LAUNCHER = """set -eu
 work="$NOMAD_TASK_DIR/work"
 out="$NOMAD_ALLOC_DIR/data/work/outputs"
@@ -89,6 +93,10 @@ mkdir -p "$work" "$out"
 cp -R "$1/." "$work/"
 if [ -d "$work/outputs" ] && [ ! -L "$work/outputs" ]; then cp -R "$work/outputs/." "$out/"; rm -rf "$work/outputs"; fi
 ln -sfn "$out" "$work/outputs"
+if [ -f "$work/.fetchml/environment.lock" ]; then
+PYTHONPATH=$(python3 "$work/.fetchml/environment_step.py" "$work/.fetchml/environment.lock" "$NOMAD_ALLOC_DIR/data/environment.json")
+export PYTHONPATH
+fi
 cd "$work"
 shift
 exec "$@"
@@ -309,6 +317,10 @@ class JobRenderer:
                     attachment_mode="file-system",
                 ),
             )
+        env_cache = self._check_volume(s.env_cache_volume) if s.env_cache_volume else None
+        env = dict(task.env)
+        if env_cache is not None:
+            env["FETCHML_ENV_CACHE"] = ENV_CACHE_MOUNT
         snapshot_dir = SNAPSHOT_MOUNT if snapshot_volume else "."
         if spec.snapshot_path:
             snapshot_dir += "/" + _check_rel_path("snapshot_path", spec.snapshot_path)
@@ -330,12 +342,14 @@ class JobRenderer:
             "snapshot_volume": snapshot_volume,
             "snapshot_mount": SNAPSHOT_MOUNT,
             "snapshot_dir": snapshot_dir,
+            "env_cache_volume": env_cache,
+            "env_cache_mount": ENV_CACHE_MOUNT,
             "launcher": RUN_LAUNCHER,
             "command": task.command,
             "retries": spec.retries,
             "disk_mb": disk_mb,
             "memory_mb": memory_mb,
-            "env": task.env,
+            "env": env,
             "parameters_json": task.parameters_json,
             "no_template_left": _LITERAL_LEFT,
             "no_template_right": _LITERAL_RIGHT,

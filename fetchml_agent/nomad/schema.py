@@ -44,6 +44,9 @@ Every key, with its default::
       read_timeout: 70                   # seconds without a line (Nomad sends heartbeats) = connection lost
       fallback_retry: 300                # seconds on blocking queries before the stream is tried again
     run_stats_interval: 5                # seconds between allocation stats of a running run (peak memory)
+    env_cache_volume: null               # {type: host|csi, source: NAME}: mounted read-write into runs,
+                                         # where the workspace's installed packages are kept by lock
+                                         # hash (shared by every run that mounts it; docs/experiments.md)
     agent_job:                           # the agent's OWN job (`fetchml-agent nomad-job render
                                          # fetchml-agent`); not held to allowed_images/allowed_host_volumes
       image: null                        # null: fetchml/agent:<this version> (images/build.sh agent)
@@ -187,6 +190,7 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "workspace_volume": _volume_schema("single-node-writer"),
     "snapshot_volume": _volume_schema("multi-node-reader-only"),
     "snapshot_dir": {"type": "string", "nullable": True, "default": None, "regex": r"^/.*"},
+    "env_cache_volume": _volume_schema("multi-node-multi-writer"),
     "workdir": {"type": "string", "default": "/home/jovyan/work", "regex": r"^/[A-Za-z0-9._/-]*$"},
     "workspace_user": {
         "type": "dict",
@@ -336,6 +340,7 @@ class NomadSettings:
     workspace_volume: VolumeSettings | None = None
     snapshot_volume: VolumeSettings | None = None
     snapshot_dir: str | None = None
+    env_cache_volume: VolumeSettings | None = None
     workdir: str = "/home/jovyan/work"
     workspace_uid: int = 1000
     workspace_gid: int = 100
@@ -390,6 +395,7 @@ class NomadSettings:
             workspace_volume=VolumeSettings(**vol) if vol else None,
             snapshot_volume=VolumeSettings(**snap) if snap else None,
             snapshot_dir=d["snapshot_dir"],
+            env_cache_volume=VolumeSettings(**d["env_cache_volume"]) if d["env_cache_volume"] else None,
             workdir=d["workdir"],
             workspace_uid=user["uid"],
             workspace_gid=user["gid"],

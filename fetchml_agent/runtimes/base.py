@@ -363,6 +363,9 @@ class RunBackend(_Feature, abc.ABC):
 
     feature = "run experiments"
     hint = "experiment runs need a runtime that executes them (local, docker, nomad)"
+    #: Runs start from the workspace's image, not its environment: the run's launcher installs the
+    #: workspace's packages from the lock queued with the snapshot (fetchml_agent/experiments/environment.py).
+    rebuilds_environment = False
 
     @abc.abstractmethod
     def run_job_id(self, run_id: str) -> str:

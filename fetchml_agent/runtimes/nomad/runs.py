@@ -39,6 +39,8 @@ from .follow import NotLive
 class RunsMixin(NomadBase):
     """The nomad runtime's run backend: each run a batch job."""
 
+    rebuilds_environment = True  # runs start from the image: the launcher installs the workspace's lock
+
     def run_job_id(self, run_id: str) -> str:
         """The Nomad job ID a run gets (known before it is submitted)."""
         return run_job_id(self.settings, run_id)

@@ -381,8 +381,8 @@ def _invalid_renderer(rt: NomadRuntime) -> None:
     """Make ``rt`` render jobs Nomad rejects (MemoryMB below Nomad's minimum of 10)."""
     render = rt.renderer.workspace
 
-    def invalid(request: WorkspaceJobRequest) -> dict[str, Any]:
-        job = render(request)
+    def invalid(request: WorkspaceJobRequest, gpu_types: Any = None) -> dict[str, Any]:
+        job = render(request, gpu_types)
         job["Job"]["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] = 1
         return job
 
