@@ -137,6 +137,8 @@ class Executor:
         self.cancel_grace = float(settings.get("cancel_grace", 5))
         self.default_timeout = settings.get("default_timeout")
         self.snapshot_max_bytes = int(settings.get("snapshot_max_file_mb") or 10) * 1024 * 1024
+        # issue #18: the data files a run of a remote workspace (docker volume, Nomad) gets, in all
+        self.run_data_max_bytes = int(settings.get("run_data_max_mb", 100)) * 1024 * 1024
         self.warm_idle_s = float(settings.get("warm_runner_idle_s", 600))
         self.active: dict[str, Run] = {}  # running runs by id
         self.states: dict[str, State] = {}  # the backend's state of each active run, once submitted

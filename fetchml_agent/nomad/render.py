@@ -278,6 +278,7 @@ class JobRenderer:
             "jupyter_port": s.jupyter_port,
             "workdir": s.workdir,
             "volume": volume,
+            **self._data_volume(),
             "disk_mb": disk_mb,
             "memory_mb": memory_mb,
             "memory_max_mb": memory_max_mb,
@@ -344,6 +345,7 @@ class JobRenderer:
             "snapshot_dir": snapshot_dir,
             "env_cache_volume": env_cache,
             "env_cache_mount": ENV_CACHE_MOUNT,
+            **self._data_volume(),
             "launcher": RUN_LAUNCHER,
             "command": task.command,
             "retries": spec.retries,
@@ -489,6 +491,12 @@ class JobRenderer:
                 attachment_mode=vol.attachment_mode,
             )
         )
+
+    def _data_volume(self) -> dict[str, Any]:
+        """``nomad.data_volume``: mounted at ``nomad.data_mount`` in every workspace (read-write)
+        and every run (read-only), for data larger than a run's snapshot takes."""
+        vol = self.settings.data_volume
+        return {"data_volume": self._check_volume(vol) if vol else None, "data_mount": self.settings.data_mount}
 
     def _check_volume(self, vol: VolumeSettings) -> VolumeSettings:
         if vol.type not in ("host", "csi"):

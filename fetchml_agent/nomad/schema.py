@@ -44,6 +44,9 @@ Every key, with its default::
       read_timeout: 70                   # seconds without a line (Nomad sends heartbeats) = connection lost
       fallback_retry: 300                # seconds on blocking queries before the stream is tried again
     run_stats_interval: 5                # seconds between allocation stats of a running run (peak memory)
+    data_volume: null                    # {type: host|csi, source: NAME}: shared data, mounted at data_mount
+                                         # in every workspace (read-write) and run (read-only)
+    data_mount: /data                    # where data_volume appears in workspaces and runs
     env_cache_volume: null               # {type: host|csi, source: NAME}: mounted read-write into runs,
                                          # where the workspace's installed packages are kept by lock
                                          # hash (shared by every run that mounts it; docs/experiments.md)
@@ -191,6 +194,8 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "snapshot_volume": _volume_schema("multi-node-reader-only"),
     "snapshot_dir": {"type": "string", "nullable": True, "default": None, "regex": r"^/.*"},
     "env_cache_volume": _volume_schema("multi-node-multi-writer"),
+    "data_volume": _volume_schema("multi-node-multi-writer"),
+    "data_mount": {"type": "string", "default": "/data", "regex": r"^/[A-Za-z0-9._/-]+$"},
     "workdir": {"type": "string", "default": "/home/jovyan/work", "regex": r"^/[A-Za-z0-9._/-]*$"},
     "workspace_user": {
         "type": "dict",
@@ -341,6 +346,8 @@ class NomadSettings:
     snapshot_volume: VolumeSettings | None = None
     snapshot_dir: str | None = None
     env_cache_volume: VolumeSettings | None = None
+    data_volume: VolumeSettings | None = None
+    data_mount: str = "/data"
     workdir: str = "/home/jovyan/work"
     workspace_uid: int = 1000
     workspace_gid: int = 100
@@ -396,6 +403,8 @@ class NomadSettings:
             snapshot_volume=VolumeSettings(**snap) if snap else None,
             snapshot_dir=d["snapshot_dir"],
             env_cache_volume=VolumeSettings(**d["env_cache_volume"]) if d["env_cache_volume"] else None,
+            data_volume=VolumeSettings(**d["data_volume"]) if d["data_volume"] else None,
+            data_mount=d["data_mount"],
             workdir=d["workdir"],
             workspace_uid=user["uid"],
             workspace_gid=user["gid"],

@@ -260,7 +260,7 @@ async def queue_run(agent: AgentContext, call: Call, args: dict[str, Any]) -> Re
     # config and resolve the target in that copy, which becomes the run's snapshot.
     staging = ex.root / ".staging" / run_id
     try:
-        manifest = await remote.fetch_sources(agent, ws, staging / "work", ex.snapshot_max_bytes)
+        manifest = await remote.fetch_sources(agent, ws, staging / "work", ex.snapshot_max_bytes, ex.run_data_max_bytes)
         return await _queue(agent, call, args, ws, ex, run_id, staging / "work", manifest)
     finally:
         await run_blocking(shutil.rmtree, staging, True)
@@ -328,6 +328,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
     warnings = await run_blocking(_unknown_parameters, run_dir / "work" / target, parameters) if kind == "notebook" else []
     environment, note = await _lock_environment(agent, ws, run_dir)  # issue #18: the workspace's packages
     warnings += note
+    if manifest.get("data_skipped"):
+        warnings.append(manifest["data_skipped"] + "; read larger data from a volume the runs mount (docs/experiments.md)")
     run = Run(
         id=run_id,
         experiment_id=experiment,
@@ -351,7 +353,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
                       parameters=parameters, snapshot_files=len(manifest["copied"]))
     ex.kick()
     view = run_view(run)
-    view["snapshot"] = {"copied": sorted(manifest["copied"]), "linked": manifest["linked"], "too_large": manifest["too_large"]}
+    view["snapshot"] = {"copied": sorted(manifest["copied"]), "linked": manifest["linked"], "too_large": manifest["too_large"],
+                        "data": manifest.get("data", []), "data_skipped": manifest.get("data_skipped")}
     view["environment"] = environment
     return Result(f"queued {run_id} ({kind} {target}) in experiment {experiment}", "run", view, 201)
 

@@ -120,6 +120,7 @@ def test_experiment_run_golden() -> None:
         )
     )
     check_golden("experiment-run", job)
+    nomad_accepts(job)
 
 
 def _small_run() -> RunSpec:
@@ -146,7 +147,26 @@ def test_a_run_mounts_the_environment_cache_read_write_where_configured() -> Non
     assert "env-cache" not in plain["Volumes"] and "FETCHML_ENV_CACHE" not in plain["Tasks"][0]["Env"]
     with pytest.raises(PolicyDenied, match="fetchml-env-cache"):
         renderer(env_cache_volume=cache).run(_small_run())
-    nomad_accepts(job)
+
+
+def test_the_shared_data_volume_is_read_write_in_workspaces_and_read_only_in_runs() -> None:
+    """Data larger than a run's snapshot takes (experiments.run_data_max_mb) is read from nomad.data_volume."""
+    r = renderer(data_volume={"type": "csi", "source": "ws-shared-data"}, data_mount="/data",
+                 env_cache_volume={"type": "host", "source": "fetchml-snapshots"})
+    ws = r.workspace(WorkspaceJobRequest(name="lab", image="quay.io/jupyter/base-notebook:latest"))["Job"]
+    group, task = ws["TaskGroups"][0], ws["TaskGroups"][0]["Tasks"][0]
+    assert group["Volumes"]["data"]["ReadOnly"] is False and group["Volumes"]["data"]["AccessMode"] == "multi-node-multi-writer"
+    assert "workspace" in group["Volumes"]  # the workspace's own volume stays
+    assert {"Volume": "data", "Destination": "/data", "ReadOnly": False} in task["VolumeMounts"]
+    nomad_accepts({"Job": ws})
+    run = r.run(_small_run())["Job"]
+    group, task = run["TaskGroups"][0], run["TaskGroups"][0]["Tasks"][0]
+    assert group["Volumes"]["data"]["ReadOnly"] is True and group["Volumes"]["data"]["AccessMode"] == "multi-node-reader-only"
+    assert [m["Volume"] for m in task["VolumeMounts"]] == ["snapshot", "env-cache", "data"]
+    assert {"Volume": "data", "Destination": "/data", "ReadOnly": True} in task["VolumeMounts"]
+    nomad_accepts({"Job": run})
+    with pytest.raises(PolicyDenied, match="elsewhere"):
+        renderer(data_volume={"type": "csi", "source": "elsewhere"}).run(_small_run())
 
 
 def test_agent_golden() -> None:
