@@ -7,6 +7,8 @@ the same tests run against that Nomad instead of the double:
 ``FETCHML_TEST_NOMAD_IMAGE``     a workspace image with JupyterLab (default quay.io/jupyter/base-notebook:latest)
 ``FETCHML_TEST_NOMAD_SNAPSHOT_VOLUME`` / ``..._SNAPSHOT_DIR``  a host volume name and the host
                                  directory it maps to, for the experiment-run tests
+``FETCHML_TEST_NOMAD_ENV_CACHE_VOLUME``  a host volume runs may write (nomad.env_cache_volume):
+                                 without it the runs' environment step is checked uncached
 ``FETCHML_TEST_NOMAD_GPUS``      set to 1 when the cluster has a free GPU
 
 Tests that need a knob only the double has (make it slow, watch its internals) say so and are
