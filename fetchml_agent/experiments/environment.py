@@ -2,9 +2,9 @@
 
 A run on a runtime that starts it from the workspace's *image* (docker, Nomad) would not see what
 ``ml jupyter install`` put into the workspace. So when a run is queued, :func:`write_lock` records
-those packages (``name==version``, the installs the agent recorded from pip's own report,
-dependencies included) in the snapshot's ``.fetchml/environment.lock``, with the environment
-step (:mod:`.env_step`) beside it. The run's launcher (``RUN_LAUNCHER``) runs the step before the
+those packages (``name==version`` and the SHA-256 of the file pip installed: the installs the
+agent recorded from pip's own report, dependencies included) in the snapshot's
+``.fetchml/environment.lock``, with the environment step (:mod:`.env_step`) beside it. The run's launcher (``RUN_LAUNCHER``) runs the step before the
 notebook: pip installs the lock through the run's package index (the agent's, so the policy
 applies), into a directory keyed by the lock's SHA-256 in the environment cache, where the next
 run with the same lock finds it complete and installs nothing. The step's report
@@ -33,16 +33,24 @@ REPORT = "environment.json"  # the step's report, in the run's directory once re
 _STEP_SOURCE = Path(__file__).with_name("env_step.py")
 
 
-def lock_text(pins: Iterable[tuple[str, str]]) -> str:
-    """The lock: one ``name==version`` line per distribution, sorted, under a comment line."""
-    lines = sorted({f"{name}=={version}" for name, version in pins if name and version}, key=str.lower)
+Pin = tuple[str, str] | tuple[str, str, str]  # (name, version[, sha256 of the file pip installed])
+
+
+def lock_text(pins: Iterable[Pin]) -> str:
+    """The lock: one ``name==version`` line per distribution, sorted, under a comment line; each
+    with ``--hash=sha256:...`` when every distribution has its file's hash (pip then checks every
+    file it installs against it, and needs one for each)."""
+    unique = {(p[0], p[1]): (p[2] if len(p) > 2 else "") for p in pins if p[0] and p[1]}
+    hashed = bool(unique) and all(unique.values())
+    lines = sorted((f"{n}=={v}" + (f" --hash=sha256:{h}" if hashed else "") for (n, v), h in unique.items()),
+                   key=str.lower)
     return "# the workspace's packages when the run was queued (ml jupyter install)\n" + "".join(
         line + "\n" for line in lines)
 
 
-def write_lock(work: Path, pins: Iterable[tuple[str, str]]) -> dict[str, Any] | None:
-    """Record ``pins`` (``(name, version)``) in ``work/.fetchml`` with the environment step;
-    return ``{"lock": sha256, "packages": n}``, or ``None`` (nothing written) when there are none."""
+def write_lock(work: Path, pins: Iterable[Pin]) -> dict[str, Any] | None:
+    """Record ``pins`` (``(name, version[, sha256])``) in ``work/.fetchml`` with the environment
+    step; return ``{"lock": sha256, "packages": n}``, or ``None`` (nothing written) when there are none."""
     text = lock_text(pins)
     count = text.count("\n") - 1
     if count == 0:

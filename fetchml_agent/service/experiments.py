@@ -239,7 +239,7 @@ async def _lock_environment(agent: AgentContext, ws: Workspace, run_dir: Path) -
     if not capability(agent.runtime, RunBackend).rebuilds_environment:
         return None, []
     installs = await agent.store.run(list_installs, ws.id)
-    pins = [(r.display_name, r.version) for r in installs if r.installer == "pip"]
+    pins = [(r.display_name, r.version, r.sha256) for r in installs if r.installer == "pip"]
     conda = sorted(r.display_name for r in installs if r.installer != "pip")
     note = [f"conda packages are not installed in runs: {', '.join(conda)}"] if conda else []
     return await run_blocking(write_lock, run_dir / "work", pins), note

@@ -319,3 +319,11 @@ MIGRATIONS.append(
     );
     """
 )
+
+# The SHA-256 of the file pip installed into a workspace: a run's lock pins it (issue #18,
+# fetchml_agent/experiments/environment.py).
+MIGRATIONS.append(
+    """
+    ALTER TABLE package_installs ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
+    """
+)

@@ -175,6 +175,8 @@ def test_a_run_has_the_packages_of_its_workspace_and_the_next_run_installs_nothi
         done = wait_for(env.agent, queued["id"], ("succeeded", "failed", "cancelled"), user="bob")
         assert done["status"] == "succeeded", (done["message"], done["error"], done["environment"])
         runs.append(done)
+    lock = (Path(runs[0]["run_dir"]) / "work" / ".fetchml" / "environment.lock").read_text()
+    assert "beta==1.0 --hash=sha256:" in lock and "alpha==2.0 --hash=sha256:" in lock, lock  # pip checks the files
     first, second = (r["environment"] for r in runs)
     assert first["lock"] == second["lock"] == runs[0]["environment"]["lock"]
     assert first["status"] == second["status"] == "ok" and first["packages"] == 2

@@ -19,8 +19,13 @@ from tests.integration.packages.world import ServerThread, make_upstream, make_w
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with make_upstream(make_wheelhouse(tmp_path_factory.mktemp("wheels"))) as server:
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_wheelhouse(tmp_path_factory.mktemp("wheels"))
+
+
+@pytest.fixture(scope="module")
+def index(wheels: Path) -> Iterator[ServerThread]:
+    with make_upstream(wheels) as server:
         yield server
 
 
@@ -34,6 +39,10 @@ def test_the_lock_pins_each_distribution_once_sorted_and_nothing_is_written_with
     # before the run reports, clients see what it will install
     assert environment_view(tmp_path) == {**written, "status": "pending"}
     assert environment_view(tmp_path / "elsewhere") is None
+    # with every file's hash pip checks each one; one without a hash (an older record) drops them all
+    assert lock_text([("beta", "1.0", "ab" * 32), ("alpha", "2.0", "cd" * 32)]).splitlines()[1:] == [
+        f"alpha==2.0 --hash=sha256:{'cd' * 32}", f"beta==1.0 --hash=sha256:{'ab' * 32}"]
+    assert lock_text([("beta", "1.0", "ab" * 32), ("alpha", "2.0", "")]).splitlines()[1:] == ["alpha==2.0", "beta==1.0"]
 
 
 def _step(work: Path, report: Path, index: ServerThread, cache: Path | None) -> subprocess.CompletedProcess[str]:
@@ -62,6 +71,18 @@ def test_the_step_installs_once_per_lock_and_the_notebook_imports_from_it(tmp_pa
     assert [r["cached"] for r in reports] == [False, True] and reports[0]["lock"] == reports[1]["lock"]
     assert reports[0]["status"] == "ok" and reports[0]["cache"] == "shared" and reports[0]["packages"] == 2
     assert [p.name for p in cache.iterdir()] == [reports[0]["lock"][:32]]  # no partial directory left
+
+
+def test_hashes_in_the_lock_are_checked(tmp_path: Path, index: ServerThread, wheels: Path) -> None:
+    wheel = next(wheels.glob("alpha-2.0-*.whl"))
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    for sha, code in ((good, 0), ("0" * 64, 3)):
+        work = tmp_path / sha[:4]
+        write_lock(work, [("alpha", "2.0", sha)])
+        cp = _step(work, tmp_path / f"{sha[:4]}.json", index, tmp_path / "cache")
+        assert cp.returncode == code, cp.stderr
+    report = json.loads((tmp_path / "0000.json").read_text())
+    assert report["status"] == "failed" and "HASH" in report["error"].upper(), report
 
 
 def test_a_lock_the_index_cannot_serve_fails_the_step_naming_pips_error(tmp_path: Path, index: ServerThread) -> None:
