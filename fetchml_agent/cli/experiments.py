@@ -42,14 +42,14 @@ def _memory(n: int | None) -> str:
     return f"{n} B"
 
 
-def _environment(env: dict[str, Any] | None) -> str | None:
+def _environment(env: dict[str, Any] | None, status: str) -> str | None:
     """The run's environment step (issue #18), apart from the notebook: what the lock holds and
     whether it was installed, found in the cache, or failed."""
     if not env:
         return None
     what = f"{env.get('packages')} package{'s' if env.get('packages') != 1 else ''} (lock {str(env.get('lock'))[:12]})"
     if env.get("status") == "pending":
-        return f"{what}, installed when the run starts"
+        return f"{what}, " + ("being installed" if status == "running" else "installed when the run starts")
     if env.get("status") == "failed":
         return f"{what}, failed after {_duration(env.get('duration_s'))}: {env.get('error')}"
     how = "cached, nothing installed" if env.get("cached") else "installed"
@@ -107,7 +107,7 @@ def _print_run(run: dict[str, Any]) -> None:
             ("user", run.get("user")),
             (run["kind"], run["target"]),
             ("parameters", json.dumps(run.get("parameters") or {}, sort_keys=True)),
-            ("environment", _environment(run.get("environment"))),
+            ("environment", _environment(run.get("environment"), run["status"])),
             ("queued", human_age(run.get("queued_at"))),
             ("started", human_age(run.get("started_at"))),
             ("elapsed" if run["status"] == "running" else "duration",

@@ -14,6 +14,8 @@ from ...errors import (
     FetchmlError,
     NotFound,
 )
+from ...experiments.environment import LOCK_DIR
+from ...experiments.environment import REPORT as ENVIRONMENT_REPORT
 from ...nomad.render import (
     run_job_id,
 )
@@ -123,6 +125,7 @@ class RunsMixin(NomadBase):
         status = await self._run_status(state)
         if status.state == "running" and status.alloc_id:
             await self._sample_memory(state, status.alloc_id)
+            await self._environment_report(state, status.alloc_id)
         state["sampling"] = status.state == "running"
         peak = state.get("peak_memory_bytes")
         return dataclasses.replace(status, peak_memory_bytes=int(peak) if peak else None)
@@ -141,6 +144,23 @@ class RunsMixin(NomadBase):
         seen = max(int(mem.get("MaxUsage") or 0), int(mem.get("RSS") or 0) or int(mem.get("Usage") or 0))
         if seen > int(state.get("peak_memory_bytes") or 0):
             state["peak_memory_bytes"] = seen
+
+    async def _environment_report(self, state: State, alloc_id: str) -> None:
+        """While a run with a package lock runs, bring its environment step's report into the
+        run's directory as soon as the step wrote it (``ml status`` shows it then, not only once
+        the results are fetched); one read per sample until it is there."""
+        run_dir = state.get("run_dir")
+        if state.get("environment_reported") or not run_dir:
+            return
+        if not Path(run_dir, "work", LOCK_DIR, "environment.lock").is_file():
+            state["environment_reported"] = True  # nothing to install: nothing to report
+            return
+        try:
+            data = await self.client.read_file(alloc_id, f"alloc/data/{ENVIRONMENT_REPORT}")
+        except FetchmlError:
+            return  # not written yet
+        await asyncio.to_thread(Path(run_dir, ENVIRONMENT_REPORT).write_bytes, data)
+        state["environment_reported"] = True
 
     async def _run_status(self, state: State) -> RunStatus:
         job_id = state["job_id"]

@@ -104,7 +104,7 @@ def env(nomad_target: NomadTarget, upstream: ServerThread, tmp_path_factory: pyt
                 "snapshot_dir": str(nomad_target.snapshot_dir)}
     if nomad_target.env_cache_volume:
         runs["env_cache_volume"] = {"type": "host", "source": nomad_target.env_cache_volume}
-    settings = e.settings = nomad_target.settings(index=f"{host}:{index_port}", **runs)
+    settings = e.settings = nomad_target.settings(index=f"{host}:{index_port}", run_stats_interval=0.5, **runs)
     e.job_id = f"{settings['job_prefix']}ws-{WS}"
     e.index_base = f"http://{host}:{index_port}"
     # The double runs JupyterLab from this host's environment, which ships requests/urllib3: the
@@ -184,6 +184,20 @@ def test_a_run_has_the_packages_of_its_workspace_and_the_next_run_installs_nothi
         assert first["cached"] is False and second["cached"] is True and first["cache"] == "shared"
     shown = env.agent.ml("status", runs[1]["id"], user="bob").stdout
     assert "environment:" in shown and "2 packages" in shown, shown
+    # while a run runs, its environment step shows as soon as the step is done, not at the end
+    put_contents(url, "slow.py", {"type": "file", "format": "text", "content": "import beta_mod, time\ntime.sleep(60)\n"})
+    slow = env.agent.ml_json("jupyter", "queue", "--workspace", WS, "--experiment", "exp-env", "--script", "slow.py",
+                             user="bob")
+    try:
+        deadline = time.monotonic() + 60
+        seen = env.agent.ml_json("status", slow["id"], user="bob")
+        while (seen["status"] != "running" or seen["environment"].get("status") != "ok") and time.monotonic() < deadline:
+            time.sleep(0.3)
+            seen = env.agent.ml_json("status", slow["id"], user="bob")
+        assert seen["status"] == "running" and seen["environment"]["status"] == "ok", seen
+        assert seen["environment"]["cached"] is bool(env.settings.get("env_cache_volume"))
+    finally:
+        env.agent.ml("cancel", slow["id"], user="bob", check=False)
     # what the index served the runs went through the policy, as the workspace's own installs did
     served = [e for e in _events(env.agent, "package.index") if e["details"].get("package") == "beta"]
     assert served and all(e["outcome"] == "allow" for e in served)
