@@ -26,12 +26,15 @@ from .datadir import prepare_data_dir
 from .errors import AuthenticationFailed, NotFound, Overloaded
 from .experiments.executor import Executor
 from .governance.service import Governance
+from .live import LiveHub
 from .protocol.packets import api_key_hash
 from .runtimes.base import Resources, Runtime, WorkspaceSpec
+from .service import devices as device_ops
 from .service import experiments as experiment_ops
 from .service.capacity.service import CapacityService
 from .service.context import Hooks, Services
 from .service.grants import Grants
+from .service.live import LiveService
 from .service.packages import PackageService
 from .service.packages import hooks as package_hooks
 from .service.packages import scans as package_scans
@@ -82,6 +85,7 @@ def build_services(agent: Agent) -> Services:
     access = AccessService(agent)
     governance = Governance(agent.config)
     vulnerabilities = VulnerabilityData()
+    live = LiveService()
     services = Services(
         hooks=hooks,
         packages=packages,
@@ -91,6 +95,7 @@ def build_services(agent: Agent) -> Services:
         webhooks=webhooks,
         access=access,
         server_binder=access,
+        live=live,
         mounts=[("/index", packages.index.mount()), ("/access", build_access_app(access))],
         middleware=[lambda app: access_guard.AllowlistMiddleware(app, access)],
     )
@@ -132,6 +137,13 @@ def build_services(agent: Agent) -> Services:
     hooks.workspace_env.append(access_ops.workspace_env)
     hooks.audit.append(access.on_audit)
     hooks.shutdown.append(access_ops.close)
+    # GPUs per node and type with how many are free, where the runtime reports them (Nomad).
+    hooks.status.append(device_ops.status_section)
+    # Live status (docs/nomad.md, "Following Nomad"): the runtime's change feed applied to the
+    # workspaces from the stored position (the reconcile loop stands down meanwhile), and the
+    # position stored at shutdown; subscribers get every change (opcode 0x2F).
+    hooks.start.append(live.start)
+    hooks.shutdown.append(live.stop)
     # Governance (docs/audit.md): the audit chain's key and erased accounts at start, the daily
     # retention purge, the chain's state in ml status.
     hooks.start.append(governance.start)
@@ -162,6 +174,7 @@ class Agent:
         self.users = {u.name: u for u in config.users}
         self._keys: KeyTable[User] = KeyTable((u.key_verifier, u) for u in config.users)
         self.workspaces: dict[str, Workspace] = {}
+        self.live = LiveHub()
         self.locks: dict[str, asyncio.Lock] = {}
         limits = config.section("limits")
         self.start_slots = asyncio.Semaphore(limits.get("max_concurrent_starts", 4))
@@ -279,6 +292,13 @@ class Agent:
         ws.updated_at = time.time()
         await self.store.run(update_workspace, ws)
         self.invalidate()
+        self.publish_workspace(ws)
+
+    def publish_workspace(self, ws: Workspace, status: str | None = None) -> None:
+        """Tell subscribers about ``ws`` as it is now (``status``: instead of its own, e.g. deleted)."""
+        self.live.publish("workspace", ws.id, {"id": ws.id, "name": ws.name, "owner": ws.owner,
+                                               "status": status or ws.status, "message": ws.status_message},
+                          workspace_id=ws.id, owner=ws.owner)
 
     def invalidate(self) -> None:
         self._list_cache.clear()

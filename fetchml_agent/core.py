@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Protocol
 
+from .live import LiveHub
 from .runtimes.base import Runtime, WorkspaceSpec
 from .settings import AgentConfig
 from .store import Store
@@ -27,6 +28,7 @@ class AgentCore(Protocol):
     store: Store
     runtime: Runtime
     workspaces: dict[str, Workspace]  # by name; written through to the store by :meth:`save`
+    live: LiveHub  # what changed, for subscribers (save publishes each workspace written)
 
     @property
     def data_dir(self) -> Path: ...
@@ -36,7 +38,11 @@ class AgentCore(Protocol):
         ...
 
     async def save(self, ws: Workspace) -> None:
-        """Write ``ws`` through to the store and drop cached listings."""
+        """Write ``ws`` through to the store, drop cached listings, publish the change (:attr:`live`)."""
+        ...
+
+    def publish_workspace(self, ws: Workspace, status: str | None = None) -> None:
+        """Tell subscribers about ``ws`` as it is now (``status``: instead of its own: ``deleted``)."""
         ...
 
     async def audit(

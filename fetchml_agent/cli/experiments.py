@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from ..errors import InvalidArgument, InvalidState
+from ..errors import InvalidArgument, InvalidState, NotSupported
 from ..protocol.opcodes import Opcode
 from .output import emit_json, human_age, print_kv, print_table, status_text, stderr
 
@@ -40,6 +40,20 @@ def _memory(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+def _environment(env: dict[str, Any] | None, status: str) -> str | None:
+    """The run's environment step (issue #18), apart from the notebook: what the lock holds and
+    whether it was installed, found in the cache, or failed."""
+    if not env:
+        return None
+    what = f"{env.get('packages')} package{'s' if env.get('packages') != 1 else ''} (lock {str(env.get('lock'))[:12]})"
+    if env.get("status") == "pending":
+        return f"{what}, " + ("being installed" if status == "running" else "installed when the run starts")
+    if env.get("status") == "failed":
+        return f"{what}, failed after {_duration(env.get('duration_s'))}: {env.get('error')}"
+    how = "cached, nothing installed" if env.get("cached") else "installed"
+    return f"{what}, {how} in {_duration(env.get('duration_s'))}"
 
 
 def _detail(run: dict[str, Any]) -> str:
@@ -93,6 +107,7 @@ def _print_run(run: dict[str, Any]) -> None:
             ("user", run.get("user")),
             (run["kind"], run["target"]),
             ("parameters", json.dumps(run.get("parameters") or {}, sort_keys=True)),
+            ("environment", _environment(run.get("environment"), run["status"])),
             ("queued", human_age(run.get("queued_at"))),
             ("started", human_age(run.get("started_at"))),
             ("elapsed" if run["status"] == "running" else "duration",
@@ -326,22 +341,64 @@ def cmd_status(ctx: Any) -> int:
     a = ctx.args
     if not a.watch:
         return _status_once(ctx)
-    shown = 0
     try:
-        while True:
-            if sys.stdout.isatty():
-                sys.stdout.write("\x1b[H\x1b[2J")
-            elif shown:
-                print()
-            print(time.strftime("%H:%M:%S") + f"  (every {a.interval:g} s; Ctrl-C stops)")
-            _status_once(ctx)
-            sys.stdout.flush()
-            shown += 1
-            if a.count and shown >= a.count:
-                return 0
-            time.sleep(a.interval)
+        return _watch_changes(ctx) if ctx.json else _watch(ctx)
     except KeyboardInterrupt:
         return 0
+
+
+_MIN_REDRAW_S = 0.1
+
+
+def _subscription(a: Any) -> dict[str, Any]:
+    topics = ["runs"] if a.run or a.experiment or a.state else ["workspaces", "runs"]
+    return {"topics": topics, "workspace": a.workspace}
+
+
+def _watch(ctx: Any) -> int:
+    """Show the status again as soon as something changes (the agent's subscribe, 0x2F), and every
+    ``--interval`` seconds for the clocks; an agent without it is asked every interval."""
+    a = ctx.args
+    shown = 0
+    changes: list[bytes] = []
+    ctx.client.on_log = changes.append
+    subscribe = True
+    last = 0.0
+    while True:
+        time.sleep(max(0.0, last + _MIN_REDRAW_S - time.monotonic()))  # a burst of changes: one redraw
+        last = time.monotonic()
+        seq = ctx.client.call(Opcode.AGENT_STATUS).data.get("live_seq")  # what the view below includes
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[H\x1b[2J")
+        elif shown:
+            print()
+        print(time.strftime("%H:%M:%S") + f"  (live; at least every {a.interval:g} s; Ctrl-C stops)")
+        _status_once(ctx)
+        sys.stdout.flush()
+        shown += 1
+        if a.count and shown >= a.count:
+            return 0
+        if subscribe and seq is not None:
+            try:  # returns at the first change after what was shown, or after the interval
+                ctx.client.call(Opcode.SUBSCRIBE, {**_subscription(a), "after": seq, "max_events": 1,
+                                                   "timeout": a.interval}, timeout=a.interval + 30)
+                continue
+            except NotSupported:
+                subscribe = False  # an agent from before live updates
+        time.sleep(a.interval)
+
+
+def _watch_changes(ctx: Any) -> int:
+    """``--watch --json``: each change as one JSON line, as the agent sends it (``--count N``: N)."""
+    a = ctx.args
+
+    def show(chunk: bytes) -> None:
+        sys.stdout.write(chunk.decode("utf-8", "replace"))
+        sys.stdout.flush()
+
+    ctx.client.on_log = show
+    ctx.client.call(Opcode.SUBSCRIBE, {**_subscription(a), "max_events": a.count or 0}, timeout=None)
+    return 0
 
 
 def _link_args(p: argparse.ArgumentParser) -> None:
@@ -394,8 +451,10 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"],
                    help="list the runs in this state")
     p.add_argument("--limit", type=int, default=50, help="at most this many runs in a list (default 50)")
-    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--watch", action="store_true",
+                   help="show it again as soon as something changes, until Ctrl-C (with --json: each change as a "
+                        "JSON line)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes without a change (default 2)")
     p.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)  # tests: stop --watch after N
 
 

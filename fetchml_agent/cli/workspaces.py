@@ -50,7 +50,7 @@ def _print_workspace(doc: dict[str, Any]) -> None:
             ("image", doc.get("image")),
             ("cpu", r.get("cpu")),
             ("memory", r.get("memory")),
-            ("gpu", r.get("gpu")),
+            ("gpu", f"{r.get('gpu')} × {r['gpu_type']}" if r.get("gpu_type") else r.get("gpu")),
             ("disk", r.get("disk")),
             ("limits enforced", enforced),
             ("password", "yes (the owner's browser login)" if doc.get("password_protected") else "no"),
@@ -109,6 +109,7 @@ def cmd_create(ctx: Any) -> int:
         "cpu": a.cpu,
         "memory": a.memory,
         "gpu": a.gpu,
+        "gpu_type": a.gpu_type,
         "disk": a.disk,
         "image": a.image,
         "password": a.password,
@@ -268,12 +269,32 @@ def cmd_agent_status(ctx: Any) -> int:
         return 0
     ag, rt = doc["agent"], doc["runtime"]
     print(f"agent {ctx.server}: version {ag['version']}, up {int(ag['uptime_s'])} s, you are {ag['user']} ({ag['role']})")
-    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k != "name") + f" [{rt['name']}]")
+    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k not in ("name", "feed")) + f" [{rt['name']}]")
+    if isinstance(rt.get("feed"), dict):
+        feed = rt["feed"]
+        print(f"following: {feed.get('mode')}, position {feed.get('position')}"
+              + (f" ({feed['last_error']})" if feed.get("last_error") else ""))
     counts = doc.get("workspaces") or {}
     print("workspaces: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
+    _print_devices(doc.get("devices"))
     for hook in _STATUS_PRINTERS:
         hook(doc)
     return 0
+
+
+def _print_devices(section: dict[str, Any] | None) -> None:
+    """The GPUs of the runtime's nodes, per node and type (Nomad): free of healthy, and total."""
+    if section is None:
+        return
+    rows = section.get("gpus") or []
+    free = sum(r["free"] for r in rows)
+    print(f"GPUs: {free} free of {sum(r['healthy'] for r in rows)} healthy" if rows else "GPUs: none on the nodes")
+    if rows:
+        print_table(["node", "type", "free", "healthy", "total", "node status"],
+                    [[r["node"], r["type"], r["free"], r["healthy"], r["total"],
+                      (r.get("status") or "") + ("" if r.get("eligible", True) else ", ineligible")] for r in rows])
+    if section.get("note"):
+        print(f"  ({section['note']})")
 
 
 def _iso(ts: float) -> str:
@@ -330,6 +351,9 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", help="CPU cores, e.g. 4 or 0.5")
     p.add_argument("--memory", help="memory, e.g. 8g or 512m")
     p.add_argument("--gpu", type=int, help="number of GPUs")
+    p.add_argument("--gpu-type", metavar="TYPE",
+                   help="the kind of GPU (nomad runtime): a model such as H100 or A100-SXM4-80GB, or a MIG profile "
+                        "such as 3g.40gb (MODEL:PROFILE for both); --gpu defaults to 1")
     p.add_argument("--disk", help="disk, e.g. 20g")
     p.add_argument("--image", help="workspace image (docker and nomad runtimes)")
     p.add_argument("--password", help="protect JupyterLab with a password instead of a token")

@@ -94,6 +94,7 @@ AGENT_SECTION_SCHEMA: dict[str, Any] = {
         "default_timeout": {"type": ["number", "string"], "nullable": True, "default": None, "check_with": _duration_ok},
         "cancel_grace": {"type": "number", "min": 0, "default": 5},
         "snapshot_max_file_mb": {"type": "integer", "min": 1, "default": 10},
+        "run_data_max_mb": {"type": "integer", "min": 0, "default": 100},
         "warm_runner_idle_s": {"type": "number", "min": 0, "default": 600},
     },
 }

@@ -44,6 +44,7 @@ from ..core import AgentCore
 from ..errors import FetchmlError, InvalidState, NotFound, NotSupported
 from ..jsonfiles import read_json, write_json
 from ..runtimes.base import Resources, RunBackend, RunSpec, RunStatus, State, capability
+from .environment import environment_view
 from .records import Run, claim_run, get_run, insert_metrics, runs_by_status, update_run
 from .results import (
     STATE_FILE,
@@ -105,6 +106,7 @@ def run_view(run: Run, *, now: float | None = None) -> dict[str, Any]:
         "output_notebook": str(Path(run.run_dir, "output.ipynb")) if run.kind == "notebook" else None,
         "warnings": run.warnings,
         "run_dir": run.run_dir,
+        "environment": environment_view(Path(run.run_dir)),  # issue #18: the environment step
     }
     if run.status == "running":
         progress = read_json(Path(run.run_dir, "progress.json")) or {}
@@ -135,6 +137,8 @@ class Executor:
         self.cancel_grace = float(settings.get("cancel_grace", 5))
         self.default_timeout = settings.get("default_timeout")
         self.snapshot_max_bytes = int(settings.get("snapshot_max_file_mb") or 10) * 1024 * 1024
+        # issue #18: the data files a run of a remote workspace (docker volume, Nomad) gets, in all
+        self.run_data_max_bytes = int(settings.get("run_data_max_mb", 100)) * 1024 * 1024
         self.warm_idle_s = float(settings.get("warm_runner_idle_s", 600))
         self.active: dict[str, Run] = {}  # running runs by id
         self.states: dict[str, State] = {}  # the backend's state of each active run, once submitted
@@ -190,6 +194,20 @@ class Executor:
 
     def kick(self) -> None:
         self._wake.set()
+
+    # issue #18, live updates: every change of a run's record is written here and published.
+    async def _save(self, run: Run) -> None:
+        """Write the run's record and tell subscribers (``agent.live``)."""
+        await self.agent.store.run(update_run, run)
+        self.publish(run)
+
+    def publish(self, run: Run) -> None:
+        """A ``run`` event: where the run stands, for ``ml status --watch`` and other subscribers."""
+        self.agent.live.publish("run", run.id, {
+            "id": run.id, "workspace": run.workspace, "experiment": run.experiment_id, "user": run.user,
+            "status": run.status, "message": run.message, "exit_code": run.exit_code,
+            "peak_memory_bytes": run.peak_memory_bytes, "finished_at": run.finished_at,
+        }, workspace_id=run.workspace_id, user=run.user)
 
     async def _loop(self) -> None:
         while True:
@@ -289,7 +307,7 @@ class Executor:
         if ws is None:
             await self._record(run, {"status": "failed", "message": "its workspace was deleted before the run started"})
             return
-        await store.run(update_run, run)
+        await self._save(run)
         backend = self.backend
         run_dir = Path(run.run_dir)
         try:
@@ -313,7 +331,7 @@ class Executor:
         run.message = f"waiting for capacity: {state['waiting']}" if state.get("waiting") else ""
         if state.get("pid"):
             run.pid, run.pid_start = int(state["pid"]), state.get("start_time")
-        await store.run(update_run, run)
+        await self._save(run)
         await self.agent.audit(run.user, "run.start", run.workspace, run=run.id, experiment=run.experiment_id,
                                **_run_ref(state),
                                gpus=list(gpu_ids) if self.agent.runtime.gpus is not None else run.gpus)
@@ -367,13 +385,13 @@ class Executor:
                 message = "" if status.state == "running" else f"waiting: {status.message}"
                 if message != run.message:
                     run.message = message
-                    await self.agent.store.run(update_run, run)
+                    await self._save(run)
                 left = float(state.get("timeout") or 1e12) - (time.time() - float(state.get("submitted_at") or 0))
                 index = await backend.wait_run(state, index, min(_FOLLOW_WAIT_S, max(1.0, left + 0.5)))
             except FetchmlError as exc:  # the backend unreachable for a while: keep following
                 if run.message != f"following it failed: {exc.message}; retrying":
                     run.message = f"following it failed: {exc.message}; retrying"
-                    await self.agent.store.run(update_run, run)
+                    await self._save(run)
                 index = 0
                 await asyncio.sleep(_RETRY_S)
 
@@ -410,7 +428,7 @@ class Executor:
             except Exception as exc:  # the run's outcome is recorded whatever the sync did
                 log.exception("syncing the results of %s into %s failed", run.id, ws.name)
                 sync_note = {"sync_error": str(exc)}
-        await self.agent.store.run(update_run, run)
+        await self._save(run)
         self._deactivate(active)
         self.cancel_requested.discard(run.id)
         outcome_word = {"succeeded": "ok", "cancelled": "cancelled"}.get(run.status, "error")
@@ -435,7 +453,7 @@ class Executor:
             raise NotFound(f"no run {run_id!r}", "`ml status` lists the runs you can see")
         if run.status == "queued" and await store.run(claim_run, run_id, "cancelled"):
             run.status, run.message, run.finished_at = "cancelled", "cancelled before it started", time.time()
-            await store.run(update_run, run)
+            await self._save(run)
             self.kick()
             return run
         active = self.active.get(run_id)
@@ -489,6 +507,6 @@ class Executor:
                 run.pid, run.pid_start = state["pid"], state.get("start_time")
             if run.message:
                 run.message = ""
-                await self.agent.store.run(update_run, run)
+                await self._save(run)
             await self.agent.audit("agent", "run.adopt", run.workspace, run=run.id, **_run_ref(state))
             self._follow(run, state)

@@ -25,6 +25,7 @@ __all__ = [
     "CONFLICT_MARK",
     "SKIP_TOP",
     "build_snapshot",
+    "data_find_expression",
     "is_source",
     "resolve_target",
     "select_sources",
@@ -93,6 +94,17 @@ def source_find_expression(max_bytes: int) -> list[str]:
     return ["-mindepth", "1", "(", "-type", "d", "(", *prune, ")", ")", "-prune", "-o",
             "-type", "f", "(", *names, ")", "!", "-name", f"*{CONFLICT_MARK}*", "!", "-name", ".*",
             "-size", f"-{max_bytes + 1}c", "-print0"]
+
+
+def data_find_expression() -> list[str]:
+    """The workspace's *data* as a ``find .`` expression printing NUL-separated paths: every
+    regular file the sources rule skips by name (hidden directories, ``__pycache__``,
+    checkpoints, top-level ``experiments/`` and ``outputs/`` are pruned the same way); sources
+    of any size stay with :func:`source_find_expression`."""
+    expr = source_find_expression(0)
+    names = expr[expr.index("-type", expr.index("-prune")) + 2:expr.index("!")]  # ( -iname ... )
+    prune = expr[:expr.index("-prune") + 1]
+    return [*prune, "-o", "-type", "f", "!", *names, "!", "-name", ".*", "-print0"]
 
 
 def sha256_file(path: Path) -> str:

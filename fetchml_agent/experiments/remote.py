@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..aio import run_blocking
 from ..core import AgentCore
 from ..errors import BackendError, InvalidState
-from .files import select_sources, sha256_file, source_find_expression
+from .files import data_find_expression, select_sources, sha256_file, source_find_expression
 
 if TYPE_CHECKING:
     from ..store.workspaces import Workspace
@@ -50,24 +51,34 @@ def _require_running(ws: Workspace, why: str) -> None:
         )
 
 
-async def _pull(agent: AgentCore, ws: Workspace, dest: Path, find_args: list[str]) -> None:
+class _TooLarge(BackendError):
+    """The files to copy are larger than allowed."""
+
+
+async def _pull(agent: AgentCore, ws: Workspace, dest: Path, find_args: list[str],
+                limit: int = _MAX_SNAPSHOT_BYTES) -> None:
     """Copy what ``find FIND_ARGS`` prints (NUL-separated, relative to the workspace's directory)
-    from the running workspace into ``dest``, as one tar stream through ``runtime.exec``."""
+    from the running workspace into ``dest``, as one tar stream through ``runtime.exec``;
+    :class:`_TooLarge` (nothing copied) when the stream passes ``limit`` bytes."""
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest.parent / f".{dest.name}.pull.tar"
     size = 0
-    with open(archive, "wb") as fh:
+    try:
+        with open(archive, "wb") as fh:
 
-        async def sink(chunk: bytes) -> None:
-            nonlocal size
-            size += len(chunk)
-            if size > _MAX_SNAPSHOT_BYTES:
-                raise BackendError(f"the workspace's files to copy exceed {_MAX_SNAPSHOT_BYTES >> 30} GiB")
-            fh.write(chunk)
+            async def sink(chunk: bytes) -> None:
+                nonlocal size
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge(f"the workspace's files to copy exceed {_mib(limit)}")
+                fh.write(chunk)
 
-        argv = ["sh", "-c", _TAR_SCRIPT, "fetchml-pull", workspace_dir(agent, ws), *find_args]
-        res = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, argv, output=sink,
-                                       timeout=_SNAPSHOT_TIMEOUT_S)
+            argv = ["sh", "-c", _TAR_SCRIPT, "fetchml-pull", workspace_dir(agent, ws), *find_args]
+            res = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, argv, output=sink,
+                                           timeout=_SNAPSHOT_TIMEOUT_S)
+    except BaseException:
+        archive.unlink(missing_ok=True)
+        raise
     try:
         if res.exit_code != 0:
             raise BackendError(
@@ -90,16 +101,56 @@ def _unpack(archive: Path, dest: Path) -> None:
         raise BackendError(f"the workspace's files arrived damaged: {exc}") from None
 
 
-async def fetch_sources(agent: AgentCore, ws: Workspace, work: Path, max_bytes: int) -> dict[str, Any]:
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
+
+
+async def fetch_sources(agent: AgentCore, ws: Workspace, work: Path, max_bytes: int,
+                        data_max_bytes: int = 0) -> dict[str, Any]:
     """Copy the running workspace's sources (the rule of :mod:`.files`) into ``work``; return the
     snapshot manifest ``{"copied": {path: sha256}, "linked": [], "too_large": []}``.
+
+    With ``data_max_bytes`` (a run's snapshot, issue #18), its data files come too (every other
+    file outside what the sources rule prunes) when together they stay within that size: the
+    manifest then lists them in ``data``; when they do not, none is copied and ``data_skipped``
+    says why (the run reads larger data from a volume both mount: docs/experiments.md).
 
     Raises :class:`InvalidState` when the workspace is not running (its files are only
     reachable through its workload) and :class:`BackendError` when the copy fails.
     """
     _require_running(ws, "runs are snapshotted from the running workspace")
     await _pull(agent, ws, work, [".", *source_find_expression(max_bytes)])
-    return await run_blocking(_keep_sources, work, max_bytes)
+    manifest = await run_blocking(_keep_sources, work, max_bytes)
+    if data_max_bytes > 0:
+        data = work.parent / f".{work.name}.data"
+        try:
+            await _pull(agent, ws, data, [".", *data_find_expression()], limit=data_max_bytes + (1 << 20))
+            manifest.update(await run_blocking(_merge_data, data, work, data_max_bytes))
+        except _TooLarge:
+            manifest["data_skipped"] = (f"the workspace's data files exceed experiments.run_data_max_mb "
+                                        f"({_mib(data_max_bytes)}): none was copied")
+        finally:
+            await run_blocking(shutil.rmtree, data, True)
+    return manifest
+
+
+def _merge_data(data: Path, work: Path, max_bytes: int) -> dict[str, Any]:
+    """Move the pulled data files under ``data`` into ``work`` (sources win), when within ``max_bytes``."""
+    files = [Path(d, n) for d, _dirs, names in os.walk(data) for n in names]
+    total = sum(p.stat().st_size for p in files if not p.is_symlink())
+    if total > max_bytes:
+        return {"data_skipped": f"the workspace's data files exceed experiments.run_data_max_mb "
+                                f"({_mib(max_bytes)}): none was copied"}
+    moved = []
+    for path in files:
+        rel = path.relative_to(data)
+        target = work / rel
+        if path.is_symlink() or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        moved.append(rel.as_posix())
+    return {"data": sorted(moved), "data_bytes": total}
 
 
 def _keep_sources(work: Path, max_bytes: int) -> dict[str, Any]:

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..jsonfiles import write_json
+from ..jsonfiles import read_json, write_json
 from ..runtimes.base import RunStatus
+from .environment import REPORT as ENVIRONMENT_REPORT
 from .records import Run
 
 __all__ = [
@@ -88,7 +89,8 @@ def result_from_status(run: Run, status: RunStatus, cancelled: bool, fetched: st
     :class:`~fetchml_agent.runtimes.base.RunStatus`. ``fetched`` says why outputs are missing."""
     now = time.time()
     base: dict[str, Any] = {"finished_at": now, "attempts": [{"attempt": 1, "started_at": run.started_at,
-                                                              "finished_at": now, "alloc_id": status.alloc_id}]}
+                                                              "finished_at": now, "alloc_id": status.alloc_id}],
+                            "peak_memory_bytes": status.peak_memory_bytes}
     note = f" (its results could not be fetched: {fetched})" if fetched else ""
     if status.state == "succeeded":
         return {**base, "status": "succeeded", "message": note.strip(" ()"), "error": None, "exit_code": 0}
@@ -99,7 +101,11 @@ def result_from_status(run: Run, status: RunStatus, cancelled: bool, fetched: st
         return {**base, "status": "failed", "message": limit + note, "exit_code": EXIT_TIMEOUT,
                 "error": {"ename": "Timeout", "evalue": limit, "cell": None}}
     error = notebook_error(Path(run.run_dir, "output.ipynb")) if run.kind == "notebook" else None
-    if error:
+    environment = read_json(Path(run.run_dir, ENVIRONMENT_REPORT)) or {}
+    if environment.get("status") == "failed":
+        message = f"the run's environment could not be installed: {environment.get('error')}"
+        error = {"ename": "Environment", "evalue": environment.get("error"), "cell": None}
+    elif error:
         message = f"cell {error['cell']} (In [{error['execution_count']}]) failed: {error['ename']}: {error['evalue']}"
     elif status.state == "missing":
         message = f"{status.message} while the run was followed: its results are lost"

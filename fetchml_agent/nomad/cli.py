@@ -12,7 +12,7 @@ Examples::
     fetchml-agent nomad-job render jupyter-workspace --name ws1 --cpu 4 --memory 8g --gpu 1 \\
         --image quay.io/jupyter/scipy-notebook:latest --password secret
     fetchml-agent nomad-job render experiment-run --run-id r42 --workspace ws1 --notebook train.ipynb
-    fetchml-agent nomad-job render fetchml-agent --image registry/fetchml-agent:1 --data-volume fetchml-data
+    fetchml-agent nomad-job render fetchml-agent          # nomad.agent_job: image, data volume, port
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from fetchml_agent.nomad.render import (
     jupyter_secret_items,
     secret_variable_path,
 )
-from fetchml_agent.nomad.schema import NomadSettings
+from fetchml_agent.nomad.schema import AGENT_IMAGE, NomadSettings
 from fetchml_agent.runtimes.base import Resources, RunSpec
 from fetchml_agent.units import parse_cpu, parse_size_mb
 
@@ -54,18 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="print a rendered job on stdout")
     kinds = render.add_subparsers(dest="template", required=True, metavar="TEMPLATE")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, image_help: str = "container image (must match nomad.allowed_images)") -> None:
         p.add_argument(
             "--config",
             type=Path,
             help="agent.yaml whose `nomad:` section applies (default: built-in defaults)",
         )
-        p.add_argument("--image", help="container image (must match nomad.allowed_images)")
+        p.add_argument("--image", help=image_help)
 
     def resources(p: argparse.ArgumentParser) -> None:
         p.add_argument("--cpu", help="CPU cores, e.g. 4 or 0.5")
         p.add_argument("--memory", help="memory, e.g. 8g or 512m")
         p.add_argument("--gpu", type=int, default=0, help="number of NVIDIA GPUs")
+        p.add_argument("--gpu-type", help="a GPU model (full device name) or MIG profile such as 3g.40gb")
         p.add_argument("--disk", help="ephemeral disk, e.g. 20g")
         p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable")
 
@@ -101,11 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds")
     run.add_argument("--retries", type=int, default=0)
 
-    agent = kinds.add_parser("fetchml-agent", help="the agent itself (service job)")
-    common(agent)
-    agent.add_argument("--data-volume", required=True, help="host volume for the agent's data directory")
-    agent.add_argument("--port", type=int, default=8765)
-    agent.add_argument("--health-path", default="/api/v1/health")
+    agent = kinds.add_parser(
+        "fetchml-agent", help="the agent itself (service job)",
+        description="The agent's own job. Its image and data volume are the agent's settings "
+                    "(nomad.agent_job), not held to the workspace policy (nomad.allowed_images, "
+                    "nomad.allowed_host_volumes).")
+    common(agent, f"the agent's image (default: nomad.agent_job.image, {AGENT_IMAGE})")
+    agent.add_argument("--data-volume", help="host volume for the agent's data directory (default: "
+                                             "nomad.agent_job.data_volume, fetchml-agent)")
+    agent.add_argument("--port", type=int, help="the API's static port (default: nomad.agent_job.port, 9101)")
+    agent.add_argument("--health-path", default="/api/v1/health", help="the health check's path")
     return parser
 
 
@@ -139,8 +145,9 @@ def _resources(args: argparse.Namespace) -> Resources:
         return Resources(
             cpu=parse_cpu(args.cpu, "--cpu") if args.cpu is not None else None,
             memory_mb=parse_size_mb(args.memory, "--memory") if args.memory is not None else None,
-            gpu=args.gpu,
+            gpu=args.gpu or (1 if args.gpu_type else 0),
             disk_mb=parse_size_mb(args.disk, "--disk") if args.disk is not None else None,
+            gpu_type=args.gpu_type,
         )
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
@@ -231,6 +238,18 @@ def _run(args: argparse.Namespace, renderer: JobRenderer) -> dict[str, Any]:
     )
 
 
+def _agent_note(job: dict[str, Any], namespace: str, err: TextIO) -> None:
+    """Where the agent's job reads its agent.yaml from, on stderr."""
+    job_id = job["Job"]["ID"]
+    port = job["Job"]["TaskGroups"][0]["Networks"][0]["ReservedPorts"][0]["Value"]
+    print(
+        f"The job reads the agent's agent.yaml (listen: 0.0.0.0:{port}) from Nomad Variable "
+        f"{secret_variable_path(job_id)}; store it before running the job:\n"
+        f"  nomad var put -namespace {namespace} {secret_variable_path(job_id)} agent_yaml=@agent.yaml",
+        file=err,
+    )
+
+
 def render_job_cli(
     argv: list[str],
     config: Mapping[str, Any] | None = None,
@@ -261,12 +280,13 @@ def render_job_cli(
         else:
             job = renderer.agent(
                 AgentJobRequest(
-                    image=args.image or "",
+                    image=args.image,
                     data_volume=args.data_volume,
                     port=args.port,
                     health_path=args.health_path,
                 )
             )
+            _agent_note(job, renderer.settings.namespace, err)
     except FetchmlError as exc:
         print(f"error: {exc.message}", file=err)
         if exc.details:

@@ -204,12 +204,15 @@ class NomadClient:
         task_states: bool = True,
         index: int | None = None,
         wait: float | None = None,
+        namespace: str | None = None,
     ) -> Blocking:
-        """Allocation stubs in the namespace matching a Nomad filter expression."""
+        """Allocation stubs in the namespace (``namespace``: another one, ``*`` for all) matching a
+        Nomad filter expression."""
         params: dict[str, Any] = {
             "filter": filter_,
             "resources": "true" if resources else None,
             "task_states": None if task_states else "false",
+            "namespace": namespace,
         }
         return await self._blocking("list allocations", self._allocations, (), params, index, wait)
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlencode
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedOK
 
 from fetchml_agent.errors import BackendError, Timeout
 from fetchml_agent.nomad.errors import exec_close_error, map_exec_errors
@@ -67,6 +69,18 @@ def _ssl_context(settings: NomadSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+async def _send_stdin(ws: ClientConnection, stdin: bytes | None) -> None:
+    """Send ``stdin`` and close it. A command that does not read its stdin may finish, and Nomad
+    send its exit frame and close, before these frames are sent: sending then stops, and the
+    frames already received (the output, the exit code) are still read."""
+    with contextlib.suppress(ConnectionClosedOK):
+        if stdin:
+            for i in range(0, len(stdin), 32 * 1024):
+                encoded = base64.b64encode(stdin[i : i + 32 * 1024]).decode()
+                await ws.send(json.dumps({"stdin": {"data": encoded}}))
+        await ws.send(json.dumps({"stdin": {"close": True}}))
+
+
 async def alloc_exec(
     settings: NomadSettings,
     alloc_id: str,
@@ -104,16 +118,13 @@ async def alloc_exec(
             max_size=16 * 1024 * 1024,
             compression=None,
         ) as ws:
-            if stdin:
-                for i in range(0, len(stdin), 32 * 1024):
-                    encoded = base64.b64encode(stdin[i : i + 32 * 1024]).decode()
-                    await ws.send(json.dumps({"stdin": {"data": encoded}}))
-            await ws.send(json.dumps({"stdin": {"close": True}}))
+            await _send_stdin(ws, stdin)
 
             async def heartbeat() -> None:
-                while True:
-                    await asyncio.sleep(HEARTBEAT_SECONDS)
-                    await ws.send("{}")
+                with contextlib.suppress(ConnectionClosedOK):
+                    while True:
+                        await asyncio.sleep(HEARTBEAT_SECONDS)
+                        await ws.send("{}")
 
             beat = asyncio.create_task(heartbeat())
             try:

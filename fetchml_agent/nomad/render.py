@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from typing import Any
 import jinja2
 
 from fetchml_agent.errors import InvalidArgument, PolicyDenied
-from fetchml_agent.nomad.schema import NomadSettings, VolumeSettings, matches_any
+from fetchml_agent.nomad.devices import gpu_type_constraint
+from fetchml_agent.nomad.schema import IMAGE_REF, VOLUME_NAME, NomadSettings, VolumeSettings, matches_any
 from fetchml_agent.runtimes.base import Resources, RunSpec
 
 __all__ = [
@@ -57,6 +58,7 @@ JOB_TEMPLATES = {
 }
 SECRET_ITEM = "jupyter_config"
 SNAPSHOT_MOUNT = "/fetchml/snapshot"
+ENV_CACHE_MOUNT = "/fetchml/env-cache"  # nomad.env_cache_volume in a run (FETCHML_ENV_CACHE)
 OUTPUT_NOTEBOOK = "output.ipynb"
 # Delimiters that never occur in a run's parameters: the template block then copies the
 # parameters verbatim instead of interpreting them as a consul-template.
@@ -67,7 +69,8 @@ _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_.-]{0,61}[a-z0-9])?$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _META_VALUE_MAX = 512
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+_IMAGE = re.compile(IMAGE_REF)
+_VOLUME = re.compile(VOLUME_NAME)
 _REL_PATH = re.compile(r"^(?:[A-Za-z0-9_.@+-]+/)*[A-Za-z0-9_.@+ -]+$")
 _RUN_ENV = {
     # What the ``fetchml`` helper reads inside a run (see fetchml/__init__.py), in the allocation's
@@ -76,10 +79,13 @@ _RUN_ENV = {
     "FETCHML_OUTPUTS_DIR": "${NOMAD_ALLOC_DIR}/data/work/outputs",
     "FETCHML_PARAMETERS_FILE": "${NOMAD_TASK_DIR}/parameters.json",
 }
-_RESERVED_ENV = frozenset({"JUPYTER_CONFIG_PATH", "JUPYTER_TOKEN", "FETCHML_RUN_ID", "FETCHML_EXPERIMENT", *_RUN_ENV})
+_RESERVED_ENV = frozenset({"JUPYTER_CONFIG_PATH", "JUPYTER_TOKEN", "FETCHML_RUN_ID", "FETCHML_EXPERIMENT",
+                           "FETCHML_ENV_CACHE", *_RUN_ENV})
 # The run task's entry: copy the read-only snapshot ($1) into the task's own directory, point its
-# outputs/ at the results in alloc/data, and run the command there. Only $VAR forms: Nomad
-# interpolates ${...} in job arguments.
+# outputs/ at the results in alloc/data, install the workspace's packages when the snapshot holds
+# their lock (the environment step, fetchml_agent/experiments/env_step.py: its report goes to
+# alloc/data/environment.json), and run the command there. Only $VAR forms: Nomad interpolates
+# ${...} in job arguments.
 RUN_LAUNCHER = """set -eu
 work="$NOMAD_TASK_DIR/work"
 out="$NOMAD_ALLOC_DIR/data/work/outputs"
@@ -87,6 +93,10 @@ mkdir -p "$work" "$out"
 cp -R "$1/." "$work/"
 if [ -d "$work/outputs" ] && [ ! -L "$work/outputs" ]; then cp -R "$work/outputs/." "$out/"; rm -rf "$work/outputs"; fi
 ln -sfn "$out" "$work/outputs"
+if [ -f "$work/.fetchml/environment.lock" ]; then
+PYTHONPATH=$(python3 "$work/.fetchml/environment_step.py" "$work/.fetchml/environment.lock" "$NOMAD_ALLOC_DIR/data/environment.json")
+export PYTHONPATH
+fi
 cd "$work"
 shift
 exec "$@"
@@ -182,15 +192,16 @@ def run_task(spec: RunSpec) -> RunTask:
 
 @dataclass(frozen=True)
 class AgentJobRequest:
-    """The agent as a Nomad job: its image, API port, and the host volume for its data dir."""
+    """The agent as a Nomad job: its image, API port, and the host volume for its data dir.
+    ``None`` takes the value of ``nomad.agent_job`` (:class:`~fetchml_agent.nomad.schema.AgentJobSettings`)."""
 
-    image: str
-    data_volume: str
-    port: int = 8765
-    data_dir: str = "/var/lib/fetchml"
+    image: str | None = None
+    data_volume: str | None = None
+    port: int | None = None
+    data_dir: str | None = None
     health_path: str = "/api/v1/health"
-    cpu_mhz: int = 500
-    memory_mb: int = 512
+    cpu_mhz: int | None = None
+    memory_mb: int | None = None
     job_name: str = "agent"
 
 
@@ -230,8 +241,12 @@ class JobRenderer:
 
     # -- workspace -------------------------------------------------------------------------
 
-    def workspace(self, req: WorkspaceJobRequest) -> dict[str, Any]:
-        """Validate ``req`` and return the ``{"Job": ...}`` dict of its service job."""
+    def workspace(self, req: WorkspaceJobRequest, gpu_types: Iterable[str] | None = None) -> dict[str, Any]:
+        """Validate ``req`` and return the ``{"Job": ...}`` dict of its service job.
+
+        ``gpu_types``: the GPU device groups the cluster fingerprints (their names), against which
+        a ``resources.gpu_type`` is matched (:func:`~fetchml_agent.nomad.devices.gpu_type_constraint`);
+        ``None`` when they are not known."""
         s = self.settings
         name = _check_name(req.name)
         job_id = workspace_job_id(s, name)
@@ -256,13 +271,14 @@ class JobRenderer:
         context = {
             **self._placement(),
             **_cpu_fields(cpu, s),
-            **self._gpu_fields(gpu),
+            **self._gpu_fields(gpu, req.resources.gpu_type, gpu_types),
             "job_id": job_id,
             "meta": meta,
             "image": image,
             "jupyter_port": s.jupyter_port,
             "workdir": s.workdir,
             "volume": volume,
+            **self._data_volume(),
             "disk_mb": disk_mb,
             "memory_mb": memory_mb,
             "memory_max_mb": memory_max_mb,
@@ -277,8 +293,9 @@ class JobRenderer:
 
     # -- experiment run --------------------------------------------------------------------
 
-    def run(self, spec: RunSpec) -> dict[str, Any]:
-        """Validate ``spec`` and return the ``{"Job": ...}`` dict of its batch job."""
+    def run(self, spec: RunSpec, gpu_types: Iterable[str] | None = None) -> dict[str, Any]:
+        """Validate ``spec`` and return the ``{"Job": ...}`` dict of its batch job (``gpu_types``:
+        as for :meth:`workspace`)."""
         s = self.settings
         if not _RUN_ID.match(spec.run_id or ""):
             raise InvalidArgument(f"invalid run id {spec.run_id!r}", details="letters, digits, '_', '.', '-'")
@@ -301,6 +318,10 @@ class JobRenderer:
                     attachment_mode="file-system",
                 ),
             )
+        env_cache = self._check_volume(s.env_cache_volume) if s.env_cache_volume else None
+        env = dict(task.env)
+        if env_cache is not None:
+            env["FETCHML_ENV_CACHE"] = ENV_CACHE_MOUNT
         snapshot_dir = SNAPSHOT_MOUNT if snapshot_volume else "."
         if spec.snapshot_path:
             snapshot_dir += "/" + _check_rel_path("snapshot_path", spec.snapshot_path)
@@ -315,19 +336,22 @@ class JobRenderer:
         context = {
             **self._placement(),
             **_cpu_fields(cpu, s),
-            **self._gpu_fields(gpu),
+            **self._gpu_fields(gpu, spec.resources.gpu_type, gpu_types),
             "job_id": job_id,
             "meta": meta,
             "image": image,
             "snapshot_volume": snapshot_volume,
             "snapshot_mount": SNAPSHOT_MOUNT,
             "snapshot_dir": snapshot_dir,
+            "env_cache_volume": env_cache,
+            "env_cache_mount": ENV_CACHE_MOUNT,
+            **self._data_volume(),
             "launcher": RUN_LAUNCHER,
             "command": task.command,
             "retries": spec.retries,
             "disk_mb": disk_mb,
             "memory_mb": memory_mb,
-            "env": task.env,
+            "env": env,
             "parameters_json": task.parameters_json,
             "no_template_left": _LITERAL_LEFT,
             "no_template_right": _LITERAL_RIGHT,
@@ -337,29 +361,42 @@ class JobRenderer:
     # -- the agent itself ------------------------------------------------------------------
 
     def agent(self, req: AgentJobRequest) -> dict[str, Any]:
-        """Validate ``req`` and return the ``{"Job": ...}`` dict of the agent's service job."""
+        """Validate ``req`` and return the ``{"Job": ...}`` dict of the agent's service job.
+
+        The agent's image and data volume come from ``req``, else ``nomad.agent_job``; they are
+        checked for syntax only: ``allowed_images`` and ``allowed_host_volumes`` say what
+        *workspaces* may use, and rendering the agent's own job must not mean loosening them."""
         s = self.settings
+        own = s.agent_job
         job_id = f"{s.job_prefix}{_check_name(req.job_name)}"
-        image = self._check_image(req.image)
-        self._check_volume(VolumeSettings(type="host", source=req.data_volume))
-        if not (isinstance(req.port, int) and 1 <= req.port <= 65535):
-            raise InvalidArgument(f"port must be 1-65535, got {req.port!r}")
-        for what, path in (("data_dir", req.data_dir), ("health_path", req.health_path)):
+        image = req.image if req.image is not None else own.image
+        if not isinstance(image, str) or not _IMAGE.match(image):
+            raise InvalidArgument(f"invalid image reference {image!r}", details="nomad.agent_job.image or --image")
+        volume = req.data_volume if req.data_volume is not None else own.data_volume
+        if not isinstance(volume, str) or not _VOLUME.match(volume):
+            raise InvalidArgument(f"invalid volume name {volume!r}", details="nomad.agent_job.data_volume or --data-volume")
+        port = req.port if req.port is not None else own.port
+        if isinstance(port, bool) or not (isinstance(port, int) and 1 <= port <= 65535):
+            raise InvalidArgument(f"port must be 1-65535, got {port!r}")
+        data_dir = req.data_dir if req.data_dir is not None else own.data_dir
+        for what, path in (("data_dir", data_dir), ("health_path", req.health_path)):
             if not _HTTP_PATH.match(path):
                 raise InvalidArgument(f"{what} must be an absolute path, got {path!r}")
+        cpu_mhz = own.cpu_mhz if req.cpu_mhz is None else req.cpu_mhz
+        memory_mb = own.memory_mb if req.memory_mb is None else req.memory_mb
         context = {
             **self._placement(),
             "job_id": job_id,
             "meta": {"fetchml_kind": "agent"},
             "image": image,
-            "port": req.port,
-            "data_volume": req.data_volume,
-            "data_dir": req.data_dir,
+            "port": port,
+            "data_volume": volume,
+            "data_dir": data_dir,
             "health_path": req.health_path,
             "service_name": job_id,
             "config_var_path": secret_variable_path(job_id),
-            "cpu_mhz": _check_int("cpu_mhz", req.cpu_mhz, 1_000_000, "MHz", "cpu_mhz"),
-            "memory_mb": _check_int("memory", req.memory_mb, s.max.memory_mb, "MB", "nomad.max.memory_mb"),
+            "cpu_mhz": _check_int("cpu_mhz", cpu_mhz, 1_000_000, "MHz", "nomad.agent_job.cpu_mhz"),
+            "memory_mb": _check_int("memory", memory_mb, 1 << 30, "MB", "nomad.agent_job.memory_mb"),
             "env": {},
         }
         return self._render("fetchml-agent", context)
@@ -403,12 +440,18 @@ class JobRenderer:
         )
         return cpu, memory_mb, disk_mb, _check_gpu(res.gpu, s.max.gpu)
 
-    def _gpu_fields(self, gpu: int) -> dict[str, Any]:
+    def _gpu_fields(self, gpu: int, gpu_type: str | None = None, known: Iterable[str] | None = None) -> dict[str, Any]:
         g = self.settings.gpu
+        by_type: list[dict[str, str]] = []
+        if gpu and gpu_type:
+            try:
+                by_type = [gpu_type_constraint(gpu_type, known)[0]]
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
         return {
             "gpu_count": gpu,
             "require_nvidia_runtime": g.require_nvidia_runtime,
-            "gpu_constraints": [
+            "gpu_constraints": by_type + [
                 {"LTarget": c["attribute"], "Operand": c["operator"], "RTarget": c["value"]}
                 for c in g.constraints
             ],
@@ -449,10 +492,16 @@ class JobRenderer:
             )
         )
 
+    def _data_volume(self) -> dict[str, Any]:
+        """``nomad.data_volume``: mounted at ``nomad.data_mount`` in every workspace (read-write)
+        and every run (read-only), for data larger than a run's snapshot takes."""
+        vol = self.settings.data_volume
+        return {"data_volume": self._check_volume(vol) if vol else None, "data_mount": self.settings.data_mount}
+
     def _check_volume(self, vol: VolumeSettings) -> VolumeSettings:
         if vol.type not in ("host", "csi"):
             raise InvalidArgument(f"volume type must be host or csi, got {vol.type!r}")
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", vol.source):
+        if not _VOLUME.match(vol.source):
             raise InvalidArgument(f"invalid volume name {vol.source!r}")
         allowed, key = (
             (self.settings.allowed_host_volumes, "nomad.allowed_host_volumes")

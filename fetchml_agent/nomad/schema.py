@@ -39,6 +39,25 @@ Every key, with its default::
                                          # index); null: agent.yaml public_url, else the listen address
     index: null                          # "ADDR:PORT" of this host where the agent also serves ONLY
                                          # /index to allocations; agent_url defaults to http(s)://ADDR:PORT
+    events:                              # how the agent follows Nomad (docs/nomad.md, "Following Nomad")
+      enabled: true                      # the event stream; false: blocking queries only
+      read_timeout: 70                   # seconds without a line (Nomad sends heartbeats) = connection lost
+      fallback_retry: 300                # seconds on blocking queries before the stream is tried again
+    run_stats_interval: 5                # seconds between allocation stats of a running run (peak memory)
+    data_volume: null                    # {type: host|csi, source: NAME}: shared data, mounted at data_mount
+                                         # in every workspace (read-write) and run (read-only)
+    data_mount: /data                    # where data_volume appears in workspaces and runs
+    env_cache_volume: null               # {type: host|csi, source: NAME}: mounted read-write into runs,
+                                         # where the workspace's installed packages are kept by lock
+                                         # hash (shared by every run that mounts it; docs/experiments.md)
+    agent_job:                           # the agent's OWN job (`fetchml-agent nomad-job render
+                                         # fetchml-agent`); not held to allowed_images/allowed_host_volumes
+      image: null                        # null: fetchml/agent:<this version> (images/build.sh agent)
+      data_volume: fetchml-agent         # host volume holding the agent's data_dir
+      data_dir: /var/lib/fetchml
+      port: 9101                         # static port "api"; agent.yaml in the Variable listens on it
+      cpu_mhz: 500
+      memory_mb: 512
 """
 
 from __future__ import annotations
@@ -50,10 +69,15 @@ from typing import Any
 
 import cerberus
 
+from fetchml_agent import __version__
 from fetchml_agent.errors import InvalidArgument
 
 __all__ = [
+    "AGENT_IMAGE",
+    "IMAGE_REF",
     "NOMAD_CONFIG_SCHEMA",
+    "VOLUME_NAME",
+    "AgentJobSettings",
     "Defaults",
     "GpuPlacement",
     "Limits",
@@ -125,6 +149,12 @@ def _volume_schema(access_mode: str) -> dict[str, Any]:
     }
 
 
+#: The agent's own image, as ``images/build.sh agent`` tags it.
+AGENT_IMAGE = f"fetchml/agent:{__version__}"
+#: What an image reference and a Nomad host volume name may look like (the renderer checks both).
+IMAGE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
+VOLUME_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
 NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "address": {
         "type": "string",
@@ -163,6 +193,9 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "workspace_volume": _volume_schema("single-node-writer"),
     "snapshot_volume": _volume_schema("multi-node-reader-only"),
     "snapshot_dir": {"type": "string", "nullable": True, "default": None, "regex": r"^/.*"},
+    "env_cache_volume": _volume_schema("multi-node-multi-writer"),
+    "data_volume": _volume_schema("multi-node-multi-writer"),
+    "data_mount": {"type": "string", "default": "/data", "regex": r"^/[A-Za-z0-9._/-]+$"},
     "workdir": {"type": "string", "default": "/home/jovyan/work", "regex": r"^/[A-Za-z0-9._/-]*$"},
     "workspace_user": {
         "type": "dict",
@@ -214,6 +247,28 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
         "default": None,
         "regex": r"^(\[[0-9A-Fa-f:]+\]|[0-9.]+):\d{1,5}$",
     },
+    "events": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "enabled": {"type": "boolean", "default": True},
+            "read_timeout": {"type": "number", "min": 1, "default": 70},
+            "fallback_retry": {"type": "number", "min": 1, "default": 300},
+        },
+    },
+    "run_stats_interval": {"type": "number", "min": 0.1, "default": 5},
+    "agent_job": {
+        "type": "dict",
+        "default": {},
+        "schema": {
+            "image": {"type": "string", "nullable": True, "default": None, "regex": IMAGE_REF},
+            "data_volume": {"type": "string", "default": "fetchml-agent", "regex": VOLUME_NAME},
+            "data_dir": {"type": "string", "default": "/var/lib/fetchml", "regex": r"^/[A-Za-z0-9._/-]*$"},
+            "port": {"type": "integer", "min": 1, "max": 65535, "default": 9101},
+            "cpu_mhz": {"type": "integer", "min": 1, "max": 1_000_000, "default": 500},
+            "memory_mb": {"type": "integer", "min": 16, "default": 512},
+        },
+    },
 }
 
 
@@ -255,6 +310,20 @@ class GpuPlacement:
 
 
 @dataclass(frozen=True)
+class AgentJobSettings:
+    """The agent's own service job (``nomad.agent_job``): its image and data volume are the
+    operator's choice for the agent, not the workspace policy's (``allowed_images``,
+    ``allowed_host_volumes`` say what workspaces may use)."""
+
+    image: str = AGENT_IMAGE
+    data_volume: str = "fetchml-agent"
+    data_dir: str = "/var/lib/fetchml"
+    port: int = 9101
+    cpu_mhz: int = 500
+    memory_mb: int = 512
+
+
+@dataclass(frozen=True)
 class NomadSettings:
     """The validated ``nomad:`` section. Build it with :meth:`from_config`."""
 
@@ -276,6 +345,9 @@ class NomadSettings:
     workspace_volume: VolumeSettings | None = None
     snapshot_volume: VolumeSettings | None = None
     snapshot_dir: str | None = None
+    env_cache_volume: VolumeSettings | None = None
+    data_volume: VolumeSettings | None = None
+    data_mount: str = "/data"
     workdir: str = "/home/jovyan/work"
     workspace_uid: int = 1000
     workspace_gid: int = 100
@@ -291,6 +363,11 @@ class NomadSettings:
     templates_dir: str | None = None
     agent_url: str | None = None
     index: tuple[str, int] | None = None
+    agent_job: AgentJobSettings = field(default_factory=AgentJobSettings)
+    events_enabled: bool = True
+    events_read_timeout: float = 70.0
+    events_fallback_retry: float = 300.0
+    run_stats_interval: float = 5.0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None, where: str = "nomad") -> NomadSettings:
@@ -325,6 +402,9 @@ class NomadSettings:
             workspace_volume=VolumeSettings(**vol) if vol else None,
             snapshot_volume=VolumeSettings(**snap) if snap else None,
             snapshot_dir=d["snapshot_dir"],
+            env_cache_volume=VolumeSettings(**d["env_cache_volume"]) if d["env_cache_volume"] else None,
+            data_volume=VolumeSettings(**d["data_volume"]) if d["data_volume"] else None,
+            data_mount=d["data_mount"],
             workdir=d["workdir"],
             workspace_uid=user["uid"],
             workspace_gid=user["gid"],
@@ -344,6 +424,11 @@ class NomadSettings:
             templates_dir=d["templates_dir"],
             agent_url=d["agent_url"].rstrip("/") if d["agent_url"] else None,
             index=_address(d["index"]) if d["index"] else None,
+            agent_job=AgentJobSettings(**{**d["agent_job"], "image": d["agent_job"]["image"] or AGENT_IMAGE}),
+            events_enabled=d["events"]["enabled"],
+            events_read_timeout=float(d["events"]["read_timeout"]),
+            events_fallback_retry=float(d["events"]["fallback_retry"]),
+            run_stats_interval=float(d["run_stats_interval"]),
         )
 
 

@@ -61,6 +61,7 @@ class Opcode(enum.IntEnum):
     WORKSPACE_GIT = 0x2C
     NOTEBOOK_VERSION = 0x2D
     OPTIMIZE_WORKSPACE = 0x2E
+    SUBSCRIBE = 0x2F
 
     # Packages and policy.
     INSTALL_PACKAGE = 0x30
@@ -131,6 +132,7 @@ STREAMING: frozenset[Opcode] = frozenset(
         Opcode.MONITOR_WORKSPACE,
         Opcode.BUILD_IMAGE,
         Opcode.SCALE_WORKSPACE,
+        Opcode.SUBSCRIBE,
     }
 )
 
@@ -195,6 +197,16 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
     ),
     Opcode.OPTIMIZE_WORKSPACE: OpcodeDoc(
         "optimize workspace (use against limits, idle kernels)", "`name`, `apply`, `idle_minutes`", "data `optimize`"
+    ),
+    Opcode.SUBSCRIBE: OpcodeDoc(
+        "subscribe to live changes of workspaces and runs (`ml status --watch`)",
+        "`topics` (`workspaces`, `runs`; default both), `workspace` (only this one), `after` (a sequence "
+        "number, e.g. `agent_status`'s `live_seq`: the changes after it come first), `max_events` (end after that "
+        "many; 0: no limit), `timeout` (seconds without a change before it ends; 0: never)",
+        "success, once it ends (`max_events`, `timeout`, or never until the client closes); each change is a log "
+        "packet holding one JSON line `{seq, type, ts, ...}`: `workspace` (`id`, `name`, `status`, `message`), "
+        "`run` (`id`, `workspace`, `status`, `message`, ...), `gap` (changes were missed: read the state again), "
+        "`heartbeat` (every 15 s)",
     ),
     Opcode.INSTALL_PACKAGE: OpcodeDoc(
         "install packages",

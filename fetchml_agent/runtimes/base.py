@@ -50,8 +50,9 @@ never by probing for attributes:
    :class:`RunBackend` (experiment runs), :class:`PackageIndexReach` (how workspaces reach the
    agent's package index), :class:`ImageBuilder` (custom images), :class:`PackageInventory`
    (installed packages, read without running the workspace), :class:`GpuActivity` (how busy the
-   GPUs of each workspace are: idle culling) and :class:`WarmPool` (pre-started workspaces that a
-   create claims: docs/warm-pool.md). :func:`capability` returns the
+   GPUs of each workspace are: idle culling), :class:`WarmPool` (pre-started workspaces that a
+   create claims: docs/warm-pool.md), :class:`DeviceInventory` (the cluster's GPUs per node and
+   type) and :class:`StatusFeed` (changes reported as they happen). :func:`capability` returns the
    implementation or raises :class:`~fetchml_agent.errors.NotSupported` (``0x15``) naming the
    runtime and the feature, like Nomad's ``DriverExecTaskNotSupported``.
 
@@ -71,7 +72,11 @@ from ..allocators import GpuAllocator, PortAllocator
 from ..errors import NotSupported
 
 __all__ = [
+    "RUN_ENVIRONMENT_REPORT",
+    "RUN_LOCK",
+    "RUN_LOCK_DIR",
     "Capabilities",
+    "DeviceInventory",
     "ExecResult",
     "GpuActivity",
     "ImageBuilder",
@@ -91,6 +96,8 @@ __all__ = [
     "Started",
     "State",
     "Status",
+    "StatusChange",
+    "StatusFeed",
     "WarmPool",
     "WorkspaceSpec",
     "capability",
@@ -113,20 +120,26 @@ PackageCheck = Callable[[list[str]], "Awaitable[None] | None"]
 
 @dataclass(frozen=True)
 class Resources:
-    """What a workspace asked for. ``None`` means no limit was asked for."""
+    """What a workspace asked for. ``None`` means no limit was asked for. ``gpu_type`` names the
+    kind of GPU (a model or a MIG profile, ``--gpu-type``); only a runtime that places GPUs itself
+    (``capabilities.places_gpus``) is given one."""
 
     cpu: float | None = None
     memory_mb: int | None = None
     gpu: int = 0
     disk_mb: int | None = None
+    gpu_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cpu": self.cpu, "memory_mb": self.memory_mb, "gpu": self.gpu, "disk_mb": self.disk_mb}
+        d: dict[str, Any] = {"cpu": self.cpu, "memory_mb": self.memory_mb, "gpu": self.gpu, "disk_mb": self.disk_mb}
+        if self.gpu_type:
+            d["gpu_type"] = self.gpu_type
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Resources:
         d = d or {}
-        return cls(d.get("cpu"), d.get("memory_mb"), int(d.get("gpu") or 0), d.get("disk_mb"))
+        return cls(d.get("cpu"), d.get("memory_mb"), int(d.get("gpu") or 0), d.get("disk_mb"), d.get("gpu_type") or None)
 
 
 @dataclass(frozen=True)
@@ -346,6 +359,15 @@ class RunStatus:
     alloc_id: str | None = None
     exit_code: int | None = None
     result: dict[str, Any] | None = None
+    peak_memory_bytes: int | None = None  # the most memory the run was seen using, where the backend samples it
+
+
+#: A run's working directory holds the workspace's package lock at RUN_LOCK_DIR/RUN_LOCK (hidden: never
+#: a source, never synced); the run's launcher writes RUN_ENVIRONMENT_REPORT, which a backend brings
+#: back into the run's directory with its results (fetchml_agent/experiments/environment.py).
+RUN_LOCK_DIR = ".fetchml"
+RUN_LOCK = "environment.lock"
+RUN_ENVIRONMENT_REPORT = "environment.json"
 
 
 class RunBackend(_Feature, abc.ABC):
@@ -361,6 +383,9 @@ class RunBackend(_Feature, abc.ABC):
 
     feature = "run experiments"
     hint = "experiment runs need a runtime that executes them (local, docker, nomad)"
+    #: Runs start from the workspace's image, not its environment: the run's launcher installs the
+    #: workspace's packages from the lock queued with the snapshot (fetchml_agent/experiments/environment.py).
+    rebuilds_environment = False
 
     @abc.abstractmethod
     def run_job_id(self, run_id: str) -> str:
@@ -531,6 +556,58 @@ class WarmPool(_Feature, abc.ABC):
     async def list_members(self) -> dict[str, State]:
         """Every member this runtime still has, claimed or not, by id (after an agent restart:
         the agent discards those no workspace took)."""
+
+
+class DeviceInventory(_Feature, abc.ABC):
+    """The GPUs of the backend's nodes, as the backend fingerprints them (``ml status``)."""
+
+    feature = "list its nodes' GPUs"
+
+    @abc.abstractmethod
+    async def device_inventory(self) -> dict[str, Any]:
+        """``{"gpus": [row, ...], "note": str}``: one row per node and GPU type with ``node``,
+        ``type`` (model or MIG device), ``total``, ``healthy`` and ``free`` (healthy and held by no
+        live workload), plus what else the backend knows (``status``, ``eligible``,
+        ``memory_mib``); ``note`` says what the counts could not see ("" when nothing)."""
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A workspace's workload changed in the backend: its status now (what :meth:`Runtime.poll`
+    would answer), and the runtime state to keep when the workload moved (a rescheduled Nomad
+    allocation: a new alloc id and URL), else ``None``."""
+
+    workspace_id: str
+    status: Status
+    state: State | None = None
+
+
+Deliver = Callable[[list[StatusChange], int], Awaitable[None]]
+
+
+class StatusFeed(_Feature, abc.ABC):
+    """The backend reports workload changes as they happen (Nomad's event stream), so the agent
+    polls no workspace: one feed replaces a query per workspace."""
+
+    feature = "report changes as they happen"
+
+    #: Names the feed's position in the store (``runtime_cursors``), e.g. ``nomad:events``.
+    feed_name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    async def follow_status(self, since: int, deliver: Deliver) -> None:
+        """Run until cancelled, calling ``deliver(changes, position)`` in order for the changes
+        of workspaces' workloads after position ``since`` (0: none processed yet), with the
+        position to resume from; the agent keeps it and passes it back after a restart. Nothing is
+        lost: after a gap (a reconnect, a feed that could not resume where asked) the runtime
+        compares the backend's current state with what it delivered and delivers what differs;
+        a change may come twice, so applying one is idempotent. Never raises but
+        ``CancelledError``: outages are retried, and a backend that refuses the feed is followed
+        another way (Nomad: blocking queries)."""
+
+    @abc.abstractmethod
+    def feed_info(self) -> dict[str, Any]:
+        """For ``ml status``: ``mode`` (how the backend is followed now), ``position``, counters."""
 
 
 def workspace_dir(data_dir: Path, name: str) -> Path:

@@ -32,6 +32,7 @@ MODULES = [
     "fetchml_agent.service.packages.removals",
     "fetchml_agent.service.images",
     "fetchml_agent.service.experiments",
+    "fetchml_agent.service.live",
     "fetchml_agent.access.ops",
     "fetchml_agent.governance.service",
 ]

@@ -34,7 +34,7 @@ from .calls import Call
 from .grants import Grants
 from .packages.service import PackageService
 
-__all__ = ["AgentContext", "AuditTrail", "Capacity", "Hooks", "PersonalTokens", "ServerBinder", "Services"]
+__all__ = ["AgentContext", "AuditTrail", "Capacity", "FeedFollower", "Hooks", "PersonalTokens", "ServerBinder", "Services"]
 
 WorkspaceHook = Callable[["AgentContext", Call, Workspace], Awaitable[None]]
 StartedHook = Callable[["AgentContext", Call, Workspace, State], Awaitable[None]]
@@ -45,6 +45,15 @@ LifecycleHook = Callable[["AgentContext"], Awaitable[None]]
 RunHook = Callable[[Run], Awaitable[None]]
 CallCheck = Callable[[User, bytes, str], None]  # (user, key hash, operation name)
 Middleware = Callable[[ASGIApp], ASGIApp]  # wraps the server's app
+
+
+class FeedFollower(Protocol):
+    """What the layers here ask of :class:`fetchml_agent.service.live.LiveService`."""
+
+    @property
+    def follows_runtime(self) -> bool:
+        """Whether the runtime's change feed is followed (no workspace needs polling then)."""
+        ...
 
 
 class PersonalTokens(Protocol):
@@ -137,6 +146,7 @@ class Services:
     access: PersonalTokens | None = None  # fetchml_agent.access.service.AccessService
     server_binder: ServerBinder | None = None  # the same AccessService, as a warm pool sees it
     capacity: Capacity | None = None  # fetchml_agent.service.capacity: quotas, warm pools, culling
+    live: FeedFollower | None = None  # fetchml_agent.service.live.LiveService
     mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)  # (path, ASGI app) the server mounts
     middleware: list[Middleware] = field(default_factory=list)  # wrapping the server's app, outermost first
 

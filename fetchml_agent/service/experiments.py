@@ -23,6 +23,7 @@ from ..aio import run_blocking
 from ..errors import InsufficientResources, InvalidArgument, NotFound
 from ..experiments import remote
 from ..experiments.config import parse_duration, validate_experiment_id, validate_run_config
+from ..experiments.environment import write_lock
 from ..experiments.executor import Executor, run_view
 from ..experiments.files import build_snapshot, resolve_target
 from ..experiments.metadata import export_document, metadata_document
@@ -42,6 +43,8 @@ from ..experiments.records import (
 from ..experiments.sync import sync_workspace
 from ..jsonfiles import write_json
 from ..protocol.opcodes import Opcode
+from ..runtimes.base import RunBackend, capability
+from ..store.packages import list_installs
 from .access import EDIT, USE, VIEW, require, role_of, visible
 from .calls import Call, Result
 from .context import AgentContext
@@ -229,6 +232,19 @@ def _adopt_snapshot(work: Path, run_dir: Path, job: dict[str, Any], manifest: di
     write_json(run_dir / "job.json", job)
 
 
+async def _lock_environment(agent: AgentContext, ws: Workspace, run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """Issue #18: record what ``ml jupyter install`` put into the workspace with the run's snapshot
+    (:mod:`fetchml_agent.experiments.environment`), where the runtime starts runs from the image;
+    a warning names conda installs, which a run does not reproduce."""
+    if not capability(agent.runtime, RunBackend).rebuilds_environment:
+        return None, []
+    installs = await agent.store.run(list_installs, ws.id)
+    pins = [(r.display_name, r.version, r.sha256) for r in installs if r.installer == "pip"]
+    conda = sorted(r.display_name for r in installs if r.installer != "pip")
+    note = [f"conda packages are not installed in runs: {', '.join(conda)}"] if conda else []
+    return await run_blocking(write_lock, run_dir / "work", pins), note
+
+
 @operation(Opcode.QUEUE_RUN, routes=[("POST", "/api/v1/experiments/runs")], schema=_QUEUE_SCHEMA)
 async def queue_run(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["workspace"])
@@ -244,7 +260,7 @@ async def queue_run(agent: AgentContext, call: Call, args: dict[str, Any]) -> Re
     # config and resolve the target in that copy, which becomes the run's snapshot.
     staging = ex.root / ".staging" / run_id
     try:
-        manifest = await remote.fetch_sources(agent, ws, staging / "work", ex.snapshot_max_bytes)
+        manifest = await remote.fetch_sources(agent, ws, staging / "work", ex.snapshot_max_bytes, ex.run_data_max_bytes)
         return await _queue(agent, call, args, ws, ex, run_id, staging / "work", manifest)
     finally:
         await run_blocking(shutil.rmtree, staging, True)
@@ -310,6 +326,10 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         manifest = fetched
         await run_blocking(_adopt_snapshot, root, run_dir, job, manifest)
     warnings = await run_blocking(_unknown_parameters, run_dir / "work" / target, parameters) if kind == "notebook" else []
+    environment, note = await _lock_environment(agent, ws, run_dir)  # issue #18: the workspace's packages
+    warnings += note
+    if manifest.get("data_skipped"):
+        warnings.append(manifest["data_skipped"] + "; read larger data from a volume the runs mount (docs/experiments.md)")
     run = Run(
         id=run_id,
         experiment_id=experiment,
@@ -328,11 +348,14 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         warnings=warnings,
     )
     await agent.store.run(insert_run, run)
+    ex.publish(run)  # issue #18: subscribers see it queued
     await agent.audit(call.user.name, "run.queue", ws.name, run=run_id, experiment=experiment, target=target,
                       parameters=parameters, snapshot_files=len(manifest["copied"]))
     ex.kick()
     view = run_view(run)
-    view["snapshot"] = {"copied": sorted(manifest["copied"]), "linked": manifest["linked"], "too_large": manifest["too_large"]}
+    view["snapshot"] = {"copied": sorted(manifest["copied"]), "linked": manifest["linked"], "too_large": manifest["too_large"],
+                        "data": manifest.get("data", []), "data_skipped": manifest.get("data_skipped")}
+    view["environment"] = environment
     return Result(f"queued {run_id} ({kind} {target}) in experiment {experiment}", "run", view, 201)
 
 

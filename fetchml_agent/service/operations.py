@@ -51,7 +51,9 @@ async def scale_workspace(agent: AgentContext, call: Call, args: dict[str, Any])
     if not asked:
         raise InvalidArgument("nothing to scale: give --cpu, --memory, --gpu or --disk")
     current = Resources.from_dict(ws.resources)
-    base = {"cpu": current.cpu, "memory": current.memory_mb, "gpu": current.gpu, "disk": current.disk_mb}
+    base: dict[str, Any] = {"cpu": current.cpu, "memory": current.memory_mb, "gpu": current.gpu, "disk": current.disk_mb}
+    if str(asked.get("gpu", current.gpu)) != "0":
+        base["gpu_type"] = current.gpu_type  # scaling to no GPU drops the type  (issue #18)
     new = _resources(asked, base)
     async with agent.lock(ws.name):
         old = dict(ws.resources)

@@ -20,6 +20,7 @@ def resources_view(r: dict[str, Any]) -> dict[str, Any]:
         "memory": format_size_mb(r["memory_mb"]) if r.get("memory_mb") else None,
         "memory_mb": r.get("memory_mb"),
         "gpu": r.get("gpu", 0),
+        "gpu_type": r.get("gpu_type"),
         "disk": format_size_mb(r["disk_mb"]) if r.get("disk_mb") else None,
     }
 

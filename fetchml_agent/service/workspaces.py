@@ -24,10 +24,11 @@ from ..errors import (
     InsufficientResources,
     InvalidArgument,
     InvalidState,
+    NotSupported,
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
-from ..runtimes.base import Resources
+from ..runtimes.base import Resources, State, Status
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
 from ..units import parse_cpu, parse_size_mb
 from .access import OWN, USE, VIEW, require, require_password_change, visible
@@ -64,7 +65,38 @@ def _resources(args: dict[str, Any], base: dict[str, Any] | None = None) -> Reso
     gpu = merged.get("gpu") or 0
     if isinstance(gpu, bool) or (not isinstance(gpu, int) and not str(gpu).isdigit()):
         raise InvalidArgument(f"--gpu: expected a whole number of GPUs, got {gpu!r}")
-    return Resources(cpu=cpu, memory_mb=memory, gpu=int(gpu), disk_mb=disk)
+    gpu_type = _gpu_type(merged.get("gpu_type"))
+    if gpu_type and not int(gpu):
+        if merged.get("gpu") is not None:
+            raise InvalidArgument(f"--gpu-type {gpu_type} asks for a kind of GPU, but --gpu is 0", "give --gpu 1 or more")
+        gpu = 1  # a type without a count: one GPU of that type
+    return Resources(cpu=cpu, memory_mb=memory, gpu=int(gpu), disk_mb=disk, gpu_type=gpu_type)
+
+
+_GPU_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+:-]{0,127}$")
+
+
+def _gpu_type(value: Any) -> str | None:
+    """``--gpu-type``: a GPU model (``H100``, ``A100-SXM4-80GB``) or MIG profile (``3g.40gb``), as
+    text the runtime that places GPUs matches against what its nodes fingerprint."""
+    if value is None or value == "":
+        return None
+    text = " ".join(str(value).split())
+    if not isinstance(value, str) or not _GPU_TYPE.match(text):
+        raise InvalidArgument(f"--gpu-type: invalid GPU type {value!r}",
+                              "a model such as H100 or A100-SXM4-80GB, or a MIG profile such as 3g.40gb")
+    return text
+
+
+def check_gpu_type(agent: AgentContext, resources: Resources) -> None:
+    """A GPU type needs a runtime that places GPUs itself (``capabilities.places_gpus``: Nomad's
+    device requests); the others hand out the host's GPUs by index."""
+    if resources.gpu_type and not agent.runtime.capabilities.places_gpus:
+        raise NotSupported(
+            f"--gpu-type needs a runtime that places GPUs by kind (nomad); the {agent.runtime.name} runtime "
+            "assigns this host's GPUs by index",
+            "leave out --gpu-type (and gpu_type: in the workspace config)",
+        )
 
 
 def hash_password(password: str) -> str:
@@ -182,6 +214,7 @@ _CREATE_SCHEMA: dict[str, Any] = {
     "cpu": {"type": ["number", "string"], "nullable": True, "default": None},
     "memory": {"type": ["string", "integer"], "nullable": True, "default": None},
     "gpu": {"type": ["integer", "string"], "nullable": True, "default": None},
+    "gpu_type": {"type": "string", "nullable": True, "default": None},
     "disk": {"type": ["string", "integer"], "nullable": True, "default": None},
     "image": {"type": "string", "nullable": True, "default": None},
     "password": {"type": "string", "nullable": True, "default": None},
@@ -242,7 +275,8 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     if len(agent.workspaces) >= agent.max_workspaces:
         raise InsufficientResources(f"this agent already holds {agent.max_workspaces} workspaces (limits.max_workspaces)")
     doc = _merge_config(agent, args)
-    resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "disk")}, doc.get("resources"))
+    resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "gpu_type", "disk")}, doc.get("resources"))
+    check_gpu_type(agent, resources)
     env_doc = doc.get("environment") or {}
     env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
     settings = {k: v for k, v in env_doc.items() if k not in env}
@@ -457,6 +491,7 @@ async def delete_workspace_op(agent: AgentContext, call: Call, args: dict[str, A
             await hook(agent, call, ws)
         await agent.store.run(delete_workspace, ws.id)
         agent.workspaces.pop(ws.name, None)
+        agent.publish_workspace(ws, "deleted")
         agent.services.grants.forget(ws.id)
         agent.invalidate()
         if ws.managed_path:
@@ -487,11 +522,13 @@ async def workspace_limits(agent: AgentContext, call: Call, args: dict[str, Any]
 
 @operation(Opcode.AGENT_STATUS, routes=[("GET", "/api/v1/status")])
 async def agent_status(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
+    live_seq = agent.live.seq  # first: what changes after it, a subscriber asks for (after=live_seq)
     counts: dict[str, int] = {}
     for ws in agent.workspaces.values():
         if visible(agent, call.user, ws):
             counts[ws.status] = counts.get(ws.status, 0) + 1
     doc: dict[str, Any] = {
+        "live_seq": live_seq,
         "agent": {
             "version": agent.version,
             "uptime_s": round(time.time() - agent.started_at, 1),
@@ -513,17 +550,32 @@ async def agent_status(agent: AgentContext, call: Call, args: dict[str, Any]) ->
 async def _refresh(agent: AgentContext, ws: Workspace) -> None:
     if ws.status not in ACTIVE or not ws.runtime_state:
         return
-    status = await agent.runtime.poll(ws.runtime_state)
-    if status.state == "running":
-        if ws.status != "running":
-            ws.status, ws.status_message = "running", ""
-            await agent.save(ws)
-        return
+    await apply_status(agent, ws, await agent.runtime.poll(ws.runtime_state))
+
+
+async def apply_status(agent: AgentContext, ws: Workspace, status: Status, state: State | None = None) -> bool:
+    """Take the runtime's word for a workspace the agent holds as active (polled, or reported by
+    the runtime's feed): ``running`` (with ``state``'s changes: a workload that moved), ``starting``
+    (coming back: a restart in place; its message says why), else it ended: ``stopped``, or
+    ``failed`` when it failed or vanished, with the runtime's message. Returns whether the record
+    changed (it is then saved, which tells subscribers)."""
+    if ws.status not in ACTIVE or not ws.runtime_state:
+        return False
+    if status.state in ("running", "starting"):
+        new_state = {**ws.runtime_state, **{k: v for k, v in (state or {}).items() if v is not None}}
+        message = "" if status.state == "running" else status.message
+        url = (state or {}).get("url") or ws.url
+        if (ws.status, ws.status_message, ws.runtime_state, ws.url) == (status.state, message, new_state, url):
+            return False
+        ws.status, ws.status_message, ws.runtime_state, ws.url = status.state, message, new_state, url
+        await agent.save(ws)
+        return True
     _release_host_resources(agent, ws)
     ws.status = "failed" if status.state in ("failed", "missing") else "stopped"
     ws.status_message = status.message
     ws.runtime_state, ws.url = None, None
     await agent.save(ws)
+    return True
 
 
 async def adopt_all(agent: AgentContext) -> None:
@@ -552,6 +604,10 @@ async def adopt_all(agent: AgentContext) -> None:
 
 
 async def reconcile_once(agent: AgentContext) -> None:
+    """Poll each running workspace; nothing while the runtime's change feed is followed
+    (:mod:`.live`: it reports every change)."""
+    if agent.services.live is not None and agent.services.live.follows_runtime:
+        return
     for ws in list(agent.workspaces.values()):
         lock = agent.lock(ws.name)
         if ws.status == "running" and not lock.locked():

@@ -307,3 +307,23 @@ MIGRATIONS.append(
     CREATE INDEX package_removals_workspace ON package_removals (workspace_id, removed_at);
     """
 )
+
+# Where the agent stands in a runtime's change feed (Nomad's event stream index), so that a
+# restarted agent resumes from the last position it processed (fetchml_agent/store/cursors.py).
+MIGRATIONS.append(
+    """
+    CREATE TABLE runtime_cursors (
+        name       TEXT PRIMARY KEY,
+        position   INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """
+)
+
+# The SHA-256 of the file pip installed into a workspace: a run's lock pins it (issue #18,
+# fetchml_agent/experiments/environment.py).
+MIGRATIONS.append(
+    """
+    ALTER TABLE package_installs ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
+    """
+)

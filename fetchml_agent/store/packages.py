@@ -45,6 +45,7 @@ class InstallRecord:
     forced: bool
     installed_by: str
     installed_at: float
+    sha256: str = ""  # of the file pip installed, where pip reported it (a run's lock pins it; issue #18)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.display_name, "normalized": self.name, "version": self.version, "spec": self.spec,
@@ -143,14 +144,14 @@ def record_installs(conn: sqlite3.Connection, workspace_id: str, records: Iterab
     with transaction(conn):
         conn.executemany(
             "INSERT OR REPLACE INTO package_installs (workspace_id, name, display_name, version, spec, requested, "
-            "installer, forced, installed_by, installed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "installer, forced, installed_by, installed_at, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(workspace_id, r.name, r.display_name, r.version, r.spec, int(r.requested), r.installer, int(r.forced),
-              r.installed_by, r.installed_at) for r in records])
+              r.installed_by, r.installed_at, r.sha256) for r in records])
 
 
 def list_installs(conn: sqlite3.Connection, workspace_id: str) -> list[InstallRecord]:
     return [InstallRecord(r["name"], r["display_name"], r["version"], r["spec"], bool(r["requested"]), r["installer"],
-                          bool(r["forced"]), r["installed_by"], r["installed_at"])
+                          bool(r["forced"]), r["installed_by"], r["installed_at"], r["sha256"])
             for r in conn.execute("SELECT * FROM package_installs WHERE workspace_id = ? ORDER BY name",
                                   (workspace_id,))]
 

@@ -14,8 +14,12 @@ description:
     and C(gpu) for nodes that fingerprint C(nvidia/gpu) devices."
   - Host variables C(nomad_node_id), C(nomad_datacenter), C(nomad_node_pool), C(nomad_node_class),
     C(nomad_status), C(nomad_eligible), C(nomad_drain), C(nomad_version), C(nomad_attributes) (Nomad's
-    flat attribute map), C(nomad_meta), C(nomad_gpus) (one entry per GPU model with count, memory and
-    instance IDs) and C(ansible_host) (the node's address).
+    flat attribute map), C(nomad_meta), C(nomad_gpus) (one entry per GPU type as the NVIDIA device
+    plugin fingerprints it, a model or a MIG device such as C(NVIDIA H100 80GB HBM3 MIG 3g.40gb), with
+    count, healthy, free, memory, MIG profile and instance IDs), C(nomad_gpus_free) (free GPUs per type)
+    and C(ansible_host) (the node's address).
+  - "Free GPUs are the healthy instances that no live allocation holds, read from
+    C(GET /v1/node/:id/allocations) for nodes with GPUs (set O(free_gpus=false) to skip that request)."
   - "The inventory file must end in C(.nomad.yml) or C(.nomad.yaml) and name C(plugin: nomad_nodes)
     (C(plugin: fetchml.platform.nomad_nodes) from the collection); enable the plugin under that name in
     C([inventory] enable_plugins) of ansible.cfg."
@@ -76,6 +80,10 @@ options:
     type: list
     elements: str
     default: [ready, initializing, down, disconnected]
+  free_gpus:
+    description: Count the free GPUs of each node (one more request per node with GPUs).
+    type: bool
+    default: true
   host_name:
     description: How to name hosts; C(name) is the node's name, C(id) its UUID.
     type: str
@@ -96,6 +104,9 @@ keyed_groups:
 
 import json
 import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode
@@ -103,6 +114,13 @@ from urllib.parse import quote, urlencode
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.module_utils.urls import open_url
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+
+# GPUs as Nomad fingerprints them, and which are free, have one definition: the agent's (the
+# repository or collection root is two levels up, and carries fetchml_agent/: galaxy.yml).
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from fetchml_agent.nomad.devices import device_groups, used_device_ids
 
 __all__ = ["InventoryModule", "gpu_groups_of", "host_vars_of"]
 
@@ -123,21 +141,25 @@ def _attr_value(attr: dict[str, Any]) -> Any:
     return None
 
 
-def gpu_groups_of(node: dict[str, Any]) -> list[dict[str, Any]]:
-    """NVIDIA GPU device groups of a full Node: model, count, healthy count, memory and instance IDs."""
-    devices = ((node.get("NodeResources") or {}).get("Devices")) or []
+def gpu_groups_of(node: dict[str, Any], allocs: Iterable[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """NVIDIA GPU device groups of a full Node: type (a model, or a MIG device with its profile),
+    count, healthy count, memory, instance IDs and, with the node's allocations, how many are free
+    (healthy and held by no live allocation; ``None`` when not counted)."""
+    used = used_device_ids(allocs) if allocs is not None else None
     gpus = []
-    for dev in devices:
-        if dev.get("Vendor") != "nvidia" or dev.get("Type") != "gpu":
-            continue
+    for dev in device_groups(node):
         instances = dev.get("Instances") or []
         attrs = dev.get("Attributes") or {}
         memory = attrs.get("memory") or {}
+        name = str(dev.get("Name") or "")
+        healthy = [i for i in instances if i.get("Healthy")]
         gpus.append(
             {
-                "model": dev.get("Name"),
+                "model": name,
+                "mig_profile": name.partition(" MIG ")[2] or None,
                 "count": len(instances),
-                "healthy": sum(1 for i in instances if i.get("Healthy")),
+                "healthy": len(healthy),
+                "free": None if used is None else sum(1 for i in healthy if i.get("ID") not in used),
                 "memory_mib": _attr_value(memory) if memory.get("Unit", "MiB") == "MiB" else None,
                 "driver_version": _attr_value(attrs.get("driver_version") or {}),
                 "ids": [i.get("ID") for i in instances],
@@ -146,8 +168,8 @@ def gpu_groups_of(node: dict[str, Any]) -> list[dict[str, Any]]:
     return gpus
 
 
-def host_vars_of(node: dict[str, Any]) -> dict[str, Any]:
-    """The host variables of one full Node object."""
+def host_vars_of(node: dict[str, Any], allocs: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The host variables of one full Node object (``allocs``: its allocations, to count free GPUs)."""
     attributes = node.get("Attributes") or {}
     address = attributes.get("unique.network.ip-address") or node.get("HTTPAddr", "").rsplit(":", 1)[0]
     hv: dict[str, Any] = {
@@ -162,8 +184,9 @@ def host_vars_of(node: dict[str, Any]) -> dict[str, Any]:
         "nomad_version": attributes.get("nomad.version"),
         "nomad_attributes": attributes,
         "nomad_meta": node.get("Meta") or {},
-        "nomad_gpus": gpu_groups_of(node),
+        "nomad_gpus": gpu_groups_of(node, allocs),
     }
+    hv["nomad_gpus_free"] = {g["model"]: g["free"] for g in hv["nomad_gpus"] if g["free"] is not None}
     if address:
         hv["ansible_host"] = address
     return hv
@@ -237,7 +260,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             if stub.get("Status") not in statuses:
                 continue
             node, _ = self._get(f"/v1/node/{quote(stub['ID'], safe='')}")
-            hv = host_vars_of(node)
+            allocs = None
+            if self.get_option("free_gpus") and device_groups(node):
+                allocs, _ = self._get(f"/v1/node/{quote(stub['ID'], safe='')}/allocations")
+            hv = host_vars_of(node, allocs)
             host = node["ID"] if self.get_option("host_name") == "id" else (node.get("Name") or node["ID"])
             self.inventory.add_host(host)
             for key, value in hv.items():

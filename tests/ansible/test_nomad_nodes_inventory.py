@@ -54,7 +54,8 @@ class _NomadReplay(BaseHTTPRequestHandler):
             if start + self.page_size < len(nodes):
                 headers["X-Nomad-NextToken"] = str(start + self.page_size)
         elif url.path.startswith("/v1/node/"):
-            path = NOMAD / f"node-{url.path.rsplit('/', 1)[1]}.json"
+            parts = url.path.split("/")  # /v1/node/ID[/allocations]
+            path = NOMAD / (f"node-{parts[3]}-allocations.json" if parts[4:] == ["allocations"] else f"node-{parts[3]}.json")
             if not path.exists():
                 return self._text(404, "node not found")
             body = json.loads(path.read_text())
@@ -125,14 +126,14 @@ def test_groups_and_host_vars(tmp_path, nomad):
     inv = listing(inventory(tmp_path, nomad))
     # Every page of the node list was read, with the token.
     assert [q.get("next_token") for p, q in nomad.seen if p == "/v1/nodes"] == [None, ["2"]]
-    assert members(inv, "gpu") == {"gpu-a100-01", "gpu-t4-07"}
-    assert members(inv, "nomad_dc_dc1") == {"gpu-a100-01", "cpu-01"}
+    assert members(inv, "gpu") == {"gpu-a100-01", "gpu-h100-mig-02", "gpu-t4-07"}
+    assert members(inv, "nomad_dc_dc1") == {"gpu-a100-01", "gpu-h100-mig-02", "cpu-01"}
     assert members(inv, "nomad_dc_dc_west") == {"gpu-t4-07"}
-    assert members(inv, "nomad_pool_gpu") == {"gpu-a100-01", "gpu-t4-07"}
+    assert members(inv, "nomad_pool_gpu") == {"gpu-a100-01", "gpu-h100-mig-02", "gpu-t4-07"}
     assert members(inv, "nomad_class_a100") == {"gpu-a100-01"}
     assert members(inv, "nomad_class_t4_small") == {"gpu-t4-07"}
     assert members(inv, "nomad_class_none") == {"cpu-01"}
-    assert members(inv, "nomad_status_ready") == {"gpu-a100-01", "cpu-01"}
+    assert members(inv, "nomad_status_ready") == {"gpu-a100-01", "gpu-h100-mig-02", "cpu-01"}
     assert members(inv, "nomad_status_down") == {"gpu-t4-07"}
 
     raw = json.loads(inventory(tmp_path, nomad).stdout)["_meta"]["hostvars"]["gpu-a100-01"]
@@ -148,15 +149,31 @@ def test_groups_and_host_vars(tmp_path, nomad):
     assert a100["nomad_gpus"] == [
         {
             "model": "NVIDIA A100-SXM4-80GB",
+            "mig_profile": None,
             "count": 2,
             "healthy": 1,
+            "free": 0,  # the healthy one is held by a running allocation
             "memory_mib": 81920,
             "driver_version": "535.129.03",
             "ids": ["GPU-4b1f0c52-8e0d-7a51-3c9e-0d2f6a7b1c01", "GPU-9c3e2a10-51f4-4d6b-aa07-6e5b8f3d2c02"],
         }
     ]
+    assert a100["nomad_gpus_free"] == {"NVIDIA A100-SXM4-80GB": 0}
+    # MIG devices are GPU types of their own; an allocation being stopped or completed frees its GPU
+    h100 = hv["gpu-h100-mig-02"]
+    assert h100["nomad_gpus_free"] == {
+        "NVIDIA H100 80GB HBM3": 1,
+        "NVIDIA H100 80GB HBM3 MIG 1g.10gb": 1,
+        "NVIDIA H100 80GB HBM3 MIG 3g.40gb": 1,
+    }
+    mig = {g["model"]: g for g in h100["nomad_gpus"]}["NVIDIA H100 80GB HBM3 MIG 3g.40gb"]
+    assert (mig["mig_profile"], mig["count"], mig["healthy"], mig["memory_mib"]) == ("3g.40gb", 2, 2, 40448)
     cpu = hv["cpu-01"]
     assert cpu["nomad_gpus"] == [] and cpu["nomad_eligible"] is False and cpu["nomad_drain"] is True
+    assert cpu["nomad_gpus_free"] == {}
+    # allocations are read only for nodes with GPUs
+    read = {p.split("/")[3] for p, _ in nomad.seen if p.endswith("/allocations")}
+    assert read == {a100["nomad_node_id"], h100["nomad_node_id"], hv["gpu-t4-07"]["nomad_node_id"]}
 
 
 def test_statuses_filter_and_constructed_groups(tmp_path, nomad):
@@ -169,11 +186,18 @@ def test_statuses_filter_and_constructed_groups(tmp_path, nomad):
     )
     inv = listing(inventory(tmp_path, nomad, extra))
     hosts = set(inv["_meta"]["hostvars"])
-    assert hosts == {"gpu-a100-01", "cpu-01"}
-    assert members(inv, "arch_amd64") == {"gpu-a100-01", "cpu-01"}
+    assert hosts == {"gpu-a100-01", "gpu-h100-mig-02", "cpu-01"}
+    assert members(inv, "arch_amd64") == {"gpu-a100-01", "gpu-h100-mig-02", "cpu-01"}
     assert members(inv, "drained") == {"cpu-01"}
     assert inv["_meta"]["hostvars"]["gpu-a100-01"]["gpu_count"] == 2
+
     assert next(q["filter"] for p, q in nomad.seen if p == "/v1/nodes") == ['Datacenter == "dc1"']
+
+
+def test_free_gpus_can_be_left_out(tmp_path, nomad):
+    inv = listing(inventory(tmp_path, nomad, "free_gpus: false\n"))
+    gpus = inv["_meta"]["hostvars"]["gpu-h100-mig-02"]["nomad_gpus"]
+    assert {g["free"] for g in gpus} == {None} and not any(p.endswith("/allocations") for p, _ in nomad.seen)
 
 
 def test_host_name_id(tmp_path, nomad):
@@ -228,8 +252,10 @@ def test_gpu_groups_ignore_other_devices():
     assert nomad_nodes.gpu_groups_of(node) == [
         {
             "model": "NVIDIA H100 80GB HBM3",
+            "mig_profile": None,
             "count": 0,
             "healthy": 0,
+            "free": None,
             "memory_mib": None,
             "driver_version": None,
             "ids": [],

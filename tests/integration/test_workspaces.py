@@ -138,6 +138,9 @@ def test_template_and_config_file(agent: AgentProcess, tmp_path: Path, unique_na
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
     bad = agent.ml("jupyter", "create", unique_name + "-x", "--template", "no-such-template", check=False)
     assert bad.returncode == 2 and "no template named" in bad.stderr
+    # a kind of GPU needs a runtime that places GPUs by kind (nomad): refused before anything starts
+    bad = agent.ml("jupyter", "create", unique_name + "-g", "--gpu-type", "H100", check=False)
+    assert bad.returncode == 2 and "--gpu-type needs a runtime that places GPUs by kind" in bad.stderr
 
 
 def test_ports_first_is_base_then_next_free(fresh_agent: AgentProcess) -> None:

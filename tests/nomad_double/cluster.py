@@ -202,8 +202,10 @@ class Cluster:
         self.index = 10
         self.table_index = {t: self.index for t in TABLES}
         self.changed = asyncio.Condition()
+        self.releasing = False
         self.events: deque[tuple[int, list[StreamEvent]]] = deque(maxlen=EVENT_BUFFER)
-        self.subscribers: set[asyncio.Queue[tuple[int, list[StreamEvent]]]] = set()
+        # open event streams; None ends one (the server going down)
+        self.subscribers: set[asyncio.Queue[tuple[int, list[StreamEvent]] | None]] = set()
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.evals: dict[str, dict[str, Any]] = {}
         self.allocs: dict[str, dict[str, Any]] = {}
@@ -271,10 +273,18 @@ class Cluster:
         }
         return StreamEvent(topic, obj["ID"], namespace, keys, json.dumps(event))
 
-    async def wait(self, tables: tuple[str, ...], index: int, wait: float) -> int:
-        """Block until one of ``tables`` moves past ``index`` or ``wait`` seconds pass."""
+    async def release_waiters(self) -> None:
+        """Answer every parked blocking query now, and the next ones at once (the server is going
+        away: a real one would drop them) until ``releasing`` is reset."""
+        self.releasing = True
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait(self, tables: tuple[str, ...], index: int, wait: float, http: bool = False) -> int:
+        """Block until one of ``tables`` moves past ``index`` or ``wait`` seconds pass (``http``: a
+        client's blocking query, answered at once while ``releasing``)."""
         deadline = time.monotonic() + wait
-        while max(self.table_index[t] for t in tables) <= index:
+        while max(self.table_index[t] for t in tables) <= index and not (http and self.releasing):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

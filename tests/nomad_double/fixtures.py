@@ -7,6 +7,8 @@ the same tests run against that Nomad instead of the double:
 ``FETCHML_TEST_NOMAD_IMAGE``     a workspace image with JupyterLab (default quay.io/jupyter/base-notebook:latest)
 ``FETCHML_TEST_NOMAD_SNAPSHOT_VOLUME`` / ``..._SNAPSHOT_DIR``  a host volume name and the host
                                  directory it maps to, for the experiment-run tests
+``FETCHML_TEST_NOMAD_ENV_CACHE_VOLUME``  a host volume runs may write (nomad.env_cache_volume):
+                                 without it the runs' environment step is checked uncached
 ``FETCHML_TEST_NOMAD_GPUS``      set to 1 when the cluster has a free GPU
 
 Tests that need a knob only the double has (make it slow, watch its internals) say so and are
@@ -71,6 +73,7 @@ IDLE_IMAGE = DoubleImage("fetchml/idle:test", kind="idle")
 CRASH_IMAGE = DoubleImage("fetchml/crash:test", env={"PATH": os.pathsep.join([str(Path(sys.executable).parent), CONTAINER_DEFAULT_PATH])},
                           entrypoint=("python3", "-c", "import sys; sys.exit(1)"))
 SNAPSHOT_VOLUME = "fetchml-snapshots"
+ENV_CACHE_VOLUME = "fetchml-env-cache"
 
 
 def closed_port() -> int:
@@ -91,6 +94,7 @@ class NomadTarget:
     snapshot_volume: str | None
     snapshot_dir: Path | None
     has_gpu: bool
+    env_cache_volume: str | None = None  # a host volume runs may write (nomad.env_cache_volume)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
@@ -118,11 +122,13 @@ class NomadTarget:
 
 def make_double(tmp: Path) -> tuple[NomadDouble, str]:
     """A double with one GPU node and one CPU node, ACLs on, and its management token."""
-    snapshots = tmp / "snapshots"
+    snapshots, env_cache = tmp / "snapshots", tmp / "env-cache"
     snapshots.mkdir(parents=True, exist_ok=True)
+    env_cache.mkdir(parents=True, exist_ok=True)
+    volumes = {SNAPSHOT_VOLUME: str(snapshots), ENV_CACHE_VOLUME: str(env_cache)}
     nodes = [
-        DoubleNode("gpu-1", gpus=1, host_volumes={SNAPSHOT_VOLUME: str(snapshots)}),
-        DoubleNode("cpu-1", host_volumes={SNAPSHOT_VOLUME: str(snapshots)}),
+        DoubleNode("gpu-1", gpus=1, host_volumes=volumes),
+        DoubleNode("cpu-1", host_volumes=volumes),
     ]
     token = "management-" + secrets.token_hex(8)
     double = NomadDouble(
@@ -144,6 +150,7 @@ def nomad_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NomadTarg
             snapshot_volume=os.environ.get("FETCHML_TEST_NOMAD_SNAPSHOT_VOLUME") or None,
             snapshot_dir=Path(snap_dir) if snap_dir else None,
             has_gpu=os.environ.get("FETCHML_TEST_NOMAD_GPUS", "0") not in ("", "0"),
+            env_cache_volume=os.environ.get("FETCHML_TEST_NOMAD_ENV_CACHE_VOLUME") or None,
         )
         return
     tmp = tmp_path_factory.mktemp("nomad")
@@ -157,6 +164,7 @@ def nomad_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NomadTarg
             snapshot_volume=SNAPSHOT_VOLUME,
             snapshot_dir=tmp / "snapshots",
             has_gpu=True,
+            env_cache_volume=ENV_CACHE_VOLUME,
         )
 
 

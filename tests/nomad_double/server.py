@@ -267,7 +267,11 @@ class NomadDouble:
             time.sleep(0.005)
 
     def go_down(self) -> None:
-        """Stop listening: clients get "connection refused" until :meth:`come_back`."""
+        """Stop listening: clients get "connection refused" until :meth:`come_back`, and the event
+        streams that are open end (a Nomad that goes away drops its connections)."""
+        if self._thread.is_alive() and hasattr(self, "cluster"):
+            self.call(lambda: [q.put_nowait(None) for q in self.cluster.subscribers])
+            self.call(self.cluster.release_waiters)  # parked blocking queries answer now
         if self._server is not None:
             self._server.should_exit = True
             self._server.force_exit = True
@@ -276,6 +280,7 @@ class NomadDouble:
             self._server = None
 
     def come_back(self) -> None:
+        self.call(lambda: setattr(self.cluster, "releasing", False))
         if self._server is None:
             self._listen()
 
@@ -423,7 +428,7 @@ class NomadDouble:
                             wait = min(_parse_duration(request.query_params["wait"]), 600.0)
                         except ValueError:
                             raise HTTPError(400, "Invalid wait time") from None
-                    await self.cluster.wait(tables, index, wait)
+                    await self.cluster.wait(tables, index, wait, http=True)
                 result = await fn(request, ns)
                 if isinstance(result, Response):
                     return result
@@ -847,7 +852,7 @@ class NomadDouble:
                 return Response(b"", media_type="application/json", headers={"Cache-Control": "no-cache"})
             return PlainTextResponse("Permission denied", status_code=403)
         index = int(raw_index)
-        queue: asyncio.Queue[tuple[int, list[StreamEvent]]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, list[StreamEvent]] | None] = asyncio.Queue()
         frames = list(self.cluster.events)
         if frames and index:
             first = next((f for f in frames if f[0] >= index), frames[-1])
@@ -871,11 +876,14 @@ class NomadDouble:
                 yield b"{}\n"
                 while True:
                     try:
-                        index, events = await asyncio.wait_for(queue.get(), max(0.0, beat - loop.time()))
+                        item = await asyncio.wait_for(queue.get(), max(0.0, beat - loop.time()))
                     except TimeoutError:
                         beat += self.event_heartbeat
                         yield b"{}\n"
                         continue
+                    if item is None:  # go_down(): the connection goes with the server
+                        return
+                    index, events = item
                     chosen = [e.json for event in events for e in matches(event)]
                     if chosen:
                         frame = f'{{"Index":{index},"Events":[{",".join(chosen)}]}}'

@@ -21,7 +21,7 @@ from ...errors import (
     InvalidState,
     NotFound,
 )
-from ...nomad.render import RUN_LAUNCHER, run_task
+from ...nomad.render import ENV_CACHE_MOUNT, RUN_LAUNCHER, run_task
 from ..base import (
     Progress,
     RunSpec,
@@ -46,6 +46,8 @@ from .common import (
 
 class RunsMixin(DockerBase):
     """The docker runtime's run backend (see :meth:`submit_run`)."""
+
+    rebuilds_environment = True  # runs start from the image: the launcher installs the workspace's lock
 
     def run_job_id(self, run_id: str) -> str:
         """The name of a run's container (known before it is created)."""
@@ -78,9 +80,13 @@ class RunsMixin(DockerBase):
         if user.split(":")[0] in ("", "root", "0"):
             user = _NONROOT_USER
         await run_blocking(_prepare_run_dirs, host_dir, task.parameters_json, user)
+        # issue #18: the workspace's installed packages, kept by lock hash for the next run of this
+        # workspace (its own directory: another workspace's run cannot change what this one imports)
+        env_cache = root / ".env-cache" / spec.workspace
+        await run_blocking(_prepare_env_cache, env_cache, user)
         env = {k: v.replace("${NOMAD_ALLOC_DIR}", _RUN_ALLOC_DIR).replace("${NOMAD_TASK_DIR}", _RUN_TASK_DIR)
                for k, v in task.env.items()}
-        env.update(NOMAD_ALLOC_DIR=_RUN_ALLOC_DIR, NOMAD_TASK_DIR=_RUN_TASK_DIR)
+        env.update(NOMAD_ALLOC_DIR=_RUN_ALLOC_DIR, NOMAD_TASK_DIR=_RUN_TASK_DIR, FETCHML_ENV_CACHE=ENV_CACHE_MOUNT)
         if self.index is not None:
             env = rewrite_loopback_urls(env, self.index[1], self.index[0])
             env.setdefault("PIP_TRUSTED_HOST", self.index[0])
@@ -100,6 +106,7 @@ class RunsMixin(DockerBase):
                 str(root / spec.snapshot_path): {"bind": _RUN_SNAPSHOT, "mode": "ro"},
                 str(host_dir / "task"): {"bind": _RUN_TASK_DIR, "mode": "rw"},
                 str(host_dir / "alloc"): {"bind": _RUN_ALLOC_DIR, "mode": "rw"},
+                str(env_cache): {"bind": ENV_CACHE_MOUNT, "mode": "rw"},
             },
             "working_dir": _RUN_TASK_DIR,
             "cap_drop": ["ALL"],
@@ -234,6 +241,16 @@ def _prepare_run_dirs(host_dir: Path, parameters_json: str, user: str) -> None:
             os.chown(path, int(uid), int(gid or uid))
         except (ValueError, PermissionError):  # a named user, or an agent not running as root
             os.chmod(path, 0o777 if path.is_dir() else 0o644)
+
+
+def _prepare_env_cache(path: Path, user: str) -> None:
+    """The workspace's environment cache directory, writable by the run's user."""
+    path.mkdir(parents=True, exist_ok=True)
+    uid, _, gid = user.partition(":")
+    try:
+        os.chown(path, int(uid), int(gid or uid))
+    except (ValueError, PermissionError):
+        os.chmod(path, 0o777)
 
 
 def _copy_tree(src: Path, dest: Path) -> list[str]:

@@ -5,6 +5,7 @@ both use."""
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
 import logging
@@ -22,14 +23,16 @@ from ...errors import (
     Timeout,
 )
 from ...nomad.client import NomadClient
+from ...nomad.devices import device_groups, explain_unplaceable
 from ...nomad.render import (
     JobRenderer,
     secret_variable_path,
 )
 from ...nomad.schema import NomadSettings
 from ...settings import AgentConfig
+from ..base import Status
 
-__all__ = ["NomadBase", "placement_cause"]
+__all__ = ["NomadBase", "placement_cause", "workload_status"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,29 @@ def _current_alloc(allocs: list[dict[str, Any]], eval_id: str | None = None) -> 
     return max(pool, key=lambda a: a.get("CreateIndex", 0)) if pool else None
 
 
+def workload_status(
+    job_id: str, job: Mapping[str, Any] | None, allocs: list[dict[str, Any]], url: str | None = None
+) -> Status:
+    """A workspace's status from its job and allocations (``None``: Nomad has no such job):
+    ``missing``, ``stopped`` (the job is stopped, or its allocation completed), ``starting`` (not
+    placed yet, or pending: restarting, pulling), ``running`` (with ``url``) or ``failed``."""
+    if job is None:
+        return Status("missing", f"Nomad has no job {job_id}")
+    if job.get("Stop"):
+        return Status("stopped", f"Nomad job {job_id} is stopped")
+    alloc = _current_alloc(allocs)
+    if alloc is None:
+        return Status("starting", f"Nomad job {job_id} waits for placement")
+    client_status = alloc.get("ClientStatus")
+    if client_status == "running":
+        return Status("running", url=url)
+    if client_status == "pending":
+        return Status("starting", _task_cause(alloc, WORKSPACE_TASK))
+    if client_status == "complete":
+        return Status("stopped", _task_cause(alloc, WORKSPACE_TASK))
+    return Status("failed", _task_cause(alloc, WORKSPACE_TASK))
+
+
 def _is_loopback(host: str) -> bool:
     """True for loopback addresses, ``localhost`` and wildcards (a wildcard listen address is given
     to workspaces as 127.0.0.1)."""
@@ -162,6 +188,8 @@ class NomadBase:
         self._client: NomadClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._gpus = 0
+        self._nodes_cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._follower: Any = None  # the Follower while follow_status runs (runs wait on it)
 
     @property
     def client(self) -> NomadClient:
@@ -221,14 +249,74 @@ class NomadBase:
             log.warning("Nomad warnings for job %s: %s", job_id, " ".join(str(answer["Warnings"]).split()))
         return str(answer.get("EvalID") or ""), int(answer.get("EvalCreateIndex") or 0)
 
+    # -- nodes and their GPUs ---------------------------------------------------------------
+
+    async def _nodes(self, max_age: float = 2.0) -> list[dict[str, Any]] | None:
+        """Node stubs with their resources (fingerprinted GPUs), at most ``max_age`` s old;
+        ``None`` when the token may not read nodes (``node:read``)."""
+        now = time.monotonic()
+        if self._nodes_cache is not None and now - self._nodes_cache[0] < max_age:
+            return self._nodes_cache[1]
+        try:
+            nodes = await self.client.list_nodes()
+        except FetchmlError as exc:
+            log.info("cannot read Nomad's nodes (GPU types and free GPUs are not shown): %s", exc)
+            return None
+        self._nodes_cache = (now, nodes)
+        return nodes
+
+    async def _gpu_type_names(self) -> set[str] | None:
+        """The GPU device groups Nomad's nodes fingerprint (models, MIG devices), by name."""
+        nodes = await self._nodes()
+        if nodes is None:
+            return None
+        return {str(g.get("Name")) for n in nodes for g in device_groups(n)}
+
+    async def _live_allocations(self) -> list[dict[str, Any]]:
+        """Every namespace's allocations with their resources (what holds GPUs), else this
+        namespace's when the token may read only that."""
+        try:
+            allocs, _ = await self.client.list_allocations(resources=True, task_states=False, namespace="*")
+        except FetchmlError:
+            allocs, _ = await self.client.list_allocations(resources=True, task_states=False)
+        return list(allocs)
+
+    def _candidate(self, node: Mapping[str, Any]) -> bool:
+        """Whether the scheduler considers the node for this runtime's jobs (pool, datacenters, ready)."""
+        s = self.settings
+        if node.get("Status") != "ready" or node.get("SchedulingEligibility", "eligible") != "eligible":
+            return False
+        if s.node_pool != "all" and (node.get("NodePool") or "default") != s.node_pool:
+            return False
+        return any(fnmatch.fnmatchcase(str(node.get("Datacenter") or ""), dc) for dc in s.datacenters)
+
+    async def _device_explanation(self, job: Mapping[str, Any]) -> str | None:
+        """Which part of the job's GPU request no node satisfies (:func:`explain_unplaceable`),
+        read from the nodes' fingerprints; ``None`` without a GPU request or node access."""
+        request = next((d for tg in job.get("TaskGroups") or [] for t in tg.get("Tasks") or []
+                        for d in (t.get("Resources") or {}).get("Devices") or []), None)
+        if request is None:
+            return None
+        nodes = await self._nodes(max_age=0.0)
+        if nodes is None:
+            return None
+        try:
+            allocs = await self._live_allocations()
+        except FetchmlError:
+            allocs = []
+        return explain_unplaceable([n for n in nodes if self._candidate(n)], request, allocs)
+
     async def _wait_evaluation(
-        self, eval_id: str, deadline: float, what: str, index: int = 0, blocked_ok: bool = False
+        self, eval_id: str, deadline: float, what: str, index: int = 0, blocked_ok: bool = False,
+        job: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Block until the scheduler has processed ``eval_id`` (starting from its create index).
 
         Placement failures raise :class:`InsufficientResources`, except with ``blocked_ok`` when
         Nomad keeps a blocked evaluation and every failure is a node that is merely full
-        (``NodesExhausted``): then the evaluation is returned and Nomad places it later."""
+        (``NodesExhausted``): then the evaluation is returned and Nomad places it later. With
+        ``job`` (its ``Job``), a failure about GPUs names the constraint of its device request no
+        node satisfies (:meth:`_device_explanation`)."""
         while True:
             remaining = deadline - time.monotonic()
             ev, index = await self.client.get_evaluation(
@@ -252,9 +340,10 @@ class NomadBase:
         ):
             return ev
         if failed:
-            raise InsufficientResources(
-                f"Nomad cannot place {what}: {placement_cause(ev['FailedTGAllocs'])}",
-                details=f"evaluation {eval_id}",
-            )
+            cause = placement_cause(ev["FailedTGAllocs"])
+            if job is not None and "GPU" in cause:
+                explained = await self._device_explanation(job)
+                cause += f": {explained}" if explained else ""
+            raise InsufficientResources(f"Nomad cannot place {what}: {cause}", details=f"evaluation {eval_id}")
         return ev
 

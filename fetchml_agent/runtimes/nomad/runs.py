@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -10,12 +11,16 @@ from typing import Any
 
 from ...errors import (
     BackendError,
+    FetchmlError,
     NotFound,
 )
 from ...nomad.render import (
     run_job_id,
 )
 from ..base import (
+    RUN_ENVIRONMENT_REPORT,
+    RUN_LOCK,
+    RUN_LOCK_DIR,
     Progress,
     RunSpec,
     RunState,
@@ -31,10 +36,13 @@ from .common import (
     _task_cause,
     placement_cause,
 )
+from .follow import NotLive
 
 
 class RunsMixin(NomadBase):
     """The nomad runtime's run backend: each run a batch job."""
+
+    rebuilds_environment = True  # runs start from the image: the launcher installs the workspace's lock
 
     def run_job_id(self, run_id: str) -> str:
         """The Nomad job ID a run gets (known before it is submitted)."""
@@ -64,14 +72,14 @@ class RunsMixin(NomadBase):
         :meth:`wait_run`, :meth:`fetch_run_outputs` and :meth:`cancel_run`.
         """
         progress = progress or _no_progress
-        job = self.renderer.run(spec)
+        job = self.renderer.run(spec, await self._gpu_type_names() if spec.resources.gpu and spec.resources.gpu_type else None)
         job_id = job["Job"]["ID"]
         eval_id, eval_index = await self._register(job)
         try:
             await progress("placing")
             ev = await self._wait_evaluation(
                 eval_id, time.monotonic() + self.settings.start_timeout, f"run {spec.run_id}", eval_index,
-                blocked_ok=True,
+                blocked_ok=True, job=job["Job"],
             )
         except BaseException:
             await asyncio.shield(self._cleanup(job_id))
@@ -90,8 +98,18 @@ class RunsMixin(NomadBase):
         }
 
     async def wait_run(self, state: State, index: int, wait: float) -> int:
-        """Block until the run's allocations change (or ``wait`` seconds pass); return the index
-        to pass next time (0 the first time: returns at once)."""
+        """Block until the run's job changes (or ``wait`` seconds pass); return the index to pass
+        next time (0 the first time: returns at once). While the agent follows Nomad
+        (:meth:`follow_status`) the wake-up comes from that feed, with no request of its own;
+        otherwise a blocking query on the job's allocations."""
+        if state.get("sampling"):  # a running run: wake in time for the next memory sample
+            wait = min(wait, self.settings.run_stats_interval)
+        follower = self._follower
+        if follower is not None:
+            try:
+                return int(await follower.wait_job(state["job_id"], index, wait))
+            except NotLive:
+                pass
         _, new_index = await self.client.job_allocations(state["job_id"], index or None, wait if index else None)
         return int(new_index or 0)
 
@@ -102,7 +120,50 @@ class RunsMixin(NomadBase):
         or ``failed`` (with the task's last event, e.g. ``Exit Code: 1``). A run past its
         ``timeout`` is stopped here and reported ``timed_out``; a run stopped otherwise is
         ``cancelled``; a job Nomad no longer has (purged, garbage-collected) is ``missing``.
+        While it runs, each call samples the allocation's memory (:meth:`_sample_memory`); the
+        status carries the peak seen.
         """
+        status = await self._run_status(state)
+        if status.state == "running" and status.alloc_id:
+            await self._sample_memory(state, status.alloc_id)
+            await self._environment_report(state, status.alloc_id)
+        state["sampling"] = status.state == "running"
+        peak = state.get("peak_memory_bytes")
+        return dataclasses.replace(status, peak_memory_bytes=int(peak) if peak else None)
+
+    async def _sample_memory(self, state: State, alloc_id: str) -> None:
+        """Keep in ``state["peak_memory_bytes"]`` the most memory the run's allocation was seen
+        using (Nomad's allocation stats: the cgroup's ``MaxUsage`` where measured, its RSS or
+        ``Usage`` otherwise). Nomad keeps no stats of a finished allocation, so the peak is the
+        highest of the samples :meth:`wait_run` wakes for, every ``nomad.run_stats_interval`` seconds; a
+        failed read skips one sample."""
+        try:
+            raw = await self.client.allocation_stats(alloc_id)
+        except FetchmlError:
+            return
+        mem = (raw.get("ResourceUsage") or {}).get("MemoryStats") or {}
+        seen = max(int(mem.get("MaxUsage") or 0), int(mem.get("RSS") or 0) or int(mem.get("Usage") or 0))
+        if seen > int(state.get("peak_memory_bytes") or 0):
+            state["peak_memory_bytes"] = seen
+
+    async def _environment_report(self, state: State, alloc_id: str) -> None:
+        """While a run with a package lock runs, bring its environment step's report into the
+        run's directory as soon as the step wrote it (``ml status`` shows it then, not only once
+        the results are fetched); one read per sample until it is there."""
+        run_dir = state.get("run_dir")
+        if state.get("environment_reported") or not run_dir:
+            return
+        if not Path(run_dir, "work", RUN_LOCK_DIR, RUN_LOCK).is_file():
+            state["environment_reported"] = True  # nothing to install: nothing to report
+            return
+        try:
+            data = await self.client.read_file(alloc_id, f"alloc/data/{RUN_ENVIRONMENT_REPORT}")
+        except FetchmlError:
+            return  # not written yet
+        await asyncio.to_thread(Path(run_dir, RUN_ENVIRONMENT_REPORT).write_bytes, data)
+        state["environment_reported"] = True
+
+    async def _run_status(self, state: State) -> RunStatus:
         job_id = state["job_id"]
         job = await self.client.find_job(job_id)
         if job is None:

@@ -14,6 +14,7 @@ from ...errors import (
     NotFound,
     Timeout,
 )
+from ...nomad.devices import free_gpus
 from ...nomad.exec import alloc_exec
 from ...nomad.render import (
     secret_variable_path,
@@ -22,6 +23,8 @@ from ...nomad.render import (
 from ...settings import AgentConfig
 from ..base import (
     Capabilities,
+    Deliver,
+    DeviceInventory,
     ExecResult,
     Output,
     PackageIndexReach,
@@ -29,6 +32,7 @@ from ..base import (
     Runtime,
     State,
     Status,
+    StatusFeed,
     WorkspaceSpec,
 )
 from .common import (
@@ -38,10 +42,11 @@ from .common import (
     WORKSPACE_TASK,
     _current_alloc,
     _is_loopback,
-    _task_cause,
     _url_from_ports,
     log,
+    workload_status,
 )
+from .follow import Follower
 from .gpu import NomadGpuActivity
 from .runs import RunsMixin
 from .start import StartMixin
@@ -49,10 +54,13 @@ from .start import StartMixin
 __all__ = ["NomadRuntime"]
 
 
-class NomadRuntime(StartMixin, RunsMixin, NomadGpuActivity, Runtime, RunBackend, PackageIndexReach):
+class NomadRuntime(
+    StartMixin, RunsMixin, NomadGpuActivity, Runtime, RunBackend, PackageIndexReach, DeviceInventory, StatusFeed
+):
     """Workspaces as Nomad service jobs; see the package docstring for the contract."""
 
     name = "nomad"
+    feed_name = "nomad:events"
     # Nomad places GPUs (device requests) and experiment runs (its scheduler) itself; the
     # workspace's files live in the allocation; the startup scan can only look inside it.
     capabilities = Capabilities(host_files=False, places_gpus=True, schedules_runs=True, package_scan="workload")
@@ -113,6 +121,23 @@ class NomadRuntime(StartMixin, RunsMixin, NomadGpuActivity, Runtime, RunBackend,
             "index-only listener (docs/nomad.md, 'Packages')"
         )
 
+    async def follow_status(self, since: int, deliver: Deliver) -> None:
+        """Follow Nomad's event stream (else blocking queries) from position ``since``, delivering
+        workspace status changes (:class:`~fetchml_agent.runtimes.nomad.follow.Follower`). While it
+        runs, runs are followed from the same feed (:meth:`wait_run`)."""
+        follower = Follower(self)
+        self._follower = follower
+        try:
+            await follower.run(since, deliver)
+        finally:
+            if self._follower is follower:
+                self._follower = None
+
+    def feed_info(self) -> dict[str, Any]:
+        if self._follower is None:
+            return {"mode": "not followed", "position": 0, "live": False}
+        return self._follower.info()
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
@@ -131,6 +156,7 @@ class NomadRuntime(StartMixin, RunsMixin, NomadGpuActivity, Runtime, RunBackend,
             "datacenters": list(s.datacenters),
             "node_pool": s.node_pool,
             "gpus": self._gpus,
+            "feed": self.feed_info(),
         }
 
     async def _refresh_gpus(self) -> None:
@@ -148,6 +174,24 @@ class NomadRuntime(StartMixin, RunsMixin, NomadGpuActivity, Runtime, RunBackend,
                     total += sum(1 for i in dev.get("Instances") or [] if i.get("Healthy"))
         self._gpus = total
 
+    async def device_inventory(self) -> dict[str, Any]:
+        """GPUs per node and type as Nomad's NVIDIA plugin fingerprints them (MIG devices as their
+        own types), with how many are free: healthy and held by no live allocation. Reads the
+        nodes (``node:read``) and every namespace's allocations (this namespace's alone when the
+        token may read only that: ``note`` says so)."""
+        nodes = await self._nodes()
+        if nodes is None:
+            return {"gpus": [], "note": "the agent's Nomad token may not read nodes (node:read)"}
+        note = ""
+        try:
+            allocs, _ = await self.client.list_allocations(resources=True, task_states=False, namespace="*")
+        except FetchmlError:
+            allocs, _ = await self.client.list_allocations(resources=True, task_states=False)
+            note = f"free counts see only namespace {self.settings.namespace}'s allocations"
+        pool = [n for n in nodes if self.settings.node_pool == "all"
+                or (n.get("NodePool") or "default") == self.settings.node_pool]
+        return {"gpus": free_gpus(pool, allocs), "note": note}
+
     # -- status ----------------------------------------------------------------------------
 
     def _status_of(
@@ -157,22 +201,7 @@ class NomadRuntime(StartMixin, RunsMixin, NomadGpuActivity, Runtime, RunBackend,
         allocs: list[dict[str, Any]],
         url: str | None = None,
     ) -> Status:
-        job_id = state.get("job_id", "?")
-        if job is None:
-            return Status("missing", f"Nomad has no job {job_id}")
-        if job.get("Stop"):
-            return Status("stopped", f"Nomad job {job_id} is stopped")
-        alloc = _current_alloc(allocs)
-        if alloc is None:
-            return Status("starting", f"Nomad job {job_id} waits for placement")
-        client_status = alloc.get("ClientStatus")
-        if client_status == "running":
-            return Status("running", url=url or state.get("url"))
-        if client_status == "pending":
-            return Status("starting", _task_cause(alloc, WORKSPACE_TASK))
-        if client_status == "complete":
-            return Status("stopped", _task_cause(alloc, WORKSPACE_TASK))
-        return Status("failed", _task_cause(alloc, WORKSPACE_TASK))
+        return workload_status(state.get("job_id", "?"), job, allocs, url or state.get("url"))
 
     async def poll(self, state: State) -> Status:
         job_id = state["job_id"]

@@ -85,7 +85,8 @@ class StartMixin(NomadBase):
                 env=spec.env,
                 # the agent's own fetchml.* labels are the job's fetchml_* meta already
                 labels={k: v for k, v in spec.labels.items() if not k.startswith("fetchml.")},
-            )
+            ),
+            gpu_types=await self._gpu_type_names() if spec.resources.gpu_type else None,
         )
         self._assert_no_secret(job, spec.token, spec.password_hash)
         job_id = job["Job"]["ID"]
@@ -96,7 +97,7 @@ class StartMixin(NomadBase):
         try:
             await progress("placing")
             await self._wait_evaluation(
-                eval_id, time.monotonic() + self.settings.start_timeout, what, eval_index
+                eval_id, time.monotonic() + self.settings.start_timeout, what, eval_index, job=job["Job"]
             )
             alloc = await self._follow_allocation(job_id, eval_id, WORKSPACE_TASK, progress, what)
             url = _url_from_ports(((alloc.get("AllocatedResources") or {}).get("Shared") or {}).get("Ports"))

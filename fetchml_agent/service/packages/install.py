@@ -240,7 +240,7 @@ def _records(report: list[dict[str, Any]] | None, parsed: list[PackageSpec], too
         key = normalize_name(item["name"])
         requested = key in by_name
         records.append(InstallRecord(key, item["name"], item["version"], by_name[key].raw.strip() if requested else "",
-                                     requested, tool, key in forced, user, now))
+                                     requested, tool, key in forced, user, now, str(item.get("sha256") or "")))
     return records
 
 

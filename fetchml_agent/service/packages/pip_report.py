@@ -15,6 +15,15 @@ import tempfile
 MARK = "@@fetchml-pip-report@@ "
 
 
+def _sha256(item):
+    """The SHA-256 of the file pip installed (pip >= 22.2 reports it), else ""."""
+    archive = (item.get("download_info") or {}).get("archive_info") or {}
+    found = (archive.get("hashes") or {}).get("sha256")
+    if not found and str(archive.get("hash") or "").startswith("sha256="):
+        found = archive["hash"][len("sha256="):]
+    return found or ""
+
+
 def main() -> int:
     fd, path = tempfile.mkstemp(prefix="fetchml-pip-report-", suffix=".json")
     os.close(fd)
@@ -29,7 +38,7 @@ def main() -> int:
             with open(path, encoding="utf-8") as fh:
                 report = json.load(fh)
             items = [{"name": i["metadata"]["name"], "version": i["metadata"]["version"],
-                      "requested": bool(i.get("requested"))} for i in report.get("install", [])]
+                      "requested": bool(i.get("requested")), "sha256": _sha256(i)} for i in report.get("install", [])]
             sys.stdout.write("\n" + MARK + json.dumps(items) + "\n")
             sys.stdout.flush()
     finally:

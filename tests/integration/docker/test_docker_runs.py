@@ -100,3 +100,25 @@ def test_cancel_stops_the_runs_container(lab: tuple[AgentProcess, str], docker_c
     done = wait_for(a, run["id"], ("succeeded", "failed", "cancelled"), timeout=90)
     assert done["status"] == "cancelled", done
     assert not Path(a.data_dir, "experiments", ".docker-runs", run["id"]).exists()
+
+
+def test_a_run_has_the_workspaces_packages_and_data_and_the_next_installs_nothing(lab: tuple[AgentProcess, str]) -> None:
+    """Issue #18: a run starts from the image; what ``ml jupyter install`` put into the workspace
+    comes from the lock queued with the snapshot (through the agent's index), cached by the lock's
+    hash for the workspace's next run; its data files come with the snapshot."""
+    a, url = lab
+    assert "installed beta 1.0, alpha 2.0" in a.ml("jupyter", "install", "lab", "beta").stdout
+    put_contents(url, "data/rows.txt", {"type": "file", "format": "text", "content": "a\nb\n"})
+    put_contents(url, "uses.py", {"type": "file", "format": "text", "content":
+                                  "import alpha_mod, beta_mod\nfrom fetchml import log_metric\n"
+                                  "log_metric('rows', len(open('data/rows.txt').read().split()))\n"})
+    envs = []
+    for _ in range(2):
+        run = a.ml_json("jupyter", "queue", "--workspace", "lab", "--script", "uses.py")
+        assert run["environment"]["packages"] == 2 and "data/rows.txt" in run["snapshot"]["data"], run
+        done = wait_for(a, run["id"], ("succeeded", "failed", "cancelled"))
+        assert done["status"] == "succeeded", (done["message"], done["error"], done["environment"])
+        assert [m["value"] for m in done["metrics"] if m["name"] == "rows"] == [2]
+        envs.append(done["environment"])
+    assert envs[0]["lock"] == envs[1]["lock"] and envs[0]["cached"] is False and envs[1]["cached"] is True
+    assert "cached, nothing installed" in a.ml("status", run["id"]).stdout

@@ -254,7 +254,7 @@ def test_status_watch_and_deleting_a_workspace_cancels_its_runs(agent: AgentProc
     run = agent.ml_json("jupyter", "queue", "--workspace", unique_name, "--notebook", "long.ipynb")
     wait_for(agent, run["id"], ("running",))
     watched = agent.ml("status", "--watch", "--interval", "0.2", "--count", "3").stdout
-    assert watched.count("(every 0.2 s; Ctrl-C stops)") == 3 and watched.count(run["id"]) == 3
+    assert watched.count("(live; at least every 0.2 s; Ctrl-C stops)") == 3 and watched.count(run["id"]) == 3
     agent.ml("jupyter", "delete", unique_name, "--yes")
     gone = agent.ml_json("status", run["id"])  # the record outlives the workspace
     assert gone["status"] == "cancelled" and gone["workspace"] == unique_name

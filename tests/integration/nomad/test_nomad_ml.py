@@ -1,6 +1,7 @@
 """The workspace lifecycle through the real ``ml`` against a real agent running ``runtime: nomad``.
 
-Covered: create (progress on stderr), info/list/status, an unplaceable GPU request, secrets
+Covered: create (progress on stderr), info/list/status, an unplaceable GPU request, --gpu-type and
+the GPUs ``ml status`` lists per node and type, secrets
 absent from the registered job, stop/restart, kill -9 of the agent and adoption without a
 duplicate, a job purged behind the agent's back, delete (job and Variable gone).
 
@@ -11,6 +12,11 @@ run in file order (create first, delete last).
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +25,7 @@ import pytest
 import requests
 
 from fetchml_agent.nomad.render import secret_variable_path
-from tests.conftest import AgentProcess, free_port
+from tests.conftest import KEYS, ML, AgentProcess, free_port
 from tests.nomad_double.fixtures import NomadTarget
 
 
@@ -71,7 +77,7 @@ def test_create_streams_nomad_progress_and_jupyter_answers(env: Env) -> None:
     # The caller's own URL (docs/access.md): their personal token, never the server's credential.
     assert "/lab?token=fmlp." in info["url"] and info["password_protected"]
     # the browser URL is the allocation's address, and Jupyter answers there
-    assert httpx.get(info["url"].rsplit("/lab", 1)[0] + "/api/status", timeout=5).status_code == 403
+    assert httpx.get(info["url"].split("/lab", 1)[0] + "/api/status", timeout=5).status_code == 403
     names = [w["name"] for w in env.agent.ml_json("jupyter", "list")["services"]]
     assert "lab" in names
     status = env.agent.ml_json("jupyter", "status", "lab")
@@ -108,6 +114,24 @@ def test_a_gpu_request_nomad_cannot_place_fails_cleanly(env: Env) -> None:
     env.agent.ml("jupyter", "delete", "toomany", "-y", check=False)
 
 
+def test_gpu_type_and_the_gpus_ml_status_shows(env: Env) -> None:
+    # the module's cluster has one whole H100 (tests/nomad_double/fixtures.py): no MIG device
+    cp = env.agent.ml("jupyter", "create", "mig", "--cpu", "1", "--memory", "1g", "--gpu-type", "3g.40gb",
+                      check=False)
+    assert cp.returncode == 8, cp.stderr
+    assert "no GPU in the cluster has ${device.model}" in cp.stderr and "3g" in cp.stderr
+    assert "Traceback" not in cp.stderr
+    cp = env.agent.ml("jupyter", "create", "typo", "--gpu-type", "h100; rm", check=False)
+    assert cp.returncode == 2 and "--gpu-type" in cp.stderr
+    status = env.agent.ml_json("status")
+    gpus = status["devices"]["gpus"]
+    if env.target.double is not None:
+        assert [(g["type"], g["healthy"]) for g in gpus] == [("NVIDIA H100 80GB HBM3", 1)]
+        assert gpus[0]["free"] == 1  # the shared workspace asked for none
+    text = env.agent.ml("status").stdout
+    assert "GPUs:" in text and "free" in text
+
+
 def test_stop_deregisters_and_restart_comes_back(env: Env) -> None:
     env.agent.ml("jupyter", "stop", "lab")
     assert env.agent.ml_json("jupyter", "info", "lab")["status"] == "stopped"
@@ -142,6 +166,39 @@ def test_a_job_deleted_behind_the_agents_back_is_reported(env: Env) -> None:
     info = env.agent.ml_json("jupyter", "info", "gone")
     assert info["status"] == "failed" and info["message"], info
     env.agent.ml("jupyter", "delete", "gone", "-y")
+
+
+def test_changes_in_nomad_reach_ml_status_watch_as_they_happen(env: Env) -> None:
+    """The agent follows Nomad's event stream: a workspace stopped behind its back (in Nomad) is
+    seen as it happens by a subscriber (``ml status --watch --json``, one JSON line per change),
+    with no poll of its own."""
+    env.agent.ml("jupyter", "create", "watched", "--cpu", "1", "--memory", "1g")
+    status = env.agent.ml_json("status")
+    assert status["runtime"]["feed"]["mode"].startswith("event stream"), status["runtime"]
+    full_env = {**os.environ, "FETCHML_SERVER": env.agent.ws_url, "FETCHML_API_KEY": KEYS["admin"],
+                "FETCHML_CONFIG": str(env.agent.root / "no-ml-config.yaml")}
+    watcher = subprocess.Popen([*ML, "status", "--watch", "--json", "--workspace", "watched", "--count", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    try:
+        time.sleep(1.0)  # subscribed (an event before that is not this test's)
+        headers = {"X-Nomad-Token": env.target.token} if env.target.token else {}
+        r = requests.delete(f"{env.target.address}/v1/job/{env.job_id('watched')}", headers=headers, timeout=10)
+        assert r.status_code == 200
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    [change] = [json.loads(line) for line in out.splitlines()]
+    assert change["type"] == "workspace" and change["name"] == "watched" and change["status"] == "stopped", change
+    info = env.agent.ml_json("jupyter", "info", "watched")
+    assert info["status"] == "stopped" and "stopped" in info["message"]
+    env.agent.ml("jupyter", "delete", "watched", "-y")
+    # the position in Nomad's stream is kept for the next start (at most a second behind)
+    time.sleep(1.5)
+    conn = sqlite3.connect(env.agent.data_dir / "agent.db")
+    (position,) = conn.execute("SELECT position FROM runtime_cursors WHERE name = 'nomad:events'").fetchone()
+    conn.close()
+    assert position > 0
 
 
 def test_runs_without_a_snapshot_volume_are_refused_with_the_setting_to_add(env: Env) -> None:

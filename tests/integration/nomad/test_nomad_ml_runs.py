@@ -78,7 +78,8 @@ def env(nomad_target: NomadTarget, tmp_path_factory: pytest.TempPathFactory) -> 
     e.prefix = settings["job_prefix"]
     e.agent = AgentProcess(tmp_path_factory.mktemp("nomad-runs") / "agent", free_port(),
                            extra={"runtime": "nomad", "nomad": settings,
-                                  "package_management": {"startup_blocked_packages": "off"}})
+                                  "package_management": {"startup_blocked_packages": "off"},
+                                  "experiments": {"run_data_max_mb": 1}})
     try:
         e.agent.start()
         e.agent.ml("jupyter", "create", "lab", "--cpu", "1", "--memory", "1g", "--experiment", "exp-nomad")
@@ -103,6 +104,7 @@ def test_a_notebook_runs_as_a_batch_job_and_its_results_come_back(env: Env) -> N
     done = wait_for(env.agent, run["id"], ("succeeded", "failed", "cancelled"))
     assert done["status"] == "succeeded", (done["message"], done["error"])
     assert done["exit_code"] == 0 and done["duration_s"] > 0
+    assert done["peak_memory_bytes"] > 10 << 20  # from the allocation's stats, sampled while it ran
     assert done["outputs"] == ["model.txt", "relative.txt"]
     assert [(m["step"], m["value"]) for m in done["metrics"] if m["name"] == "loss"] == [(0, 0.5), (1, 0.25)]
     run_dir = Path(done["run_dir"])
@@ -156,6 +158,28 @@ def test_a_script_reads_its_parameters(env: Env) -> None:
     done = wait_for(env.agent, run["id"], ("succeeded", "failed", "cancelled"))
     assert done["status"] == "succeeded", (done["message"], done["error"])
     assert [m["value"] for m in done["metrics"] if m["name"] == "seen"] == [7]
+
+
+def test_a_run_reads_the_workspaces_data_files_and_larger_data_is_named(env: Env) -> None:
+    """Issue #18: data files (not only sources) go with the snapshot, up to experiments.run_data_max_mb."""
+    put_contents(env.url, "data/points.csv", _text("x,y\n1,2\n3,4\n"))
+    put_contents(env.url, "reads_data.py", _text("rows = open('data/points.csv').read().splitlines()\n"
+                                                 "from fetchml import log_metric\nlog_metric('rows', len(rows))\n"))
+    run = env.queue("--script", "reads_data.py")
+    assert "data/points.csv" in run["snapshot"]["data"] and run["snapshot"]["data_skipped"] is None
+    assert "reads_data.py" in run["snapshot"]["copied"] and "reads_data.py" not in run["snapshot"]["data"]
+    done = wait_for(env.agent, run["id"], ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", (done["message"], done["error"])
+    assert [m["value"] for m in done["metrics"] if m["name"] == "rows"] == [3]
+    # more data than the limit (1 MiB here): none is copied, the run is queued with a warning
+    put_contents(env.url, "data/big.txt", _text("x" * (2 << 20)))
+    try:
+        run = env.queue("--script", "job.py", "-p", "n=1")
+        assert run["snapshot"]["data"] == [] and "exceed experiments.run_data_max_mb (1 MiB)" in run["snapshot"]["data_skipped"]
+        assert any("run_data_max_mb" in w and "docs/experiments.md" in w for w in run["warnings"]), run["warnings"]
+        assert wait_for(env.agent, run["id"], ("succeeded", "failed", "cancelled"))["status"] == "succeeded"
+    finally:
+        put_contents(env.url, "data/big.txt", _text(""))
 
 
 def test_cancel_stops_the_job(env: Env) -> None:

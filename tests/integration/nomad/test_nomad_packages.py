@@ -37,7 +37,8 @@ import requests
 from fetchml_agent.runtimes.base import WorkspaceSpec
 from fetchml_agent.runtimes.nomad import NomadRuntime
 from tests.conftest import AgentProcess, free_port
-from tests.integration.jupyter import execute
+from tests.integration.experiments.exp_helpers import wait_for
+from tests.integration.jupyter import execute, put_contents
 from tests.integration.packages.world import POLICY, ServerThread, agent_for, make_upstream, make_wheelhouse
 from tests.nomad_double.fixtures import NomadTarget
 
@@ -97,7 +98,13 @@ def env(nomad_target: NomadTarget, upstream: ServerThread, tmp_path_factory: pyt
             pytest.skip("against a real Nomad, set FETCHML_TEST_NOMAD_AGENT_HOST to an address of this host "
                         "that allocations reach (they cannot reach its 127.0.0.1)")
     index_port = free_port()
-    settings = e.settings = nomad_target.settings(index=f"{host}:{index_port}")
+    runs: dict[str, Any] = {}  # runs need a snapshot volume; the environment cache is optional
+    if nomad_target.snapshot_volume and nomad_target.snapshot_dir:
+        runs = {"snapshot_volume": {"type": "host", "source": nomad_target.snapshot_volume},
+                "snapshot_dir": str(nomad_target.snapshot_dir)}
+    if nomad_target.env_cache_volume:
+        runs["env_cache_volume"] = {"type": "host", "source": nomad_target.env_cache_volume}
+    settings = e.settings = nomad_target.settings(index=f"{host}:{index_port}", run_stats_interval=0.5, **runs)
     e.job_id = f"{settings['job_prefix']}ws-{WS}"
     e.index_base = f"http://{host}:{index_port}"
     # The double runs JupyterLab from this host's environment, which ships requests/urllib3: the
@@ -149,6 +156,51 @@ def test_an_allowed_install_runs_pip_in_the_allocation(env: Env) -> None:
     assert decision["user"] == "bob" and decision["outcome"] == "allow" and decision["details"]["spec"] == "beta"
     install = _events(env.agent, "package.install")[0]
     assert install["outcome"] == "ok" and install["details"]["installed"] == ["beta==1.0", "alpha==2.0"]
+
+
+def test_a_run_has_the_packages_of_its_workspace_and_the_next_run_installs_nothing(env: Env) -> None:
+    """Issue #18: beta and alpha were installed into the workspace (above); a run, started from the
+    image, installs them from the lock queued with its snapshot, through the agent's index; the
+    second run with the same lock finds them in the environment cache."""
+    if not env.settings.get("snapshot_volume"):
+        pytest.skip("runs need a snapshot host volume (FETCHML_TEST_NOMAD_SNAPSHOT_VOLUME and _SNAPSHOT_DIR)")
+    url = env.agent.ml_json("jupyter", "info", WS)["url"]
+    put_contents(url, "uses_beta.py", {"type": "file", "format": "text",
+                                       "content": "import alpha_mod, beta_mod\nprint('versions', beta_mod.VERSION, alpha_mod.VERSION)\n"})
+    runs = []
+    for _ in range(2):
+        queued = env.agent.ml_json("jupyter", "queue", "--workspace", WS, "--experiment", "exp-env",
+                                   "--script", "uses_beta.py", user="bob")
+        assert queued["environment"]["packages"] == 2, queued["environment"]  # beta 1.0, alpha 2.0
+        done = wait_for(env.agent, queued["id"], ("succeeded", "failed", "cancelled"), user="bob")
+        assert done["status"] == "succeeded", (done["message"], done["error"], done["environment"])
+        runs.append(done)
+    lock = (Path(runs[0]["run_dir"]) / "work" / ".fetchml" / "environment.lock").read_text()
+    assert "beta==1.0 --hash=sha256:" in lock and "alpha==2.0 --hash=sha256:" in lock, lock  # pip checks the files
+    first, second = (r["environment"] for r in runs)
+    assert first["lock"] == second["lock"] == runs[0]["environment"]["lock"]
+    assert first["status"] == second["status"] == "ok" and first["packages"] == 2
+    if env.settings.get("env_cache_volume"):
+        assert first["cached"] is False and second["cached"] is True and first["cache"] == "shared"
+    shown = env.agent.ml("status", runs[1]["id"], user="bob").stdout
+    assert "environment:" in shown and "2 packages" in shown, shown
+    # while a run runs, its environment step shows as soon as the step is done, not at the end
+    put_contents(url, "slow.py", {"type": "file", "format": "text", "content": "import beta_mod, time\ntime.sleep(60)\n"})
+    slow = env.agent.ml_json("jupyter", "queue", "--workspace", WS, "--experiment", "exp-env", "--script", "slow.py",
+                             user="bob")
+    try:
+        deadline = time.monotonic() + 60
+        seen = env.agent.ml_json("status", slow["id"], user="bob")
+        while (seen["status"] != "running" or seen["environment"].get("status") != "ok") and time.monotonic() < deadline:
+            time.sleep(0.3)
+            seen = env.agent.ml_json("status", slow["id"], user="bob")
+        assert seen["status"] == "running" and seen["environment"]["status"] == "ok", seen
+        assert seen["environment"]["cached"] is bool(env.settings.get("env_cache_volume"))
+    finally:
+        env.agent.ml("cancel", slow["id"], user="bob", check=False)
+    # what the index served the runs went through the policy, as the workspace's own installs did
+    served = [e for e in _events(env.agent, "package.index") if e["details"].get("package") == "beta"]
+    assert served and all(e["outcome"] == "allow" for e in served)
 
 
 def test_a_blocked_install_is_refused_before_anything_runs(env: Env) -> None:

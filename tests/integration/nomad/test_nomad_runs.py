@@ -100,6 +100,8 @@ def test_run_executes_with_parameters_and_outputs_come_back(
     json.dumps(state)
     assert status.state == "succeeded" and status.exit_code == 0, status
     assert seen[-1] == "succeeded"
+    # sampled from the allocation's stats while it ran: papermill and its kernel take tens of MiB
+    assert status.peak_memory_bytes is not None and status.peak_memory_bytes > 10 << 20, status
     assert files == ["output.ipynb", "work/outputs/metrics.json", "work/outputs/plots/curve.txt"]
     metrics = json.loads((tmp_path / "out" / "work/outputs/metrics.json").read_text())
     assert metrics == {"alpha": 0.5, "loss": 0.25}

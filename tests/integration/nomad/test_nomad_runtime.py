@@ -188,6 +188,18 @@ def test_exec_runs_in_the_workspace_and_streams_output(workspace: Shared) -> Non
     assert bad.exit_code == 3
 
 
+def test_exec_of_a_command_that_ends_before_its_stdin_is_sent_reports_its_exit(workspace: Shared) -> None:
+    """Nomad sends the exit frame and closes as soon as the command ends, even while the client is
+    still sending stdin the command never reads: the exit code still comes back."""
+
+    async def scenario(rt: NomadRuntime) -> Any:
+        return [await rt.exec(workspace.spec, workspace.started.state, ["sh", "-c", "echo done; exit 4"],
+                              stdin=b"x" * (8 << 20)) for _ in range(3)]
+
+    for res in asyncio.run(_with_runtime(workspace.settings, scenario)):
+        assert res.exit_code == 4 and res.output == b"done\n"
+
+
 def test_exec_errors_are_project_errors(workspace: Shared) -> None:
     async def scenario(rt: NomadRuntime) -> list[type]:
         seen = []
@@ -381,8 +393,8 @@ def _invalid_renderer(rt: NomadRuntime) -> None:
     """Make ``rt`` render jobs Nomad rejects (MemoryMB below Nomad's minimum of 10)."""
     render = rt.renderer.workspace
 
-    def invalid(request: WorkspaceJobRequest) -> dict[str, Any]:
-        job = render(request)
+    def invalid(request: WorkspaceJobRequest, gpu_types: Any = None) -> dict[str, Any]:
+        job = render(request, gpu_types)
         job["Job"]["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] = 1
         return job
 

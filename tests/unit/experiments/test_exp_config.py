@@ -59,6 +59,7 @@ def test_experiment_ids() -> None:
 def test_agent_section_defaults_and_errors() -> None:
     assert parse_config({}).section("experiments") == {
         "cpu_workers": 1, "default_timeout": None, "cancel_grace": 5, "snapshot_max_file_mb": 10, "warm_runner_idle_s": 600,
+        "run_data_max_mb": 100,
     }
     assert parse_config({"experiments": {"cpu_workers": 4, "default_timeout": "1h"}}).section("experiments")["cpu_workers"] == 4
     with pytest.raises(ConfigError, match=r"experiments.cpu_workers: min value is 1"):

@@ -10,9 +10,10 @@ from typing import Any
 
 import yaml
 
+from fetchml_agent import __version__
 from fetchml_agent.nomad.cli import render_job_cli
 from fetchml_agent.nomad.render import JobRenderer, WorkspaceJobRequest
-from fetchml_agent.nomad.schema import NomadSettings
+from fetchml_agent.nomad.schema import AGENT_IMAGE, NomadSettings
 from fetchml_agent.runtimes.base import Resources
 
 CONFIG = {
@@ -141,6 +142,49 @@ def test_run_and_agent_templates(tmp_path: Path) -> None:
     )
     assert code == 0, err
     assert json.loads(out)["Job"]["ID"] == "fetchml-agent"
+
+
+def _agent_task(out: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    job = json.loads(out)["Job"]
+    return job["TaskGroups"][0], job["TaskGroups"][0]["Tasks"][0]
+
+
+def test_the_agents_job_renders_with_its_own_defaults_outside_the_workspace_policy() -> None:
+    # Nothing given: the agent's own image and data volume, neither of which the workspace policy
+    # (allowed_images quay.io/jupyter/*, allowed_host_volumes fetchml-ws-*) allows.
+    code, out, err = run(["render", "fetchml-agent"])
+    assert code == 0, err
+    group, task = _agent_task(out)
+    assert task["Config"]["image"] == AGENT_IMAGE == f"fetchml/agent:{__version__}"
+    assert task["Config"]["args"] == ["serve", "--config", "${NOMAD_SECRETS_DIR}/agent.yaml"]
+    assert group["Volumes"]["data"]["Source"] == "fetchml-agent"
+    assert group["Networks"][0]["ReservedPorts"] == [{"Label": "api", "Value": 9101, "To": 9101}]
+    assert "nomad var put" in err and "listen: 0.0.0.0:9101" in err
+    # the workspace policy is unchanged by it: a workspace may still not use that image
+    code, _, err = run(["render", "jupyter-workspace", "--name", "w", "--image", AGENT_IMAGE])
+    assert code == 5 and "nomad.allowed_images" in err
+
+
+def test_the_agents_job_settings_and_flags() -> None:
+    own = {**CONFIG, "agent_job": {"image": "registry.internal/ops/fetchml-agent:2", "data_volume": "agent-state",
+                                   "port": 8443, "memory_mb": 1024}}
+    code, out, err = run(["render", "fetchml-agent"], config=own)
+    assert code == 0, err
+    group, task = _agent_task(out)
+    assert task["Config"]["image"] == "registry.internal/ops/fetchml-agent:2"
+    assert group["Volumes"]["data"]["Source"] == "agent-state"
+    assert task["Resources"]["MemoryMB"] == 1024 and group["Networks"][0]["ReservedPorts"][0]["Value"] == 8443
+    code, out, err = run(["render", "fetchml-agent", "--image", "other/agent:3", "--data-volume", "v2", "--port", "9000"],
+                         config=own)
+    assert code == 0, err
+    group, task = _agent_task(out)
+    assert (task["Config"]["image"], group["Volumes"]["data"]["Source"]) == ("other/agent:3", "v2")
+    code, _, err = run(["render", "fetchml-agent", "--image", "bad image"])
+    assert code == 2 and "invalid image reference" in err and "nomad.agent_job.image" in err
+    code, _, err = run(["render", "fetchml-agent", "--data-volume", "../etc"])
+    assert code == 2 and "invalid volume name" in err
+    code, _, err = run(["render", "fetchml-agent"], config={**CONFIG, "agent_job": {"port": 0}})
+    assert code == 2 and "nomad.agent_job.port" in err
 
 
 def test_config_file(tmp_path: Path) -> None:

@@ -123,6 +123,52 @@ def test_experiment_run_golden() -> None:
     nomad_accepts(job)
 
 
+def _small_run() -> RunSpec:
+    return RunSpec(run_id="r43", workspace="ws1", notebook="train.ipynb", owner="alice", experiment_id="exp-7",
+                   image="registry.example.internal/fetchml/workspace:1.2", snapshot_volume="fetchml-snapshots",
+                   snapshot_path="runs/r43", resources=Resources(cpu=1, memory_mb=1024))
+
+
+def test_a_run_mounts_the_environment_cache_read_write_where_configured() -> None:
+    cache = {"type": "host", "source": "fetchml-env-cache"}
+    job = renderer(env_cache_volume=cache,
+                   allowed_host_volumes=[*BASE["allowed_host_volumes"], "fetchml-env-cache"]).run(_small_run())
+    group = job["Job"]["TaskGroups"][0]
+    task = group["Tasks"][0]
+    assert group["Volumes"]["env-cache"] == {"Name": "env-cache", "Type": "host", "Source": "fetchml-env-cache",
+                                             "ReadOnly": False}
+    assert group["Volumes"]["snapshot"]["ReadOnly"] is True
+    assert {"Volume": "env-cache", "Destination": "/fetchml/env-cache", "ReadOnly": False} in task["VolumeMounts"]
+    assert task["Env"]["FETCHML_ENV_CACHE"] == "/fetchml/env-cache"
+    assert "environment_step.py" in task["Config"]["args"][1]  # the launcher's environment step
+    nomad_accepts(job)
+    # without one, runs install into their own task directory (no cache), and the volume obeys the policy
+    plain = renderer().run(_small_run())["Job"]["TaskGroups"][0]
+    assert "env-cache" not in plain["Volumes"] and "FETCHML_ENV_CACHE" not in plain["Tasks"][0]["Env"]
+    with pytest.raises(PolicyDenied, match="fetchml-env-cache"):
+        renderer(env_cache_volume=cache).run(_small_run())
+
+
+def test_the_shared_data_volume_is_read_write_in_workspaces_and_read_only_in_runs() -> None:
+    """Data larger than a run's snapshot takes (experiments.run_data_max_mb) is read from nomad.data_volume."""
+    r = renderer(data_volume={"type": "csi", "source": "ws-shared-data"}, data_mount="/data",
+                 env_cache_volume={"type": "host", "source": "fetchml-snapshots"})
+    ws = r.workspace(WorkspaceJobRequest(name="lab", image="quay.io/jupyter/base-notebook:latest"))["Job"]
+    group, task = ws["TaskGroups"][0], ws["TaskGroups"][0]["Tasks"][0]
+    assert group["Volumes"]["data"]["ReadOnly"] is False and group["Volumes"]["data"]["AccessMode"] == "multi-node-multi-writer"
+    assert "workspace" in group["Volumes"]  # the workspace's own volume stays
+    assert {"Volume": "data", "Destination": "/data", "ReadOnly": False} in task["VolumeMounts"]
+    nomad_accepts({"Job": ws})
+    run = r.run(_small_run())["Job"]
+    group, task = run["TaskGroups"][0], run["TaskGroups"][0]["Tasks"][0]
+    assert group["Volumes"]["data"]["ReadOnly"] is True and group["Volumes"]["data"]["AccessMode"] == "multi-node-reader-only"
+    assert [m["Volume"] for m in task["VolumeMounts"]] == ["snapshot", "env-cache", "data"]
+    assert {"Volume": "data", "Destination": "/data", "ReadOnly": True} in task["VolumeMounts"]
+    nomad_accepts({"Job": run})
+    with pytest.raises(PolicyDenied, match="elsewhere"):
+        renderer(data_volume={"type": "csi", "source": "elsewhere"}).run(_small_run())
+
+
 def test_agent_golden() -> None:
     job = renderer().agent(
         AgentJobRequest(image="registry.example.internal/fetchml/agent:0.1", data_volume="fetchml-ws-agent")

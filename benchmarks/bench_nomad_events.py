@@ -1,0 +1,270 @@
+"""Issue 18's figures (prints numbers; asserts nothing).
+
+1. **Event-to-client latency with 1,000 workspaces**, Nomad's event stream against blocking
+   queries, measured in the same run. 1,000 workspace jobs run in the Nomad double (its own
+   process, instant placement, idle tasks). The agent's side runs in this process as the agent
+   runs it: ``NomadRuntime.follow_status`` delivers each workspace's status change, which is
+   published on a :class:`~fetchml_agent.live.LiveHub` and read by a subscriber (what the
+   subscribe opcode hands to ``ml status --watch``; the WebSocket hop is not included). A third
+   process, the driver, makes the changes through Nomad's HTTP API: it stops a workspace's job or
+   registers it again, one change at a time. The latency runs from the end of Nomad's handler that
+   made the change (the double stamps it on the answer, CLOCK_MONOTONIC, shared by all processes)
+   to the subscriber receiving the first event of that workspace. The baseline is the same with
+   ``nomad.events.enabled: false``: the follower's blocking queries (one over the agent's
+   allocations, then the jobs list again). Target: p99 <= 250 ms with the stream.
+2. **Agent CPU per 1,000 events**: this process's CPU time (follower, hub and subscriber; the
+   driver and Nomad run elsewhere) while the changes above were followed, per 1,000 events of the
+   stream, and per 1,000 workspace changes delivered in either mode.
+3. **The environment step of a run**, cached against uncached: ``env_step.py`` (what a run's
+   launcher executes before the notebook) installing a lock of 6 packages from a local index into
+   an empty cache, against the same lock found complete in the cache.
+
+Figures measured on the shared 2-core VM (load average 7-8 from other work meanwhile), 1,000
+workspaces, 200 changes per mode:
+
+=================================================  ===============  ================  ==========
+what                                               event stream     blocking queries  target
+=================================================  ===============  ================  ==========
+event-to-subscriber latency p50                    18 ms            668 ms
+event-to-subscriber latency p99                    43 ms            1,840 ms          <= 250 ms
+event-to-subscriber latency max                    435 ms           2,401 ms
+agent CPU per 1,000 stream events                  431 ms
+agent CPU per 1,000 workspace changes delivered    462 ms           97 s (each change
+                                                                    reads the 1,000
+                                                                    jobs again)
+environment step, 6 packages: cached / uncached    200 ms / 3.2 s (0.06x)
+=================================================  ===============  ================  ==========
+
+Run: ``python -m benchmarks nomad_events`` (defaults), or ``PYTHONPATH=. python3
+benchmarks/bench_nomad_events.py [--workspaces 1000] [--changes 200]``; ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_nomad import IMAGE, SPAN_HEADER, _serve_double
+from benchmarks.common import Row, percentile, print_rows
+from fetchml_agent.live import LiveHub
+from fetchml_agent.nomad.render import (
+    JobRenderer,
+    WorkspaceJobRequest,
+    jupyter_secret_items,
+    secret_variable_path,
+)
+from fetchml_agent.nomad.schema import NomadSettings
+from fetchml_agent.runtimes.base import Resources, StatusChange
+from fetchml_agent.runtimes.nomad import NomadRuntime
+
+__all__ = ["TITLE", "main"]
+
+TITLE = "nomad events, live updates and the run environment (issue 18)"
+TARGET_P99_MS = 250.0
+PREFIX = "ev-"
+
+
+def _settings(address: str, events: bool) -> dict[str, Any]:
+    return {"address": address, "allowed_images": ["fetchml/*"], "default_image": IMAGE, "job_prefix": PREFIX,
+            "events": {"enabled": events}}
+
+
+def _job(renderer: JobRenderer, i: int) -> dict[str, Any]:
+    return renderer.workspace(WorkspaceJobRequest(name=f"w{i}", workspace_id=f"id-{i}",
+                                                  resources=Resources(cpu=0.1, memory_mb=64)))
+
+
+# -- the driver: makes the changes in Nomad, from its own process ----------------------------
+
+
+def _drive(address: str, commands: Any, answers: Any) -> None:
+    import httpx
+
+    renderer = JobRenderer(NomadSettings.from_config(_settings(address, True)))
+    with httpx.Client(base_url=address, timeout=30) as http:
+        while True:
+            command = commands.get()
+            if command is None:
+                return
+            verb, i = command
+            if verb == "stop":
+                resp = http.delete(f"/v1/job/{PREFIX}ws-w{i}")
+            else:
+                resp = http.post("/v1/jobs", json=_job(renderer, i))
+            resp.raise_for_status()
+            answers.put(int(resp.headers[SPAN_HEADER].split()[1]))  # when Nomad's handler ended
+
+
+async def _setup(address: str, n: int) -> None:
+    rt = NomadRuntime(_settings(address, True))
+    await rt.open()
+    renderer = JobRenderer(rt.settings)
+    sem = asyncio.Semaphore(16)
+
+    async def submit(i: int) -> None:
+        async with sem:
+            job = _job(renderer, i)
+            await rt.client.put_variable(secret_variable_path(job["Job"]["ID"]), jupyter_secret_items("t" * 32))
+            await rt.client.register_job(job)
+
+    await asyncio.gather(*(submit(i) for i in range(n)))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        allocs, _ = await rt.client.list_allocations(filter_=f'JobID matches "^{PREFIX}ws-"', task_states=False)
+        if sum(1 for a in allocs if a["ClientStatus"] == "running") >= n:
+            break
+        await asyncio.sleep(0.5)
+    await rt.close()
+
+
+async def _follow(address: str, events: bool, n: int, changes: int, commands: Any, answers: Any) -> dict[str, Any]:
+    rt = NomadRuntime(_settings(address, events))
+    await rt.open()
+    hub = LiveHub()
+    sub = hub.subscribe(maxsize=100_000)
+    delivered = 0
+
+    async def deliver(batch: list[StatusChange], position: int) -> None:
+        nonlocal delivered
+        for change in batch:
+            delivered += 1
+            hub.publish("workspace", change.workspace_id, {"id": change.workspace_id, "status": change.status.state},
+                        workspace_id=change.workspace_id)
+
+    task = asyncio.create_task(rt.follow_status(0, deliver))
+    # the first sync delivers every workspace; wait until it is quiet
+    while await sub.next(2.0) is not None:
+        pass
+    follower = rt._follower
+    assert follower is not None
+    events0, delivered0, cpu0 = follower.counters["events"], delivered, time.process_time()
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+    for k in range(changes):
+        i = (k // 2 * 7919) % n  # stop a workspace, then register it again
+        commands.put(("stop" if k % 2 == 0 else "start", i))
+        ended = await loop.run_in_executor(None, answers.get)
+        want = f"id-{i}"
+        while True:
+            event = await sub.next(30.0)
+            if event is None:
+                raise RuntimeError(f"no change of workspace w{i} within 30 s ({'stream' if events else 'blocking'})")
+            if event.key == want:
+                latencies.append((time.monotonic_ns() - ended) / 1e6)
+                break
+        # drain what else that change caused (starting, then running) before the next one
+        while await sub.next(0.3 if events else 0.6) is not None:
+            pass
+    cpu = time.process_time() - cpu0
+    out = {"latencies": latencies, "cpu": cpu, "events": follower.counters["events"] - events0,
+           "delivered": delivered - delivered0, "mode": follower.mode}
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+    await rt.close()
+    return out
+
+
+def bench_events(n: int, changes: int) -> list[Row]:
+    ctx = multiprocessing.get_context("spawn")
+    port_queue, stop, latency = ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
+    double = ctx.Process(target=_serve_double, args=(port_queue, stop, latency), daemon=True)
+    double.start()
+    driver = None
+    try:
+        address = port_queue.get(timeout=60)
+        t0 = time.perf_counter()
+        asyncio.run(_setup(address, n))
+        setup = time.perf_counter() - t0
+        commands, answers = ctx.Queue(), ctx.Queue()
+        driver = ctx.Process(target=_drive, args=(address, commands, answers), daemon=True)
+        driver.start()
+        stream = asyncio.run(_follow(address, True, n, changes, commands, answers))
+        blocking = asyncio.run(_follow(address, False, n, changes, commands, answers))
+        commands.put(None)
+    finally:
+        if driver is not None:
+            driver.join(10)
+        stop.set()
+        double.join(30)
+    s, b = stream["latencies"], blocking["latencies"]
+    per_k_events = stream["cpu"] / max(1, stream["events"]) * 1000
+    return [
+        Row(f"{n} workspaces running in the double (setup, not a target)", setup, "s"),
+        Row(f"event-to-subscriber latency p50, stream ({len(s)} changes)", percentile(s, 50), "ms",
+            "blocking queries", percentile(b, 50)),
+        Row(f"event-to-subscriber latency p99, stream ({stream['mode']})", percentile(s, 99), "ms",
+            "blocking queries", percentile(b, 99), f"<= {TARGET_P99_MS:g} ms"),
+        Row("event-to-subscriber latency max, stream", max(s), "ms", "blocking queries", max(b)),
+        Row(f"agent CPU per 1,000 stream events ({stream['events']} events)", per_k_events * 1000, "ms"),
+        Row("agent CPU per 1,000 workspace changes delivered, stream",
+            stream["cpu"] / max(1, stream["delivered"]) * 1e6, "ms",
+            "blocking queries", blocking["cpu"] / max(1, blocking["delivered"]) * 1e6),
+    ]
+
+
+# -- 3. the environment step ------------------------------------------------------------------
+
+
+def bench_environment(rounds: int) -> list[Row]:
+    from tests.integration.packages.world import make_upstream, make_wheelhouse
+
+    step = Path(__file__).resolve().parents[1] / "fetchml_agent" / "experiments" / "env_step.py"
+    tmp = Path(tempfile.mkdtemp(prefix="fetchml-bench-env-"))
+    try:
+        wheels = make_wheelhouse(tmp / "wheels")
+        latest = {}  # one version of each (the wheelhouse holds some in two)
+        for wheel in sorted(Path(wheels).glob("*.whl")):
+            name, version = wheel.name.split("-")[:2]
+            latest[name] = version
+        pins = [f"{name}=={latest[name]}" for name in sorted(latest)[:6]]
+        lock = tmp / "environment.lock"
+        lock.write_text("".join(p + "\n" for p in pins))
+        with make_upstream(wheels) as upstream:
+            env = {**os.environ, "PIP_INDEX_URL": f"{upstream.url}/simple/", "PIP_NO_CACHE_DIR": "1"}
+
+            def once(cache: Path) -> float:
+                began = time.perf_counter()
+                cp = subprocess.run([sys.executable, str(step), str(lock), str(tmp / "report.json")],
+                                    env={**env, "FETCHML_ENV_CACHE": str(cache)}, capture_output=True, text=True)
+                if cp.returncode != 0:
+                    raise RuntimeError(cp.stderr[-2000:])
+                return time.perf_counter() - began
+
+            uncached, cached = [], []
+            for r in range(rounds):
+                cache = tmp / f"cache-{r}"
+                uncached.append(once(cache))
+                cached.append(once(cache))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [Row(f"environment step, lock of {len(pins)} packages found in the cache, median",
+                statistics.median(cached) * 1000, "ms", "uncached (pip installs it)",
+                statistics.median(uncached) * 1000)]
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--workspaces", type=int, default=1000)
+    parser.add_argument("--changes", type=int, default=200)
+    parser.add_argument("--env-rounds", type=int, default=3)
+    args = parser.parse_args(argv if argv is not None else [])
+    return bench_events(args.workspaces, args.changes) + bench_environment(args.env_rounds)
+
+
+if __name__ == "__main__":
+    print_rows(TITLE, main(sys.argv[1:]))
