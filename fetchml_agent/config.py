@@ -3,7 +3,7 @@
 ``fetchml-agent serve --config agent.yaml``. Errors name the file and the key. This module is the
 only place that reads ``os.environ`` for the agent (the seed's ``FETCHML_JUPYTER_*`` variables).
 Sections owned by other concerns (``package_management``, ``docker``, ``nomad``, ``experiments``,
-``webhooks``, ``access``, ``retention``) have their schemas declared next to the code that uses them and are merged in here,
+``webhooks``, ``access``, ``retention``, ``usage``, ``metrics``) have their schemas declared next to the code that uses them and are merged in here,
 so this loader sits above them all; the validated values (:class:`AgentConfig`, :class:`User`)
 live in :mod:`fetchml_agent.settings`, which every layer may import (with :class:`ConfigError`).
 """
@@ -28,6 +28,7 @@ from .nomad.schema import NOMAD_CONFIG_SCHEMA
 from .policy.schema import AGENT_SECTION_SCHEMA as POLICY_SECTION_SCHEMA
 from .runtimes.docker_schema import DOCKER_SECTION_SCHEMA
 from .settings import AgentConfig, ConfigError, User, format_errors
+from .usage.config import METRICS_SCHEMA, USAGE_SCHEMA
 from .webhooks import WEBHOOK_SCHEMA
 
 __all__ = ["AgentConfig", "ConfigError", "SCHEMA", "User", "load_config", "parse_config", "DEFAULT_LISTEN"]
@@ -63,6 +64,8 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "experiments": EXPERIMENTS_SECTION_SCHEMA,
     "access": ACCESS_SCHEMA,  # who may reach JupyterLab: sessions, MFA, allowlists (docs/access.md)
     "retention": RETENTION_SCHEMA,  # how long records are kept (docs/audit.md)
+    "usage": USAGE_SCHEMA,  # the usage history's sampler (docs/observe.md)
+    "metrics": METRICS_SCHEMA,  # the Prometheus endpoint (docs/observe.md)
 }
 
 

@@ -20,8 +20,11 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..access.ops import access_service
 from ..aio import run_blocking
@@ -54,6 +57,7 @@ class Governance:
         self.log = AuditLog(config.data_dir, [u.name for u in config.users])
         self.retention = RetentionSettings.from_section(config.raw.get("retention"))  # fails early on a bad duration
         self.erased_in_config: list[int] = []  # users[i] of agent.yaml whose account was erased
+        self.verified: tuple[bool, float] | None = None  # the last verification: (intact, when), for /metrics
         self._tasks: list[asyncio.Task[None]] = []
 
     async def record(self, agent: AgentCore, user: str, action: str, workspace: str | None, outcome: str,
@@ -93,6 +97,18 @@ class Governance:
         if stale:
             out["audit"]["erased_accounts_in_config"] = [f"users[{i}]" for i in stale]
         return out
+
+
+    def metrics(self) -> Iterable[Metric]:
+        """The chain's state for ``/metrics`` (a collector: docs/observe.md)."""
+        ok = GaugeMetricFamily("fetchml_audit_chain_verified", "1 when the last verification found the audit "
+                               "chain intact, 0 when broken, -1 before the first (the agent verifies at start)")
+        ok.add_metric([], -1 if self.verified is None else int(self.verified[0]))
+        yield ok
+        at = GaugeMetricFamily("fetchml_audit_chain_last_verification_timestamp_seconds",
+                               "When the audit chain was last verified (0: not yet)")
+        at.add_metric([], 0 if self.verified is None else self.verified[1])
+        yield at
 
 
 def governance(agent: AgentContext) -> Governance:
@@ -140,7 +156,7 @@ async def verify_now(agent: AgentContext, user: str, workspace: str | None = Non
         doc["workspace_events"] = result.workspace_events
         doc["note"] = ("the chain is one for the whole agent: a workspace's trail is intact when the whole "
                        "chain is")
-    bad = result.first_bad
+    governance(agent).verified = (bad := result.first_bad) is None, time.time()
     if bad is not None:
         await agent.audit(user, "audit.verify", workspace, "broken", kind=bad.kind, first_bad=bad.id,
                           message=bad.message, checked=result.checked)

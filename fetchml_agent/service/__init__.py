@@ -34,6 +34,7 @@ MODULES = [
     "fetchml_agent.service.experiments",
     "fetchml_agent.access.ops",
     "fetchml_agent.governance.service",
+    "fetchml_agent.usage.ops",
 ]
 
 

@@ -24,6 +24,7 @@ from ..errors import (
     InsufficientResources,
     InvalidArgument,
     InvalidState,
+    Overloaded,
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
@@ -120,7 +121,21 @@ def _hold_host_resources(agent: AgentContext, ws: Workspace) -> None:
 
 
 async def _start(agent: AgentContext, call: Call, ws: Workspace) -> None:
-    """Start ``ws`` (its record already saved); on failure the record says why."""
+    """Start ``ws`` (its record already saved); on failure the record says why. Timed into
+    ``fetchml_workspace_start_duration_seconds`` by runtime and outcome (issue 17)."""
+    timer = time.perf_counter()
+    outcome = "error"
+    try:
+        await _start_workload(agent, call, ws)
+        outcome = "ok"
+    except Overloaded:
+        outcome = "overloaded"
+        raise
+    finally:
+        agent.services.metrics.workspace_start.labels(agent.runtime.name, outcome).observe(time.perf_counter() - timer)
+
+
+async def _start_workload(agent: AgentContext, call: Call, ws: Workspace) -> None:
     if agent.start_slots.locked():
         raise agent.overloaded()
     async with agent.start_slots:
@@ -317,7 +332,12 @@ def _rmdir_if_empty(path: Path) -> None:
 
 @operation(Opcode.CREATE_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces")], schema=_CREATE_SCHEMA)
 async def create_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
-    ws = await _create(agent, call, args)
+    timer, outcome = time.perf_counter(), "error"  # fetchml_workspace_create_duration_seconds (issue 17)
+    try:
+        ws = await _create(agent, call, args)
+        outcome = "ok"
+    finally:
+        agent.services.metrics.workspace_create.labels(agent.runtime.name, outcome).observe(time.perf_counter() - timer)
     url = browser_url(ws, agent, call.user)
     return Result(f"workspace {ws.name} is running at {url}", "workspace", workspace_view(agent, ws, call.user), 201)
 
