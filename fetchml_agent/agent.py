@@ -43,6 +43,7 @@ from .store.workspaces import Workspace, load_workspaces, update_workspace
 from .usage import collector as usage_collector
 from .usage.config import MetricsSettings
 from .usage.service import Usage
+from .web.app import build_routes
 from .webhooks import Webhooks
 
 __all__ = ["Agent", "build_services", "make_runtime"]
@@ -152,6 +153,8 @@ def build_services(agent: Agent) -> Services:
     hooks.status.append(usage.status_section)
     metrics.add_collector(lambda: usage_collector.collect(agent, usage))
     metrics.add_collector(governance.metrics)
+    # The home page (fetchml_agent/web): the same login as JupyterLab, the same operations as ml.
+    services.routes.extend(build_routes(agent, access))
     return services
 
 

@@ -28,7 +28,8 @@ def _schemathesis(url: str, report: Path, *extra: str, config: Path | None = Non
     argv += ["run", url, "-H", f"Authorization: Bearer {KEYS['admin']}", "--checks", CHECKS,
              "--generation-database", "none", "--seed", "17", "--no-color", "--request-timeout", "90",
              "--workers", "1", "--report", "junit", "--report-dir", str(report), *extra]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    # In its own folder: schemathesis keeps a cache (.schemathesis/) in the working directory.
+    return subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=report.parent)
 
 
 @pytest.mark.slow
