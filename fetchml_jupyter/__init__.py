@@ -53,10 +53,13 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
 
 
 # The server extensions every workspace enables (the workspace image's config and the local
-# runtime's both read this): this one, live collaboration and what it needs, terminals.
+# runtime's both read this): this one, live collaboration and what it needs, terminals, and the
+# language-server bridge that JupyterLab's frontend asks for (without it every page load logs a
+# failed /lsp/status).
 SERVER_EXTENSIONS: dict[str, bool] = {
     "fetchml_jupyter": True,
     "jupyter_server_ydoc": True,
     "jupyter_server_fileid": True,
     "jupyter_server_terminals": True,
+    "jupyter_lsp": True,
 }

@@ -10,6 +10,11 @@ WebSocket. Two requests are narrowed first (the agent's role table has the pairs
 
 A refusal answers 403 naming the role needed and is audited (once a minute per person and pair).
 ``/api/me`` only *asks* which pairs are allowed: it gets ``False`` quietly.
+
+JupyterLab's own settings API (``PUT /lab/api/settings/...``, jupyterlab_server) asks no
+authorizer at all: :func:`install_settings_guard` makes saving a setting ``write config``
+(editor), as Jupyter Server's ``/api/config`` is. The layout API (``/lab/api/workspaces``) stays
+open to everyone with a role: every frontend saves its open tabs there.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from tornado import web
 from . import state
 from .agent import FetchmlUser
 
-__all__ = ["FetchmlAuthorizer", "denial_message", "refine"]
+__all__ = ["FetchmlAuthorizer", "denial_message", "install_settings_guard", "refine"]
 
 _NOTEBOOK_HANDLERS = {"ContentsHandler", "CheckpointsHandler", "ModifyCheckpointsHandler", "TrustNotebooksHandler"}
 _COLLAB_READ = {"DocSessionHandler"}
@@ -77,3 +82,24 @@ class FetchmlAuthorizer(Authorizer):
         if auditor is not None:
             auditor.denied(user.username, action, resource, handler.request.path)
         raise web.HTTPError(403, denial_message(user, action, resource))
+
+
+def install_settings_guard() -> bool:
+    """Make JupyterLab's settings API ask the authorizer before saving (``write config``).
+    True if done (jupyterlab_server is installed)."""
+    try:
+        from jupyterlab_server.settings_handler import SettingsHandler
+    except ImportError:
+        return False
+    if getattr(SettingsHandler.put, "_fetchml_guard", False):
+        return True
+    original = SettingsHandler.put
+
+    def put(self: Any, schema_name: str) -> Any:
+        if not self.authorizer.is_authorized(self, self.current_user, "write", "config"):
+            raise web.HTTPError(403)
+        return original(self, schema_name)
+
+    put._fetchml_guard = True  # type: ignore[attr-defined]
+    SettingsHandler.put = put  # type: ignore[method-assign]
+    return True

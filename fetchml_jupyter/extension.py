@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from . import state
+from .agent import FetchmlUser
 
 __all__ = ["link", "load", "start"]
 
@@ -38,6 +39,7 @@ def load(serverapp: Any) -> None:
     if not state.active():
         return
     from .audit import CONTENTS_SCHEMA, KERNEL_SCHEMA, Auditor
+    from .authorizer import install_settings_guard
     from .collaboration import install_guard
     from .watcher import Watcher
 
@@ -61,8 +63,26 @@ def load(serverapp: Any) -> None:
                 original(handler)
 
     settings["log_function"] = log_function
+    settings["page_config_hook"] = _page_config_hook(settings.get("page_config_hook"))
     if not install_guard():
         serverapp.log.info("fetchml_jupyter: jupyter-collaboration is not installed: nothing to guard")
+    install_settings_guard()
+
+
+def _page_config_hook(original: Any) -> Any:
+    """JupyterLab's page, fitted to the person: a frontend told that terminals exist polls
+    ``/api/terminals`` every few seconds, which answers 403 to anyone below editor (a console
+    error each time); for them the page says there are none, as for a server without terminals."""
+
+    def hook(handler: Any, page_config: dict[str, Any]) -> dict[str, Any]:
+        if original is not None:
+            page_config = original(handler, page_config)
+        user = handler.current_user
+        if isinstance(user, FetchmlUser) and not user.allows("read", "terminals"):
+            page_config["terminalsAvailable"] = False
+        return page_config
+
+    return hook
 
 
 async def start(serverapp: Any) -> None:

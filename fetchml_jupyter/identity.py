@@ -38,7 +38,9 @@ def session_cookie_name(handler: web.RequestHandler) -> str:
 
 
 def _peer(handler: web.RequestHandler) -> tuple[str, str]:
-    return handler.request.remote_ip or "", handler.request.headers.get("X-Forwarded-For", "")
+    """The connection's peer (as the runtime says to read it) and the forwarded-for header it
+    sent; the agent decides which address is the client's."""
+    return state.peer_address(handler.request.remote_ip or ""), handler.request.headers.get("X-Forwarded-For", "")
 
 
 def _is_page(handler: web.RequestHandler) -> bool:
@@ -196,9 +198,11 @@ class FetchmlLoginHandler(LoginFormHandler):
         if result.session_token:
             _set_session_cookie(self, result.session_token)
         nxt = self.get_argument("next", default=self.base_url)
-        # Drop a token from the page we go back to: the cookie carries the session now.
+        # Drop a token from the page we go back to: the cookie carries the session now. Keep the
+        # rest, valueless parameters included (JupyterLab's ``?reset``).
         parts = urllib.parse.urlsplit(nxt)
-        query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "token"])
+        kept = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
+        query = urllib.parse.urlencode(kept)
         self._redirect_safe(urllib.parse.urlunsplit(("", "", parts.path, query, parts.fragment)))
 
 

@@ -17,10 +17,16 @@ if TYPE_CHECKING:
     from .audit import Auditor
     from .watcher import Watcher
 
-__all__ = ["REQUEST", "URL_ENV", "active", "configure", "configure_credential", "note_request", "resolver"]
+__all__ = ["PEER_ALIASES_ENV", "REQUEST", "URL_ENV", "active", "configure", "configure_credential", "note_request",
+           "parse_aliases", "peer_address", "resolver"]
 
 URL_ENV = "FETCHML_ACCESS_URL"
 CA_ENV = "FETCHML_ACCESS_CA"
+# Set by a runtime whose published port reaches the server from an address of its own: a
+# comma-separated list of ``SEEN=MEANS`` pairs, e.g. the docker runtime's ``10.213.0.1=127.0.0.1``
+# (a connection from the workspace network's gateway came through the port published on the
+# host's loopback). The server reports ``MEANS`` as the peer; the agent's rules do the rest.
+PEER_ALIASES_ENV = "FETCHML_ACCESS_PEER_ALIASES"
 # Jupyter's token is the server's credential; FETCHML_SERVER_CREDENTIAL may name it instead.
 CREDENTIAL_ENVS = ("FETCHML_SERVER_CREDENTIAL", "JUPYTER_TOKEN")
 
@@ -35,19 +41,32 @@ _resolver: Resolver | None = None
 _auditor: Auditor | None = None
 _watcher: Watcher | None = None
 _label = "this workspace"
+_aliases: dict[str, str] = {}
 
 
 def configure(environ: Any = os.environ) -> bool:
     """Read and remove the agent's settings from the environment. True when an agent is set."""
-    global _url, _ca, _credential, _label
+    global _url, _ca, _credential, _label, _aliases
     _url = environ.pop(URL_ENV, "") or ""
     _ca = environ.pop(CA_ENV, None)
+    _aliases = parse_aliases(environ.pop(PEER_ALIASES_ENV, "") or "")
     for name in CREDENTIAL_ENVS:
         value = environ.pop(name, None)
         if value and not _credential:
             _credential = value
     _label = environ.get("FETCHML_WORKSPACE") or _label
     return bool(_url)
+
+
+def parse_aliases(text: str) -> dict[str, str]:
+    """``"10.213.0.1=127.0.0.1,..."`` → ``{"10.213.0.1": "127.0.0.1"}`` (malformed pairs skipped)."""
+    pairs = (item.split("=", 1) for item in text.split(",") if item.count("=") == 1)
+    return {seen.strip(): means.strip() for seen, means in pairs if seen.strip() and means.strip()}
+
+
+def peer_address(remote_ip: str) -> str:
+    """The address to report for a connection from ``remote_ip`` (see :data:`PEER_ALIASES_ENV`)."""
+    return _aliases.get(remote_ip, remote_ip)
 
 
 def configure_credential(token: str) -> None:

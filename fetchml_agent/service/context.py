@@ -102,7 +102,7 @@ class Services:
     packages: PackageService
     experiments: Executor
     grants: Grants
-    audit_trail: AuditTrail
+    audit_trail: AuditTrail  # fetchml_agent.governance.service.Governance
     webhooks: Webhooks | None = None
     access: PersonalTokens | None = None  # fetchml_agent.access.service.AccessService
     mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)  # (path, ASGI app) the server mounts

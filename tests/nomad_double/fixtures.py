@@ -15,6 +15,7 @@ skipped against a real Nomad.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fetchml_jupyter import SERVER_EXTENSIONS
 
 from .cluster import CONTAINER_DEFAULT_PATH, DoubleImage, DoubleNode
 from .server import NomadDouble
@@ -48,14 +51,17 @@ _HELPER_DIR = Path(__file__).resolve().parents[2] / "images" / "workspace"
 # of the environment the tests run in: what a task installs stays in it, as in a container's
 # layer; programs are found through the image's PATH, never the test runner's), the ``fetchml``
 # helper as the real image ships it, a home directory, and a user config that lets Jupyter run as
-# root (the double runs tasks as the test user, which is root on these machines).
+# root (the double runs tasks as the test user, which is root on these machines) and enables the
+# server extensions the real image enables (images/workspace/jupyter_server_config.py: the
+# fetchml_jupyter access extension, live collaboration, terminals).
 _IMAGE_PYTHON = "/opt/fetchml/venv"
+_IMAGE_CONFIG = {"ServerApp": {"allow_root": True, "jpserver_extensions": SERVER_EXTENSIONS}}
 WORKSPACE_IMAGE = DoubleImage(
     "fetchml/workspace:test",
     env={"HOME": "/home/jovyan", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(_HELPER_DIR),
          "VIRTUAL_ENV": _IMAGE_PYTHON, "PATH": f"{_IMAGE_PYTHON}/bin:{CONTAINER_DEFAULT_PATH}"},
     paths=("/home/jovyan", "/home/jovyan/work"),
-    files={"/home/jovyan/.jupyter/jupyter_server_config.json": '{"ServerApp": {"allow_root": true}}'},
+    files={"/home/jovyan/.jupyter/jupyter_server_config.json": json.dumps(_IMAGE_CONFIG)},
     workdir="/home/jovyan",
     pull_seconds=0.2,
     python_env=_IMAGE_PYTHON,

@@ -137,3 +137,30 @@ def test_bad_user_network_names_the_key(tmp_path: Path) -> None:
         parse_config({"users": [{"name": "c", "api_key_verifier": "a" * 64, "allowed_networks": ["nope"]}]},
                      path=tmp_path / "agent.yaml")
     assert "users[0].allowed_networks" in str(info.value)
+
+
+def test_docker_peer_alias_only_for_a_loopback_published_port() -> None:
+    from fetchml_agent.runtimes.docker import common as docker_runtime
+    from fetchml_jupyter import state
+
+    assert docker_runtime.PEER_ALIASES_ENV == state.PEER_ALIASES_ENV  # one name, read on both sides
+    assert docker_runtime.peer_alias("10.213.0.1", "127.0.0.1") == "10.213.0.1=127.0.0.1"
+    assert docker_runtime.peer_alias("10.213.0.1", "::1") == "10.213.0.1=::1"
+    # Published elsewhere, Docker's proxy relays anyone from the gateway: no alias.
+    assert docker_runtime.peer_alias("10.213.0.1", "0.0.0.0") is None
+    assert docker_runtime.peer_alias("10.213.0.1", "192.168.1.5") is None
+    assert docker_runtime.peer_alias(None, "127.0.0.1") is None
+
+
+def test_the_extension_reports_the_aliased_peer() -> None:
+    from fetchml_jupyter import state
+
+    env = {"FETCHML_ACCESS_URL": "http://agent/access", "FETCHML_ACCESS_PEER_ALIASES": "10.213.0.1=127.0.0.1, bad,=x"}
+    saved = (state._url, state._ca, state._credential, state._label, state._aliases)
+    try:
+        assert state.configure(env)
+        assert "FETCHML_ACCESS_PEER_ALIASES" not in env  # kernels do not inherit it
+        assert state.peer_address("10.213.0.1") == "127.0.0.1"
+        assert state.peer_address("10.213.0.7") == "10.213.0.7"  # only the gateway
+    finally:
+        state._url, state._ca, state._credential, state._label, state._aliases = saved

@@ -36,7 +36,7 @@ from ..base import (
 )
 from ..docker_schema import DEFAULT_IMAGE
 
-__all__ = ["LABEL", "DockerBase", "image_allowed", "rewrite_loopback_urls"]
+__all__ = ["LABEL", "PEER_ALIASES_ENV", "DockerBase", "gateway_of", "image_allowed", "peer_alias", "rewrite_loopback_urls"]
 
 LABEL = "io.fetchml"  # every label this runtime writes starts with it
 _INSTANCE = f"{LABEL}.instance"
@@ -128,6 +128,38 @@ def _is_local_address(addr: str) -> bool:
         except OSError:
             return False
     return True
+
+
+# [issue 13, access] Read by the fetchml_jupyter extension (fetchml_jupyter.state, the same name).
+PEER_ALIASES_ENV = "FETCHML_ACCESS_PEER_ALIASES"
+
+
+def peer_alias(gateway: str | None, publish_addr: str) -> str | None:
+    """``GATEWAY=PUBLISH_ADDR`` when the port is published on a loopback address, else ``None``.
+
+    A workspace's JupyterLab sees every connection through its published port as coming from its
+    network's gateway (Docker's proxy relays loopback clients from there); host processes that
+    connect to the container directly come from there too. With the port published on loopback
+    only, such a connection can only come from this host, so it is reported as the loopback
+    address it came through, and the agent's allowlists and trusted proxies apply to it as on the
+    local runtime. Published on any other address, Docker's proxy may relay clients from anywhere
+    from the gateway: nothing is aliased, and the agent sees the gateway (docs/access.md).
+    """
+    if not gateway:
+        return None
+    try:
+        loopback = ipaddress.ip_address(publish_addr).is_loopback
+    except ValueError:
+        return None
+    return f"{gateway}={publish_addr}" if loopback else None
+
+
+def gateway_of(net: Any) -> str | None:
+    """The gateway address of a Docker network (its IPAM config), if it has one."""
+    for cfg in (getattr(net, "attrs", None) or {}).get("IPAM", {}).get("Config") or []:
+        if cfg.get("Gateway"):
+            return str(cfg["Gateway"])
+    return None
 
 
 def _iface_for(prefix: str, workspace_id: str) -> str:

@@ -50,9 +50,12 @@ from .common import (
     _NONROOT_USER,
     _WS_ID,
     LABEL,
+    PEER_ALIASES_ENV,
     _docker_errors,
     _explain,
     _is_local_address,
+    gateway_of,
+    peer_alias,
     rewrite_loopback_urls,
 )
 from .execs import ExecMixin
@@ -171,7 +174,8 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
     # -- lifecycle ------------------------------------------------------------------------
 
     def _container_config(
-        self, spec: WorkspaceSpec, image: Any, gpu_ids: list[int], net_name: str, vol_name: str
+        self, spec: WorkspaceSpec, image: Any, gpu_ids: list[int], net_name: str, vol_name: str,
+        gateway: str | None = None,
     ) -> dict[str, Any]:
         cfg = image.attrs.get("Config") or {}
         labels = cfg.get("Labels") or {}
@@ -192,6 +196,11 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
         if spec.password_hash:
             env["FETCHML_JUPYTER_PASSWORD_HASH"] = spec.password_hash
         env.setdefault("FETCHML_WORKSPACE", spec.name)
+        # [issue 13, access] JupyterLab sees connections through the published port as coming
+        # from the network's gateway; tell it what that address stands for (see PEER_ALIASES_ENV).
+        alias = peer_alias(gateway, self.publish_addr)
+        if alias:
+            env[PEER_ALIASES_ENV] = alias
         res = spec.resources
         kwargs: dict[str, Any] = {
             "image": image.id,
@@ -265,7 +274,7 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
                 finally:
                     await asyncio.gather(volume_job, return_exceptions=True)
                 volume_job.result()
-                kwargs = self._container_config(spec, image, gpu_ids, net.name, vol_name)
+                kwargs = self._container_config(spec, image, gpu_ids, net.name, vol_name, gateway_of(net))
                 if existing is not None and existing.labels.get(_CONFIG) != kwargs["labels"][_CONFIG]:
                     await progress("settings changed: recreating the container (files are kept)")
                     await run_blocking(self._remove_container, existing)

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Lab", "base_and_token", "execute"]
+__all__ = ["Lab", "base_and_token", "execute", "send_execute"]
 
 
 def base_and_token(url: str) -> tuple[str, str]:
@@ -100,8 +100,8 @@ class Lab:
         return connect(url, open_timeout=30, max_size=None, additional_headers=headers)
 
 
-def execute(ws: Any, code: str, timeout: float = 60) -> str:
-    """Run ``code`` over an open kernel WebSocket; the text result or stream output."""
+def send_execute(ws: Any, code: str) -> str:
+    """Send an ``execute_request`` for ``code`` over an open kernel WebSocket; its message id."""
     msg_id = uuid.uuid4().hex
     ws.send(json.dumps({
         "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "t", "session": uuid.uuid4().hex,
@@ -110,6 +110,13 @@ def execute(ws: Any, code: str, timeout: float = 60) -> str:
         "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                     "allow_stdin": False, "stop_on_error": True},
     }))
+    return msg_id
+
+
+def execute(ws: Any, code: str, timeout: float = 60) -> str:
+    """Run ``code`` over an open kernel WebSocket; the text result or stream output. Returns at
+    the kernel's idle status, as JupyterLab's own client does (the reply may still be on its way)."""
+    msg_id = send_execute(ws, code)
     out: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

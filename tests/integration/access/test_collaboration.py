@@ -35,13 +35,18 @@ NOTEBOOK = {"type": "notebook", "format": "json", "content": {
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Lab]]:
     a = AgentProcess(tmp_path_factory.mktemp("collab"), free_port(), {"users": users()})
     with a.running():
-        a.ml("jupyter", "create", "collab", user="bob")
-        for who, role in (("dave", "collaborator"), ("grace", "collaborator"), ("carol", "viewer")):
-            a.ml("jupyter", "access", "collab", f"--user={who}", f"--role={role}", user="bob")
-        labs = {who: Lab(*base_and_token(a.ml_json("jupyter", "info", "collab", user=who)["url"]))
-                for who in ("bob", "dave", "grace", "carol")}
-        assert labs["bob"].call("PUT", "api/contents/shared.ipynb", NOTEBOOK)[0] == 201
-        yield labs
+        yield make_team(a)
+
+
+def make_team(a: AgentProcess) -> dict[str, Lab]:
+    """Workspace ``collab`` of bob's, with two collaborators and a viewer; each person's Lab."""
+    a.ml("jupyter", "create", "collab", user="bob")
+    for who, role in (("dave", "collaborator"), ("grace", "collaborator"), ("carol", "viewer")):
+        a.ml("jupyter", "access", "collab", f"--user={who}", f"--role={role}", user="bob")
+    labs = {who: Lab(*base_and_token(a.ml_json("jupyter", "info", "collab", user=who)["url"]))
+            for who in ("bob", "dave", "grace", "carol")}
+    assert labs["bob"].call("PUT", "api/contents/shared.ipynb", NOTEBOOK)[0] == 201
+    return labs
 
 
 class Channel:

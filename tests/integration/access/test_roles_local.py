@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 from fetchml_agent.access.roles import permissions_for
 
 from .conftest import PEOPLE, World
-from .lab import Lab, execute
+from .lab import Lab, execute, send_execute
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,8 @@ CELLS: dict[str, tuple[tuple[str, str], Callable[[Lab, dict[str, Any]], int]]] =
         "POST", "api/sessions", {"path": "notes.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}})[0]),
     "list terminals": (("read", "terminals"), lambda lab, c: lab.call("GET", "api/terminals")[0]),
     "open a terminal": (("write", "terminals"), lambda lab, c: lab.call("POST", "api/terminals")[0]),
+    "change a JupyterLab setting": (("write", "config"), lambda lab, c: lab.call(
+        "PUT", "lab/api/settings/@jupyterlab/apputils-extension:themes", {"raw": '{"theme-scrollbars": true}'})[0]),
 }
 PERSONS = ["viewer", "collaborator", "editor", "owner", "revoked", "stranger"]
 
@@ -124,27 +126,66 @@ def test_stranger_cannot_get_a_url(world: World) -> None:
     assert cp.returncode == 3, cp.stderr
 
 
-def test_audit_records_who_did_what(world: World, ctx: dict[str, Any]) -> None:
+def _notebook_kernel(lab: Lab) -> str:
+    status, session = lab.call("POST", "api/sessions", {"path": "notes.ipynb", "type": "notebook", "name": "",
+                                                         "kernel": {"name": "python3"}})
+    assert status == 201, session
+    return str(session["kernel"]["id"])
+
+
+def _executions(world: World, user: str, **details: Any) -> list[dict[str, Any]]:
+    events = world.agent.ml_json("jupyter", "audit", world.workspace, user="bob")["events"]
+    return [e for e in events if e["user"] == user and e["action"] == "jupyter.execute"
+            and all(e["details"].get(k) == v for k, v in details.items())]
+
+
+def test_an_execution_is_audited_when_the_client_leaves_before_the_reply(world: World, ctx: dict[str, Any]) -> None:
+    """The cause of a flaky audit: the execute_reply reaches the server after the client closed
+    (clients stop at the idle status, which can overtake the reply); the execution was lost."""
     import time
 
     lab = world.lab("collaborator")
-    with lab.kernel_ws(lab.call("POST", "api/sessions", {"path": "notes.ipynb", "type": "notebook", "name": "",
-                                                          "kernel": {"name": "python3"}})[1]["kernel"]["id"]) as ws:
+    with lab.kernel_ws(_notebook_kernel(lab)) as ws:
+        send_execute(ws, "import time; time.sleep(0.5)")  # and leave at once, before any answer
+    deadline = time.monotonic() + 20
+    while not (found := _executions(world, "dave", path="notes.ipynb", status="closed")):
+        assert time.monotonic() < deadline, "the execution of a client that left was never audited"
+        time.sleep(0.5)
+    assert found[0]["details"]["kernel_id"] and "time.sleep" not in str(found[0]["details"])
+
+
+def test_audit_records_who_did_what(world: World, ctx: dict[str, Any]) -> None:
+    import time
+
+    began = time.time() - 1
+    lab = world.lab("collaborator")
+    with lab.kernel_ws(_notebook_kernel(lab)) as ws:
         assert execute(ws, "import time; time.sleep(0.2); 1").strip() == "1"
     assert lab.call("PUT", "api/contents/notes.ipynb", NOTEBOOK)[0] == 200
     assert lab.call("GET", "files/data.txt", query="download=1")[0] == 200
     assert world.lab("viewer").call("POST", "api/kernels", {"name": "python3"})[0] == 403
+
+    def this_test(e: dict[str, Any], user: str, action: str, **details: Any) -> bool:
+        return (e["user"] == user and e["action"] == action and e["ts"] >= began
+                and all(e["details"].get(k) == v for k, v in details.items()))
+
+    # Events reach the agent in batches once a second: wait for every one asserted on below.
+    wanted: dict[str, Any] = {
+        "execute": lambda e: this_test(e, "dave", "jupyter.execute", path="notes.ipynb")
+        and e["details"]["duration_s"] >= 0.2,
+        "save": lambda e: this_test(e, "dave", "jupyter.save", path="notes.ipynb"),
+        "download": lambda e: this_test(e, "dave", "jupyter.download", path="data.txt"),
+        "denied": lambda e: e["user"] == "carol" and e["action"] == "jupyter.denied",
+    }
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    while True:
         events = world.agent.ml_json("jupyter", "audit", world.workspace, user="bob")["events"]
-        mine = [e for e in events if e["user"] == "dave"]
-        if any(e["action"] == "jupyter.execute" and e["details"]["path"] == "notes.ipynb" for e in mine):
+        found = {k: [e for e in events if match(e)] for k, match in wanted.items()}
+        if all(found.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    executed = next(e for e in mine if e["action"] == "jupyter.execute" and e["details"]["path"] == "notes.ipynb"
-                    and e["details"]["duration_s"] >= 0.2)
+    assert all(found.values()), f"missing from the audit: {[k for k, v in found.items() if not v]}"
+    executed = found["execute"][0]
+    assert executed["details"]["status"] == "ok" and executed["details"]["kernel_id"]
     assert "code" not in executed["details"] and "time.sleep" not in str(executed["details"])
-    assert any(e["action"] == "jupyter.save" and e["details"]["path"] == "notes.ipynb" for e in mine)
-    viewer_denials = [e for e in events if e["user"] == "carol" and e["action"] == "jupyter.denied"]
-    assert viewer_denials and all(e["outcome"] == "denied" for e in viewer_denials)
-    assert any(e["action"] == "jupyter.download" and e["details"]["path"] == "data.txt" for e in events)
+    assert all(e["outcome"] == "denied" for e in found["denied"])

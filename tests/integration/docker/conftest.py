@@ -61,10 +61,12 @@ def docker_client() -> Any:
 
 @pytest.fixture(scope="session")
 def workspace_image(docker_client: Any) -> str:
-    """The workspace image, built by images/build.sh (cached: a no-op when up to date)."""
+    """The workspace image, built by images/build.sh (cached: a no-op when up to date). Its tag is
+    build.sh's: ``WORKSPACE_IMAGE`` when set (a checkout testing changes to the image on a shared
+    engine names its own), else ``fetchml/workspace:<version>``."""
     out = subprocess.run(["bash", str(ROOT / "images" / "build.sh")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return "fetchml/workspace:" + __import__("fetchml_agent").__version__
+    return os.environ.get("WORKSPACE_IMAGE") or "fetchml/workspace:" + __import__("fetchml_agent").__version__
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,8 @@ def test_create_streams_nomad_progress_and_jupyter_answers(env: Env) -> None:
         assert first["placing"] < first["pulling image"] < first["ready"]
     info = env.agent.ml_json("jupyter", "info", "lab")
     assert info["status"] == "running" and info["runtime"] == "nomad"
-    assert info["url"].endswith("/lab") and info["password_protected"]
+    # The caller's own URL (docs/access.md): their personal token, never the server's credential.
+    assert "/lab?token=fmlp." in info["url"] and info["password_protected"]
     # the browser URL is the allocation's address, and Jupyter answers there
     assert httpx.get(info["url"].rsplit("/lab", 1)[0] + "/api/status", timeout=5).status_code == 403
     names = [w["name"] for w in env.agent.ml_json("jupyter", "list")["services"]]
@@ -87,14 +88,14 @@ def test_secrets_are_never_in_the_registered_job(env: Env) -> None:
     job_id = env.job_id("lab")
     text = _api(env.target, f"/v1/job/{job_id}").text
     assert "s3cret-pw" not in text
-    db_token = env.agent.ml_json("jupyter", "info", "lab")
-    assert "token=" not in (db_token["url"] or "")  # password workspaces carry no token in the URL
+    url = env.agent.ml_json("jupyter", "info", "lab")["url"] or ""
     import sqlite3
 
     conn = sqlite3.connect(env.agent.data_dir / "agent.db")
     token, pw_hash = conn.execute("SELECT token, password_hash FROM workspaces WHERE name='lab'").fetchone()
     conn.close()
     assert token not in text and pw_hash not in text
+    assert token not in url  # the URL carries the caller's personal token, not the server's credential
     var = _api(env.target, f"/v1/var/{secret_variable_path(job_id)}", namespace="default")
     assert var.status_code == 200 and pw_hash in var.text
 
