@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["EVENT_STYLE", "line_chart", "timeline"]
+__all__ = ["EVENT_STYLE", "line_chart", "small_chart", "timeline"]
 
 W, H = 760, 170
 _L, _R, _T, _B = 64, 16, 12, 28  # margins
@@ -114,6 +114,35 @@ def line_chart(title: str, points: Sequence[tuple[float, float | None]], t0: flo
         parts.append(f'<text x="{_L + pw / 2}" y="{_T + ph / 2}" text-anchor="middle" font-size="12" fill="#888">'
                      "no samples in this period</text>")
     parts.append("</svg>")
+    return "".join(parts)
+
+
+def small_chart(title: str, points: Sequence[tuple[float, float | None]], *, limit: float | None = None,
+                css_class: str = "", width: int = 120, height: int = 30, color: str = "#2c7be5") -> str:
+    """A chart small enough for a table cell: the series against its limit (the top of the chart,
+    dashed; without a limit the series' own peak), no axes; the title (a tooltip) says what it
+    shows. Empty without two values."""
+    drawn = [(t, v) for t, v in points if v is not None]
+    if len(drawn) < 2:
+        return ""
+    t0, t1 = drawn[0][0], drawn[-1][0]
+    peak = max([v for _, v in drawn] + [1e-9])
+    top = max(limit, peak) * 1.05 if limit else peak * 1.1
+    span = max(t1 - t0, 1e-9)
+
+    def xy(t: float, v: float) -> str:
+        return f"{(t - t0) / span * (width - 2) + 1:.1f},{height - 1 - v / top * (height - 2):.1f}"
+
+    parts = [f'<svg class="chart small {_e(css_class)}" role="img" aria-label="{_e(title)}" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" data-points="{len(drawn)}" '
+             f'xmlns="http://www.w3.org/2000/svg"><title>{_e(title)}</title>'
+             f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#e5e5e5"/>']
+    if limit:
+        ly = height - 1 - limit / top * (height - 2)
+        parts.append(f'<line class="limit" x1="0" x2="{width}" y1="{ly:.1f}" y2="{ly:.1f}" stroke="#d62728" '
+                     'stroke-dasharray="3 2"/>')
+    parts.append(f'<polyline class="series" fill="none" stroke="{color}" stroke-width="1.3" '
+                 f'points="{" ".join(xy(t, v) for t, v in drawn)}"/></svg>')
     return "".join(parts)
 
 

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ _CONCURRENCY = 16
 _STATS_TIMEOUT = 15.0
 _DISK_FILES_MAX = 200_000
 _MIB = 1024 * 1024
+#: Samples of each running workspace kept in memory for the home page's small charts.
+RECENT = 60
 
 # Audit actions that become usage events: action -> (kind, details taken from the event).
 _FROM_AUDIT = {
@@ -122,6 +125,8 @@ class Usage:
         self.metrics = metrics
         self.settings = UsageSettings.from_section(agent.config.raw.get("usage"))
         self._latest: dict[str, dict[str, Any]] = {}  # workspace id -> its last sample, as shown
+        # workspace id -> its last RECENT (ts, cpu cores, memory bytes): the home page's charts
+        self._recent: dict[str, deque[tuple[float, float | None, float | None]]] = {}
         self._prev: dict[str, _Prev] = {}
         self.gpu_use: dict[int, dict[str, Any]] = {}  # host GPU index -> {utilization_percent, memory_used_mib}
         self.runs: dict[str, int] = {}  # run status -> count (queued, running), refreshed every sweep
@@ -142,6 +147,11 @@ class Usage:
     def all_latest(self) -> dict[str, dict[str, Any]]:
         return self._latest
 
+    def recent(self, workspace_id: str) -> list[tuple[float, float | None, float | None]]:
+        """The workspace's last samples (at most :data:`RECENT`) as ``(ts, cpu cores, memory bytes)``,
+        oldest first, from memory: what the home page draws without asking the store."""
+        return list(self._recent.get(workspace_id, ()))
+
     # -- lifecycle (agent hooks) ----------------------------------------------------------------
 
     async def start(self, agent: AgentContext) -> None:
@@ -161,6 +171,7 @@ class Usage:
     async def forget(self, agent: AgentContext, call: Call, ws: Workspace) -> None:
         """Delete hook: the workspace's history goes with it."""
         self._latest.pop(ws.id, None)
+        self._recent.pop(ws.id, None)
         self._prev.pop(ws.id, None)
         await agent.store.run(forget_workspace_usage, ws.id)
 
@@ -216,6 +227,7 @@ class Usage:
         for wid in [w for w in self._prev if w not in running]:
             self._prev.pop(wid, None)
             self._latest.pop(wid, None)
+            self._recent.pop(wid, None)
             ws = by_id.get(wid)
             if ws is not None and ws.status in ("failed", "missing"):
                 out.append((ws.id, ws.name, now, "crash", {"status": ws.status, "message": ws.status_message[:500]}))
@@ -242,6 +254,7 @@ class Usage:
         prev.t = now
         self._latest[ws.id] = {"ts": now, **sample.values(), "kernel_states": kernels or {},
                                "oom_kills": prev.oom}
+        self._recent.setdefault(ws.id, deque(maxlen=RECENT)).append((now, sample.cpu_cores, sample.memory_bytes))
         return sample, events
 
     def _normalize(self, ws: Workspace, stats: dict[str, Any], prev: _Prev, now: float,

@@ -50,6 +50,7 @@ from ..service.views import browser_url
 from ..settings import User
 from ..store.access import SessionRow
 from ..units import format_bytes
+from ..usage.charts import small_chart
 from ..usage.ops import usage_of
 
 __all__ = ["CSP", "build_routes", "cookie_name", "csrf_token"]
@@ -261,6 +262,8 @@ async def render_home(agent: AgentContext, page: _Page, call: Callable[[_Page, O
         now = usage.latest(ws.id) or {}
         res = ws.resources or {}
         mem_limit = (res.get("memory_mb") or 0) * 2**20 or now.get("memory_limit_bytes")
+        recent = usage.recent(ws.id)
+        since = f"since {_when(recent[0][0])}" if recent else ""
         rows.append({
             "name": ws.name, "status": ws.status, "message": ws.status_message, "owner": ws.owner,
             "runtime": ws.runtime, "url": browser_url(ws, agent, user), "cpu_limit": res.get("cpu"),
@@ -271,6 +274,11 @@ async def render_home(agent: AgentContext, page: _Page, call: Callable[[_Page, O
             "memory_bar": _bar(now.get("memory_bytes"), mem_limit),
             "kernels": sum((now.get("kernel_states") or {}).values()) if now else None,
             "oom_kills": now.get("oom_kills") or 0,
+            # SVG drawn by the agent with its text escaped: the template puts it in as it is (|safe)
+            "cpu_chart": small_chart(f"{ws.name}: CPU (cores) {since}", [(t, c) for t, c, _ in recent],
+                                     limit=res.get("cpu"), css_class="cpu"),
+            "memory_chart": small_chart(f"{ws.name}: memory {since}", [(t, m) for t, _, m in recent],
+                                        limit=mem_limit or None, css_class="memory", color="#9467bd"),
         })
     admin: dict[str, Any] | None = None
     if user.is_admin:

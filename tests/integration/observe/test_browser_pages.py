@@ -99,6 +99,12 @@ def test_a_person_uses_the_home_page(agent: AgentProcess, tmp_path: Path) -> Non
         page.failure_shot = tmp_path / "failed.png"
         _login(page, agent.http_url, "bob")
         assert page.evaluate("document.querySelector('#ws-web1').dataset.status") == "running"
+        small = json.loads(page.evaluate("""JSON.stringify([...document.querySelectorAll('#ws-web1 svg.chart.small')]
+            .map(svg => ({kind: svg.classList.contains('memory') ? 'memory' : 'cpu', declared: Number(svg.dataset.points),
+                          drawn: svg.querySelector('polyline.series').points.numberOfItems,
+                          height: svg.getBoundingClientRect().height})))"""))
+        assert "memory" in {c["kind"] for c in small}, small  # the last samples, drawn on the home page
+        assert all(c["drawn"] == c["declared"] >= 2 and c["height"] > 10 for c in small), small
         href = page.evaluate("document.querySelector('#ws-web1 a.open').href")
         assert "token=fmlp." in href  # bob's own URL, as ml jupyter info prints it
         _shot(page, tmp_path, "home-bob")

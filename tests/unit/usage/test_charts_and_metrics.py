@@ -15,7 +15,7 @@ from fetchml_agent.config import parse_config
 from fetchml_agent.metrics import EXPORTED
 from fetchml_agent.store.workspaces import Workspace
 from fetchml_agent.units import format_bytes, sparkline
-from fetchml_agent.usage.charts import line_chart, timeline
+from fetchml_agent.usage.charts import line_chart, small_chart, timeline
 from fetchml_agent.usage.service import _Prev
 
 
@@ -29,6 +29,16 @@ def test_line_chart_draws_its_points_the_limit_and_the_events() -> None:
     assert 'class="limit"' in svg and 'class="event oom_kill"' in svg and "OOM kill ×3" in svg
     empty = line_chart("CPU", [], 0.0, 10.0, fmt=str)
     assert 'data-points="0"' in empty and "no samples" in empty
+
+
+def test_small_chart_draws_every_value_and_a_near_limit() -> None:
+    svg = small_chart("web1: memory <b>", [(0.0, 10.0), (1.0, None), (2.0, 30.0), (3.0, 20.0)], limit=40.0)
+    assert 'data-points="3"' in svg and svg.count(",") == 3 and 'class="limit"' in svg
+    assert "<b>" not in svg and "&lt;b&gt;" in svg  # the title is escaped
+    assert small_chart("one value", [(0.0, 1.0)]) == ""  # nothing to draw: no chart
+    far = small_chart("far below", [(0.0, 1.0), (1.0, 2.0)], limit=1000.0, height=30)
+    assert 'class="limit"' in far and "1.0,29.0" in far  # drawn against the limit: near the bottom
+    assert 'class="limit"' not in small_chart("no limit", [(0.0, 1.0), (1.0, 2.0)])
 
 
 def test_timeline_colours_runs_by_outcome() -> None:
