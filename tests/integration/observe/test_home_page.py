@@ -91,6 +91,10 @@ def test_login_session_forms_and_roles(agent: AgentProcess) -> None:
         r = c.get("/ui/workspaces/nothing-here/report")
         assert r.status_code == 404 and "no workspace" in r.text
 
+        # ml auth sessions lists it (a session of no workspace), like JupyterLab's
+        sessions = agent.ml_json("auth", "sessions", user="bob")["sessions"]
+        assert any(not s["workspace"] and s["method"] == "api_key" and not s.get("ended_at") for s in sessions), sessions
+
         r = c.post("/logout", content=f"csrf={token}", headers=FORM)
         assert r.status_code == 303 and r.headers["location"] == "/login"
         old = r.request.headers["cookie"]
