@@ -148,7 +148,7 @@ async def _sweeps(agent: Agent, root: Path) -> list[Row]:
         Row(f"sampling sweep, {N_SWEEP} running workspaces (p50)", full * 1000, "ms", "no workspaces", base * 1000),
         # The local runtime finds a workspace's processes by a scan of /proc: O(host processes) each.
         Row(f"  per workspace per interval ({host} processes on the host)", per * 1e6, "us"),
-        Row("  per workspace, share of a 60 s interval", per / 60 * 100, "%"),
+        Row("  workspaces one core could sample in a 60 s interval", 60 / per if per > 0 else 0.0, "ws"),
     ]
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from .. import procs
 from ..aio import run_blocking
 from ..errors import FetchmlError
 from ..experiments.records import Run
@@ -200,7 +201,8 @@ class Usage:
         if gpus is not None and gpus.capacity > 0 and any(ws.runtime_state.get("gpu_indexes") for ws in running
                                                           if ws.runtime_state):
             self.gpu_use = {g["index"]: g for g in await run_blocking(gpu_use)}
-        results = await asyncio.gather(*(self._sample_one(ws, now) for ws in running))
+        with procs.one_table():  # the local runtime's process trees: one read of /proc per sweep
+            results = await asyncio.gather(*(self._sample_one(ws, now) for ws in running))
         samples = [s for s, _ in results if s is not None]
         events = [e for _, evs in results for e in evs]
         events.extend(self._gone({ws.id for ws in running}, now))
