@@ -48,7 +48,8 @@ def _ticks(t0: float, t1: float, n: int = 6) -> list[float]:
 
 
 def _tick_label(ts: float, span: float) -> str:
-    return time.strftime("%H:%M" if span <= 2 * 86400 else "%m-%d", time.localtime(ts))
+    pattern = "%H:%M:%S" if span <= 1800 else "%H:%M" if span <= 2 * 86400 else "%m-%d"
+    return time.strftime(pattern, time.localtime(ts))
 
 
 def line_chart(title: str, points: Sequence[tuple[float, float | None]], t0: float, t1: float, *,
@@ -76,8 +77,10 @@ def line_chart(title: str, points: Sequence[tuple[float, float | None]], t0: flo
         parts.append(f'<line x1="{_L}" x2="{_L + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
                      f'<text x="{_L - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10" fill="#555">'
                      f"{_e(fmt(v))}</text>")
-    for t in _ticks(t0, t1):
-        parts.append(f'<text x="{x(t):.1f}" y="{H - 8}" text-anchor="middle" font-size="10" fill="#555">'
+    ticks = _ticks(t0, t1)
+    for i, t in enumerate(ticks):
+        anchor = "end" if i == len(ticks) - 1 and i else "middle"  # the last label ends at the right edge
+        parts.append(f'<text x="{x(t):.1f}" y="{H - 8}" text-anchor="{anchor}" font-size="10" fill="#555">'
                      f"{_e(_tick_label(t, span))}</text>")
     if limit:
         parts.append(f'<line class="limit" x1="{_L}" x2="{_L + pw}" y1="{y(limit):.1f}" y2="{y(limit):.1f}" '
@@ -159,8 +162,10 @@ def timeline(runs: Sequence[dict[str, Any]], t0: float, t1: float) -> str:
 
     parts = [f'<svg class="chart timeline" role="img" aria-label="runs" viewBox="0 0 {W} {height}" width="100%" '
              f'data-points="{len(rows)}" xmlns="http://www.w3.org/2000/svg"><title>runs</title>']
-    for t in _ticks(t0, t1):
-        parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="middle" font-size="10" fill="#555">'
+    ticks = _ticks(t0, t1)
+    for i, t in enumerate(ticks):
+        anchor = "end" if i == len(ticks) - 1 and i else "middle"  # the last label ends at the right edge
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="{anchor}" font-size="10" fill="#555">'
                      f"{_e(_tick_label(t, span))}</text>")
     now = time.time()
     for i, r in enumerate(rows):

@@ -187,7 +187,7 @@ def render_html(doc: dict[str, Any]) -> str:
     # The charts start where the data does (a workspace younger than the period fills the width).
     firsts = [p["t"] for p in h["series"][:1]] + [e["ts"] for e in h["events"][:1]] + \
         [r["started_at"] or r["queued_at"] for r in doc["runs"][:1]]
-    t0 = max(h["since"], min(firsts) - 60) if firsts else h["since"]
+    t0 = max(h["since"], min(firsts) - max(1.0, (t1 - min(firsts)) * 0.02)) if firsts else h["since"]
     s = h["summary"]
     marks = [e for e in h["events"] if e["kind"] in ("oom_kill", "restart", "crash", "cull", "limit_change")]
     res = ws["resources"]
@@ -213,7 +213,7 @@ def render_html(doc: dict[str, Any]) -> str:
                        f"last {fmt_bytes(s['disk_bytes']['last'])}"))
     return _TEMPLATES.get_template("report.html.j2").render(
         doc=doc, ws=ws, h=h, charts=charts, runs_svg=timeline(doc["runs"], t0, t1), events=h["events"],
-        event_counts=_event_counts(h["events"]), style=EVENT_STYLE, when=_when, period=_period(t1 - t0))
+        event_counts=_event_counts(h["events"]), style=EVENT_STYLE, when=_when, period=_period(t1 - t0), t0=t0)
 
 
 def _when(ts: float | None) -> str:
@@ -222,7 +222,12 @@ def _when(ts: float | None) -> str:
 
 def _period(seconds: float) -> str:
     days = seconds / 86400
-    return f"{days:.0f} days" if days >= 2 else f"{seconds / 3600:.0f} hours"
+    if days >= 2:
+        return f"{days:.0f} days"
+    if seconds >= 7200:
+        return f"{seconds / 3600:.0f} hours"
+    minutes = max(1, round(seconds / 60))
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 def render_text(doc: dict[str, Any], width: int = 100) -> str:

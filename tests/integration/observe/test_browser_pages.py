@@ -62,7 +62,15 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> AgentProcess:
     a = AgentProcess(tmp_path_factory.mktemp("browser-agent"), free_port(), {
         "usage": {"interval": "1s"}, "package_management": {"approval_required": ["custom-package"]}})
     with a.running():
-        a.ml("jupyter", "create", "web1", "--memory", "1g", "--cpu", "1", user="bob")
+        ws = a.ml_json("jupyter", "create", "web1", "--memory", "1g", "--cpu", "1", "--experiment", "exp-web",
+                       user="bob")
+        # Two runs for the report's timeline: one succeeds, one fails.
+        Path(ws["path"], "ok.py").write_text("import time\ntime.sleep(1)\nprint('fine')\n")
+        Path(ws["path"], "bad.py").write_text("raise SystemExit(3)\n")
+        for script, outcome in (("ok.py", "succeeded"), ("bad.py", "failed")):
+            cp = a.ml("jupyter", "queue", "--workspace", "web1", "--script", script, "--wait", "--json", user="bob",
+                      check=False)  # ml exits non-zero for a failed run
+            assert json.loads(cp.stdout)["status"] == outcome, cp.stdout
         deadline = time.monotonic() + 30
         while len(a.ml_json("jupyter", "stats", "web1", "--since", "1h", user="bob")["series"]) < 3:
             assert time.monotonic() < deadline, "no samples"
@@ -85,6 +93,10 @@ def test_the_report_file_renders_its_charts(agent: AgentProcess, tmp_path: Path)
         for name in ("cpu", "memory"):
             assert charts[name]["drawn"] == charts[name]["declared"] >= 2 and charts[name]["height"] > 50, charts
         assert page.evaluate("document.querySelector('svg#memory line.limit') !== null")
+        # The runs on their timeline, coloured by outcome, each bar as wide as it lasted (> 0).
+        bars = json.loads(page.evaluate("""JSON.stringify([...document.querySelectorAll('svg.timeline g.run')]
+            .map(g => ({outcome: g.classList[1], width: g.querySelector('rect').getBoundingClientRect().width})))"""))
+        assert sorted(b["outcome"] for b in bars) == ["failed", "succeeded"] and all(b["width"] > 0 for b in bars), bars
         assert "Workspace report: web1" in page.evaluate("document.title")
         browser.pump(0.5)
         _no_errors(page)
