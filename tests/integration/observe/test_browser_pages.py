@@ -129,8 +129,13 @@ def test_a_person_uses_the_home_page(agent: AgentProcess, tmp_path: Path) -> Non
         page.click("#ws-web1 button.start")
         page.wait_for("document.querySelector('#ws-web1') && document.querySelector('#ws-web1').dataset.status "
                       "=== 'running'", 90, "web1 running again")
+        page.click("#ws-web1 button.restart")
+        page.wait_for("document.querySelector('#notice') && document.querySelector('#notice').textContent"
+                      ".includes('web1') && document.querySelector('#ws-web1').dataset.status === 'running'", 90,
+                      "web1 restarted")
         events = agent.ml_json("jupyter", "audit", "web1", user="bob")["events"]
-        assert {("bob", "workspace.stop"), ("bob", "workspace.start")} <= {(e["user"], e["action"]) for e in events}
+        done = {(e["user"], e["action"]) for e in events}
+        assert {("bob", "workspace.stop"), ("bob", "workspace.start"), ("bob", "workspace.restart")} <= done, done
 
         page.click("#ws-web1 a.report")
         page.wait_for("document.querySelector('svg#memory') !== null", 60, "the report page")
