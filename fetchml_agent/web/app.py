@@ -49,6 +49,7 @@ from ..service.registry import OPERATIONS
 from ..service.views import browser_url
 from ..settings import User
 from ..store.access import SessionRow
+from ..store.workspaces import Workspace
 from ..units import format_bytes
 from ..usage.charts import small_chart
 from ..usage.ops import usage_of
@@ -262,8 +263,7 @@ async def render_home(agent: AgentContext, page: _Page, call: Callable[[_Page, O
         now = usage.latest(ws.id) or {}
         res = ws.resources or {}
         mem_limit = (res.get("memory_mb") or 0) * 2**20 or now.get("memory_limit_bytes")
-        recent = usage.recent(ws.id)
-        since = f"since {_when(recent[0][0])}" if recent else ""
+        cpu_chart, memory_chart = _charts(ws, usage.recent(ws.id), res.get("cpu"), mem_limit or None)
         rows.append({
             "name": ws.name, "status": ws.status, "message": ws.status_message, "owner": ws.owner,
             "runtime": ws.runtime, "url": browser_url(ws, agent, user), "cpu_limit": res.get("cpu"),
@@ -275,10 +275,7 @@ async def render_home(agent: AgentContext, page: _Page, call: Callable[[_Page, O
             "kernels": sum((now.get("kernel_states") or {}).values()) if now else None,
             "oom_kills": now.get("oom_kills") or 0,
             # SVG drawn by the agent with its text escaped: the template puts it in as it is (|safe)
-            "cpu_chart": small_chart(f"{ws.name}: CPU (cores) {since}", [(t, c) for t, c, _ in recent],
-                                     limit=res.get("cpu"), css_class="cpu"),
-            "memory_chart": small_chart(f"{ws.name}: memory {since}", [(t, m) for t, _, m in recent],
-                                        limit=mem_limit or None, css_class="memory", color="#9467bd"),
+            "cpu_chart": cpu_chart, "memory_chart": memory_chart,
         })
     admin: dict[str, Any] | None = None
     if user.is_admin:
@@ -289,6 +286,32 @@ async def render_home(agent: AgentContext, page: _Page, call: Callable[[_Page, O
                  "verified": None if verified is None else {"ok": verified[0], "at": verified[1]}}
     return _TEMPLATES.get_template("home.html.j2").render(
         user=user, rows=rows, admin=admin, csrf=page.csrf, notice=notice, when=_when)
+
+
+#: workspace id -> (what its charts were drawn from, the CPU chart, the memory chart): a chart
+#: changes only when a sample arrives (once an interval), a page is drawn far more often.
+_CHARTS: dict[str, tuple[tuple[Any, ...], str, str]] = {}
+_CHARTS_MAX = 10_000
+
+
+def _charts(ws: Workspace, recent: list[tuple[float, float | None, float | None]], cpu_limit: float | None,
+            memory_limit: float | None) -> tuple[str, str]:
+    """The small CPU and memory charts of a workspace's last samples (cached until the next one)."""
+    if not recent:
+        return "", ""
+    key = (ws.name, recent[0][0], recent[-1][0], len(recent), cpu_limit, memory_limit)
+    cached = _CHARTS.get(ws.id)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    since = f"since {_when(recent[0][0])}"
+    cpu = small_chart(f"{ws.name}: CPU (cores) {since}", [(t, c) for t, c, _ in recent], limit=cpu_limit,
+                      css_class="cpu")
+    memory = small_chart(f"{ws.name}: memory {since}", [(t, m) for t, _, m in recent], limit=memory_limit,
+                         css_class="memory", color="#9467bd")
+    if len(_CHARTS) >= _CHARTS_MAX:  # workspaces come and go: start afresh rather than grow
+        _CHARTS.clear()
+    _CHARTS[ws.id] = (key, cpu, memory)
+    return cpu, memory
 
 
 def _when(ts: float | None) -> str:

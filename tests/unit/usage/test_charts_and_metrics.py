@@ -117,3 +117,18 @@ def test_a_sweep_without_workspaces_stores_nothing_and_says_so(agent: Agent) -> 
             await asyncio.get_running_loop().run_in_executor(None, agent.store.close)
 
     asyncio.run(main())
+
+
+def test_the_home_page_draws_a_workspace_s_charts_again_only_after_a_new_sample() -> None:
+    from fetchml_agent.web.app import _charts
+
+    ws = _ws()
+    recent = [(100.0, 0.5, 1e8), (160.0, 0.7, 2e8)]
+    cpu, memory = _charts(ws, recent, 2.0, 1024 * 2**20)
+    assert 'data-points="2"' in cpu and "memory" in memory
+    again = _charts(ws, list(recent), 2.0, 1024 * 2**20)
+    assert again[0] is cpu and again[1] is memory  # the same strings: not drawn again
+    newer = _charts(ws, [*recent, (220.0, 0.9, 3e8)], 2.0, 1024 * 2**20)
+    assert 'data-points="3"' in newer[0]
+    assert 'data-points="3"' in _charts(ws, [*recent, (220.0, 0.9, 3e8)], 4.0, 1024 * 2**20)[0]  # new limit
+    assert _charts(ws, [], 2.0, None) == ("", "")
