@@ -101,7 +101,11 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _safe_next(value: str | None) -> str:
-    return value if value and value.startswith("/") and not value.startswith("//") else "/"
+    """Where to go after the login: a path of this agent only (browsers read ``/\\host`` as
+    ``//host``, another site; control characters could split the header)."""
+    if not value or not value.startswith("/") or value[1:2] in ("/", "\\") or any(ord(c) < 32 for c in value):
+        return "/"
+    return value
 
 
 class _Page:

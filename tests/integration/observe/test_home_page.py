@@ -66,6 +66,10 @@ def test_login_session_forms_and_roles(agent: AgentProcess) -> None:
         r = _login(c, "bob", "not-bob-s-key")
         assert r.status_code == 401 and "login failed" in r.text and "set-cookie" not in r.headers
 
+        for elsewhere in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):  # no open redirect
+            r = c.post("/login", headers=FORM, content=urllib.parse.urlencode(
+                {"user": "bob", "key": KEYS["bob"], "next": elsewhere}))
+            assert r.status_code == 303 and r.headers["location"] == "/", (elsewhere, r.headers["location"])
         r = _login(c, "bob", KEYS["bob"])
         assert r.status_code == 303 and r.headers["location"] == "/"
         cookie = r.headers["set-cookie"].lower()
