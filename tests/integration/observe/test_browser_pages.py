@@ -60,7 +60,8 @@ def _no_errors(page: Page, expected: str = "") -> None:
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> AgentProcess:
     a = AgentProcess(tmp_path_factory.mktemp("browser-agent"), free_port(), {
-        "usage": {"interval": "1s"}, "package_management": {"approval_required": ["custom-package"]}})
+        "usage": {"interval": "1s"}, "package_management": {"approval_required": ["custom-package"]},
+        "experiments": {"warm_runner_idle_s": 0}})  # each run its own interpreter: no warm runner left behind
     with a.running():
         ws = a.ml_json("jupyter", "create", "web1", "--memory", "1g", "--cpu", "1", "--experiment", "exp-web",
                        user="bob")
@@ -76,6 +77,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> AgentProcess:
             assert time.monotonic() < deadline, "no samples"
             time.sleep(0.5)
         yield a
+        a.ml("jupyter", "stop", "web1", user="bob")
 
 
 @needs_chromium
