@@ -27,6 +27,7 @@ from .errors import AuthenticationFailed, NotFound, Overloaded
 from .experiments.executor import Executor
 from .governance.service import Governance
 from .live import LiveHub
+from .metrics import Metrics
 from .protocol.packets import api_key_hash
 from .runtimes.base import Resources, Runtime, WorkspaceSpec
 from .service import devices as device_ops
@@ -43,6 +44,10 @@ from .service.workspaces import adopt_all, reconcile_once
 from .settings import AgentConfig, User
 from .store import Store
 from .store.workspaces import Workspace, load_workspaces, update_workspace
+from .usage import collector as usage_collector
+from .usage.config import MetricsSettings
+from .usage.service import Usage
+from .web.app import build_routes
 from .webhooks import Webhooks
 
 __all__ = ["Agent", "build_services", "make_runtime"]
@@ -86,6 +91,7 @@ def build_services(agent: Agent) -> Services:
     governance = Governance(agent.config)
     vulnerabilities = VulnerabilityData()
     live = LiveService()
+    metrics = Metrics(workspace_labels=MetricsSettings.from_section(agent.config.raw.get("metrics")).workspace_labels)
     services = Services(
         hooks=hooks,
         packages=packages,
@@ -98,6 +104,7 @@ def build_services(agent: Agent) -> Services:
         live=live,
         mounts=[("/index", packages.index.mount()), ("/access", build_access_app(access))],
         middleware=[lambda app: access_guard.AllowlistMiddleware(app, access)],
+        metrics=metrics,
     )
     # Access to JupyterLab (docs/access.md): started before anything that may serve requests; the
     # allowlists and the admin second factor before every call; how a workspace's server reaches
@@ -158,6 +165,19 @@ def build_services(agent: Agent) -> Services:
     hooks.shutdown.insert(0, capacity.close)
     hooks.delete.append(capacity.on_delete)
     hooks.status.append(capacity.status_section)
+    # Observability (docs/observe.md): the usage sampler and its events (from the audit log too),
+    # the runs' durations, the state gauges of /metrics; a deleted workspace's history goes with it.
+    usage = services.usage = Usage(agent, metrics)
+    hooks.start.append(usage.start)
+    hooks.shutdown.append(usage.stop)
+    hooks.audit.append(usage.on_audit)
+    hooks.run_finished.append(usage.run_finished)
+    hooks.delete.append(usage.forget)
+    hooks.status.append(usage.status_section)
+    metrics.add_collector(lambda: usage_collector.collect(agent, usage))
+    metrics.add_collector(governance.metrics)
+    # The home page (fetchml_agent/web): the same login as JupyterLab, the same operations as ml.
+    services.routes.extend(build_routes(agent, access))
     return services
 
 

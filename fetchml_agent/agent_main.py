@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .server.app import build_app
     from .server.index_listener import IndexListener
     from .server.listen import bind_listeners
+    from .server.metrics import MetricsListener
     from .server.wsproto import FetchmlWebSocketProtocol
 
     config = load_config(args.config)
@@ -47,6 +48,10 @@ def _serve(args: argparse.Namespace) -> int:
     listener = IndexListener()
     agent.services.hooks.start.append(listener.start)
     agent.services.hooks.shutdown.insert(0, listener.stop)
+    # metrics.listen: a listener serving only /metrics (docs/observe.md).
+    scrape = MetricsListener()
+    agent.services.hooks.start.append(scrape.start)
+    agent.services.hooks.shutdown.insert(0, scrape.stop)
     app = build_app(agent)
     server = uvicorn.Server(
         uvicorn.Config(

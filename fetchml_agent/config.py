@@ -3,7 +3,8 @@
 ``fetchml-agent serve --config agent.yaml``. Errors name the file and the key. This module is the
 only place that reads ``os.environ`` for the agent (the seed's ``FETCHML_JUPYTER_*`` variables).
 Sections owned by other concerns (``package_management``, ``docker``, ``nomad``, ``experiments``,
-``webhooks``, ``access``, ``retention``, ``culling``, ``quotas``, ``warm_pool``) have their schemas declared next to the code that uses them and are merged in here,
+``webhooks``, ``access``, ``retention``, ``culling``, ``quotas``, ``warm_pool``, ``usage``, ``metrics``) have
+their schemas declared next to the code that uses them and are merged in here,
 so this loader sits above them all; the validated values (:class:`AgentConfig`, :class:`User`)
 live in :mod:`fetchml_agent.settings`, which every layer may import (with :class:`ConfigError`).
 """
@@ -29,6 +30,7 @@ from .policy.schema import AGENT_SECTION_SCHEMA as POLICY_SECTION_SCHEMA
 from .runtimes.docker_schema import DOCKER_SECTION_SCHEMA
 from .service.capacity.settings import CULLING_SCHEMA, QUOTAS_SCHEMA, WARM_POOL_SCHEMA
 from .settings import AgentConfig, ConfigError, User, format_errors
+from .usage.config import METRICS_SCHEMA, USAGE_SCHEMA
 from .webhooks import WEBHOOK_SCHEMA
 
 __all__ = ["AgentConfig", "ConfigError", "SCHEMA", "User", "load_config", "parse_config", "DEFAULT_LISTEN"]
@@ -68,6 +70,8 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     "culling": CULLING_SCHEMA,
     "quotas": QUOTAS_SCHEMA,
     "warm_pool": WARM_POOL_SCHEMA,
+    "usage": USAGE_SCHEMA,  # the usage history's sampler (docs/observe.md)
+    "metrics": METRICS_SCHEMA,  # the Prometheus endpoint (docs/observe.md)
 }
 
 

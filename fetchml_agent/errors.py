@@ -22,7 +22,7 @@ Every error a user can see is a :class:`FetchmlError` carrying a wire code (the 
     ├── BackendError                 BACKEND_ERROR        0x12  502  exit 1
     ├── UpstreamUnavailable          UPSTREAM_UNAVAIL.    0x13  502  exit 7
     ├── Timeout                      TIMEOUT              0x14  504  exit 1
-    ├── NotSupported                 NOT_SUPPORTED        0x15  501  exit 2
+    ├── NotSupported                 NOT_SUPPORTED        0x15  400  exit 2
     └── MfaRequired                  MFA_REQUIRED         0x16  401  exit 3
 
 ``0x00``–``0x03``, ``0x10`` and ``0x14`` are the seed's; the rest are this project's and never
@@ -251,7 +251,9 @@ class NotSupported(FetchmlError):
     """The request is valid, but this agent's runtime does not offer it (the message names what does)."""
 
     code = ErrorCode.NOT_SUPPORTED
-    http_status = 501
+    # 400, not 501: the agent works as configured; the request asks for what it does not offer
+    # (schemathesis counts every 5xx as the server's fault, and so do proxies and alerting).
+    http_status = 400
     exit_code = 2
 
 

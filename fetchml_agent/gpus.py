@@ -12,10 +12,12 @@ import shutil
 import subprocess
 from typing import Any
 
-__all__ = ["QUERY_FIELDS", "PMON_ARGS", "nvidia_smi_command", "parse_nvidia_smi_csv", "detect_gpus",
-           "parse_pmon", "process_utilization"]
+__all__ = ["PMON_ARGS", "QUERY_FIELDS", "USE_FIELDS", "detect_gpus", "gpu_use", "nvidia_smi_command",
+           "parse_nvidia_smi_csv", "parse_pmon", "parse_use_csv", "process_utilization"]
 
 QUERY_FIELDS = ("index", "uuid", "name", "memory.total", "driver_version", "pci.bus_id")
+#: What the agent samples every interval (the usage history, /metrics).
+USE_FIELDS = ("index", "utilization.gpu", "memory.used")
 
 
 def nvidia_smi_command(binary: str = "nvidia-smi") -> list[str]:
@@ -143,3 +145,34 @@ def process_utilization(command: list[str] | None = None, timeout: float = 10.0)
         per_gpu = out.setdefault(pid, {})
         per_gpu[gpu] = per_gpu.get(gpu, 0.0) + (util or 0.0)
     return out
+
+
+def _number(raw: str) -> float | None:
+    try:
+        return float(raw.strip().split()[0])
+    except (ValueError, IndexError):
+        return None  # "[N/A]", "[Not Supported]"
+
+
+def parse_use_csv(text: str) -> list[dict[str, Any]]:
+    """Parse ``nvidia-smi --query-gpu=<USE_FIELDS> --format=csv,noheader,nounits``: one dict per
+    GPU with index, utilization_percent and memory_used_mib (``None`` where not reported)."""
+    out: list[dict[str, Any]] = []
+    for row in csv.reader(io.StringIO(text), skipinitialspace=True):
+        if len(row) != len(USE_FIELDS) or not row[0].strip().isdigit():
+            continue
+        out.append({"index": int(row[0]), "utilization_percent": _number(row[1]), "memory_used_mib": _number(row[2])})
+    return out
+
+
+def gpu_use(binary: str = "nvidia-smi", timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Utilization and memory in use of this host's GPUs now; empty without ``nvidia-smi``."""
+    path = shutil.which(binary)
+    if path is None:
+        return []
+    try:
+        proc = subprocess.run([path, "--query-gpu=" + ",".join(USE_FIELDS), "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_use_csv(proc.stdout) if proc.returncode == 0 else []

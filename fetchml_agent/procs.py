@@ -8,11 +8,24 @@ only: the runner imports this inside a workspace's Python.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["alive", "ancestors", "descendants", "kill_tree", "start_time", "tree_rss"]
+__all__ = ["alive", "ancestors", "descendants", "kill_tree", "one_table", "start_time", "tree_rss"]
+
+# Issue 17 (the usage sampler): one read of the process table for many trees; see one_table().
+class _Table:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kids: dict[int, list[int]] | None = None
+
+
+_TABLE: contextvars.ContextVar[_Table | None] = contextvars.ContextVar("fetchml_procs_table", default=None)
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -48,9 +61,32 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
+@contextlib.contextmanager
+def one_table() -> Iterator[None]:
+    """Inside it (and in the tasks and threads started inside it, which copy the context),
+    :func:`descendants` reads the process table once instead of at every call: for readers of
+    many trees at one moment (the usage sampler's sweep over every workspace), whose cost would
+    otherwise be trees x processes. Never around signalling: a snapshot misses newer children."""
+    token = _TABLE.set(_Table())
+    try:
+        yield
+    finally:
+        _TABLE.reset(token)
+
+
+def _table() -> dict[int, list[int]]:
+    shared = _TABLE.get()
+    if shared is None:
+        return _children()
+    with shared.lock:
+        if shared.kids is None:
+            shared.kids = _children()
+        return shared.kids
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of ``pid`` (children first), whatever session it moved to."""
-    kids = _children()
+    kids = _table()
     out: list[int] = []
     todo = [pid]
     while todo:

@@ -8,9 +8,12 @@ Durations (retention, data ages) are a number and a unit: ``30s``, ``15m``, ``12
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 
-__all__ = ["format_age", "format_duration", "parse_cpu", "parse_duration", "parse_size_mb", "format_size_mb"]
+__all__ = ["format_age", "format_bytes", "format_duration", "parse_cpu", "parse_duration", "parse_size_mb", "format_size_mb",
+           "sparkline"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b?)?\s*$", re.IGNORECASE)
 _FACTOR_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -85,3 +88,38 @@ def format_age(seconds: float) -> str:
         if s >= _FACTOR_S[unit]:
             return f"{s // _FACTOR_S[unit]}{unit}"
     return f"{s}s"
+
+
+def format_bytes(v: float | None) -> str:
+    """1288490188 → ``"1.2 GiB"``; ``None`` → ``"–"``."""
+    if v is None:
+        return "–"
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(v) >= size:
+            return f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None], width: int, top: float | None = None) -> str:
+    """``values`` squeezed into at most ``width`` block characters (bucket means, scaled to ``top``
+    or to their maximum); a bucket without values is a space."""
+    if width <= 0 or not values:
+        return ""
+    n, cols = len(values), min(width, len(values))
+    buckets: list[float | None] = []
+    for i in range(cols):
+        chunk = [v for v in values[i * n // cols:(i + 1) * n // cols] if v is not None]
+        buckets.append(sum(chunk) / len(chunk) if chunk else None)
+    high = top if top else max([b for b in buckets if b is not None] or [0.0])
+    out = []
+    for b in buckets:
+        if b is None:
+            out.append(" ")
+        elif high <= 0:
+            out.append(_BLOCKS[0])
+        else:
+            out.append(_BLOCKS[min(len(_BLOCKS) - 1, max(0, math.ceil(b / high * len(_BLOCKS)) - 1))])
+    return "".join(out)

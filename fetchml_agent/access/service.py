@@ -333,56 +333,95 @@ class AccessService:
         recent = [t for t in self._failures.get((user, address), []) if now - t < _FAILURE_WINDOW]
         return len(recent) >= _FAILURE_LIMIT
 
-    async def login(self, ws: Workspace, *, user: str, secret: str, otp: str, token: str, peer: str | None,
+    async def login(self, ws: Workspace | None, *, user: str, secret: str, otp: str, token: str, peer: str | None,
                     forwarded_for: str | None) -> dict[str, Any]:
         """Open a browser session on ``ws``: with a personal ``token``, or with ``secret`` (the
         user's API key, or the workspace password for its owner); ``otp`` is the TOTP or recovery
         code where the user is enrolled or MFA is required. Returns the answer plus
-        ``session_token``. Every outcome is audited with the address."""
+        ``session_token``. Every outcome is audited with the address.
+
+        ``ws`` ``None``: a session on the agent's own pages (the home page, fetchml_agent/web),
+        opened with an API key only, for anyone configured; audited with ``via=home``."""
         address = self.address(peer, forwarded_for)
         name = user.strip()
+        where = ws.name if ws is not None else None
+        via = {} if ws is not None else {"via": "home"}
         if self._throttled(name or "-", address):
-            await self.agent.audit(name or "-", "access.login", ws.name, "denied", address=address, reason="throttled")
+            await self.agent.audit(name or "-", "access.login", where, "denied", address=address, reason="throttled",
+                                   **via)
             raise PermissionDenied("too many failed logins from this address; wait a few minutes")
         found, method = await self._first_factor(ws, name, secret, token)
         if found is None:
             self._count_failure(name or "-", address)
-            await self.agent.audit(name or "-", "access.login", ws.name, "denied", address=address,
-                                   reason="bad_credentials", method=method)
+            await self.agent.audit(name or "-", "access.login", where, "denied", address=address,
+                                   reason="bad_credentials", method=method, **via)
             raise AuthenticationFailed("login failed: unknown user, or wrong key or password")
         if not self.network_ok(found.name, address):
-            raise await self._refuse_network(found.name, ws, address, "jupyterlab")
-        role = self._role(found, ws)
-        if role is None:
-            await self.agent.audit(found.name, "access.login", ws.name, "denied", address=address, reason="no_role",
+            raise await self._refuse_network(found.name, ws, address, "jupyterlab" if ws is not None else "home")
+        role = self._role(found, ws) if ws is not None else None
+        if ws is not None and role is None:
+            await self.agent.audit(found.name, "access.login", where, "denied", address=address, reason="no_role",
                                    method=method)
             raise PermissionDenied(f"{found.name} has no role on workspace {ws.name}")
         used_mfa = False
-        if self.settings.mfa_needed(found.role, role) or self.enrolled(found.name):
+        if self.settings.mfa_needed(found.role, *([role] if role else [])) or self.enrolled(found.name):
             if not self.enrolled(found.name):
-                await self.agent.audit(found.name, "access.login", ws.name, "denied", address=address,
-                                       reason="mfa_not_enrolled", method=method)
+                await self.agent.audit(found.name, "access.login", where, "denied", address=address,
+                                       reason="mfa_not_enrolled", method=method, **via)
                 raise PermissionDenied(f"a second factor is required for {found.name}, who has not enrolled one",
                                        "enrol first: ml auth mfa enroll")
             if not otp.strip():
                 raise MfaRequired("enter the code from your authenticator app", user=found.name)
             if not await self.second_factor(found.name, otp):
                 self._count_failure(found.name, address)
-                await self.agent.audit(found.name, "access.login", ws.name, "denied", address=address,
-                                       reason="mfa_failed", method=method)
+                await self.agent.audit(found.name, "access.login", where, "denied", address=address,
+                                       reason="mfa_failed", method=method, **via)
                 raise MfaRequired("that code is not valid (or was already used)", user=found.name)
             used_mfa = True
         sid, session_token = self._k.new_session_token()
         now = time.time()
-        s = SessionRow(sid, found.name, ws.id, ws.name, method, used_mfa, address, now, now)
+        s = SessionRow(sid, found.name, ws.id if ws else "", where or "", method, used_mfa, address, now, now)
         await self.agent.store.run(insert_session, s)
         self.sessions[sid] = s
-        await self.agent.audit(found.name, "access.login", ws.name, address=address, method=method, mfa=used_mfa,
-                               session=sid)
+        await self.agent.audit(found.name, "access.login", where, address=address, method=method, mfa=used_mfa,
+                               session=sid, **via)
+        if ws is None:
+            return {"user": self.identity(found.name).to_dict(), "session": {"id": s.id, "expires_at":
+                    self._expires_at(s)}, "session_token": session_token}
         return {**self.answer(found, ws, "session", s), "session_token": session_token}
 
-    async def _first_factor(self, ws: Workspace, name: str, secret: str, token: str) -> tuple[User | None, str]:
-        if token:
+    async def home_session(self, token: str, address: str) -> tuple[User, SessionRow] | None:
+        """The person behind a session of the agent's own pages (see :meth:`login` with no
+        workspace), seen now; ``None`` when it is unknown, ended, expired, or not for these pages,
+        or when ``address`` is outside the person's allowlists."""
+        s = self.sessions.get(self._k.session_id(token) or "") if token.startswith("fmls.") else None
+        if s is None or s.workspace_id:
+            return None
+        reason = self._expired(s, time.time())
+        if reason:
+            await self._end([s], reason)
+            return None
+        user = self._user(s.user)
+        if user is None or not self.network_ok(user.name, address):
+            return None
+        s.last_seen = self._seen[s.id] = time.time()
+        return user, s
+
+    async def logout_home(self, token: str) -> None:
+        s = self.sessions.get(self._k.session_id(token) or "")
+        if s is not None and not s.workspace_id:
+            await self._end([s], "logout")
+
+    def trust_session(self, user: str, key_hash16: bytes, until: float) -> None:
+        """A home-page session opened with a second factor counts as an elevation (the admin
+        step-up of :meth:`check_call`) for the key its pages call operations with, until it ends."""
+        self._elevations[(user, key_hash16)] = until
+
+    def session_expires_at(self, s: SessionRow) -> float:
+        return self._expires_at(s)
+
+    async def _first_factor(self, ws: Workspace | None, name: str, secret: str, token: str) -> tuple[User | None, str]:
+        if token and ws is not None:
             user, _ = self._credential_user(ws, token)
             if user is None or token.startswith("fmls."):
                 return None, "token"
@@ -395,6 +434,8 @@ class AccessService:
             by_key = None
         if by_key is not None and (not name or name == by_key.name):
             return by_key, "api_key"
+        if ws is None:
+            return None, "api_key"
         owner = self._user(ws.owner)
         if ws.password_hash and owner is not None and name in ("", ws.owner):
             from jupyter_server.auth.security import passwd_check

@@ -146,12 +146,16 @@ def cmd_retention(ctx: Any) -> int:
             rows.append([category, keep[category], what, "yes"])
         else:
             n = entry.get("would_remove")
-            rows.append([category, keep[category], "-" if n is None else f"{n} rows", "not yet (kept)"])
+            what = "-" if n is None else f"{n} {entry.get('unit', 'rows')}"
+            rows.append([category, keep[category], what, "yes" if entry.get("enforced") else "not yet (kept)"])
     print_table(["category", "keep", "next purge removes" if not a.run else "removed before", "enforced"], rows)
     if a.run:
         removed = doc["removed"].get("audit")
         print(f"purged {removed['removed']} audit events through id {removed['through_id']}; a signed checkpoint "
-              "keeps the rest verifiable" if removed else "nothing to purge")
+              "keeps the rest verifiable" if removed else "no audit events to purge")
+        for category in ("runs", "logs", "metrics"):
+            if category in doc["removed"]:
+                print(f"purged {doc['removed'][category]['removed']} {category}")
     elif plan["audit"].get("by_action"):
         print("by action: " + ", ".join(f"{k} {v}" for k, v in sorted(plan["audit"]["by_action"].items())))
     return 0

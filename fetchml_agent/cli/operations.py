@@ -1,4 +1,4 @@
-"""``ml jupyter scale|reset|monitor|logs|git|version|optimize|report``."""
+"""``ml jupyter scale|reset|monitor|logs|git|version|optimize|report|stats``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..protocol.opcodes import Opcode
-from .output import emit_json, print_kv, print_table
+from .output import emit_json, print_table
 
 __all__ = ["register"]
 
@@ -160,48 +160,74 @@ def cmd_optimize(ctx: Any) -> int:
 
 
 def cmd_report(ctx: Any) -> int:
-    """A performance report assembled from info, stats, limits and the audit trail."""
+    """The agent's report of a workspace: html (one self-contained page), text (sparklines) or json."""
+    import shutil
+
     a = ctx.args
-    info = ctx.client.call(Opcode.WORKSPACE_INFO, {"name": a.name}).data
-    stats: dict[str, Any] = {}
-    if info["status"] == "running":
-        stats = ctx.client.call(Opcode.WORKSPACE_STATS, {"name": a.name}).data
-    audit = ctx.client.call(Opcode.AUDIT_LOG, {"name": a.name, "limit": 50}).data["events"]
-    report = {"generated_at": time.time(), "workspace": info, "stats": stats, "recent_events": audit}
-    if a.format == "json" or ctx.json:
-        emit_json(report)
-    elif a.format == "html":
-        sys.stdout.write(_html(report))
+    fmt = "json" if ctx.json else a.format
+    width = shutil.get_terminal_size((100, 24)).columns
+    reply = ctx.client.call(Opcode.WORKSPACE_REPORT, {"name": a.name, "format": fmt, "since": a.since,
+                                                      "width": max(40, min(400, width))}, timeout=120)
+    doc = reply.data
+    if fmt == "json":
+        text = json.dumps(doc["report"], indent=2, sort_keys=True) + "\n"
     else:
-        print_kv([("workspace", info["name"]), ("status", info["status"]), ("cpu", info["resources"].get("cpu")),
-                  ("memory", info["resources"].get("memory")), ("limits enforced", info["limits_enforced"]),
-                  ("memory in use", f"{stats['memory_bytes'] / 2**20:.0f} MiB" if stats.get("memory_bytes") else None),
-                  ("cpu time", stats.get("cpu_seconds")), ("events", len(audit))])
+        text = doc["content"]
+    if a.output:
+        from pathlib import Path
+
+        Path(a.output).write_text(text, encoding="utf-8")
+        print(f"wrote {a.output} ({len(text.encode())} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
-def _html(r: dict[str, Any]) -> str:
-    import html
+_SERIES = (("cpu", "cpu_cores", "cores"), ("memory", "memory_bytes", "bytes"), ("gpu", "gpu_utilization", "ratio"),
+           ("disk", "disk_bytes", "bytes"), ("kernels", "kernels", "count"))
 
-    ws, st = r["workspace"], r["stats"]
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in [("status", ws["status"]), ("runtime", ws["runtime"]), ("cpu", ws["resources"].get("cpu")),
-                     ("memory", ws["resources"].get("memory")), ("gpu", ws["resources"].get("gpu")),
-                     ("limits enforced", ws["limits_enforced"]), *[(f"now: {k}", v) for k, v in st.items()]]
-    )
-    events = "".join(
-        f"<tr><td>{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e['ts']))}</td><td>{html.escape(e['user'])}</td>"
-        f"<td>{html.escape(e['action'])}</td><td>{html.escape(e['outcome'])}</td></tr>"
-        for e in r["recent_events"]
-    )
-    name = html.escape(ws["name"])
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Workspace report: {name}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-            "padding:4px 8px}</style></head><body>"
-            f"<h1>Workspace report: {name}</h1><h2>Resources</h2><table>{rows}</table>"
-            f"<h2>Recent activity</h2><table><tr><th>time (UTC)</th><th>user</th><th>action</th><th>outcome</th></tr>{events}</table>"
-            "</body></html>\n")
+
+def cmd_stats(ctx: Any) -> int:
+    """Resource use now; with ``--since``, its history (series and events) from the agent's store."""
+    a = ctx.args
+    if not a.since:
+        from .workspaces import _simple
+
+        return _simple(Opcode.WORKSPACE_STATS)(ctx)
+    doc = ctx.client.call(Opcode.WORKSPACE_HISTORY, {"name": a.name, "since": a.since, "points": a.points}).data
+    if ctx.json:
+        emit_json(doc)
+        return 0
+    from ..units import format_bytes, sparkline
+
+    series, summary = doc["series"], doc["summary"]
+    step = f"{doc['step_s']} s buckets" if doc["step_s"] else f"every {doc['interval_s'] or '?'} s"
+    print(f"{doc['name']}: the last {a.since}, {len(series)} points ({step})")
+    limits = {"cpu": "cpu_limit_cores", "memory": "memory_limit_bytes"}
+    for label, field, unit in _SERIES:
+        values = [p.get(field) for p in series]
+        if not any(v is not None for v in values):
+            continue
+        s = summary[field]
+        limit = summary.get(limits.get(label, ""), {}).get("max")
+        top = limit if limit else (1.0 if unit == "ratio" else None)
+
+        def fmt(v: Any, unit: str = unit) -> str:
+            if v is None:
+                return "-"
+            return format_bytes(v) if unit == "bytes" else (f"{v:.0%}" if unit == "ratio" else f"{v:.2f}")
+
+        tail = f" of {fmt(limit)}" if limit else ""
+        print(f"  {label:<8} {sparkline(values, 40, top)}  mean {fmt(s['avg'])}, peak {fmt(s['max'])}{tail}")
+    if not series:
+        print("  no samples in this period (the agent samples running workspaces every usage.interval)")
+    counts: dict[str, int] = {}
+    for e in doc["events"]:
+        counts[e["kind"]] = counts.get(e["kind"], 0) + int(e["details"].get("count") or 1)
+    print("  events: " + (", ".join(f"{k} ×{n}" for k, n in sorted(counts.items())) if counts else "none"))
+    for e in doc["events"][-10:]:
+        print(f"    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['ts']))}  {e['kind']}")
+    return 0
 
 
 def _name(p: argparse.ArgumentParser) -> None:
@@ -256,7 +282,16 @@ def _optimize_args(p: argparse.ArgumentParser) -> None:
 def _report_args(p: argparse.ArgumentParser) -> None:
     _name(p)
     p.add_argument("--format", choices=["text", "json", "html"], default="text",
-                   help="text for a terminal (default), json, or a self-contained html page")
+                   help="text for a terminal with sparklines (default), json, or one self-contained html page "
+                        "with charts")
+    p.add_argument("--since", default="7d", help="the period it covers, e.g. 24h, 7d, 30d (default 7d)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of standard output")
+
+
+def _stats_args(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--since", help="the usage history of this period (e.g. 24h, 7d) instead of the use now")
+    p.add_argument("--points", type=int, default=500, help="at most this many points with --since (default 500)")
 
 
 def register(jupyter: Any, top: Any) -> None:
@@ -269,4 +304,6 @@ def register(jupyter: Any, top: Any) -> None:
     jupyter.command("version", cmd_version, _version_args, help="save, list or restore versions of a notebook")
     jupyter.command("optimize", cmd_optimize, _optimize_args,
                     help="usage vs limits, idle kernels; --apply shuts them down")
-    jupyter.command("report", cmd_report, _report_args, help="a performance report (text, json or html)")
+    jupyter.command("report", cmd_report, _report_args,
+                    help="a usage report: charts against the limits, events, runs, packages, advice")
+    jupyter.command("stats", cmd_stats, _stats_args, help="resource usage now, or its history (--since 24h)")

@@ -405,7 +405,6 @@ def register(jupyter: Any, top: Any) -> None:
     for verb, opcode, helptext in (
         ("info", Opcode.WORKSPACE_INFO, "show a workspace's details"),
         ("restart", Opcode.RESTART_WORKSPACE, "restart a workspace's JupyterLab"),
-        ("stats", Opcode.WORKSPACE_STATS, "resource usage of a running workspace"),
         ("limits", Opcode.WORKSPACE_LIMITS, "resource limits and whether they are enforced"),
     ):
         jupyter.command(verb, _simple(opcode, timeout=None if verb == "restart" else 30), _name, help=helptext)

@@ -4,15 +4,16 @@
 
     retention:
       audit: 400d       # audit events older than this are purged, leaving a signed checkpoint
-      runs: 90d         # finished run records and their outputs   (declared; not enforced yet)
-      logs: 30d         # workspace and run logs                   (declared; not enforced yet)
-      metrics: 90d      # run metrics                              (declared; not enforced yet)
+      runs: 90d         # finished run records and their directories (outputs, logs)
+      logs: 30d         # workspace server logs and run logs
+      metrics: 90d      # run metrics, usage samples and usage events (docs/observe.md)
       at: "03:30"       # when the daily purge runs (the agent's local time)
 
 A category left out (or ``null``) is kept forever. Durations are ``units.parse_duration``
 strings (``30d``, ``12h``, ``2w``, ``1y``). ``ml admin retention --dry-run`` shows what the next
 purge would remove; ``ml admin retention --run`` purges now. The audit purge first verifies the
-chain and refuses to purge a broken one (that would hide the evidence).
+chain and refuses to purge a broken one (that would hide the evidence); runs, logs and metrics are
+purged by :mod:`.purge`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = ["CATEGORIES", "ENFORCED", "RETENTION_SCHEMA", "RetentionSettings"]
 
 #: Every category the section declares, and the ones this agent purges.
 CATEGORIES = ("audit", "runs", "logs", "metrics")
-ENFORCED = frozenset({"audit"})
+ENFORCED = frozenset(CATEGORIES)
 
 _AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 

@@ -18,10 +18,12 @@ import logging
 import math
 import os
 import secrets
-import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..access.ops import access_service
 from ..aio import run_blocking
@@ -35,6 +37,7 @@ from ..settings import AgentConfig, User
 from ..store import open_connection
 from ..store.audit import chain_state, checkpoints, purge_plan, purge_through, query_events, verify_chain
 from ..store.chain import DELETED, EDITED, ChainKey, VerifyResult, names_pattern
+from . import purge
 from .gdpr import active_runs, collect, erase, erased_key_macs
 from .log import AuditLog
 from .retention import CATEGORIES, ENFORCED, RetentionSettings
@@ -54,6 +57,7 @@ class Governance:
         self.log = AuditLog(config.data_dir, [u.name for u in config.users])
         self.retention = RetentionSettings.from_section(config.raw.get("retention"))  # fails early on a bad duration
         self.erased_in_config: list[int] = []  # users[i] of agent.yaml whose account was erased
+        self.verified: tuple[bool, float] | None = None  # the last verification: (intact, when), for /metrics
         self._tasks: list[asyncio.Task[None]] = []
 
     async def record(self, agent: AgentCore, user: str, action: str, workspace: str | None, outcome: str,
@@ -75,7 +79,7 @@ class Governance:
         if ignored:
             log.warning("retention.%s: declared, but this agent does not purge it yet (kept)",
                         ", retention.".join(ignored))
-        if self.retention.keep.get("audit") is not None:
+        if any(self.retention.keep.get(c) is not None for c in ENFORCED):
             self._tasks.append(asyncio.create_task(_daily(agent), name="retention"))
         self._tasks.append(asyncio.create_task(_verify_at_start(agent), name="audit-verify"))
 
@@ -93,6 +97,18 @@ class Governance:
         if stale:
             out["audit"]["erased_accounts_in_config"] = [f"users[{i}]" for i in stale]
         return out
+
+
+    def metrics(self) -> Iterable[Metric]:
+        """The chain's state for ``/metrics`` (a collector: docs/observe.md)."""
+        ok = GaugeMetricFamily("fetchml_audit_chain_verified", "1 when the last verification found the audit "
+                               "chain intact, 0 when broken, -1 before the first (the agent verifies at start)")
+        ok.add_metric([], -1 if self.verified is None else int(self.verified[0]))
+        yield ok
+        at = GaugeMetricFamily("fetchml_audit_chain_last_verification_timestamp_seconds",
+                               "When the audit chain was last verified (0: not yet)")
+        at.add_metric([], 0 if self.verified is None else self.verified[1])
+        yield at
 
 
 def governance(agent: AgentContext) -> Governance:
@@ -140,7 +156,7 @@ async def verify_now(agent: AgentContext, user: str, workspace: str | None = Non
         doc["workspace_events"] = result.workspace_events
         doc["note"] = ("the chain is one for the whole agent: a workspace's trail is intact when the whole "
                        "chain is")
-    bad = result.first_bad
+    governance(agent).verified = (bad := result.first_bad) is None, time.time()
     if bad is not None:
         await agent.audit(user, "audit.verify", workspace, "broken", kind=bad.kind, first_bad=bad.id,
                           message=bad.message, checked=result.checked)
@@ -259,20 +275,6 @@ def _differences(exported: dict[str, Any], ours: dict[str, Any]) -> list[str]:
 # -- retention -------------------------------------------------------------------------------------
 
 
-def _other_plans(conn: sqlite3.Connection, cutoffs: dict[str, float | None]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if cutoffs.get("runs") is not None:
-        n = conn.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?",
-                         (cutoffs["runs"],)).fetchone()[0]
-        out["runs"] = {"would_remove": n, "enforced": False}
-    if cutoffs.get("metrics") is not None:
-        n = conn.execute("SELECT count(*) FROM run_metrics WHERE ts < ?", (cutoffs["metrics"],)).fetchone()[0]
-        out["metrics"] = {"would_remove": n, "enforced": False}
-    if cutoffs.get("logs") is not None:
-        out["logs"] = {"would_remove": None, "enforced": False}
-    return out
-
-
 async def retention_plan(agent: AgentContext, now: float | None = None) -> dict[str, Any]:
     s = governance(agent).retention
     now = time.time() if now is None else now
@@ -280,7 +282,7 @@ async def retention_plan(agent: AgentContext, now: float | None = None) -> dict[
     plan: dict[str, Any] = {"settings": s.to_dict(), "next_run": s.next_run(now), "cutoffs": cutoffs}
     audit_cut = cutoffs["audit"]
     plan["audit"] = (await agent.store.run(purge_plan, audit_cut)) if audit_cut is not None else {"kept": "forever"}
-    plan.update(await agent.store.run(_other_plans, cutoffs))
+    plan.update(await purge.plan(agent, cutoffs))
     for c in CATEGORIES:
         if c not in plan:
             plan[c] = {"kept": "forever"}
@@ -293,17 +295,20 @@ async def run_retention(agent: AgentContext, user: str) -> dict[str, Any]:
     plan = await retention_plan(agent, now)
     audit = plan["audit"]
     done: dict[str, Any] = {"plan": plan, "removed": {}}
-    if not audit.get("through_id"):
-        return done
-    check = await verify_now(agent, user, audit_ok=False)
-    if not check["ok"]:
-        raise InvalidState(f"the audit chain is broken ({check['first_bad']['message']}); purging now would remove "
-                           "the evidence, so nothing was purged", "ml jupyter audit --verify shows the problem")
-    key = await chain_key(agent)
-    removed = await agent.store.run(purge_through, key, audit["through_id"], plan["cutoffs"]["audit"])
-    done["removed"]["audit"] = removed
-    await agent.audit(user, "retention.purge", None, "ok", category="audit", through_id=removed["through_id"],
-                      removed=removed["removed"], by_action=removed["by_action"], cutoff=plan["cutoffs"]["audit"])
+    if audit.get("through_id"):
+        check = await verify_now(agent, user, audit_ok=False)
+        if not check["ok"]:
+            raise InvalidState(f"the audit chain is broken ({check['first_bad']['message']}); purging now would "
+                               "remove the evidence, so nothing was purged", "ml jupyter audit --verify shows the problem")
+        key = await chain_key(agent)
+        removed = await agent.store.run(purge_through, key, audit["through_id"], plan["cutoffs"]["audit"])
+        done["removed"]["audit"] = removed
+        await agent.audit(user, "retention.purge", None, "ok", category="audit", through_id=removed["through_id"],
+                          removed=removed["removed"], by_action=removed["by_action"], cutoff=plan["cutoffs"]["audit"])
+    # Runs, logs and metrics (governance/purge.py): each purge audited with what it removed.
+    for category, removed_other in (await purge.purge(agent, plan["cutoffs"])).items():
+        done["removed"][category] = removed_other
+        await agent.audit(user, "retention.purge", None, "ok", category=category, **removed_other)
     return done
 
 
@@ -318,7 +323,8 @@ async def retention(agent: AgentContext, call: Call, args: dict[str, Any]) -> Re
     if args["run"]:
         doc = await run_retention(agent, call.user.name)
         n = doc["removed"].get("audit", {}).get("removed", 0)
-        return Result(f"purged {n} audit events", "retention", doc)
+        others = "".join(f", {v['removed']} {k}" for k, v in doc["removed"].items() if k != "audit")
+        return Result(f"purged {n} audit events{others}", "retention", doc)
     plan = await retention_plan(agent)
     await agent.audit(call.user.name, "retention.plan", None, "ok", audit_events=plan["audit"].get("events", 0))
     return Result(f"the next purge would remove {plan['audit'].get('events', 0)} audit events", "retention",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -149,6 +150,8 @@ class IndexService:
         # rendered pages, per upstream page object: {id(page): (page, {(media, filenames): body})}
         self._rendered: dict[int, tuple[ProjectPage, dict[tuple[str, tuple[str, ...] | None], bytes]]] = {}
         self._root: tuple[float, list[str]] | None = None
+        # (cache, result) -> lookups: page/file, hit/miss; read by the agent's /metrics (issue 17)
+        self.cache_lookups: collections.Counter[tuple[str, str]] = collections.Counter()
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -195,7 +198,9 @@ class IndexService:
         """The upstream page of ``name`` (cached for ``page_ttl``), ``None`` when it has none."""
         hit = self._pages.get(name)
         if hit and time.monotonic() - hit[0] < self.page_ttl:
+            self.cache_lookups["page", "hit"] += 1
             return hit[1]
+        self.cache_lookups["page", "miss"] += 1
         url = urllib.parse.urljoin(self.upstream, f"{name}/")
         resp = await self._get(url)
         page: ProjectPage | None = None
@@ -317,7 +322,9 @@ class IndexService:
             return FileResponse(local, media_type="application/octet-stream")
         path = self.cache_path(url, filename)
         if path.is_file():
+            self.cache_lookups["file", "hit"] += 1
             return FileResponse(path, media_type="application/octet-stream")
+        self.cache_lookups["file", "miss"] += 1
         request = self.client.build_request("GET", url)
         try:
             upstream = await self.client.send(request, stream=True)

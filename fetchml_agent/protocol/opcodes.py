@@ -103,6 +103,8 @@ class Opcode(enum.IntEnum):
 
     # Images and operations.
     BUILD_IMAGE = 0x60
+    WORKSPACE_HISTORY = 0x61
+    WORKSPACE_REPORT = 0x62
 
     # Administration.
     RETENTION = 0x70
@@ -287,6 +289,14 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
         "`0x05`/`0x06` for a package the policy refuses (before any build), `0x15` on a runtime that cannot build "
         "(local)",
     ),
+    Opcode.WORKSPACE_HISTORY: OpcodeDoc(
+        "usage history (`ml jupyter stats NAME --since 24h`; HTTP `GET /api/v1/jupyter/workspaces/{name}/history`)",
+        "`name`, `since` (a duration: `24h`, `7d`), `points` (at most this many, default 500)",
+        "data `workspace_history` (`series`, `events`, `summary`, `step_s`): docs/observe.md"),
+    Opcode.WORKSPACE_REPORT: OpcodeDoc(
+        "usage report (`ml jupyter report NAME`; HTTP `GET /api/v1/jupyter/workspaces/{name}/report`)",
+        "`name`, `format` (`html`, `text`, `json`), `since` (default `7d`), `width` (text columns)",
+        "data `workspace_report` (`content`: the page or the text; `report`: the document for json)"),
     Opcode.RETENTION: OpcodeDoc(
         "retention, admin (`ml admin retention`; HTTP `GET`/`POST /api/v1/admin/retention`)",
         "`run` (false: the dry run)", "data `retention` (settings, the plan, what was purged): docs/audit.md"),

@@ -37,7 +37,14 @@ never by probing for attributes:
        agent can adopt after a restart: nothing is started twice, nothing forgotten.
    ``stats(state)``, ``exec(spec, state, argv, ...)``
        Resource use now; run a command inside the workspace's environment (package installs, file
-       transfer, git), streaming output, returning the exit code.
+       transfer, git), streaming output, returning the exit code. ``stats`` answers a dict with
+       what the runtime can measure, under these keys (the usage history reads them,
+       :mod:`fetchml_agent.usage.sampler`): ``cpu_percent`` (100 = one core, over a short window)
+       or ``cpu_seconds`` (cumulative); ``memory_bytes`` or ``memory_mb``; ``memory_limit_mb``;
+       ``processes`` or ``pids``; ``gpus`` (``[{utilization_percent, memory_used_mb}]``);
+       ``disk_bytes``; ``oom_kills`` (the workload's cumulative OOM-kill counter) and
+       ``oom_killed`` (its last exit was an OOM kill); ``restarts`` (cumulative restarts of the
+       workload by the backend itself).
    ``reset_environment(spec, state)``, ``describe()``, ``files_root(spec, state)``
        Discard installed packages (``reset --hard``); what ``ml status`` shows; where the
        workspace's files are as ``exec``'d commands see them.

@@ -113,6 +113,23 @@ class Cgroups:
                 continue
         return None
 
+    def oom_kills(self, name: str) -> int | None:
+        """How often the kernel's OOM killer ended a process of the workspace's group (cgroup v2
+        ``memory.events`` ``oom_kill``; v1 ``memory.oom_control``); ``None`` when not counted."""
+        if self.layout is None or self.layout.memory is None:
+            return None
+        group = self.layout.memory / name
+        for fname in ("memory.events", "memory.oom_control"):
+            try:
+                text = (group / fname).read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit():
+                    return int(value)
+        return None
+
     def remove(self, name: str) -> None:
         """Remove the workspace's groups once no process is left in them."""
         if self.layout is None:

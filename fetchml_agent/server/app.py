@@ -35,6 +35,8 @@ from ..errors import (
 from ..protocol import api_key_hash, loads_json_object
 from ..service import ROUTES, Call, Operation, load_operations
 from .guard import PENALTY_SECONDS, PeerGuard
+from .metrics import metrics_route
+from .openapi import OPENAPI_PATH, openapi_endpoint
 from .transport import Connection, handle_frame, max_frame_after_auth
 from .wsproto import FRAME_LIMIT_EXTENSION
 
@@ -92,13 +94,13 @@ def _http_endpoint(agent: Agent, op: Operation, guard: PeerGuard, max_body: int)
                 raise exc from None
             for check in agent.services.hooks.call_checks:  # access: allowlists, admin MFA (docs/access.md)
                 check(user, api_key_hash(key.strip()), op.name)
-            args: dict[str, Any] = dict(request.query_params)
+            args: dict[str, Any] = op.from_query(dict(request.query_params))
             if request.method in ("POST", "PUT", "PATCH"):
                 raw = await _read_body(request, limit)
                 if raw.strip():
                     args.update(loads_json_object(raw, "request body"))
             args.update(request.path_params)
-            result = await op.handler(agent, Call(user, "http"), op.validate(args))
+            result = await op.run(agent, Call(user, "http"), op.validate(args))
         except FetchmlError as exc:
             return _error_response(exc)
         except Exception:
@@ -138,8 +140,13 @@ def _ws_endpoint(agent: Agent, guard: PeerGuard, max_body: int, frame_limit: int
             frame_limit,
             set_frame_limit=websocket.scope.get("extensions", {}).get(FRAME_LIMIT_EXTENSION),
         )
+        metrics = agent.services.metrics
+        accepted = False
         try:
             await websocket.accept()
+            accepted = True
+            metrics.ws_connections.inc()
+            metrics.ws_open.inc()
 
             async def send(data: bytes) -> None:
                 await websocket.send_bytes(data)
@@ -158,6 +165,8 @@ def _ws_endpoint(agent: Agent, guard: PeerGuard, max_body: int, frame_limit: int
             return
         finally:
             guard.close_connection(peer)
+            if accepted:
+                metrics.ws_open.dec()
 
     return ws_endpoint
 
@@ -193,9 +202,12 @@ def build_app(agent: Agent, *, manage_lifecycle: bool = True) -> Starlette:
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", ws_endpoint),
         Route("/api/v1/health", health, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi_endpoint(agent), methods=["GET"]),
+        metrics_route(agent, guard),
     ]
     for method, path, op in ROUTES:
         routes.append(Route(path, _http_endpoint(agent, op, guard, max_body), methods=[method]))
+    routes.extend(agent.services.routes)  # pages of other concerns (the home page: fetchml_agent/web)
     for path, app in agent.services.mounts:
         routes.append(Mount(path, app=app))
 

@@ -142,7 +142,7 @@ async def handle_frame(agent: Agent, conn: Connection, frame: bytes | str, send:
             if streaming:
                 await send(LogPacket(chunk).serialize())
 
-        result = await op.handler(agent, Call(user, "ws", progress, output), args)
+        result = await op.run(agent, Call(user, "ws", progress, output), args)
     except FetchmlError as exc:
         await send(error_frame(exc))
         return True

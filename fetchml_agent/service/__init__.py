@@ -35,6 +35,7 @@ MODULES = [
     "fetchml_agent.service.live",
     "fetchml_agent.access.ops",
     "fetchml_agent.governance.service",
+    "fetchml_agent.usage.ops",
 ]
 
 

@@ -20,12 +20,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from ..core import AgentCore
 from ..errors import Overloaded
 from ..experiments.executor import Executor
 from ..experiments.records import Run
+from ..metrics import Metrics
 from ..runtimes.base import Resources, State
 from ..settings import User
 from ..store.workspaces import Workspace
@@ -34,7 +36,10 @@ from .calls import Call
 from .grants import Grants
 from .packages.service import PackageService
 
-__all__ = ["AgentContext", "AuditTrail", "Capacity", "FeedFollower", "Hooks", "PersonalTokens", "ServerBinder", "Services"]
+__all__ = [
+    "AgentContext", "AuditTrail", "Capacity", "FeedFollower", "Hooks", "PersonalTokens", "ServerBinder", "Services",
+    "UsageHistory",
+]
 
 WorkspaceHook = Callable[["AgentContext", Call, Workspace], Awaitable[None]]
 StartedHook = Callable[["AgentContext", Call, Workspace, State], Awaitable[None]]
@@ -114,6 +119,14 @@ class Capacity(Protocol):
         ...
 
 
+class UsageHistory(Protocol):
+    """What the layers below see of :mod:`fetchml_agent.usage`: each workspace's last sample."""
+
+    def latest(self, workspace_id: str) -> dict[str, Any] | None:
+        """The workspace's last usage sample (``None`` when none was taken since the agent started)."""
+        ...
+
+
 @dataclass
 class Hooks:
     """Where concerns take part in each other's operations, in the order they were added."""
@@ -148,6 +161,9 @@ class Services:
     capacity: Capacity | None = None  # fetchml_agent.service.capacity: quotas, warm pools, culling
     live: FeedFollower | None = None  # fetchml_agent.service.live.LiveService
     mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)  # (path, ASGI app) the server mounts
+    metrics: Metrics = field(default_factory=Metrics)  # Prometheus metrics (fetchml_agent/metrics.py)
+    usage: UsageHistory | None = None  # fetchml_agent.usage.service.Usage
+    routes: list[BaseRoute] = field(default_factory=list)  # pages the server adds to its routes (the home page)
     middleware: list[Middleware] = field(default_factory=list)  # wrapping the server's app, outermost first
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cerberus import Validator
 
-from ..errors import InvalidArgument
+from ..errors import FetchmlError, InvalidArgument
 from ..protocol.opcodes import STREAMING, Opcode
 from .calls import Call, Result
 from .context import AgentContext
@@ -33,6 +35,44 @@ class Operation:
     @property
     def streaming(self) -> bool:
         return self.opcode in STREAMING
+
+    async def run(self, agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
+        """Call the handler, timing it into ``fetchml_request_duration_seconds`` (every transport
+        calls operations through here)."""
+        started = time.perf_counter()
+        outcome = "internal"
+        try:
+            result = await self.handler(agent, call, args)
+            outcome = "ok"
+            return result
+        except FetchmlError as exc:
+            outcome = exc.code.name.lower()
+            raise
+        finally:
+            agent.services.metrics.observe_request(self.name, call.transport, outcome, time.perf_counter() - started)
+
+    def from_query(self, params: dict[str, str]) -> dict[str, Any]:
+        """Query-string values as the schema types them (``?hard=true``, ``?limit=5``): a query
+        carries only strings, and a field without a ``coerce`` of its own would refuse them."""
+        out: dict[str, Any] = dict(params)
+        for key, value in params.items():
+            rule = (self.schema or {}).get(key) or {}
+            declared = rule.get("type")
+            types = declared if isinstance(declared, list) else [declared]
+            if "coerce" in rule or "string" in types:
+                continue
+            if rule.get("nullable") and value in ("", "null"):
+                out[key] = None
+            elif "boolean" in types and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                out[key] = value.lower() in ("true", "1", "yes")
+            elif "integer" in types and re.fullmatch(r"[+-]?\d{1,18}", value):
+                out[key] = int(value)
+            elif "number" in types:
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    pass
+        return out
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         if self.schema is None:

@@ -25,6 +25,7 @@ from ..errors import (
     InvalidArgument,
     InvalidState,
     NotSupported,
+    Overloaded,
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
@@ -154,9 +155,23 @@ def _hold_host_resources(agent: AgentContext, ws: Workspace) -> None:
 async def _start(agent: AgentContext, call: Call, ws: Workspace, *, restart: bool = False) -> None:
     """Start ``ws`` (its record already saved); on failure the record says why. ``restart``: it
     was running a moment ago (restart, reset, scale checked already), so no quota is asked again:
-    lowering a quota never stops a workspace (docs/capacity.md)."""
+    lowering a quota never stops a workspace (docs/capacity.md). Timed into
+    ``fetchml_workspace_start_duration_seconds`` by runtime and outcome (issue 17)."""
     if agent.services.capacity is not None and not restart:  # a start past a quota (docs/capacity.md)
         agent.services.capacity.check_quota(ws, Resources.from_dict(ws.resources), new=False, running=True)
+    timer = time.perf_counter()
+    outcome = "error"
+    try:
+        await _start_workload(agent, call, ws)
+        outcome = "ok"
+    except Overloaded:
+        outcome = "overloaded"
+        raise
+    finally:
+        agent.services.metrics.workspace_start.labels(agent.runtime.name, outcome).observe(time.perf_counter() - timer)
+
+
+async def _start_workload(agent: AgentContext, call: Call, ws: Workspace) -> None:
     if agent.start_slots.locked():
         raise agent.overloaded()
     async with agent.start_slots:
@@ -363,7 +378,12 @@ def _rmdir_if_empty(path: Path) -> None:
 
 @operation(Opcode.CREATE_WORKSPACE, routes=[("POST", "/api/v1/jupyter/workspaces")], schema=_CREATE_SCHEMA)
 async def create_workspace(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
-    ws = await _create(agent, call, args)
+    timer, outcome = time.perf_counter(), "error"  # fetchml_workspace_create_duration_seconds (issue 17)
+    try:
+        ws = await _create(agent, call, args)
+        outcome = "ok"
+    finally:
+        agent.services.metrics.workspace_create.labels(agent.runtime.name, outcome).observe(time.perf_counter() - timer)
     url = browser_url(ws, agent, call.user)
     return Result(f"workspace {ws.name} is running at {url}", "workspace", workspace_view(agent, ws, call.user), 201)
 

@@ -327,3 +327,45 @@ MIGRATIONS.append(
     ALTER TABLE package_installs ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
     """
 )
+
+# Usage history (fetchml_agent/usage, docs/observe.md): each running workspace's samples, as taken
+# (tier 0) and rolled up into 5-minute and hourly averages (tier = the bucket's width in seconds),
+# the rollups' watermarks, and the events that matter (OOM kills, restarts, culls, limit changes).
+# Keyed by workspace id without a foreign key: a deleted workspace's history goes with its delete hook.
+MIGRATIONS.append(
+    """
+    CREATE TABLE usage_samples (
+        workspace_id       TEXT NOT NULL,
+        tier               INTEGER NOT NULL,
+        ts                 REAL NOT NULL,
+        n                  INTEGER NOT NULL DEFAULT 1,
+        cpu_cores          REAL,
+        cpu_limit_cores    REAL,
+        memory_bytes       REAL,
+        memory_peak_bytes  REAL,
+        memory_limit_bytes REAL,
+        gpu_utilization    REAL,
+        gpu_memory_bytes   REAL,
+        disk_bytes         REAL,
+        processes          REAL,
+        kernels            REAL,
+        busy_kernels       REAL,
+        PRIMARY KEY (workspace_id, tier, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_samples_tier_ts ON usage_samples (tier, ts);
+    CREATE TABLE usage_rollups (
+        tier       INTEGER PRIMARY KEY,
+        done_until REAL NOT NULL
+    );
+    CREATE TABLE usage_events (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        workspace_id TEXT NOT NULL,
+        workspace    TEXT NOT NULL,
+        ts           REAL NOT NULL,
+        kind         TEXT NOT NULL,
+        details      TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX usage_events_workspace ON usage_events (workspace_id, ts);
+    CREATE INDEX usage_events_ts ON usage_events (ts);
+    """
+)

@@ -99,3 +99,65 @@ def test_role_asserts_refuse_api_key_sha256_with_the_way_out(tmp_path: Path) -> 
     assert proc.returncode != 0
     assert "api_key_sha256 is refused" in proc.stdout and "api_key_verifier" in proc.stdout
     assert "hash-key" in proc.stdout
+
+
+def test_metrics_scrape_key_and_prometheus_scrape_configuration(tmp_path: Path) -> None:
+    """agent.yaml gets the scrape key's verifier (never the key); the scrape configuration names the
+    agent's address, the /metrics path and the key's file, which holds exactly the key; the
+    dashboard lands in Grafana's provisioning directory."""
+    scrape_key = "vault-scrape-key-0123456789"
+    out, scrape, grafana = tmp_path / "agent.yaml", tmp_path / "scrape", tmp_path / "grafana"
+    scrape.mkdir()
+    grafana.mkdir()
+    (tmp_path / "more.yml").write_text(
+        f"fetchml_agent_metrics_scrape_key: {scrape_key}\nfetchml_agent_prometheus_scrape_dir: {scrape}\n"
+        "fetchml_agent_listen: 10.1.2.3:9101\nfetchml_agent_usage: {interval: 30s}\n"
+        "fetchml_agent_metrics: {workspace_labels: true}\nfetchml_agent_prometheus_group: root\n"
+        f"fetchml_agent_grafana_dashboard_dir: {grafana}\n"
+    )
+    proc = _play(
+        tmp_path,
+        "[{name: alice, role: admin, api_key: alice-key-0123456789}]",
+        f"""\
+        - name: Load the monitoring variables.
+          ansible.builtin.include_vars: {tmp_path / "more.yml"}
+        - name: Render agent.yaml as the role does.
+          ansible.builtin.template:
+            src: {ROLE}/templates/agent.yaml.j2
+            dest: {out}
+            mode: "0600"
+        - name: Install the dashboard, the scrape key and the scrape configuration (the role's tasks).
+          ansible.builtin.include_role:
+            name: {ROLE}
+            tasks_from: monitoring.yml
+        """,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    assert scrape_key not in text
+    raw = yaml.safe_load(text)
+    assert raw["metrics"] == {"workspace_labels": True, "scrape_key_verifier": api_key_verifier(scrape_key)}
+    assert raw["usage"] == {"interval": "30s"}
+    parse_config(raw, path=out)
+    job = yaml.safe_load((scrape / "fetchml-agent-localhost.yml").read_text())["scrape_configs"][0]
+    assert job["metrics_path"] == "/metrics" and job["scheme"] == "http"
+    assert job["static_configs"][0]["targets"] == ["10.1.2.3:9101"]
+    key_file = Path(job["authorization"]["credentials_file"])
+    assert key_file.read_text() == scrape_key and key_file.stat().st_mode & 0o777 == 0o640
+    assert (grafana / "fetchml-agent.json").read_bytes() == (ROLE / "files" / "grafana" / "fetchml-agent.json").read_bytes()
+
+
+def test_prometheus_scrape_dir_without_a_way_in_fails_the_asserts(tmp_path: Path) -> None:
+    (tmp_path / "more.yml").write_text(f"fetchml_agent_prometheus_scrape_dir: {tmp_path}\n")
+    proc = _play(
+        tmp_path,
+        "[]",
+        f"""\
+        - name: Load the monitoring variables.
+          ansible.builtin.include_vars: {tmp_path / "more.yml"}
+        - name: Run the role's asserts.
+          ansible.builtin.include_tasks: {ROLE}/tasks/asserts.yml
+        """,
+    )
+    assert proc.returncode != 0
+    assert "fetchml_agent_metrics_scrape_key" in proc.stdout

@@ -33,7 +33,13 @@ class StatsMixin(DockerBase):
             raise NotFound("the workspace's container is gone")
         if container.status != "running":
             raise InvalidState(f"container {container.name} is not running")
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        cstate = container.attrs.get("State", {})
+        pid = int(cstate.get("Pid") or 0)
+        # The usage history's restarts and OOM kills (issue 17): the engine's restart count, and
+        # the cgroup's OOM-kill counter (or, where it is not readable, the container's OOMKilled).
+        extra: dict[str, Any] = {"restarts": int(container.attrs.get("RestartCount") or 0)}
+        if cstate.get("OOMKilled"):
+            extra["oom_killed"] = True
         first = await run_blocking(_cgroup_sample, pid)
         if first is not None:
             t0 = time.monotonic()
@@ -42,12 +48,16 @@ class StatsMixin(DockerBase):
             if second is not None:
                 elapsed_ns = (time.monotonic() - t0) * 1e9
                 cpu = max(0, second["cpu_ns"] - first["cpu_ns"]) / elapsed_ns * 100.0
-                return {
+                out = {
                     "cpu_percent": round(cpu, 2),
                     "memory_mb": second["memory_mb"],
                     "memory_limit_mb": second["memory_limit_mb"],
                     "pids": second["pids"],
+                    **extra,
                 }
+                if second.get("oom_kills") is not None:
+                    out["oom_kills"] = second["oom_kills"]
+                return out
 
         def sample() -> dict[str, Any]:
             with _docker_errors(f"reading stats of {container.name}"):
@@ -67,6 +77,7 @@ class StatsMixin(DockerBase):
             "memory_mb": round(max(0, mem.get("usage", 0) - cache) / 2**20, 1) if mem else None,
             "memory_limit_mb": round(mem["limit"] / 2**20, 1) if mem.get("limit") else None,
             "pids": (s.get("pids_stats") or {}).get("current"),
+            **extra,
         }
 
 
@@ -102,6 +113,7 @@ def _cgroup_sample(pid: int) -> dict[str, Any] | None:
         if usage is None or cpu is None:
             return None
         cpu_ns = int(cpu)
+        oom = _counter(read(f"{root}/memory{paths['memory']}/memory.oom_control"), "oom_kill")
         mem = max(0, int(usage) - inactive)
         lim = int(limit) if limit else 0
         lim_mb = round(lim / 2**20, 1) if 0 < lim < 2**60 else None
@@ -115,6 +127,7 @@ def _cgroup_sample(pid: int) -> dict[str, Any] | None:
             return None
         usec = next((int(x.split()[1]) for x in cpu_stat.splitlines() if x.startswith("usage_usec ")), 0)
         cpu_ns = usec * 1000
+        oom = _counter(read(f"{base}/memory.events"), "oom_kill")
         mem = int(usage)
         lim_mb = round(int(limit) / 2**20, 1) if limit and limit.strip() != "max" else None
     return {
@@ -122,6 +135,16 @@ def _cgroup_sample(pid: int) -> dict[str, Any] | None:
         "memory_mb": round(mem / 2**20, 1),
         "memory_limit_mb": lim_mb,
         "pids": int(pids) if pids else None,
+        "oom_kills": oom,
     }
+
+
+def _counter(text: str | None, key: str) -> int | None:
+    """``key N`` from a cgroup file of such lines (memory.events, memory.oom_control)."""
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return None
 
 

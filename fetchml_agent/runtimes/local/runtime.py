@@ -310,7 +310,13 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         return []
 
     async def stats(self, state: State) -> dict[str, Any]:
-        return await run_blocking(process_tree_stats, state)
+        out = await run_blocking(process_tree_stats, state)
+        # The usage history's OOM kills (issue 17): the workspace cgroup's counter, where limits apply.
+        if self.cgroups is not None and state.get("cgroup") and out.get("running"):
+            oom = await run_blocking(self.cgroups.oom_kills, state["cgroup"])
+            if oom is not None:
+                out["oom_kills"] = oom
+        return out
 
     async def exec(
         self,

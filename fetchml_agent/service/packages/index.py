@@ -15,6 +15,7 @@ during an install, collected for its answer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -71,6 +72,7 @@ class PackageIndex:
         self._by_key: dict[str, str] = {}
         self._build_keys: set[str] = set()  # live keys of build_index_url()
         self._audited: dict[tuple[str | None, str | None, str, str], float] = {}
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()  # (kind, status class)
         # The index's upstream client logs every request at INFO; the index logs its refusals itself.
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -104,6 +106,11 @@ class PackageIndex:
         service_: IndexService = (await self.app()).state.index
         return service_
 
+    def cache_lookups(self) -> collections.Counter[tuple[str, str]]:
+        """The index's cache hits and misses so far, by (page or file, hit or miss); empty before
+        the index is made (for /metrics)."""
+        return self._app.state.index.cache_lookups if self._app is not None else collections.Counter()
+
     @property
     def upstream(self) -> str | None:
         """The upstream index in use (once the app is made), else the configured one."""
@@ -115,7 +122,15 @@ class PackageIndex:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 return
-            await (await self.app())(scope, receive, send)
+            path = scope.get("path", "")
+            kind = "file" if "/files/" in path else ("root" if path.endswith("/simple/") else "project")
+
+            async def counted(message: Any) -> None:  # fetchml_index_requests_total (issue 17)
+                if message["type"] == "http.response.start":
+                    self.requests[kind, f"{message['status'] // 100}xx"] += 1
+                await send(message)
+
+            await (await self.app())(scope, receive, counted)
 
         return app
 
