@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
-from ..errors import InsufficientResources, InvalidArgument, NotFound
+from ..errors import InsufficientResources, InvalidArgument, InvalidState, NotFound
 from ..experiments import remote
 from ..experiments.config import parse_duration, validate_experiment_id, validate_run_config
 from ..experiments.executor import Executor, run_view
@@ -343,11 +343,13 @@ async def _linked_experiment(agent: AgentContext, ws: Workspace, requested: str 
     links = [link["id"] for link in await agent.store.run(links_of, ws.id)]
     experiment = requested or ws.config.get("experiment")
     if not experiment:
-        raise InvalidArgument(f"workspace {ws.name} is linked to no experiment", f"ml jupyter link {ws.name} EXPERIMENT_ID")
+        # The request is well formed; the workspace is not in a state to sync (exit 4, as a
+        # workspace that is not running): linking it is what changes that.
+        raise InvalidState(f"workspace {ws.name} is linked to no experiment", f"ml jupyter link {ws.name} EXPERIMENT_ID")
     if await agent.store.run(get_experiment, experiment) is None:
         raise NotFound(f"no experiment {experiment!r}", f"link it first: ml jupyter link {ws.name} {experiment}")
     if experiment not in links:
-        raise InvalidArgument(
+        raise InvalidState(
             f"experiment {experiment} is not linked to workspace {ws.name}",
             f"linked: {', '.join(links) or 'none'}; link it with: ml jupyter link {ws.name} {experiment}",
         )

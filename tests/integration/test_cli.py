@@ -102,11 +102,10 @@ def test_exit_code_7_when_nothing_answers(cli_agent: AgentProcess) -> None:
     assert cp.returncode == 7 and "make dev-up" in cp.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="agent side: service/experiments.py raises InvalidArgument (exit 2) for a "
-                                       "workspace linked to no experiment; it is a wrong state (InvalidState, 4)")
 def test_sync_of_an_unlinked_workspace_is_a_wrong_state(cli_agent: AgentProcess) -> None:
     cp = cli_agent.ml("jupyter", "sync", WS, "--to-experiment", check=False)
     assert cp.returncode == 4, cp.stderr
+    assert "linked to no experiment" in cp.stderr and f"ml jupyter link {WS}" in cp.stderr
 
 
 # -- a reader that went away ------------------------------------------------------------------
