@@ -191,11 +191,8 @@ def cmd_delete(ctx: Any) -> int:
 
 def _grant(ctx: Any, opcode: Opcode, kind: str, principal: str, role: str) -> int:
     """Grant ``role`` and say what changed: a new grant, a role changed from what it was, or nothing."""
-    name = ctx.args.name
-    before = next((g["role"] for g in ctx.client.call(Opcode.WORKSPACE_INFO, {"name": name}).data.get("access") or []
-                   if g["type"] == kind and g["principal"] == principal), None)
-    doc = ctx.client.call(opcode, {"name": name, kind: principal, "role": role}).data
-    doc = {**doc, "previous_role": before}
+    doc = ctx.client.call(opcode, {"name": ctx.args.name, kind: principal, "role": role}).data
+    before = doc.get("previous_role")  # the agent answers what the grant replaced (None: new)
     if ctx.json:
         emit_json(doc)
     elif before is None:
