@@ -296,7 +296,8 @@ class RunSpec:
     ``snapshot_volume`` (a host volume name or CSI volume ID, mounted read-only, for container
     backends) or the ``work/`` directory of ``run_dir`` (the run's directory on the agent's host,
     holding ``job.json``, where the local backend runs it). ``timeout`` (seconds) bounds the run;
-    ``retries`` is how often a failed run is tried again. ``gpu_ids`` are the host GPUs the agent
+    ``retries`` is how often a failed run is tried again. ``kernel`` and ``language`` are papermill's
+    (``None``: the notebook's own). ``gpu_ids`` are the host GPUs the agent
     claimed for it (none where the backend places GPUs). ``workspace_spec`` and
     ``workspace_state`` are the workspace's, for a backend that runs the run in the workspace's
     own environment (local); ``warm_runner_idle_s`` is how long that backend keeps a warm runner
@@ -318,6 +319,8 @@ class RunSpec:
     resources: Resources = field(default_factory=Resources)
     env: Mapping[str, str] = field(default_factory=dict)
     kind: str = "notebook"
+    kernel: str | None = None
+    language: str | None = None
     gpu_ids: tuple[int, ...] = ()
     run_dir: str = ""
     workspace_spec: WorkspaceSpec | None = None

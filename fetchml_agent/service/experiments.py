@@ -24,7 +24,7 @@ from ..errors import InsufficientResources, InvalidArgument, InvalidState, NotFo
 from ..experiments import remote
 from ..experiments.config import parse_duration, validate_experiment_id, validate_run_config
 from ..experiments.executor import Executor, run_view
-from ..experiments.files import build_snapshot, resolve_target
+from ..experiments.files import build_snapshot, notebook_kernel, resolve_target
 from ..experiments.metadata import export_document, metadata_document
 from ..experiments.records import (
     Run,
@@ -275,6 +275,9 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
     elif not wanted:
         wanted = config.get("notebook") or await run_blocking(_default_notebook, root)
     target: str = await run_blocking(resolve_target, root, str(wanted), kind, shown)
+    kernel, language, kernel_note = config.get("kernel"), None, None
+    if kind == "notebook":
+        kernel, language, kernel_note = await run_blocking(notebook_kernel, root / target, config.get("kernel"), target)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
     host_gpus = agent.runtime.gpus  # None: the backend (Nomad) places GPUs and decides
@@ -296,7 +299,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         "parameters": parameters,
         "timeout_s": timeout,
         "retries": retries,
-        "kernel": config.get("kernel"),
+        "kernel": kernel,
+        "language": language,
         "work_dir": str(run_dir / "work"),
     }
     await agent.store.run(link_experiment, ws.id, experiment, call.user.name)
@@ -310,6 +314,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         manifest = fetched
         await run_blocking(_adopt_snapshot, root, run_dir, job, manifest)
     warnings = await run_blocking(_unknown_parameters, run_dir / "work" / target, parameters) if kind == "notebook" else []
+    if kernel_note:
+        warnings.insert(0, kernel_note)
     run = Run(
         id=run_id,
         experiment_id=experiment,
@@ -321,7 +327,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         run_dir=str(run_dir),
         queued_at=time.time(),
         parameters=parameters,
-        config={**config, "experiment": experiment, kind: target, "parameters": parameters, "timeout": timeout},
+        config={**config, "experiment": experiment, kind: target, "parameters": parameters, "timeout": timeout,
+                **({"kernel": kernel} if kernel else {}), **({"language": language} if language else {})},
         gpus=gpus,
         timeout_s=timeout,
         retries=retries,
