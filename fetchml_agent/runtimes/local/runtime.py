@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 
 from fetchml_jupyter import SERVER_EXTENSIONS
+from fetchml_jupyter.probe import PROOF_PATH, server_proof
 
 from ... import procs
 from ...aio import run_blocking
@@ -47,6 +50,18 @@ from .runs import LocalRuns
 __all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
+_PORT_TRIES = 5
+_PORT_TAKEN = "is already in use"  # Jupyter Server's words when it cannot bind its port
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What ``path`` gained after ``offset`` (a log this start appended to)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(256 * 1024).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _alive(state: State) -> bool:
@@ -172,37 +187,53 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         env = self._workspace_env(spec, env_dir)  # JUPYTER_TOKEN: the server's own credential
         gpu_indexes = list(spec.gpu_ids)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
-        argv = [
-            str(python), "-m", "jupyterlab",
-            "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-            f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
-            "--ServerApp.jpserver_file_prefix=jpserver",
-        ]
-        if os.geteuid() == 0:
-            argv.append("--allow-root")
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
         await progress("starting")
-        proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
-        limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
-        if self.cgroups is not None:
-            limits = await run_blocking(
-                self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
-            )
-        state: State = {
-            "pid": proc.pid,
-            "start_time": procs.start_time(proc.pid),
-            "port": port,
-            "log": str(log_path),
-            "gpu_indexes": gpu_indexes,
-            "cgroup": spec.id if limits.get("enforced") else None,
-        }
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            await self._wait_ready(proc, url, spec.token, log_path)
-        except BaseException:
-            await self.stop(state, grace=2.0)
-            raise
+        tried: list[int] = []
+        while True:
+            argv = [
+                str(python), "-m", "jupyterlab",
+                "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
+                f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
+            ]
+            if os.geteuid() == 0:
+                argv.append("--allow-root")
+            log_from = log_path.stat().st_size if log_path.exists() else 0
+            proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+            limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
+            if self.cgroups is not None:
+                limits = await run_blocking(
+                    self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
+                )
+            state: State = {
+                "pid": proc.pid,
+                "start_time": procs.start_time(proc.pid),
+                "port": port,
+                "log": str(log_path),
+                "gpu_indexes": gpu_indexes,
+                "cgroup": spec.id if limits.get("enforced") else None,
+            }
+            url = f"http://127.0.0.1:{port}/"
+            try:
+                await self._wait_ready(proc, url, spec.token, log_path)
+                break
+            except BaseException as exc:
+                await self.stop(state, grace=2.0)
+                # Another process took the port between the claim and JupyterLab's bind (agents
+                # on one host, anything else): the next free port, a few times.
+                taken = isinstance(exc, BackendError) and _PORT_TAKEN in _read_from(log_path, log_from)
+                if not taken or len(tried) >= _PORT_TRIES - 1:
+                    if taken:
+                        raise BackendError(
+                            f"JupyterLab could not bind a port: {', '.join(map(str, [*tried, port]))} were taken "
+                            "by other processes as it started",
+                            "free ports from local.port_base up, or set another local.port_base") from None
+                    raise
+                tried.append(port)
+                await progress(f"port {port} was taken meanwhile: trying another")
+                self.ports.release(workspace_holder(spec.id))
+                port = self.ports.claim(workspace_holder(spec.id), avoid=tried)
         await progress("ready")
         return Started(state=state, url=url, limits=limits)
 
@@ -217,8 +248,12 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         return proc
 
     async def _wait_ready(self, proc: Any, url: str, token: str, log_path: Path) -> None:
+        """Return once the server on ``url`` is this workspace's own: it proves it holds ``token``
+        (:mod:`fetchml_jupyter.probe`), or, without the access extension, accepts it. Any other
+        answer (another server on the port) is no answer."""
         deadline = time.monotonic() + self.start_timeout
         headers = {"Authorization": f"token {token}"} if token else {}
+        nonce = secrets.token_hex(16)
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
                 if proc.poll() is not None:
@@ -227,10 +262,15 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
                         tail(log_path),
                     )
                 try:
-                    r = await client.get(url + "api/status", headers=headers)
-                    if r.status_code in (200, 403):
-                        return
-                except httpx.TransportError:
+                    r = await client.get(url + PROOF_PATH, params={"nonce": nonce})
+                    if r.status_code == 200:
+                        if hmac.compare_digest(str(r.json().get("proof", "")), server_proof(token, nonce)):
+                            return
+                    elif r.status_code == 404:  # no access extension: Jupyter checks the token itself
+                        r = await client.get(url + "api/status", headers=headers)
+                        if r.status_code == 200:
+                            return
+                except (httpx.TransportError, ValueError, AttributeError):
                     pass
                 if time.monotonic() > deadline:
                     raise Timeout(
