@@ -36,8 +36,9 @@ def test_the_experiments_map_lists_every_module() -> None:
 
 
 def test_no_tracked_file_cites_a_path_of_the_development_machine() -> None:
-    """Only the repository travels: a docstring or page that cites ``/work/shared/...`` (where the
-    product's reference notes were kept while it was written) sends every other reader nowhere."""
+    """Only the repository travels: a docstring or page that cites the development machine's
+    shared reference directory (where the product's notes were kept while it was written) sends
+    every other reader nowhere."""
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     local = re.compile(r"/work/(shared|main|wt|prompts)\b")
     hits = []
