@@ -129,7 +129,10 @@ def test_restart_keeps_files_and_url(agent: AgentProcess, unique_name: str) -> N
 
 def test_template_and_config_file(agent: AgentProcess, tmp_path: Path, unique_name: str) -> None:
     config = tmp_path / "workspace-config.yaml"
-    config.write_text("resources:\n  cpu: 2\n  memory: 2g\n  disk: 20g\nenvironment:\n  python_version: '3.11'\n")
+    # packages: [] : the seed template's numpy and pandas would come from the network (installs at
+    # create are tested against a local index in tests/integration/packages/test_install_edges.py).
+    config.write_text("resources:\n  cpu: 2\n  memory: 2g\n  disk: 20g\nenvironment:\n  python_version: '3.11'\n"
+                      "packages: []\n")
     ws = agent.ml_json("jupyter", "create", unique_name, "--template", "data-science-template", "--config", str(config))
     try:
         assert ws["resources"]["cpu"] == 2.0 and ws["resources"]["memory"] == "2g" and ws["resources"]["disk"] == "20g"

@@ -44,7 +44,7 @@ from .decisions import audit_decision, refusal
 from .pip_report import MARK
 from .policies import FORCEABLE
 
-__all__ = ["install_package"]
+__all__ = ["check_config_packages", "install_config_packages", "install_package"]
 
 log = logging.getLogger("fetchml.packages")
 
@@ -300,3 +300,41 @@ async def _run_installer(agent: AgentContext, call: Call, ws: Workspace, parsed:
         message = f"nothing new to install in {ws.name}: {specs_text} already satisfied"
     return Result(message, "package_install", {"workspace": ws.name, "installer": tool,
                                                "installed": [r.to_dict() for r in records], "forced": sorted(forced)})
+
+
+async def check_config_packages(agent: AgentContext, call: Call, ws: Workspace) -> None:
+    """A create hook: the ``packages:`` of the workspace's template or config, checked against its
+    policy before it starts; a refused one stops the create (exit 5, or 6 for an approval)."""
+    specs = ws.config.get("packages") or []
+    if not isinstance(specs, list) or not all(isinstance(s, str) and s.strip() for s in specs):
+        raise InvalidArgument("packages: must be a list of package specs (strings)", "e.g. packages: [numpy, 'pandas>=2']")
+    if not specs:
+        return
+    policy = agent.services.packages.policy_for(ws)
+    refused = []
+    for raw in specs:
+        d = decide(raw, policy, approved=agent.services.packages.approvals(ws), workspace=ws.name)
+        if not d.allowed:
+            refused.append(d)
+    if refused:
+        raise refusal(refused, f"the workspace config's packages: cannot be installed into {ws.name}")
+
+
+async def install_config_packages(agent: AgentContext, call: Call, ws: Workspace) -> None:
+    """An after-create hook: install the ``packages:`` of the workspace's template or config as
+    ``ml jupyter install`` would (policy, audit, pip's output streamed). A failure leaves the
+    workspace running and says how to retry."""
+    specs = [s.strip() for s in ws.config.get("packages") or []]
+    if not specs:
+        return
+    await call.progress(f"installing the workspace config's packages: {' '.join(specs)}")
+    args = {"name": ws.name, "packages": specs, "force": False, "spec": None, "package": None, "version": None,
+            "conda": False, "channels": []}
+    try:
+        result = await install_package(agent, call, args)
+    except FetchmlError as exc:
+        await call.progress(f"warning: {ws.name} is running, but its packages were not installed: {exc.message}; "
+                            f"retry with: ml jupyter install {ws.name} {' '.join(shlex.quote(s) for s in specs)}")
+        return
+    await call.progress(result.message)
+

@@ -36,7 +36,11 @@ def hooked(upstream: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> 
     http = ThreadingHTTPServer(("127.0.0.1", 0), _Slack)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     hooks = [{"events": ["*"], "actions": ["slack_notification"], "url": f"http://127.0.0.1:{http.server_address[1]}/"}]
-    agent = agent_for(tmp_path_factory.mktemp("edges-agent"), f"{upstream.url}/simple/", webhooks=hooks)
+    templates = tmp_path_factory.mktemp("edges-templates")
+    (templates / "with-packages.yaml").write_text("resources: {cpu: 1}\npackages: [beta]\n")
+    (templates / "with-blocked.yaml").write_text("packages: [beta, netlib]\n")
+    agent = agent_for(tmp_path_factory.mktemp("edges-agent"), f"{upstream.url}/simple/", webhooks=hooks,
+                      templates_dir=str(templates))
     try:
         with agent.running():
             name = f"edges-{random.randint(1000, 9999)}"
@@ -94,3 +98,18 @@ def test_conda_where_the_runtime_has_none_exits_per_the_table(hooked: tuple[Agen
     cp = agent.ml("jupyter", "install", ws, "alpha", "--conda", user="bob", check=False)
     assert cp.returncode == 2, (cp.returncode, cp.stderr)  # NotSupported: exit 2 in errors.py's table
     assert "conda is not available" in cp.stderr and "Traceback" not in cp.stderr
+
+
+def test_a_templates_packages_are_installed_at_create_and_policy_checked(hooked: tuple[AgentProcess, str]) -> None:
+    agent, _ = hooked
+    name = f"tpl-{random.randint(1000, 9999)}"
+    cp = agent.ml("jupyter", "create", name, "--template", "with-packages", user="bob")
+    try:
+        assert "installing the workspace config's packages: beta" in cp.stderr, cp.stderr
+        rows = {p["name"]: p for p in agent.ml_json("jupyter", "packages", name)["packages"]}
+        assert rows["beta"]["installed_by"] == "bob" and rows["beta"]["spec"] == "beta" and "alpha" in rows
+    finally:
+        agent.ml("jupyter", "delete", name, "--yes", check=False)
+    blocked = agent.ml("jupyter", "create", name + "-b", "--template", "with-blocked", user="bob", check=False)
+    assert blocked.returncode == 5 and "packages:" in blocked.stderr and "netlib is blocked" in blocked.stderr
+    assert name + "-b" not in agent.ml("jupyter", "list").stdout  # refused before anything started
