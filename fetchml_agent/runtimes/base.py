@@ -69,6 +69,7 @@ from ..allocators import GpuAllocator, PortAllocator
 from ..errors import NotSupported
 
 __all__ = [
+    "ENVIRONMENT_VERSIONS",
     "Capabilities",
     "ExecResult",
     "ImageBuilder",
@@ -169,6 +170,10 @@ class ExecResult:
     output: bytes = b""
 
 
+#: ``environment:`` settings of a workspace config that name versions (see :meth:`Runtime.check_environment`).
+ENVIRONMENT_VERSIONS = ("python_version", "jupyter_version")
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a runtime declares about itself; the service layer reads these, never the name."""
@@ -258,6 +263,17 @@ class Runtime(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """For ``ml status``: the runtime's name and anything an operator should see."""
         return {"name": self.name}
+
+    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> list[str]:
+        """Whether a new workspace's ``image`` and ``environment:`` settings (``python_version``,
+        ``jupyter_version``) can be honoured here: raises :class:`~fetchml_agent.errors.NotSupported`
+        for what cannot, returns warnings for what is not checked. Default (image runtimes): the
+        image decides the versions, which the agent does not look into."""
+        wanted = [f"{k} {settings[k]}" for k in ENVIRONMENT_VERSIONS if settings.get(k) is not None]
+        if not wanted:
+            return []
+        return [f"{', '.join(wanted)}: not checked on the {self.name} runtime, where the image decides "
+                f"({image or 'the default image'}); choose an image with {'them' if len(wanted) > 1 else 'it'} (--image)"]
 
 
 # -- optional features ----------------------------------------------------------------------------

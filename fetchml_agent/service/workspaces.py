@@ -242,6 +242,9 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     env_doc = doc.get("environment") or {}
     env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
     settings = {k: v for k, v in env_doc.items() if k not in env}
+    image = args.get("image") or doc.get("image")
+    for warning in agent.runtime.check_environment(image, settings):  # raises for what cannot be had
+        await call.progress(f"warning: {warning}")
     if args.get("workspace"):
         path = Path(args["workspace"]).expanduser()
         if not path.is_absolute():
@@ -267,7 +270,7 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
         managed_path=managed,
         password_hash=await run_blocking(hash_password, args["password"]) if args.get("password") else None,
         resources=resources.to_dict(),
-        image=args.get("image") or doc.get("image"),
+        image=image,
         config={
             "env": env,
             "settings": settings,

@@ -227,3 +227,19 @@ def test_stop_leaves_no_kernel_behind(agent: AgentProcess, unique_name: str) -> 
         assert not [p for p, t in started.items() if procs.alive(p, t)]
     finally:
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_settings_the_local_runtime_cannot_honour_are_refused(agent: AgentProcess, tmp_path: Path, unique_name: str) -> None:
+    """--image, and a Python or JupyterLab version other than the agent's, are refused at create
+    with what this runtime runs instead, never silently ignored; nothing is left behind."""
+    import platform
+
+    cp = agent.ml("jupyter", "create", unique_name, "--image", "quay.io/jupyter/base-notebook:latest", check=False)
+    assert cp.returncode == 2 and "the local runtime runs no images" in cp.stderr, cp.stderr
+    for key, value, phrase in (("python_version", "2.7", f"the agent's Python {platform.python_version()}"),
+                               ("jupyter_version", "1.0", "the agent's JupyterLab")):
+        config = tmp_path / f"{key}.yaml"
+        config.write_text(f"environment:\n  {key}: '{value}'\n")
+        cp = agent.ml("jupyter", "create", unique_name, "--config", str(config), check=False)
+        assert cp.returncode == 2 and f"environment.{key} {value}" in cp.stderr and phrase in cp.stderr, cp.stderr
+    assert unique_name not in agent.ml("jupyter", "list").stdout

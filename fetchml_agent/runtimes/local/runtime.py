@@ -7,12 +7,14 @@ import asyncio
 import hmac
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
 import sys
 import sysconfig
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from fetchml_jupyter.probe import PROOF_PATH, server_proof
 from ... import procs
 from ...aio import run_blocking
 from ...allocators import GpuAllocator, PortAllocator, workspace_holder
-from ...errors import BackendError, Timeout
+from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
 from ...policy.scan import installed_from_path
 from ..base import (
@@ -63,6 +65,15 @@ def _read_from(path: Path, offset: int) -> str:
             return fh.read(256 * 1024).decode(errors="replace")
     except OSError:
         return ""
+
+
+def _version_of(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "none"
 
 
 def _alive(state: State) -> bool:
@@ -154,6 +165,25 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         )
         env.update(spec.env)
         return env
+
+    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> list[str]:
+        """A local workspace is a venv of the agent's own Python with the agent's JupyterLab: an
+        image, or another Python or JupyterLab version, cannot be had here (NotSupported)."""
+        if image:
+            raise NotSupported(f"the local runtime runs no images ({image}): a workspace is a venv of the agent's Python",
+                               "leave --image (and image:) out here, or use the docker or Nomad runtime")
+        have = {"python_version": platform.python_version(), "jupyter_version": _version_of("jupyterlab")}
+        for key, what in (("python_version", "Python"), ("jupyter_version", "JupyterLab")):
+            want = settings.get(key)
+            if want is None:
+                continue
+            want = str(want).strip()
+            if not (have[key] == want or have[key].startswith(want + ".")):
+                raise NotSupported(
+                    f"environment.{key} {want}: the local runtime's workspaces run the agent's {what} {have[key]}",
+                    f"ask for {key} {'.'.join(have[key].split('.')[:2])} (or leave it out), or use the docker "
+                    f"runtime with an image of {what} {want}")
+        return []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
