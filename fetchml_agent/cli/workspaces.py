@@ -33,11 +33,7 @@ def _load_yaml_file(path: str, what: str) -> dict[str, Any]:
 
 def _print_workspace(doc: dict[str, Any]) -> None:
     r = doc.get("resources") or {}
-    limits = doc.get("limits") or {}
-    if limits.get("enforced"):
-        enforced = f"yes ({limits.get('mechanism', '')})"
-    else:
-        enforced = f"no — {limits.get('reason', 'not enforced')}"
+    per = (doc.get("limits") or {}).get("per_resource") or {}
     print_kv(
         [
             ("name", doc["name"]),
@@ -48,11 +44,8 @@ def _print_workspace(doc: dict[str, Any]) -> None:
             ("path", doc.get("path")),
             ("runtime", doc.get("runtime")),
             ("image", doc.get("image")),
-            ("cpu", r.get("cpu")),
-            ("memory", r.get("memory")),
-            ("gpu", r.get("gpu")),
-            ("disk", r.get("disk")),
-            ("limits enforced", enforced),
+            *[(key, f"{r.get(key)} — {per[key]}" if r.get(key) and key in per else r.get(key))
+              for key in ("cpu", "memory", "gpu", "disk")],
             ("password", "yes (the owner's browser login)" if doc.get("password_protected") else "no"),
             ("experiment", doc.get("experiment")),
             ("created", human_age(doc.get("created_at"))),
@@ -145,6 +138,9 @@ def _simple(opcode: Opcode, *, timeout: float | None = 30) -> Any:
             emit_json(reply.data if reply.data is not None else {"ok": True, "message": reply.message})
         elif opcode in (Opcode.WORKSPACE_INFO, Opcode.RESTART_WORKSPACE):
             _print_workspace(reply.data)
+        elif opcode == Opcode.WORKSPACE_LIMITS:
+            res, per = reply.data["resources"], reply.data["limits"].get("per_resource") or {}
+            print_table(["resource", "asked", "enforced"], [[k, res.get(k) or "-", per.get(k, "")] for k in per])
         elif reply.data is not None:
             _print_doc(reply.data)
         else:

@@ -60,6 +60,7 @@ through :func:`fetchml_agent.aio.run_blocking`.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,11 @@ class Runtime(abc.ABC):
     def files_root(self, spec: WorkspaceSpec, state: State | None) -> str:
         """The workspace's directory as commands run by :meth:`exec` see it (default: its path)."""
         return str(spec.path)
+
+    def host_cpus(self) -> int | None:
+        """CPUs of the host workspaces run on, when that is this host (local, docker); ``None``
+        where the backend places them on nodes of its own (Nomad)."""
+        return os.cpu_count()
 
     def gpu_capacity(self) -> int | None:
         """GPUs on this host that the agent assigns itself (0 when none); ``None`` when the

@@ -19,7 +19,7 @@ from .access import EDIT, USE, VIEW, require
 from .calls import Call, Result
 from .context import AgentContext
 from .registry import operation
-from .views import browser_url, workspace_view
+from .views import browser_url, cpu_beyond_host, workspace_view
 from .workspaces import _resources, _start, _stop
 
 if TYPE_CHECKING:
@@ -53,6 +53,9 @@ async def scale_workspace(agent: AgentContext, call: Call, args: dict[str, Any])
     current = Resources.from_dict(ws.resources)
     base = {"cpu": current.cpu, "memory": current.memory_mb, "gpu": current.gpu, "disk": current.disk_mb}
     new = _resources(asked, base)
+    beyond = cpu_beyond_host(agent, new.cpu)
+    if beyond:
+        await call.progress(f"warning: {beyond}")
     async with agent.lock(ws.name):
         old = dict(ws.resources)
         was_running = ws.status == "running"

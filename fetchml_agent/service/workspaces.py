@@ -34,7 +34,7 @@ from .access import OWN, USE, VIEW, require, require_password_change, visible
 from .calls import Call, Result
 from .context import AgentContext
 from .registry import operation
-from .views import browser_url, resources_view, service_view, workspace_view
+from .views import browser_url, cpu_beyond_host, limits_view, resources_view, service_view, workspace_view
 
 __all__ = ["adopt_all", "hash_password", "reconcile_once", "validate_name"]
 
@@ -239,6 +239,9 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
         raise InsufficientResources(f"this agent already holds {agent.max_workspaces} workspaces (limits.max_workspaces)")
     doc = _merge_config(agent, args)
     resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "disk")}, doc.get("resources"))
+    beyond = cpu_beyond_host(agent, resources.cpu)
+    if beyond:
+        await call.progress(f"warning: {beyond}")
     env_doc = doc.get("environment") or {}
     env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
     settings = {k: v for k, v in env_doc.items() if k not in env}
@@ -470,9 +473,8 @@ async def workspace_stats(agent: AgentContext, call: Call, args: dict[str, Any])
 async def workspace_limits(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing limits of")
-    limits = dict(ws.limits or {})
-    limits.setdefault("enforced", False)
-    return Result(ws.name, "workspace_limits", {"name": ws.name, "resources": resources_view(ws.resources), "limits": limits})
+    return Result(ws.name, "workspace_limits", {"name": ws.name, "resources": resources_view(ws.resources),
+                                                 "limits": limits_view(agent, ws)})
 
 
 @operation(Opcode.AGENT_STATUS, routes=[("GET", "/api/v1/status")])

@@ -243,3 +243,28 @@ def test_settings_the_local_runtime_cannot_honour_are_refused(agent: AgentProces
         cp = agent.ml("jupyter", "create", unique_name, "--config", str(config), check=False)
         assert cp.returncode == 2 and f"environment.{key} {value}" in cp.stderr and phrase in cp.stderr, cp.stderr
     assert unique_name not in agent.ml("jupyter", "list").stdout
+
+
+def test_limits_say_per_resource_what_is_enforced(agent: AgentProcess, unique_name: str) -> None:
+    """``limits`` and ``info`` say for cpu, memory, gpu and disk whether each is enforced (the
+    local runtime has no disk quota: it says so); CPUs beyond the host's are warned about at
+    create and at scale, and said in ``limits``."""
+    import os
+
+    host = os.cpu_count() or 1
+    cp = agent.ml("jupyter", "create", unique_name, "--cpu", str(host + 6), "--disk", "1g")
+    try:
+        assert f"warning: {host + 6:g} CPUs asked, but this host has {host}" in cp.stderr, cp.stderr
+        per = agent.ml_json("jupyter", "limits", unique_name)["limits"]["per_resource"]
+        assert set(per) == {"cpu", "memory", "gpu", "disk"}
+        assert per["disk"].startswith("not enforced: a local workspace is a directory") and per["gpu"] == "none asked for"
+        assert per["memory"] == "no limit asked for" and f"this host has {host}" in per["cpu"]
+        assert per["cpu"].startswith(("enforced (cgroup", "not enforced: "))
+        table = agent.ml("jupyter", "limits", unique_name).stdout
+        assert "disk" in table and "not enforced" in table and "enforced: True" not in table
+        info = agent.ml("jupyter", "info", unique_name).stdout
+        assert "not enforced: a local workspace is a directory" in info and "limits enforced" not in info
+        scaled = agent.ml("jupyter", "scale", unique_name, "--cpu", str(host + 1))
+        assert f"warning: {host + 1:g} CPUs asked, but this host has {host}" in scaled.stderr
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)

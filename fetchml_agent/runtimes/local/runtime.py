@@ -52,6 +52,7 @@ from .runs import LocalRuns
 __all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
+_LOCAL_LIMITS = {"disk": "not enforced: a local workspace is a directory on the host's filesystem, without a quota"}
 _CPU_WINDOW = 0.25  # seconds over which stats() measures cpu_percent (docker's window)
 _PORT_TRIES = 5
 _PORT_TAKEN = "is already in use"  # Jupyter Server's words when it cannot bind its port
@@ -237,6 +238,10 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
                 limits = await run_blocking(
                     self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
                 )
+            limits = {**limits, **_LOCAL_LIMITS}
+            if gpu_indexes:
+                limits["gpu"] = (f"GPUs {','.join(map(str, gpu_indexes))} assigned (CUDA_VISIBLE_DEVICES): visible "
+                                 "to the workspace alone among workspaces, not isolated from other host processes")
             state: State = {
                 "pid": proc.pid,
                 "start_time": procs.start_time(proc.pid),
