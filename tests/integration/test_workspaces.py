@@ -249,22 +249,49 @@ def test_limits_say_per_resource_what_is_enforced(agent: AgentProcess, unique_na
     """``limits`` and ``info`` say for cpu, memory, gpu and disk whether each is enforced (the
     local runtime has no disk quota: it says so); CPUs beyond the host's are warned about at
     create and at scale, and said in ``limits``."""
-    import os
-
     host = os.cpu_count() or 1
-    cp = agent.ml("jupyter", "create", unique_name, "--cpu", str(host + 6), "--disk", "1g")
+    cp = agent.ml("jupyter", "create", unique_name, "--cpu", str(host + 6))
     try:
         assert f"warning: {host + 6:g} CPUs asked, but this host has {host}" in cp.stderr, cp.stderr
         per = agent.ml_json("jupyter", "limits", unique_name)["limits"]["per_resource"]
         assert set(per) == {"cpu", "memory", "gpu", "disk"}
-        assert per["disk"].startswith("not enforced: a local workspace is a directory") and per["gpu"] == "none asked for"
+        assert per["disk"] == "no limit asked for" and per["gpu"] == "none asked for"
         assert per["memory"] == "no limit asked for" and f"this host has {host}" in per["cpu"]
         assert per["cpu"].startswith(("enforced (cgroup", "not enforced: "))
         table = agent.ml("jupyter", "limits", unique_name).stdout
-        assert "disk" in table and "not enforced" in table and "enforced: True" not in table
+        assert "disk" in table and "no limit asked for" in table and "enforced: True" not in table
         info = agent.ml("jupyter", "info", unique_name).stdout
-        assert "not enforced: a local workspace is a directory" in info and "limits enforced" not in info
+        assert f"this host has {host}" in info and "limits enforced" not in info
         scaled = agent.ml("jupyter", "scale", unique_name, "--cpu", str(host + 1))
         assert f"warning: {host + 1:g} CPUs asked, but this host has {host}" in scaled.stderr
     finally:
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_disk_size_is_enforced_where_the_host_can(agent: AgentProcess, unique_name: str) -> None:
+    """--disk on the local runtime: as root, the workspace's directory is a filesystem of that
+    size (writing past it fails), removed with the workspace; elsewhere limits say why not."""
+    import errno
+
+    ws = agent.ml_json("jupyter", "create", unique_name, "--disk", "64m")
+    path = Path(ws["path"])
+    image = agent.data_dir / "disks" / f"{ws['id']}.img"
+    try:
+        per = agent.ml_json("jupyter", "limits", unique_name)["limits"]["per_resource"]
+        if os.geteuid() != 0:
+            assert per["disk"].startswith("not enforced: a size limit needs the agent to run as root"), per
+            return
+        assert per["disk"] == "enforced: 64 MiB, a loop-mounted ext4 filesystem", per
+        assert os.path.ismount(path) and image.is_file() and not (path / "lost+found").exists()
+        with pytest.raises(OSError) as info:
+            with open(path / "big.bin", "wb") as fh:
+                for _ in range(80):
+                    fh.write(b"\0" * 2**20)
+                fh.flush()
+                os.fsync(fh.fileno())
+        assert info.value.errno == errno.ENOSPC
+        (path / "big.bin").unlink()
+        assert "loop-mounted ext4" in agent.ml("jupyter", "limits", unique_name).stdout
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+    assert not os.path.ismount(path) and not image.exists() and not path.exists()

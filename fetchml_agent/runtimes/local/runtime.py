@@ -46,13 +46,13 @@ from ..base import (
     WorkspaceSpec,
 )
 from ..cgroups import Cgroups
+from . import disk
 from .env import create_workspace_env, process_tree_stats, tail
 from .runs import LocalRuns
 
 __all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
-_LOCAL_LIMITS = {"disk": "not enforced: a local workspace is a directory on the host's filesystem, without a quota"}
 _CPU_WINDOW = 0.25  # seconds over which stats() measures cpu_percent (docker's window)
 _PORT_TRIES = 5
 _PORT_TAKEN = "is already in use"  # Jupyter Server's words when it cannot bind its port
@@ -197,6 +197,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         python = await run_blocking(create_workspace_env, env_dir)
         await run_blocking(self._install_index_config, spec, env_dir)
         spec.path.mkdir(parents=True, exist_ok=True)
+        disk_limit = await run_blocking(self._disk, spec)
         run_dir = self.data_dir / "run" / spec.id
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)
@@ -238,7 +239,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
                 limits = await run_blocking(
                     self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
                 )
-            limits = {**limits, **_LOCAL_LIMITS}
+            limits = {**limits, "disk": disk_limit}
             if gpu_indexes:
                 limits["gpu"] = (f"GPUs {','.join(map(str, gpu_indexes))} assigned (CUDA_VISIBLE_DEVICES): visible "
                                  "to the workspace alone among workspaces, not isolated from other host processes")
@@ -369,7 +370,16 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         if child is not None and child.poll() is not None:
             self._children.pop(int(pid), None)
 
+    def _disk(self, spec: WorkspaceSpec) -> str | None:
+        """What ``limits`` says for disk; a size asked for is enforced where it can be (:mod:`.disk`)."""
+        if not spec.resources.disk_mb:
+            return None
+        if spec.path.resolve().parent != (self.data_dir / "workspaces").resolve():
+            return "not enforced: the workspace's directory is the user's own (--workspace), not the agent's to mount over"
+        return disk.attach(self.data_dir / "disks" / f"{spec.id}.img", spec.path, spec.resources.disk_mb)
+
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
+        await run_blocking(disk.detach, self.data_dir / "disks" / f"{spec.id}.img", spec.path)
         await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
         await run_blocking(shutil.rmtree, self.data_dir / "run" / spec.id, True)
         log = self.data_dir / "logs" / f"{spec.id}.log"
