@@ -71,6 +71,7 @@ from ..errors import NotSupported
 
 __all__ = [
     "ENVIRONMENT_VERSIONS",
+    "VERSION_PROBE",
     "Capabilities",
     "ExecResult",
     "ImageBuilder",
@@ -90,6 +91,7 @@ __all__ = [
     "State",
     "Status",
     "WorkspaceSpec",
+    "version_mismatch",
     "capability",
     "find_capability",
     "workspace_dir",
@@ -171,8 +173,25 @@ class ExecResult:
     output: bytes = b""
 
 
-#: ``environment:`` settings of a workspace config that name versions (see :meth:`Runtime.check_environment`).
-ENVIRONMENT_VERSIONS = ("python_version", "jupyter_version")
+#: ``environment:`` settings of a workspace config that name versions, and what they name (see
+#: :meth:`Runtime.check_environment`).
+ENVIRONMENT_VERSIONS = {"python_version": "Python", "jupyter_version": "JupyterLab"}
+#: What prints those versions inside a workspace, as one JSON line.
+VERSION_PROBE = ["python3", "-c", "import json, platform; from importlib.metadata import version; "
+                 "print(json.dumps({'python_version': platform.python_version(), 'jupyter_version': version('jupyterlab')}))"]
+
+
+def version_mismatch(settings: Mapping[str, Any], have: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """The first ``environment:`` version setting that ``have`` does not satisfy, as
+    ``(key, wanted, had)``; ``3.11`` is satisfied by ``3.11.7``."""
+    for key in ENVIRONMENT_VERSIONS:
+        want = settings.get(key)
+        if want is None:
+            continue
+        want, got = str(want).strip(), str(have.get(key) or "none")
+        if not (got == want or got.startswith(want + ".")):
+            return key, want, got
+    return None
 
 
 @dataclass(frozen=True)
@@ -270,16 +289,13 @@ class Runtime(abc.ABC):
         """For ``ml status``: the runtime's name and anything an operator should see."""
         return {"name": self.name}
 
-    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> list[str]:
-        """Whether a new workspace's ``image`` and ``environment:`` settings (``python_version``,
-        ``jupyter_version``) can be honoured here: raises :class:`~fetchml_agent.errors.NotSupported`
-        for what cannot, returns warnings for what is not checked. Default (image runtimes): the
-        image decides the versions, which the agent does not look into."""
-        wanted = [f"{k} {settings[k]}" for k in ENVIRONMENT_VERSIONS if settings.get(k) is not None]
-        if not wanted:
-            return []
-        return [f"{', '.join(wanted)}: not checked on the {self.name} runtime, where the image decides "
-                f"({image or 'the default image'}); choose an image with {'them' if len(wanted) > 1 else 'it'} (--image)"]
+    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> bool:
+        """Whether a new workspace's ``image`` and ``environment:`` version settings
+        (:data:`ENVIRONMENT_VERSIONS`) can be honoured here: raises
+        :class:`~fetchml_agent.errors.NotSupported` for what cannot; returns True when the versions
+        are the image's, to be read inside the started workspace (:data:`VERSION_PROBE`). Default:
+        image runtimes."""
+        return any(settings.get(k) is not None for k in ENVIRONMENT_VERSIONS)
 
 
 # -- optional features ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ twice.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -24,10 +25,11 @@ from ..errors import (
     InsufficientResources,
     InvalidArgument,
     InvalidState,
+    NotSupported,
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
-from ..runtimes.base import Resources
+from ..runtimes.base import ENVIRONMENT_VERSIONS, VERSION_PROBE, Resources, version_mismatch
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
 from ..units import parse_cpu, parse_size_mb
 from .access import OWN, USE, VIEW, require, require_password_change, visible
@@ -246,8 +248,7 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
     settings = {k: v for k, v in env_doc.items() if k not in env}
     image = args.get("image") or doc.get("image")
-    for warning in agent.runtime.check_environment(image, settings):  # raises for what cannot be had
-        await call.progress(f"warning: {warning}")
+    versions_inside = agent.runtime.check_environment(image, settings)  # raises for what cannot be had
     if args.get("workspace"):
         path = Path(args["workspace"]).expanduser()
         if not path.is_absolute():
@@ -291,6 +292,8 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     agent.invalidate()
     try:
         await _start(agent, call, ws)
+        if versions_inside:
+            await _check_versions_inside(agent, call, ws, settings)
     except BaseException as exc:
         # A create that did not start leaves nothing behind: no record, no env, no empty dir.
         await _discard(agent, ws)
@@ -300,6 +303,23 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     for hook in agent.services.hooks.after_create:
         await hook(agent, call, ws)
     return ws
+
+
+async def _check_versions_inside(agent: AgentContext, call: Call, ws: Workspace, settings: dict[str, Any]) -> None:
+    """The image decides Python's and JupyterLab's versions: read them in the started workspace;
+    one that is not what ``environment:`` asks for refuses the create (NotSupported)."""
+    await call.progress("checking the image's Python and JupyterLab versions")
+    result = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, VERSION_PROBE, timeout=60)
+    try:
+        have = json.loads(result.output.decode(errors="replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        have = {}
+    wrong = version_mismatch(settings, have if isinstance(have, dict) else {})
+    if wrong is not None:
+        key, want, got = wrong
+        raise NotSupported(f"environment.{key} {want}: the image {ws.image or 'of this runtime'} has "
+                           f"{ENVIRONMENT_VERSIONS[key]} {got}",
+                           f"choose an image with {ENVIRONMENT_VERSIONS[key]} {want} (--image), or leave {key} out")
 
 
 async def _discard(agent: AgentContext, ws: Workspace) -> None:

@@ -30,6 +30,7 @@ from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
 from ...policy.scan import installed_from_path
 from ..base import (
+    ENVIRONMENT_VERSIONS,
     Capabilities,
     ExecResult,
     Inventory,
@@ -44,6 +45,7 @@ from ..base import (
     State,
     Status,
     WorkspaceSpec,
+    version_mismatch,
 )
 from ..cgroups import Cgroups
 from . import disk
@@ -167,24 +169,22 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         env.update(spec.env)
         return env
 
-    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> list[str]:
+    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> bool:
         """A local workspace is a venv of the agent's own Python with the agent's JupyterLab: an
         image, or another Python or JupyterLab version, cannot be had here (NotSupported)."""
         if image:
             raise NotSupported(f"the local runtime runs no images ({image}): a workspace is a venv of the agent's Python",
                                "leave --image (and image:) out here, or use the docker or Nomad runtime")
         have = {"python_version": platform.python_version(), "jupyter_version": _version_of("jupyterlab")}
-        for key, what in (("python_version", "Python"), ("jupyter_version", "JupyterLab")):
-            want = settings.get(key)
-            if want is None:
-                continue
-            want = str(want).strip()
-            if not (have[key] == want or have[key].startswith(want + ".")):
-                raise NotSupported(
-                    f"environment.{key} {want}: the local runtime's workspaces run the agent's {what} {have[key]}",
-                    f"ask for {key} {'.'.join(have[key].split('.')[:2])} (or leave it out), or use the docker "
-                    f"runtime with an image of {what} {want}")
-        return []
+        wrong = version_mismatch(settings, have)
+        if wrong is not None:
+            key, want, got = wrong
+            what = ENVIRONMENT_VERSIONS[key]
+            raise NotSupported(
+                f"environment.{key} {want}: the local runtime's workspaces run the agent's {what} {got}",
+                f"ask for {key} {'.'.join(got.split('.')[:2])} (or leave it out), or use the docker "
+                f"runtime with an image of {what} {want}")
+        return False
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -72,6 +72,10 @@ def test_create_adopt_after_kill9_delete(docker_agent: AgentProcess, docker_clie
     (container,) = ours(docker_client)
     assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
     assert container.attrs["HostConfig"]["Memory"] == 512 * 2**20
+    per = a.ml_json("jupyter", "limits", "dock1")["limits"]["per_resource"]  # per resource, not one "True"
+    assert per["cpu"].startswith("enforced (docker cgroup limits") and per["memory"].startswith("enforced (docker")
+    assert per["disk"] == "no limit asked for" and per["gpu"] == "none asked for"
+    assert "yes ()" not in a.ml("jupyter", "info", "dock1").stdout
 
     a.kill9()
     a.start()
