@@ -79,3 +79,42 @@ def test_a_port_taken_after_the_claim_moves_the_workspace_to_the_next_free_one(
     assert answer == (server_proof(spec.token, "n1") if access else "404")
     log = (tmp_path / "data" / "logs" / "w1.log").read_text()
     assert "is already in use" in log and "jpserver_file_prefix" not in log
+
+
+def test_two_agents_on_one_host_never_share_a_port(tmp_path: Path) -> None:
+    """Two agents with the same local.port_base create at the same moment (the race seen under
+    load): both claim the same free port, one JupyterLab loses the bind and moves on. Each ``ml``
+    reports its own server: the URL it printed answers that workspace's personal token."""
+    import random
+    import threading
+
+    from tests.conftest import AgentProcess
+
+    base = random.randint(41000, 50000)
+    agents = [AgentProcess(tmp_path / f"agent{i}", free_port(), {"local": {"port_base": base}}) for i in range(2)]
+    try:
+        for a in agents:
+            a.start()
+        results: dict[int, object] = {}
+
+        def create(i: int) -> None:
+            results[i] = agents[i].ml("jupyter", "create", f"race{i}", "--json", check=False)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        docs = []
+        for i in range(2):
+            cp = results[i]
+            assert cp.returncode == 0, cp.stderr  # type: ignore[attr-defined]
+            docs.append(__import__("json").loads(cp.stdout))  # type: ignore[attr-defined]
+        assert docs[0]["port"] != docs[1]["port"], docs
+        for doc in docs:  # the printed URL reaches this workspace's own server (another would refuse the token)
+            url = doc["url"].replace("/lab?", "/api/status?")
+            assert httpx.get(url, timeout=10).status_code == 200, doc
+    finally:
+        for a in agents:
+            a.cleanup_workspaces()
+            a.stop()
