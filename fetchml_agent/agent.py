@@ -38,6 +38,7 @@ from .service.grants import Grants
 from .service.live import LiveService
 from .service.packages import PackageService
 from .service.packages import hooks as package_hooks
+from .service.packages import install as package_install
 from .service.packages import scans as package_scans
 from .service.packages.vulnerabilities import VulnerabilityData
 from .service.workspaces import adopt_all, reconcile_once
@@ -116,6 +117,7 @@ def build_services(agent: Agent) -> Services:
     # inside the started workload), cleanup on delete and reset --hard, the ml status section;
     # the vulnerability data kept loaded.
     hooks.create.append(package_hooks.validate_new_workspace)
+    hooks.create.append(package_install.check_config_packages)
     hooks.workspace_env.append(lambda a, ws: a.services.packages.index.workspace_env(ws))
     hooks.before_start.append(package_scans.scan_before_start)
     hooks.after_start.append(package_scans.scan_after_start)
@@ -136,6 +138,8 @@ def build_services(agent: Agent) -> Services:
     # runs section of ml status, the executor's start (adopting runs) and shutdown.
     hooks.create.append(experiment_ops.check_create)
     hooks.after_create.append(experiment_ops.link_after_create)
+    # A template's or config's packages: (checked by the create hook above), once it runs.
+    hooks.after_create.append(package_install.install_config_packages)
     hooks.delete.append(experiment_ops.on_delete)
     hooks.status.append(experiment_ops.status_section)
     hooks.start.append(experiment_ops.start)

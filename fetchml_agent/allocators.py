@@ -137,13 +137,15 @@ class PortAllocator:
     def _taken(self, holder: str) -> set[int]:
         return {p for who, p in self._held.items() if who != holder}
 
-    def claim(self, holder: str, preferred: int | None = None) -> int:
+    def claim(self, holder: str, preferred: int | None = None, *, avoid: Iterable[int] = ()) -> int:
         """A port for ``holder``: the one it holds, else ``preferred`` when free, else the lowest
-        free one from :attr:`base`. Raises :class:`InsufficientResources` when none is left."""
+        free one from :attr:`base`, never one of ``avoid`` (ports a start just found taken).
+        Raises :class:`InsufficientResources` when none is left."""
+        avoid = set(avoid)
         mine = self._held.get(holder)
-        if mine is not None:
+        if mine is not None and mine not in avoid:
             return mine
-        taken = self._taken(holder)
+        taken = self._taken(holder) | avoid
         if preferred is not None and preferred not in taken and port_free(preferred, self.host):
             self._held[holder] = preferred
             return preferred

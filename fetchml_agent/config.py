@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,9 @@ SCHEMA: dict[str, Any] = {
         "schema": {
             "upstream": {"type": "string", "nullable": True, "default": None, "regex": r"^(https?|file)://.+"},
             "cache_dir": {"type": "string", "nullable": True, "default": None},
+            # PEM CA certificates trusted for an https upstream besides the system's store (a
+            # TLS-intercepting proxy's CA, a private index's); SSL_CERT_FILE/SSL_CERT_DIR work too.
+            "ca_bundle": {"type": "string", "nullable": True, "default": None, "empty": False},
         },
     },
     "templates_dir": {"type": "string", "nullable": True, "default": None},
@@ -200,6 +204,16 @@ def parse_config(document: Any, *, path: Path | None = None, environ: Mapping[st
         q = Path(p).expanduser()
         return q if q.is_absolute() else (base / q).resolve()
 
+    index = doc.get("package_index") or {}
+    if index.get("ca_bundle"):
+        bundle = _rel(index["ca_bundle"])
+        try:
+            ssl.create_default_context(cafile=str(bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{where}: package_index.ca_bundle: {bundle} is not a readable PEM file of CA "
+                              f"certificates ({getattr(exc, 'strerror', None) or exc})",
+                              "name the PEM file of the CA that signs the upstream's (or the proxy's) certificate") from None
+        index["ca_bundle"] = str(bundle)
     memberships: dict[str, set[str]] = {}
     for team in doc["teams"]:
         for member in team["members"]:

@@ -79,7 +79,12 @@ def event_name(action: str, outcome: str) -> str:
 
 def _summary(event: dict[str, Any]) -> str:
     where = f" on {event['workspace']}" if event.get("workspace") else ""
-    details = ", ".join(f"{k}={v}" for k, v in sorted(event["details"].items()) if not isinstance(v, (dict, list)))
+    def shown(value: Any) -> str:  # a list of names (the packages installed) reads as one
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    details = ", ".join(f"{k}={shown(v)}" for k, v in sorted(event["details"].items())
+                        if not isinstance(v, dict) and v not in ([], None, "")
+                        and not (isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v)))
     return f"[fetchml] {event['user']}: {event['name']}{where}" + (f" ({details})" if details else "")
 
 

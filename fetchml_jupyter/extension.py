@@ -35,10 +35,14 @@ def link(serverapp: Any) -> None:
 
 
 def load(serverapp: Any) -> None:
-    """Start the watcher, the audit feed and the activity reports; guard live collaboration."""
+    """Start the watcher, the audit feed and the activity reports; guard live collaboration; answer
+    the agent's readiness probe (:mod:`fetchml_jupyter.probe`)."""
     if not state.active():
         return
     from .activity import Activity
+    from .probe import install as install_probe
+
+    install_probe(serverapp, state.credential())
     from .audit import CONTENTS_SCHEMA, KERNEL_SCHEMA, Auditor
     from .authorizer import install_settings_guard
     from .collaboration import install_guard

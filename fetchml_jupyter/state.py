@@ -52,6 +52,8 @@ def configure(environ: Any = os.environ) -> bool:
     _url = environ.pop(URL_ENV, "") or ""
     _ca = environ.pop(CA_ENV, None)
     _aliases = parse_aliases(environ.pop(PEER_ALIASES_ENV, "") or "")
+    if not _url:  # no agent: Jupyter's own token stays in force, so it stays where Jupyter reads it
+        return False
     for name in CREDENTIAL_ENVS:
         value = environ.pop(name, None)
         if value and not _credential:

@@ -33,11 +33,7 @@ def _load_yaml_file(path: str, what: str) -> dict[str, Any]:
 
 def _print_workspace(doc: dict[str, Any]) -> None:
     r = doc.get("resources") or {}
-    limits = doc.get("limits") or {}
-    if limits.get("enforced"):
-        enforced = f"yes ({limits.get('mechanism', '')})"
-    else:
-        enforced = f"no — {limits.get('reason', 'not enforced')}"
+    per = (doc.get("limits") or {}).get("per_resource") or {}
     print_kv(
         [
             ("name", doc["name"]),
@@ -48,11 +44,10 @@ def _print_workspace(doc: dict[str, Any]) -> None:
             ("path", doc.get("path")),
             ("runtime", doc.get("runtime")),
             ("image", doc.get("image")),
-            ("cpu", r.get("cpu")),
-            ("memory", r.get("memory")),
-            ("gpu", f"{r.get('gpu')} × {r['gpu_type']}" if r.get("gpu_type") else r.get("gpu")),
-            ("disk", r.get("disk")),
-            ("limits enforced", enforced),
+            *[(key, f"{value} — {per[key]}" if r.get(key) and key in per else value)
+              for key, value in (("cpu", r.get("cpu")), ("memory", r.get("memory")),
+                                 ("gpu", f"{r.get('gpu')} × {r['gpu_type']}" if r.get("gpu_type") else r.get("gpu")),
+                                 ("disk", r.get("disk")))],
             ("password", "yes (the owner's browser login)" if doc.get("password_protected") else "no"),
             ("experiment", doc.get("experiment")),
             ("created", human_age(doc.get("created_at"))),
@@ -178,6 +173,9 @@ def _simple(opcode: Opcode, *, timeout: float | None = 30) -> Any:
             emit_json(reply.data if reply.data is not None else {"ok": True, "message": reply.message})
         elif opcode in (Opcode.WORKSPACE_INFO, Opcode.RESTART_WORKSPACE):
             _print_workspace(reply.data)
+        elif opcode == Opcode.WORKSPACE_LIMITS:
+            res, per = reply.data["resources"], reply.data["limits"].get("per_resource") or {}
+            print_table(["resource", "asked", "enforced"], [[k, res.get(k) or "-", per.get(k, "")] for k in per])
         elif reply.data is not None:
             _print_doc(reply.data)
         else:
@@ -224,11 +222,8 @@ def cmd_delete(ctx: Any) -> int:
 
 def _grant(ctx: Any, opcode: Opcode, kind: str, principal: str, role: str) -> int:
     """Grant ``role`` and say what changed: a new grant, a role changed from what it was, or nothing."""
-    name = ctx.args.name
-    before = next((g["role"] for g in ctx.client.call(Opcode.WORKSPACE_INFO, {"name": name}).data.get("access") or []
-                   if g["type"] == kind and g["principal"] == principal), None)
-    doc = ctx.client.call(opcode, {"name": name, kind: principal, "role": role}).data
-    doc = {**doc, "previous_role": before}
+    doc = ctx.client.call(opcode, {"name": ctx.args.name, kind: principal, "role": role}).data
+    before = doc.get("previous_role")  # the agent answers what the grant replaced (None: new)
     if ctx.json:
         emit_json(doc)
     elif before is None:

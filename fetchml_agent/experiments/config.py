@@ -7,7 +7,7 @@ An experiment config, all keys optional::
     parameters: {lr: 0.01}         # -p key=value wins, key by key
     timeout: 30m                   # per attempt: seconds, or 90s / 30m / 2h / 1h30m
     retries: 2                     # further attempts after a failed one (a timeout is a failure)
-    kernel: python3                # notebooks: the kernel (default: the notebook's own)
+    kernel: python3                # notebooks: the kernel (default: the notebook's own, else python3)
     resources: {gpu: 1}            # GPUs for the run (default: the workspace's GPU count)
 
 :func:`validate_run_config` checks it with cerberus; the error names the file and every bad key.
@@ -79,7 +79,8 @@ RUN_CONFIG_SCHEMA: dict[str, Any] = {
     "parameters": {"type": "dict", "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"}},
     "timeout": {"type": ["number", "string"], "nullable": True, "check_with": _duration_ok},
     "retries": {"type": "integer", "min": 0, "max": MAX_RETRIES},
-    "kernel": {"type": "string", "empty": False},
+    # A kernelspec name as Jupyter allows it (it becomes an argument of papermill's command line).
+    "kernel": {"type": "string", "empty": False, "regex": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
     "resources": {
         "type": "dict",
         "schema": {"gpu": {"type": "integer", "min": 0}},

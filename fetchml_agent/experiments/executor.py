@@ -276,6 +276,8 @@ class Executor:
             workspace=ws.name,
             notebook=run.target,
             kind=run.kind,
+            kernel=(run.config or {}).get("kernel"),
+            language=(run.config or {}).get("language"),
             owner=run.user,
             experiment_id=run.experiment_id,
             image=ws.image,

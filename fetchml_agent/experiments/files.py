@@ -14,6 +14,7 @@ relative paths as in the workspace, live rather than frozen.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -25,8 +26,10 @@ __all__ = [
     "CONFLICT_MARK",
     "SKIP_TOP",
     "build_snapshot",
+    "DEFAULT_KERNEL",
     "data_find_expression",
     "is_source",
+    "notebook_kernel",
     "resolve_target",
     "select_sources",
     "sha256_file",
@@ -39,6 +42,9 @@ CONFIG_NAMES = frozenset({"makefile", "dockerfile", "environment.yml", "pipfile"
 SKIP_TOP = frozenset({"experiments", "outputs"})  # results live here; never sources, never linked
 _SKIP_DIRS = frozenset({"__pycache__", ".ipynb_checkpoints", "node_modules"})
 CONFLICT_MARK = ".conflict-"  # in the name of a conflict copy that sync wrote: never a source
+#: The kernel (and its language) a notebook that names none runs on: every workspace environment
+#: and image has ipykernel's ``python3``.
+DEFAULT_KERNEL = ("python3", "python")
 
 
 def is_source(name: str) -> bool:
@@ -183,3 +189,42 @@ def build_snapshot(root: Path, work: Path, max_bytes: int, always: tuple[str, ..
 
     fill("")
     return {"copied": copied, "linked": linked, "too_large": sorted(too_large)}
+
+
+def notebook_kernel(path: Path, configured: str | None, shown: str) -> tuple[str | None, str | None, str | None]:
+    """What papermill needs to run the notebook at ``path``: ``(kernel, language, note)``.
+
+    ``kernel`` is ``configured`` (the experiment config's ``kernel:``), else ``None`` when the
+    notebook names one (``metadata.kernelspec.name``), else :data:`DEFAULT_KERNEL`'s, with a
+    ``note`` saying so. ``language`` is given only where the notebook names none (papermill needs
+    one to write the parameters cell). Raises :class:`InvalidArgument` for a file that is not a
+    notebook papermill can read, saying what to add; ``shown`` names it in messages.
+    """
+    try:
+        nb = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"{shown} is not a Jupyter notebook: it does not read as JSON ({exc})"[:300],
+                              "save it from JupyterLab, or run a .py file with --script") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or nb.get("nbformat") != 4:
+        raise InvalidArgument(f"{shown} is not a Jupyter notebook in format 4 (nbformat: 4 and a cells list)",
+                              "save it from JupyterLab (File > Save), which writes the current format")
+    meta = nb.get("metadata")
+    if not isinstance(meta, dict):
+        raise InvalidArgument(
+            f"{shown} has no metadata: papermill cannot run a notebook without it",
+            'add "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}} '
+            "at the top level, or open and save it in JupyterLab")
+    raw_spec, raw_info = meta.get("kernelspec"), meta.get("language_info")
+    spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
+    info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
+    named = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else None
+    language_known = bool(spec.get("language") or info.get("name"))
+    kernel, note = configured, None
+    if kernel is None and named is None:
+        kernel = DEFAULT_KERNEL[0]
+        note = (f"{shown} names no kernel (metadata.kernelspec): it runs on the workspace's default kernel "
+                f"{kernel}; set kernel: in the experiment config, or pick a kernel in JupyterLab and save, to choose")
+    language = None
+    if not language_known and kernel is not None:
+        language = DEFAULT_KERNEL[1] if kernel == DEFAULT_KERNEL[0] else None
+    return kernel, language, note

@@ -157,19 +157,25 @@ def _notebook_metadata(path: Path) -> dict[str, Any]:
         nb = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    meta = nb.get("metadata", {})
-    pm = meta.get("papermill", {})
+    if not isinstance(nb, dict):
+        return {}
+
+    def obj(value: Any) -> dict[str, Any]:  # some tools write null where an object belongs
+        return value if isinstance(value, dict) else {}
+
+    meta = obj(nb.get("metadata"))
+    pm = obj(meta.get("papermill"))
     cells = []
-    for i, cell in enumerate(nb.get("cells", []), start=1):
+    for i, cell in enumerate(nb.get("cells") or [], start=1):
         cp = cell.get("metadata", {}).get("papermill", {})
         if cell.get("cell_type") == "code":
             cells.append({"cell": i, "status": cp.get("status"), "duration_s": cp.get("duration"),
                           "execution_count": cell.get("execution_count"),
                           "injected_parameters": "injected-parameters" in cell.get("metadata", {}).get("tags", [])})
     return {
-        "kernel": meta.get("kernelspec", {}).get("name"),
-        "language": meta.get("language_info", {}).get("name"),
-        "language_version": meta.get("language_info", {}).get("version"),
+        "kernel": obj(meta.get("kernelspec")).get("name"),
+        "language": obj(meta.get("language_info")).get("name"),
+        "language_version": obj(meta.get("language_info")).get("version"),
         "papermill": {k: pm.get(k) for k in ("parameters", "default_parameters", "start_time", "end_time", "duration", "version", "exception")},
         "cells": cells,
     }

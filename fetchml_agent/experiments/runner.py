@@ -252,6 +252,7 @@ def _run_notebook(run_dir: Path, job: dict[str, Any], n: int, target: Path, work
             str(run_dir / "output.ipynb"),
             parameters=job.get("parameters") or None,
             kernel_name=job.get("kernel"),
+            language=job.get("language"),  # set when the notebook names none (files.notebook_kernel)
             progress_bar=False,
             log_output=True,
             cwd=str(work),

@@ -185,6 +185,10 @@ def run_task(spec: RunSpec) -> RunTask:
             "--execution-timeout", str(math.ceil(spec.timeout)),
             "--log-output", "--no-progress-bar",
         ]
+        if spec.kernel:
+            command += ["-k", spec.kernel]
+        if spec.language:
+            command += ["--language", spec.language]
     else:
         command = ["python3", notebook]
     return RunTask(command, env, parameters_json)

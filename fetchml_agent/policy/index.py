@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ __all__ = [
     "WorkspaceIndexConfig",
     "default_upstream",
     "make_index_app",
+    "upstream_ssl_context",
     "workspace_index_config",
 ]
 
@@ -130,13 +132,23 @@ def _read_local(url: str) -> httpx.Response:
     return httpx.Response(200, headers={"content-type": media}, content=path.read_bytes(), request=request)
 
 
+def upstream_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """How an https upstream is verified: the system's trust store (OpenSSL's default paths, which
+    honour ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``), as pip and curl do, so a TLS-intercepting
+    proxy whose CA the host trusts works; plus ``ca_bundle`` (``package_index.ca_bundle``)."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
 class IndexService:
     """The index's state: the upstream client, the page cache and the file cache."""
 
     def __init__(self, *, upstream: str, cache_dir: Path, resolve: Callable[[str], Awaitable[IndexContext | None]],
                  on_decision: DecisionHook | None = None, page_ttl: float = 60.0, timeout: float = 30.0,
                  proxy: str | None = None, transport: httpx.AsyncBaseTransport | None = None,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, ca_bundle: str | None = None) -> None:
         self.upstream = upstream.rstrip("/") + "/"
         self.cache_dir = Path(cache_dir)
         self.resolve = resolve
@@ -144,7 +156,8 @@ class IndexService:
         self.page_ttl = page_ttl
         self._secret = secret or secrets.token_bytes(32)
         self._client_args: dict[str, object] = {"timeout": httpx.Timeout(timeout), "follow_redirects": True,
-                                                "trust_env": False, "proxy": proxy, "transport": transport}
+                                                "trust_env": False, "proxy": proxy, "transport": transport,
+                                                "verify": upstream_ssl_context(ca_bundle)}
         self._client: httpx.AsyncClient | None = None
         self._pages: dict[str, tuple[float, ProjectPage | None]] = {}
         # rendered pages, per upstream page object: {id(page): (page, {(media, filenames): body})}
@@ -364,17 +377,20 @@ class IndexService:
 
 def make_index_app(*, upstream: str, cache_dir: Path, resolve: Callable[[str], Awaitable[IndexContext | None]],
                    on_decision: DecisionHook | None = None, page_ttl: float = 60.0, timeout: float = 30.0,
-                   proxy: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+                   proxy: str | None = None, transport: httpx.AsyncBaseTransport | None = None,
+                   ca_bundle: str | None = None) -> Starlette:
     """The filtering index as a Starlette app; see the module docstring for its routes.
 
     ``upstream``: the simple index to filter, http(s) or a ``file://`` directory (see
     :func:`default_upstream`); ``cache_dir``: where
     files are kept; ``resolve(key)``: the workspace's :class:`IndexContext`, or ``None``;
     ``on_decision(ctx, decision)``: awaited for every project decision (audit, dry-run log);
-    ``page_ttl``: seconds a project page is reused. The service is ``app.state.index``.
+    ``page_ttl``: seconds a project page is reused; ``ca_bundle``: CA certificates an https
+    upstream may be signed by besides the system's (:func:`upstream_ssl_context`). The service is
+    ``app.state.index``.
     """
     service = IndexService(upstream=upstream, cache_dir=cache_dir, resolve=resolve, on_decision=on_decision,
-                           page_ttl=page_ttl, timeout=timeout, proxy=proxy, transport=transport)
+                           page_ttl=page_ttl, timeout=timeout, proxy=proxy, transport=transport, ca_bundle=ca_bundle)
 
     async def context(request: Request) -> IndexContext | Response:
         key = request.path_params["key"]

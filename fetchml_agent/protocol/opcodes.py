@@ -254,9 +254,11 @@ OPCODE_DOCS: dict[Opcode, OpcodeDoc] = {
     Opcode.CANCEL_RUN: OpcodeDoc("cancel run", "`run_id`", "data `run`"),
     Opcode.RUN_STATUS: OpcodeDoc("run status (list)", "`workspace`, `experiment`, `status`, `limit`", "data `runs`"),
     Opcode.RUN_INFO: OpcodeDoc("run info", "`run_id`", "data `run` (with `attempts`, `config`, `metrics`)"),
-    Opcode.GRANT_ACCESS: OpcodeDoc("grant access", "`name`, `user` or `team`, `role`", "data `access`"),
+    Opcode.GRANT_ACCESS: OpcodeDoc("grant access", "`name`, `user` or `team`, `role`",
+                                   "data `access` (with `previous_role`: the role it replaced, null when new)"),
     Opcode.REVOKE_ACCESS: OpcodeDoc("revoke access", "`name`, `principal` (`USER` or `team:NAME`)", "success"),
-    Opcode.SHARE_WORKSPACE: OpcodeDoc("share workspace", "`name`, `team`, `role`", "data `access`"),
+    Opcode.SHARE_WORKSPACE: OpcodeDoc("share workspace", "`name`, `team`, `role`",
+                                      "data `access` (with `previous_role`)"),
     Opcode.AUDIT_LOG: OpcodeDoc("audit log", "`name`, `limit`, `action` (a prefix)",
                                 "data `audit_log` (each event with its chain `digest`: docs/audit.md)"),
     Opcode.SESSIONS_LIST: OpcodeDoc(

@@ -70,6 +70,7 @@ through :func:`fetchml_agent.aio.run_blocking`.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,8 @@ __all__ = [
     "RUN_ENVIRONMENT_REPORT",
     "RUN_LOCK",
     "RUN_LOCK_DIR",
+    "ENVIRONMENT_VERSIONS",
+    "VERSION_PROBE",
     "Capabilities",
     "DeviceInventory",
     "ExecResult",
@@ -107,6 +110,7 @@ __all__ = [
     "StatusFeed",
     "WarmPool",
     "WorkspaceSpec",
+    "version_mismatch",
     "capability",
     "find_capability",
     "workspace_dir",
@@ -198,6 +202,27 @@ class ExecResult:
     output: bytes = b""
 
 
+#: ``environment:`` settings of a workspace config that name versions, and what they name (see
+#: :meth:`Runtime.check_environment`).
+ENVIRONMENT_VERSIONS = {"python_version": "Python", "jupyter_version": "JupyterLab"}
+#: What prints those versions inside a workspace, as one JSON line.
+VERSION_PROBE = ["python3", "-c", "import json, platform; from importlib.metadata import version; "
+                 "print(json.dumps({'python_version': platform.python_version(), 'jupyter_version': version('jupyterlab')}))"]
+
+
+def version_mismatch(settings: Mapping[str, Any], have: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """The first ``environment:`` version setting that ``have`` does not satisfy, as
+    ``(key, wanted, had)``; ``3.11`` is satisfied by ``3.11.7``."""
+    for key in ENVIRONMENT_VERSIONS:
+        want = settings.get(key)
+        if want is None:
+            continue
+        want, got = str(want).strip(), str(have.get(key) or "none")
+        if not (got == want or got.startswith(want + ".")):
+            return key, want, got
+    return None
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a runtime declares about itself; the service layer reads these, never the name."""
@@ -279,6 +304,11 @@ class Runtime(abc.ABC):
         """The workspace's directory as commands run by :meth:`exec` see it (default: its path)."""
         return str(spec.path)
 
+    def host_cpus(self) -> int | None:
+        """CPUs of the host workspaces run on, when that is this host (local, docker); ``None``
+        where the backend places them on nodes of its own (Nomad)."""
+        return os.cpu_count()
+
     def gpu_capacity(self) -> int | None:
         """GPUs on this host that the agent assigns itself (0 when none); ``None`` when the
         backend places GPUs itself (Nomad), so the agent does not count them."""
@@ -287,6 +317,14 @@ class Runtime(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """For ``ml status``: the runtime's name and anything an operator should see."""
         return {"name": self.name}
+
+    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> bool:
+        """Whether a new workspace's ``image`` and ``environment:`` version settings
+        (:data:`ENVIRONMENT_VERSIONS`) can be honoured here: raises
+        :class:`~fetchml_agent.errors.NotSupported` for what cannot; returns True when the versions
+        are the image's, to be read inside the started workspace (:data:`VERSION_PROBE`). Default:
+        image runtimes."""
+        return any(settings.get(k) is not None for k in ENVIRONMENT_VERSIONS)
 
 
 # -- optional features ----------------------------------------------------------------------------
@@ -325,7 +363,8 @@ class RunSpec:
     ``snapshot_volume`` (a host volume name or CSI volume ID, mounted read-only, for container
     backends) or the ``work/`` directory of ``run_dir`` (the run's directory on the agent's host,
     holding ``job.json``, where the local backend runs it). ``timeout`` (seconds) bounds the run;
-    ``retries`` is how often a failed run is tried again. ``gpu_ids`` are the host GPUs the agent
+    ``retries`` is how often a failed run is tried again. ``kernel`` and ``language`` are papermill's
+    (``None``: the notebook's own). ``gpu_ids`` are the host GPUs the agent
     claimed for it (none where the backend places GPUs). ``workspace_spec`` and
     ``workspace_state`` are the workspace's, for a backend that runs the run in the workspace's
     own environment (local); ``warm_runner_idle_s`` is how long that backend keeps a warm runner
@@ -347,6 +386,8 @@ class RunSpec:
     resources: Resources = field(default_factory=Resources)
     env: Mapping[str, str] = field(default_factory=dict)
     kind: str = "notebook"
+    kernel: str | None = None
+    language: str | None = None
     gpu_ids: tuple[int, ...] = ()
     run_dir: str = ""
     workspace_spec: WorkspaceSpec | None = None

@@ -69,6 +69,19 @@ _GRANT_SCHEMA: dict[str, Any] = {
 }
 
 
+_TEAMS_HINT = ("teams are defined in the agent's agent.yaml: a user's `teams: [NAME]`, or "
+               "`teams: [{name: NAME, members: [USER]}]`")
+
+
+def _require_team(agent: AgentContext, team: str) -> None:
+    """A grant to a team nobody belongs to would give nobody anything: refuse it (0x40, as for an
+    unknown user), saying where teams come from and which ones exist."""
+    known = sorted({t for u in agent.users.values() for t in u.teams})
+    if team not in known:
+        raise NotFound(f"no user belongs to team {team!r} on this agent",
+                       f"{_TEAMS_HINT}; teams with members: {', '.join(known) or 'none'}")
+
+
 async def _grant(agent: AgentContext, call: Call, args: dict[str, Any], kind: str) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, OWN, "granting access")
@@ -77,11 +90,17 @@ async def _grant(agent: AgentContext, call: Call, args: dict[str, Any], kind: st
         raise InvalidArgument(f"name the {kind} to grant access to (--{kind}=NAME)")
     if kind == "user" and principal not in agent.users:
         raise NotFound(f"no user named {principal!r} is configured on this agent")
+    if kind == "team":
+        _require_team(agent, principal)
     role = args["role"]
+    previous = agent.services.grants.of(ws.id).get((kind, principal))
     await agent.services.grants.set(ws.id, kind, principal, role, call.user.name)
     agent.invalidate()
-    await agent.audit(call.user.name, "access.grant", ws.name, principal=f"{kind}:{principal}", role=role)
-    return Result(f"{kind} {principal} is now {role} on {ws.name}", "access", {"workspace": ws.name, kind: principal, "role": role})
+    await agent.audit(call.user.name, "access.grant", ws.name, principal=f"{kind}:{principal}", role=role,
+                      **({"previous_role": previous} if previous else {}))
+    # previous_role (None for a new grant) lets a client say what changed without asking first.
+    return Result(f"{kind} {principal} is now {role} on {ws.name}", "access",
+                  {"workspace": ws.name, kind: principal, "role": role, "previous_role": previous})
 
 
 @operation(Opcode.GRANT_ACCESS, routes=[("POST", "/api/v1/jupyter/workspaces/{name}/access")], schema=_GRANT_SCHEMA)

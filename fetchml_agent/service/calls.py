@@ -26,6 +26,12 @@ class Call:
     progress: Callable[[str], Awaitable[None]] = _ignore
     log: Callable[[bytes], Awaitable[None]] = _ignore
 
+    @property
+    def streams_log(self) -> bool:
+        """Whether what is sent to :attr:`log` reaches the caller (a tool's output it already saw
+        need not be repeated in an error)."""
+        return self.log is not _ignore
+
 
 @dataclass
 class Result:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..aio import run_blocking
-from ..errors import InsufficientResources, InvalidArgument, NotFound
+from ..errors import InsufficientResources, InvalidArgument, InvalidState, NotFound
 from ..experiments import remote
 from ..experiments.config import parse_duration, validate_experiment_id, validate_run_config
 from ..experiments.environment import write_lock
 from ..experiments.executor import Executor, run_view
-from ..experiments.files import build_snapshot, resolve_target
+from ..experiments.files import build_snapshot, notebook_kernel, resolve_target
 from ..experiments.metadata import export_document, metadata_document
 from ..experiments.records import (
     Run,
@@ -291,6 +291,9 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
     elif not wanted:
         wanted = config.get("notebook") or await run_blocking(_default_notebook, root)
     target: str = await run_blocking(resolve_target, root, str(wanted), kind, shown)
+    kernel, language, kernel_note = config.get("kernel"), None, None
+    if kind == "notebook":
+        kernel, language, kernel_note = await run_blocking(notebook_kernel, root / target, config.get("kernel"), target)
     parameters = {**(config.get("parameters") or {}), **args["parameters"]}
     gpus = int(config.get("resources", {}).get("gpu", ws.resources.get("gpu") or 0))
     host_gpus = agent.runtime.gpus  # None: the backend (Nomad) places GPUs and decides
@@ -312,7 +315,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         "parameters": parameters,
         "timeout_s": timeout,
         "retries": retries,
-        "kernel": config.get("kernel"),
+        "kernel": kernel,
+        "language": language,
         "work_dir": str(run_dir / "work"),
     }
     await agent.store.run(link_experiment, ws.id, experiment, call.user.name)
@@ -330,6 +334,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
     warnings += note
     if manifest.get("data_skipped"):
         warnings.append(manifest["data_skipped"] + "; read larger data from a volume the runs mount (docs/experiments.md)")
+    if kernel_note:
+        warnings.insert(0, kernel_note)
     run = Run(
         id=run_id,
         experiment_id=experiment,
@@ -341,7 +347,8 @@ async def _queue(agent: AgentContext, call: Call, args: dict[str, Any], ws: Work
         run_dir=str(run_dir),
         queued_at=time.time(),
         parameters=parameters,
-        config={**config, "experiment": experiment, kind: target, "parameters": parameters, "timeout": timeout},
+        config={**config, "experiment": experiment, kind: target, "parameters": parameters, "timeout": timeout,
+                **({"kernel": kernel} if kernel else {}), **({"language": language} if language else {})},
         gpus=gpus,
         timeout_s=timeout,
         retries=retries,
@@ -366,11 +373,13 @@ async def _linked_experiment(agent: AgentContext, ws: Workspace, requested: str 
     links = [link["id"] for link in await agent.store.run(links_of, ws.id)]
     experiment = requested or ws.config.get("experiment")
     if not experiment:
-        raise InvalidArgument(f"workspace {ws.name} is linked to no experiment", f"ml jupyter link {ws.name} EXPERIMENT_ID")
+        # The request is well formed; the workspace is not in a state to sync (exit 4, as a
+        # workspace that is not running): linking it is what changes that.
+        raise InvalidState(f"workspace {ws.name} is linked to no experiment", f"ml jupyter link {ws.name} EXPERIMENT_ID")
     if await agent.store.run(get_experiment, experiment) is None:
         raise NotFound(f"no experiment {experiment!r}", f"link it first: ml jupyter link {ws.name} {experiment}")
     if experiment not in links:
-        raise InvalidArgument(
+        raise InvalidState(
             f"experiment {experiment} is not linked to workspace {ws.name}",
             f"linked: {', '.join(links) or 'none'}; link it with: ml jupyter link {ws.name} {experiment}",
         )

@@ -19,7 +19,7 @@ from .access import EDIT, USE, VIEW, require
 from .calls import Call, Result
 from .context import AgentContext
 from .registry import operation
-from .views import browser_url, workspace_view
+from .views import browser_url, cpu_beyond_host, workspace_view
 from .workspaces import ACTIVE, _resources, _start, _stop
 
 if TYPE_CHECKING:
@@ -55,6 +55,9 @@ async def scale_workspace(agent: AgentContext, call: Call, args: dict[str, Any])
     if str(asked.get("gpu", current.gpu)) != "0":
         base["gpu_type"] = current.gpu_type  # scaling to no GPU drops the type  (issue #18)
     new = _resources(asked, base)
+    beyond = cpu_beyond_host(agent, new.cpu)
+    if beyond:
+        await call.progress(f"warning: {beyond}")
     async with agent.lock(ws.name):
         old = dict(ws.resources)
         was_running = ws.status == "running"

@@ -36,9 +36,39 @@ def browser_url(ws: Workspace, agent: AgentContext | None = None, user: User | N
     return f"{base}lab?token={token}" if token else f"{base}lab"
 
 
-def workspace_view(agent: AgentContext, ws: Workspace, user: User | None = None) -> dict[str, Any]:
+def cpu_beyond_host(agent: AgentContext, cpu: float | None) -> str | None:
+    """Why ``cpu`` CPUs cannot all be had on this host, or ``None`` (also where it is unknown)."""
+    host = agent.runtime.host_cpus()
+    if cpu and host and float(cpu) > host:
+        return f"{float(cpu):g} CPUs asked, but this host has {host}: the workspace can use {host} at most"
+    return None
+
+
+def limits_view(agent: AgentContext, ws: Workspace) -> dict[str, Any]:
+    """The workspace's limits as the runtime reported them at start, with ``per_resource``: for
+    each of cpu, memory, gpu and disk, whether it is enforced, how, or why not."""
     limits = dict(ws.limits or {})
     limits.setdefault("enforced", False)
+    res = ws.resources or {}
+    how = limits.get("mechanism") or limits.get("how") or "by the runtime"
+    why = limits.get("reason") or "the runtime does not enforce it"
+    per: dict[str, str] = {}
+    for key, asked in (("cpu", res.get("cpu")), ("memory", res.get("memory_mb"))):
+        per[key] = ("no limit asked for" if not asked
+                    else f"enforced ({how})" if limits.get("enforced") else f"not enforced: {why}")
+    beyond = cpu_beyond_host(agent, res.get("cpu"))
+    if beyond:
+        per["cpu"] += f"; {beyond}"
+    gpus = int(res.get("gpu") or 0)
+    per["gpu"] = (limits.get("gpu") or f"{gpus} assigned") if gpus else "none asked for"
+    per["disk"] = (limits.get("disk") or "not enforced: this runtime has no disk quota for workspaces"
+                   if res.get("disk_mb") else "no limit asked for")
+    limits["per_resource"] = per
+    return limits
+
+
+def workspace_view(agent: AgentContext, ws: Workspace, user: User | None = None) -> dict[str, Any]:
+    limits = limits_view(agent, ws)
     capacity = agent.services.capacity  # how it started; idle since, why active, the cull to come
     return {**(capacity.view(ws) if capacity is not None else {}),
         "id": ws.id,

@@ -8,6 +8,7 @@ twice.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -29,14 +30,14 @@ from ..errors import (
     PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
-from ..runtimes.base import Resources, State, Status
+from ..runtimes.base import ENVIRONMENT_VERSIONS, VERSION_PROBE, Resources, State, Status, version_mismatch
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
 from ..units import parse_cpu, parse_size_mb
 from .access import OWN, USE, VIEW, require, require_password_change, visible
 from .calls import Call, Result
 from .context import AgentContext
 from .registry import operation
-from .views import browser_url, resources_view, service_view, workspace_view
+from .views import browser_url, cpu_beyond_host, limits_view, resources_view, service_view, workspace_view
 
 __all__ = ["adopt_all", "hash_password", "reconcile_once", "validate_name"]
 
@@ -292,9 +293,14 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     doc = _merge_config(agent, args)
     resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "gpu_type", "disk")}, doc.get("resources"))
     check_gpu_type(agent, resources)
+    beyond = cpu_beyond_host(agent, resources.cpu)
+    if beyond:
+        await call.progress(f"warning: {beyond}")
     env_doc = doc.get("environment") or {}
     env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
     settings = {k: v for k, v in env_doc.items() if k not in env}
+    image = args.get("image") or doc.get("image")
+    versions_inside = agent.runtime.check_environment(image, settings)  # raises for what cannot be had
     if args.get("workspace"):
         path = Path(args["workspace"]).expanduser()
         if not path.is_absolute():
@@ -320,7 +326,7 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
         managed_path=managed,
         password_hash=await run_blocking(hash_password, args["password"]) if args.get("password") else None,
         resources=resources.to_dict(),
-        image=args.get("image") or doc.get("image"),
+        image=image,
         config={
             "env": env,
             "settings": settings,
@@ -346,6 +352,8 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
             await _start(agent, call, ws)
             ws.config["start"] = {"kind": "cold", "seconds": round(time.perf_counter() - t0, 4), "at": ws.started_at}
             await agent.save(ws)
+        if versions_inside:
+            await _check_versions_inside(agent, call, ws, settings)
     except BaseException as exc:
         # A create that did not start leaves nothing behind: no record, no env, no empty dir.
         await _discard(agent, ws)
@@ -355,6 +363,23 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     for hook in agent.services.hooks.after_create:
         await hook(agent, call, ws)
     return ws
+
+
+async def _check_versions_inside(agent: AgentContext, call: Call, ws: Workspace, settings: dict[str, Any]) -> None:
+    """The image decides Python's and JupyterLab's versions: read them in the started workspace;
+    one that is not what ``environment:`` asks for refuses the create (NotSupported)."""
+    await call.progress("checking the image's Python and JupyterLab versions")
+    result = await agent.runtime.exec(agent.workspace_spec(ws), ws.runtime_state, VERSION_PROBE, timeout=60)
+    try:
+        have = json.loads(result.output.decode(errors="replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        have = {}
+    wrong = version_mismatch(settings, have if isinstance(have, dict) else {})
+    if wrong is not None:
+        key, want, got = wrong
+        raise NotSupported(f"environment.{key} {want}: the image {ws.image or 'of this runtime'} has "
+                           f"{ENVIRONMENT_VERSIONS[key]} {got}",
+                           f"choose an image with {ENVIRONMENT_VERSIONS[key]} {want} (--image), or leave {key} out")
 
 
 async def _discard(agent: AgentContext, ws: Workspace) -> None:
@@ -535,9 +560,8 @@ async def workspace_stats(agent: AgentContext, call: Call, args: dict[str, Any])
 async def workspace_limits(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing limits of")
-    limits = dict(ws.limits or {})
-    limits.setdefault("enforced", False)
-    return Result(ws.name, "workspace_limits", {"name": ws.name, "resources": resources_view(ws.resources), "limits": limits})
+    return Result(ws.name, "workspace_limits", {"name": ws.name, "resources": resources_view(ws.resources),
+                                                 "limits": limits_view(agent, ws)})
 
 
 @operation(Opcode.AGENT_STATUS, routes=[("GET", "/api/v1/status")])

@@ -3,11 +3,13 @@ monitor's CPU figure, what access and share say."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,9 @@ EXIT_CASES: list[tuple[list[str], str, int, str]] = [
     (["jupyter", "info", "no-such-ws"], "admin", 4, "no workspace"),
     (["jupyter", "create", WS], "admin", 4, "already exists"),
     (["jupyter", "revoke", WS, "nobody"], "admin", 4, "has no access grant"),
+    (["jupyter", "access", WS, "--user", "nobody"], "admin", 4, "no user named 'nobody'"),
+    (["jupyter", "share", WS, "--team", "no-such-team"], "admin", 4, "no user belongs to team 'no-such-team'"),
+    (["jupyter", "access", WS, "--team", "no-such-team"], "admin", 4, "teams with members: data-science-team"),
     (["jupyter", "approve", "req-none"], "admin", 4, "no package request"),
     (["cancel", "run-none"], "admin", 4, "no run"),
     (["status", "run-none"], "admin", 4, "no run"),
@@ -102,11 +107,10 @@ def test_exit_code_7_when_nothing_answers(cli_agent: AgentProcess) -> None:
     assert cp.returncode == 7 and "make dev-up" in cp.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="agent side: service/experiments.py raises InvalidArgument (exit 2) for a "
-                                       "workspace linked to no experiment; it is a wrong state (InvalidState, 4)")
 def test_sync_of_an_unlinked_workspace_is_a_wrong_state(cli_agent: AgentProcess) -> None:
     cp = cli_agent.ml("jupyter", "sync", WS, "--to-experiment", check=False)
     assert cp.returncode == 4, cp.stderr
+    assert "linked to no experiment" in cp.stderr and f"ml jupyter link {WS}" in cp.stderr
 
 
 # -- a reader that went away ------------------------------------------------------------------
@@ -210,3 +214,20 @@ def test_access_and_share_say_what_changed(cli_agent: AgentProcess) -> None:
     assert doc == {"workspace": WS, "team": "data-science-team", "role": "viewer", "previous_role": "collaborator"}
     assert "revoked" in grant("revoke", WS, "bob")
     assert "revoked" in grant("revoke", WS, "team:data-science-team")
+
+
+def test_a_grant_answers_the_role_it_replaced(cli_agent: AgentProcess) -> None:
+    """The agent's answer carries ``previous_role``, so a client says what changed in one round trip."""
+    def grant(role: str) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"{cli_agent.http_url}/api/v1/jupyter/workspaces/{WS}/access", method="POST",
+            data=json.dumps({"user": "carol", "role": role}).encode(),
+            headers={"Authorization": f"Bearer {KEYS['admin']}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return dict(json.loads(resp.read()))
+
+    try:
+        assert grant("viewer") == {"workspace": WS, "user": "carol", "role": "viewer", "previous_role": None}
+        assert grant("editor")["previous_role"] == "viewer"
+    finally:
+        cli_agent.ml("jupyter", "revoke", WS, "carol")

@@ -129,7 +129,10 @@ def test_restart_keeps_files_and_url(agent: AgentProcess, unique_name: str) -> N
 
 def test_template_and_config_file(agent: AgentProcess, tmp_path: Path, unique_name: str) -> None:
     config = tmp_path / "workspace-config.yaml"
-    config.write_text("resources:\n  cpu: 2\n  memory: 2g\n  disk: 20g\nenvironment:\n  python_version: '3.11'\n")
+    # packages: [] : the seed template's numpy and pandas would come from the network (installs at
+    # create are tested against a local index in tests/integration/packages/test_install_edges.py).
+    config.write_text("resources:\n  cpu: 2\n  memory: 2g\n  disk: 20g\nenvironment:\n  python_version: '3.11'\n"
+                      "packages: []\n")
     ws = agent.ml_json("jupyter", "create", unique_name, "--template", "data-science-template", "--config", str(config))
     try:
         assert ws["resources"]["cpu"] == 2.0 and ws["resources"]["memory"] == "2g" and ws["resources"]["disk"] == "20g"
@@ -227,3 +230,71 @@ def test_stop_leaves_no_kernel_behind(agent: AgentProcess, unique_name: str) -> 
         assert not [p for p, t in started.items() if procs.alive(p, t)]
     finally:
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_settings_the_local_runtime_cannot_honour_are_refused(agent: AgentProcess, tmp_path: Path, unique_name: str) -> None:
+    """--image, and a Python or JupyterLab version other than the agent's, are refused at create
+    with what this runtime runs instead, never silently ignored; nothing is left behind."""
+    import platform
+
+    cp = agent.ml("jupyter", "create", unique_name, "--image", "quay.io/jupyter/base-notebook:latest", check=False)
+    assert cp.returncode == 2 and "the local runtime runs no images" in cp.stderr, cp.stderr
+    for key, value, phrase in (("python_version", "2.7", f"the agent's Python {platform.python_version()}"),
+                               ("jupyter_version", "1.0", "the agent's JupyterLab")):
+        config = tmp_path / f"{key}.yaml"
+        config.write_text(f"environment:\n  {key}: '{value}'\n")
+        cp = agent.ml("jupyter", "create", unique_name, "--config", str(config), check=False)
+        assert cp.returncode == 2 and f"environment.{key} {value}" in cp.stderr and phrase in cp.stderr, cp.stderr
+    assert unique_name not in agent.ml("jupyter", "list").stdout
+
+
+def test_limits_say_per_resource_what_is_enforced(agent: AgentProcess, unique_name: str) -> None:
+    """``limits`` and ``info`` say for cpu, memory, gpu and disk whether each is enforced (the
+    local runtime has no disk quota: it says so); CPUs beyond the host's are warned about at
+    create and at scale, and said in ``limits``."""
+    host = os.cpu_count() or 1
+    cp = agent.ml("jupyter", "create", unique_name, "--cpu", str(host + 6))
+    try:
+        assert f"warning: {host + 6:g} CPUs asked, but this host has {host}" in cp.stderr, cp.stderr
+        per = agent.ml_json("jupyter", "limits", unique_name)["limits"]["per_resource"]
+        assert set(per) == {"cpu", "memory", "gpu", "disk"}
+        assert per["disk"] == "no limit asked for" and per["gpu"] == "none asked for"
+        assert per["memory"] == "no limit asked for" and f"this host has {host}" in per["cpu"]
+        assert per["cpu"].startswith(("enforced (cgroup", "not enforced: "))
+        table = agent.ml("jupyter", "limits", unique_name).stdout
+        assert "disk" in table and "no limit asked for" in table and "enforced: True" not in table
+        info = agent.ml("jupyter", "info", unique_name).stdout
+        assert f"this host has {host}" in info and "limits enforced" not in info
+        scaled = agent.ml("jupyter", "scale", unique_name, "--cpu", str(host + 1))
+        assert f"warning: {host + 1:g} CPUs asked, but this host has {host}" in scaled.stderr
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_disk_size_is_enforced_where_the_host_can(agent: AgentProcess, unique_name: str) -> None:
+    """--disk on the local runtime: as root, the workspace's directory is a filesystem of that
+    size (writing past it fails), removed with the workspace; elsewhere limits say why not."""
+    import errno
+
+    ws = agent.ml_json("jupyter", "create", unique_name, "--disk", "64m")
+    path = Path(ws["path"])
+    image = agent.data_dir / "disks" / f"{ws['id']}.img"
+    try:
+        per = agent.ml_json("jupyter", "limits", unique_name)["limits"]["per_resource"]
+        if os.geteuid() != 0:
+            assert per["disk"].startswith("not enforced: a size limit needs the agent to run as root"), per
+            return
+        assert per["disk"] == "enforced: 64 MiB, a loop-mounted ext4 filesystem", per
+        assert os.path.ismount(path) and image.is_file() and not (path / "lost+found").exists()
+        with pytest.raises(OSError) as info:
+            with open(path / "big.bin", "wb") as fh:
+                for _ in range(80):
+                    fh.write(b"\0" * 2**20)
+                fh.flush()
+                os.fsync(fh.fileno())
+        assert info.value.errno == errno.ENOSPC
+        (path / "big.bin").unlink()
+        assert "loop-mounted ext4" in agent.ml("jupyter", "limits", unique_name).stdout
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+    assert not os.path.ismount(path) and not image.exists() and not path.exists()

@@ -72,4 +72,4 @@ def process_tree_stats(state: State) -> dict[str, Any]:
         cpu_ticks += int(rest[11]) + int(rest[12])
         rss += int(rest[21]) * page
     hz = os.sysconf("SC_CLK_TCK")
-    return {"running": True, "processes": count, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 2)}
+    return {"running": True, "processes": count, "memory_bytes": rss, "cpu_seconds": round(cpu_ticks / hz, 3)}

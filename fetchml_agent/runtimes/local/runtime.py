@@ -4,27 +4,33 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
+import platform
+import secrets
 import shutil
 import signal
 import sys
 import sysconfig
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from fetchml_jupyter import SERVER_EXTENSIONS
+from fetchml_jupyter.probe import PROOF_PATH, server_proof
 
 from ... import procs
 from ...aio import run_blocking
 from ...allocators import GpuAllocator, PortAllocator, workspace_holder
-from ...errors import BackendError, Timeout
+from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
 from ...policy.scan import installed_from_path
 from ..base import (
+    ENVIRONMENT_VERSIONS,
     Capabilities,
     ExecResult,
     Inventory,
@@ -39,8 +45,10 @@ from ..base import (
     State,
     Status,
     WorkspaceSpec,
+    version_mismatch,
 )
 from ..cgroups import Cgroups
+from . import disk
 from .env import create_workspace_env, process_tree_stats, tail
 from .gpu import LocalGpuActivity
 from .runs import LocalRuns
@@ -48,6 +56,29 @@ from .runs import LocalRuns
 __all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
+_CPU_WINDOW = 0.25  # seconds over which stats() measures cpu_percent (docker's window)
+_CPU_RECENT = 120.0  # a previous sample younger than this is the start of the window instead
+_PORT_TRIES = 5
+_PORT_TAKEN = "is already in use"  # Jupyter Server's words when it cannot bind its port
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What ``path`` gained after ``offset`` (a log this start appended to)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(256 * 1024).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _version_of(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "none"
 
 
 def _alive(state: State) -> bool:
@@ -85,6 +116,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         self.gpus = GpuAllocator(g["index"] for g in gpus or [])
         self.ports = PortAllocator(port_base)
         self.runs = LocalRuns(data_dir, self.exec)
+        self._cpu_samples: dict[tuple[Any, Any], tuple[float, float]] = {}  # (pid, start) → (when, cpu s)
 
     async def open(self) -> None:
         self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
@@ -140,6 +172,23 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         env.update(spec.env)
         return env
 
+    def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> bool:
+        """A local workspace is a venv of the agent's own Python with the agent's JupyterLab: an
+        image, or another Python or JupyterLab version, cannot be had here (NotSupported)."""
+        if image:
+            raise NotSupported(f"the local runtime runs no images ({image}): a workspace is a venv of the agent's Python",
+                               "leave --image (and image:) out here, or use the docker or Nomad runtime")
+        have = {"python_version": platform.python_version(), "jupyter_version": _version_of("jupyterlab")}
+        wrong = version_mismatch(settings, have)
+        if wrong is not None:
+            key, want, got = wrong
+            what = ENVIRONMENT_VERSIONS[key]
+            raise NotSupported(
+                f"environment.{key} {want}: the local runtime's workspaces run the agent's {what} {got}",
+                f"ask for {key} {'.'.join(got.split('.')[:2])} (or leave it out), or use the docker "
+                f"runtime with an image of {what} {want}")
+        return False
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
@@ -151,6 +200,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         python = await run_blocking(create_workspace_env, env_dir)
         await run_blocking(self._install_index_config, spec, env_dir)
         spec.path.mkdir(parents=True, exist_ok=True)
+        disk_limit = await run_blocking(self._disk, spec)
         run_dir = self.data_dir / "run" / spec.id
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)
@@ -173,37 +223,57 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         env = self._workspace_env(spec, env_dir)  # JUPYTER_TOKEN: the server's own credential
         gpu_indexes = list(spec.gpu_ids)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
-        argv = [
-            str(python), "-m", "jupyterlab",
-            "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-            f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
-            "--ServerApp.jpserver_file_prefix=jpserver",
-        ]
-        if os.geteuid() == 0:
-            argv.append("--allow-root")
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
         await progress("starting")
-        proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
-        limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
-        if self.cgroups is not None:
-            limits = await run_blocking(
-                self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
-            )
-        state: State = {
-            "pid": proc.pid,
-            "start_time": procs.start_time(proc.pid),
-            "port": port,
-            "log": str(log_path),
-            "gpu_indexes": gpu_indexes,
-            "cgroup": spec.id if limits.get("enforced") else None,
-        }
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            await self._wait_ready(proc, url, spec.token, log_path)
-        except BaseException:
-            await self.stop(state, grace=2.0)
-            raise
+        tried: list[int] = []
+        while True:
+            argv = [
+                str(python), "-m", "jupyterlab",
+                "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
+                f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
+            ]
+            if os.geteuid() == 0:
+                argv.append("--allow-root")
+            log_from = log_path.stat().st_size if log_path.exists() else 0
+            proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+            limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
+            if self.cgroups is not None:
+                limits = await run_blocking(
+                    self.cgroups.apply, spec.id, proc.pid, spec.resources.cpu, spec.resources.memory_mb
+                )
+            limits = {**limits, "disk": disk_limit}
+            if gpu_indexes:
+                limits["gpu"] = (f"GPUs {','.join(map(str, gpu_indexes))} assigned (CUDA_VISIBLE_DEVICES): visible "
+                                 "to the workspace alone among workspaces, not isolated from other host processes")
+            state: State = {
+                "pid": proc.pid,
+                "start_time": procs.start_time(proc.pid),
+                "port": port,
+                "log": str(log_path),
+                "gpu_indexes": gpu_indexes,
+                "cgroup": spec.id if limits.get("enforced") else None,
+            }
+            url = f"http://127.0.0.1:{port}/"
+            try:
+                await self._wait_ready(proc, url, spec.token, log_path)
+                break
+            except BaseException as exc:
+                await self.stop(state, grace=2.0)
+                # Another process took the port between the claim and JupyterLab's bind (agents
+                # on one host, anything else): the next free port, a few times.
+                taken = isinstance(exc, BackendError) and _PORT_TAKEN in _read_from(log_path, log_from)
+                if not taken or len(tried) >= _PORT_TRIES - 1:
+                    if taken:
+                        raise BackendError(
+                            f"JupyterLab could not bind a port: {', '.join(map(str, [*tried, port]))} were taken "
+                            "by other processes as it started",
+                            "free ports from local.port_base up, or set another local.port_base") from None
+                    raise
+                tried.append(port)
+                await progress(f"port {port} was taken meanwhile: trying another")
+                self.ports.release(workspace_holder(spec.id))
+                port = self.ports.claim(workspace_holder(spec.id), avoid=tried)
         await progress("ready")
         return Started(state=state, url=url, limits=limits)
 
@@ -218,8 +288,12 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         return proc
 
     async def _wait_ready(self, proc: Any, url: str, token: str, log_path: Path) -> None:
+        """Return once the server on ``url`` is this workspace's own: it proves it holds ``token``
+        (:mod:`fetchml_jupyter.probe`), or, without the access extension, accepts it. Any other
+        answer (another server on the port) is no answer."""
         deadline = time.monotonic() + self.start_timeout
         headers = {"Authorization": f"token {token}"} if token else {}
+        nonce = secrets.token_hex(16)
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
                 if proc.poll() is not None:
@@ -228,10 +302,15 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
                         tail(log_path),
                     )
                 try:
-                    r = await client.get(url + "api/status", headers=headers)
-                    if r.status_code in (200, 403):
-                        return
-                except httpx.TransportError:
+                    r = await client.get(url + PROOF_PATH, params={"nonce": nonce})
+                    if r.status_code == 200:
+                        if hmac.compare_digest(str(r.json().get("proof", "")), server_proof(token, nonce)):
+                            return
+                    elif r.status_code == 404:  # no access extension: Jupyter checks the token itself
+                        r = await client.get(url + "api/status", headers=headers)
+                        if r.status_code == 200:
+                            return
+                except (httpx.TransportError, ValueError, AttributeError):
                     pass
                 if time.monotonic() > deadline:
                     raise Timeout(
@@ -294,7 +373,16 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         if child is not None and child.poll() is not None:
             self._children.pop(int(pid), None)
 
+    def _disk(self, spec: WorkspaceSpec) -> str | None:
+        """What ``limits`` says for disk; a size asked for is enforced where it can be (:mod:`.disk`)."""
+        if not spec.resources.disk_mb:
+            return None
+        if spec.path.resolve().parent != (self.data_dir / "workspaces").resolve():
+            return "not enforced: the workspace's directory is the user's own (--workspace), not the agent's to mount over"
+        return disk.attach(self.data_dir / "disks" / f"{spec.id}.img", spec.path, spec.resources.disk_mb)
+
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
+        await run_blocking(disk.detach, self.data_dir / "disks" / f"{spec.id}.img", spec.path)
         await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
         await run_blocking(shutil.rmtree, self.data_dir / "run" / spec.id, True)
         log = self.data_dir / "logs" / f"{spec.id}.log"
@@ -310,13 +398,33 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         return []
 
     async def stats(self, state: State) -> dict[str, Any]:
-        out = await run_blocking(process_tree_stats, state)
+        """Memory and CPU of JupyterLab's process tree; ``cpu_percent`` (100 = one core busy) since
+        this workload's previous sample when that is at most :data:`_CPU_RECENT` seconds old (the
+        usage sampler's sweeps), else over :data:`_CPU_WINDOW` seconds, as the docker runtime's."""
+        key = (state.get("pid"), state.get("start_time"))
+        now = time.monotonic()
+        prev = self._cpu_samples.get(key)
+        if prev is None or now - prev[0] > _CPU_RECENT:
+            first = await run_blocking(process_tree_stats, state)
+            if not first.get("running"):
+                self._cpu_samples.pop(key, None)
+                return first
+            prev = (now, float(first["cpu_seconds"]))
+            await asyncio.sleep(_CPU_WINDOW)
+        second = await run_blocking(process_tree_stats, state)
+        if not second.get("running"):
+            self._cpu_samples.pop(key, None)
+            return second
+        t = time.monotonic()
+        busy = max(0.0, second["cpu_seconds"] - prev[1])  # an exited child takes its time along
+        second["cpu_percent"] = round(busy / max(t - prev[0], 1e-3) * 100.0, 2)
+        self._cpu_samples[key] = (t, float(second["cpu_seconds"]))
         # The usage history's OOM kills (issue 17): the workspace cgroup's counter, where limits apply.
-        if self.cgroups is not None and state.get("cgroup") and out.get("running"):
+        if self.cgroups is not None and state.get("cgroup"):
             oom = await run_blocking(self.cgroups.oom_kills, state["cgroup"])
             if oom is not None:
-                out["oom_kills"] = oom
-        return out
+                second["oom_kills"] = oom
+        return second
 
     async def exec(
         self,

@@ -146,6 +146,9 @@ class NomadRuntime(
             self._client.close()
             self._client = None
 
+    def host_cpus(self) -> int | None:
+        return None  # Nomad places the workspace on a node of its choosing (and refuses what none has)
+
     def describe(self) -> dict[str, Any]:
         s = self.settings
         return {

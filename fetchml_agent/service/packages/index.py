@@ -60,6 +60,7 @@ class PackageIndex:
         config = agent.config
         section = config.section("package_index")
         self.configured_upstream: str | None = section.get("upstream")
+        self.ca_bundle: str | None = section.get("ca_bundle")
         cache = Path(section.get("cache_dir") or config.data_dir / "index-cache").expanduser()
         if not cache.is_absolute():
             cache = (config.path.parent if config.path else Path.cwd()) / cache
@@ -99,7 +100,7 @@ class PackageIndex:
                         # process's real environment (HOME, PIP_*), not only the seed's variables.
                         upstream = await run_blocking(default_upstream, dict(os.environ))
                     self._app = make_index_app(upstream=upstream, cache_dir=self.cache_dir, resolve=self._resolve,
-                                               on_decision=self._on_decision)
+                                               on_decision=self._on_decision, ca_bundle=self.ca_bundle)
         return self._app
 
     async def service(self) -> IndexService:

@@ -8,6 +8,7 @@ pip succeeded, from pip's own report (:mod:`.pip_report`, run in the workspace's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -26,13 +27,13 @@ from ...errors import (
     PermissionDenied,
     PolicyDenied,
 )
-from ...policy.engine import ALLOW, Decision, decide
+from ...policy.engine import ALLOW, APPROVAL_REQUIRED, Decision, decide
 from ...policy.names import normalize_name
 from ...policy.schema import PackagePolicy
 from ...policy.specs import PackageSpec, SpecKind, parse_spec
 from ...protocol.opcodes import Opcode
 from ...runtimes.base import ExecResult
-from ...store.packages import InstallRecord, record_installs
+from ...store.packages import InstallRecord, list_requests, record_installs
 from ...store.workspaces import Workspace
 from ..access import EDIT, require
 from ..calls import Call, Result
@@ -43,7 +44,7 @@ from .decisions import audit_decision, refusal
 from .pip_report import MARK
 from .policies import FORCEABLE
 
-__all__ = ["install_package"]
+__all__ = ["check_config_packages", "install_config_packages", "install_package"]
 
 log = logging.getLogger("fetchml.packages")
 
@@ -147,7 +148,7 @@ async def _forced(agent: AgentContext, call: Call, ws: Workspace, decisions: lis
     if not refused:
         return frozenset()
     if not force:
-        raise refusal(refused, f"cannot install into {ws.name}")
+        raise refusal(await _with_denials(agent, ws, refused), f"cannot install into {ws.name}")
     fixed = [d for d in refused if d.rule not in FORCEABLE or not d.package]
     if fixed:
         raise PolicyDenied(f"--force overrides the package lists, not where packages come from: {fixed[0].reason}",
@@ -157,6 +158,27 @@ async def _forced(agent: AgentContext, call: Call, ws: Workspace, decisions: lis
                       rules=sorted({d.rule for d in refused}), specs=[d.spec for d in refused])
     await call.progress(f"--force: installing {', '.join(sorted(forced))} against the policy (audited)")
     return forced
+
+
+async def _with_denials(agent: AgentContext, ws: Workspace, refused: list[Decision]) -> list[Decision]:
+    """``refused``, where a package that needs approval was asked for and denied in this
+    workspace: the denial, by whom and why, instead of "needs an approved request"."""
+    waiting = {d.package for d in refused if d.decision == APPROVAL_REQUIRED and d.package}
+    if not waiting:
+        return refused
+    denied = await agent.store.run(lambda c: list_requests(c, status="denied", workspace_id=ws.id))
+    latest = {r["package"]: r for r in denied if r["package"] in waiting}  # oldest first: the last one wins
+    out = []
+    for d in refused:
+        r = latest.get(d.package or "") if d.decision == APPROVAL_REQUIRED else None
+        if r is not None:
+            asked = shlex.quote(f"{r['package']}{r['specifier']}")
+            d = dataclasses.replace(d, reason=(
+                f"{d.package}: request {r['id']} ({r['package']}{r['specifier']}) was denied by {r['decided_by']}: "
+                f"{r['decision_reason']}; to ask again with a new reason: ml jupyter request {ws.name} {asked} "
+                "--reason='...'"))
+        out.append(d)
+    return out
 
 
 @operation(
@@ -216,16 +238,19 @@ async def _exec_installer(agent: AgentContext, call: Call, ws: Workspace, argv: 
 
 
 def _install_error(tool: str, ws: Workspace, result: ExecResult, seen: list[Decision], specs_text: str,
-                   conda: bool) -> FetchmlError:
+                   conda: bool, streamed: bool) -> FetchmlError:
+    """Why the install failed; the installer's last lines as details unless the caller saw its
+    output streamed already (``streamed``: then they would be printed twice)."""
     refused = [d for d in seen if d.decision != ALLOW]
     if refused:
         return refusal(refused, f"{tool} could not install {specs_text}: a package it needs is refused")
     if result.exit_code == 127:
         return NotSupported(f"{tool} is not available in workspace {ws.name}'s environment",
-                            "the local runtime's workspaces are Python venvs: install with pip, or use an image "
-                            "that ships conda" if conda else _tail(result.output))
+                            "install with pip; for conda use a runtime whose workspace image ships it (the local "
+                            "runtime's workspaces are Python venvs)" if conda else _tail(result.output))
     return BackendError(f"{tool} install failed in {ws.name} with exit code {result.exit_code}; "
-                        "nothing was recorded as installed", _tail(result.output))
+                        "nothing was recorded as installed",
+                        f"{tool}'s output is above" if streamed else _tail(result.output))
 
 
 def _records(report: list[dict[str, Any]] | None, parsed: list[PackageSpec], tool: str, forced: frozenset[str],
@@ -257,14 +282,16 @@ async def _run_installer(agent: AgentContext, call: Call, ws: Workspace, parsed:
             shown.add(d.package)
             await call.progress(f"dry run (package index): {d.reason}")
     if result.exit_code != 0:
-        error = _install_error(tool, ws, result, seen, specs_text, conda)
+        error = _install_error(tool, ws, result, seen, specs_text, conda, call.streams_log)
         await agent.audit(call.user.name, "package.install", ws.name, "error", specs=[p.raw for p in parsed],
                           installer=tool, exit_code=result.exit_code, error=error.message)
         raise error
     records = _records(output.report, parsed, tool, forced, call.user.name)
     if records:
         await agent.store.run(record_installs, ws.id, records)
-    await agent.audit(call.user.name, "package.install", ws.name, "ok", specs=[p.raw for p in parsed], installer=tool,
+    # "unchanged" when pip found everything satisfied: the package_installed webhook is for installs.
+    await agent.audit(call.user.name, "package.install", ws.name, "ok" if records else "unchanged",
+                      specs=[p.raw for p in parsed], installer=tool,
                       installed=[f"{r.display_name}=={r.version}" if r.version else r.display_name for r in records],
                       forced=sorted(forced))
     if records:
@@ -273,3 +300,41 @@ async def _run_installer(agent: AgentContext, call: Call, ws: Workspace, parsed:
         message = f"nothing new to install in {ws.name}: {specs_text} already satisfied"
     return Result(message, "package_install", {"workspace": ws.name, "installer": tool,
                                                "installed": [r.to_dict() for r in records], "forced": sorted(forced)})
+
+
+async def check_config_packages(agent: AgentContext, call: Call, ws: Workspace) -> None:
+    """A create hook: the ``packages:`` of the workspace's template or config, checked against its
+    policy before it starts; a refused one stops the create (exit 5, or 6 for an approval)."""
+    specs = ws.config.get("packages") or []
+    if not isinstance(specs, list) or not all(isinstance(s, str) and s.strip() for s in specs):
+        raise InvalidArgument("packages: must be a list of package specs (strings)", "e.g. packages: [numpy, 'pandas>=2']")
+    if not specs:
+        return
+    policy = agent.services.packages.policy_for(ws)
+    refused = []
+    for raw in specs:
+        d = decide(raw, policy, approved=agent.services.packages.approvals(ws), workspace=ws.name)
+        if not d.allowed:
+            refused.append(d)
+    if refused:
+        raise refusal(refused, f"the workspace config's packages: cannot be installed into {ws.name}")
+
+
+async def install_config_packages(agent: AgentContext, call: Call, ws: Workspace) -> None:
+    """An after-create hook: install the ``packages:`` of the workspace's template or config as
+    ``ml jupyter install`` would (policy, audit, pip's output streamed). A failure leaves the
+    workspace running and says how to retry."""
+    specs = [s.strip() for s in ws.config.get("packages") or []]
+    if not specs:
+        return
+    await call.progress(f"installing the workspace config's packages: {' '.join(specs)}")
+    args = {"name": ws.name, "packages": specs, "force": False, "spec": None, "package": None, "version": None,
+            "conda": False, "channels": []}
+    try:
+        result = await install_package(agent, call, args)
+    except FetchmlError as exc:
+        await call.progress(f"warning: {ws.name} is running, but its packages were not installed: {exc.message}; "
+                            f"retry with: ml jupyter install {ws.name} {' '.join(shlex.quote(s) for s in specs)}")
+        return
+    await call.progress(result.message)
+

@@ -72,6 +72,10 @@ def test_create_adopt_after_kill9_delete(docker_agent: AgentProcess, docker_clie
     (container,) = ours(docker_client)
     assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
     assert container.attrs["HostConfig"]["Memory"] == 512 * 2**20
+    per = a.ml_json("jupyter", "limits", "dock1")["limits"]["per_resource"]  # per resource, not one "True"
+    assert per["cpu"].startswith("enforced (docker cgroup limits") and per["memory"].startswith("enforced (docker")
+    assert per["disk"] == "no limit asked for" and per["gpu"] == "none asked for"
+    assert "yes ()" not in a.ml("jupyter", "info", "dock1").stdout
 
     a.kill9()
     a.start()
@@ -96,3 +100,15 @@ def _services(listed: Any) -> list[dict[str, Any]]:
             if isinstance(listed.get(key), list):
                 return listed[key]
     return listed if isinstance(listed, list) else []
+
+
+def test_versions_the_image_does_not_have_are_refused(docker_agent: AgentProcess, docker_client: Any,
+                                                      tmp_path: Path) -> None:
+    """environment.python_version is the image's on docker: read inside the started container; a
+    version the image does not have refuses the create (exit 2, naming the image's), nothing left."""
+    config = tmp_path / "old-python.yaml"
+    config.write_text("environment:\n  python_version: '2.7'\n")
+    cp = docker_agent.ml("jupyter", "create", "dock2", "--config", str(config), check=False)
+    assert cp.returncode == 2 and "environment.python_version 2.7: the image" in cp.stderr, cp.stderr
+    assert "has Python 3." in cp.stderr
+    assert ours(docker_client) == [] and "dock2" not in docker_agent.ml("jupyter", "list").stdout

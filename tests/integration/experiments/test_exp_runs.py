@@ -225,6 +225,28 @@ def test_bad_input(agent: AgentProcess, ws: dict, tmp_path: Path) -> None:
     assert cp.returncode == 8 and "asks for 64 GPUs" in cp.stderr
 
 
+def test_a_notebook_without_a_kernel_runs_on_the_default_one(agent: AgentProcess, ws: dict) -> None:
+    """A notebook that names no kernel (no ``metadata.kernelspec``, or a null one, as some tools
+    write) runs on the workspace's default kernel, and queueing says so; a file that is no
+    notebook, or one without metadata, is refused at queue time saying what to add, never with
+    "internal error"."""
+    root = Path(ws["path"])
+    cell = {"cell_type": "code", "metadata": {}, "source": ["print('lr', lr)"], "outputs": [], "execution_count": None}
+    for name, meta in (("bare.ipynb", {}), ("null.ipynb", {"kernelspec": None})):
+        (root / name).write_text(json.dumps({"cells": [cell], "metadata": meta, "nbformat": 4, "nbformat_minor": 5}))
+        cp = agent.ml("jupyter", "queue", "--workspace", ws["name"], "--notebook", name, "-p", "lr=0.5", "--json")
+        run = json.loads(cp.stdout)
+        assert any("names no kernel" in w and "python3" in w for w in run["warnings"]), run["warnings"]
+        done = wait_for(agent, run["id"], ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done
+    (root / "nometa.ipynb").write_text(json.dumps({"cells": [cell], "nbformat": 4, "nbformat_minor": 5}))
+    (root / "junk.ipynb").write_text("not json")
+    for name, phrase in (("nometa.ipynb", '"metadata": {"kernelspec"'), ("junk.ipynb", "is not a Jupyter notebook")):
+        cp = agent.ml("jupyter", "queue", "--workspace", ws["name"], "--notebook", name, "-p", "lr=1", check=False)
+        assert cp.returncode == 2 and phrase in cp.stderr, (name, cp.returncode, cp.stderr)
+        assert "internal error" not in cp.stderr
+
+
 def test_roles_and_audit(agent: AgentProcess, ws: dict) -> None:
     name = ws["name"]
     write_notebook(Path(ws["path"]) / "n.ipynb", "1")

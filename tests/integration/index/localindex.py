@@ -115,15 +115,16 @@ def make_upstream_app(wheelhouse: Path) -> Starlette:
 class ServerThread:
     """A real uvicorn serving ``app`` on 127.0.0.1 in a thread; ``url`` once started."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, **config: object) -> None:
+        """``config``: more of uvicorn's settings (``ssl_certfile``/``ssl_keyfile``: https)."""
         # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (it checks proto);
         # without it every keep-alive response waits ~40 ms on delayed ACKs.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
+        self.url = f"{'https' if config.get('ssl_certfile') else 'http'}://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))  # type: ignore[arg-type]
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -235,6 +235,18 @@ def test_run_parameters_are_copied_verbatim() -> None:
     assert not any("${" in line for line in args[1].splitlines())  # Nomad would interpolate it
 
 
+def test_a_run_passes_the_kernel_and_language_the_agent_chose() -> None:
+    """A notebook that names no kernel runs on the default one (the agent chose it at queue time):
+    papermill gets it as -k and --language; a notebook's own kernel adds neither."""
+    spec = RunSpec(run_id="r1", workspace="ws1", notebook="a.ipynb", image="quay.io/jupyter/base-notebook:1")
+    plain = renderer().run(spec)["Job"]["TaskGroups"][0]["Tasks"][0]["Config"]["args"]
+    assert "-k" not in plain and "--language" not in plain
+    spec = RunSpec(run_id="r1", workspace="ws1", notebook="a.ipynb", image="quay.io/jupyter/base-notebook:1",
+                   kernel="python3", language="python")
+    args = renderer().run(spec)["Job"]["TaskGroups"][0]["Tasks"][0]["Config"]["args"]
+    assert args[args.index("-k") + 1] == "python3" and args[args.index("--language") + 1] == "python"
+
+
 def test_script_runs_with_python_and_reads_parameters_from_a_file() -> None:
     job = renderer().run(
         RunSpec(run_id="r2", workspace="ws1", notebook="src/train.py", kind="script",
