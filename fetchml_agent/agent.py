@@ -23,12 +23,13 @@ from .access.http import build_access_app
 from .access.service import AccessService
 from .auth import KeyTable
 from .datadir import prepare_data_dir
-from .errors import AuthenticationFailed, NotFound, Overloaded
+from .errors import AuthenticationFailed, Overloaded
 from .experiments.executor import Executor
 from .governance.service import Governance
 from .protocol.packets import api_key_hash
 from .runtimes.base import Resources, Runtime, WorkspaceSpec
 from .service import experiments as experiment_ops
+from .service.access import not_found
 from .service.context import Hooks, Services
 from .service.grants import Grants
 from .service.packages import PackageService
@@ -156,6 +157,7 @@ class Agent:
         self.start_slots = asyncio.Semaphore(limits.get("max_concurrent_starts", 4))
         self.max_workspaces = int(limits.get("max_workspaces", 1000))
         self.orphans: list[str] = []
+        self.creating: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._list_cache: dict[str, Any] = {}
         self.services = build_services(self)
@@ -237,10 +239,7 @@ class Agent:
         for ws in self.workspaces.values():
             if ws.id == ref:
                 return ws
-        raise NotFound(
-            f"no workspace or service named {ref!r}",
-            "`ml jupyter list` shows the workspaces you can see",
-        )
+        raise not_found(ref)
 
     def workspace_spec(self, ws: Workspace, gpu_ids: tuple[int, ...] = ()) -> WorkspaceSpec:
         """What the runtime gets for ``ws``: its record, the environment every concern adds

@@ -37,9 +37,9 @@ DEFAULT_PORT_BASE = 8888
 DEFAULT_MAX_REQUEST_BODY = 1024 * 1024
 ENV_KEYS = ("FETCHML_JUPYTER_BLOCKED_PACKAGES", "FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES")
 
-_HEX64 = r"^[0-9a-f]{64}$"
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
-_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+_HEX64 = r"^[0-9a-f]{64}\Z"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z"
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})\Z")
 
 
 def _listen_ok(field: str, value: str, error: Any) -> None:

@@ -41,10 +41,10 @@ __all__ = [
 
 TEMPLATE = Path(__file__).with_name("fetchml.nft.j2")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\*?$")
-_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
-_RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\*?\Z")
+_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}\Z")
+_RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour|day)\Z")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from ..errors import (
     InsufficientResources,
     InvalidArgument,
     InvalidState,
-    PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
 from ..runtimes.base import Resources
@@ -33,21 +32,31 @@ from ..units import parse_cpu, parse_size_mb
 from .access import OWN, USE, VIEW, require, require_password_change, visible
 from .calls import Call, Result
 from .context import AgentContext
+from .paths import check_path_text, check_workspace_dir
 from .registry import operation
 from .views import browser_url, resources_view, service_view, workspace_view
 
-__all__ = ["adopt_all", "hash_password", "reconcile_once", "validate_name"]
+__all__ = ["adopt_all", "hash_password", "managed_root", "reconcile_once", "validate_name"]
 
-_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+_SERVICE_ID = re.compile(r"ws-[0-9a-f]{12}")
 ACTIVE = ("starting", "running", "stopping")
 
 
 def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    """``name`` when it is a valid workspace name, matched whole (a trailing newline is not part of
+    a valid name); else InvalidArgument (0x06). A name shaped like a service id (``ws-`` and 12
+    hex digits) is refused: commands take either, and a name must never shadow another's id."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"invalid workspace name {name!r}",
             "use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending "
             "with a hyphen (e.g. project-name-dev)",
+        )
+    if _SERVICE_ID.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid workspace name {name!r}: it looks like a service id",
+            "service ids are ws- and 12 hex digits; pick a name that is not shaped like one",
         )
     return name
 
@@ -73,15 +82,16 @@ def hash_password(password: str) -> str:
     return passwd(password)
 
 
+def managed_root(agent: AgentContext) -> Path:
+    """Where the agent puts the directories of workspaces created without ``--workspace``."""
+    return agent.data_dir / "workspaces"
+
+
 def _allowed_path(agent: AgentContext, user: Any, path: Path) -> None:
-    roots = [Path(p).expanduser().resolve() for p in agent.config.section("local").get("workspace_roots", [])]
-    roots.append((agent.data_dir / "workspaces").resolve())
-    if user.is_admin or any(path == r or r in path.parents for r in roots):
-        return
-    raise PermissionDenied(
-        f"workspace directory {path} is outside the directories you may use",
-        "allowed: " + ", ".join(map(str, roots)) + " (an admin can add local.workspace_roots)",
-    )
+    """``--workspace`` rules (:func:`~.paths.check_workspace_dir`), on the resolved ``path``."""
+    roots = [Path(p).expanduser() for p in agent.config.section("local").get("workspace_roots", [])]
+    others = [Path(w.path).resolve() for w in agent.workspaces.values()]
+    check_workspace_dir(path, admin=user.is_admin, roots=roots, managed_root=managed_root(agent), others=others)
 
 
 def _claim_host_resources(agent: AgentContext, ws: Workspace) -> tuple[int, ...]:
@@ -231,10 +241,24 @@ def _merge_config(agent: AgentContext, args: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed_start: bool = False) -> Workspace:
+def _already_exists(name: str) -> AlreadyExists:
+    return AlreadyExists(f"a workspace named {name!r} already exists", "pick another name, or `ml jupyter info " + name + "`")
+
+
+async def _create(agent: AgentContext, call: Call, args: dict[str, Any]) -> Workspace:
     name = validate_name(args["name"])
-    if name in agent.workspaces:
-        raise AlreadyExists(f"a workspace named {name!r} already exists", "pick another name, or `ml jupyter info " + name + "`")
+    # The record is written only after checks that await: until then the name is reserved, so a
+    # second create of it answers 0x05 at once, as it does once the first is recorded.
+    if name in agent.workspaces or name in agent.creating:
+        raise _already_exists(name)
+    agent.creating.add(name)
+    try:
+        return await _create_reserved(agent, call, args, name)
+    finally:
+        agent.creating.discard(name)
+
+
+async def _create_reserved(agent: AgentContext, call: Call, args: dict[str, Any], name: str) -> Workspace:
     if len(agent.workspaces) >= agent.max_workspaces:
         raise InsufficientResources(f"this agent already holds {agent.max_workspaces} workspaces (limits.max_workspaces)")
     doc = _merge_config(agent, args)
@@ -243,14 +267,14 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     env = {k: str(v) for k, v in env_doc.items() if re.match(r"^[A-Z_][A-Z0-9_]*$", str(k))}
     settings = {k: v for k, v in env_doc.items() if k not in env}
     if args.get("workspace"):
-        path = Path(args["workspace"]).expanduser()
+        path = Path(check_path_text(args["workspace"], "--workspace")).expanduser()
         if not path.is_absolute():
             raise InvalidArgument(f"workspace directory must be an absolute path, got {args['workspace']!r}")
-        path = path.resolve()
+        path = await run_blocking(path.resolve)
         _allowed_path(agent, call.user, path)
         managed = False
     else:
-        path = (agent.data_dir / "workspaces" / name).resolve()
+        path = (managed_root(agent) / name).resolve()
         managed = True
     now = time.time()
     ws = Workspace(
@@ -342,7 +366,7 @@ async def start_service(agent: AgentContext, call: Call, args: dict[str, Any]) -
         return Result(f"service {ws.id} started at {browser_url(ws, agent, call.user)}", "workspace",
                       workspace_view(agent, ws, call.user))
     require(agent, call.user, ws, USE, "starting")
-    if args["workspace"] and Path(args["workspace"]).expanduser().resolve() != Path(ws.path):
+    if args["workspace"] and Path(check_path_text(args["workspace"], "--workspace")).expanduser().resolve() != Path(ws.path):
         raise AlreadyExists(
             f"service {name!r} already exists on another directory ({ws.path})",
             "choose another --name, or delete it first",

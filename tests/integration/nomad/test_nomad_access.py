@@ -105,7 +105,7 @@ def test_revoke_cuts_the_printed_url(env: Env) -> None:
     carol = _url(env, "carol")
     env.agent.ml("jupyter", "revoke", "acc", "carol", user="bob")
     assert _call(carol, "GET", "api/contents").status_code in (401, 403)
-    assert env.agent.ml("jupyter", "info", "acc", user="carol", check=False).returncode == 3
+    assert env.agent.ml("jupyter", "info", "acc", user="carol", check=False).returncode == 4
 
 
 def test_audit_from_the_allocation_reaches_the_agent(env: Env) -> None:
