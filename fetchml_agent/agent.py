@@ -37,8 +37,9 @@ from .service.packages import hooks as package_hooks
 from .service.packages import scans as package_scans
 from .service.packages.vulnerabilities import VulnerabilityData
 from .service.workspaces import adopt_all, reconcile_once
-from .settings import AgentConfig, User
+from .settings import AgentConfig, ConfigError, User
 from .store import Store
+from .store.sealed import SealError, key_path
 from .store.workspaces import Workspace, load_workspaces, update_workspace
 from .webhooks import Webhooks
 
@@ -169,7 +170,12 @@ class Agent:
         (self.config.data_dir / "workspaces").mkdir(exist_ok=True)
         await asyncio.get_running_loop().run_in_executor(None, self.store.open)
         await self.runtime.open()
-        for ws in await self.store.run(load_workspaces):
+        try:
+            loaded = await self.store.run(load_workspaces, self.store.sealer)
+        except SealError as exc:
+            raise ConfigError(f"data_dir {self.config.data_dir}: {exc}",
+                              f"restore {key_path(self.config.data_dir)} from the backup taken with agent.db") from None
+        for ws in loaded:
             self.workspaces[ws.name] = ws
         await adopt_all(self)
         for hook in self.services.hooks.start:
@@ -264,7 +270,7 @@ class Agent:
 
     async def save(self, ws: Workspace) -> None:
         ws.updated_at = time.time()
-        await self.store.run(update_workspace, ws)
+        await self.store.run(update_workspace, ws, self.store.sealer)
         self.invalidate()
 
     def invalidate(self) -> None:

@@ -160,6 +160,21 @@ class AgentProcess:
     def ml_json(self, *args: str, user: str = "admin") -> Any:
         return json.loads(self.ml(*args, "--json", user=user).stdout)
 
+    def workspace_secrets(self, name: str) -> dict[str, Any]:
+        """The sealed columns of workspace ``name`` as the agent reads them (with its key file)."""
+        import sqlite3
+
+        from fetchml_agent.store.sealed import Sealer, key_path, load_or_create_key
+        from fetchml_agent.store.workspaces import SEALED
+
+        conn = sqlite3.connect(self.data_dir / "agent.db")
+        try:
+            row = conn.execute(f"SELECT id, {', '.join(SEALED)} FROM workspaces WHERE name = ?", (name,)).fetchone()
+        finally:
+            conn.close()
+        sealer = Sealer(load_or_create_key(key_path(self.data_dir)))
+        return {col: sealer.open(value, f"workspaces.{col}.{row[0]}") for col, value in zip(SEALED, row[1:], strict=True)}
+
     def cleanup_workspaces(self) -> None:
         """Stop every JupyterLab this agent started (by its data dir), even after a kill -9."""
         db = self.data_dir / "agent.db"

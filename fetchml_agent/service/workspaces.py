@@ -304,7 +304,7 @@ async def _create_reserved(agent: AgentContext, call: Call, args: dict[str, Any]
     for hook in agent.services.hooks.create:
         await hook(agent, call, ws)
     await run_blocking(path.mkdir, parents=True, exist_ok=True)
-    await agent.store.run(insert_workspace, ws)
+    await agent.store.run(insert_workspace, ws, agent.store.sealer)
     agent.workspaces[name] = ws
     agent.invalidate()
     try:

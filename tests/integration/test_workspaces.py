@@ -224,3 +224,21 @@ def test_stop_leaves_no_kernel_behind(agent: AgentProcess, unique_name: str) -> 
         assert not [p for p, t in started.items() if procs.alive(p, t)]
     finally:
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_no_secret_of_a_workspace_is_in_the_database_in_clear(fresh_agent: AgentProcess) -> None:
+    """Jupyter's token, the index key and the password hash are sealed with a key outside agent.db;
+    after a restart the agent opens them again (the server is adopted and still answers)."""
+    with fresh_agent.running() as a:
+        created = a.ml_json("jupyter", "create", "sealed", "--password", "pw-sealed-1")
+        secrets = a.workspace_secrets("sealed")
+        assert secrets["token"] and secrets["index_key"] and secrets["password_hash"]
+        a.kill9()
+        blob = b"".join(p.read_bytes() for p in a.data_dir.glob("agent.db*"))
+        for value in secrets.values():
+            assert value.encode() not in blob
+        key = a.data_dir / "keys" / "secrets.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        a.start()
+        assert a.ml_json("jupyter", "status", "sealed")["status"] == "running"
+        assert "started" in api_status(created["url"])
