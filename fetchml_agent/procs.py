@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-__all__ = ["alive", "descendants", "kill_tree", "start_time", "tree_rss"]
+__all__ = ["alive", "descendants", "environ", "kill_tree", "start_time", "tree_rss", "tree_roots_with_env"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -46,6 +46,36 @@ def _children() -> dict[int, list[int]]:
             if rest:
                 kids.setdefault(int(rest[1]), []).append(int(entry))
     return kids
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` started with (empty when it is gone or not ours to read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def tree_roots_with_env(var: str, prefix: str) -> list[tuple[int, dict[str, str]]]:
+    """Live processes whose ``var`` starts with ``prefix`` and whose parent's does not: the roots
+    of the trees that inherited it (a server, not its kernels), with their environments."""
+    found: dict[int, tuple[int, dict[str, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        rest = _stat(int(entry))
+        if not rest or rest[0] in ("Z", "X"):
+            continue
+        env = environ(int(entry))
+        if env.get(var, "").startswith(prefix):
+            found[int(entry)] = (int(rest[1]), env)
+    return [(pid, env) for pid, (ppid, env) in sorted(found.items()) if ppid not in found]
 
 
 def descendants(pid: int) -> list[int]:

@@ -191,6 +191,18 @@ class AgentProcess:
                 except (ProcessLookupError, PermissionError):
                     pass
         conn.close()
+        for pid in self.servers():  # spawned but never recorded (an agent killed in between)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def servers(self) -> list[int]:
+        """The pids of every JupyterLab this agent's local runtime runs, recorded or not."""
+        from fetchml_agent.procs import tree_roots_with_env
+        from fetchml_agent.runtimes.local.runtime import SERVER_ENV
+
+        return [pid for pid, _ in tree_roots_with_env(SERVER_ENV, str(self.data_dir / "run") + os.sep)]
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ twice.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -26,8 +27,9 @@ from ..errors import (
     InvalidState,
 )
 from ..protocol.opcodes import Opcode
-from ..runtimes.base import Resources
+from ..runtimes.base import Resources, State
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
+from ..testpoints import pause_point
 from ..units import parse_cpu, parse_size_mb
 from .access import OWN, USE, VIEW, require, require_password_change, visible
 from .calls import Call, Result
@@ -35,6 +37,8 @@ from .context import AgentContext
 from .paths import check_path_text, check_workspace_dir
 from .registry import operation
 from .views import browser_url, resources_view, service_view, workspace_view
+
+log = logging.getLogger(__name__)
 
 __all__ = ["adopt_all", "hash_password", "managed_root", "reconcile_once", "validate_name"]
 
@@ -145,6 +149,7 @@ async def _start(agent: AgentContext, call: Call, ws: Workspace) -> None:
             for hook in agent.services.hooks.before_start:
                 await hook(agent, call, ws)
             started = await agent.runtime.start(agent.workspace_spec(ws, gpu_ids), call.progress)
+            pause_point("start.ready")
             try:
                 for after in agent.services.hooks.after_start:
                     await after(agent, call, ws, started.state)
@@ -177,6 +182,7 @@ async def _stop(agent: AgentContext, ws: Workspace) -> None:
     if ws.runtime_state:
         ws.status = "stopping"
         await agent.save(ws)
+        pause_point("stop.stopping")
         await agent.runtime.stop(ws.runtime_state, grace=agent.runtime.stop_grace)
     _release_host_resources(agent, ws)
     ws.status, ws.status_message, ws.runtime_state, ws.url = "stopped", "", None, None
@@ -307,6 +313,7 @@ async def _create_reserved(agent: AgentContext, call: Call, args: dict[str, Any]
     await agent.store.run(insert_workspace, ws, agent.store.sealer)
     agent.workspaces[name] = ws
     agent.invalidate()
+    pause_point("create.recorded")
     try:
         await _start(agent, call, ws)
     except BaseException as exc:
@@ -450,6 +457,7 @@ async def restart_workspace(agent: AgentContext, call: Call, args: dict[str, Any
         if ws.status in ("running", "starting", "stopping", "failed", "missing"):
             await call.progress("stopping")
             await _stop(agent, ws)
+        pause_point("restart.stopped")
         await _start(agent, call, ws)
     await agent.audit(call.user.name, "workspace.restart", ws.name)
     return Result(f"restarted workspace {ws.name} at {browser_url(ws, agent, call.user)}", "workspace",
@@ -463,7 +471,9 @@ async def delete_workspace_op(agent: AgentContext, call: Call, args: dict[str, A
     async with agent.lock(ws.name):
         if ws.status != "stopped":
             await _stop(agent, ws)
+        pause_point("delete.stopped")
         await agent.runtime.remove(agent.workspace_spec(ws), None)
+        pause_point("delete.removed")
         for hook in agent.services.hooks.delete:
             await hook(agent, call, ws)
         await agent.store.run(delete_workspace, ws.id)
@@ -537,13 +547,59 @@ async def _refresh(agent: AgentContext, ws: Workspace) -> None:
     await agent.save(ws)
 
 
+def _same_workload(a: State, b: State) -> bool:
+    """Whether two runtime states name one workload (its pid and start, container or job)."""
+    keys = ("pid", "start_time", "container_id", "job_id")
+    return any(a.get(k) is not None for k in keys) and all(a.get(k) == b.get(k) for k in keys)
+
+
+async def _end_workloads(agent: AgentContext, states: list[State]) -> None:
+    for state in states:
+        try:
+            await agent.runtime.stop(state, grace=agent.runtime.stop_grace)
+        except FetchmlError as exc:
+            log.warning("could not end a workload (%s): %s", state, exc.message)
+
+
 async def adopt_all(agent: AgentContext) -> None:
-    """After a (re)start: keep what still runs, mark what died, report what nobody knows."""
+    """After a (re)start: keep what still runs, end what was half done, report what nobody knows.
+
+    A workspace the agent left ``starting`` or ``stopping`` (it was killed in between) has every
+    workload found for it ended (the recorded one and any the runtime discovers, such as a server
+    spawned but not yet recorded) and says so: ``failed`` (start it again) or ``stopped``. A
+    workload of a known workspace that is not its recorded one is ended too, so a restart never
+    leaves two servers for one workspace.
+    """
     known = {ws.id for ws in agent.workspaces.values()}
+    discovered = await agent.runtime.discover()
+    strays: dict[str, list[State]] = {}
+    for wid, state in discovered:
+        strays.setdefault(wid, []).append(state)
     for ws in agent.workspaces.values():
-        if ws.status in ACTIVE and ws.runtime_state:
+        if ws.status == "running" and ws.runtime_state:
             _hold_host_resources(agent, ws)
     for ws in list(agent.workspaces.values()):
+        found = strays.get(ws.id, [])
+        recorded = ws.runtime_state
+        if ws.status in ("starting", "stopping"):
+            before = ws.status
+            await _end_workloads(agent, ([recorded] if recorded else [])
+                                 + [s for s in found if not (recorded and _same_workload(s, recorded))])
+            _release_host_resources(agent, ws)
+            if before == "starting":
+                ws.status = "failed"
+                ws.status_message = (f"the agent stopped while this workspace was starting; "
+                                     f"start it again: ml jupyter restart {ws.name}")
+            else:
+                ws.status, ws.status_message = "stopped", ""
+            ws.runtime_state, ws.url = None, None
+            await agent.save(ws)
+            await agent.audit("agent", "workspace.ended", ws.name, was=before, workloads=len(found) + bool(recorded))
+            continue
+        extra = [s for s in found if not (ws.status == "running" and recorded and _same_workload(s, recorded))]
+        if extra:
+            await _end_workloads(agent, extra)
+            await agent.audit("agent", "workspace.stray_ended", ws.name, workloads=len(extra))
         if ws.status not in ACTIVE:
             continue
         before = ws.status
@@ -559,7 +615,7 @@ async def adopt_all(agent: AgentContext) -> None:
             ws.status_message = ws.status_message or "was not running when the agent restarted"
             await agent.save(ws)
             await agent.audit("agent", "workspace.lost", ws.name, "error", reason=ws.status_message)
-    agent.orphans = [wid for wid, _ in await agent.runtime.discover() if wid not in known]
+    agent.orphans = [wid for wid, _ in discovered if wid not in known]
 
 
 async def reconcile_once(agent: AgentContext) -> None:

@@ -24,6 +24,7 @@ from ...allocators import GpuAllocator, PortAllocator, workspace_holder
 from ...errors import BackendError, Timeout
 from ...gpus import detect_gpus
 from ...policy.scan import installed_from_path
+from ...testpoints import pause_point
 from ..base import (
     Capabilities,
     ExecResult,
@@ -47,6 +48,9 @@ from .runs import LocalRuns
 __all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
+#: Set in a JupyterLab's environment to its run directory (``DATA_DIR/run/ID``): how
+#: :meth:`LocalRuntime.discover` finds this agent's servers in ``/proc``, recorded or not.
+SERVER_ENV = "FETCHML_SERVER_RUN_DIR"
 
 
 def _alive(state: State) -> bool:
@@ -181,9 +185,11 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         if os.geteuid() == 0:
             argv.append("--allow-root")
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
+        env[SERVER_ENV] = str(run_dir)
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
         await progress("starting")
         proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+        pause_point("start.spawned")  # a crash here leaves a server that only discover() finds
         limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
         if self.cgroups is not None:
             limits = await run_blocking(
@@ -268,10 +274,11 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(int(pid), sig)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                os.kill(int(pid), sig)
+            except (ProcessLookupError, PermissionError):
+                try:  # not a group leader (a kernel left behind by a dead server), or not ours
+                    os.kill(int(pid), sig)
+                except ProcessLookupError:
+                    break
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 self._reap(pid)
@@ -305,8 +312,19 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
 
     async def discover(self) -> list[tuple[str, State]]:
-        """Local workloads are found from the stored state (pid + start time); see ``poll``."""
-        return []
+        """This agent's JupyterLab servers, recorded or not: the processes whose environment names
+        a run directory of this data_dir (:data:`SERVER_ENV`), without the kernels they started.
+        A server spawned just before the agent was killed is found here though no row names it."""
+        prefix = str(self.data_dir / "run") + os.sep
+        found = await run_blocking(procs.tree_roots_with_env, SERVER_ENV, prefix)
+        out: list[tuple[str, State]] = []
+        for pid, env in found:
+            started = procs.start_time(pid)
+            if started is None:
+                continue
+            workspace_id = Path(env[SERVER_ENV]).name
+            out.append((workspace_id, {"pid": pid, "start_time": started, "cgroup": workspace_id}))
+        return out
 
     async def stats(self, state: State) -> dict[str, Any]:
         return await run_blocking(process_tree_stats, state)
