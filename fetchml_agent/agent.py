@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,22 @@ def make_runtime(config: AgentConfig) -> Runtime:
     python-nomad cost an agent on another runtime nothing."""
     if config.runtime == "local":
         from .runtimes.local import LocalRuntime
+        from .runtimes.local.users import WorkspaceUsers
 
         local = config.section("local")
+        root = config.local_workspaces_dir
+        users = None
+        if root is not None:
+            lo, hi = local.get("uid_range", [61000, 61999])
+            users = WorkspaceUsers(root, python=local.get("python") or sys.executable, uid_range=(lo, hi),
+                                   prefix=local.get("user_prefix", "fml-"))
         return LocalRuntime(
             config.data_dir,
             port_base=local.get("port_base", 8888),
             start_timeout=float(local.get("start_timeout", 120)),
             use_cgroups=bool(local.get("cgroup", True)),
             stop_grace=float(local.get("stop_grace", 5)),
+            users=users,
         )
     if config.runtime == "docker":
         from .runtimes.docker import DockerRuntime

@@ -118,6 +118,13 @@ SCHEMA: dict[str, Any] = {
             "stop_grace": {"type": "number", "min": 0, "default": 5},
             "workspace_roots": {"type": "list", "default": [], "schema": {"type": "string"}},
             "cgroup": {"type": "boolean", "default": True},
+            # runtimes/local/users.py: each owner's workspaces as an OS user of their own.
+            "isolation": {"type": "string", "default": "none", "allowed": ["none", "users"]},
+            "workspaces_dir": {"type": "string", "nullable": True, "default": None, "empty": False},
+            "python": {"type": "string", "nullable": True, "default": None, "empty": False},
+            "uid_range": {"type": "list", "default": [61000, 61999], "minlength": 2, "maxlength": 2,
+                          "schema": {"type": "integer", "min": 1000, "max": 2**31 - 2}},
+            "user_prefix": {"type": "string", "default": "fml-", "regex": r"[a-z][a-z0-9_-]{0,15}\Z"},
         },
     },
     "package_index": {

@@ -197,12 +197,13 @@ class AgentProcess:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def servers(self) -> list[int]:
-        """The pids of every JupyterLab this agent's local runtime runs, recorded or not."""
+    def servers(self, prefix: str | None = None) -> list[int]:
+        """The pids of every JupyterLab this agent's local runtime runs, recorded or not (their
+        run directories under ``prefix``: by default the data_dir's)."""
         from fetchml_agent.procs import tree_roots_with_env
         from fetchml_agent.runtimes.local.runtime import SERVER_ENV
 
-        return [pid for pid, _ in tree_roots_with_env(SERVER_ENV, str(self.data_dir / "run") + os.sep)]
+        return [pid for pid, _ in tree_roots_with_env(SERVER_ENV, prefix or str(self.data_dir / "run") + os.sep)]
 
 
 @pytest.fixture(scope="session")

@@ -236,7 +236,15 @@ def cmd_agent_status(ctx: Any) -> int:
         return 0
     ag, rt = doc["agent"], doc["runtime"]
     print(f"agent {ctx.server}: version {ag['version']}, up {int(ag['uptime_s'])} s, you are {ag['user']} ({ag['role']})")
-    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k != "name") + f" [{rt['name']}]")
+    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k not in ("name", "isolation")) + f" [{rt['name']}]")
+    iso = rt.get("isolation")
+    if iso:
+        if iso.get("enforced"):
+            print(f"isolation: {iso['mode']}: {iso['how']}")
+            for gap in iso.get("not_enforced") or []:
+                print(f"  not enforced: {gap}")
+        else:
+            print(f"isolation: NONE: {iso['reason']}")
     counts = doc.get("workspaces") or {}
     print("workspaces: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     for hook in _STATUS_PRINTERS:

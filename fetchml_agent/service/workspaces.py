@@ -87,8 +87,11 @@ def hash_password(password: str) -> str:
 
 
 def managed_root(agent: AgentContext) -> Path:
-    """Where the agent puts the directories of workspaces created without ``--workspace``."""
-    return agent.data_dir / "workspaces"
+    """Where the agent puts the directories of workspaces created without ``--workspace``: under
+    the data_dir, or with local user isolation under ``local.workspaces_dir`` (which workspace
+    users can reach; the data_dir is 0700)."""
+    shared = agent.config.local_workspaces_dir
+    return shared / "files" if shared is not None else agent.data_dir / "workspaces"
 
 
 def _allowed_path(agent: AgentContext, user: Any, path: Path) -> None:

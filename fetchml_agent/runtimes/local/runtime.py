@@ -44,6 +44,7 @@ from ..base import (
 from ..cgroups import Cgroups
 from .env import create_workspace_env, process_tree_stats, tail
 from .runs import LocalRuns
+from .users import OsUser, WorkspaceUsers, chown_tree
 
 __all__ = ["LocalRuntime"]
 
@@ -76,8 +77,14 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         use_cgroups: bool = True,
         gpus: list[dict[str, Any]] | None = None,
         stop_grace: float = 5.0,
+        users: WorkspaceUsers | None = None,
     ) -> None:
         self.data_dir = data_dir
+        #: ``local.isolation: users`` (:mod:`.users`); ``None``: workspaces run as the agent's user.
+        self.users = users
+        # Where a workspace's venv and JupyterLab's run directory live: the data_dir, or the
+        # workspaces_dir that workspace users can reach.
+        self._ws_root = users.root if users is not None else data_dir
         self.port_base = port_base
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
@@ -90,6 +97,8 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         self.runs = LocalRuns(data_dir, self.exec)
 
     async def open(self) -> None:
+        if self.users is not None:
+            await run_blocking(self.users.check)
         self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
         if self._gpu_inventory is None:
             self._gpu_inventory = await run_blocking(detect_gpus)
@@ -100,7 +109,36 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
     # -- helpers --------------------------------------------------------------------------------
 
     def env_dir(self, workspace_id: str) -> Path:
-        return self.data_dir / "envs" / workspace_id
+        return self._ws_root / "envs" / workspace_id
+
+    def server_run_dir(self, workspace_id: str) -> Path:
+        return self._ws_root / "run" / workspace_id
+
+    def _os_user(self, spec: WorkspaceSpec) -> OsUser | None:
+        return self.users.user_for(spec.owner) if self.users is not None else None
+
+    def _prepare_env(self, spec: WorkspaceSpec, user: OsUser | None) -> Path:
+        """The workspace's venv with its index configuration; owned by its user, if it has one."""
+        env_dir = self.env_dir(spec.id)
+        fresh = not (env_dir / "bin" / "python").exists()
+        python = create_workspace_env(env_dir, self.users.python if self.users is not None else None)
+        self._install_index_config(spec, env_dir)
+        if user is not None:
+            if fresh:
+                chown_tree(env_dir, user.uid, user.gid)
+            for name in ("pip.conf", ".condarc"):
+                if (env_dir / name).exists():
+                    os.chown(env_dir / name, user.uid, user.gid)
+                    os.chmod(env_dir / name, 0o600)
+            os.chown(env_dir, user.uid, user.gid)
+            os.chmod(env_dir, 0o700)
+        return python
+
+    def _as_user(self, user: OsUser | None) -> dict[str, Any]:
+        """Popen's arguments that make a child the workspace's user (nothing without one)."""
+        if user is None:
+            return {}
+        return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
 
     def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
         """The site-packages of what the workspace installed itself (its venv), without the shared
@@ -141,6 +179,10 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             }
         )
         env.update(spec.env)
+        if self.users is not None:  # the agent's copies in the data_dir are not the user's to read
+            for var, name in (("PIP_CONFIG_FILE", "pip.conf"), ("CONDARC", ".condarc")):
+                if var in env:
+                    env[var] = str(env_dir / name)
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -151,12 +193,16 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         port = self.ports.claim(workspace_holder(spec.id), spec.port)
         await progress("preparing environment")
         env_dir = self.env_dir(spec.id)
-        python = await run_blocking(create_workspace_env, env_dir)
-        await run_blocking(self._install_index_config, spec, env_dir)
+        user = await run_blocking(self._os_user, spec)
+        python = await run_blocking(self._prepare_env, spec, user)
         spec.path.mkdir(parents=True, exist_ok=True)
-        run_dir = self.data_dir / "run" / spec.id
+        run_dir = self.server_run_dir(spec.id)
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)
+        if user is not None:
+            os.chown(run_dir, user.uid, user.gid)
+            if spec.path.stat().st_uid == os.geteuid():  # a directory the agent made: the user's now
+                WorkspaceUsers.private_dir(spec.path, user.uid, user.gid)
         cfg: dict[str, Any] = {
             # fetchml_jupyter: the agent decides who may do what (docs/access.md); with live
             # collaboration, whose frontend extensions live in the agent's environment.
@@ -173,7 +219,11 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(cfg, fh)
+        if user is not None:
+            os.chown(config_file, user.uid, user.gid)
         env = self._workspace_env(spec, env_dir)  # JUPYTER_TOKEN: the server's own credential
+        if user is not None:
+            env.update(HOME=str(user.home), USER=user.name, LOGNAME=user.name)
         gpu_indexes = list(spec.gpu_ids)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
         argv = [
@@ -182,13 +232,13 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
             "--ServerApp.jpserver_file_prefix=jpserver",
         ]
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and user is None:
             argv.append("--allow-root")
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
         env[SERVER_ENV] = str(run_dir)
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
         await progress("starting")
-        proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+        proc = await run_blocking(self._spawn, argv, env, spec.path, log_path, self._as_user(user))
         pause_point("start.spawned")  # a crash here leaves a server that only discover() finds
         limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
         if self.cgroups is not None:
@@ -203,6 +253,8 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             "gpu_indexes": gpu_indexes,
             "cgroup": spec.id if limits.get("enforced") else None,
         }
+        if user is not None:
+            state["os_user"] = user.name
         url = f"http://127.0.0.1:{port}/"
         try:
             await self._wait_ready(proc, url, spec.token, log_path)
@@ -212,12 +264,15 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         await progress("ready")
         return Started(state=state, url=url, limits=limits)
 
-    def _spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Any:
+    def _spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
+               creds: dict[str, Any]) -> Any:
         import subprocess
 
-        with open(log_path, "ab", buffering=0) as log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "ab", buffering=0) as log:
             proc = subprocess.Popen(
-                argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                **creds,
             )
         self._children[proc.pid] = proc
         return proc
@@ -302,6 +357,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
 
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
         await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
+        await run_blocking(shutil.rmtree, self.server_run_dir(spec.id), True)
         await run_blocking(shutil.rmtree, self.data_dir / "run" / spec.id, True)
         log = self.data_dir / "logs" / f"{spec.id}.log"
         log.unlink(missing_ok=True)
@@ -315,7 +371,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         """This agent's JupyterLab servers, recorded or not: the processes whose environment names
         a run directory of this data_dir (:data:`SERVER_ENV`), without the kernels they started.
         A server spawned just before the agent was killed is found here though no row names it."""
-        prefix = str(self.data_dir / "run") + os.sep
+        prefix = str(self._ws_root / "run") + os.sep
         found = await run_blocking(procs.tree_roots_with_env, SERVER_ENV, prefix)
         out: list[tuple[str, State]] = []
         for pid, env in found:
@@ -340,10 +396,12 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         stdin: bytes | None = None,
     ) -> ExecResult:
         env_dir = self.env_dir(spec.id)
-        await run_blocking(create_workspace_env, env_dir)
-        await run_blocking(self._install_index_config, spec, env_dir)
+        user = await run_blocking(self._os_user, spec)
+        await run_blocking(self._prepare_env, spec, user)
         full_env = self._workspace_env(spec, env_dir)
         full_env.pop("JUPYTER_TOKEN", None)
+        if user is not None:
+            full_env.update(HOME=str(user.home), USER=user.name, LOGNAME=user.name)
         full_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -353,6 +411,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            **self._as_user(user),
         )
         chunks: list[bytes] = []
 
@@ -427,4 +486,17 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             "python": sys.executable,
             "gpus": self.gpus.capacity,
             "limits": f"cgroup v{lay.version}" if lay else (self.cgroups.reason if self.cgroups else "unknown"),
+            "isolation": self.isolation(),
         }
+
+    def isolation(self) -> dict[str, Any]:
+        """What keeps workspaces apart on this host (``ml jupyter info`` and the agent's status)."""
+        if self.users is None:
+            return {"mode": "none", "enforced": False,
+                    "reason": "every workspace runs as the agent's own OS user (local.isolation: none): "
+                              "code in one workspace can read the others' files and the agent's"}
+        return {"mode": "users", "enforced": True,
+                "how": f"each owner's workspaces run as the OS user {self.users.prefix}<owner> "
+                       f"(uids {self.users.uid_range[0]}-{self.users.uid_range[1]}); files, HOME, venv and "
+                       "run directory are 0700 and theirs",
+                "not_enforced": ["network (workspaces may reach each other's ports and the internet)"]}
