@@ -21,7 +21,7 @@ from fetchml_jupyter import SERVER_EXTENSIONS
 from ... import procs
 from ...aio import run_blocking
 from ...allocators import GpuAllocator, PortAllocator, workspace_holder
-from ...errors import BackendError, Timeout
+from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
 from ...policy.scan import installed_from_path
 from ...testpoints import pause_point
@@ -457,6 +457,11 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
 
     async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
         """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``."""
+        if self.users is not None:
+            # Runs live in the agent's 0700 data_dir, which a workspace user cannot reach; they are
+            # refused rather than run as the agent's user.
+            raise NotSupported("experiment runs on the local runtime with local.isolation: users are not supported yet",
+                               "run the notebook in the workspace's JupyterLab, or use the docker or nomad runtime")
         return await self.runs.submit(spec)
 
     async def run_status(self, state: State) -> RunStatus:
