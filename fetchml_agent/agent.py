@@ -65,13 +65,24 @@ def make_runtime(config: AgentConfig) -> Runtime:
             lo, hi = local.get("uid_range", [61000, 61999])
             users = WorkspaceUsers(root, python=local.get("python") or sys.executable, uid_range=(lo, hi),
                                    prefix=local.get("user_prefix", "fml-"))
+        firewall = None
+        port_base = local.get("port_base", 8888)
+        index_port = local.get("index_port") or port_base - 1
+        if users is not None and local.get("firewall", True):
+            from .netpolicy import Firewall, NetPolicy
+
+            firewall = Firewall(NetPolicy.from_config({
+                "table": local.get("firewall_table"), "index": f"127.0.0.1:{index_port}",
+                "dns": local.get("dns"), "allow": local.get("allow")}))
         return LocalRuntime(
             config.data_dir,
-            port_base=local.get("port_base", 8888),
+            port_base=port_base,
             start_timeout=float(local.get("start_timeout", 120)),
             use_cgroups=bool(local.get("cgroup", True)),
             stop_grace=float(local.get("stop_grace", 5)),
             users=users,
+            firewall=firewall,
+            index_port=index_port,
         )
     if config.runtime == "docker":
         from .runtimes.docker import DockerRuntime

@@ -125,6 +125,15 @@ SCHEMA: dict[str, Any] = {
             "uid_range": {"type": "list", "default": [61000, 61999], "minlength": 2, "maxlength": 2,
                           "schema": {"type": "integer", "min": 1000, "max": 2**31 - 2}},
             "user_prefix": {"type": "string", "default": "fml-", "regex": r"[a-z][a-z0-9_-]{0,15}\Z"},
+            # With isolation: users, the agent's nftables table keyed by uid (docs/security.md).
+            "firewall": {"type": "boolean", "default": True},
+            "firewall_table": {"type": "string", "default": "fetchml_local", "regex": r"[A-Za-z][A-Za-z0-9_]{0,31}\Z"},
+            "index_port": {"type": "integer", "nullable": True, "default": None, "min": 1024, "max": 65535},
+            "dns": {"type": "list", "default": [], "schema": {"type": "string"}},
+            "allow": {"type": "list", "default": [], "schema": {"type": "dict", "schema": {
+                "addr": {"type": "string", "required": True},
+                "port": {"type": "integer", "nullable": True, "default": None, "min": 1, "max": 65535},
+                "proto": {"type": "string", "default": "tcp", "allowed": ["tcp", "udp"]}}}},
         },
     },
     "package_index": {

@@ -16,12 +16,14 @@ import os
 import pwd
 import random
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import AgentProcess, free_port
 from tests.integration.jupyter import execute
@@ -29,6 +31,18 @@ from tests.integration.jupyter import execute
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
 BASE_PYTHON = "/usr/bin/python3.11"
+
+NET_PROBE = """
+import json, socket
+out = {}
+for label, (host, port) in json.loads(%r).items():
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        out[label] = "connected"
+    except OSError as exc:
+        out[label] = type(exc).__name__
+print(json.dumps(out))
+"""
 
 PROBE = """
 import json, os, pwd
@@ -44,6 +58,18 @@ for label, path in json.loads(%r).items():
         out[label] = type(exc).__name__
 print(json.dumps(out))
 """
+
+
+def _net_probe(url: str, targets: dict[str, tuple[str, int]]) -> dict[str, str]:
+    return json.loads(execute(url, NET_PROBE % json.dumps(targets)).strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _host_address() -> str:
+    """An address of this host that is not loopback (stands for "the internet": the rule that
+    refuses it is the one that refuses every destination not allowed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing address
+        return str(s.getsockname()[0])
 
 
 def _probe(url: str, targets: dict[str, str]) -> dict[str, str]:
@@ -69,8 +95,9 @@ def _remove_users(prefix: str) -> None:
 @pytest.fixture
 def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
     prefix = f"ft{os.getpid() % 100000}{random.randint(10, 99)}-"
+    table = f"fmltest_{os.getpid()}_local"
     local = {"isolation": "users", "workspaces_dir": str(shared_dir / "workspaces"), "python": BASE_PYTHON,
-             "user_prefix": prefix, "uid_range": [62000, 62999]}
+             "user_prefix": prefix, "uid_range": [62000, 62999], "firewall_table": table}
     a = AgentProcess(shared_dir / "agent", free_port(), {"local": local})
     a.write_config()
     os.chmod(a.root, 0o700)  # as the role installs it: agent.yaml is the agent's alone
@@ -85,6 +112,7 @@ def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
             except (ProcessLookupError, PermissionError):
                 pass
         _remove_users(prefix)
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
 
 
 def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess) -> None:
@@ -121,9 +149,31 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess) ->
         # what the agent says it enforces
         status = a.ml_json("status")
         assert status["runtime"]["isolation"]["mode"] == "users" and status["runtime"]["isolation"]["enforced"]
+        # the network, keyed by uid: bob reaches his own JupyterLab and the index-only listener,
+        # not carol's JupyterLab, not the agent's API, not another host address
+        with socket.create_server(("0.0.0.0", 0)) as outside:
+            port_of = {name: int(doc["url"].split(":")[2].split("/")[0]) for name, doc in (("bob", bob), ("carol", carol))}
+            index_port = yaml.safe_load(a.config_path.read_text())["local"]["port_base"] - 1  # local.index_port's default
+            targets = {"own_lab": ("127.0.0.1", port_of["bob"]), "carol_lab": ("127.0.0.1", port_of["carol"]),
+                       "agent_api": ("127.0.0.1", a.port), "outside": (_host_address(), outside.getsockname()[1])}
+            targets["index"] = ("127.0.0.1", index_port)
+            reached = _net_probe(bob["url"], targets)
+        assert reached["own_lab"] == "connected", reached
+        assert reached["index"] == "connected", reached
+        for label in ("carol_lab", "agent_api", "outside"):
+            assert reached[label] in ("ConnectionRefusedError", "TimeoutError", "PermissionError"), (label, reached)
+        iso = a.ml_json("status")["runtime"]["isolation"]
+        assert "meta skuid" not in iso["network"] and "by uid" in iso["network"]
+        ruleset = subprocess.run(["nft", "list", "table", "inet", a.extra["local"]["firewall_table"]],
+                                 capture_output=True, text=True, check=True).stdout
+        assert f"meta skuid {seen_by_bob['uid']}" in ruleset or f"skuid {seen_by_bob['user']}" in ruleset, ruleset
         # bob's packages go to his own venv, as bob
         installed = execute(bob["url"], "import sys, os; print(sys.prefix, os.access(sys.prefix, os.W_OK))").split()
         assert installed[1] == "True" and "/envs/" in installed[0]
+    except BaseException:
+        for log in sorted((a.data_dir / "logs").glob("*.log")):  # JupyterLab's own words, before delete removes them
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        raise
     finally:
         a.ml("jupyter", "delete", "bob-ws", "--yes", user="bob", check=False)
         a.ml("jupyter", "delete", "carol-ws", "--yes", user="carol", check=False)

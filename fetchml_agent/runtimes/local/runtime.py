@@ -12,7 +12,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -23,6 +23,7 @@ from ...aio import run_blocking
 from ...allocators import GpuAllocator, PortAllocator, workspace_holder
 from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
+from ...netpolicy import LocalUserNet
 from ...policy.scan import installed_from_path
 from ...testpoints import pause_point
 from ..base import (
@@ -30,6 +31,7 @@ from ..base import (
     ExecResult,
     Inventory,
     Output,
+    PackageIndexReach,
     PackageInventory,
     Progress,
     RunBackend,
@@ -46,6 +48,9 @@ from .env import create_workspace_env, process_tree_stats, tail
 from .runs import LocalRuns
 from .users import OsUser, WorkspaceUsers, chown_tree
 
+if TYPE_CHECKING:
+    from ...netpolicy import Firewall
+
 __all__ = ["LocalRuntime"]
 
 _READY_POLL = 0.05
@@ -54,11 +59,36 @@ _READY_POLL = 0.05
 SERVER_ENV = "FETCHML_SERVER_RUN_DIR"
 
 
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
+def _owner_and_port(pid: int) -> dict[str, Any]:
+    """A server's real uid and ``--port`` (from /proc), for its firewall rules after a restart."""
+    out: dict[str, Any] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                out["uid"] = int(line.split()[1])
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return out
+    for arg in args:
+        if arg.startswith(b"--port="):
+            out["port"] = int(arg.split(b"=", 1)[1])
+    return out
+
+
 def _alive(state: State) -> bool:
     return procs.alive(state.get("pid"), state.get("start_time"))
 
 
-class LocalRuntime(Runtime, RunBackend, PackageInventory):
+class LocalRuntime(Runtime, RunBackend, PackageInventory, PackageIndexReach):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"
@@ -78,6 +108,8 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         gpus: list[dict[str, Any]] | None = None,
         stop_grace: float = 5.0,
         users: WorkspaceUsers | None = None,
+        firewall: Firewall | None = None,
+        index_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         #: ``local.isolation: users`` (:mod:`.users`); ``None``: workspaces run as the agent's user.
@@ -85,6 +117,14 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         # Where a workspace's venv and JupyterLab's run directory live: the data_dir, or the
         # workspaces_dir that workspace users can reach.
         self._ws_root = users.root if users is not None else data_dir
+        #: With users: the agent's nftables table keyed by uid (``meta skuid``), and the loopback
+        #: port of the index-only listener that workspaces reach (package index and /access).
+        self.firewall = firewall if users is not None else None
+        self._index_port = index_port
+        self._fw_users: dict[str, tuple[str, int, int]] = {}  # workspace id -> (user, uid, port)
+        # Every workspace user the rules name, running or not: a user without a chain of its own
+        # would not be filtered at all (a process it left behind, a later login).
+        self._fw_known: dict[str, int] = {}
         self.port_base = port_base
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
@@ -99,12 +139,48 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
     async def open(self) -> None:
         if self.users is not None:
             await run_blocking(self.users.check)
+        if self.firewall is not None and self.users is not None:  # servers that outlived the agent keep their rules
+            self._fw_known.update(await run_blocking(self.users.known_users))
+            for wid, state in await self.discover():
+                if state.get("uid") and state.get("port"):
+                    self._fw_users[wid] = (_user_name(state["uid"]), state["uid"], state["port"])
+            await self._apply_firewall()
         self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
         if self._gpu_inventory is None:
             self._gpu_inventory = await run_blocking(detect_gpus)
         self.gpus.set_inventory(g["index"] for g in self._gpu_inventory)
         for sub in ("envs", "run", "logs"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- network (local.isolation: users) ------------------------------------------------------
+
+    @property
+    def index(self) -> tuple[str, int] | None:
+        """With the firewall, workspaces reach the agent only at an index-only listener on loopback
+        (``/index`` and ``/access``, never ``/api`` nor ``/ws``): the uid rules let that port pass."""
+        if self.firewall is None or not self._index_port:
+            return None
+        return ("127.0.0.1", self._index_port)
+
+    def index_base_url(self, scheme: str) -> str | None:
+        return f"{scheme}://127.0.0.1:{self._index_port}" if self.index is not None else None
+
+    async def _apply_firewall(self) -> None:
+        if self.firewall is None:
+            return
+        by_user: dict[str, tuple[int, list[int]]] = {name: (uid, []) for name, uid in self._fw_known.items()}
+        for name, uid, port in self._fw_users.values():
+            by_user.setdefault(name, (uid, []))[1].append(port)
+        await self.firewall.apply([], [LocalUserNet(n, uid, tuple(ports)) for n, (uid, ports) in sorted(by_user.items())])
+
+    async def _forget_firewall(self, workspace_id: str | None, port: int | None = None) -> None:
+        """Drop a workspace's port from the rules (only that server's, when ``port`` is given: a
+        stray server of a workspace ended at start must not take the running one's rule along)."""
+        entry = self._fw_users.get(workspace_id or "")
+        if self.firewall is None or entry is None or (port is not None and entry[2] != port):
+            return
+        self._fw_users.pop(workspace_id or "")
+        await self._apply_firewall()
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -213,6 +289,16 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         # File ids (collaboration's document ids) belong to this workspace, not to a shared data
         # dir under whatever HOME the agent has; they survive restarts with the run dir.
         cfg["BaseFileIdManager"] = {"db_path": str(run_dir / "file_id_manager.db")}
+        if user is not None:
+            # Kernels talk to their server over Unix sockets in the 0700 runtime dir, not loopback
+            # TCP ports: the uid rules then need no port of theirs.
+            # One short prefix per workspace (jupyter_client numbers the sockets after it); a
+            # socket path has at most 107 bytes.
+            ipc = run_dir / "k"
+            if len(str(ipc)) > 90:
+                raise BackendError(f"kernel socket paths under {run_dir} would be too long for Unix sockets",
+                                   "choose a shorter local.workspaces_dir")
+            cfg["KernelManager"] = {"transport": "ipc", "ip": str(ipc)}
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
         config_file = run_dir / "jupyter_server_config.json"
@@ -237,6 +323,10 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
         env[SERVER_ENV] = str(run_dir)
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
+        if user is not None and self.firewall is not None:  # rules before the server exists
+            self._fw_users[spec.id] = (user.name, user.uid, port)
+            self._fw_known[user.name] = user.uid
+            await self._apply_firewall()
         await progress("starting")
         proc = await run_blocking(self._spawn, argv, env, spec.path, log_path, self._as_user(user))
         pause_point("start.spawned")  # a crash here leaves a server that only discover() finds
@@ -255,6 +345,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
         }
         if user is not None:
             state["os_user"] = user.name
+            state["workspace_id"] = spec.id
         url = f"http://127.0.0.1:{port}/"
         try:
             await self._wait_ready(proc, url, spec.token, log_path)
@@ -315,6 +406,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
 
     async def stop(self, state: State, grace: float = 5.0) -> None:
         await run_blocking(self._stop_ladder, state, grace)
+        await self._forget_firewall(state.get("workspace_id"), state.get("port"))
         if self.cgroups is not None and state.get("cgroup"):
             await run_blocking(self.cgroups.remove, state["cgroup"])
 
@@ -356,6 +448,7 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             self._children.pop(int(pid), None)
 
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
+        await self._forget_firewall(spec.id)
         await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
         await run_blocking(shutil.rmtree, self.server_run_dir(spec.id), True)
         await run_blocking(shutil.rmtree, self.data_dir / "run" / spec.id, True)
@@ -379,7 +472,9 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             if started is None:
                 continue
             workspace_id = Path(env[SERVER_ENV]).name
-            out.append((workspace_id, {"pid": pid, "start_time": started, "cgroup": workspace_id}))
+            state: State = {"pid": pid, "start_time": started, "cgroup": workspace_id, "workspace_id": workspace_id}
+            state.update(await run_blocking(_owner_and_port, pid))
+            out.append((workspace_id, state))
         return out
 
     async def stats(self, state: State) -> dict[str, Any]:
@@ -500,8 +595,17 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory):
             return {"mode": "none", "enforced": False,
                     "reason": "every workspace runs as the agent's own OS user (local.isolation: none): "
                               "code in one workspace can read the others' files and the agent's"}
-        return {"mode": "users", "enforced": True,
-                "how": f"each owner's workspaces run as the OS user {self.users.prefix}<owner> "
-                       f"(uids {self.users.uid_range[0]}-{self.users.uid_range[1]}); files, HOME, venv and "
-                       "run directory are 0700 and theirs",
-                "not_enforced": ["network (workspaces may reach each other's ports and the internet)"]}
+        doc: dict[str, Any] = {
+            "mode": "users", "enforced": True,
+            "how": f"each owner's workspaces run as the OS user {self.users.prefix}<owner> "
+                   f"(uids {self.users.uid_range[0]}-{self.users.uid_range[1]}); files, HOME, venv and "
+                   "run directory are 0700 and theirs",
+        }
+        if self.firewall is not None:
+            doc["network"] = (f"nftables table inet {self.firewall.policy.table}, by uid: a workspace user reaches its "
+                              f"own JupyterLab ports, the package index and /access at 127.0.0.1:{self._index_port}"
+                              " and the configured allow-list; nothing else")
+        else:
+            doc["not_enforced"] = ["network (local.firewall: false: workspaces may reach each other's ports, "
+                                   "the agent's API and the internet)"]
+        return doc

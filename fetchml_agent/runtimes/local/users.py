@@ -146,6 +146,11 @@ class WorkspaceUsers:
             raise BackendError(f"could not create the OS user {name}", done.stderr.strip())
         return pwd.getpwnam(name)
 
+    def known_users(self) -> dict[str, int]:
+        """The workspace users that exist now (name -> uid): this prefix, in the uid range."""
+        lo, hi = self.uid_range
+        return {p.pw_name: p.pw_uid for p in pwd.getpwall() if p.pw_name.startswith(self.prefix) and lo <= p.pw_uid <= hi}
+
     @staticmethod
     def private_dir(path: Path, uid: int, gid: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
