@@ -435,7 +435,11 @@ _NAME_ONLY = {"name": {"type": "string", "required": True, "empty": False}}
 async def workspace_info(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing")
-    return Result(ws.name, "workspace", workspace_view(agent, ws, call.user))
+    doc = workspace_view(agent, ws, call.user)
+    isolation = agent.runtime.describe().get("isolation")
+    if isolation:  # what keeps this workspace apart from the others (docs/security.md)
+        doc["isolation"] = isolation
+    return Result(ws.name, "workspace", doc)
 
 
 @operation(Opcode.WORKSPACE_STATUS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/status")], schema=_NAME_ONLY)

@@ -162,7 +162,7 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess) ->
         assert reached["index"] == "connected", reached
         for label in ("carol_lab", "agent_api", "outside"):
             assert reached[label] in ("ConnectionRefusedError", "TimeoutError", "PermissionError"), (label, reached)
-        iso = a.ml_json("status")["runtime"]["isolation"]
+        iso = a.ml_json("jupyter", "info", "bob-ws", user="bob")["isolation"]  # ml jupyter info says it too
         assert "meta skuid" not in iso["network"] and "by uid" in iso["network"]
         ruleset = subprocess.run(["nft", "list", "table", "inet", a.extra["local"]["firewall_table"]],
                                  capture_output=True, text=True, check=True).stdout

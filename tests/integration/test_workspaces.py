@@ -242,3 +242,14 @@ def test_no_secret_of_a_workspace_is_in_the_database_in_clear(fresh_agent: Agent
         a.start()
         assert a.ml_json("jupyter", "status", "sealed")["status"] == "running"
         assert "started" in api_status(created["url"])
+
+
+def test_info_says_a_shared_user_workspace_is_not_isolated(agent: AgentProcess, unique_name: str) -> None:
+    """local.isolation: none (the default): ml jupyter info and ml status say nothing keeps workspaces apart."""
+    agent.ml_json("jupyter", "create", unique_name)
+    try:
+        iso = agent.ml_json("jupyter", "info", unique_name)["isolation"]
+        assert iso["mode"] == "none" and iso["enforced"] is False and "agent's own OS user" in iso["reason"]
+        assert "isolation: NONE" in agent.ml("status").stdout
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
