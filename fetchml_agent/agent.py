@@ -81,6 +81,7 @@ def make_runtime(config: AgentConfig) -> Runtime:
             use_cgroups=bool(local.get("cgroup", True)),
             stop_grace=float(local.get("stop_grace", 5)),
             users=users,
+            shared=local.get("isolation") == "none",
             firewall=firewall,
             index_port=index_port,
         )

@@ -119,7 +119,8 @@ SCHEMA: dict[str, Any] = {
             "workspace_roots": {"type": "list", "default": [], "schema": {"type": "string"}},
             "cgroup": {"type": "boolean", "default": True},
             # runtimes/local/users.py: each owner's workspaces as an OS user of their own.
-            "isolation": {"type": "string", "default": "none", "allowed": ["none", "users"]},
+            # unset: one person's workspaces only; none: shared knowingly; users: an OS user per owner.
+            "isolation": {"type": "string", "nullable": True, "default": None, "allowed": ["none", "users"]},
             "workspaces_dir": {"type": "string", "nullable": True, "default": None, "empty": False},
             "python": {"type": "string", "nullable": True, "default": None, "empty": False},
             "uid_range": {"type": "list", "default": [61000, 61999], "minlength": 2, "maxlength": 2,

@@ -73,7 +73,7 @@ class AgentConfig:
         HOMEs, venvs and run directories live: ``local.workspaces_dir``, by default the data_dir's
         sibling ``<data_dir>-workspaces``. ``None`` without user isolation (all under data_dir)."""
         local = self.section("local")
-        if self.runtime != "local" or local.get("isolation", "none") != "users":
+        if self.runtime != "local" or local.get("isolation") != "users":
             return None
         configured = local.get("workspaces_dir")
         if not configured:

@@ -79,7 +79,7 @@ class AgentProcess:
                 {"name": "carol", "role": "user", "api_key_verifier": api_key_verifier(KEYS["carol"]),
                  "teams": ["data-science-team"]},
             ],
-            "local": {"port_base": random.randint(20000, 40000)},
+            "local": {"port_base": random.randint(20000, 40000), "isolation": "none"},  # several test users share
         }
         for key, value in self.extra.items():
             if isinstance(value, dict) and isinstance(doc.get(key), dict):

@@ -25,6 +25,7 @@ from ..errors import (
     InsufficientResources,
     InvalidArgument,
     InvalidState,
+    PermissionDenied,
 )
 from ..protocol.opcodes import Opcode
 from ..runtimes.base import Resources, State
@@ -84,6 +85,22 @@ def hash_password(password: str) -> str:
     from jupyter_server.auth.security import passwd
 
     return passwd(password)
+
+
+def _check_single_owner(agent: AgentContext, owner: str) -> None:
+    """A runtime that cannot keep people apart and was not told to share (``single_owner``)
+    serves the workspaces of one person only."""
+    isolation = agent.runtime.describe().get("isolation") or {}
+    if not isolation.get("single_owner"):
+        return
+    others = sorted({w.owner for w in agent.workspaces.values()} - {owner})
+    if others:
+        raise PermissionDenied(
+            f"this agent runs every workspace as its own OS user, so it holds one person's workspaces, "
+            f"and {others[0]} has workspaces here",
+            "an admin sets local.isolation: users in agent.yaml (an OS user per owner; needs root), or "
+            "local.isolation: none to accept that everyone's workspaces share one OS user (docs/security.md)",
+        )
 
 
 def managed_root(agent: AgentContext) -> Path:
@@ -270,6 +287,7 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any]) -> Work
 async def _create_reserved(agent: AgentContext, call: Call, args: dict[str, Any], name: str) -> Workspace:
     if len(agent.workspaces) >= agent.max_workspaces:
         raise InsufficientResources(f"this agent already holds {agent.max_workspaces} workspaces (limits.max_workspaces)")
+    _check_single_owner(agent, call.user.name)
     doc = _merge_config(agent, args)
     resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "disk")}, doc.get("resources"))
     env_doc = doc.get("environment") or {}

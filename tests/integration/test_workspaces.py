@@ -253,3 +253,23 @@ def test_info_says_a_shared_user_workspace_is_not_isolated(agent: AgentProcess, 
         assert "isolation: NONE" in agent.ml("status").stdout
     finally:
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_without_isolation_settings_the_local_runtime_serves_one_person(tmp_path: Path) -> None:
+    """local.isolation unset: workspaces share the agent's OS user, so a second person's create is
+    refused with a message naming the setting; the first person creates as many as they like."""
+    from tests.conftest import free_port
+
+    a = AgentProcess(tmp_path / "agent", free_port(), {"local": {"isolation": None}})
+    with a.running():
+        a.ml_json("jupyter", "create", "bobs", user="bob")
+        refused = a.ml("jupyter", "create", "carols", user="carol", check=False)
+        assert refused.returncode == 3, refused
+        assert "local.isolation: users" in refused.stderr and "local.isolation: none" in refused.stderr
+        a.ml_json("jupyter", "create", "bobs-too", user="bob")
+        iso = a.ml_json("jupyter", "info", "bobs", user="bob")["isolation"]
+        assert iso["mode"] == "single" and iso["enforced"] is False
+        for name in ("bobs", "bobs-too"):
+            a.ml("jupyter", "delete", name, "--yes", user="bob")
+        a.ml_json("jupyter", "create", "carols", user="carol")  # nobody else's workspaces are left
+        a.ml("jupyter", "delete", "carols", "--yes", user="carol")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from ...netpolicy import Firewall
 
 __all__ = ["LocalRuntime"]
+
+log = logging.getLogger(__name__)
 
 _READY_POLL = 0.05
 #: Set in a JupyterLab's environment to its run directory (``DATA_DIR/run/ID``): how
@@ -108,12 +111,16 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory, PackageIndexReach):
         gpus: list[dict[str, Any]] | None = None,
         stop_grace: float = 5.0,
         users: WorkspaceUsers | None = None,
+        shared: bool = False,
         firewall: Firewall | None = None,
         index_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         #: ``local.isolation: users`` (:mod:`.users`); ``None``: workspaces run as the agent's user.
         self.users = users
+        #: Without users: ``local.isolation: none`` (several people share the agent's OS user,
+        #: knowingly) or unset (one person's workspaces only: ``isolation()["single_owner"]``).
+        self.shared = shared
         # Where a workspace's venv and JupyterLab's run directory live: the data_dir, or the
         # workspaces_dir that workspace users can reach.
         self._ws_root = users.root if users is not None else data_dir
@@ -139,6 +146,9 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory, PackageIndexReach):
     async def open(self) -> None:
         if self.users is not None:
             await run_blocking(self.users.check)
+        elif self.shared:
+            log.warning("local.isolation: none: every workspace runs as the agent's OS user; code in one can read "
+                        "the others' files and the agent's data_dir (docs/security.md)")
         if self.firewall is not None and self.users is not None:  # servers that outlived the agent keep their rules
             self._fw_known.update(await run_blocking(self.users.known_users))
             for wid, state in await self.discover():
@@ -592,9 +602,14 @@ class LocalRuntime(Runtime, RunBackend, PackageInventory, PackageIndexReach):
     def isolation(self) -> dict[str, Any]:
         """What keeps workspaces apart on this host (``ml jupyter info`` and the agent's status)."""
         if self.users is None:
-            return {"mode": "none", "enforced": False,
-                    "reason": "every workspace runs as the agent's own OS user (local.isolation: none): "
-                              "code in one workspace can read the others' files and the agent's"}
+            reason = ("every workspace runs as the agent's own OS user: code in one workspace can read "
+                      "the others' files and the agent's")
+            if self.shared:
+                return {"mode": "none", "enforced": False, "reason": reason}
+            # local.isolation unset: one person only
+            return {"mode": "single", "enforced": False, "single_owner": True,
+                    "reason": reason + "; so this agent serves one person's workspaces (local.isolation: users "
+                                       "gives each person an OS user, none shares knowingly)"}
         doc: dict[str, Any] = {
             "mode": "users", "enforced": True,
             "how": f"each owner's workspaces run as the OS user {self.users.prefix}<owner> "
