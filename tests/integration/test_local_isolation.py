@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.conftest import AgentProcess, free_port
+from tests.integration.docker.conftest import Server, index_dir, internet  # noqa: F401 (fixtures)
 from tests.integration.jupyter import execute
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
@@ -115,7 +116,7 @@ def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
         subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
 
 
-def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess) -> None:
+def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:  # noqa: F811
     a = isolated_agent
     bob = a.ml_json("jupyter", "create", "bob-ws", user="bob")
     carol = a.ml_json("jupyter", "create", "carol-ws", user="carol")
@@ -155,12 +156,14 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess) ->
             port_of = {name: int(doc["url"].split(":")[2].split("/")[0]) for name, doc in (("bob", bob), ("carol", carol))}
             index_port = yaml.safe_load(a.config_path.read_text())["local"]["port_base"] - 1  # local.index_port's default
             targets = {"own_lab": ("127.0.0.1", port_of["bob"]), "carol_lab": ("127.0.0.1", port_of["carol"]),
-                       "agent_api": ("127.0.0.1", a.port), "outside": (_host_address(), outside.getsockname()[1])}
+                       "agent_api": ("127.0.0.1", a.port), "outside": (_host_address(), outside.getsockname()[1]),
+                       "internet": (internet.host, internet.port)}
             targets["index"] = ("127.0.0.1", index_port)
             reached = _net_probe(bob["url"], targets)
         assert reached["own_lab"] == "connected", reached
         assert reached["index"] == "connected", reached
-        for label in ("carol_lab", "agent_api", "outside"):
+        socket.create_connection((internet.host, internet.port), timeout=5).close()  # it answers the test itself
+        for label in ("carol_lab", "agent_api", "outside", "internet"):
             assert reached[label] in ("ConnectionRefusedError", "TimeoutError", "PermissionError"), (label, reached)
         iso = a.ml_json("jupyter", "info", "bob-ws", user="bob")["isolation"]  # ml jupyter info says it too
         assert "meta skuid" not in iso["network"] and "by uid" in iso["network"]
