@@ -33,7 +33,6 @@ import http.client
 import json
 import os
 import secrets
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -158,9 +157,7 @@ def _session_cookie(port: int, token: str) -> str:
 
 def _resolve_times(agent: AgentProcess, workspace: str, credential: str, n: int) -> list[float]:
     """The extension's call on a cache miss: POST /access/v1/resolve with the server credential."""
-    db = sqlite3.connect(agent.data_dir / "agent.db")
-    (server_credential,) = db.execute("SELECT token FROM workspaces WHERE name = ?", (workspace,)).fetchone()
-    db.close()
+    server_credential = agent.workspace_secrets(workspace)["token"]
     conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=30)
     body = json.dumps({"credential": credential, "peer": "127.0.0.1", "forwarded_for": ""})
     headers = {"Authorization": f"Bearer {server_credential}", "Content-Type": "application/json"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .access.http import build_access_app
 from .access.service import AccessService
 from .auth import KeyTable
 from .datadir import prepare_data_dir
-from .errors import AuthenticationFailed, NotFound, Overloaded
+from .errors import AuthenticationFailed, Overloaded
 from .experiments.executor import Executor
 from .governance.service import Governance
 from .live import LiveHub
@@ -32,6 +33,7 @@ from .protocol.packets import api_key_hash
 from .runtimes.base import Resources, Runtime, WorkspaceSpec
 from .service import devices as device_ops
 from .service import experiments as experiment_ops
+from .service.access import not_found
 from .service.capacity.service import CapacityService
 from .service.context import Hooks, Services
 from .service.grants import Grants
@@ -42,8 +44,9 @@ from .service.packages import install as package_install
 from .service.packages import scans as package_scans
 from .service.packages.vulnerabilities import VulnerabilityData
 from .service.workspaces import adopt_all, reconcile_once
-from .settings import AgentConfig, User
+from .settings import AgentConfig, ConfigError, User
 from .store import Store
+from .store.sealed import SealError, key_path
 from .store.workspaces import Workspace, load_workspaces, update_workspace
 from .usage import collector as usage_collector
 from .usage.config import MetricsSettings
@@ -63,14 +66,34 @@ def make_runtime(config: AgentConfig) -> Runtime:
     python-nomad cost an agent on another runtime nothing."""
     if config.runtime == "local":
         from .runtimes.local import LocalRuntime
+        from .runtimes.local.users import WorkspaceUsers
 
         local = config.section("local")
+        root = config.local_workspaces_dir
+        users = None
+        if root is not None:
+            lo, hi = local.get("uid_range", [61000, 61999])
+            users = WorkspaceUsers(root, python=local.get("python") or sys.executable, uid_range=(lo, hi),
+                                   prefix=local.get("user_prefix", "fml-"))
+        firewall = None
+        port_base = local.get("port_base", 8888)
+        index_port = local.get("index_port") or port_base - 1
+        if users is not None and local.get("firewall", True):
+            from .netpolicy import Firewall, NetPolicy
+
+            firewall = Firewall(NetPolicy.from_config({
+                "table": local.get("firewall_table"), "index": f"127.0.0.1:{index_port}",
+                "dns": local.get("dns"), "allow": local.get("allow")}))
         return LocalRuntime(
             config.data_dir,
-            port_base=local.get("port_base", 8888),
+            port_base=port_base,
             start_timeout=float(local.get("start_timeout", 120)),
             use_cgroups=bool(local.get("cgroup", True)),
             stop_grace=float(local.get("stop_grace", 5)),
+            users=users,
+            shared=local.get("isolation") == "none",
+            firewall=firewall,
+            index_port=index_port,
         )
     if config.runtime == "docker":
         from .runtimes.docker import DockerRuntime
@@ -204,6 +227,7 @@ class Agent:
         self.start_slots = asyncio.Semaphore(limits.get("max_concurrent_starts", 4))
         self.max_workspaces = int(limits.get("max_workspaces", 1000))
         self.orphans: list[str] = []
+        self.creating: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._list_cache: dict[str, Any] = {}
         self.services = build_services(self)
@@ -215,7 +239,12 @@ class Agent:
         (self.config.data_dir / "workspaces").mkdir(exist_ok=True)
         await asyncio.get_running_loop().run_in_executor(None, self.store.open)
         await self.runtime.open()
-        for ws in await self.store.run(load_workspaces):
+        try:
+            loaded = await self.store.run(load_workspaces, self.store.sealer)
+        except SealError as exc:
+            raise ConfigError(f"data_dir {self.config.data_dir}: {exc}",
+                              f"restore {key_path(self.config.data_dir)} from the backup taken with agent.db") from None
+        for ws in loaded:
             self.workspaces[ws.name] = ws
         await adopt_all(self)
         for hook in self.services.hooks.start:
@@ -285,10 +314,7 @@ class Agent:
         for ws in self.workspaces.values():
             if ws.id == ref:
                 return ws
-        raise NotFound(
-            f"no workspace or service named {ref!r}",
-            "`ml jupyter list` shows the workspaces you can see",
-        )
+        raise not_found(ref)
 
     def workspace_spec(self, ws: Workspace, gpu_ids: tuple[int, ...] = ()) -> WorkspaceSpec:
         """What the runtime gets for ``ws``: its record, the environment every concern adds
@@ -314,7 +340,7 @@ class Agent:
 
     async def save(self, ws: Workspace) -> None:
         ws.updated_at = time.time()
-        await self.store.run(update_workspace, ws)
+        await self.store.run(update_workspace, ws, self.store.sealer)
         self.invalidate()
         self.publish_workspace(ws)
 

@@ -41,9 +41,9 @@ DEFAULT_PORT_BASE = 8888
 DEFAULT_MAX_REQUEST_BODY = 1024 * 1024
 ENV_KEYS = ("FETCHML_JUPYTER_BLOCKED_PACKAGES", "FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES")
 
-_HEX64 = r"^[0-9a-f]{64}$"
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
-_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+_HEX64 = r"^[0-9a-f]{64}\Z"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z"
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})\Z")
 
 
 def _listen_ok(field: str, value: str, error: Any) -> None:
@@ -128,6 +128,23 @@ SCHEMA: dict[str, Any] = {
             "stop_grace": {"type": "number", "min": 0, "default": 5},
             "workspace_roots": {"type": "list", "default": [], "schema": {"type": "string"}},
             "cgroup": {"type": "boolean", "default": True},
+            # runtimes/local/users.py: each owner's workspaces as an OS user of their own.
+            # unset: one person's workspaces only; none: shared knowingly; users: an OS user per owner.
+            "isolation": {"type": "string", "nullable": True, "default": None, "allowed": ["none", "users"]},
+            "workspaces_dir": {"type": "string", "nullable": True, "default": None, "empty": False},
+            "python": {"type": "string", "nullable": True, "default": None, "empty": False},
+            "uid_range": {"type": "list", "default": [61000, 61999], "minlength": 2, "maxlength": 2,
+                          "schema": {"type": "integer", "min": 1000, "max": 2**31 - 2}},
+            "user_prefix": {"type": "string", "default": "fml-", "regex": r"[a-z][a-z0-9_-]{0,15}\Z"},
+            # With isolation: users, the agent's nftables table keyed by uid (docs/security.md).
+            "firewall": {"type": "boolean", "default": True},
+            "firewall_table": {"type": "string", "default": "fetchml_local", "regex": r"[A-Za-z][A-Za-z0-9_]{0,31}\Z"},
+            "index_port": {"type": "integer", "nullable": True, "default": None, "min": 1024, "max": 65535},
+            "dns": {"type": "list", "default": [], "schema": {"type": "string"}},
+            "allow": {"type": "list", "default": [], "schema": {"type": "dict", "schema": {
+                "addr": {"type": "string", "required": True},
+                "port": {"type": "integer", "nullable": True, "default": None, "min": 1, "max": 65535},
+                "proto": {"type": "string", "default": "tcp", "allowed": ["tcp", "udp"]}}}},
         },
     },
     "package_index": {

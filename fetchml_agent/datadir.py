@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .settings import ConfigError
+from .store import sealed
 
 __all__ = ["DATA_DIR_MODE", "MIN_FREE_BYTES", "prepare_data_dir"]
 
@@ -129,6 +130,20 @@ def prepare_data_dir(path: Path, *, create: bool = True) -> None:
             f"{_human(MIN_FREE_BYTES)})",
             "free some space there, or point data_dir in agent.yaml at another file system",
         )
+    _check_secrets_key(path)
+
+
+def _check_secrets_key(data_dir: Path) -> None:
+    """An existing secrets key (``keys/secrets.key``, :mod:`fetchml_agent.store.sealed`) must be
+    private and hold a key: without it the workspaces' sealed secrets do not open."""
+    path = sealed.key_path(data_dir)
+    if not path.exists():
+        return
+    try:
+        sealed.load_or_create_key(path)
+    except (sealed.SealError, OSError) as exc:
+        raise ConfigError(f"data_dir {data_dir}: {exc}",
+                          "the secrets key opens the workspaces' tokens and keys in agent.db") from None
 
 
 def _read_only(path: Path) -> bool:

@@ -16,7 +16,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["alive", "ancestors", "descendants", "kill_tree", "one_table", "start_time", "tree_rss"]
+__all__ = ["alive", "ancestors", "descendants", "environ", "kill_tree", "one_table", "start_time", "tree_roots_with_env",
+           "tree_rss"]
 
 # Issue 17 (the usage sampler): one read of the process table for many trees; see one_table().
 class _Table:
@@ -82,6 +83,36 @@ def _table() -> dict[int, list[int]]:
         if shared.kids is None:
             shared.kids = _children()
         return shared.kids
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` started with (empty when it is gone or not ours to read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def tree_roots_with_env(var: str, prefix: str) -> list[tuple[int, dict[str, str]]]:
+    """Live processes whose ``var`` starts with ``prefix`` and whose parent's does not: the roots
+    of the trees that inherited it (a server, not its kernels), with their environments."""
+    found: dict[int, tuple[int, dict[str, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        rest = _stat(int(entry))
+        if not rest or rest[0] in ("Z", "X"):
+            continue
+        env = environ(int(entry))
+        if env.get(var, "").startswith(prefix):
+            found[int(entry)] = (int(rest[1]), env)
+    return [(pid, env) for pid, (ppid, env) in sorted(found.items()) if ppid not in found]
 
 
 def descendants(pid: int) -> list[int]:

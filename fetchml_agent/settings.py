@@ -8,6 +8,7 @@ runtimes, the services and the server can take them without depending on the loa
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,22 @@ class AgentConfig:
     def section(self, name: str) -> dict[str, Any]:
         value = self.raw.get(name) or {}
         return dict(value)
+
+    @property
+    def local_workspaces_dir(self) -> Path | None:
+        """With ``local.isolation: users`` (runtimes/local/users.py), where workspace users' files,
+        HOMEs, venvs and run directories live: ``local.workspaces_dir``, by default the data_dir's
+        sibling ``<data_dir>-workspaces``. ``None`` without user isolation (all under data_dir)."""
+        local = self.section("local")
+        if self.runtime != "local" or local.get("isolation") != "users":
+            return None
+        configured = local.get("workspaces_dir")
+        if not configured:
+            return self.data_dir.with_name(self.data_dir.name + "-workspaces")
+        path = Path(configured).expanduser()
+        if not path.is_absolute() and self.path is not None:
+            path = self.path.parent / path
+        return Path(os.path.abspath(path))
 
 
 def format_errors(errors: Any, prefix: str = "") -> list[str]:

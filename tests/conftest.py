@@ -79,7 +79,7 @@ class AgentProcess:
                 {"name": "carol", "role": "user", "api_key_verifier": api_key_verifier(KEYS["carol"]),
                  "teams": ["data-science-team"]},
             ],
-            "local": {"port_base": random.randint(20000, 40000)},
+            "local": {"port_base": random.randint(20000, 40000), "isolation": "none"},  # several test users share
         }
         for key, value in self.extra.items():
             if isinstance(value, dict) and isinstance(doc.get(key), dict):
@@ -160,6 +160,21 @@ class AgentProcess:
     def ml_json(self, *args: str, user: str = "admin") -> Any:
         return json.loads(self.ml(*args, "--json", user=user).stdout)
 
+    def workspace_secrets(self, name: str) -> dict[str, Any]:
+        """The sealed columns of workspace ``name`` as the agent reads them (with its key file)."""
+        import sqlite3
+
+        from fetchml_agent.store.sealed import Sealer, key_path, load_or_create_key
+        from fetchml_agent.store.workspaces import SEALED
+
+        conn = sqlite3.connect(self.data_dir / "agent.db")
+        try:
+            row = conn.execute(f"SELECT id, {', '.join(SEALED)} FROM workspaces WHERE name = ?", (name,)).fetchone()
+        finally:
+            conn.close()
+        sealer = Sealer(load_or_create_key(key_path(self.data_dir)))
+        return {col: sealer.open(value, f"workspaces.{col}.{row[0]}") for col, value in zip(SEALED, row[1:], strict=True)}
+
     def cleanup_workspaces(self) -> None:
         """Stop every JupyterLab this agent started (by its data dir), even after a kill -9."""
         db = self.data_dir / "agent.db"
@@ -176,6 +191,19 @@ class AgentProcess:
                 except (ProcessLookupError, PermissionError):
                     pass
         conn.close()
+        for pid in self.servers():  # spawned but never recorded (an agent killed in between)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def servers(self, prefix: str | None = None) -> list[int]:
+        """The pids of every JupyterLab this agent's local runtime runs, recorded or not (their
+        run directories under ``prefix``: by default the data_dir's)."""
+        from fetchml_agent.procs import tree_roots_with_env
+        from fetchml_agent.runtimes.local.runtime import SERVER_ENV
+
+        return [pid for pid, _ in tree_roots_with_env(SERVER_ENV, prefix or str(self.data_dir / "run") + os.sep)]
 
 
 @pytest.fixture(scope="session")

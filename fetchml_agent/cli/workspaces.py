@@ -264,11 +264,19 @@ def cmd_agent_status(ctx: Any) -> int:
         return 0
     ag, rt = doc["agent"], doc["runtime"]
     print(f"agent {ctx.server}: version {ag['version']}, up {int(ag['uptime_s'])} s, you are {ag['user']} ({ag['role']})")
-    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k not in ("name", "feed")) + f" [{rt['name']}]")
+    print("runtime " + ", ".join(f"{k} {v}" for k, v in rt.items() if k not in ("name", "feed", "isolation")) + f" [{rt['name']}]")
     if isinstance(rt.get("feed"), dict):
         feed = rt["feed"]
         print(f"following: {feed.get('mode')}, position {feed.get('position')}"
               + (f" ({feed['last_error']})" if feed.get("last_error") else ""))
+    iso = rt.get("isolation")
+    if iso:
+        if iso.get("enforced"):
+            print(f"isolation: {iso['mode']}: {iso['how']}")
+            for gap in iso.get("not_enforced") or []:
+                print(f"  not enforced: {gap}")
+        else:
+            print(f"isolation: NONE: {iso['reason']}")
     counts = doc.get("workspaces") or {}
     print("workspaces: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     _print_devices(doc.get("devices"))

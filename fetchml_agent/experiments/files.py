@@ -142,6 +142,12 @@ def resolve_target(root: Path, target: str, kind: str, shown: str | None = None)
     path = root / rel
     if not path.is_file():
         raise NotFound(f"no {kind} {str(rel)!r} in the workspace ({shown})", f"the path is relative to {shown}")
+    # A symbolic link (of the file or of a directory on the way) may point anywhere on the host;
+    # what a run executes is copied by the agent, so it must stay inside the workspace.
+    real, real_root = path.resolve(), root.resolve()
+    if real_root not in real.parents:
+        raise InvalidArgument(f"{kind} {str(rel)!r} is a symbolic link that leads out of the workspace",
+                              "copy the file into the workspace instead of linking to it")
     return str(rel)
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "TEMPLATE",
     "Destination",
     "Firewall",
+    "LocalUserNet",
     "NetPolicy",
     "WorkspaceNet",
     "render",
@@ -41,10 +42,10 @@ __all__ = [
 
 TEMPLATE = Path(__file__).with_name("fetchml.nft.j2")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\*?$")
-_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
-_RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\*?\Z")
+_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}\Z")
+_RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour|day)\Z")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,16 @@ class WorkspaceNet:
     name: str
     iface: str
     subnet: str = ""
+
+
+@dataclass(frozen=True)
+class LocalUserNet:
+    """A workspace user of the local runtime: its OS user name (also names the drop counter), uid,
+    and the loopback ports of its own JupyterLab servers."""
+
+    name: str
+    uid: int
+    ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,8 @@ def _net(value: str, what: str) -> str:
         ) from None
 
 
-def _variables(policy: NetPolicy, workspaces: Iterable[WorkspaceNet]) -> dict[str, Any]:
+def _variables(policy: NetPolicy, workspaces: Iterable[WorkspaceNet],
+               local_users: Iterable[LocalUserNet] = ()) -> dict[str, Any]:
     """The template's variables, validated: nothing unchecked reaches the rule text."""
     if not _TABLE.match(policy.table):
         raise InvalidArgument(f"network policy table: expected a name such as fetchml, got {policy.table!r}")
@@ -156,9 +168,19 @@ def _variables(policy: NetPolicy, workspaces: Iterable[WorkspaceNet]) -> dict[st
             raise InvalidArgument(f"network policy allow {a.addr}: proto must be tcp or udp, got {a.proto!r}")
         a_port = None if a.port is None else _int(a.port, f"network policy allow {a.addr} port")
         allow.append({"addr": _net(a.addr, "network policy allow addr"), "port": a_port, "proto": a.proto})
+    users: list[dict[str, Any]] = []
+    for u in local_users:
+        if not _NAME.match(u.name) or u.name in seen:
+            raise InvalidArgument(f"network policy local user name: not usable in a rule: {u.name!r}")
+        seen.add(u.name)
+        if isinstance(u.uid, bool) or not isinstance(u.uid, int) or not 0 < u.uid < 2**32 - 1:
+            raise InvalidArgument(f"network policy local user {u.name}: bad uid {u.uid!r}")
+        ports = sorted({_int(p, f"network policy local user {u.name} port") for p in u.ports})
+        users.append({"name": u.name, "uid": u.uid, "ports": ports})
     return {
         "table": policy.table,
         "workspaces": wss,
+        "local_users": users,
         "index": index,
         "dns": [_ip(x, "network policy dns") for x in policy.dns],
         "allow": allow,
@@ -175,12 +197,13 @@ _ENV = jinja2.Environment(
 )
 
 
-def render(policy: NetPolicy, workspaces: Iterable[WorkspaceNet]) -> str:
-    """The nft script that atomically replaces ``policy.table`` with the rules for ``workspaces``.
+def render(policy: NetPolicy, workspaces: Iterable[WorkspaceNet], local_users: Iterable[LocalUserNet] = ()) -> str:
+    """The nft script that atomically replaces ``policy.table`` with the rules for ``workspaces``
+    (and the local runtime's workspace users).
 
     Raises InvalidArgument when a value could not be written into a rule safely.
     """
-    return _ENV.get_template(TEMPLATE.name).render(**_variables(policy, workspaces))
+    return _ENV.get_template(TEMPLATE.name).render(**_variables(policy, workspaces, local_users))
 
 
 @dataclass
@@ -210,9 +233,10 @@ class Firewall:
         out, err = await proc.communicate(stdin)
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
-    async def apply(self, workspaces: Iterable[WorkspaceNet]) -> None:
-        """Replace the table with the rules for exactly ``workspaces`` (atomic; empty list allowed)."""
-        script = render(self.policy, workspaces)
+    async def apply(self, workspaces: Iterable[WorkspaceNet], local_users: Iterable[LocalUserNet] = ()) -> None:
+        """Replace the table with the rules for exactly ``workspaces`` and ``local_users`` (atomic;
+        empty lists allowed)."""
+        script = render(self.policy, workspaces, local_users)
         rc, _, err = await self._run(["-f", "-"], script.encode())
         if rc != 0:
             raise BackendError(

@@ -65,13 +65,13 @@ OUTPUT_NOTEBOOK = "output.ipynb"
 _LITERAL_LEFT = "[[fetchml-literal:"
 _LITERAL_RIGHT = ":fetchml-literal]]"
 
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_.-]{0,61}[a-z0-9])?$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_.-]{0,61}[a-z0-9])?\Z")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _META_VALUE_MAX = 512
 _IMAGE = re.compile(IMAGE_REF)
 _VOLUME = re.compile(VOLUME_NAME)
-_REL_PATH = re.compile(r"^(?:[A-Za-z0-9_.@+-]+/)*[A-Za-z0-9_.@+ -]+$")
+_REL_PATH = re.compile(r"^(?:[A-Za-z0-9_.@+-]+/)*[A-Za-z0-9_.@+ -]+\Z")
 _RUN_ENV = {
     # What the ``fetchml`` helper reads inside a run (see fetchml/__init__.py), in the allocation's
     # layout: results under alloc/data mirror the agent's run directory.
@@ -101,7 +101,7 @@ cd "$work"
 shift
 exec "$@"
 """
-_HTTP_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+_HTTP_PATH = re.compile(r"^/[A-Za-z0-9._/-]*\Z")
 
 
 def workspace_job_id(settings: NomadSettings, name: str) -> str:

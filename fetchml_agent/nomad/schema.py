@@ -152,8 +152,8 @@ def _volume_schema(access_mode: str) -> dict[str, Any]:
 #: The agent's own image, as ``images/build.sh agent`` tags it.
 AGENT_IMAGE = f"fetchml/agent:{__version__}"
 #: What an image reference and a Nomad host volume name may look like (the renderer checks both).
-IMAGE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
-VOLUME_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+IMAGE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}\Z"
+VOLUME_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z"
 
 NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "address": {

@@ -93,7 +93,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
-_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\Z")
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,9 @@ _CONDA_OPTIONS: dict[str, tuple[SpecKind, bool]] = {
 }
 
 # conda subdirs as they appear in ``channel/subdir::name``.
-_SUBDIR = re.compile(r"^(noarch|(linux|osx|win|zos|freebsd|emscripten|wasi)-[a-z0-9_]+)$")
+_SUBDIR = re.compile(r"^(noarch|(linux|osx|win|zos|freebsd|emscripten|wasi)-[a-z0-9_]+)\Z")
 _CONDA_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.+-]*$", re.IGNORECASE)
-_CONDA_VERSION = re.compile(r"^[A-Za-z0-9.*+!<>=,|_~ ()-]*$")
+_CONDA_VERSION = re.compile(r"^[A-Za-z0-9.*+!<>=,|_~ ()-]*\Z")
 _CONDA_NAME_THEN_REST = re.compile(r"^(?P<name>[^\s=<>!~\[]+)(?P<rest>.*)$")
 _CONDA_BRACKET = re.compile(r"^(?P<head>[^\[]*)\[(?P<body>[^\]]*)\](?P<tail>.*)$")
 _CONDA_KEYS = {"channel", "subdir", "version", "build", "build_number", "name", "namespace",

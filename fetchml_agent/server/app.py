@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..protocol import api_key_hash, loads_json_object
 from ..service import ROUTES, Call, Operation, load_operations
+from ..service.calls import bad_input
 from .guard import PENALTY_SECONDS, PeerGuard
 from .metrics import metrics_route
 from .openapi import OPENAPI_PATH, openapi_endpoint
@@ -103,7 +104,11 @@ def _http_endpoint(agent: Agent, op: Operation, guard: PeerGuard, max_body: int)
             result = await op.run(agent, Call(user, "http"), op.validate(args))
         except FetchmlError as exc:
             return _error_response(exc)
-        except Exception:
+        except Exception as exc:
+            translated = bad_input(exc)
+            if translated is not None:
+                log.warning("operation %s: %s", op.name, exc)
+                return _error_response(translated)
             log.exception("operation %s failed", op.name)
             return JSONResponse(
                 {"error": "unknown", "code": int(ErrorCode.UNKNOWN), "message": "internal error in the agent"},

@@ -49,6 +49,7 @@ from ..protocol import (
     parse_request,
 )
 from ..service import OPERATIONS, Call, Result
+from ..service.calls import bad_input
 from .guard import PENALTY_SECONDS, PeerGuard
 
 if TYPE_CHECKING:
@@ -146,7 +147,12 @@ async def handle_frame(agent: Agent, conn: Connection, frame: bytes | str, send:
     except FetchmlError as exc:
         await send(error_frame(exc))
         return True
-    except Exception:
+    except Exception as exc:
+        translated = bad_input(exc)
+        if translated is not None:
+            log.warning("operation %s: %s", opcode.name.lower(), exc)
+            await send(error_frame(translated))
+            return True
         log.exception("operation failed")
         await send(
             ErrorPacket(int(ErrorCode.UNKNOWN), "internal error in the agent", "the agent's log has the details").serialize()

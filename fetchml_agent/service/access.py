@@ -20,7 +20,7 @@ from .registry import operation
 if TYPE_CHECKING:
     from ..store.workspaces import Workspace
 
-__all__ = ["ROLES", "VIEW", "USE", "EDIT", "OWN", "require", "require_password_change", "role_of", "visible"]
+__all__ = ["ROLES", "VIEW", "USE", "EDIT", "OWN", "not_found", "require", "require_password_change", "role_of", "visible"]
 
 ROLES = {"viewer": 1, "collaborator": 2, "editor": 3, "owner": 4}
 VIEW, USE, EDIT, OWN = 1, 2, 3, 4
@@ -42,9 +42,20 @@ def visible(agent: AgentContext, user: User, ws: Workspace) -> bool:
     return role_of(agent, user, ws) >= VIEW
 
 
-def require(agent: AgentContext, user: User, ws: Workspace, level: int, action: str) -> None:
-    """Raise PermissionDenied (0x03) unless ``user`` holds at least ``level`` on ``ws``."""
-    if role_of(agent, user, ws) < level:
+def not_found(ref: str) -> NotFound:
+    """The answer about a workspace that does not exist, or that the caller may not see: the same
+    words either way, so no one learns what others have (nor who owns it)."""
+    return NotFound(f"no workspace or service named {ref!r}", "`ml jupyter list` shows the workspaces you can see")
+
+
+def require(agent: AgentContext, user: User, ws: Workspace, level: int, action: str, ref: str | None = None) -> None:
+    """Raise unless ``user`` holds at least ``level`` on ``ws``: NotFound (0x04, as for a
+    workspace that does not exist, ``ref`` being what the caller named) when they may not even
+    see it, else PermissionDenied (0x03) naming the role needed."""
+    rank = role_of(agent, user, ws)
+    if rank < VIEW:
+        raise not_found(ref or ws.name)
+    if rank < level:
         raise PermissionDenied(
             f"permission denied: {action} on workspace {ws.name!r} needs the {_NEEDED[level]} role",
             f"ask its owner ({ws.owner}) or an admin: ml jupyter access {ws.name} --user={user.name} --role={_NEEDED[level]}",

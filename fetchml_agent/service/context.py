@@ -177,6 +177,7 @@ class AgentContext(AgentCore, Protocol):
     version: str
     started_at: float
     orphans: list[str]  # workloads of this runtime that no record knows (after adoption)
+    creating: set[str]  # names of workspaces being created right now (reserved, not yet recorded)
 
     def find_workspace(self, ref: str) -> Workspace: ...
 

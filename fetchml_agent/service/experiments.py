@@ -48,6 +48,7 @@ from ..store.packages import list_installs
 from .access import EDIT, USE, VIEW, require, role_of, visible
 from .calls import Call, Result
 from .context import AgentContext
+from .paths import check_path_text
 from .registry import operation
 
 if TYPE_CHECKING:
@@ -253,6 +254,9 @@ async def queue_run(agent: AgentContext, call: Call, args: dict[str, Any]) -> Re
     ex.snapshot_location()  # NotSupported when the runtime cannot run them or has nowhere to put them
     if args.get("notebook") and args.get("script"):
         raise InvalidArgument("name one thing to run: --notebook or --script, not both")
+    for key in ("notebook", "script", "config_path"):
+        if args.get(key):
+            check_path_text(args[key], f"--{key.replace('_', '-')}")
     run_id = "run-" + secrets.token_hex(5)
     if agent.runtime.capabilities.host_files:
         return await _queue(agent, call, args, ws, ex, run_id, Path(ws.path), None)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ..errors import ApprovalRequired, FetchmlError, PolicyDenied
+from ..errors import ApprovalRequired, FetchmlError, InvalidArgument, PolicyDenied
 from ..policy.engine import decide
+from ..policy.specs import parse_spec
 from ..protocol.opcodes import Opcode
 from ..runtimes.base import ImageBuilder, capability
 from .calls import Call, Result
@@ -32,11 +33,28 @@ _SCHEMA: dict[str, Any] = {
 }
 
 
+def _package_list(items: list[str]) -> list[str]:
+    """``--packages`` text as package specs, each parsed; InvalidArgument (0x06) when the text
+    does not split (an open quote) or a spec is not a requirement, before any runtime is asked."""
+    packages: list[str] = []
+    for item in items:
+        try:
+            packages.extend(shlex.split(item))
+        except ValueError as exc:
+            raise InvalidArgument(f"--packages {item!r}: cannot split it into package specs: {exc}",
+                                  "separate specs with spaces; quote a spec that holds spaces") from None
+    if not packages:
+        raise InvalidArgument("--packages: name at least one package")
+    for spec in packages:
+        parse_spec(spec)
+    return packages
+
+
 @operation(Opcode.BUILD_IMAGE, routes=[("POST", "/api/v1/images")], schema=_SCHEMA)
 async def build_image(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     """Build image ``name`` FROM ``base`` with ``packages``; answers ``{"image": tag, ...}``."""
+    packages = _package_list(args["packages"])
     builder = capability(agent.runtime, ImageBuilder)
-    packages = [p for item in args["packages"] for p in shlex.split(item)]
     details = {"image": args["name"], "base": args["base"], "packages": packages, "gpu_support": args["gpu_support"]}
     svc = agent.services.packages
 

@@ -75,6 +75,13 @@ class Operation:
         return out
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``args`` checked against the schema (unknown keys dropped); raises InvalidArgument
+        (0x06) naming each bad field, and for any text holding a NUL byte, which no name, path
+        or package spec may contain."""
+        where = _nul_field(args)
+        if where is not None:
+            raise InvalidArgument(f"invalid request for {self.name}: {where}: contains a NUL byte",
+                                  "no name, path or value of a request may contain NUL (\\0)")
         if self.schema is None:
             return args
         v = Validator(self.schema, purge_unknown=True)
@@ -82,6 +89,26 @@ class Operation:
             problems = "; ".join(f"{k}: {', '.join(map(str, e))}" for k, e in sorted(v.errors.items()))
             raise InvalidArgument(f"invalid request for {self.name}: {problems}")
         return dict(v.document)
+
+
+def _nul_field(value: Any, where: str = "") -> str | None:
+    """The first field (``a.b[2]``) whose text or key holds a NUL byte, else ``None``."""
+    if isinstance(value, str):
+        return (where or "value") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return here.replace("\x00", "\\0")
+            found = _nul_field(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_field(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 OPERATIONS: dict[Opcode, Operation] = {}

@@ -9,6 +9,7 @@ twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -32,25 +33,38 @@ from ..errors import (
 from ..protocol.opcodes import Opcode
 from ..runtimes.base import ENVIRONMENT_VERSIONS, VERSION_PROBE, Resources, State, Status, version_mismatch
 from ..store.workspaces import Workspace, delete_workspace, insert_workspace
+from ..testpoints import pause_point
 from ..units import parse_cpu, parse_size_mb
 from .access import OWN, USE, VIEW, require, require_password_change, visible
 from .calls import Call, Result
 from .context import AgentContext
+from .paths import check_path_text, check_workspace_dir
 from .registry import operation
 from .views import browser_url, cpu_beyond_host, limits_view, resources_view, service_view, workspace_view
 
-__all__ = ["adopt_all", "hash_password", "reconcile_once", "validate_name"]
+log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+__all__ = ["adopt_all", "hash_password", "managed_root", "reconcile_once", "validate_name"]
+
+_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+_SERVICE_ID = re.compile(r"ws-[0-9a-f]{12}")
 ACTIVE = ("starting", "running", "stopping")
 
 
 def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    """``name`` when it is a valid workspace name, matched whole (a trailing newline is not part of
+    a valid name); else InvalidArgument (0x06). A name shaped like a service id (``ws-`` and 12
+    hex digits) is refused: commands take either, and a name must never shadow another's id."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"invalid workspace name {name!r}",
             "use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending "
             "with a hyphen (e.g. project-name-dev)",
+        )
+    if _SERVICE_ID.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid workspace name {name!r}: it looks like a service id",
+            "service ids are ws- and 12 hex digits; pick a name that is not shaped like one",
         )
     return name
 
@@ -107,15 +121,35 @@ def hash_password(password: str) -> str:
     return passwd(password)
 
 
-def _allowed_path(agent: AgentContext, user: Any, path: Path) -> None:
-    roots = [Path(p).expanduser().resolve() for p in agent.config.section("local").get("workspace_roots", [])]
-    roots.append((agent.data_dir / "workspaces").resolve())
-    if user.is_admin or any(path == r or r in path.parents for r in roots):
+def _check_single_owner(agent: AgentContext, owner: str) -> None:
+    """A runtime that cannot keep people apart and was not told to share (``single_owner``)
+    serves the workspaces of one person only."""
+    isolation = agent.runtime.describe().get("isolation") or {}
+    if not isolation.get("single_owner"):
         return
-    raise PermissionDenied(
-        f"workspace directory {path} is outside the directories you may use",
-        "allowed: " + ", ".join(map(str, roots)) + " (an admin can add local.workspace_roots)",
-    )
+    others = sorted({w.owner for w in agent.workspaces.values()} - {owner})
+    if others:
+        raise PermissionDenied(
+            f"this agent runs every workspace as its own OS user, so it holds one person's workspaces, "
+            f"and {others[0]} has workspaces here",
+            "an admin sets local.isolation: users in agent.yaml (an OS user per owner; needs root), or "
+            "local.isolation: none to accept that everyone's workspaces share one OS user (docs/security.md)",
+        )
+
+
+def managed_root(agent: AgentContext) -> Path:
+    """Where the agent puts the directories of workspaces created without ``--workspace``: under
+    the data_dir, or with local user isolation under ``local.workspaces_dir`` (which workspace
+    users can reach; the data_dir is 0700)."""
+    shared = agent.config.local_workspaces_dir
+    return shared / "files" if shared is not None else agent.data_dir / "workspaces"
+
+
+def _allowed_path(agent: AgentContext, user: Any, path: Path) -> None:
+    """``--workspace`` rules (:func:`~.paths.check_workspace_dir`), on the resolved ``path``."""
+    roots = [Path(p).expanduser() for p in agent.config.section("local").get("workspace_roots", [])]
+    others = [Path(w.path).resolve() for w in agent.workspaces.values()]
+    check_workspace_dir(path, admin=user.is_admin, roots=roots, managed_root=managed_root(agent), others=others)
 
 
 def _claim_host_resources(agent: AgentContext, ws: Workspace) -> tuple[int, ...]:
@@ -187,6 +221,7 @@ async def _start_workload(agent: AgentContext, call: Call, ws: Workspace) -> Non
             for hook in agent.services.hooks.before_start:
                 await hook(agent, call, ws)
             started = await agent.runtime.start(agent.workspace_spec(ws, gpu_ids), call.progress)
+            pause_point("start.ready")
             try:
                 for after in agent.services.hooks.after_start:
                     await after(agent, call, ws, started.state)
@@ -219,6 +254,7 @@ async def _stop(agent: AgentContext, ws: Workspace) -> None:
     if ws.runtime_state:
         ws.status = "stopping"
         await agent.save(ws)
+        pause_point("stop.stopping")
         await agent.runtime.stop(ws.runtime_state, grace=agent.runtime.stop_grace)
     _release_host_resources(agent, ws)
     ws.status, ws.status_message, ws.runtime_state, ws.url = "stopped", "", None, None
@@ -284,12 +320,29 @@ def _merge_config(agent: AgentContext, args: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _already_exists(name: str) -> AlreadyExists:
+    return AlreadyExists(f"a workspace named {name!r} already exists", "pick another name, or `ml jupyter info " + name + "`")
+
+
 async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed_start: bool = False) -> Workspace:
     name = validate_name(args["name"])
-    if name in agent.workspaces:
-        raise AlreadyExists(f"a workspace named {name!r} already exists", "pick another name, or `ml jupyter info " + name + "`")
+    # The record is written only after checks that await: until then the name is reserved, so a
+    # second create of it answers 0x05 at once, as it does once the first is recorded.
+    if name in agent.workspaces or name in agent.creating:
+        raise _already_exists(name)
+    agent.creating.add(name)
+    try:
+        return await _create_reserved(agent, call, args, name, seed_start=seed_start)
+    finally:
+        agent.creating.discard(name)
+
+
+async def _create_reserved(
+    agent: AgentContext, call: Call, args: dict[str, Any], name: str, *, seed_start: bool = False
+) -> Workspace:
     if len(agent.workspaces) >= agent.max_workspaces:
         raise InsufficientResources(f"this agent already holds {agent.max_workspaces} workspaces (limits.max_workspaces)")
+    _check_single_owner(agent, call.user.name)
     doc = _merge_config(agent, args)
     resources = _resources({k: args.get(k) for k in ("cpu", "memory", "gpu", "gpu_type", "disk")}, doc.get("resources"))
     check_gpu_type(agent, resources)
@@ -302,14 +355,14 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
     image = args.get("image") or doc.get("image")
     versions_inside = agent.runtime.check_environment(image, settings)  # raises for what cannot be had
     if args.get("workspace"):
-        path = Path(args["workspace"]).expanduser()
+        path = Path(check_path_text(args["workspace"], "--workspace")).expanduser()
         if not path.is_absolute():
             raise InvalidArgument(f"workspace directory must be an absolute path, got {args['workspace']!r}")
-        path = path.resolve()
+        path = await run_blocking(path.resolve)
         _allowed_path(agent, call.user, path)
         managed = False
     else:
-        path = (agent.data_dir / "workspaces" / name).resolve()
+        path = (managed_root(agent) / name).resolve()
         managed = True
     now = time.time()
     ws = Workspace(
@@ -343,9 +396,10 @@ async def _create(agent: AgentContext, call: Call, args: dict[str, Any], *, seed
         capacity.check_quota(ws, resources, new=True, running=True)
     member = capacity.reserve(ws, args) if capacity is not None and not seed_start else None
     await run_blocking(path.mkdir, parents=True, exist_ok=True)
-    await agent.store.run(insert_workspace, ws)
+    await agent.store.run(insert_workspace, ws, agent.store.sealer)
     agent.workspaces[name] = ws
     agent.invalidate()
+    pause_point("create.recorded")
     try:
         t0 = time.perf_counter()
         if member is None or capacity is None or not await capacity.start_reserved(call, ws, member):
@@ -433,7 +487,7 @@ async def start_service(agent: AgentContext, call: Call, args: dict[str, Any]) -
         return Result(f"service {ws.id} started at {browser_url(ws, agent, call.user)}", "workspace",
                       workspace_view(agent, ws, call.user))
     require(agent, call.user, ws, USE, "starting")
-    if args["workspace"] and Path(args["workspace"]).expanduser().resolve() != Path(ws.path):
+    if args["workspace"] and Path(check_path_text(args["workspace"], "--workspace")).expanduser().resolve() != Path(ws.path):
         raise AlreadyExists(
             f"service {name!r} already exists on another directory ({ws.path})",
             "choose another --name, or delete it first",
@@ -492,7 +546,11 @@ _NAME_ONLY = {"name": {"type": "string", "required": True, "empty": False}}
 async def workspace_info(agent: AgentContext, call: Call, args: dict[str, Any]) -> Result:
     ws = agent.find_workspace(args["name"])
     require(agent, call.user, ws, VIEW, "viewing")
-    return Result(ws.name, "workspace", workspace_view(agent, ws, call.user))
+    doc = workspace_view(agent, ws, call.user)
+    isolation = agent.runtime.describe().get("isolation")
+    if isolation:  # what keeps this workspace apart from the others (docs/security.md)
+        doc["isolation"] = isolation
+    return Result(ws.name, "workspace", doc)
 
 
 @operation(Opcode.WORKSPACE_STATUS, routes=[("GET", "/api/v1/jupyter/workspaces/{name}/status")], schema=_NAME_ONLY)
@@ -518,6 +576,7 @@ async def restart_workspace(agent: AgentContext, call: Call, args: dict[str, Any
         if ws.status in ("running", "starting", "stopping", "failed", "missing"):
             await call.progress("stopping")
             await _stop(agent, ws)
+        pause_point("restart.stopped")
         await _start(agent, call, ws, restart=was_running)
     await agent.audit(call.user.name, "workspace.restart", ws.name)
     return Result(f"restarted workspace {ws.name} at {browser_url(ws, agent, call.user)}", "workspace",
@@ -531,7 +590,9 @@ async def delete_workspace_op(agent: AgentContext, call: Call, args: dict[str, A
     async with agent.lock(ws.name):
         if ws.status != "stopped":
             await _stop(agent, ws)
+        pause_point("delete.stopped")
         await agent.runtime.remove(agent.workspace_spec(ws), None)
+        pause_point("delete.removed")
         for hook in agent.services.hooks.delete:
             await hook(agent, call, ws)
         await agent.store.run(delete_workspace, ws.id)
@@ -622,13 +683,59 @@ async def apply_status(agent: AgentContext, ws: Workspace, status: Status, state
     return True
 
 
+def _same_workload(a: State, b: State) -> bool:
+    """Whether two runtime states name one workload (its pid and start, container or job)."""
+    keys = ("pid", "start_time", "container_id", "job_id")
+    return any(a.get(k) is not None for k in keys) and all(a.get(k) == b.get(k) for k in keys)
+
+
+async def _end_workloads(agent: AgentContext, states: list[State]) -> None:
+    for state in states:
+        try:
+            await agent.runtime.stop(state, grace=agent.runtime.stop_grace)
+        except FetchmlError as exc:
+            log.warning("could not end a workload (%s): %s", state, exc.message)
+
+
 async def adopt_all(agent: AgentContext) -> None:
-    """After a (re)start: keep what still runs, mark what died, report what nobody knows."""
+    """After a (re)start: keep what still runs, end what was half done, report what nobody knows.
+
+    A workspace the agent left ``starting`` or ``stopping`` (it was killed in between) has every
+    workload found for it ended (the recorded one and any the runtime discovers, such as a server
+    spawned but not yet recorded) and says so: ``failed`` (start it again) or ``stopped``. A
+    workload of a known workspace that is not its recorded one is ended too, so a restart never
+    leaves two servers for one workspace.
+    """
     known = {ws.id for ws in agent.workspaces.values()}
+    discovered = await agent.runtime.discover()
+    strays: dict[str, list[State]] = {}
+    for wid, state in discovered:
+        strays.setdefault(wid, []).append(state)
     for ws in agent.workspaces.values():
-        if ws.status in ACTIVE and ws.runtime_state:
+        if ws.status == "running" and ws.runtime_state:
             _hold_host_resources(agent, ws)
     for ws in list(agent.workspaces.values()):
+        found = strays.get(ws.id, [])
+        recorded = ws.runtime_state
+        if ws.status in ("starting", "stopping"):
+            before = ws.status
+            await _end_workloads(agent, ([recorded] if recorded else [])
+                                 + [s for s in found if not (recorded and _same_workload(s, recorded))])
+            _release_host_resources(agent, ws)
+            if before == "starting":
+                ws.status = "failed"
+                ws.status_message = (f"the agent stopped while this workspace was starting; "
+                                     f"start it again: ml jupyter restart {ws.name}")
+            else:
+                ws.status, ws.status_message = "stopped", ""
+            ws.runtime_state, ws.url = None, None
+            await agent.save(ws)
+            await agent.audit("agent", "workspace.ended", ws.name, was=before, workloads=len(found) + bool(recorded))
+            continue
+        extra = [s for s in found if not (ws.status == "running" and recorded and _same_workload(s, recorded))]
+        if extra:
+            await _end_workloads(agent, extra)
+            await agent.audit("agent", "workspace.stray_ended", ws.name, workloads=len(extra))
         if ws.status not in ACTIVE:
             continue
         before = ws.status
@@ -644,7 +751,7 @@ async def adopt_all(agent: AgentContext) -> None:
             ws.status_message = ws.status_message or "was not running when the agent restarted"
             await agent.save(ws)
             await agent.audit("agent", "workspace.lost", ws.name, "error", reason=ws.status_message)
-    agent.orphans = [wid for wid, _ in await agent.runtime.discover() if wid not in known]
+    agent.orphans = [wid for wid, _ in discovered if wid not in known]
 
 
 async def reconcile_once(agent: AgentContext) -> None:

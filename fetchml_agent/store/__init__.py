@@ -1,7 +1,8 @@
 """SQLite (WAL), the agent's only state. Queries are plain functions of a connection.
 
 All access goes through :meth:`Store.run`, which executes a function on the store's own thread,
-so the event loop never blocks and writes are serialized on one connection.
+so the event loop never blocks and writes are serialized on one connection. :attr:`Store.sealer`
+seals the secrets that rows hold (:mod:`.sealed`), with the key file beside the database.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .migrations import MIGRATIONS
+from .sealed import Sealer, key_path, load_or_create_key
 
 __all__ = ["DB_FILE_MODE", "Store", "open_connection", "transaction"]
 
@@ -84,9 +86,14 @@ class Store:
         self.path = path
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
+        self._sealer: Sealer | None = None
 
     def open(self) -> None:
+        """Open (and migrate) the database; load (or create) the secrets key beside it.
+
+        Raises :class:`~.sealed.SealError` when that key file is unusable."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._sealer = Sealer(load_or_create_key(key_path(self.path.parent)))
         _private_db_files(self.path)
         self._conn = self._pool.submit(open_connection, self.path).result()
 
@@ -95,6 +102,13 @@ class Store:
             self._pool.submit(self._conn.close).result()
             self._conn = None
         self._pool.shutdown(wait=True)
+
+    @property
+    def sealer(self) -> Sealer:
+        """Seals and opens the secrets of rows (:mod:`.sealed`); set by :meth:`open`."""
+        if self._sealer is None:
+            raise RuntimeError("store is not open")
+        return self._sealer
 
     @property
     def conn(self) -> sqlite3.Connection:

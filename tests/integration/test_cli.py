@@ -25,7 +25,7 @@ WS, STOPPED = "cli-ws", "cli-stopped"
 @pytest.fixture(scope="module")
 def cli_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     """An agent with a package policy that has a blocked and an approval-required package, one
-    running workspace (``cli-ws``) and one stopped (``cli-stopped``), both admin's."""
+    running workspace (``cli-ws``) and one stopped (``cli-stopped``, which bob may view), both admin's."""
     policy = {"blocked_packages": ["requests", "urllib3"], "approval_required": ["tensorflow"]}
     a = AgentProcess(tmp_path_factory.mktemp("cli-agent"), free_port(), {"package_management": policy})
     a.start()
@@ -33,6 +33,7 @@ def cli_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess
         a.ml("jupyter", "create", WS, "--cpu", "1", "--memory", "1g")
         a.ml("jupyter", "create", STOPPED)
         a.ml("jupyter", "stop", STOPPED)
+        a.ml("jupyter", "access", STOPPED, "--user=bob", "--role=viewer")
         yield a
     finally:
         a.cleanup_workspaces()
@@ -67,11 +68,11 @@ EXIT_CASES: list[tuple[list[str], str, int, str]] = [
     (["jupyter", "install", WS, "matplotlib", "--conda"], "admin", 2, "conda is not available"),
     # 3: authentication or permission
     (["jupyter", "list", "--api-key", "not-a-key"], "admin", 3, "authentication failed"),
-    (["jupyter", "info", WS], "bob", 3, "permission denied"),
-    (["jupyter", "delete", WS, "--yes"], "bob", 3, "permission denied"),
-    (["jupyter", "install", WS, "numpy"], "bob", 3, "permission denied"),
+    (["jupyter", "delete", STOPPED, "--yes"], "bob", 3, "permission denied"),
+    (["jupyter", "install", STOPPED, "numpy"], "bob", 3, "permission denied"),
     # 4: not found, conflict, wrong state
     (["jupyter", "info", "no-such-ws"], "admin", 4, "no workspace"),
+    (["jupyter", "info", WS], "bob", 4, "no workspace"),  # one bob may not see: as if there were none
     (["jupyter", "create", WS], "admin", 4, "already exists"),
     (["jupyter", "revoke", WS, "nobody"], "admin", 4, "has no access grant"),
     (["jupyter", "access", WS, "--user", "nobody"], "admin", 4, "no user named 'nobody'"),

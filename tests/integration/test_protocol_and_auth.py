@@ -98,18 +98,20 @@ def test_users_cannot_touch_each_others_workspaces(agent: AgentProcess, unique_n
     try:
         assert ws["owner"] == "bob"
         assert unique_name not in [s["name"] for s in agent.ml_json("jupyter", "list", user="carol")["services"]]
+        # One she may not see answers as if it did not exist, without naming its owner.
         for verb in (("info", unique_name), ("stop", unique_name), ("delete", unique_name, "--yes")):
             cp = agent.ml("jupyter", *verb, user="carol", check=False)
-            assert cp.returncode == 3 and "permission denied" in cp.stderr, verb
+            assert cp.returncode == 4 and "no workspace or service named" in cp.stderr, verb
+            assert "bob" not in cp.stderr
         with connect(agent.ws_url) as conn:
             pkt = _roundtrip(conn, StopRequest(api_key_hash(KEYS["carol"]), ws["id"]).serialize())
-            assert isinstance(pkt, ErrorPacket) and pkt.code == ErrorCode.PERMISSION_DENIED
+            assert isinstance(pkt, ErrorPacket) and pkt.code == ErrorCode.NOT_FOUND
         # Sharing with carol's team lets her see and use it, but not delete it.
         agent.ml("jupyter", "share", unique_name, "--team", "data-science-team", "--role", "collaborator", user="bob")
         assert agent.ml_json("jupyter", "info", unique_name, user="carol")["name"] == unique_name
         assert agent.ml("jupyter", "delete", unique_name, "--yes", user="carol", check=False).returncode == 3
         agent.ml("jupyter", "revoke", unique_name, "team:data-science-team", user="bob")
-        assert agent.ml("jupyter", "info", unique_name, user="carol", check=False).returncode == 3
+        assert agent.ml("jupyter", "info", unique_name, user="carol", check=False).returncode == 4
         # Admins see everything.
         assert unique_name in [s["name"] for s in agent.ml_json("jupyter", "list")["services"]]
     finally:
@@ -182,7 +184,7 @@ def test_audit_trail_records_actions_and_denials(agent: AgentProcess, unique_nam
     csv_text = agent.ml("jupyter", "audit", unique_name, "--export=csv", user="bob").stdout
     assert csv_text.splitlines()[0] == "id,time,ts,user,action,workspace,workspace_id,outcome,details,digest"
     assert "workspace.create" in csv_text
-    assert agent.ml("jupyter", "audit", unique_name, user="carol", check=False).returncode == 3
+    assert agent.ml("jupyter", "audit", unique_name, user="carol", check=False).returncode == 4  # not hers to see
     assert agent.ml("jupyter", "audit", user="bob", check=False).returncode == 3
     agent.ml("jupyter", "list", check=False, env={"FETCHML_API_KEY": "wrong"})
     whole = agent.ml_json("jupyter", "audit", "--action", "auth.")["events"]

@@ -271,6 +271,35 @@ def test_limits_say_per_resource_what_is_enforced(agent: AgentProcess, unique_na
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
 
 
+def test_no_secret_of_a_workspace_is_in_the_database_in_clear(fresh_agent: AgentProcess) -> None:
+    """Jupyter's token, the index key and the password hash are sealed with a key outside agent.db;
+    after a restart the agent opens them again (the server is adopted and still answers)."""
+    with fresh_agent.running() as a:
+        created = a.ml_json("jupyter", "create", "sealed", "--password", "pw-sealed-1")
+        secrets = a.workspace_secrets("sealed")
+        assert secrets["token"] and secrets["index_key"] and secrets["password_hash"]
+        a.kill9()
+        blob = b"".join(p.read_bytes() for p in a.data_dir.glob("agent.db*"))
+        for value in secrets.values():
+            assert value.encode() not in blob
+        key = a.data_dir / "keys" / "secrets.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        a.start()
+        assert a.ml_json("jupyter", "status", "sealed")["status"] == "running"
+        assert "started" in api_status(created["url"])
+
+
+def test_info_says_a_shared_user_workspace_is_not_isolated(agent: AgentProcess, unique_name: str) -> None:
+    """local.isolation: none (the default): ml jupyter info and ml status say nothing keeps workspaces apart."""
+    agent.ml_json("jupyter", "create", unique_name)
+    try:
+        iso = agent.ml_json("jupyter", "info", unique_name)["isolation"]
+        assert iso["mode"] == "none" and iso["enforced"] is False and "agent's own OS user" in iso["reason"]
+        assert "isolation: NONE" in agent.ml("status").stdout
+    finally:
+        agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
 def test_disk_size_is_enforced_where_the_host_can(agent: AgentProcess, unique_name: str) -> None:
     """--disk on the local runtime: as root, the workspace's directory is a filesystem of that
     size (writing past it fails), removed with the workspace; elsewhere limits say why not."""
@@ -298,3 +327,23 @@ def test_disk_size_is_enforced_where_the_host_can(agent: AgentProcess, unique_na
     finally:
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
     assert not os.path.ismount(path) and not image.exists() and not path.exists()
+
+
+def test_without_isolation_settings_the_local_runtime_serves_one_person(tmp_path: Path) -> None:
+    """local.isolation unset: workspaces share the agent's OS user, so a second person's create is
+    refused with a message naming the setting; the first person creates as many as they like."""
+    from tests.conftest import free_port
+
+    a = AgentProcess(tmp_path / "agent", free_port(), {"local": {"isolation": None}})
+    with a.running():
+        a.ml_json("jupyter", "create", "bobs", user="bob")
+        refused = a.ml("jupyter", "create", "carols", user="carol", check=False)
+        assert refused.returncode == 3, refused
+        assert "local.isolation: users" in refused.stderr and "local.isolation: none" in refused.stderr
+        a.ml_json("jupyter", "create", "bobs-too", user="bob")
+        iso = a.ml_json("jupyter", "info", "bobs", user="bob")["isolation"]
+        assert iso["mode"] == "single" and iso["enforced"] is False
+        for name in ("bobs", "bobs-too"):
+            a.ml("jupyter", "delete", name, "--yes", user="bob")
+        a.ml_json("jupyter", "create", "carols", user="carol")  # nobody else's workspaces are left
+        a.ml("jupyter", "delete", "carols", "--yes", user="carol")

@@ -20,6 +20,7 @@ from fetchml_agent.store.packages import (
     list_requests,
     record_installs,
 )
+from fetchml_agent.store.sealed import Sealer
 from fetchml_agent.store.workspaces import Workspace, delete_workspace, insert_workspace
 
 
@@ -29,7 +30,7 @@ def conn() -> Iterator[sqlite3.Connection]:
     for wid, name in (("ws-1", "one"), ("ws-2", "two")):
         insert_workspace(c, Workspace(id=wid, name=name, owner="bob", path=f"/tmp/{name}", runtime="local",
                                       token="t", index_key=f"key-{name}", created_at=time.time(),
-                                      updated_at=time.time()))
+                                      updated_at=time.time()), Sealer(bytes(32)))
     yield c
     c.close()
 

@@ -4,23 +4,37 @@ stats, a log's tail."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import sysconfig
 import venv
 from pathlib import Path
 from typing import Any
 
 from ... import procs
+from ...errors import BackendError
 from ..base import State
 
 __all__ = ["create_workspace_env", "process_tree_stats", "tail"]
 
 
-def create_workspace_env(env_dir: Path) -> Path:
-    """Create the workspace's venv (idempotent) and return its ``python``."""
+def create_workspace_env(env_dir: Path, base_python: str | None = None) -> Path:
+    """Create the workspace's venv (idempotent) and return its ``python``.
+
+    ``base_python``: the interpreter the venv is made from (``local.python``, one that workspace
+    users may run); the agent's own by default. It must be the agent's Python version, since the
+    venv reads the agent's site-packages after its own.
+    """
     python = env_dir / "bin" / "python"
     if python.exists():
         return python
-    venv.EnvBuilder(with_pip=False, symlinks=True, clear=False).create(env_dir)
+    if base_python and os.path.realpath(base_python) != os.path.realpath(sys.executable):
+        done = subprocess.run([base_python, "-m", "venv", "--without-pip", str(env_dir)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BackendError(f"could not create a venv with local.python {base_python}", done.stderr.strip()[-2000:])
+    else:
+        venv.EnvBuilder(with_pip=False, symlinks=True, clear=False).create(env_dir)
     purelib = Path(
         sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import os
 import platform
 import secrets
@@ -16,7 +17,7 @@ import sysconfig
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,13 +29,16 @@ from ...aio import run_blocking
 from ...allocators import GpuAllocator, PortAllocator, workspace_holder
 from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
+from ...netpolicy import LocalUserNet
 from ...policy.scan import installed_from_path
+from ...testpoints import pause_point
 from ..base import (
     ENVIRONMENT_VERSIONS,
     Capabilities,
     ExecResult,
     Inventory,
     Output,
+    PackageIndexReach,
     PackageInventory,
     Progress,
     RunBackend,
@@ -52,8 +56,14 @@ from . import disk
 from .env import create_workspace_env, process_tree_stats, tail
 from .gpu import LocalGpuActivity
 from .runs import LocalRuns
+from .users import OsUser, WorkspaceUsers, chown_tree
+
+if TYPE_CHECKING:
+    from ...netpolicy import Firewall
 
 __all__ = ["LocalRuntime"]
+
+log = logging.getLogger(__name__)
 
 _READY_POLL = 0.05
 _CPU_WINDOW = 0.25  # seconds over which stats() measures cpu_percent (docker's window)
@@ -81,11 +91,41 @@ def _version_of(dist: str) -> str:
         return "none"
 
 
+#: Set in a JupyterLab's environment to its run directory (``DATA_DIR/run/ID``): how
+#: :meth:`LocalRuntime.discover` finds this agent's servers in ``/proc``, recorded or not.
+SERVER_ENV = "FETCHML_SERVER_RUN_DIR"
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
+def _owner_and_port(pid: int) -> dict[str, Any]:
+    """A server's real uid and ``--port`` (from /proc), for its firewall rules after a restart."""
+    out: dict[str, Any] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                out["uid"] = int(line.split()[1])
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return out
+    for arg in args:
+        if arg.startswith(b"--port="):
+            out["port"] = int(arg.split(b"=", 1)[1])
+    return out
+
+
 def _alive(state: State) -> bool:
     return procs.alive(state.get("pid"), state.get("start_time"))
 
 
-class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
+class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, PackageIndexReach):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"
@@ -104,8 +144,28 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         use_cgroups: bool = True,
         gpus: list[dict[str, Any]] | None = None,
         stop_grace: float = 5.0,
+        users: WorkspaceUsers | None = None,
+        shared: bool = False,
+        firewall: Firewall | None = None,
+        index_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
+        #: ``local.isolation: users`` (:mod:`.users`); ``None``: workspaces run as the agent's user.
+        self.users = users
+        #: Without users: ``local.isolation: none`` (several people share the agent's OS user,
+        #: knowingly) or unset (one person's workspaces only: ``isolation()["single_owner"]``).
+        self.shared = shared
+        # Where a workspace's venv and JupyterLab's run directory live: the data_dir, or the
+        # workspaces_dir that workspace users can reach.
+        self._ws_root = users.root if users is not None else data_dir
+        #: With users: the agent's nftables table keyed by uid (``meta skuid``), and the loopback
+        #: port of the index-only listener that workspaces reach (package index and /access).
+        self.firewall = firewall if users is not None else None
+        self._index_port = index_port
+        self._fw_users: dict[str, tuple[str, int, int]] = {}  # workspace id -> (user, uid, port)
+        # Every workspace user the rules name, running or not: a user without a chain of its own
+        # would not be filtered at all (a process it left behind, a later login).
+        self._fw_known: dict[str, int] = {}
         self.port_base = port_base
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
@@ -119,6 +179,17 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         self._cpu_samples: dict[tuple[Any, Any], tuple[float, float]] = {}  # (pid, start) → (when, cpu s)
 
     async def open(self) -> None:
+        if self.users is not None:
+            await run_blocking(self.users.check)
+        elif self.shared:
+            log.warning("local.isolation: none: every workspace runs as the agent's OS user; code in one can read "
+                        "the others' files and the agent's data_dir (docs/security.md)")
+        if self.firewall is not None and self.users is not None:  # servers that outlived the agent keep their rules
+            self._fw_known.update(await run_blocking(self.users.known_users))
+            for wid, state in await self.discover():
+                if state.get("uid") and state.get("port"):
+                    self._fw_users[wid] = (_user_name(state["uid"]), state["uid"], state["port"])
+            await self._apply_firewall()
         self.cgroups = await run_blocking(Cgroups, enabled=self._use_cgroups)
         if self._gpu_inventory is None:
             self._gpu_inventory = await run_blocking(detect_gpus)
@@ -126,10 +197,69 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         for sub in ("envs", "run", "logs"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
+    # -- network (local.isolation: users) ------------------------------------------------------
+
+    @property
+    def index(self) -> tuple[str, int] | None:
+        """With the firewall, workspaces reach the agent only at an index-only listener on loopback
+        (``/index`` and ``/access``, never ``/api`` nor ``/ws``): the uid rules let that port pass."""
+        if self.firewall is None or not self._index_port:
+            return None
+        return ("127.0.0.1", self._index_port)
+
+    def index_base_url(self, scheme: str) -> str | None:
+        return f"{scheme}://127.0.0.1:{self._index_port}" if self.index is not None else None
+
+    async def _apply_firewall(self) -> None:
+        if self.firewall is None:
+            return
+        by_user: dict[str, tuple[int, list[int]]] = {name: (uid, []) for name, uid in self._fw_known.items()}
+        for name, uid, port in self._fw_users.values():
+            by_user.setdefault(name, (uid, []))[1].append(port)
+        await self.firewall.apply([], [LocalUserNet(n, uid, tuple(ports)) for n, (uid, ports) in sorted(by_user.items())])
+
+    async def _forget_firewall(self, workspace_id: str | None, port: int | None = None) -> None:
+        """Drop a workspace's port from the rules (only that server's, when ``port`` is given: a
+        stray server of a workspace ended at start must not take the running one's rule along)."""
+        entry = self._fw_users.get(workspace_id or "")
+        if self.firewall is None or entry is None or (port is not None and entry[2] != port):
+            return
+        self._fw_users.pop(workspace_id or "")
+        await self._apply_firewall()
+
     # -- helpers --------------------------------------------------------------------------------
 
     def env_dir(self, workspace_id: str) -> Path:
-        return self.data_dir / "envs" / workspace_id
+        return self._ws_root / "envs" / workspace_id
+
+    def server_run_dir(self, workspace_id: str) -> Path:
+        return self._ws_root / "run" / workspace_id
+
+    def _os_user(self, spec: WorkspaceSpec) -> OsUser | None:
+        return self.users.user_for(spec.owner) if self.users is not None else None
+
+    def _prepare_env(self, spec: WorkspaceSpec, user: OsUser | None) -> Path:
+        """The workspace's venv with its index configuration; owned by its user, if it has one."""
+        env_dir = self.env_dir(spec.id)
+        fresh = not (env_dir / "bin" / "python").exists()
+        python = create_workspace_env(env_dir, self.users.python if self.users is not None else None)
+        self._install_index_config(spec, env_dir)
+        if user is not None:
+            if fresh:
+                chown_tree(env_dir, user.uid, user.gid)
+            for name in ("pip.conf", ".condarc"):
+                if (env_dir / name).exists():
+                    os.chown(env_dir / name, user.uid, user.gid)
+                    os.chmod(env_dir / name, 0o600)
+            os.chown(env_dir, user.uid, user.gid)
+            os.chmod(env_dir, 0o700)
+        return python
+
+    def _as_user(self, user: OsUser | None) -> dict[str, Any]:
+        """Popen's arguments that make a child the workspace's user (nothing without one)."""
+        if user is None:
+            return {}
+        return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
 
     def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
         """The site-packages of what the workspace installed itself (its venv), without the shared
@@ -170,6 +300,10 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
             }
         )
         env.update(spec.env)
+        if self.users is not None:  # the agent's copies in the data_dir are not the user's to read
+            for var, name in (("PIP_CONFIG_FILE", "pip.conf"), ("CONDARC", ".condarc")):
+                if var in env:
+                    env[var] = str(env_dir / name)
         return env
 
     def check_environment(self, image: str | None, settings: Mapping[str, Any]) -> bool:
@@ -191,19 +325,8 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
-        # The agent claims the port before it starts a workspace (then this is the same one); a
-        # caller that did not gets spec.port when free, else the lowest free one.
-        port = self.ports.claim(workspace_holder(spec.id), spec.port)
-        await progress("preparing environment")
-        env_dir = self.env_dir(spec.id)
-        python = await run_blocking(create_workspace_env, env_dir)
-        await run_blocking(self._install_index_config, spec, env_dir)
-        spec.path.mkdir(parents=True, exist_ok=True)
-        disk_limit = await run_blocking(self._disk, spec)
-        run_dir = self.data_dir / "run" / spec.id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o700)
+    def _write_server_config(self, spec: WorkspaceSpec, run_dir: Path, user: OsUser | None) -> Path:
+        """Write JupyterLab's configuration into ``run_dir`` (0600, the workspace user's); its path."""
         cfg: dict[str, Any] = {
             # fetchml_jupyter: the agent decides who may do what (docs/access.md); with live
             # collaboration, whose frontend extensions live in the agent's environment.
@@ -214,17 +337,56 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         # File ids (collaboration's document ids) belong to this workspace, not to a shared data
         # dir under whatever HOME the agent has; they survive restarts with the run dir.
         cfg["BaseFileIdManager"] = {"db_path": str(run_dir / "file_id_manager.db")}
+        if user is not None:
+            # Kernels talk to their server over Unix sockets in the 0700 runtime dir, not loopback
+            # TCP ports: the uid rules then need no port of theirs.
+            # One short prefix per workspace (jupyter_client numbers the sockets after it); a
+            # socket path has at most 107 bytes.
+            ipc = run_dir / "k"
+            if len(str(ipc)) > 90:
+                raise BackendError(f"kernel socket paths under {run_dir} would be too long for Unix sockets",
+                                   "choose a shorter local.workspaces_dir")
+            cfg["KernelManager"] = {"transport": "ipc", "ip": str(ipc)}
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
         config_file = run_dir / "jupyter_server_config.json"
         fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(cfg, fh)
+        if user is not None:
+            os.chown(config_file, user.uid, user.gid)
+        return config_file
+
+    async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
+        # The agent claims the port before it starts a workspace (then this is the same one); a
+        # caller that did not gets spec.port when free, else the lowest free one.
+        port = self.ports.claim(workspace_holder(spec.id), spec.port)
+        await progress("preparing environment")
+        env_dir = self.env_dir(spec.id)
+        user = await run_blocking(self._os_user, spec)
+        python = await run_blocking(self._prepare_env, spec, user)
+        spec.path.mkdir(parents=True, exist_ok=True)
+        disk_limit = await run_blocking(self._disk, spec)
+        run_dir = self.server_run_dir(spec.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o700)
+        if user is not None:
+            os.chown(run_dir, user.uid, user.gid)
+            if spec.path.stat().st_uid == os.geteuid():  # a directory the agent made: the user's now
+                WorkspaceUsers.private_dir(spec.path, user.uid, user.gid)
+        config_file = self._write_server_config(spec, run_dir, user)
         env = self._workspace_env(spec, env_dir)  # JUPYTER_TOKEN: the server's own credential
+        if user is not None:
+            env.update(HOME=str(user.home), USER=user.name, LOGNAME=user.name)
         gpu_indexes = list(spec.gpu_ids)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
         env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
+        env[SERVER_ENV] = str(run_dir)
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
+        if user is not None and self.firewall is not None:  # rules before the server exists
+            self._fw_users[spec.id] = (user.name, user.uid, port)
+            self._fw_known[user.name] = user.uid
+            await self._apply_firewall()
         await progress("starting")
         tried: list[int] = []
         while True:
@@ -233,10 +395,11 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
                 "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
                 f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
             ]
-            if os.geteuid() == 0:
+            if os.geteuid() == 0 and user is None:
                 argv.append("--allow-root")
             log_from = log_path.stat().st_size if log_path.exists() else 0
-            proc = await run_blocking(self._spawn, argv, env, spec.path, log_path)
+            proc = await run_blocking(self._spawn, argv, env, spec.path, log_path, self._as_user(user))
+            pause_point("start.spawned")  # a crash here leaves a server that only discover() finds
             limits = {"enforced": False, "reason": "no cpu or memory limit was asked for"}
             if self.cgroups is not None:
                 limits = await run_blocking(
@@ -254,6 +417,9 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
                 "gpu_indexes": gpu_indexes,
                 "cgroup": spec.id if limits.get("enforced") else None,
             }
+            if user is not None:
+                state["os_user"] = user.name
+                state["workspace_id"] = spec.id
             url = f"http://127.0.0.1:{port}/"
             try:
                 await self._wait_ready(proc, url, spec.token, log_path)
@@ -274,15 +440,21 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
                 await progress(f"port {port} was taken meanwhile: trying another")
                 self.ports.release(workspace_holder(spec.id))
                 port = self.ports.claim(workspace_holder(spec.id), avoid=tried)
+                if user is not None and self.firewall is not None:  # the user's rules follow the port
+                    self._fw_users[spec.id] = (user.name, user.uid, port)
+                    await self._apply_firewall()
         await progress("ready")
         return Started(state=state, url=url, limits=limits)
 
-    def _spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Any:
+    def _spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
+               creds: dict[str, Any]) -> Any:
         import subprocess
 
-        with open(log_path, "ab", buffering=0) as log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "ab", buffering=0) as log:
             proc = subprocess.Popen(
-                argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                **creds,
             )
         self._children[proc.pid] = proc
         return proc
@@ -334,6 +506,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
 
     async def stop(self, state: State, grace: float = 5.0) -> None:
         await run_blocking(self._stop_ladder, state, grace)
+        await self._forget_firewall(state.get("workspace_id"), state.get("port"))
         if self.cgroups is not None and state.get("cgroup"):
             await run_blocking(self.cgroups.remove, state["cgroup"])
 
@@ -348,10 +521,11 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(int(pid), sig)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                os.kill(int(pid), sig)
+            except (ProcessLookupError, PermissionError):
+                try:  # not a group leader (a kernel left behind by a dead server), or not ours
+                    os.kill(int(pid), sig)
+                except ProcessLookupError:
+                    break
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 self._reap(pid)
@@ -382,8 +556,10 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         return disk.attach(self.data_dir / "disks" / f"{spec.id}.img", spec.path, spec.resources.disk_mb)
 
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
+        await self._forget_firewall(spec.id)
         await run_blocking(disk.detach, self.data_dir / "disks" / f"{spec.id}.img", spec.path)
         await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
+        await run_blocking(shutil.rmtree, self.server_run_dir(spec.id), True)
         await run_blocking(shutil.rmtree, self.data_dir / "run" / spec.id, True)
         log = self.data_dir / "logs" / f"{spec.id}.log"
         log.unlink(missing_ok=True)
@@ -394,8 +570,21 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         await run_blocking(shutil.rmtree, self.env_dir(spec.id), True)
 
     async def discover(self) -> list[tuple[str, State]]:
-        """Local workloads are found from the stored state (pid + start time); see ``poll``."""
-        return []
+        """This agent's JupyterLab servers, recorded or not: the processes whose environment names
+        a run directory of this data_dir (:data:`SERVER_ENV`), without the kernels they started.
+        A server spawned just before the agent was killed is found here though no row names it."""
+        prefix = str(self._ws_root / "run") + os.sep
+        found = await run_blocking(procs.tree_roots_with_env, SERVER_ENV, prefix)
+        out: list[tuple[str, State]] = []
+        for pid, env in found:
+            started = procs.start_time(pid)
+            if started is None:
+                continue
+            workspace_id = Path(env[SERVER_ENV]).name
+            state: State = {"pid": pid, "start_time": started, "cgroup": workspace_id, "workspace_id": workspace_id}
+            state.update(await run_blocking(_owner_and_port, pid))
+            out.append((workspace_id, state))
+        return out
 
     async def stats(self, state: State) -> dict[str, Any]:
         """Memory and CPU of JupyterLab's process tree; ``cpu_percent`` (100 = one core busy) since
@@ -437,10 +626,12 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
         stdin: bytes | None = None,
     ) -> ExecResult:
         env_dir = self.env_dir(spec.id)
-        await run_blocking(create_workspace_env, env_dir)
-        await run_blocking(self._install_index_config, spec, env_dir)
+        user = await run_blocking(self._os_user, spec)
+        await run_blocking(self._prepare_env, spec, user)
         full_env = self._workspace_env(spec, env_dir)
         full_env.pop("JUPYTER_TOKEN", None)
+        if user is not None:
+            full_env.update(HOME=str(user.home), USER=user.name, LOGNAME=user.name)
         full_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -450,6 +641,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            **self._as_user(user),
         )
         chunks: list[bytes] = []
 
@@ -495,6 +687,11 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
 
     async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
         """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``."""
+        if self.users is not None:
+            # Runs live in the agent's 0700 data_dir, which a workspace user cannot reach; they are
+            # refused rather than run as the agent's user.
+            raise NotSupported("experiment runs on the local runtime with local.isolation: users are not supported yet",
+                               "run the notebook in the workspace's JupyterLab, or use the docker or nomad runtime")
         return await self.runs.submit(spec)
 
     async def run_status(self, state: State) -> RunStatus:
@@ -524,4 +721,31 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory):
             "python": sys.executable,
             "gpus": self.gpus.capacity,
             "limits": f"cgroup v{lay.version}" if lay else (self.cgroups.reason if self.cgroups else "unknown"),
+            "isolation": self.isolation(),
         }
+
+    def isolation(self) -> dict[str, Any]:
+        """What keeps workspaces apart on this host (``ml jupyter info`` and the agent's status)."""
+        if self.users is None:
+            reason = ("every workspace runs as the agent's own OS user: code in one workspace can read "
+                      "the others' files and the agent's")
+            if self.shared:
+                return {"mode": "none", "enforced": False, "reason": reason}
+            # local.isolation unset: one person only
+            return {"mode": "single", "enforced": False, "single_owner": True,
+                    "reason": reason + "; so this agent serves one person's workspaces (local.isolation: users "
+                                       "gives each person an OS user, none shares knowingly)"}
+        doc: dict[str, Any] = {
+            "mode": "users", "enforced": True,
+            "how": f"each owner's workspaces run as the OS user {self.users.prefix}<owner> "
+                   f"(uids {self.users.uid_range[0]}-{self.users.uid_range[1]}); files, HOME, venv and "
+                   "run directory are 0700 and theirs",
+        }
+        if self.firewall is not None:
+            doc["network"] = (f"nftables table inet {self.firewall.policy.table}, by uid: a workspace user reaches its "
+                              f"own JupyterLab ports, the package index and /access at 127.0.0.1:{self._index_port}"
+                              " and the configured allow-list; nothing else")
+        else:
+            doc["not_enforced"] = ["network (local.firewall: false: workspaces may reach each other's ports, "
+                                   "the agent's API and the internet)"]
+        return doc

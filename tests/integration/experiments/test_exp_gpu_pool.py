@@ -40,7 +40,7 @@ async def _scenario(tmp_path: Path) -> dict[str, dict]:
         now = time.time()
         ws = Workspace(id="ws-gpu", name="gpu-ws", owner="admin", path=str(root), runtime="local", token="t",
                        index_key="k", created_at=now, updated_at=now, status="stopped", resources={"gpu": 1})
-        await agent.store.run(insert_workspace, ws)
+        await agent.store.run(insert_workspace, ws, agent.store.sealer)
         agent.workspaces[ws.name] = ws
         call = Call(agent.users["admin"], "ws")
         with pytest.raises(InsufficientResources, match="asks for 3 GPUs, but this host has 2"):

@@ -198,7 +198,11 @@ def test_bad_input(agent: AgentProcess, ws: dict, tmp_path: Path) -> None:
     name = ws["name"]
     write_notebook(Path(ws["path"]) / "a.ipynb", "1")
     write_notebook(Path(ws["path"]) / "b.ipynb", "2")
+    # A notebook that is a symbolic link out of the workspace: the agent would copy what it names.
+    write_notebook(tmp_path / "elsewhere.ipynb", "open('/etc/hostname').read()")
+    (Path(ws["path"]) / "linked.ipynb").symlink_to(tmp_path / "elsewhere.ipynb")
     cases = [
+        (["jupyter", "queue", "--workspace", name, "--notebook", "linked.ipynb"], 2, "symbolic link that leads out"),
         (["jupyter", "queue", "--workspace", "no-such-ws", "--notebook", "a.ipynb"], 4, "no workspace"),
         (["jupyter", "queue", "--workspace", name, "--notebook", "missing.ipynb"], 4, "no notebook 'missing.ipynb'"),
         (["jupyter", "queue", "--workspace", name, "--notebook", "../escape.ipynb"], 2, "without '..'"),
@@ -250,6 +254,9 @@ def test_a_notebook_without_a_kernel_runs_on_the_default_one(agent: AgentProcess
 def test_roles_and_audit(agent: AgentProcess, ws: dict) -> None:
     name = ws["name"]
     write_notebook(Path(ws["path"]) / "n.ipynb", "1")
+    unseen = agent.ml("jupyter", "queue", "--workspace", name, "--notebook", "n.ipynb", user="bob", check=False)
+    assert unseen.returncode == 4 and "no workspace" in unseen.stderr
+    agent.ml("jupyter", "access", name, "--user=bob", "--role=viewer")
     denied = agent.ml("jupyter", "queue", "--workspace", name, "--notebook", "n.ipynb", user="bob", check=False)
     assert denied.returncode == 3 and "collaborator" in denied.stderr
     agent.ml("jupyter", "access", name, "--user=bob", "--role=collaborator")

@@ -95,11 +95,8 @@ def test_secrets_are_never_in_the_registered_job(env: Env) -> None:
     text = _api(env.target, f"/v1/job/{job_id}").text
     assert "s3cret-pw" not in text
     url = env.agent.ml_json("jupyter", "info", "lab")["url"] or ""
-    import sqlite3
-
-    conn = sqlite3.connect(env.agent.data_dir / "agent.db")
-    token, pw_hash = conn.execute("SELECT token, password_hash FROM workspaces WHERE name='lab'").fetchone()
-    conn.close()
+    secrets = env.agent.workspace_secrets("lab")
+    token, pw_hash = secrets["token"], secrets["password_hash"]
     assert token not in text and pw_hash not in text
     assert token not in url  # the URL carries the caller's personal token, not the server's credential
     var = _api(env.target, f"/v1/var/{secret_variable_path(job_id)}", namespace="default")

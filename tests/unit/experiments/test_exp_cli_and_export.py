@@ -41,7 +41,7 @@ def test_export_tables_have_their_columns_even_when_empty(tmp_path: Path) -> Non
     try:
         ws = Workspace(id="ws-1", name="one", owner="admin", path=str(tmp_path), runtime="local", token="t", index_key="k",
                        created_at=1.0, updated_at=2.0, resources={"cpu": 2, "gpu": 0}, config={"experiment": "e"})
-        store.run_sync(insert_workspace, ws)
+        store.run_sync(insert_workspace, ws, store.sealer)
         agent = SimpleNamespace(store=store)
         empty = asyncio.run(export_document(agent, ws))  # type: ignore[arg-type]
         for table, text in csv_tables(empty).items():

@@ -56,5 +56,7 @@ def test_an_absent_feature_is_not_supported_naming_runtime_and_feature(tmp_path:
     with pytest.raises(NotSupported, match="the nomad runtime cannot build images"):
         capability(nomad, ImageBuilder)
     assert capability(docker, ImageBuilder) is docker
-    assert find_capability(local, PackageIndexReach) is None
+    # the local runtime reaches the agent on its loopback; an index-only listener only with local.isolation: users
+    assert find_capability(local, PackageIndexReach) is local and local.index is None
+    assert local.index_base_url("http") is None
     assert find_capability(nomad, PackageIndexReach) is nomad
