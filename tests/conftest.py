@@ -22,7 +22,7 @@ import yaml
 
 from fetchml_agent.auth import api_key_verifier
 
-pytest_plugins = ["tests.leaks"]
+pytest_plugins = ["tests.leaks", "tests.netfixtures"]
 
 BIN = Path(sys.executable).parent
 KEYS = {"admin": "key-admin-0123456789", "bob": "key-bob-0123456789", "carol": "key-carol-0123456789"}

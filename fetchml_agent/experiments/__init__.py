@@ -14,6 +14,10 @@ The map (each module's docstring says more):
   adopting after a restart, recording results;
 - :mod:`.results` — a run's snapshot where the backend reads it, its result document, the files
   it leaves;
+- :mod:`.environment` — a run's packages: the workspace's lock recorded with the snapshot, and
+  what ``ml status`` shows of the run's environment step;
+- :mod:`.env_step` — that step, copied into the snapshot and run with the image's Python before
+  the notebook (standard library only, never imported by the agent);
 - :mod:`.sync` — workspace ↔ experiment file sync with its conflict rule;
 - :mod:`.metadata` — the workspace metadata document and its JSON/CSV export.
 

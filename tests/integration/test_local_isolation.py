@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from tests.conftest import AgentProcess, free_port
-from tests.integration.docker.conftest import Server, index_dir, internet  # noqa: F401 (fixtures)
 from tests.integration.jupyter import execute
+from tests.netfixtures import Server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -116,7 +116,7 @@ def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
         subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
 
 
-def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:  # noqa: F811
+def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:
     a = isolated_agent
     bob = a.ml_json("jupyter", "create", "bob-ws", user="bob")
     carol = a.ml_json("jupyter", "create", "carol-ws", user="carol")

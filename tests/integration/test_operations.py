@@ -54,9 +54,9 @@ def test_monitor_logs_optimize_report(agent: AgentProcess, unique_name: str) -> 
         opt = agent.ml_json("jupyter", "optimize", unique_name, "--idle-minutes", "0")
         assert opt["kernels"] == 0 and opt["advice"]
         html = agent.ml("jupyter", "report", unique_name, "--format", "html").stdout
-        assert html.startswith("<!doctype html>") and unique_name in html and "workspace.create" in html
+        assert html.startswith("<!doctype html>") and unique_name in html and 'class="event-start"' in html  # the create, from the audit
         report = json.loads(agent.ml("jupyter", "report", unique_name, "--format", "json").stdout)
-        assert report["workspace"]["name"] == unique_name and report["stats"]["running"]
+        assert report["workspace"]["name"] == unique_name and report["workspace"]["status"] == "running" and report["history"]["events"]
         agent.ml("jupyter", "stop", unique_name)
         cp = agent.ml("jupyter", "monitor", unique_name, "--count", "1", check=False)
         assert cp.returncode == 4 and "needs it running" in cp.stderr

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import AgentProcess
-from tests.integration.docker.conftest import Server, cleanup
+from tests.integration.docker.conftest import cleanup
 from tests.integration.packages.world import agent_for, make_upstream, make_wheelhouse
+from tests.netfixtures import Server
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -104,7 +104,7 @@ def test_a_notebook_runs_as_a_batch_job_and_its_results_come_back(env: Env) -> N
     done = wait_for(env.agent, run["id"], ("succeeded", "failed", "cancelled"))
     assert done["status"] == "succeeded", (done["message"], done["error"])
     assert done["exit_code"] == 0 and done["duration_s"] > 0
-    assert done["peak_memory_bytes"] > 10 << 20  # from the allocation's stats, sampled while it ran
+    assert done["peak_memory_bytes"] > 1 << 20  # from the allocation's stats, sampled while it ran (at any phase)
     assert done["outputs"] == ["model.txt", "relative.txt"]
     assert [(m["step"], m["value"]) for m in done["metrics"] if m["name"] == "loss"] == [(0, 0.5), (1, 0.25)]
     run_dir = Path(done["run_dir"])
