@@ -94,8 +94,9 @@ def host_service(docker_client: Any, index_dir: Path) -> Iterator[Server]:
         yield server
 
 
-def cleanup(client: Any, prefix: str) -> None:
-    """Remove every container, network and volume labelled with ``prefix``; and the test table."""
+def cleanup(client: Any, prefix: str, table: str | None = None) -> None:
+    """Remove every container, network and volume labelled with ``prefix``; and ``table`` (the
+    test's nftables table), when given."""
     label = {"label": [f"io.fetchml.instance={prefix}"]}
     for c in client.containers.list(all=True, filters=label):
         c.remove(force=True)
@@ -103,6 +104,8 @@ def cleanup(client: Any, prefix: str) -> None:
         n.remove()
     for v in client.volumes.list(filters=label):
         v.remove(force=True)
+    if table:
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ within a check of its timeout; the cold one, whose kernel runs ``time.sleep(3600
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AgentProcess, free_port
+from tests.integration.docker.conftest import cleanup
 from tests.integration.jupyter import start_busy
 
 PREFIX = f"fmltest-{os.getpid()}-cull"
@@ -37,14 +37,7 @@ def cull_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> Iter
         yield a
     finally:
         a.stop()
-        label = {"label": [f"io.fetchml.instance={PREFIX}"]}
-        for c in docker_client.containers.list(all=True, filters=label):
-            c.remove(force=True)
-        for n in docker_client.networks.list(filters=label):
-            n.remove()
-        for v in docker_client.volumes.list(filters=label):
-            v.remove(force=True)
-        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+        cleanup(docker_client, PREFIX, TABLE)
 
 
 def _until(what: str, pred: Any, timeout: float) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AgentProcess, free_port
+from tests.integration.docker.conftest import cleanup
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -34,14 +34,7 @@ def docker_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> It
         yield a
     finally:
         a.stop()
-        label = {"label": [f"io.fetchml.instance={PREFIX}"]}
-        for c in docker_client.containers.list(all=True, filters=label):
-            c.remove(force=True)
-        for n in docker_client.networks.list(filters=label):
-            n.remove()
-        for v in docker_client.volumes.list(filters=label):
-            v.remove(force=True)
-        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+        cleanup(docker_client, PREFIX, TABLE)
 
 
 def test_seed_example_startup_scan_off(docker_agent: AgentProcess) -> None:

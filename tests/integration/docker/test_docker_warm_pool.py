@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AgentProcess, free_port
+from tests.integration.docker.conftest import cleanup
 from tests.integration.jupyter import put_contents
 
 PREFIX = f"fmltest-{os.getpid()}-wp"
@@ -41,14 +41,7 @@ def pool_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> Iter
         yield a
     finally:
         a.stop()
-        label = {"label": [f"io.fetchml.instance={PREFIX}"]}
-        for c in docker_client.containers.list(all=True, filters=label):
-            c.remove(force=True)
-        for n in docker_client.networks.list(filters=label):
-            n.remove()
-        for v in docker_client.volumes.list(filters=label):
-            v.remove(force=True)
-        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+        cleanup(docker_client, PREFIX, TABLE)
 
 
 def _pool(a: AgentProcess, name: str = "default") -> dict[str, Any]:
