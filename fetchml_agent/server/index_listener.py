@@ -16,8 +16,6 @@ agent's start and shutdown hooks.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import errno
 import logging
 import socket
@@ -31,17 +29,11 @@ from starlette.routing import Mount
 from ..errors import BackendUnavailable
 from ..runtimes.base import PackageIndexReach, find_capability
 from ..service.context import AgentContext
+from .side import SideServer
 
 __all__ = ["WORKSPACE_MOUNTS", "IndexListener", "build_index_app", "index_listen_address"]
 
 log = logging.getLogger("fetchml.index_listener")
-
-
-class _IndexServer(uvicorn.Server):
-    """The process's second server: the main one handles the signals and stops this one."""
-
-    def capture_signals(self) -> Any:  # type: ignore[override]
-        return contextlib.nullcontext()
 
 
 # What workspaces may reach here: the package index, and the server-credential endpoints their
@@ -79,31 +71,38 @@ class IndexListener:
     """The index-only server of one agent, started and stopped with it."""
 
     def __init__(self) -> None:
-        self._running: tuple[Any, asyncio.Task[None], socket.socket] | None = None
+        self._side = SideServer()
 
     async def start(self, agent: AgentContext) -> None:
         """Starts the index-only server (a start hook). Raises :class:`BackendUnavailable` when
         the address cannot be bound (another process holds it)."""
-        self._running = await _serve_index(agent)
+        addr = index_listen_address(agent)
+        sock = _bind(agent, addr) if addr is not None else None
+        if addr is None or sock is None:
+            return
+        cfg = agent.config
+        config = uvicorn.Config(
+            build_index_app(agent),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=str(cfg.tls_cert) if cfg.tls_cert else None,
+            ssl_keyfile=str(cfg.tls_key) if cfg.tls_key else None,
+            timeout_graceful_shutdown=5,
+        )
+        if not await self._side.serve(config, sock, "index-listener"):
+            raise BackendUnavailable(
+                f"the package index listener on {addr[0]}:{addr[1]} did not start", "see the agent's log"
+            )
+        log.info("package index for workspaces also served on %s:%d (index only)", *addr)
 
     async def stop(self, agent: AgentContext) -> None:
         """Stops the index-only server if one runs (a shutdown hook)."""
-        if self._running is None:
-            return
-        server, task, sock = self._running
-        self._running = None
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, 10)
-        except Exception:
-            task.cancel()
-        sock.close()
+        await self._side.stop()
 
 
-async def _serve_index(agent: AgentContext) -> tuple[Any, asyncio.Task[None], socket.socket] | None:
-    addr = index_listen_address(agent)
-    if addr is None:
-        return None
+def _bind(agent: AgentContext, addr: tuple[str, int]) -> socket.socket | None:
+    """The listener's socket; ``None`` when the address is not this host's (something else serves it)."""
     family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -118,25 +117,4 @@ async def _serve_index(agent: AgentContext) -> tuple[Any, asyncio.Task[None], so
             f"cannot serve the package index for workspaces on {addr[0]}:{addr[1]}: {exc.strerror or exc}",
             f"free that port, or set {agent.runtime.name}.index in agent.yaml to an address:port of this host",
         ) from None
-    cfg = agent.config
-    server = _IndexServer(
-        uvicorn.Config(
-            build_index_app(agent),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ssl_certfile=str(cfg.tls_cert) if cfg.tls_cert else None,
-            ssl_keyfile=str(cfg.tls_key) if cfg.tls_key else None,
-            timeout_graceful_shutdown=5,
-        )
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="index-listener")
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    if not server.started:
-        sock.close()
-        raise BackendUnavailable(
-            f"the package index listener on {addr[0]}:{addr[1]} did not start", "see the agent's log"
-        )
-    log.info("package index for workspaces also served on %s:%d (index only)", *addr)
-    return server, task, sock
+    return sock

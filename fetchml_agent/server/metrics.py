@@ -11,11 +11,9 @@ the agent and stops it first).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import socket
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,6 +28,7 @@ from ..protocol import api_key_hash
 from ..service.context import AgentContext
 from ..usage.config import MetricsSettings
 from .guard import PENALTY_SECONDS, PeerGuard
+from .side import SideServer
 
 __all__ = ["MetricsListener", "metrics_route"]
 
@@ -72,18 +71,11 @@ def metrics_route(agent: AgentContext, guard: PeerGuard) -> Route:
     return Route("/metrics", endpoint, methods=["GET"])
 
 
-class _Server(uvicorn.Server):
-    """A second server of the process: the main one handles the signals."""
-
-    def capture_signals(self) -> Any:  # type: ignore[override]
-        return contextlib.nullcontext()
-
-
 class MetricsListener:
     """The ``metrics.listen`` server of one agent, started and stopped with it."""
 
     def __init__(self) -> None:
-        self._running: tuple[Any, asyncio.Task[None], socket.socket] | None = None
+        self._side = SideServer()
 
     async def start(self, agent: AgentContext) -> None:
         """Start hook: binds ``metrics.listen`` when set; BackendUnavailable when it cannot."""
@@ -107,25 +99,10 @@ class MetricsListener:
             return PlainTextResponse("only /metrics is served here\n", status_code=404)
 
         app = Starlette(routes=[Route("/metrics", endpoint, methods=["GET"])], exception_handlers={404: not_found})
-        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                        timeout_graceful_shutdown=5))
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-listener")
-        while not server.started and not task.done():
-            await asyncio.sleep(0.02)
-        if not server.started:
-            sock.close()
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        if not await self._side.serve(config, sock, "metrics-listener"):
             raise BackendUnavailable(f"the /metrics listener on {addr[0]}:{addr[1]} did not start")
         log.info("metrics served on http://%s:%d/metrics", *addr)
-        self._running = (server, task, sock)
 
     async def stop(self, agent: AgentContext) -> None:
-        if self._running is None:
-            return
-        server, task, sock = self._running
-        self._running = None
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, 10)
-        except Exception:
-            task.cancel()
-        sock.close()
+        await self._side.stop()
