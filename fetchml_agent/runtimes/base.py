@@ -559,7 +559,9 @@ class GpuActivity(_Feature, abc.ABC):
 class PoolMember:
     """One pre-started workspace of a warm pool, owned by nobody until it is claimed.
 
-    ``id`` (``warm_<hex>``, a name no workspace can have) names its backend resources; ``spec``
+    ``id`` (``warm_<hex>``, a name no workspace can have; or, where
+    :attr:`WarmPool.members_are_workspaces`, the id the claiming workspace takes) names its
+    backend resources; ``spec``
     is what it was started with: the pool's image and resources, a server credential and a
     package index key of its own (the claimant takes both over), an environment without identity.
     ``state`` finds the workload, as :meth:`Runtime.start`'s state does.
@@ -580,10 +582,19 @@ class WarmPool(_Feature, abc.ABC):
     at most once; nothing of one claimant is ever in another's."""
 
     feature = "keep warm pools of pre-started workspaces"
-    hint = "warm_pool: needs the docker runtime (the local runtime's comes with its isolation rework)"
+    hint = "warm_pool: needs the docker or local runtime"
     #: Whether a member can take GPUs when it is claimed; else a GPU profile's members hold theirs
     #: from their start (``hold_gpu``), or the pool is not kept.
     gpus_at_claim: ClassVar[bool] = False
+    #: Whether a member's workload is named by its id and directory (the local runtime: its run
+    #: directory, venv, cgroup and JupyterLab's root_dir): then a member is prepared under a fresh
+    #: workspace id and a directory of its own, and the claiming workspace takes both (docker
+    #: renames a container instead, and the workspace keeps its own).
+    members_are_workspaces: ClassVar[bool] = False
+
+    def pool_unavailable(self) -> str:
+        """Why this runtime, as configured, keeps no members at all ("" when it does)."""
+        return ""
 
     @abc.abstractmethod
     async def prepare_member(self, spec: WorkspaceSpec, progress: Progress) -> Started:

@@ -395,7 +395,7 @@ async def _create_reserved(
     if capacity is not None:  # quotas (docs/capacity.md), then a warm pool member (docs/warm-pool.md)
         capacity.check_quota(ws, resources, new=True, running=True)
     member = capacity.reserve(ws, args) if capacity is not None and not seed_start else None
-    await run_blocking(path.mkdir, parents=True, exist_ok=True)
+    await run_blocking(Path(ws.path).mkdir, parents=True, exist_ok=True)  # a claimed member's, where it has one
     await agent.store.run(insert_workspace, ws, agent.store.sealer)
     agent.workspaces[name] = ws
     agent.invalidate()

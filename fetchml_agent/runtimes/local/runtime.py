@@ -55,6 +55,7 @@ from ..cgroups import Cgroups
 from . import disk
 from .env import create_workspace_env, process_tree_stats, tail
 from .gpu import LocalGpuActivity
+from .pool import LocalWarmPool
 from .runs import LocalRuns
 from .users import OsUser, WorkspaceUsers, chown_tree
 
@@ -125,7 +126,7 @@ def _alive(state: State) -> bool:
     return procs.alive(state.get("pid"), state.get("start_time"))
 
 
-class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, PackageIndexReach):
+class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, PackageIndexReach, LocalWarmPool):
     """Runs ``python -m jupyterlab`` per workspace as a child of its own session."""
 
     name = "local"
@@ -299,6 +300,8 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                 "HOME": env.get("HOME", str(spec.path)),
             }
         )
+        if spec.backing:  # a warm pool member starts before it has a name (fetchml_jupyter asks)
+            del env["FETCHML_WORKSPACE"]
         env.update(spec.env)
         if self.users is not None:  # the agent's copies in the data_dir are not the user's to read
             for var, name in (("PIP_CONFIG_FILE", "pip.conf"), ("CONDARC", ".condarc")):
@@ -572,7 +575,12 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
     async def discover(self) -> list[tuple[str, State]]:
         """This agent's JupyterLab servers, recorded or not: the processes whose environment names
         a run directory of this data_dir (:data:`SERVER_ENV`), without the kernels they started.
-        A server spawned just before the agent was killed is found here though no row names it."""
+        A server spawned just before the agent was killed is found here though no row names it;
+        an unclaimed warm pool member is not (it is nobody's workspace: :meth:`list_members`)."""
+        return [(wid, state) for wid, state in await self.discover_all() if not self.is_member(wid)]
+
+    async def discover_all(self) -> list[tuple[str, State]]:
+        """:meth:`discover`'s servers and the warm pool's members."""
         prefix = str(self._ws_root / "run") + os.sep
         found = await run_blocking(procs.tree_roots_with_env, SERVER_ENV, prefix)
         out: list[tuple[str, State]] = []

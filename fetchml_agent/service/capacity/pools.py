@@ -37,6 +37,7 @@ from ...runtimes.base import PoolMember, Resources, WarmPool, find_capability
 from ...store.workspaces import Workspace
 from ..calls import Call
 from ..context import AgentContext
+from ..workspaces import managed_root
 from .settings import PoolProfile
 
 __all__ = ["Pool", "PoolManager", "matches"]
@@ -112,6 +113,12 @@ class PoolManager:
         if self.backend is None:
             self.unavailable = f"the {self.agent.runtime.name} runtime keeps no warm pools: " + WarmPool.hint
             log.warning("warm_pool: %s", self.unavailable)
+            return
+        why_not = self.backend.pool_unavailable()
+        if why_not:
+            self.unavailable = why_not
+            log.warning("warm_pool: %s", why_not)
+            self.backend = None
             return
         for pool in self.pools.values():
             if pool.profile.resources.gpu and not pool.profile.hold_gpu and not self.backend.gpus_at_claim:
@@ -195,9 +202,15 @@ class PoolManager:
     async def _prepare(self, pool: Pool) -> bool:
         assert self.backend is not None
         profile = pool.profile
-        member_id = "warm_" + secrets.token_hex(5)
+        if self.backend.members_are_workspaces:
+            # The claiming workspace takes this id and this directory (its JupyterLab's root_dir).
+            member_id = "ws-" + secrets.token_hex(6)
+            path = managed_root(self.agent) / f".pool-{member_id}"
+        else:
+            member_id = "warm_" + secrets.token_hex(5)
+            path = self.agent.data_dir / "workspaces" / member_id
         stub = Workspace(
-            id=member_id, name=member_id, owner="", path=str(self.agent.data_dir / "workspaces" / member_id),
+            id=member_id, name=member_id, owner="", path=str(path),
             runtime=self.agent.runtime.name, token=secrets.token_hex(24), index_key=secrets.token_urlsafe(18),
             created_at=time.time(), updated_at=time.time(), resources=profile.resources.to_dict(),
             image=profile.image, config={"pool_member": member_id},
@@ -257,12 +270,16 @@ class PoolManager:
             pool.misses += 1
             return None
         member = pool.ready.pop(0)
+        if self.backend.members_are_workspaces:  # not recorded yet: it can still take them
+            ws.id, ws.path = member.spec.id, str(member.spec.path)
         ws.token, ws.index_key = member.spec.token, self._keys.pop(member.id)
         ws.config["pool_member"], ws.config["pool"] = member.id, pool.profile.name
         return member
 
     def _forget_reservation(self, ws: Workspace) -> None:
-        """``ws`` starts cold after all: new secrets of its own, no member behind it."""
+        """``ws`` starts cold after all: new secrets of its own, no member behind it (where members
+        are workspaces, it keeps the member's id and path: it is recorded under them, and the
+        discarded member took its directory along, which the cold start makes anew)."""
         ws.token, ws.index_key = secrets.token_hex(24), secrets.token_urlsafe(18)
         ws.config.pop("pool_member", None)
         ws.config.pop("pool", None)

@@ -1,0 +1,168 @@
+"""The local runtime's warm pool (issue #16, docs/warm-pool.md): a real agent, real JupyterLab, the real `ml`.
+
+A create that asks for nothing special claims a started member: the workspace takes the member's
+id and directory (its JupyterLab's root_dir), the owner's personal token opens it and another
+person's does not; the next owner gets another member with none of the first one's files,
+kernels or sessions; a profile's claim has the profile's limits; a create asking for something
+else starts cold; the pool refills but never past ``limits.max_workspaces``; an agent killed
+with a member waiting ends it at its next start (process, directories), keeps the claimed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fetchml_agent import procs
+from tests.conftest import AgentProcess
+from tests.integration.jupyter import execute, put_contents
+
+
+def _pool(a: AgentProcess, name: str = "default") -> dict[str, Any]:
+    pools = a.ml_json("status")["capacity"]["pools"]["pools"]
+    return next(p for p in pools if p["name"] == name)  # type: ignore[no-any-return]
+
+
+def _wait_ready(a: AgentProcess, name: str = "default", n: int = 1, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool = _pool(a, name)
+        if pool["ready"] >= n:
+            return pool
+        time.sleep(0.5)
+    raise AssertionError(f"the pool never got {n} ready member(s): {_pool(a, name)}\n"
+                         + (a.root / "agent.log").read_text()[-3000:])
+
+
+def _get(url: str, path: str, token: str) -> tuple[int, Any]:
+    parts = urllib.parse.urlsplit(url)
+    req = urllib.request.Request(f"{parts.scheme}://{parts.netloc}/{path}", headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def _token(url: str) -> str:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+
+
+def _member_dirs(a: AgentProcess) -> list[Path]:
+    """The directories of the members nobody claimed yet (a claimed one's is its workspace's)."""
+    return sorted(d for d in (a.data_dir / "workspaces").glob(".pool-*")
+                  if (a.data_dir / "run" / d.name.removeprefix(".pool-") / "pool-member.json").exists())
+
+
+def test_local_claims_serve_their_owner_and_nothing_crosses(fresh_agent: AgentProcess) -> None:
+    fresh_agent.extra = {
+        "package_management": {"startup_blocked_packages": "off"},
+        "warm_pool": {"size": 1, "profiles": [{"name": "small", "size": 1, "cpu": 1, "memory": "512m"}]},
+    }
+    with fresh_agent.running() as a:
+        _wait_ready(a)
+        one = a.ml_json("jupyter", "create", "lp-one", user="bob")
+        assert one["start"]["kind"] == "claim" and one["start"]["pool"] == "default", one
+        member_one = one["start"]["member"]
+        # The member's id and directory are the workspace's: its root_dir is the workspace's dir.
+        assert one["id"] == member_one and Path(one["path"]).name == f".pool-{member_one}"
+        assert _get(one["url"], "api/status", _token(one["url"]))[0] == 200  # the owner's own token, at once
+        put_contents(one["url"], "secret.txt", {"type": "file", "format": "text", "content": "bob's"})
+        assert (Path(one["path"]) / "secret.txt").read_text() == "bob's"
+        assert "claimed from warm pool default" in a.ml("jupyter", "info", "lp-one", user="bob").stdout
+        assert execute(one["url"], "import os; print(os.getcwd(), os.environ.get('FETCHML_WORKSPACE_ID'))").split() \
+            == [one["path"], member_one]
+
+        _wait_ready(a)  # refilled in the background with a new member
+        two = a.ml_json("jupyter", "create", "lp-two", user="carol")
+        assert two["start"]["kind"] == "claim" and two["start"]["member"] not in (member_one, "")
+        assert two["path"] != one["path"] and two["url"] != one["url"]
+        status, listing = _get(two["url"], "api/contents", _token(two["url"]))
+        assert status == 200 and [f["name"] for f in listing["content"]] == []  # nothing of bob's
+        assert _get(two["url"], "api/kernels", _token(two["url"])) == (200, [])  # nor his kernel
+        assert _get(two["url"], "api/sessions", _token(two["url"])) == (200, [])
+        assert _get(two["url"], "api/status", _token(one["url"]))[0] in (401, 403)  # bob's token is not carol's
+        assert _get(one["url"], "api/status", _token(two["url"]))[0] in (401, 403)
+        assert _get(one["url"], "api/contents/secret.txt", _token(one["url"]))[0] == 200
+
+        # A profile's member has the profile's limits, which the create asked for: as a cold start would.
+        _wait_ready(a, "small")
+        small = a.ml_json("jupyter", "create", "lp-small", "--cpu", "1", "--memory", "512m", user="bob")
+        assert small["start"]["kind"] == "claim" and small["start"]["pool"] == "small"
+        assert small["resources"]["memory"] == "512m"
+        cold = a.ml_json("jupyter", "create", "lp-cold", "--cpu", "1", "--memory", "512m", "--password", "pw-lp-cold",
+                         user="bob")
+        assert cold["start"]["kind"] == "cold" and not Path(cold["path"]).name.startswith(".pool-")
+        # The same limits a cold start gets (enforced where this host's cgroups allow it).
+        for what in ("cpu", "memory"):
+            assert small["limits"]["per_resource"][what] == cold["limits"]["per_resource"][what]
+        assert small["limits"]["enforced"] == cold["limits"]["enforced"]
+        if small["limits"]["enforced"]:  # the cgroup is the workspace's, named after its id
+            assert small["limits"]["cgroup"].endswith(small["id"]) and small["id"] == small["start"]["member"]
+
+        pool = _pool(a)
+        assert pool["claims"] == 2 and pool["size"] == 1
+        assert "warm pool default: size 1" in a.ml("status").stdout
+
+        a.ml("jupyter", "delete", "lp-one", "--yes", user="bob")
+        assert not Path(one["path"]).exists()
+        assert not (a.data_dir / "run" / member_one).exists() and not (a.data_dir / "envs" / member_one).exists()
+        audit = [e["action"] for e in a.ml_json("jupyter", "audit", "lp-two")["events"]]
+        assert "access.server_bind" in audit and "workspace.create" in audit
+
+        # The agent stopping ends the members nobody claimed, with their directories.
+        _wait_ready(a)
+        waiting = _member_dirs(a)
+        assert waiting
+    assert not _member_dirs(a) and not any(d.exists() for d in waiting)
+    assert not any((fresh_agent.data_dir / "run" / d.name.removeprefix(".pool-")).exists() for d in waiting)
+
+
+def test_local_pool_stays_under_max_workspaces_and_restart_ends_waiting_members(fresh_agent: AgentProcess) -> None:
+    fresh_agent.extra = {
+        "package_management": {"startup_blocked_packages": "off"},
+        "limits": {"max_workspaces": 3},
+        "warm_pool": {"size": 2},
+    }
+    with fresh_agent.running() as a:
+        _wait_ready(a, n=2)
+        keep = a.ml_json("jupyter", "create", "lp-keep", user="bob")
+        assert keep["start"]["kind"] == "claim"
+        put_contents(keep["url"], "notes.txt", {"type": "file", "format": "text", "content": "kept"})
+        a.ml_json("jupyter", "create", "lp-next", user="carol")
+        time.sleep(3)  # the refill had its chance: 2 workspaces + members stay within 3
+        pool = _pool(a)
+        assert pool["ready"] + pool["preparing"] <= 1, pool
+        _wait_ready(a, n=1)
+        (member_dir,) = _member_dirs(a)
+        member_id = member_dir.name.removeprefix(".pool-")
+        member_pid = next(pid for pid, env in procs.tree_roots_with_env(
+            "FETCHML_SERVER_RUN_DIR", str(a.data_dir / "run" / member_id)))
+        started = procs.start_time(member_pid)
+
+        a.kill9()  # the member's credential dies with the agent: the next one must end it
+        assert procs.alive(member_pid, started)
+        a.start()
+        deadline = time.monotonic() + 60
+        while procs.alive(member_pid, started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not procs.alive(member_pid, started)
+        assert not member_dir.exists() and not (a.data_dir / "run" / member_id).exists()
+        after = a.ml_json("jupyter", "info", "lp-keep", user="bob")
+        assert after["status"] == "running" and after["id"] == keep["id"]
+        assert _get(after["url"], "api/contents/notes.txt", _token(after["url"]))[0] == 200
+        assert a.ml_json("status").get("orphans") in (None, [], 0)
+
+        # A claimed workspace stops and starts like any other (its directory stays its own).
+        a.ml("jupyter", "stop", "lp-keep", user="bob")
+        a.ml("jupyter", "start", "--name", "lp-keep", user="bob")
+        again = a.ml_json("jupyter", "info", "lp-keep", user="bob")
+        assert again["status"] == "running" and again["path"] == keep["path"]
+        assert _get(again["url"], "api/contents/notes.txt", _token(again["url"]))[0] == 200
+    assert os.path.isdir(keep["path"])
