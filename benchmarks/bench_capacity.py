@@ -2,16 +2,17 @@
 
     python -m benchmarks capacity
 
-1. create -> ready on the docker runtime, through a real agent: the time from sending the create
+1. create -> ready on the local runtime (``local.isolation: none``) and on docker, through a real agent: the time from sending the create
    (the agent's own client, no CLI start-up) until the owner's authenticated ``GET /api/status``
    (their personal token) answers 200. A claim from ``warm_pool: {size: 2}`` against a cold create
    (``--cpu 1``, which no pool matches) in the same run. Targets: claim p95 <= 300 ms and
    <= 0.15x the cold p50.
-2. Memory of an idle pool member: the container's memory use (cgroup, as ``docker stats``).
+2. Memory of an idle pool member: a local member's process tree (RSS); a docker member's
+   container (cgroup, as ``docker stats``).
 3. One culling sweep (:meth:`Culler.sweep`: the decision for every running workspace, one SQLite
    query for the runs) over 1,000 running workspaces with activity reports. Target <= 50 ms.
 
-Needs root, Docker, nft and the workspace image for 1 and 2 (skipped, and said, otherwise);
+Needs root, Docker, nft and the workspace image for the docker rows (skipped, and said, otherwise);
 everything made is named ``fmlbench-cap-*`` and removed. Asserts nothing.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,6 +137,59 @@ def docker_rows() -> list[Row]:
     ]
 
 
+def local_rows() -> list[Row]:
+    """The local runtime's pool (``isolation: none``), through a real agent: claim against a cold
+    create in the same run, and the memory (RSS of the process tree) of an idle member."""
+    from fetchml_agent.client import Client
+    from fetchml_agent.procs import start_time, tree_roots_with_env
+    from fetchml_agent.runtimes.local.env import process_tree_stats
+    from fetchml_agent.runtimes.local.pool import MARKER
+    from fetchml_agent.runtimes.local.runtime import SERVER_ENV
+    from tests.conftest import KEYS, AgentProcess, free_port
+
+    tmp = Path(tempfile.mkdtemp(prefix="fmlbench-cap-local-"))
+    agent = AgentProcess(tmp / "agent", free_port(), {
+        "package_management": {"startup_blocked_packages": "off"},
+        "warm_pool": {"size": 2},
+    })
+    claims: list[float] = []
+    colds: list[float] = []
+    member_mb: list[float] = []
+    try:
+        agent.start()
+        c = Client(agent.ws_url, KEYS["bob"], timeout=600)
+        _wait_ready_members(c, 2)
+        run = agent.data_dir / "run"
+        for pid, env in tree_roots_with_env(SERVER_ENV, str(run) + os.sep):
+            if (Path(env[SERVER_ENV]) / MARKER).exists():
+                stats = process_tree_stats({"pid": pid, "start_time": start_time(pid)})
+                member_mb.append(stats.get("memory_bytes", 0) / 2**20)
+        for i in range(CLAIMS):
+            _wait_ready_members(c, 1)
+            seconds, doc = _create_to_ready(c, f"claim-{i}", {})
+            assert doc["start"]["kind"] == "claim", doc["start"]
+            claims.append(seconds)
+            print(f"  claim {i}: {seconds * 1000:.0f} ms (agent: {doc['start']['seconds'] * 1000:.0f} ms)", flush=True)
+        for i in range(COLDS):
+            seconds, doc = _create_to_ready(c, f"cold-{i}", {"cpu": 1})
+            assert doc["start"]["kind"] == "cold", doc["start"]
+            colds.append(seconds)
+        c.close()
+    finally:
+        agent.cleanup_workspaces()
+        agent.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    cold_p50 = percentile(colds, 50) * 1000
+    return [
+        Row("local create->ready, warm pool claim p50", percentile(claims, 50) * 1000, "ms",
+            "cold create p50", cold_p50),
+        Row("local create->ready, warm pool claim p95", percentile(claims, 95) * 1000, "ms",
+            "cold create p50", cold_p50, "<= 300 ms and <= 0.15x cold"),
+        Row("local create->ready, cold create p95", percentile(colds, 95) * 1000, "ms"),
+        Row("memory of an idle local pool member (RSS, JupyterLab)", sum(member_mb) / max(1, len(member_mb)), "MiB"),
+    ]
+
+
 def sweep_rows(n: int = 1000) -> list[Row]:
     from fetchml_agent.service.capacity.activity import ActivityBook
     from fetchml_agent.service.capacity.culling import Culler
@@ -175,7 +230,7 @@ def sweep_rows(n: int = 1000) -> list[Row]:
 
 
 def main() -> list[Row]:
-    return [*sweep_rows(), *docker_rows()]
+    return [*sweep_rows(), *local_rows(), *docker_rows()]
 
 
 if __name__ == "__main__":

@@ -21,12 +21,16 @@ as, is known only at the claim, and a started server cannot become another uid
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import httpx
+
+from fetchml_jupyter.probe import PROOF_PATH, server_proof
 
 from ...aio import run_blocking
 from ...allocators import workspace_holder
@@ -47,6 +51,7 @@ class LocalWarmPool(WarmPool):
     """The :class:`WarmPool` part of :class:`LocalRuntime`; see the module docstring."""
 
     members_are_workspaces = True
+    _claim_http: httpx.AsyncClient | None = None
 
     def _rt(self) -> LocalRuntime:
         return cast("LocalRuntime", self)
@@ -74,6 +79,8 @@ class LocalWarmPool(WarmPool):
         # Marked before the server exists: an agent killed during the start leaves a member the
         # next one ends, never a server nobody knows.
         await run_blocking(self._mark, spec)
+        if self._claim_http is None:  # made here, off the claim's path (a client costs tens of ms)
+            self._claim_http = httpx.AsyncClient(timeout=5.0, trust_env=False)
         try:
             started = await rt.start(spec, progress)
         except BaseException:
@@ -89,13 +96,19 @@ class LocalWarmPool(WarmPool):
             raise BackendError(f"warm pool member {member.id} can only become the workspace of its own id and directory")
         if (await rt.poll(member.state)).state != "running":
             raise BackendError(f"warm pool member {member.id} is not running")
+        # Its server answers and holds the credential the workspace takes over (the proof of a
+        # start: fetchml_jupyter.probe, answered by the server itself, without asking the agent).
+        nonce = secrets.token_hex(16)
+        if self._claim_http is None:
+            self._claim_http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+        http = self._claim_http
         try:
-            async with httpx.AsyncClient(timeout=5.0) as http:
-                r = await http.get(member.url + "api/status", headers={"Authorization": f"token {spec.token}"})
-        except httpx.HTTPError as exc:
+            r = await http.get(member.url + PROOF_PATH, params={"nonce": nonce})
+            proof = str(r.json().get("proof", "")) if r.status_code == 200 else ""
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
             raise BackendError(f"warm pool member {member.id} does not answer", str(exc)) from exc
-        if r.status_code != 200:
-            raise BackendError(f"warm pool member {member.id} answered {r.status_code}")
+        if not hmac.compare_digest(proof, server_proof(spec.token, nonce)):
+            raise BackendError(f"warm pool member {member.id} answered {r.status_code} without the proof of its credential")
         marker = rt.server_run_dir(member.id) / MARKER
         try:
             limits = json.loads(marker.read_text()).get("limits") or {}
@@ -103,6 +116,11 @@ class LocalWarmPool(WarmPool):
             raise BackendError(f"warm pool member {member.id} has lost its marker", str(exc)) from exc
         marker.unlink()
         return Started(state=dict(member.state), url=member.url, limits=limits)
+
+    async def close_pool_client(self) -> None:
+        if self._claim_http is not None:
+            await self._claim_http.aclose()
+            self._claim_http = None
 
     async def discard_member(self, member_id: str, state: State | None) -> None:
         await self._remove_member(member_id, state, None)
@@ -130,9 +148,3 @@ class LocalWarmPool(WarmPool):
             member_id = marker.parent.name
             found[member_id] = running.get(member_id, {})
         return found
-
-    def member_memory(self, state: State) -> dict[str, Any]:
-        """The member's process tree's memory (the benchmark's "memory per idle member")."""
-        from .env import process_tree_stats
-
-        return process_tree_stats(state)

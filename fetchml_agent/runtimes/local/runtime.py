@@ -198,6 +198,9 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         for sub in ("envs", "run", "logs"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
+    async def close(self) -> None:
+        await self.close_pool_client()
+
     # -- network (local.isolation: users) ------------------------------------------------------
 
     @property
