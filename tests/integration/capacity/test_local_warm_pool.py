@@ -166,3 +166,46 @@ def test_local_pool_stays_under_max_workspaces_and_restart_ends_waiting_members(
         assert again["status"] == "running" and again["path"] == keep["path"]
         assert _get(again["url"], "api/contents/notes.txt", _token(again["url"]))[0] == 200
     assert os.path.isdir(keep["path"])
+
+
+NVIDIA_SMI = Path(__file__).parents[2] / "ansible" / "fixtures" / "nvidia_smi" / "a100_sxm4_80gb_x2.csv"
+
+
+def test_local_gpu_profiles_hold_a_gpu_only_when_they_say_so(fresh_agent: AgentProcess, tmp_path: Path) -> None:
+    """Two A100s (nvidia-smi's recorded inventory, transcribed: tests/ansible/fixtures/nvidia_smi;
+    no GPU here). A GPU profile without ``hold_gpu`` is not kept (a local server's GPUs are fixed
+    when it starts) and holds nothing; one with it holds one GPU from its start, and the
+    workspace that claims it gets that GPU."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\ncase \"$1\" in --query-gpu=*) cat {NVIDIA_SMI} ;; esac\n")
+    fake.chmod(0o755)
+    fresh_agent.extra = {
+        "package_management": {"startup_blocked_packages": "off"},
+        "warm_pool": {"profiles": [{"name": "gpu-cold", "size": 1, "gpu": 1},
+                                   {"name": "gpu-held", "size": 1, "cpu": 1, "gpu": 1, "hold_gpu": True}]},
+    }
+    with fresh_agent.running(env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}) as a:
+        held = _wait_ready(a, "gpu-held")
+        cold_pool = _pool(a, "gpu-cold")
+        assert cold_pool["ready"] == 0 and "hold_gpu" in (cold_pool["blocked"] or ""), cold_pool
+        (member_dir,) = _member_dirs(a)
+        member_id = member_dir.name.removeprefix(".pool-")
+        ((_pid, env),) = procs.tree_roots_with_env("FETCHML_SERVER_RUN_DIR", str(a.data_dir / "run" / member_id))
+        member_gpu = env["CUDA_VISIBLE_DEVICES"]
+        assert member_gpu in ("0", "1")
+
+        # The member's GPU is taken: a cold GPU workspace gets the other one, a second finds none.
+        other = a.ml_json("jupyter", "create", "lp-gpu-other", "--gpu", "1", "--cpu", "2", user="bob")
+        assert other["start"]["kind"] == "cold"
+        assert execute(other["url"], "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])").strip() \
+            == str(1 - int(member_gpu))
+        refused = a.ml("jupyter", "create", "lp-gpu-none", "--gpu", "1", "--cpu", "2", user="carol", check=False)
+        assert refused.returncode != 0
+
+        claimed = a.ml_json("jupyter", "create", "lp-gpu", "--gpu", "1", "--cpu", "1", user="carol")
+        assert claimed["start"]["kind"] == "claim" and claimed["start"]["pool"] == "gpu-held", held
+        assert execute(claimed["url"], "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])").strip() == member_gpu
+        a.ml("jupyter", "delete", "lp-gpu-other", "--yes", user="bob")
+        a.ml("jupyter", "delete", "lp-gpu", "--yes", user="carol")
