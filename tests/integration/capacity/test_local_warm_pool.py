@@ -124,10 +124,11 @@ def test_local_claims_serve_their_owner_and_nothing_crosses(fresh_agent: AgentPr
     assert not any((fresh_agent.data_dir / "run" / d.name.removeprefix(".pool-")).exists() for d in waiting)
 
 
-def test_local_pool_stays_under_max_workspaces_and_restart_ends_waiting_members(fresh_agent: AgentProcess) -> None:
+def test_local_pool_stays_under_quotas_and_restart_ends_waiting_members(fresh_agent: AgentProcess) -> None:
     fresh_agent.extra = {
         "package_management": {"startup_blocked_packages": "off"},
         "limits": {"max_workspaces": 3},
+        "quotas": {"default": {"workspaces": 1}},
         "warm_pool": {"size": 2},
     }
     with fresh_agent.running() as a:
@@ -135,6 +136,11 @@ def test_local_pool_stays_under_max_workspaces_and_restart_ends_waiting_members(
         keep = a.ml_json("jupyter", "create", "lp-keep", user="bob")
         assert keep["start"]["kind"] == "claim"
         put_contents(keep["url"], "notes.txt", {"type": "file", "format": "text", "content": "kept"})
+        ready = _pool(a)["ready"]
+        # A quota refuses a claim as it refuses a cold start (exit 8), and the member stays waiting.
+        refused = a.ml("jupyter", "create", "lp-over", user="bob", check=False)
+        assert refused.returncode == 8 and "quotas.default.workspaces" in refused.stderr, refused
+        assert _pool(a)["ready"] >= ready and _pool(a)["claims"] == 1
         a.ml_json("jupyter", "create", "lp-next", user="carol")
         time.sleep(3)  # the refill had its chance: 2 workspaces + members stay within 3
         pool = _pool(a)
