@@ -527,6 +527,9 @@ class Inventory:
 
     packages: list[tuple[str, str]]  # (name, version)
     scope: str  # what was read, for messages: "workspace layer", "image fetchml/workspace:0.1.0"
+    #: Of ``packages``, those the workspace installed itself, where the runtime tells them apart
+    #: from a base it shares (the local kernel environment); ``None``: not told apart.
+    own: list[tuple[str, str]] | None = None
 
 
 class PackageInventory(_Feature, abc.ABC):
