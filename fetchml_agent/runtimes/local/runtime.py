@@ -32,6 +32,7 @@ from ...gpus import detect_gpus
 from ...netpolicy import LocalUserNet
 from ...policy.scan import installed_from_path
 from ...testpoints import pause_point
+from .. import disk
 from ..base import (
     ENVIRONMENT_VERSIONS,
     Capabilities,
@@ -52,7 +53,6 @@ from ..base import (
     version_mismatch,
 )
 from ..cgroups import Cgroups
-from . import disk
 from .env import (
     KERNEL_RUNNER_ENV,
     create_server_env,
