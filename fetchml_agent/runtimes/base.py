@@ -255,8 +255,8 @@ class Capabilities:
     schedules_runs: bool
     #: Where the startup package scan can look (:data:`ScanScope`); ``host`` and ``image`` need
     #: :class:`PackageInventory`. ``host`` also means that what it lists is the workspace's own
-    #: layer over a shared base (the local venv over the agent's environment, which JupyterLab
-    #: needs), so ``ml jupyter packages`` can tell the two apart.
+    #: layer over a shared base (the local kernel environment over the kernel base of ipykernel
+    #: and pip), so ``ml jupyter packages`` can tell the two apart.
     package_scan: ScanScope
 
 
