@@ -43,11 +43,7 @@ from typing import Any
 
 from ..jsonfiles import read_json, write_json
 from ..procs import kill_tree, start_time, tree_rss
-
-#: The Python a script run executes with, where the runner itself runs elsewhere (the local
-#: runtime: the runner and papermill in the server environment, user code in the workspace's
-#: kernel environment); unset: the runner's own.
-KERNEL_PYTHON_ENV = "FETCHML_KERNEL_PYTHON"
+from ..runtimes.base import KERNEL_PYTHON_ENV
 
 __all__ = ["EXIT_CANCELLED", "EXIT_TIMEOUT", "main", "read_json", "write_json"]
 

@@ -81,6 +81,7 @@ from ..errors import NotSupported
 
 __all__ = [
     "RUN_ENVIRONMENT_REPORT",
+    "KERNEL_PYTHON_ENV",
     "RUN_LOCK",
     "RUN_LOCK_DIR",
     "ENVIRONMENT_VERSIONS",
@@ -433,6 +434,10 @@ class RunStatus:
 RUN_LOCK_DIR = ".fetchml"
 RUN_LOCK = "environment.lock"
 RUN_ENVIRONMENT_REPORT = "environment.json"
+#: The Python a script run executes with where the runner runs from another environment (the
+#: local runtime: the runner and papermill in the server environment, user code in the
+#: workspace's kernel environment); unset: the runner's own.
+KERNEL_PYTHON_ENV = "FETCHML_KERNEL_PYTHON"
 
 
 class RunBackend(_Feature, abc.ABC):

@@ -37,8 +37,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from ... import procs
 from ...errors import BackendError
-from ...experiments.runner import KERNEL_PYTHON_ENV as KERNEL_RUNNER_ENV
 from ...policy.names import normalize_name
+from ..base import KERNEL_PYTHON_ENV as KERNEL_RUNNER_ENV
 from ..base import State
 
 __all__ = ["KERNEL_BASE_MODULES", "KERNEL_BASE_ROOTS", "KERNEL_NAME", "KERNEL_RUNNER_ENV", "create_server_env", "create_workspace_env", "kernel_base",
