@@ -59,7 +59,7 @@ def cmd_packages(ctx: Any) -> int:
     )
     hidden = len(rows) - len(shown)
     if hidden:
-        print(f"(and {hidden} packages of the shared base environment: --all lists them)")
+        print(f"(and {hidden} packages of the kernel base: --all lists them)")
     if doc.get("removed"):
         print("\nremoved:")
         print_table(["package", "version", "removed by", "when"],
@@ -261,7 +261,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _packages_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="workspace name")
-    p.add_argument("--all", action="store_true", help="also list the shared base environment's packages")
+    p.add_argument("--all", action="store_true", help="also list the kernel base's packages (ipykernel, pip and their dependencies)")
 
 
 def _check_args(p: argparse.ArgumentParser) -> None:

@@ -43,6 +43,7 @@ from typing import Any
 
 from ..jsonfiles import read_json, write_json
 from ..procs import kill_tree, start_time, tree_rss
+from ..runtimes.base import KERNEL_PYTHON_ENV
 
 __all__ = ["EXIT_CANCELLED", "EXIT_TIMEOUT", "main", "read_json", "write_json"]
 
@@ -213,7 +214,8 @@ def _attempt_child(run_dir: Path, job: dict[str, Any], n: int) -> int:
     os.chdir(work)
     target = work / job["target"]
     if job["kind"] == "script":
-        os.execv(sys.executable, [sys.executable, str(target)])
+        python = os.environ.get(KERNEL_PYTHON_ENV) or sys.executable
+        os.execv(python, [python, str(target)])
     return _run_notebook(run_dir, job, n, target, work)
 
 

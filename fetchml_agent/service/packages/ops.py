@@ -110,7 +110,8 @@ async def security_scan(agent: AgentContext, call: Call, args: dict[str, Any]) -
     policy = svc.policy_for(ws)
     inventory_doc = await inventory(agent, ws)
     approvals = svc.approvals(ws)
-    scanned = [(p["name"], p["version"]) for p in inventory_doc["packages"] if p["location"] != "base"]
+    # What a kernel can import, the kernel base included (JupyterLab's server environment is no kernel's).
+    scanned = [(p["name"], p["version"]) for p in inventory_doc["packages"]]
     startup_hits = blocked_installed(scanned, policy.startup_scan_list)
     findings = []
     for p in inventory_doc["packages"]:
@@ -120,7 +121,7 @@ async def security_scan(agent: AgentContext, call: Call, args: dict[str, Any]) -
         findings.append({"name": p["name"], "version": p["version"], "location": p["location"],
                          "decision": d.decision, "would_have": d.would_have, "rule": d.rule, "reason": d.reason,
                          "installed_by": p["installed_by"], "forced": p["forced"]})
-    failing = [f for f in findings if f["location"] != "base" and f["decision"] != ALLOW]
+    failing = [f for f in findings if f["decision"] != ALLOW]
     vulns = vulnerability_scan(policy.vulnerabilities, inventory_doc["packages"])  # docs/package-policy.md
     ok = not startup_hits and not failing and not vulns["blocking"]
     doc = {
@@ -136,9 +137,9 @@ async def security_scan(agent: AgentContext, call: Call, args: dict[str, Any]) -
         "policy": policy.to_dict(),
     }
     if inventory_doc["scope"] != "environment":
-        doc["note"] = ("packages in the shared base (the agent's own environment, which JupyterLab needs) are "
-                       "listed with location 'base' and do not fail the scan; installs of blocked packages stay "
-                       "refused")
+        doc["note"] = ("packages of the kernel base (ipykernel and pip with their dependencies, shared by the "
+                       "workspaces) are listed with location 'base' and scanned like the workspace's own; "
+                       "JupyterLab's server environment is not importable from a kernel and not scanned")
     await agent.audit(call.user.name, "package.scan", ws.name, "ok" if ok else "findings",
                       startup_found=doc["startup_scan"]["found"], findings=[f["name"] for f in failing],
                       vulnerabilities=[f"{v['package']}=={v['version']}:{v['id']}" for v in vulns["findings"]])

@@ -4,7 +4,7 @@ Policy-neutral (removing is always allowed to an editor) and audited (``package.
 ``pip uninstall -y`` runs in the workspace's environment through the runtime's exec, its output
 streamed as log packets. What pip removed is recorded (name, version, who, when) and its install
 record dropped; ``ml jupyter packages`` lists the removals. A package of a shared base (the local
-runtime's agent environment) is not the workspace's to remove: pip leaves it, and it is reported.
+runtime's kernel base) is not the workspace's to remove: pip leaves it, and it is reported.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ async def uninstall_packages(agent: AgentContext, call: Call, args: dict[str, An
     if not_installed:
         parts.append(f"not installed: {', '.join(not_installed)}")
     if outside:
-        parts.append(f"part of the shared base environment, not {ws.name}'s: {', '.join(outside)}")
+        parts.append(f"part of the kernel base, not {ws.name}'s: {', '.join(outside)}")
     return Result("; ".join(parts) or "nothing removed", "package_uninstall",
                   {"workspace": ws.name, "removed": [{"name": r[1], "normalized": r[0], "version": r[2],
                                                       "removed_by": call.user.name, "removed_at": now} for r in removed],

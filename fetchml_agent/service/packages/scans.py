@@ -47,7 +47,7 @@ def scans_before_start(agent: AgentCore) -> bool:
 
 async def startup_installed(agent: AgentCore, ws: Workspace, state: State | None = None) -> tuple[list[tuple[str, str]], str]:
     """What the startup scan looks at, and its scope: what the runtime's :class:`PackageInventory`
-    lists before the start (the workspace's own layer: local; its image: docker), or the
+    lists before the start (what a kernel can import: local; its image: docker), or the
     environment of the workload just started (``state``)."""
     if scans_before_start(agent):
         found = await capability(agent.runtime, PackageInventory).inventory(agent.workspace_spec(ws))
@@ -86,13 +86,13 @@ async def inventory(agent: AgentCore, ws: Workspace) -> dict[str, Any]:
     """Installed packages with where they are and who installed them (``ml jupyter packages``)."""
     records = {r.name: r for r in await agent.store.run(list_installs, ws.id)}
     whole = await scan_environment(agent, ws)
-    # On a runtime whose workspaces are their own layer over a shared base (package_scan "host":
+    # On a runtime whose workspaces are their own layer over a shared kernel base (package_scan "host":
     # the local venv), that layer is listed apart from the base.
     over_base = agent.runtime.capabilities.package_scan == "host"
     layer: dict[str, tuple[str, str]] = {}
     if over_base:
         own = await capability(agent.runtime, PackageInventory).inventory(agent.workspace_spec(ws))
-        for n, v in own.packages:
+        for n, v in own.packages if own.own is None else own.own:
             layer.setdefault(normalize_name(n), (n, v))
     rows: dict[str, dict[str, Any]] = {}
     for key, (n, v) in layer.items():
@@ -109,6 +109,6 @@ async def inventory(agent: AgentCore, ws: Workspace) -> dict[str, Any]:
         if rec is not None and (rec.version in ("", row["version"])):
             row.update({"installed_by": rec.installed_by, "installed_at": rec.installed_at, "spec": rec.spec or None,
                         "forced": rec.forced, "installer": rec.installer, "requested": rec.requested})
-    scope = "workspace layer over a shared base" if over_base else "environment"
+    scope = "kernel environment: workspace layer over the kernel base" if over_base else "environment"
     return {"workspace": ws.name, "scope": scope, "runtime": agent.runtime.name,
             "packages": sorted(rows.values(), key=lambda r: r["normalized"])}

@@ -375,7 +375,8 @@ def test_build_then_run_a_custom_image(
         env = docker_client.images.get(tag).attrs["Config"]["Env"]
         assert "NVIDIA_VISIBLE_DEVICES=all" in env
         names = {name for name, _version in run(runtime.list_distributions(tag))}
-        assert {WHEEL_NAME, "jupyterlab"} <= names
+        # installed into the kernel environment, where the scan looks (JupyterLab is the server's)
+        assert {WHEEL_NAME, "ipykernel"} <= names and "jupyterlab" not in names
         ws = spec("custom", image=tag)
         started = run(runtime.start(ws, _quiet))
         code, out = sh(

@@ -3,8 +3,9 @@
 Such a runtime declares ``capabilities.package_scan = "workload"`` (it cannot list a workspace's
 packages before it runs: no layer on this host, no image to read), so the agent runs the scan in
 the workspace it just started and stops it again on a hit. Here that runtime is the real local
-runtime declaring so, and the scan sees the whole environment, whose shared base ships requests
-and urllib3: the start is refused and nothing keeps running.
+runtime declaring so, and the scan sees the whole kernel environment, whose kernel base ships
+tornado (ipykernel needs it): with tornado on the scan list the start is refused and nothing keeps
+running.
 
 The agent runs in this process (the runtime is a subclass of the real one) behind its real ASGI app
 and a real uvicorn listener, as ``fetchml-agent serve`` runs it: the workspace's JupyterLab asks
@@ -81,8 +82,8 @@ def test_scan_inside_refuses_and_stops_the_workspace(tmp_path: Path) -> None:
     port, listen = free_port(), free_port()
 
     async def run() -> None:
-        async with _serving(_agent(tmp_path, listen, port, {})) as agent:
-            with pytest.raises(PolicyDenied, match="blocked packages: requests"):
+        async with _serving(_agent(tmp_path, listen, port, {"FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES": "tornado"})) as agent:
+            with pytest.raises(PolicyDenied, match="blocked packages: tornado"):
                 await _create(agent, "inside")
             assert agent.workspaces == {}
             with socket.socket() as s:

@@ -109,8 +109,8 @@ def test_vulnerabilities_scan_install_index_and_removal(vuln_agent: AgentProcess
         assert not {"vulnpkg", "oldlib"} & {p["name"] for p in listing["packages"]}
         table = vuln_agent.ml("jupyter", "packages", ws, user="bob").stdout
         assert "removed:" in table and "oldlib" in table
-        base = vuln_agent.ml("jupyter", "uninstall", ws, "jupyterlab", user="bob")
-        assert "shared base" in base.stdout
+        base = vuln_agent.ml("jupyter", "uninstall", ws, "ipykernel", user="bob")
+        assert "part of the kernel base" in base.stdout
         assert vuln_agent.ml("jupyter", "uninstall", ws, "x", user="carol", check=False).returncode == 4  # not hers to see
         events = vuln_agent.ml_json("jupyter", "audit", ws, "--action", "package.uninstall")["events"]
         assert events[-1]["user"] == "bob" and events[-1]["details"]["removed"] == ["vulnpkg==1.0", "oldlib==1.0"]
