@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import shutil
@@ -217,6 +218,250 @@ def bench_events(n: int, changes: int) -> list[Row]:
     ]
 
 
+# -- 1. to the client: the double -> a real agent process -> a WebSocket subscriber ---------
+
+
+class _BenchAgent:
+    """A real ``fetchml-agent serve`` (the tests' :class:`~tests.conftest.AgentProcess`) whose
+    store holds ``n`` running workspaces, one per job already in the double: what an agent that
+    created them and was restarted finds (it adopts them)."""
+
+    def __init__(self, root: Path, address: str, events: bool, states: dict[str, dict[str, Any]]) -> None:
+        from tests.conftest import AgentProcess, free_port
+
+        # The usage sampler is off: its sweep reads each allocation's stats every 30 s, work that
+        # is neither the follower's nor the subscribers' and would blur the agent's CPU figure.
+        self.agent = AgentProcess(root, free_port(), extra={
+            "runtime": "nomad", "nomad": _settings(address, events),
+            "usage": {"interval": "off", "disk_interval": "off"},
+            "limits": {"max_workspaces": len(states) + 10}})
+        self.agent.write_config()
+        self._seed(states)
+
+    def _seed(self, states: dict[str, dict[str, Any]]) -> None:
+        from fetchml_agent.store import Store
+        from fetchml_agent.store.workspaces import Workspace, insert_workspace
+
+        data = self.agent.data_dir
+        store = Store(data / "agent.db")
+        store.open()
+        try:
+            now = time.time()
+            for wid, state in states.items():
+                name = "w" + wid.split("-", 1)[1]
+                ws = Workspace(id=wid, name=name, owner="admin", path=str(data / "workspaces" / name),
+                               runtime="nomad", token="t" * 32, index_key="k" * 32, created_at=now,
+                               updated_at=now, status="running", url=state.get("url"), image=IMAGE,
+                               runtime_state=state, started_at=now)
+                store.run_sync(insert_workspace, ws, store.sealer)
+        finally:
+            store.close()
+
+    def start(self) -> None:
+        agent = self.agent
+        # adopting 1,000 workspaces (one status read each) takes longer than the tests' 90 s wait
+        log = open(agent.root / "agent.log", "ab")
+        from tests.conftest import AGENT
+
+        agent.proc = subprocess.Popen([*AGENT, "serve", "--config", str(agent.config_path)], stdout=log,
+                                      stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 900
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            if agent.proc.poll() is not None:
+                raise RuntimeError("agent exited:\n" + (agent.root / "agent.log").read_text()[-3000:])
+            try:
+                urllib.request.urlopen(agent.http_url + "/api/v1/health", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        agent.stop()
+        raise RuntimeError("agent did not come up:\n" + (agent.root / "agent.log").read_text()[-3000:])
+
+    def cpu_s(self) -> float:
+        """The agent process's CPU time (all its threads), from /proc."""
+        assert self.agent.proc is not None
+        fields = Path(f"/proc/{self.agent.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def status(self) -> dict[str, Any]:
+        from fetchml_agent.client import Client
+        from fetchml_agent.protocol.opcodes import Opcode
+        from tests.conftest import KEYS
+
+        with Client(self.agent.ws_url, KEYS["admin"], timeout=60) as client:
+            data = client.call(Opcode.AGENT_STATUS).data
+        return data if isinstance(data, dict) else {}
+
+
+class _Subscriber:
+    """The subscribe operation (0x2F) over the project's WebSocket client, in a thread, as
+    ``ml status --watch --json`` calls it: each workspace line lands on ``lines`` with the
+    CLOCK_MONOTONIC time it was read."""
+
+    def __init__(self, ws_url: str) -> None:
+        import queue
+        import threading
+
+        from fetchml_agent.client import Client
+        from tests.conftest import KEYS
+
+        self.lines: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        self.client = Client(ws_url, KEYS["admin"], timeout=60, on_log=self._got)
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(120):
+            raise RuntimeError("the subscriber did not connect")
+
+    def _got(self, chunk: bytes) -> None:
+        now = time.monotonic_ns()
+        for line in chunk.splitlines():
+            doc = json.loads(line)
+            if doc.get("type") == "workspace":
+                self.lines.put((now, doc))
+
+    def _run(self) -> None:
+        from fetchml_agent.protocol.opcodes import Opcode
+
+        try:
+            self.client.connect()
+            seq = self.client.call(Opcode.AGENT_STATUS).data["live_seq"]
+            self.ready.set()
+            self.client.call(Opcode.SUBSCRIBE, {"topics": ["workspaces"], "after": seq, "timeout": 86400},
+                             timeout=None)
+        except Exception:  # the agent stopped at the end of the measurement
+            pass
+
+    def next(self, timeout: float) -> tuple[int, dict[str, Any]] | None:
+        import queue
+
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def _discover(address: str) -> dict[str, dict[str, Any]]:
+    async def run() -> dict[str, dict[str, Any]]:
+        rt = NomadRuntime(_settings(address, True))
+        await rt.open()
+        try:
+            return dict(await rt.discover())
+        finally:
+            await rt.close()
+
+    return asyncio.run(run())
+
+
+def _wait_running(address: str, n: int) -> None:
+    async def run() -> None:
+        rt = NomadRuntime(_settings(address, True))
+        await rt.open()
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                allocs, _ = await rt.client.list_allocations(filter_=f'JobID matches "^{PREFIX}ws-"',
+                                                             task_states=False)
+                if sum(1 for a in allocs if a["ClientStatus"] == "running") >= n:
+                    return
+                await asyncio.sleep(0.5)
+            raise RuntimeError(f"fewer than {n} workspaces running in the double after 300 s")
+        finally:
+            await rt.close()
+
+    asyncio.run(run())
+
+
+def _client_mode(tmp: Path, address: str, events: bool, n: int, picks: list[int], commands: Any,
+                 answers: Any) -> dict[str, Any]:
+    """One mode end to end: a fresh agent adopts the ``n`` workspaces, a subscriber connects, and
+    each pick's job is stopped in Nomad; latency = Nomad's handler ended -> the subscriber read
+    that workspace's line."""
+    bench = _BenchAgent(tmp / ("stream" if events else "blocking"), address, events, _discover(address))
+    sub = None
+    try:
+        bench.start()
+        deadline = time.monotonic() + 300
+        while bench.status().get("runtime", {}).get("feed", {}).get("live") is not True:
+            if time.monotonic() > deadline:  # the first sync: every workspace read once
+                raise RuntimeError(f"the agent's feed is not live after 300 s: {bench.status().get('runtime')}")
+            time.sleep(0.5)
+        sub = _Subscriber(bench.agent.ws_url)
+        while sub.next(1.0) is not None:  # whatever the start published
+            pass
+        feed0 = bench.status()["runtime"]["feed"]
+        cpu0 = bench.cpu_s()
+        latencies: list[float] = []
+        for i in picks:
+            commands.put(("stop", i))
+            ended = answers.get(timeout=60)
+            want = f"id-{i}"
+            while True:
+                got = sub.next(30.0)
+                if got is None:
+                    raise RuntimeError(f"no change of workspace w{i} within 30 s ({'stream' if events else 'blocking'})")
+                if got[1].get("id") == want:
+                    latencies.append((got[0] - ended) / 1e6)
+                    break
+            while sub.next(0.3 if events else 0.6) is not None:  # what else the change caused
+                pass
+        cpu = bench.cpu_s() - cpu0
+        feed = bench.status()["runtime"]["feed"]
+    finally:
+        bench.agent.stop()
+        if sub is not None:
+            sub.thread.join(10)
+    return {"latencies": latencies, "cpu": cpu, "events": feed["events"] - feed0["events"],
+            "mode": feed["mode"]}
+
+
+def bench_client(n: int, changes: int) -> list[Row]:
+    """Section 1 (see the module docstring)."""
+    ctx = multiprocessing.get_context("spawn")
+    port_queue, stop, latency = ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
+    double = ctx.Process(target=_serve_double, args=(port_queue, stop, latency), daemon=True)
+    double.start()
+    driver = None
+    tmp = Path(tempfile.mkdtemp(prefix="fetchml-bench-events-"))
+    picks = [(k * 7919) % n for k in range(min(changes, n))]  # distinct workspaces, spread out
+    try:
+        address = port_queue.get(timeout=60)
+        t0 = time.perf_counter()
+        asyncio.run(_setup(address, n))
+        setup = time.perf_counter() - t0
+        commands, answers = ctx.Queue(), ctx.Queue()
+        driver = ctx.Process(target=_drive, args=(address, commands, answers), daemon=True)
+        driver.start()
+        stream = _client_mode(tmp, address, True, n, picks, commands, answers)
+        for i in picks:  # the stopped workspaces run again for the second agent
+            commands.put(("start", i))
+            answers.get(timeout=60)
+        _wait_running(address, n)
+        blocking = _client_mode(tmp, address, False, n, picks, commands, answers)
+        commands.put(None)
+    finally:
+        if driver is not None:
+            driver.join(10)
+        stop.set()
+        double.join(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    s, b = stream["latencies"], blocking["latencies"]
+    return [
+        Row(f"{n} workspaces running in the double (setup, not a target)", setup, "s"),
+        Row(f"Nomad change -> WebSocket subscriber p50, stream ({len(s)} changes)", percentile(s, 50), "ms",
+            "blocking queries", percentile(b, 50)),
+        Row(f"Nomad change -> WebSocket subscriber p99, stream ({stream['mode']})", percentile(s, 99), "ms",
+            "blocking queries", percentile(b, 99), f"<= {TARGET_P99_MS:g} ms"),
+        Row("Nomad change -> WebSocket subscriber max, stream", max(s), "ms", "blocking queries", max(b)),
+        Row(f"agent process CPU per 1,000 stream events ({stream['events']} events)",
+            stream["cpu"] / max(1, stream["events"]) * 1e6, "ms"),
+        Row("agent process CPU per 1,000 workspace changes, stream", stream["cpu"] / max(1, len(s)) * 1e6, "ms",
+            "blocking queries", blocking["cpu"] / max(1, len(b)) * 1e6),
+    ]
+
+
 # -- 3. the environment step ------------------------------------------------------------------
 
 
@@ -262,8 +507,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--workspaces", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--env-rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["client", "hub", "env"], action="append",
+                        help="run only this section (repeatable; default: all three)")
     args = parser.parse_args(argv if argv is not None else [])
-    return bench_events(args.workspaces, args.changes) + bench_environment(args.env_rounds)
+    only = set(args.only or ["client", "hub", "env"])
+    rows: list[Row] = []
+    if "client" in only:
+        rows += bench_client(args.workspaces, args.changes)
+    if "hub" in only:
+        rows += bench_events(args.workspaces, args.changes)
+    if "env" in only:
+        rows += bench_environment(args.env_rounds)
+    return rows
 
 
 if __name__ == "__main__":
