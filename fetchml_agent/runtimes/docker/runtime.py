@@ -29,6 +29,7 @@ from ...gpus import detect_gpus
 from ...netpolicy import Firewall, NetPolicy
 from ...settings import AgentConfig
 from ..base import (
+    DATA_MOUNT,
     Capabilities,
     ImageBuilder,
     PackageIndexReach,
@@ -122,6 +123,8 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             gpus=d.get("gpus"),
             pids_limit=d.get("pids_limit", 4096),
             ready_timeout=float(d.get("start_timeout") or 120),
+            data_volume=d.get("data_volume"),
+            data_mount=d.get("data_mount") or DATA_MOUNT,
         )
 
     # -- connection -----------------------------------------------------------------------
@@ -229,7 +232,7 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             "labels": {**self._labels(spec), _GPUS: ",".join(map(str, gpu_ids)), f"{LABEL}.port": str(port)},
             "network": net_name,
             "ports": {f"{port}/tcp": (self.publish_addr, spec.port)},
-            "volumes": {vol_name: {"bind": workdir, "mode": "rw"}},
+            "volumes": {vol_name: {"bind": workdir, "mode": "rw"}, **self.data_volumes("rw")},
             "working_dir": workdir,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
