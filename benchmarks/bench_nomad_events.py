@@ -1,42 +1,53 @@
 """Issue 18's figures (prints numbers; asserts nothing).
 
-1. **Event-to-client latency with 1,000 workspaces**, Nomad's event stream against blocking
-   queries, measured in the same run. 1,000 workspace jobs run in the Nomad double (its own
-   process, instant placement, idle tasks). The agent's side runs in this process as the agent
-   runs it: ``NomadRuntime.follow_status`` delivers each workspace's status change, which is
-   published on a :class:`~fetchml_agent.live.LiveHub` and read by a subscriber (what the
-   subscribe opcode hands to ``ml status --watch``; the WebSocket hop is not included). A third
-   process, the driver, makes the changes through Nomad's HTTP API: it stops a workspace's job or
-   registers it again, one change at a time. The latency runs from the end of Nomad's handler that
-   made the change (the double stamps it on the answer, CLOCK_MONOTONIC, shared by all processes)
-   to the subscriber receiving the first event of that workspace. The baseline is the same with
-   ``nomad.events.enabled: false``: the follower's blocking queries (one over the agent's
-   allocations, then the jobs list again). Target: p99 <= 250 ms with the stream.
-2. **Agent CPU per 1,000 events**: this process's CPU time (follower, hub and subscriber; the
-   driver and Nomad run elsewhere) while the changes above were followed, per 1,000 events of the
-   stream, and per 1,000 workspace changes delivered in either mode.
-3. **The environment step of a run**, cached against uncached: ``env_step.py`` (what a run's
-   launcher executes before the notebook) installing a lock of 6 packages from a local index into
-   an empty cache, against the same lock found complete in the cache.
+1. **Nomad change to WebSocket client, 1,000 workspaces** (``--only client``), Nomad's event
+   stream against blocking queries, measured in the same run. 1,000 workspace jobs run in the
+   Nomad double (its own process, instant placement, idle tasks). A real agent process
+   (``fetchml-agent serve``, ``runtime: nomad``) holds them as its workspaces: its store is
+   written beforehand as an agent that created them would have left it, and it adopts them at
+   start. A subscriber connects to it over the project's WebSocket client
+   (``fetchml_agent.client`` + ``wsclient``, the protocol codec) and calls the subscribe
+   operation (0x2F) as ``ml status --watch --json`` does. A third process, the driver, stops one
+   workspace's job at a time through Nomad's HTTP API (200 different workspaces). The latency
+   runs from the end of Nomad's handler that made the change (the double stamps it on its answer,
+   CLOCK_MONOTONIC, shared by all processes) to the subscriber reading that workspace's line off
+   the socket: Nomad -> the agent's follower -> the workspace's record written (SQLite) -> its
+   LiveHub -> the subscribe operation -> the WebSocket -> the client. The baseline is a second
+   agent process on the same workspaces with ``nomad.events.enabled: false`` (the follower's
+   blocking queries: one over the agent's allocations, then the jobs list again). The agent's
+   usage sampler is off in both (its 30 s sweep reads every allocation's stats, which is neither
+   mode's work). Target: p99 <= 250 ms with the stream.
+2. **Agent CPU**: the agent process's CPU time (all threads, from /proc) while the changes were
+   followed, per 1,000 events of the stream, and per 1,000 workspace changes in either mode.
+3. The same latency to the agent's hub only (``--only hub``: the follower in this process, the
+   hub read in-process; the earlier figure, kept to see what the WebSocket hop adds).
+4. **The environment step of a run**, cached against uncached (``--only env``): ``env_step.py``
+   (what a run's launcher executes before the notebook) installing a lock of 6 packages from a
+   local index into an empty cache, against the same lock found complete in the cache.
 
-Figures measured on the shared 2-core VM (load average 7-8 from other work meanwhile), 1,000
+Figures measured on the shared 2-core VM (load average 3-8 from other work meanwhile), 1,000
 workspaces, 200 changes per mode:
 
 =================================================  ===============  ================  ==========
 what                                               event stream     blocking queries  target
 =================================================  ===============  ================  ==========
-event-to-subscriber latency p50                    18 ms            668 ms
-event-to-subscriber latency p99                    43 ms            1,840 ms          <= 250 ms
-event-to-subscriber latency max                    435 ms           2,401 ms
-agent CPU per 1,000 stream events                  431 ms
-agent CPU per 1,000 workspace changes delivered    462 ms           97 s (each change
+Nomad change -> WebSocket subscriber p50           13 ms            394 ms
+Nomad change -> WebSocket subscriber p99           48 ms            1,238 ms          <= 250 ms
+Nomad change -> WebSocket subscriber max           59 ms            1,732 ms
+agent process CPU per 1,000 stream events          679 ms
+agent process CPU per 1,000 workspace changes      4.75 s           200 s (each change
                                                                     reads the 1,000
                                                                     jobs again)
+(hub only, earlier run) change -> hub p50 / p99    18 / 43 ms       668 / 1,840 ms
 environment step, 6 packages: cached / uncached    200 ms / 3.2 s (0.06x)
 =================================================  ===============  ================  ==========
 
-Run: ``python -m benchmarks nomad_events`` (defaults), or ``PYTHONPATH=. python3
-benchmarks/bench_nomad_events.py [--workspaces 1000] [--changes 200]``; ``make bench``.
+A change is 7 stream events here (the job's, its evaluation's, the allocation's updates); the
+agent's CPU per change includes writing the workspace's record and sending the line.
+
+Run: ``python -m benchmarks nomad_events`` (defaults, all sections), or ``PYTHONPATH=. python3
+benchmarks/bench_nomad_events.py [--workspaces 1000] [--changes 200] [--only client|hub|env]``;
+``make bench``.
 """
 
 from __future__ import annotations
