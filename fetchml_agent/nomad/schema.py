@@ -71,6 +71,7 @@ import cerberus
 
 from fetchml_agent import __version__
 from fetchml_agent.errors import InvalidArgument
+from fetchml_agent.runtimes.base import DATA_MOUNT, DATA_MOUNT_SCHEMA
 
 __all__ = [
     "AGENT_IMAGE",
@@ -195,7 +196,7 @@ NOMAD_CONFIG_SCHEMA: dict[str, Any] = {
     "snapshot_dir": {"type": "string", "nullable": True, "default": None, "regex": r"^/.*"},
     "env_cache_volume": _volume_schema("multi-node-multi-writer"),
     "data_volume": _volume_schema("multi-node-multi-writer"),
-    "data_mount": {"type": "string", "default": "/data", "regex": r"^/[A-Za-z0-9._/-]+$"},
+    "data_mount": DATA_MOUNT_SCHEMA,
     "workdir": {"type": "string", "default": "/home/jovyan/work", "regex": r"^/[A-Za-z0-9._/-]*$"},
     "workspace_user": {
         "type": "dict",
@@ -347,7 +348,7 @@ class NomadSettings:
     snapshot_dir: str | None = None
     env_cache_volume: VolumeSettings | None = None
     data_volume: VolumeSettings | None = None
-    data_mount: str = "/data"
+    data_mount: str = DATA_MOUNT
     workdir: str = "/home/jovyan/work"
     workspace_uid: int = 1000
     workspace_gid: int = 100

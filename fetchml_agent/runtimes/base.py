@@ -439,6 +439,12 @@ RUN_ENVIRONMENT_REPORT = "environment.json"
 #: workspace's kernel environment); unset: the runner's own.
 KERNEL_PYTHON_ENV = "FETCHML_KERNEL_PYTHON"
 
+#: The shared data volume (docs/experiments.md, "Data files"): where ``nomad.data_volume`` and
+#: ``docker.data_volume`` appear, read-write in workspaces and read-only in runs, unless the
+#: runtime's ``data_mount`` says otherwise; and what a ``data_mount`` may be.
+DATA_MOUNT = "/data"
+DATA_MOUNT_SCHEMA: dict[str, Any] = {"type": "string", "default": DATA_MOUNT, "regex": r"^/[A-Za-z0-9._/-]+$"}
+
 
 class RunBackend(_Feature, abc.ABC):
     """Executes experiment runs: submit, follow, fetch results, cancel, forget, recover.

@@ -11,6 +11,8 @@ imports the docker SDK. Every key has a default; a minimal section is ``docker: 
       index: 172.17.0.1:9101                # where containers reach the agent's package index
       dns: []                               # resolvers a workspace may query
       allow: [{addr: 10.0.0.0/8, port: 443, proto: tcp}]   # more destinations
+      data_volume: null                     # shared data: a docker volume's name or a host directory
+      data_mount: /data                     # where it appears: read-write in workspaces, read-only in runs
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from fetchml_agent import __version__
+from fetchml_agent.runtimes.base import DATA_MOUNT_SCHEMA
 
 __all__ = ["DEFAULT_IMAGE", "DOCKER_SECTION_SCHEMA"]
 
@@ -71,5 +74,10 @@ DOCKER_SECTION_SCHEMA: dict[str, Any] = {
         "gpus": {"type": "list", "nullable": True, "default": None, "schema": {"type": "integer", "min": 0}},
         "pids_limit": {"type": "integer", "nullable": True, "default": 4096, "min": 16},
         "start_timeout": {"type": "number", "default": 120, "min": 1},
+        # The shared data volume (docs/experiments.md): a docker volume's name, or an absolute
+        # host directory bound in; mounted at data_mount read-write in workspaces, read-only in runs.
+        "data_volume": {"type": "string", "nullable": True, "default": None,
+                        "regex": r"^(/[A-Za-z0-9._/-]*|[A-Za-z0-9][A-Za-z0-9_.-]{0,127})$"},
+        "data_mount": DATA_MOUNT_SCHEMA,
     },
 }

@@ -281,6 +281,10 @@ Events:
 )
 
 
+#: The event stream's topics whose payload is one object of the spec, held under the topic's name.
+EVENT_PAYLOADS = ("Job", "Allocation", "Evaluation", "Deployment", "Node")
+
+
 @functools.cache
 def spec() -> dict[str, Any]:
     """The vendored spec, parsed once per process."""
@@ -423,6 +427,24 @@ class Contract:
     def check_value(self, what: str, instance: Any, schema_name: str) -> None:
         """Check one JSON value (an event stream frame, ...) against a component schema."""
         problems = schema_errors(instance, _ref(schema_name))
+        if problems:
+            self.violations.append(f"{what}: " + "; ".join(problems))
+
+    def check_frame(self, what: str, frame: Any) -> None:
+        """Check one event stream frame: its envelope (``Events``), and each event's payload
+        against the spec's schema of the object it carries, which the payload holds under the
+        topic's name (nomad/structs/event.go: JobEvent, AllocationEvent, EvaluationEvent,
+        DeploymentEvent, NodeStreamEvent); the same schemas the blocking endpoints answer with."""
+        problems = schema_errors(frame, _ref("Events"))
+        for i, event in enumerate(frame.get("Events") or [] if isinstance(frame, dict) else []):
+            topic = event.get("Topic") if isinstance(event, dict) else None
+            if topic not in EVENT_PAYLOADS:
+                continue
+            payload = event.get("Payload") or {}
+            if topic not in payload:
+                problems.append(f"Events[{i}].Payload: no {topic} (a {topic} event carries one)")
+                continue
+            problems += [f"Events[{i}].Payload.{topic}.{p}" for p in schema_errors(payload[topic], _ref(topic))]
         if problems:
             self.violations.append(f"{what}: " + "; ".join(problems))
 

@@ -10,6 +10,9 @@ the same tests run against that Nomad instead of the double:
 ``FETCHML_TEST_NOMAD_ENV_CACHE_VOLUME``  a host volume runs may write (nomad.env_cache_volume):
                                  without it the runs' environment step is checked uncached
 ``FETCHML_TEST_NOMAD_GPUS``      set to 1 when the cluster has a free GPU
+``FETCHML_TEST_NOMAD_CACERT``    the CA bundle of an https:// Nomad whose certificate the system does
+                                 not trust (the agent's nomad.tls.ca; the tests' own requests too)
+``FETCHML_TEST_NOMAD_AGENT_HOST`` an address of this host that allocations reach (the package tests)
 
 Tests that need a knob only the double has (make it slow, watch its internals) say so and are
 skipped against a real Nomad.
@@ -95,6 +98,7 @@ class NomadTarget:
     snapshot_dir: Path | None
     has_gpu: bool
     env_cache_volume: str | None = None  # a host volume runs may write (nomad.env_cache_volume)
+    ca: str | None = None  # the CA bundle of an https:// Nomad (nomad.tls.ca)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
@@ -111,6 +115,8 @@ class NomadTarget:
             "defaults": {"cpu": 1, "memory_mb": 1024, "disk_mb": 1024},
             "job_prefix": f"t{secrets.token_hex(3)}-",
         }
+        if self.ca:
+            section["tls"] = {"ca": self.ca}
         section.update(overrides)
         return section
 
@@ -142,6 +148,10 @@ def nomad_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NomadTarg
     address = os.environ.get("FETCHML_TEST_NOMAD_ADDR")
     if address:
         snap_dir = os.environ.get("FETCHML_TEST_NOMAD_SNAPSHOT_DIR")
+        ca = os.environ.get("FETCHML_TEST_NOMAD_CACERT") or None
+        before = os.environ.get("REQUESTS_CA_BUNDLE")
+        if ca:  # the tests' own requests to Nomad trust it too
+            os.environ["REQUESTS_CA_BUNDLE"] = ca
         yield NomadTarget(
             address=address.rstrip("/"),
             token=os.environ.get("FETCHML_TEST_NOMAD_TOKEN") or None,
@@ -151,7 +161,13 @@ def nomad_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NomadTarg
             snapshot_dir=Path(snap_dir) if snap_dir else None,
             has_gpu=os.environ.get("FETCHML_TEST_NOMAD_GPUS", "0") not in ("", "0"),
             env_cache_volume=os.environ.get("FETCHML_TEST_NOMAD_ENV_CACHE_VOLUME") or None,
+            ca=ca,
         )
+        if ca:
+            if before is None:
+                os.environ.pop("REQUESTS_CA_BUNDLE", None)
+            else:
+                os.environ["REQUESTS_CA_BUNDLE"] = before
         return
     tmp = tmp_path_factory.mktemp("nomad")
     double, token = make_double(tmp)

@@ -888,9 +888,7 @@ class NomadDouble:
                     if chosen:
                         frame = f'{{"Index":{index},"Events":[{",".join(chosen)}]}}'
                         if self.contract is not None:
-                            self.contract.check_value(
-                                f"event stream frame {index}", json.loads(frame), "Events"
-                            )
+                            self.contract.check_frame(f"event stream frame {index}", json.loads(frame))
                         yield frame.encode() + b"\n"
             finally:
                 self.cluster.subscribers.discard(queue)

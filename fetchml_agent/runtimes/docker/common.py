@@ -32,6 +32,7 @@ from ...errors import (
 from ...netpolicy import Firewall
 from ...policy.scan import Installed
 from ..base import (
+    DATA_MOUNT,
     State,
     WorkspaceSpec,
 )
@@ -206,6 +207,8 @@ class DockerBase:
         ready_timeout: float = 120.0,
         nft: Sequence[str] = ("nft",),
         disk_dir: Path | None = None,
+        data_volume: str | None = None,
+        data_mount: str = DATA_MOUNT,
     ) -> None:
         if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,30}$", prefix):
             raise InvalidArgument(f"docker runtime prefix: expected a short lower-case name, got {prefix!r}")
@@ -231,11 +234,21 @@ class DockerBase:
         #: file per workspace, loop-mounted on a directory the volume binds. ``None``: not offered.
         self.disk_dir = disk_dir
         self._disk_how: dict[str, str] = {}  # workspace id -> what ``limits`` says for disk
+        self.data_volume = data_volume
+        self.data_mount = data_mount
         self._client: docker.DockerClient | None = None
         self.firewall: Firewall | None = None
         self._masquerade = True
         self._lock = asyncio.Lock()
         self._scans: dict[str, list[Installed]] = {}
+
+    def data_volumes(self, mode: str) -> dict[str, dict[str, str]]:
+        """``docker.data_volume`` as a ``volumes`` entry mounted at ``docker.data_mount`` (``mode``:
+        ``rw`` in workspaces, ``ro`` in runs); nothing when it is not set. A name is a docker
+        volume (the engine creates it when missing), an absolute path a host directory."""
+        if not self.data_volume:
+            return {}
+        return {self.data_volume: {"bind": self.data_mount, "mode": mode}}
 
     @property
     def client(self) -> docker.DockerClient:

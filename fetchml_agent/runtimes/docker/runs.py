@@ -107,6 +107,7 @@ class RunsMixin(DockerBase):
                 str(host_dir / "task"): {"bind": _RUN_TASK_DIR, "mode": "rw"},
                 str(host_dir / "alloc"): {"bind": _RUN_ALLOC_DIR, "mode": "rw"},
                 str(env_cache): {"bind": ENV_CACHE_MOUNT, "mode": "rw"},
+                **self.data_volumes("ro"),
             },
             "working_dir": _RUN_TASK_DIR,
             "cap_drop": ["ALL"],

@@ -30,6 +30,7 @@ from ...netpolicy import Firewall, NetPolicy
 from ...settings import AgentConfig
 from .. import disk
 from ..base import (
+    DATA_MOUNT,
     Capabilities,
     ImageBuilder,
     PackageIndexReach,
@@ -124,6 +125,8 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             pids_limit=d.get("pids_limit", 4096),
             ready_timeout=float(d.get("start_timeout") or 120),
             disk_dir=config.data_dir / "disks" / "docker",
+            data_volume=d.get("data_volume"),
+            data_mount=d.get("data_mount") or DATA_MOUNT,
         )
 
     # -- connection -----------------------------------------------------------------------
@@ -231,7 +234,7 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             "labels": {**self._labels(spec), _GPUS: ",".join(map(str, gpu_ids)), f"{LABEL}.port": str(port)},
             "network": net_name,
             "ports": {f"{port}/tcp": (self.publish_addr, spec.port)},
-            "volumes": {vol_name: {"bind": workdir, "mode": "rw"}},
+            "volumes": {vol_name: {"bind": workdir, "mode": "rw"}, **self.data_volumes("rw")},
             "working_dir": workdir,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],

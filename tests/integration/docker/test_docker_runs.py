@@ -44,9 +44,14 @@ def _notebook(*cells: str, parameters: bool = True) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, docker_client: Any, workspace_image: str) -> Iterator[tuple[AgentProcess, str]]:
     tmp = tmp_path_factory.mktemp("docker-runs")
+    shared = tmp / "shared-data"  # docker.data_volume: a host directory the workspace's user may write
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "big.txt").write_text("x" * 4096)
     with make_upstream(make_wheelhouse(tmp / "wheels")) as upstream:
         a = agent_for(tmp / "agent", f"{upstream.url}/simple/", {"startup_blocked_packages": "off"},
-                      runtime="docker", docker={"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image})
+                      runtime="docker", docker={"prefix": PREFIX, "firewall_table": TABLE, "image": workspace_image,
+                                                "data_volume": str(shared), "data_mount": "/shared"})
         try:
             a.start()
             a.ml("jupyter", "create", "lab", "--memory=1g", "--experiment", "exp-docker")
@@ -122,3 +127,26 @@ def test_a_run_has_the_workspaces_packages_and_data_and_the_next_installs_nothin
         envs.append(done["environment"])
     assert envs[0]["lock"] == envs[1]["lock"] and envs[0]["cached"] is False and envs[1]["cached"] is True
     assert "cached, nothing installed" in a.ml("status", run["id"]).stdout
+
+
+def test_the_shared_data_volume_is_read_write_in_the_workspace_and_read_only_in_runs(
+        lab: tuple[AgentProcess, str], docker_client: Any) -> None:
+    """docker.data_volume (docs/experiments.md, "Data files"): data larger than a run's snapshot
+    takes is read from the shared volume, mounted at docker.data_mount; the workspace writes it, a
+    run reads it live and cannot change it."""
+    a, url = lab
+    [ws] = [c for c in docker_client.containers.list(filters={"label": "io.fetchml.instance=" + PREFIX})
+            if not c.name.startswith(f"{PREFIX}-run-")] or [None]
+    assert ws is not None
+    code, out = ws.exec_run(["sh", "-c", "echo from-the-workspace > /shared/written.txt && cat /shared/big.txt | wc -c"])
+    assert code == 0 and out.decode().split() == ["4096"], out
+    put_contents(url, "reads.py", {"type": "file", "format": "text", "content":
+                                   "import errno\nfrom fetchml import log_metric\n"
+                                   "log_metric('bytes', len(open('/shared/big.txt').read()))\n"
+                                   "log_metric('written', int(open('/shared/written.txt').read() == 'from-the-workspace\\n'))\n"
+                                   "try:\n    open('/shared/x.txt', 'w')\n    log_metric('read_only', 0)\n"
+                                   "except OSError as exc:\n    log_metric('read_only', int(exc.errno == errno.EROFS))\n"})
+    run = a.ml_json("jupyter", "queue", "--workspace", "lab", "--script", "reads.py")
+    done = wait_for(a, run["id"], ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", (done["message"], done["error"])
+    assert {m["name"]: m["value"] for m in done["metrics"]} == {"bytes": 4096, "written": 1, "read_only": 1}

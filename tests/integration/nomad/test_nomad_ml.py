@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -164,6 +165,51 @@ def test_a_job_deleted_behind_the_agents_back_is_reported(env: Env) -> None:
     assert info["status"] == "failed" and info["message"], info
     env.agent.ml("jupyter", "delete", "gone", "-y")
 
+
+def _counts(line: str) -> dict[str, int]:
+    """``workspaces: 1 running, 2 stopped`` (``ml status``) as {status: count}."""
+    body = line.split(":", 1)[1].strip()
+    return {} if body == "none" else {s: int(n) for n, s in (part.split() for part in body.split(", "))}
+
+
+def test_ml_status_watch_redraws_when_nomad_changes(env: Env) -> None:
+    """``ml status --watch`` (the table, not --json) shows the status again when something changes:
+    a workspace's job stopped in Nomad is in the next view, which the subscribe operation (0x2F)
+    brought, not the refresh interval (an hour here)."""
+    env.agent.ml("jupyter", "create", "redrawn", "--cpu", "1", "--memory", "1g")
+    full_env = {**os.environ, "FETCHML_SERVER": env.agent.ws_url, "FETCHML_API_KEY": KEYS["admin"],
+                "FETCHML_CONFIG": str(env.agent.root / "no-ml-config.yaml")}
+    watcher = subprocess.Popen([*ML, "status", "--watch", "--interval", "3600", "--count", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    views: list[dict[str, int]] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:
+            if line.startswith("workspaces:"):
+                views.append(_counts(line))
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(60), "ml status --watch printed no view"
+        first = dict(views[0])
+        headers = {"X-Nomad-Token": env.target.token} if env.target.token else {}
+        r = requests.delete(f"{env.target.address}/v1/job/{env.job_id('redrawn')}", headers=headers, timeout=10)
+        assert r.status_code == 200
+        deadline = time.monotonic() + 60  # a bound for a hung test, not a latency asserted
+        while time.monotonic() < deadline and not any(v.get("stopped", 0) > first.get("stopped", 0) for v in views):
+            time.sleep(0.1)
+    finally:
+        watcher.kill()
+        watcher.wait()
+        reader.join(10)
+    changed = [v for v in views if v.get("stopped", 0) > first.get("stopped", 0)]
+    assert changed, views
+    assert changed[0].get("running", 0) == first.get("running", 0) - 1, views
+    env.agent.ml("jupyter", "delete", "redrawn", "-y")
 
 def test_changes_in_nomad_reach_ml_status_watch_as_they_happen(env: Env) -> None:
     """The agent follows Nomad's event stream: a workspace stopped behind its back (in Nomad) is

@@ -100,6 +100,21 @@ def test_mismatches_are_caught_and_named() -> None:
     assert {"GET /job/{jobName} 404", "?index"} & c.excused == {"GET /job/{jobName} 404"}
 
 
+def test_event_stream_frames_are_checked_down_to_their_payloads() -> None:
+    """Each event's payload is held to the spec's schema of what it carries (an Allocation event
+    to ``Allocation``, as GET /v1/allocation/{id} is), not only the frame's envelope."""
+    c = Contract()
+    alloc = {"ID": "a", "JobID": "j", "ClientStatus": "running", "TaskStates": None, "PreemptedAllocations": None}
+    event = {"Topic": "Allocation", "Type": "AllocationUpdated", "Key": "a", "Namespace": "default",
+             "FilterKeys": ["j"], "Index": 7, "Payload": {"Allocation": alloc}}
+    c.check_frame("good", {"Index": 7, "Events": [event]})
+    assert c.violations == []
+    c.check_frame("bad", {"Index": 7, "Events": [{**event, "Payload": {"Allocation": {**alloc, "ClientStatus": 3}}}]})
+    c.check_frame("empty", {"Index": 8, "Events": [{**event, "Topic": "Job", "Payload": {"Allocation": alloc}}]})
+    assert len(c.violations) == 2, c.violations
+    assert "Events[0].Payload.Allocation.ClientStatus: 3 is not of type 'string'" in c.violations[0]
+    assert "Events[0].Payload: no Job" in c.violations[1]
+
 def test_zero_values_are_gos() -> None:
     event = zero("TaskEvent", Type="Started")
     assert set(event) == set(component("TaskEvent")["properties"])
