@@ -11,6 +11,7 @@ are removed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.agentuser import FIREWALL, SWITCH_USERS, agent_os_user, hand_over, setpriv
 from tests.conftest import AgentProcess, free_port
 from tests.integration.jupyter import execute
 from tests.netfixtures import Server
@@ -48,6 +50,7 @@ print(json.dumps(out))
 PROBE = """
 import json, os, pwd
 out = {"uid": os.getuid(), "user": pwd.getpwuid(os.getuid()).pw_name, "home": os.environ.get("HOME")}
+out["caps"] = {l.split(":")[0]: int(l.split()[1], 16) for l in open("/proc/self/status") if l.startswith(("CapEff", "CapPrm", "CapAmb", "CapInh"))}
 for label, path in json.loads(%r).items():
     try:
         if os.path.isdir(path):
@@ -93,8 +96,10 @@ def _remove_users(prefix: str) -> None:
             subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
 
 
-@pytest.fixture
-def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
+@pytest.fixture(params=["root", "capabilities"])
+def isolated_agent(request: pytest.FixtureRequest, shared_dir: Path) -> Iterator[AgentProcess]:
+    """The agent as root, and as a user of its own holding only the capabilities the
+    fetchml_agent role's unit grants (tests/agentuser.py), as the role runs it."""
     prefix = f"ft{os.getpid() % 100000}{random.randint(10, 99)}-"
     table = f"fmltest_{os.getpid()}_local"
     local = {"isolation": "users", "workspaces_dir": str(shared_dir / "workspaces"), "python": BASE_PYTHON,
@@ -103,17 +108,24 @@ def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
     a.write_config()
     os.chmod(a.root, 0o700)  # as the role installs it: agent.yaml is the agent's alone
     os.chmod(a.config_path, 0o600)
-    try:
-        with a.running():
-            yield a
-    finally:
-        for pid in a.servers(prefix=str(shared_dir / "workspaces" / "run") + os.sep):
-            try:
-                os.killpg(pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
-        _remove_users(prefix)
-        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+    with contextlib.ExitStack() as stack:
+        env = None
+        if request.param == "capabilities":
+            agent_user = stack.enter_context(agent_os_user())
+            hand_over(a.root, agent_user)
+            a.wrapper = setpriv(agent_user, SWITCH_USERS + FIREWALL)
+            env = {"HOME": str(a.root)}
+        try:
+            with a.running(env):
+                yield a
+        finally:
+            for pid in a.servers(prefix=str(shared_dir / "workspaces" / "run") + os.sep):
+                try:
+                    os.killpg(pid, 9)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            _remove_users(prefix)
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
 
 
 def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:
@@ -140,6 +152,7 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, in
         }
         seen_by_bob = _probe(bob["url"], targets)
         assert seen_by_bob["uid"] not in (0, os.getuid()) and seen_by_bob["user"].endswith("-bob"), seen_by_bob
+        assert not any(seen_by_bob["caps"].values()), seen_by_bob["caps"]  # nothing of the agent's privilege
         for label in targets:
             assert not seen_by_bob[label].startswith("read:"), (label, seen_by_bob[label])
         seen_by_carol = _probe(carol["url"], {k: targets[k] for k in ("carol_notes", "carol_dot", "agent_db")})

@@ -31,6 +31,7 @@ from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
 from ...netpolicy import LocalUserNet
 from ...policy.scan import installed_from_path
+from ...privilege import drop_inherited_capabilities
 from ...testpoints import pause_point
 from ..base import (
     ENVIRONMENT_VERSIONS,
@@ -148,6 +149,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         shared: bool = False,
         firewall: Firewall | None = None,
         index_port: int | None = None,
+        firewall_off: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         #: ``local.isolation: users`` (:mod:`.users`); ``None``: workspaces run as the agent's user.
@@ -162,6 +164,8 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         #: port of the index-only listener that workspaces reach (package index and /access).
         self.firewall = firewall if users is not None else None
         self._index_port = index_port
+        #: Why there is no firewall with users (``local.firewall: false``, or no CAP_NET_ADMIN).
+        self._firewall_off = firewall_off or "local.firewall: false"
         self._fw_users: dict[str, tuple[str, int, int]] = {}  # workspace id -> (user, uid, port)
         # Every workspace user the rules name, running or not: a user without a chain of its own
         # would not be filtered at all (a process it left behind, a later login).
@@ -259,7 +263,9 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         """Popen's arguments that make a child the workspace's user (nothing without one)."""
         if user is None:
             return {}
-        return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
+        # preexec: a non-root agent's ambient capabilities would otherwise survive the exec
+        return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077,
+                "preexec_fn": drop_inherited_capabilities}
 
     def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
         """The site-packages of what the workspace installed itself (its venv), without the shared
@@ -733,8 +739,9 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                 return {"mode": "none", "enforced": False, "reason": reason}
             # local.isolation unset: one person only
             return {"mode": "single", "enforced": False, "single_owner": True,
-                    "reason": reason + "; so this agent serves one person's workspaces (local.isolation: users "
-                                       "gives each person an OS user, none shares knowingly)"}
+                    "reason": reason + "; so this agent serves one person's workspaces (it may not switch "
+                                       "users: as root or with the fetchml_agent role's capabilities each person "
+                                       "gets an OS user; local.isolation: none shares knowingly)"}
         doc: dict[str, Any] = {
             "mode": "users", "enforced": True,
             "how": f"each owner's workspaces run as the OS user {self.users.prefix}<owner> "
@@ -746,6 +753,6 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                               f"own JupyterLab ports, the package index and /access at 127.0.0.1:{self._index_port}"
                               " and the configured allow-list; nothing else")
         else:
-            doc["not_enforced"] = ["network (local.firewall: false: workspaces may reach each other's ports, "
+            doc["not_enforced"] = [f"network ({self._firewall_off}: workspaces may reach each other's ports, "
                                    "the agent's API and the internet)"]
         return doc
