@@ -61,6 +61,17 @@ log = logging.getLogger("fetchml.agent")
 RECONCILE_INTERVAL = 5.0
 
 
+def check_privilege(config: AgentConfig) -> None:
+    """Before the agent binds anything: ``local.isolation: users`` set on an agent that may not
+    switch users (or load its firewall) is a configuration error (runtimes/local/users.py)."""
+    if config.runtime != "local" or config.section("local").get("isolation") != "users":
+        return
+    from .privilege import FIREWALL, SWITCH_USERS
+    from .runtimes.local.users import require
+
+    require(SWITCH_USERS + (FIREWALL if config.section("local").get("firewall", True) else ()))
+
+
 def make_runtime(config: AgentConfig) -> Runtime:
     """The runtime named by ``runtime:``. Each is imported only when chosen: the docker SDK and
     python-nomad cost an agent on another runtime nothing."""

@@ -20,10 +20,13 @@ from fetchml_agent.privilege import FIREWALL, SWITCH_USERS
 __all__ = ["FIREWALL", "SWITCH_USERS", "agent_os_user", "hand_over", "setpriv"]
 
 
-def setpriv(user: str, caps: tuple[str, ...]) -> list[str]:
-    """argv prefix: become ``user`` (its group, no others) holding ``caps`` and nothing else."""
+def setpriv(user: str | None, caps: tuple[str, ...]) -> list[str]:
+    """argv prefix: become ``user`` (its group, no others; None: stay who we are) holding
+    ``caps`` and nothing else."""
     names = ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
-    argv = [shutil.which("setpriv") or "setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    argv = [shutil.which("setpriv") or "setpriv"]
+    if user is not None:
+        argv += [f"--reuid={user}", f"--regid={user}", "--clear-groups"]
     if caps:
         argv += [f"--inh-caps=-all,{names}", f"--ambient-caps=-all,{names}", f"--bounding-set=-all,{names}"]
     else:

@@ -202,3 +202,48 @@ def test_an_interpreter_users_cannot_run_is_refused_at_start(shared_dir: Path) -
     a = AgentProcess(shared_dir / "agent2", free_port(), {"local": local})
     with pytest.raises(RuntimeError, match=r"local\.python"):
         a.start()
+
+
+def test_the_default_follows_the_agents_privilege(shared_dir: Path) -> None:
+    """``local.isolation`` unset: ``users`` on an agent that may switch users (root; a user holding
+    the role's capabilities, without CAP_NET_ADMIN here, so its network is said not enforced),
+    one person's unisolated workspaces on an agent without them; ``users`` set there is refused
+    at start, naming the capabilities and the setting."""
+    prefix = f"ft{os.getpid() % 100000}{random.randint(10, 99)}-"
+    table = f"fmltest_{os.getpid()}_dflt"
+    local = {"isolation": None, "workspaces_dir": str(shared_dir / "workspaces"), "python": BASE_PYTHON,
+             "user_prefix": prefix, "uid_range": [62000, 62999], "firewall_table": table}
+
+    def agent(name: str, user: str | None = None, caps: tuple[str, ...] = (), **more: object) -> AgentProcess:
+        a = AgentProcess(shared_dir / name, free_port(), {"local": {**local, **more}})
+        a.write_config()
+        if user is not None:
+            hand_over(a.root, user)
+            a.wrapper = setpriv(user, caps)
+        return a
+
+    try:
+        a = agent("as-root")
+        with a.running():
+            iso = a.ml_json("status")["runtime"]["isolation"]
+            assert iso["mode"] == "users" and iso["enforced"] and "by uid" in iso["network"], iso
+            assert "isolation: users:" in a.ml("status").stdout
+        with agent_os_user() as user:
+            home = {"HOME": str(shared_dir)}
+            a = agent("with-caps", user, SWITCH_USERS)
+            with a.running(home):
+                iso = a.ml_json("status")["runtime"]["isolation"]
+            assert iso["mode"] == "users" and any("CAP_NET_ADMIN" in n for n in iso["not_enforced"]), iso
+            a = agent("plain", user)
+            with a.running(home):
+                iso = a.ml_json("status")["runtime"]["isolation"]
+            assert iso["mode"] == "single" and iso["enforced"] is False, iso
+            a = agent("asked", user, isolation="users")
+            with pytest.raises(RuntimeError) as refused:
+                a.start(home)
+            assert "local.isolation: users needs an agent that may switch users" in str(refused.value)
+            assert "CAP_SETUID" in str(refused.value) and "local.isolation: none" in str(refused.value)
+            assert "Traceback" not in str(refused.value)
+    finally:
+        _remove_users(prefix)
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)

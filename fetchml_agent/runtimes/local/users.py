@@ -41,7 +41,7 @@ from ...errors import BackendError
 from ...privilege import SWITCH_USERS, missing, prepare
 from ...settings import ConfigError
 
-__all__ = ["OsUser", "WorkspaceUsers", "chown_tree"]
+__all__ = ["OsUser", "WorkspaceUsers", "chown_tree", "require"]
 
 _MAX_NAME = 32  # useradd's limit on Linux
 
@@ -82,6 +82,20 @@ def _reachable_by_others(path: Path, *, execute: bool) -> str | None:
     return None
 
 
+def require(needs: tuple[str, ...]) -> None:
+    """ConfigError naming ``local.isolation`` unless this process holds ``needs``."""
+    gone = missing(needs)
+    if gone:
+        raise ConfigError(
+            "local.isolation: users needs an agent that may switch users (it runs as uid "
+            f"{os.geteuid()} without {', '.join(gone)})",
+            "run the agent as root or with the capabilities the fetchml_agent role grants "
+            f"({', '.join(needs)}), or set local.isolation: none to accept that workspaces share "
+            "the agent's user" + (" (local.firewall: false drops the need for CAP_NET_ADMIN)"
+                                  if "CAP_NET_ADMIN" in gone else ""),
+        )
+
+
 class WorkspaceUsers:
     """The owner → OS user mapping and the per-workspace directories of ``local.isolation: users``."""
 
@@ -97,16 +111,7 @@ class WorkspaceUsers:
 
     def check(self) -> None:
         """At the agent's start: it may switch users; the interpreter and the root are reachable."""
-        gone = missing(self.needs)
-        if gone:
-            raise ConfigError(
-                "local.isolation: users needs an agent that may switch users (it runs as uid "
-                f"{os.geteuid()} without {', '.join(gone)})",
-                "run the agent as root or with the capabilities the fetchml_agent role grants "
-                f"({', '.join(self.needs)}), or set local.isolation: none to accept that workspaces share "
-                "the agent's user" + (" (local.firewall: false drops the need for CAP_NET_ADMIN)"
-                                      if "CAP_NET_ADMIN" in gone else ""),
-            )
+        require(self.needs)
         prepare()
         try:
             why = _reachable_by_others(Path(self.python), execute=True)
