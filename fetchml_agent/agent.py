@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,7 @@ def make_runtime(config: AgentConfig) -> Runtime:
     if config.runtime == "local":
         from .privilege import FIREWALL, SWITCH_USERS, missing
         from .runtimes.local import LocalRuntime
-        from .runtimes.local.users import WorkspaceUsers
+        from .runtimes.local.users import WorkspaceUsers, default_python
 
         local = config.section("local")
         root = config.local_workspaces_dir
@@ -93,7 +92,7 @@ def make_runtime(config: AgentConfig) -> Runtime:
                         "each other's ports, the agent's API and the internet", firewall_off)
         if root is not None:
             lo, hi = local.get("uid_range", [61000, 61999])
-            users = WorkspaceUsers(root, python=local.get("python") or sys.executable, uid_range=(lo, hi),
+            users = WorkspaceUsers(root, python=local.get("python") or default_python(), uid_range=(lo, hi),
                                    prefix=local.get("user_prefix", "fml-"),
                                    needs=SWITCH_USERS + (FIREWALL if want_firewall else ()))
         firewall = None

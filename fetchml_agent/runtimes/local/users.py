@@ -41,7 +41,7 @@ from ...errors import BackendError
 from ...privilege import SWITCH_USERS, missing, prepare
 from ...settings import ConfigError
 
-__all__ = ["OsUser", "WorkspaceUsers", "chown_tree", "require"]
+__all__ = ["OsUser", "WorkspaceUsers", "chown_tree", "default_python", "require"]
 
 _MAX_NAME = 32  # useradd's limit on Linux
 
@@ -96,6 +96,24 @@ def require(needs: tuple[str, ...]) -> None:
         )
 
 
+def default_python() -> str:
+    """``local.python`` unset: the agent's interpreter when every user may run it, else the same
+    version's ``/usr/bin/python3.X`` or ``/usr/local/bin/python3.X`` when they may (an agent in a
+    venv of an interpreter under a private HOME, e.g. pyenv's as root)."""
+    import sys
+
+    if _reachable_by_others(Path(sys.executable), execute=True) is None:
+        return sys.executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (Path("/usr/bin") / version, Path("/usr/local/bin") / version):
+        try:
+            if candidate.exists() and _reachable_by_others(candidate, execute=True) is None:
+                return str(candidate)
+        except OSError:
+            continue
+    return sys.executable
+
+
 class WorkspaceUsers:
     """The owner → OS user mapping and the per-workspace directories of ``local.isolation: users``."""
 
@@ -120,6 +138,15 @@ class WorkspaceUsers:
         if why:
             raise ConfigError(f"local.python {self.python}: workspace users cannot run it: {why}",
                               "point local.python at an interpreter every user may run (e.g. /usr/bin/python3.11)")
+        import sysconfig
+
+        site = Path(sysconfig.get_path("purelib"))
+        why = _reachable_by_others(site, execute=False)
+        if why:
+            raise ConfigError(f"the agent's packages ({site}): workspace users cannot read them, and JupyterLab "
+                              f"runs from there: {why}",
+                              "install the agent where every user may read it (e.g. a clone or venv outside a "
+                              "0700 HOME), or set local.isolation: none")
         for sub in ("", "home", "envs", "run", "files"):
             d = self.root / sub
             d.mkdir(parents=True, exist_ok=True)
