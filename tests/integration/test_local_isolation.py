@@ -11,6 +11,7 @@ are removed afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -183,6 +184,10 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, in
         ruleset = subprocess.run(["nft", "list", "table", "inet", a.extra["local"]["firewall_table"]],
                                  capture_output=True, text=True, check=True).stdout
         assert f"meta skuid {seen_by_bob['uid']}" in ruleset or f"skuid {seen_by_bob['user']}" in ruleset, ruleset
+        # two kernels started at once get Unix sockets of their own (each answers with its own pid)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pids = list(pool.map(lambda _: execute(bob["url"], "import os; print(os.getpid())").strip(), range(2)))
+        assert len(set(pids)) == 2 and all(p.isdigit() for p in pids), pids
         # bob's packages go to his own venv, as bob
         installed = execute(bob["url"], "import sys, os; print(sys.prefix, os.access(sys.prefix, os.W_OK))").split()
         assert installed[1] == "True" and "/envs/" in installed[0]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from fetchml_jupyter import SERVER_EXTENSIONS
+from fetchml_jupyter import IPC_KERNEL_MANAGER, IPC_SUFFIX_LEN, SERVER_EXTENSIONS
 from fetchml_jupyter.probe import PROOF_PATH, server_proof
 
 from ... import procs
@@ -346,13 +346,15 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         if user is not None:
             # Kernels talk to their server over Unix sockets in the 0700 runtime dir, not loopback
             # TCP ports: the uid rules then need no port of theirs.
-            # One short prefix per workspace (jupyter_client numbers the sockets after it); a
-            # socket path has at most 107 bytes.
+            # One short prefix per workspace, and a suffix of its own per kernel (fetchml_jupyter.ipc:
+            # jupyter_client numbers the sockets after it, so two kernels started at once chose the
+            # same names); a socket path has at most 107 bytes.
             ipc = run_dir / "k"
-            if len(str(ipc)) > 90:
+            if len(str(ipc)) > 90 - IPC_SUFFIX_LEN:
                 raise BackendError(f"kernel socket paths under {run_dir} would be too long for Unix sockets",
                                    "choose a shorter local.workspaces_dir")
             cfg["KernelManager"] = {"transport": "ipc", "ip": str(ipc)}
+            cfg["MappingKernelManager"] = {"kernel_manager_class": IPC_KERNEL_MANAGER}
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
         config_file = run_dir / "jupyter_server_config.json"
