@@ -131,7 +131,7 @@ def isolated_agent(request: pytest.FixtureRequest, shared_dir: Path) -> Iterator
 
 def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:
     a = isolated_agent
-    bob = a.ml_json("jupyter", "create", "bob-ws", user="bob")
+    bob = a.ml_json("jupyter", "create", "bob-ws", "--disk", "64m", user="bob")
     carol = a.ml_json("jupyter", "create", "carol-ws", user="carol")
     try:
         # carol leaves a file in her workspace and one in her HOME
@@ -188,6 +188,12 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, in
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             pids = list(pool.map(lambda _: execute(bob["url"], "import os; print(os.getpid())").strip(), range(2)))
         assert len(set(pids)) == 2 and all(p.isdigit() for p in pids), pids
+        # --disk: the agent's directory under workspaces_dir/files is its own to mount over (as root)
+        per = a.ml_json("jupyter", "limits", "bob-ws", user="bob")["limits"]["per_resource"]
+        if a.wrapper:  # the capable non-root agent: a loop mount needs root, and says so
+            assert per["disk"].startswith("not enforced: a size limit needs the agent to run as root"), per
+        else:
+            assert per["disk"] == "enforced: 64 MiB, a loop-mounted ext4 filesystem", per
         # bob's packages go to his own venv, as bob
         installed = execute(bob["url"], "import sys, os; print(sys.prefix, os.access(sys.prefix, os.W_OK))").split()
         assert installed[1] == "True" and "/envs/" in installed[0]

@@ -559,8 +559,10 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         """What ``limits`` says for disk; a size asked for is enforced where it can be (:mod:`.disk`)."""
         if not spec.resources.disk_mb:
             return None
-        if spec.path.resolve().parent != (self.data_dir / "workspaces").resolve():
-            return "not enforced: the workspace's directory is the user's own (--workspace), not the agent's to mount over"
+        managed = self.users.root / "files" if self.users is not None else self.data_dir / "workspaces"
+        if spec.path.resolve().parent != managed.resolve():
+            return ("not enforced: the workspace's directory was given with --workspace; the agent mounts a "
+                    "size-limited filesystem only over directories it made")
         return disk.attach(self.data_dir / "disks" / f"{spec.id}.img", spec.path, spec.resources.disk_mb)
 
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
