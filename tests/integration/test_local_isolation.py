@@ -131,7 +131,7 @@ def isolated_agent(request: pytest.FixtureRequest, shared_dir: Path) -> Iterator
 
 def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:
     a = isolated_agent
-    bob = a.ml_json("jupyter", "create", "bob-ws", "--disk", "64m", user="bob")
+    bob = a.ml_json("jupyter", "create", "bob-ws", "--disk", "64m", "--experiment", "exp-iso", user="bob")
     carol = a.ml_json("jupyter", "create", "carol-ws", user="carol")
     try:
         # carol leaves a file in her workspace and one in her HOME
@@ -151,6 +151,7 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, in
             "carol_home": carol_home,
             "carol_dot": os.path.join(carol_home, "dot.txt"),
         }
+        targets_files = dict(targets)
         seen_by_bob = _probe(bob["url"], targets)
         assert seen_by_bob["uid"] not in (0, os.getuid()) and seen_by_bob["user"].endswith("-bob"), seen_by_bob
         assert not any(seen_by_bob["caps"].values()), seen_by_bob["caps"]  # nothing of the agent's privilege
@@ -188,6 +189,16 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, in
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             pids = list(pool.map(lambda _: execute(bob["url"], "import os; print(os.getpid())").strip(), range(2)))
         assert len(set(pids)) == 2 and all(p.isdigit() for p in pids), pids
+        # a queued script of bob's runs as bob, with bob's HOME, and reads neither the agent's files nor carol's
+        run_targets = {k: targets_files[k] for k in ("agent_db", "secrets_key", "carol_notes", "carol_dot")}
+        Path(bob["path"], "probe_run.py").write_text(
+            PROBE % json.dumps(run_targets)
+            + "os.makedirs('outputs', exist_ok=True)\njson.dump(out, open('outputs/probe.json', 'w'))\n")
+        run = a.ml_json("jupyter", "queue", "--workspace", "bob-ws", "--script", "probe_run.py", "--wait", user="bob")
+        assert run["status"] == "succeeded", run
+        ran = json.loads(Path(run["run_dir"], "work", "outputs", "probe.json").read_text())
+        assert ran["user"] == seen_by_bob["user"] and ran["home"] == seen_by_bob["home"], ran
+        assert not any(ran[k].startswith("read:") for k in run_targets), ran
         # --disk: the agent's directory under workspaces_dir/files is its own to mount over (as root)
         per = a.ml_json("jupyter", "limits", "bob-ws", user="bob")["limits"]["per_resource"]
         if a.wrapper:  # the capable non-root agent: a loop mount needs root, and says so

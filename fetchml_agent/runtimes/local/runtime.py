@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
+import stat
 import sys
 import sysconfig
 import time
@@ -696,13 +699,43 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         return str(experiments_root), "host", experiments_root
 
     async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
-        """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``."""
-        if self.users is not None:
-            # Runs live in the agent's 0700 data_dir, which a workspace user cannot reach; they are
-            # refused rather than run as the agent's user.
-            raise NotSupported("experiment runs on the local runtime with local.isolation: users are not supported yet",
-                               "run the notebook in the workspace's JupyterLab, or use the docker or nomad runtime")
-        return await self.runs.submit(spec)
+        """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``.
+
+        With ``isolation: users`` the run is its workspace owner's: the agent copies the run's
+        directory (job, snapshot) to ``<workspaces_dir>/runs/<run id>`` (0700, that user's), the
+        runner runs there as that user (HOME, venv, firewall rules: the workspace's), and
+        :meth:`fetch_run_outputs` copies its regular files back (never a symlink) into the agent's
+        run directory when it ends. No warm runner: its socket would be in the agent's data_dir."""
+        if self.users is None:
+            return await self.runs.submit(spec)
+        ws = spec.workspace_spec
+        if ws is None or not spec.run_dir:
+            raise BackendError("a local run needs its workspace and its run directory")
+        user = await run_blocking(self._os_user, ws)
+        assert user is not None
+        own = await run_blocking(self._user_run_dir, spec, user)
+        state = await self.runs.submit(dataclasses.replace(spec, run_dir=str(own), warm_runner_idle_s=0))
+        return {**state, "agent_run_dir": spec.run_dir}
+
+    def _user_run_dir(self, spec: RunSpec, user: OsUser) -> Path:
+        assert self.users is not None
+        src = Path(spec.run_dir)
+        dest = self.users.root / "runs" / src.name
+        if dest.exists():
+            shutil.rmtree(dest)
+        # job.json and the directories (the snapshot in work/); not the agent's own files beside them
+        shutil.copytree(src, dest, symlinks=True,
+                        ignore=lambda d, names: [n for n in names if Path(d) == src and n != "job.json"
+                                                 and not (src / n).is_dir()])
+        job_file = dest / "job.json"
+        job = json.loads(job_file.read_text())
+        work = Path(job.get("work_dir") or "")
+        if work == src or src in work.parents:
+            job["work_dir"] = str(dest / work.relative_to(src))
+            job_file.write_text(json.dumps(job))
+        chown_tree(dest, user.uid, user.gid)
+        os.chmod(dest, 0o700)
+        return dest
 
     async def run_status(self, state: State) -> RunStatus:
         """The runner's own result once it wrote ``result.json`` (it enforces the timeout itself)."""
@@ -712,14 +745,21 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         return await self.runs.wait(state, index, wait)
 
     async def fetch_run_outputs(self, state: State, dest: Path) -> list[str]:
-        """Nothing to fetch: the runner writes its results into the run's directory itself."""
-        return []
+        """Nothing to fetch: the runner writes its results into the run's directory itself; with
+        users, into the owner's copy, whose regular files come back here (symlinks stay behind)."""
+        if not state.get("agent_run_dir"):
+            return []
+        return await run_blocking(_copy_back, Path(state["run_dir"]), dest)
 
     async def cancel_run(self, state: State, grace: float = 5.0) -> None:
         await self.runs.cancel(state, grace)
 
     async def purge_run(self, state: State) -> None:
-        """Nothing to forget: the run's directory is its record."""
+        """Nothing to forget: the run's directory is its record (with users, the owner's copy goes)."""
+        if state.get("agent_run_dir") and self.users is not None:
+            own = Path(state["run_dir"])
+            if own.parent == self.users.root / "runs":
+                await run_blocking(shutil.rmtree, own, True)
 
     async def recover_run(self, state: State) -> State | None:
         return await self.runs.recover(state)
@@ -760,3 +800,34 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
             doc["not_enforced"] = [f"network ({self._firewall_off}: workspaces may reach each other's ports, "
                                    "the agent's API and the internet)"]
         return doc
+
+
+#: What the runner writes at the top of a run's directory (fetchml_agent/experiments/runner.py).
+_RUNNER_FILES = re.compile(r"(result|progress|state|environment)\.json|attempt-\d+\.json|output\.ipynb|run\.log"
+                           r"|metrics\.jsonl")
+
+
+def _copy_back(src: Path, dest: Path) -> list[str]:
+    """Copy the regular files under ``src`` (a workspace user's) into ``dest``, the agent's: never
+    through a symlink (``O_NOFOLLOW``), so a run cannot make the agent copy a file of its choice."""
+    copied: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            if rel == Path(".") and not _RUNNER_FILES.fullmatch(name):
+                continue  # at the top, only what the runner writes: never the agent's own files
+            try:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # a symlink (ELOOP), or gone
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    continue
+                target = dest / rel / name
+                target.unlink(missing_ok=True)
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(fh, out)
+            copied.append(str(rel / name))
+    return copied

@@ -147,7 +147,7 @@ class WorkspaceUsers:
                               f"runs from there: {why}",
                               "install the agent where every user may read it (e.g. a clone or venv outside a "
                               "0700 HOME), or set local.isolation: none")
-        for sub in ("", "home", "envs", "run", "files"):
+        for sub in ("", "home", "envs", "run", "files", "runs"):
             d = self.root / sub
             d.mkdir(parents=True, exist_ok=True)
             os.chown(d, os.geteuid(), os.getegid())
