@@ -21,10 +21,9 @@ so), no ``CAP_SYS_PTRACE`` (servers are found from ``/proc/PID/status`` and ``cm
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-__all__ = ["FIREWALL", "SWITCH_USERS", "drop_inherited_capabilities", "effective_capabilities", "missing"]
+__all__ = ["FIREWALL", "SWITCH_USERS", "drop_inherited_capabilities", "effective_capabilities", "missing", "prepare"]
 
 #: Capability numbers (linux/capability.h).
 CAPS = {
@@ -50,14 +49,6 @@ def missing(names: tuple[str, ...], mask: int | None = None) -> list[str]:
     """The capabilities of ``names`` that this process does not hold."""
     have = effective_capabilities() if mask is None else mask
     return [n for n in names if not have >> CAPS[n] & 1]
-
-
-def who() -> str:
-    """``uid N`` with its capabilities' gist, for messages."""
-    gone = missing(SWITCH_USERS + FIREWALL)
-    if not gone:
-        return f"uid {os.geteuid()} with the capabilities to switch users"
-    return f"uid {os.geteuid()} without {', '.join(gone)}"
 
 
 _PR_CAP_AMBIENT = 47
