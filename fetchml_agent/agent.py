@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -61,24 +60,45 @@ log = logging.getLogger("fetchml.agent")
 RECONCILE_INTERVAL = 5.0
 
 
+def check_privilege(config: AgentConfig) -> None:
+    """Before the agent binds anything: ``local.isolation: users`` set on an agent that may not
+    switch users (or load its firewall) is a configuration error (runtimes/local/users.py)."""
+    if config.runtime != "local" or config.section("local").get("isolation") != "users":
+        return
+    from .privilege import FIREWALL, SWITCH_USERS
+    from .runtimes.local.users import require
+
+    require(SWITCH_USERS + (FIREWALL if config.section("local").get("firewall", True) else ()))
+
+
 def make_runtime(config: AgentConfig) -> Runtime:
     """The runtime named by ``runtime:``. Each is imported only when chosen: the docker SDK and
     python-nomad cost an agent on another runtime nothing."""
     if config.runtime == "local":
+        from .privilege import FIREWALL, SWITCH_USERS, missing
         from .runtimes.local import LocalRuntime
-        from .runtimes.local.users import WorkspaceUsers
+        from .runtimes.local.users import WorkspaceUsers, default_python
 
         local = config.section("local")
         root = config.local_workspaces_dir
         users = None
+        want_firewall = bool(local.get("firewall", True))
+        firewall_off = None
+        if root is not None and want_firewall and not local.get("isolation") and missing(FIREWALL):
+            # isolation by default (not asked for): users without the network rules, and info says so
+            want_firewall = False
+            firewall_off = "the agent lacks CAP_NET_ADMIN for its nftables rules"
+            log.warning("local.isolation: users (the default here) without its firewall: %s; workspaces may reach "
+                        "each other's ports, the agent's API and the internet", firewall_off)
         if root is not None:
             lo, hi = local.get("uid_range", [61000, 61999])
-            users = WorkspaceUsers(root, python=local.get("python") or sys.executable, uid_range=(lo, hi),
-                                   prefix=local.get("user_prefix", "fml-"))
+            users = WorkspaceUsers(root, python=local.get("python") or default_python(), uid_range=(lo, hi),
+                                   prefix=local.get("user_prefix", "fml-"),
+                                   needs=SWITCH_USERS + (FIREWALL if want_firewall else ()))
         firewall = None
         port_base = local.get("port_base", 8888)
         index_port = local.get("index_port") or port_base - 1
-        if users is not None and local.get("firewall", True):
+        if users is not None and want_firewall:
             from .netpolicy import Firewall, NetPolicy
 
             firewall = Firewall(NetPolicy.from_config({
@@ -91,9 +111,10 @@ def make_runtime(config: AgentConfig) -> Runtime:
             use_cgroups=bool(local.get("cgroup", True)),
             stop_grace=float(local.get("stop_grace", 5)),
             users=users,
-            shared=local.get("isolation") == "none",
+            shared=config.local_isolation == "none",
             firewall=firewall,
             index_port=index_port,
+            firewall_off=firewall_off,
         )
     if config.runtime == "docker":
         from .runtimes.docker import DockerRuntime

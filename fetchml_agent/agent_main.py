@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from .agent import Agent
+    from .agent import Agent, check_privilege
     from .config import load_config
     from .datadir import prepare_data_dir
     from .protocol import PREAUTH_MAX_FRAME
@@ -41,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     prepare_data_dir(config.data_dir)
+    check_privilege(config)
     sockets = bind_listeners(config.host, config.port, config_name=str(args.config))
     agent = Agent(config)
     # Workspaces that cannot reach the agent's loopback (docker, nomad.index) get an index-only
@@ -77,11 +78,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from .agent import check_privilege
     from .config import load_config
     from .datadir import prepare_data_dir
 
     config = load_config(args.config)
     prepare_data_dir(config.data_dir, create=False)
+    check_privilege(config)
     print(
         f"{args.config}: ok (runtime {config.runtime}, listen {config.host}:{config.port}, "
         f"data_dir {config.data_dir}, {len(config.users)} users)"

@@ -68,12 +68,25 @@ class AgentConfig:
         return dict(value)
 
     @property
+    def local_isolation(self) -> str:
+        """What ``local.isolation`` means on this host: ``users`` or ``none`` as set; unset,
+        ``users`` when the agent may switch users (root, or the capabilities of
+        :data:`fetchml_agent.privilege.SWITCH_USERS`) and ``single`` (one person's workspaces,
+        unisolated) otherwise."""
+        from .privilege import SWITCH_USERS, missing
+
+        value = self.section("local").get("isolation")
+        if value:
+            return str(value)
+        return "users" if not missing(SWITCH_USERS) else "single"
+
+    @property
     def local_workspaces_dir(self) -> Path | None:
         """With ``local.isolation: users`` (runtimes/local/users.py), where workspace users' files,
         HOMEs, venvs and run directories live: ``local.workspaces_dir``, by default the data_dir's
         sibling ``<data_dir>-workspaces``. ``None`` without user isolation (all under data_dir)."""
         local = self.section("local")
-        if self.runtime != "local" or local.get("isolation") != "users":
+        if self.runtime != "local" or self.local_isolation != "users":
             return None
         configured = local.get("workspaces_dir")
         if not configured:

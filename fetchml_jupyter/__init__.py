@@ -29,6 +29,11 @@ __all__ = ["__version__"]
 
 __version__ = "0.1.0"
 
+#: :class:`fetchml_jupyter.ipc.IpcKernelManager` by name (``MappingKernelManager.kernel_manager_class``),
+#: and what its suffix adds to the configured socket prefix (``-`` and 8 hex digits).
+IPC_KERNEL_MANAGER = "fetchml_jupyter.ipc.IpcKernelManager"
+IPC_SUFFIX_LEN = 9
+
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "fetchml_jupyter"}]

@@ -50,6 +50,11 @@ users:
     role: admin
     api_key_verifier: "$verifier"
 YAML
+  if [ "$(id -u)" = 0 ]; then
+    # As root the agent isolates: each owner's workspaces run as an OS user of their own (fml-<name>,
+    # created on first use) with files that user can reach, outside .fetchml (0700).
+    printf 'local:\n  workspaces_dir: %s\n' "${FETCHML_DEV_WORKSPACES:-/var/lib/fetchml-dev-workspaces}" >>"$state/agent.yaml"
+  fi
   if pid=$(agent_pid); then
     echo "agent already running (pid $pid)"
   else

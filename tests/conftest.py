@@ -51,6 +51,8 @@ class AgentProcess:
     port: int
     extra: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    #: argv put before the agent's (tests/agentuser.py: as another OS user, with given capabilities)
+    wrapper: list[str] = field(default_factory=list)
 
     @property
     def config_path(self) -> Path:
@@ -94,7 +96,7 @@ class AgentProcess:
             self.write_config()
         log = open(self.root / "agent.log", "ab")
         self.proc = subprocess.Popen(
-            [*AGENT, "serve", "--config", str(self.config_path)],
+            [*self.wrapper, *AGENT, "serve", "--config", str(self.config_path)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )

@@ -132,7 +132,8 @@ def _check_single_owner(agent: AgentContext, owner: str) -> None:
         raise PermissionDenied(
             f"this agent runs every workspace as its own OS user, so it holds one person's workspaces, "
             f"and {others[0]} has workspaces here",
-            "an admin sets local.isolation: users in agent.yaml (an OS user per owner; needs root), or "
+            "an admin runs the agent as root or with the capabilities the fetchml_agent role grants (then "
+            "each owner gets an OS user of their own: local.isolation: users, the default there), or sets "
             "local.isolation: none to accept that everyone's workspaces share one OS user (docs/security.md)",
         )
 

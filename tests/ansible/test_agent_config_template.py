@@ -24,7 +24,7 @@ from fetchml_agent.protocol import api_key_hash
 ROLE = REPO / "roles" / "fetchml_agent"
 
 
-def _play(tmp_path: Path, users: str, tasks: str) -> subprocess.CompletedProcess[str]:
+def _play(tmp_path: Path, users: str, tasks: str, runtime: str = "local") -> subprocess.CompletedProcess[str]:
     play = tmp_path / "play.yml"
     play.write_text(
         textwrap.dedent(
@@ -41,7 +41,7 @@ def _play(tmp_path: Path, users: str, tasks: str) -> subprocess.CompletedProcess
     )
     overrides = tmp_path / "overrides.yml"
     overrides.write_text(
-        f"fetchml_agent_runtime: local\nfetchml_agent_config_dir: {tmp_path}\nfetchml_agent_users: {users}\n"
+        f"fetchml_agent_runtime: {runtime}\nfetchml_agent_config_dir: {tmp_path}\nfetchml_agent_users: {users}\n"
     )
     env = {
         **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},

@@ -11,6 +11,8 @@ are removed afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import os
 import pwd
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.agentuser import FIREWALL, SWITCH_USERS, agent_os_user, hand_over, setpriv
 from tests.conftest import AgentProcess, free_port
 from tests.integration.jupyter import execute
 from tests.netfixtures import Server
@@ -48,6 +51,7 @@ print(json.dumps(out))
 PROBE = """
 import json, os, pwd
 out = {"uid": os.getuid(), "user": pwd.getpwuid(os.getuid()).pw_name, "home": os.environ.get("HOME")}
+out["caps"] = {l.split(":")[0]: int(l.split()[1], 16) for l in open("/proc/self/status") if l.startswith(("CapEff", "CapPrm", "CapAmb", "CapInh"))}
 for label, path in json.loads(%r).items():
     try:
         if os.path.isdir(path):
@@ -93,8 +97,10 @@ def _remove_users(prefix: str) -> None:
             subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
 
 
-@pytest.fixture
-def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
+@pytest.fixture(params=["root", "capabilities"])
+def isolated_agent(request: pytest.FixtureRequest, shared_dir: Path) -> Iterator[AgentProcess]:
+    """The agent as root, and as a user of its own holding only the capabilities the
+    fetchml_agent role's unit grants (tests/agentuser.py), as the role runs it."""
     prefix = f"ft{os.getpid() % 100000}{random.randint(10, 99)}-"
     table = f"fmltest_{os.getpid()}_local"
     local = {"isolation": "users", "workspaces_dir": str(shared_dir / "workspaces"), "python": BASE_PYTHON,
@@ -103,22 +109,29 @@ def isolated_agent(shared_dir: Path) -> Iterator[AgentProcess]:
     a.write_config()
     os.chmod(a.root, 0o700)  # as the role installs it: agent.yaml is the agent's alone
     os.chmod(a.config_path, 0o600)
-    try:
-        with a.running():
-            yield a
-    finally:
-        for pid in a.servers(prefix=str(shared_dir / "workspaces" / "run") + os.sep):
-            try:
-                os.killpg(pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
-        _remove_users(prefix)
-        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+    with contextlib.ExitStack() as stack:
+        env = None
+        if request.param == "capabilities":
+            agent_user = stack.enter_context(agent_os_user())
+            hand_over(a.root, agent_user)
+            a.wrapper = setpriv(agent_user, SWITCH_USERS + FIREWALL)
+            env = {"HOME": str(a.root)}
+        try:
+            with a.running(env):
+                yield a
+        finally:
+            for pid in a.servers(prefix=str(shared_dir / "workspaces" / "run") + os.sep):
+                try:
+                    os.killpg(pid, 9)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            _remove_users(prefix)
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
 
 
 def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:
     a = isolated_agent
-    bob = a.ml_json("jupyter", "create", "bob-ws", user="bob")
+    bob = a.ml_json("jupyter", "create", "bob-ws", "--disk", "64m", "--experiment", "exp-iso", user="bob")
     carol = a.ml_json("jupyter", "create", "carol-ws", user="carol")
     try:
         # carol leaves a file in her workspace and one in her HOME
@@ -138,8 +151,10 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, in
             "carol_home": carol_home,
             "carol_dot": os.path.join(carol_home, "dot.txt"),
         }
+        targets_files = dict(targets)
         seen_by_bob = _probe(bob["url"], targets)
         assert seen_by_bob["uid"] not in (0, os.getuid()) and seen_by_bob["user"].endswith("-bob"), seen_by_bob
+        assert not any(seen_by_bob["caps"].values()), seen_by_bob["caps"]  # nothing of the agent's privilege
         for label in targets:
             assert not seen_by_bob[label].startswith("read:"), (label, seen_by_bob[label])
         seen_by_carol = _probe(carol["url"], {k: targets[k] for k in ("carol_notes", "carol_dot", "agent_db")})
@@ -170,6 +185,26 @@ def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, in
         ruleset = subprocess.run(["nft", "list", "table", "inet", a.extra["local"]["firewall_table"]],
                                  capture_output=True, text=True, check=True).stdout
         assert f"meta skuid {seen_by_bob['uid']}" in ruleset or f"skuid {seen_by_bob['user']}" in ruleset, ruleset
+        # two kernels started at once get Unix sockets of their own (each answers with its own pid)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pids = list(pool.map(lambda _: execute(bob["url"], "import os; print(os.getpid())").strip(), range(2)))
+        assert len(set(pids)) == 2 and all(p.isdigit() for p in pids), pids
+        # a queued script of bob's runs as bob, with bob's HOME, and reads neither the agent's files nor carol's
+        run_targets = {k: targets_files[k] for k in ("agent_db", "secrets_key", "carol_notes", "carol_dot")}
+        Path(bob["path"], "probe_run.py").write_text(
+            PROBE % json.dumps(run_targets)
+            + "os.makedirs('outputs', exist_ok=True)\njson.dump(out, open('outputs/probe.json', 'w'))\n")
+        run = a.ml_json("jupyter", "queue", "--workspace", "bob-ws", "--script", "probe_run.py", "--wait", user="bob")
+        assert run["status"] == "succeeded", run
+        ran = json.loads(Path(run["run_dir"], "work", "outputs", "probe.json").read_text())
+        assert ran["user"] == seen_by_bob["user"] and ran["home"] == seen_by_bob["home"], ran
+        assert not any(ran[k].startswith("read:") for k in run_targets), ran
+        # --disk: the agent's directory under workspaces_dir/files is its own to mount over (as root)
+        per = a.ml_json("jupyter", "limits", "bob-ws", user="bob")["limits"]["per_resource"]
+        if a.wrapper:  # the capable non-root agent: a loop mount needs root, and says so
+            assert per["disk"].startswith("not enforced: a size limit needs the agent to run as root"), per
+        else:
+            assert per["disk"] == "enforced: 64 MiB, a loop-mounted ext4 filesystem", per
         # bob's packages go to his own venv, as bob
         installed = execute(bob["url"], "import sys, os; print(sys.prefix, os.access(sys.prefix, os.W_OK))").split()
         assert installed[1] == "True" and "/envs/" in installed[0]
@@ -189,3 +224,48 @@ def test_an_interpreter_users_cannot_run_is_refused_at_start(shared_dir: Path) -
     a = AgentProcess(shared_dir / "agent2", free_port(), {"local": local})
     with pytest.raises(RuntimeError, match=r"local\.python"):
         a.start()
+
+
+def test_the_default_follows_the_agents_privilege(shared_dir: Path) -> None:
+    """``local.isolation`` unset: ``users`` on an agent that may switch users (root; a user holding
+    the role's capabilities, without CAP_NET_ADMIN here, so its network is said not enforced),
+    one person's unisolated workspaces on an agent without them; ``users`` set there is refused
+    at start, naming the capabilities and the setting."""
+    prefix = f"ft{os.getpid() % 100000}{random.randint(10, 99)}-"
+    table = f"fmltest_{os.getpid()}_dflt"
+    local = {"isolation": None, "workspaces_dir": str(shared_dir / "workspaces"), "python": BASE_PYTHON,
+             "user_prefix": prefix, "uid_range": [62000, 62999], "firewall_table": table}
+
+    def agent(name: str, user: str | None = None, caps: tuple[str, ...] = (), **more: object) -> AgentProcess:
+        a = AgentProcess(shared_dir / name, free_port(), {"local": {**local, **more}})
+        a.write_config()
+        if user is not None:
+            hand_over(a.root, user)
+            a.wrapper = setpriv(user, caps)
+        return a
+
+    try:
+        a = agent("as-root")
+        with a.running():
+            iso = a.ml_json("status")["runtime"]["isolation"]
+            assert iso["mode"] == "users" and iso["enforced"] and "by uid" in iso["network"], iso
+            assert "isolation: users:" in a.ml("status").stdout
+        with agent_os_user() as user:
+            home = {"HOME": str(shared_dir)}
+            a = agent("with-caps", user, SWITCH_USERS)
+            with a.running(home):
+                iso = a.ml_json("status")["runtime"]["isolation"]
+            assert iso["mode"] == "users" and any("CAP_NET_ADMIN" in n for n in iso["not_enforced"]), iso
+            a = agent("plain", user)
+            with a.running(home):
+                iso = a.ml_json("status")["runtime"]["isolation"]
+            assert iso["mode"] == "single" and iso["enforced"] is False, iso
+            a = agent("asked", user, isolation="users")
+            with pytest.raises(RuntimeError) as refused:
+                a.start(home)
+            assert "local.isolation: users needs an agent that may switch users" in str(refused.value)
+            assert "CAP_SETUID" in str(refused.value) and "local.isolation: none" in str(refused.value)
+            assert "Traceback" not in str(refused.value)
+    finally:
+        _remove_users(prefix)
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)

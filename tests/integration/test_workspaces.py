@@ -331,11 +331,16 @@ def test_disk_size_is_enforced_where_the_host_can(agent: AgentProcess, unique_na
 
 
 def test_without_isolation_settings_the_local_runtime_serves_one_person(tmp_path: Path) -> None:
-    """local.isolation unset: workspaces share the agent's OS user, so a second person's create is
-    refused with a message naming the setting; the first person creates as many as they like."""
+    """local.isolation unset on an agent that may not switch users: workspaces share the agent's
+    OS user, so a second person's create is refused with a message naming the setting; the first
+    person creates as many as they like. As root, the agent runs without any capability (setpriv):
+    privilege is read from the capabilities, not the uid, and root's default would be ``users``."""
+    from tests.agentuser import setpriv
     from tests.conftest import free_port
 
     a = AgentProcess(tmp_path / "agent", free_port(), {"local": {"isolation": None}})
+    if os.geteuid() == 0:
+        a.wrapper = setpriv(None, ())
     with a.running():
         a.ml_json("jupyter", "create", "bobs", user="bob")
         refused = a.ml("jupyter", "create", "carols", user="carol", check=False)

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
+import stat
 import sys
 import sysconfig
 import time
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from fetchml_jupyter import SERVER_EXTENSIONS
+from fetchml_jupyter import IPC_KERNEL_MANAGER, IPC_SUFFIX_LEN, SERVER_EXTENSIONS
 from fetchml_jupyter.probe import PROOF_PATH, server_proof
 
 from ... import procs
@@ -31,6 +34,7 @@ from ...errors import BackendError, NotSupported, Timeout
 from ...gpus import detect_gpus
 from ...netpolicy import LocalUserNet
 from ...policy.scan import installed_from_path
+from ...privilege import drop_inherited_capabilities
 from ...testpoints import pause_point
 from .. import disk
 from ..base import (
@@ -156,6 +160,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         shared: bool = False,
         firewall: Firewall | None = None,
         index_port: int | None = None,
+        firewall_off: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         #: ``local.isolation: users`` (:mod:`.users`); ``None``: workspaces run as the agent's user.
@@ -170,6 +175,8 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         #: port of the index-only listener that workspaces reach (package index and /access).
         self.firewall = firewall if users is not None else None
         self._index_port = index_port
+        #: Why there is no firewall with users (``local.firewall: false``, or no CAP_NET_ADMIN).
+        self._firewall_off = firewall_off or "local.firewall: false"
         self._fw_users: dict[str, tuple[str, int, int]] = {}  # workspace id -> (user, uid, port)
         # Every workspace user the rules name, running or not: a user without a chain of its own
         # would not be filtered at all (a process it left behind, a later login).
@@ -279,7 +286,9 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         """Popen's arguments that make a child the workspace's user (nothing without one)."""
         if user is None:
             return {}
-        return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
+        # preexec: a non-root agent's ambient capabilities would otherwise survive the exec
+        return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077,
+                "preexec_fn": drop_inherited_capabilities}
 
     def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
         """The site-packages of what the workspace installed itself (its kernel environment's
@@ -371,13 +380,15 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         if user is not None:
             # Kernels talk to their server over Unix sockets in the 0700 runtime dir, not loopback
             # TCP ports: the uid rules then need no port of theirs.
-            # One short prefix per workspace (jupyter_client numbers the sockets after it); a
-            # socket path has at most 107 bytes.
+            # One short prefix per workspace, and a suffix of its own per kernel (fetchml_jupyter.ipc:
+            # jupyter_client numbers the sockets after it, so two kernels started at once chose the
+            # same names); a socket path has at most 107 bytes.
             ipc = run_dir / "k"
-            if len(str(ipc)) > 90:
+            if len(str(ipc)) > 90 - IPC_SUFFIX_LEN:
                 raise BackendError(f"kernel socket paths under {run_dir} would be too long for Unix sockets",
                                    "choose a shorter local.workspaces_dir")
             cfg["KernelManager"] = {"transport": "ipc", "ip": str(ipc)}
+            cfg["MappingKernelManager"] = {"kernel_manager_class": IPC_KERNEL_MANAGER}
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
         config_file = run_dir / "jupyter_server_config.json"
@@ -582,8 +593,10 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         """What ``limits`` says for disk; a size asked for is enforced where it can be (:mod:`.disk`)."""
         if not spec.resources.disk_mb:
             return None
-        if spec.path.resolve().parent != (self.data_dir / "workspaces").resolve():
-            return "not enforced: the workspace's directory is the user's own (--workspace), not the agent's to mount over"
+        managed = self.users.root / "files" if self.users is not None else self.data_dir / "workspaces"
+        if spec.path.resolve().parent != managed.resolve():
+            return ("not enforced: the workspace's directory was given with --workspace; the agent mounts a "
+                    "size-limited filesystem only over directories it made")
         return disk.attach(self.data_dir / "disks" / f"{spec.id}.img", spec.path, spec.resources.disk_mb)
 
     async def remove(self, spec: WorkspaceSpec, state: State | None) -> None:
@@ -722,13 +735,43 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         return str(experiments_root), "host", experiments_root
 
     async def submit_run(self, spec: RunSpec, progress: Progress | None = None) -> State:
-        """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``."""
-        if self.users is not None:
-            # Runs live in the agent's 0700 data_dir, which a workspace user cannot reach; they are
-            # refused rather than run as the agent's user.
-            raise NotSupported("experiment runs on the local runtime with local.isolation: users are not supported yet",
-                               "run the notebook in the workspace's JupyterLab, or use the docker or nomad runtime")
-        return await self.runs.submit(spec)
+        """Launch the run's runner in the workspace's environment; ``{"run_dir", "pid", "start_time"}``.
+
+        With ``isolation: users`` the run is its workspace owner's: the agent copies the run's
+        directory (job, snapshot) to ``<workspaces_dir>/runs/<run id>`` (0700, that user's), the
+        runner runs there as that user (HOME, venv, firewall rules: the workspace's), and
+        :meth:`fetch_run_outputs` copies its regular files back (never a symlink) into the agent's
+        run directory when it ends. No warm runner: its socket would be in the agent's data_dir."""
+        if self.users is None:
+            return await self.runs.submit(spec)
+        ws = spec.workspace_spec
+        if ws is None or not spec.run_dir:
+            raise BackendError("a local run needs its workspace and its run directory")
+        user = await run_blocking(self._os_user, ws)
+        assert user is not None
+        own = await run_blocking(self._user_run_dir, spec, user)
+        state = await self.runs.submit(dataclasses.replace(spec, run_dir=str(own), warm_runner_idle_s=0))
+        return {**state, "agent_run_dir": spec.run_dir}
+
+    def _user_run_dir(self, spec: RunSpec, user: OsUser) -> Path:
+        assert self.users is not None
+        src = Path(spec.run_dir)
+        dest = self.users.root / "runs" / src.name
+        if dest.exists():
+            shutil.rmtree(dest)
+        # job.json and the directories (the snapshot in work/); not the agent's own files beside them
+        shutil.copytree(src, dest, symlinks=True,
+                        ignore=lambda d, names: [n for n in names if Path(d) == src and n != "job.json"
+                                                 and not (src / n).is_dir()])
+        job_file = dest / "job.json"
+        job = json.loads(job_file.read_text())
+        work = Path(job.get("work_dir") or "")
+        if work == src or src in work.parents:
+            job["work_dir"] = str(dest / work.relative_to(src))
+            job_file.write_text(json.dumps(job))
+        chown_tree(dest, user.uid, user.gid)
+        os.chmod(dest, 0o700)
+        return dest
 
     async def run_status(self, state: State) -> RunStatus:
         """The runner's own result once it wrote ``result.json`` (it enforces the timeout itself)."""
@@ -738,14 +781,21 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         return await self.runs.wait(state, index, wait)
 
     async def fetch_run_outputs(self, state: State, dest: Path) -> list[str]:
-        """Nothing to fetch: the runner writes its results into the run's directory itself."""
-        return []
+        """Nothing to fetch: the runner writes its results into the run's directory itself; with
+        users, into the owner's copy, whose regular files come back here (symlinks stay behind)."""
+        if not state.get("agent_run_dir"):
+            return []
+        return await run_blocking(_copy_back, Path(state["run_dir"]), dest)
 
     async def cancel_run(self, state: State, grace: float = 5.0) -> None:
         await self.runs.cancel(state, grace)
 
     async def purge_run(self, state: State) -> None:
-        """Nothing to forget: the run's directory is its record."""
+        """Nothing to forget: the run's directory is its record (with users, the owner's copy goes)."""
+        if state.get("agent_run_dir") and self.users is not None:
+            own = Path(state["run_dir"])
+            if own.parent == self.users.root / "runs":
+                await run_blocking(shutil.rmtree, own, True)
 
     async def recover_run(self, state: State) -> State | None:
         return await self.runs.recover(state)
@@ -769,8 +819,9 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                 return {"mode": "none", "enforced": False, "reason": reason}
             # local.isolation unset: one person only
             return {"mode": "single", "enforced": False, "single_owner": True,
-                    "reason": reason + "; so this agent serves one person's workspaces (local.isolation: users "
-                                       "gives each person an OS user, none shares knowingly)"}
+                    "reason": reason + "; so this agent serves one person's workspaces (it may not switch "
+                                       "users: as root or with the fetchml_agent role's capabilities each person "
+                                       "gets an OS user; local.isolation: none shares knowingly)"}
         doc: dict[str, Any] = {
             "mode": "users", "enforced": True,
             "how": f"each owner's workspaces run as the OS user {self.users.prefix}<owner> "
@@ -782,6 +833,37 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                               f"own JupyterLab ports, the package index and /access at 127.0.0.1:{self._index_port}"
                               " and the configured allow-list; nothing else")
         else:
-            doc["not_enforced"] = ["network (local.firewall: false: workspaces may reach each other's ports, "
+            doc["not_enforced"] = [f"network ({self._firewall_off}: workspaces may reach each other's ports, "
                                    "the agent's API and the internet)"]
         return doc
+
+
+#: What the runner writes at the top of a run's directory (fetchml_agent/experiments/runner.py).
+_RUNNER_FILES = re.compile(r"(result|progress|state|environment)\.json|attempt-\d+\.json|output\.ipynb|run\.log"
+                           r"|metrics\.jsonl")
+
+
+def _copy_back(src: Path, dest: Path) -> list[str]:
+    """Copy the regular files under ``src`` (a workspace user's) into ``dest``, the agent's: never
+    through a symlink (``O_NOFOLLOW``), so a run cannot make the agent copy a file of its choice."""
+    copied: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            if rel == Path(".") and not _RUNNER_FILES.fullmatch(name):
+                continue  # at the top, only what the runner writes: never the agent's own files
+            try:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # a symlink (ELOOP), or gone
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    continue
+                target = dest / rel / name
+                target.unlink(missing_ok=True)
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(fh, out)
+            copied.append(str(rel / name))
+    return copied

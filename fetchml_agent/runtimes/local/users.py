@@ -15,9 +15,16 @@ workspace's user; the directories above them are 0711 (traversable, not listable
 database, keys, logs and agent.yaml stay root's. The interpreter workspaces run
 (``local.python``) must be reachable by an unprivileged user: checked at start.
 
-Switching users needs root (or CAP_SETUID, CAP_SETGID, CAP_CHOWN and CAP_DAC_OVERRIDE; the agent
-also runs ``useradd``): an agent without it refuses ``users`` with a message naming
-``local.isolation``.
+Switching users needs root or the capabilities of :data:`fetchml_agent.privilege.SWITCH_USERS`
+(read from the process's effective set, not from its uid; the Ansible role grants them to the
+``fetchml`` user's unit), and ``CAP_NET_ADMIN`` for the firewall. ``local.isolation`` unset means
+``users`` on such an agent; ``users`` set on an agent without them is refused at start with a
+message naming ``local.isolation``.
+
+Creating a user (``useradd``) writes /etc/passwd, /etc/group and /etc/shadow: an agent running as
+root does it on a first create. The role's agent is not root and its unit sees /etc read-only, so
+the role creates the users of ``fetchml_agent_workspace_owners`` itself (same name, uid range,
+HOME and shell); a create for an owner without one is refused naming that variable.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import BackendError
+from ...privilege import SWITCH_USERS, missing, prepare
 from ...settings import ConfigError
 
-__all__ = ["OsUser", "WorkspaceUsers", "chown_tree"]
+__all__ = ["OsUser", "WorkspaceUsers", "chown_tree", "default_python", "require"]
 
 _MAX_NAME = 32  # useradd's limit on Linux
 
@@ -74,11 +82,46 @@ def _reachable_by_others(path: Path, *, execute: bool) -> str | None:
     return None
 
 
+def require(needs: tuple[str, ...]) -> None:
+    """ConfigError naming ``local.isolation`` unless this process holds ``needs``."""
+    gone = missing(needs)
+    if gone:
+        raise ConfigError(
+            "local.isolation: users needs an agent that may switch users (it runs as uid "
+            f"{os.geteuid()} without {', '.join(gone)})",
+            "run the agent as root or with the capabilities the fetchml_agent role grants "
+            f"({', '.join(needs)}), or set local.isolation: none to accept that workspaces share "
+            "the agent's user" + (" (local.firewall: false drops the need for CAP_NET_ADMIN)"
+                                  if "CAP_NET_ADMIN" in gone else ""),
+        )
+
+
+def default_python() -> str:
+    """``local.python`` unset: the agent's interpreter when every user may run it, else the same
+    version's ``/usr/bin/python3.X`` or ``/usr/local/bin/python3.X`` when they may (an agent in a
+    venv of an interpreter under a private HOME, e.g. pyenv's as root)."""
+    import sys
+
+    if _reachable_by_others(Path(sys.executable), execute=True) is None:
+        return sys.executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (Path("/usr/bin") / version, Path("/usr/local/bin") / version):
+        try:
+            if candidate.exists() and _reachable_by_others(candidate, execute=True) is None:
+                return str(candidate)
+        except OSError:
+            continue
+    return sys.executable
+
+
 class WorkspaceUsers:
     """The owner → OS user mapping and the per-workspace directories of ``local.isolation: users``."""
 
-    def __init__(self, root: Path, *, python: str, uid_range: tuple[int, int], prefix: str) -> None:
+    def __init__(self, root: Path, *, python: str, uid_range: tuple[int, int], prefix: str,
+                 needs: tuple[str, ...] = SWITCH_USERS) -> None:
         self.root = root
+        #: The capabilities the agent must hold (:mod:`fetchml_agent.privilege`).
+        self.needs = needs
         self.python = python
         self.uid_range = uid_range
         self.prefix = prefix
@@ -86,13 +129,8 @@ class WorkspaceUsers:
 
     def check(self) -> None:
         """At the agent's start: it may switch users; the interpreter and the root are reachable."""
-        if os.geteuid() != 0:
-            raise ConfigError(
-                "local.isolation: users needs an agent that may switch users (it runs as uid "
-                f"{os.geteuid()}, not root)",
-                "run the agent as root (or with the capabilities the fetchml_agent role grants), "
-                "or set local.isolation: none to accept that workspaces share the agent's user",
-            )
+        require(self.needs)
+        prepare()
         try:
             why = _reachable_by_others(Path(self.python), execute=True)
         except OSError as exc:
@@ -100,10 +138,19 @@ class WorkspaceUsers:
         if why:
             raise ConfigError(f"local.python {self.python}: workspace users cannot run it: {why}",
                               "point local.python at an interpreter every user may run (e.g. /usr/bin/python3.11)")
-        for sub in ("", "home", "envs", "run", "files"):
+        import sysconfig
+
+        site = Path(sysconfig.get_path("purelib"))
+        why = _reachable_by_others(site, execute=False)
+        if why:
+            raise ConfigError(f"the agent's packages ({site}): workspace users cannot read them, and JupyterLab "
+                              f"runs from there: {why}",
+                              "install the agent where every user may read it (e.g. a clone or venv outside a "
+                              "0700 HOME), or set local.isolation: none")
+        for sub in ("", "home", "envs", "run", "files", "runs"):
             d = self.root / sub
             d.mkdir(parents=True, exist_ok=True)
-            os.chown(d, 0, 0)
+            os.chown(d, os.geteuid(), os.getegid())
             os.chmod(d, 0o711)
         why = _reachable_by_others(self.root / "run", execute=True)
         if why:
@@ -143,7 +190,12 @@ class WorkspaceUsers:
                "--comment", "fetchml workspace user", name]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise BackendError(f"could not create the OS user {name}", done.stderr.strip())
+            hint = done.stderr.strip()
+            if os.geteuid() != 0:
+                hint = (f"{hint}; this agent is not root and may not create users: the fetchml_agent role creates "
+                        f"them from fetchml_agent_workspace_owners (add the owner there), or create {name} with "
+                        f"a uid in local.uid_range {lo}-{hi} and HOME {self.root / 'home' / name}")
+            raise BackendError(f"the OS user {name} does not exist and could not be created", hint)
         return pwd.getpwnam(name)
 
     def known_users(self) -> dict[str, int]:
