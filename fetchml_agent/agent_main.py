@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from .errors import FetchmlError
 
@@ -54,7 +55,15 @@ def _serve(args: argparse.Namespace) -> int:
     agent.services.hooks.start.append(scrape.start)
     agent.services.hooks.shutdown.insert(0, scrape.stop)
     app = build_app(agent)
-    server = uvicorn.Server(
+
+    class AgentServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # Subscribers (ml status --watch) wait for the next change: end them first, or the
+            # graceful shutdown waits for each one's next heartbeat.
+            agent.live.close()
+            await super().shutdown(sockets)
+
+    server = AgentServer(
         uvicorn.Config(
             app,
             ws=FetchmlWebSocketProtocol,

@@ -51,6 +51,7 @@ class Subscription:
         self._hub = hub
         self._queue: asyncio.Queue[LiveEvent] = asyncio.Queue(maxsize)
         self.lagged = 0  # events dropped because this subscriber fell behind
+        self.closed = False  # the hub closed: :meth:`next` answers ``None`` at once from now on
 
     def offer(self, event: LiveEvent) -> None:
         try:
@@ -61,11 +62,14 @@ class Subscription:
             self.lagged += 1
 
     async def next(self, timeout: float | None = None) -> LiveEvent | None:
-        """The next event, or ``None`` when ``timeout`` seconds pass first."""
+        """The next event, or ``None`` when ``timeout`` seconds pass first or the hub closes."""
+        if self.closed:
+            return None
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            event = await asyncio.wait_for(self._queue.get(), timeout)
         except TimeoutError:
             return None
+        return None if event is _CLOSED else event
 
     def close(self) -> None:
         self._hub._subscribers.discard(self)
@@ -77,6 +81,10 @@ class Subscription:
         self.close()
 
 
+# Offered to every subscription when the hub closes, to wake a reader that waits.
+_CLOSED = LiveEvent(0, "closed", "", "", "", "", 0.0, b"")
+
+
 class LiveHub:
     """The agent's publish/subscribe point; see the module docstring."""
 
@@ -84,6 +92,7 @@ class LiveHub:
         self.seq = 0
         self._subscribers: set[Subscription] = set()
         self._recent: collections.deque[LiveEvent] = collections.deque(maxlen=REPLAY)
+        self._closed = False
 
     @property
     def subscribers(self) -> int:
@@ -103,10 +112,20 @@ class LiveHub:
             sub.offer(event)
         return event
 
+    def close(self) -> None:
+        """End every subscription (the server is shutting down): each reader's :meth:`~Subscription.next`
+        answers ``None`` at once with ``closed`` set, instead of holding the shutdown until its
+        next heartbeat."""
+        self._closed = True
+        for sub in tuple(self._subscribers):
+            sub.closed = True
+            sub.offer(_CLOSED)
+
     def subscribe(self, after: int | None = None, maxsize: int = REPLAY + 64) -> Subscription:
         """A new subscription; with ``after``, the kept events after that sequence number come
         first (a ``gap`` event first when some of them are no longer kept)."""
         sub = Subscription(self, maxsize)
+        sub.closed = self._closed
         if after is not None and after < self.seq:
             kept = [e for e in self._recent if e.seq > after]
             if not kept or kept[0].seq > after + 1:

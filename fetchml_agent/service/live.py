@@ -162,6 +162,8 @@ async def subscribe(agent: AgentContext, call: Call, args: dict[str, Any]) -> Re
                 break
             wait = HEARTBEAT_S if deadline is None else min(HEARTBEAT_S, deadline - now)
             event = await sub.next(wait)
+            if sub.closed:  # the agent is shutting down
+                break
             try:
                 if event is None:
                     if deadline is None or time.monotonic() < deadline:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 from fetchml_agent.client import Client
 from fetchml_agent.protocol.opcodes import Opcode
-from tests.conftest import KEYS, AgentProcess
+from tests.conftest import KEYS, AgentProcess, free_port
 
 
 class Subscriber(threading.Thread):
@@ -70,3 +71,18 @@ def test_a_workspace_one_cannot_see_cannot_be_subscribed_to(agent: AgentProcess,
         assert cp.returncode != 0 and "Traceback" not in cp.stderr
     finally:
         agent.ml("jupyter", "delete", unique_name, "--yes", check=False)
+
+
+def test_stopping_the_agent_ends_a_waiting_subscriber_and_the_shutdown_is_clean(tmp_path: Path) -> None:
+    """An idle subscriber waits up to a heartbeat for its next change: the agent's shutdown ends it
+    first, so uvicorn's graceful shutdown does not wait for it and cancels nothing."""
+    agent = AgentProcess(tmp_path / "agent", free_port())
+    with agent.running():
+        sub = Subscriber(agent, "bob")  # no limit, no timeout: as `ml status --watch`
+        sub.start()
+        assert sub.ready.wait(30)
+        agent.stop()  # SIGTERM: uvicorn's graceful shutdown
+    sub.join(30)
+    assert not sub.is_alive()
+    log = (agent.root / "agent.log").read_text()
+    assert "graceful shutdown exceeded" not in log and "Cancel" not in log, log[-2000:]

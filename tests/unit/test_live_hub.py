@@ -63,3 +63,17 @@ def test_subscribing_after_a_sequence_number_misses_nothing_or_says_so() -> None
             assert (await sub.next(1.0)).seq == hub.seq - REPLAY + 1
 
     asyncio.run(scenario())
+
+
+def test_closing_the_hub_wakes_every_reader_at_once() -> None:
+    async def scenario() -> None:
+        hub = LiveHub()
+        waiting = hub.subscribe()
+        reader = asyncio.create_task(waiting.next(3600))  # an idle `ml status --watch`
+        await asyncio.sleep(0)
+        hub.close()
+        assert await asyncio.wait_for(reader, 5) is None and waiting.closed
+        late = hub.subscribe()  # one that comes after the close ends at once too
+        assert late.closed and await late.next(3600) is None
+
+    asyncio.run(scenario())
