@@ -44,6 +44,11 @@ from typing import Any
 from ..jsonfiles import read_json, write_json
 from ..procs import kill_tree, start_time, tree_rss
 
+#: The Python a script run executes with, where the runner itself runs elsewhere (the local
+#: runtime: the runner and papermill in the server environment, user code in the workspace's
+#: kernel environment); unset: the runner's own.
+KERNEL_PYTHON_ENV = "FETCHML_KERNEL_PYTHON"
+
 __all__ = ["EXIT_CANCELLED", "EXIT_TIMEOUT", "main", "read_json", "write_json"]
 
 EXIT_TIMEOUT = 124  # timeout(1)'s convention
@@ -213,7 +218,8 @@ def _attempt_child(run_dir: Path, job: dict[str, Any], n: int) -> int:
     os.chdir(work)
     target = work / job["target"]
     if job["kind"] == "script":
-        os.execv(sys.executable, [sys.executable, str(target)])
+        python = os.environ.get(KERNEL_PYTHON_ENV) or sys.executable
+        os.execv(python, [python, str(target)])
     return _run_notebook(run_dir, job, n, target, work)
 
 

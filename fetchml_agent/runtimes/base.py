@@ -205,9 +205,26 @@ class ExecResult:
 #: ``environment:`` settings of a workspace config that name versions, and what they name (see
 #: :meth:`Runtime.check_environment`).
 ENVIRONMENT_VERSIONS = {"python_version": "Python", "jupyter_version": "JupyterLab"}
-#: What prints those versions inside a workspace, as one JSON line.
-VERSION_PROBE = ["python3", "-c", "import json, platform; from importlib.metadata import version; "
-                 "print(json.dumps({'python_version': platform.python_version(), 'jupyter_version': version('jupyterlab')}))"]
+#: What prints those versions inside a workspace, as one JSON line: the Python a kernel runs
+#: (``python3`` first on the workspace's PATH: its kernel environment) and the JupyterLab of the
+#: server environment (the interpreter of ``jupyter-lab``'s script, asked when the kernel's
+#: environment has no JupyterLab of its own, as in the project's image).
+VERSION_PROBE = ["python3", "-c", """\
+import json, platform, shutil, subprocess
+from importlib.metadata import PackageNotFoundError, version
+try:
+    lab = version('jupyterlab')
+except PackageNotFoundError:
+    lab = None
+    script = shutil.which('jupyter-lab')
+    if script:
+        with open(script, 'rb') as fh:
+            line = fh.readline().decode(errors='replace')
+        if line.startswith('#!'):
+            ask = "from importlib.metadata import version; print(version('jupyterlab'))"
+            lab = subprocess.run([*line[2:].split(), '-c', ask], capture_output=True, text=True).stdout.strip() or None
+print(json.dumps({'python_version': platform.python_version(), 'jupyter_version': lab}))
+"""]
 
 
 def version_mismatch(settings: Mapping[str, Any], have: Mapping[str, str]) -> tuple[str, str, str] | None:
@@ -527,6 +544,9 @@ class Inventory:
 
     packages: list[tuple[str, str]]  # (name, version)
     scope: str  # what was read, for messages: "workspace layer", "image fetchml/workspace:0.1.0"
+    #: Of ``packages``, those the workspace installed itself, where the runtime tells them apart
+    #: from a base it shares (the local kernel environment); ``None``: not told apart.
+    own: list[tuple[str, str]] | None = None
 
 
 class PackageInventory(_Feature, abc.ABC):

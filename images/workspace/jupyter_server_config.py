@@ -30,3 +30,7 @@ if _token is not None:
 _password = os.environ.pop("FETCHML_JUPYTER_PASSWORD_HASH", None)
 if _password:
     c.PasswordIdentityProvider.hashed_password = _password
+
+# Kernels: the kernelspec python3 (the kernel environment's Python) only, never a kernel of the
+# server's own environment.
+c.KernelSpecManager.ensure_native_kernel = False

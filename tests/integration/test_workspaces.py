@@ -75,8 +75,9 @@ def test_packages_installed_in_one_workspace_are_invisible_in_another(agent: Age
         assert "ModuleNotFoundError" in execute(wb["url"], "import only_in_a")
         prefix_b = execute(wb["url"], "import sys; print(sys.prefix)").strip()
         assert prefix_a != prefix_b
-        # Both still see the shared base (JupyterLab, papermill) without installing anything.
-        assert execute(wb["url"], "import papermill; 'ok'").strip() == "'ok'"
+        # Both see the shared kernel base (the kernel, pip, the SDK), not the server's packages.
+        assert execute(wb["url"], "import ipykernel, pip, fetchml; 'ok'").strip() == "'ok'"
+        assert "ModuleNotFoundError" in execute(wb["url"], "import papermill")
     finally:
         agent.ml("jupyter", "delete", a, "--yes", check=False)
         agent.ml("jupyter", "delete", b, "--yes", check=False)

@@ -12,6 +12,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -204,6 +205,7 @@ class DockerBase:
         pids_limit: int | None = 4096,
         ready_timeout: float = 120.0,
         nft: Sequence[str] = ("nft",),
+        disk_dir: Path | None = None,
     ) -> None:
         if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,30}$", prefix):
             raise InvalidArgument(f"docker runtime prefix: expected a short lower-case name, got {prefix!r}")
@@ -225,6 +227,10 @@ class DockerBase:
         self.pids_limit = pids_limit
         self.ready_timeout = ready_timeout
         self._nft = tuple(nft)
+        #: Where size-limited workspace volumes keep their filesystems (``--disk``): an ext4 image
+        #: file per workspace, loop-mounted on a directory the volume binds. ``None``: not offered.
+        self.disk_dir = disk_dir
+        self._disk_how: dict[str, str] = {}  # workspace id -> what ``limits`` says for disk
         self._client: docker.DockerClient | None = None
         self.firewall: Firewall | None = None
         self._masquerade = True

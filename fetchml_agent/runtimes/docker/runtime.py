@@ -28,6 +28,7 @@ from ...errors import (
 from ...gpus import detect_gpus
 from ...netpolicy import Firewall, NetPolicy
 from ...settings import AgentConfig
+from .. import disk
 from ..base import (
     Capabilities,
     ImageBuilder,
@@ -122,6 +123,7 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             gpus=d.get("gpus"),
             pids_limit=d.get("pids_limit", 4096),
             ready_timeout=float(d.get("start_timeout") or 120),
+            disk_dir=config.data_dir / "disks" / "docker",
         )
 
     # -- connection -----------------------------------------------------------------------
@@ -280,10 +282,14 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             def ensure_volume() -> None:
                 with _docker_errors(f"creating volume {vol_name}"):
                     try:
-                        self.client.volumes.get(vol_name)
+                        volume = self.client.volumes.get(vol_name)
                     except docker.errors.NotFound:
-                        self.client.volumes.create(vol_name, labels=self._labels(spec))
+                        opts = self._sized_volume(spec)
+                        extra = {"driver": "local", "driver_opts": opts} if opts else {}
+                        self.client.volumes.create(vol_name, labels=self._labels(spec), **extra)
                         created.append("volume")
+                    else:
+                        self._sized_volume(spec, volume.attrs.get("Options") or {})
 
             volume_job = asyncio.ensure_future(run_blocking(ensure_volume))
             try:
@@ -369,8 +375,39 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             else "no limits asked for",
         }
         if res.disk_mb:
-            limits["disk"] = "not enforced: Docker's storage driver on this host has no quota"
+            limits["disk"] = self._disk_how.get(spec.id) or "not enforced: the workspace's volume has no size limit"
         return limits
+
+    def _disk_paths(self, spec: WorkspaceSpec) -> tuple[Path, Path] | None:
+        if self.disk_dir is None:
+            return None
+        return self.disk_dir / f"{spec.id}.img", self.disk_dir / spec.id
+
+    def _sized_volume(self, spec: WorkspaceSpec, existing: dict[str, str] | None = None) -> dict[str, str] | None:
+        """``--disk``: the workspace volume's own filesystem of that size, where this host can make
+        one (:mod:`..disk`: an ext4 image file loop-mounted by the agent, as root, on a directory
+        under the data dir that the volume binds; Docker copies the image's directory, with its
+        owner, into it at the first start). For a new volume (``existing`` ``None``): its driver
+        options, or ``None``. For an existing one (``existing``: its options): mounts its filesystem
+        again when needed (after a reboot). Notes what ``limits`` says."""
+        size = spec.resources.disk_mb
+        paths = self._disk_paths(spec)
+        if not size:
+            return None
+        if paths is None or not self.base_url.startswith("unix://"):
+            self._disk_how[spec.id] = ("not enforced: the Docker engine is not on the agent's host (a size-limited "
+                                       "volume is a filesystem the agent mounts on the engine's host)")
+            return None
+        image, mountpoint = paths
+        if existing is not None and existing.get("device") != str(mountpoint):
+            self._disk_how[spec.id] = "not enforced: the workspace's volume was made before a size was asked for"
+            return None
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        how = disk.attach(image, mountpoint, size)
+        self._disk_how[spec.id] = how
+        if not how.startswith("enforced"):
+            return None
+        return {"type": "none", "o": "bind", "device": str(mountpoint)}
 
     @staticmethod
     def _state_of(container: Any, port: int | None, url: str | None) -> State:
@@ -493,6 +530,12 @@ class DockerRuntime(NetworkMixin, ImagesMixin, StatsMixin, ExecMixin, RunsMixin,
             await run_blocking(remove_all)
             await self._apply_firewall(without=net_name)
         self.gpus.release(workspace_holder(spec.id))
+        paths = self._disk_paths(spec)
+        if paths is not None and paths[1].exists():  # the volume's filesystem (--disk), after the volume
+            await run_blocking(disk.detach, *paths)
+            with contextlib.suppress(OSError):
+                paths[1].rmdir()
+        self._disk_how.pop(spec.id, None)
 
     async def reset_environment(self, spec: WorkspaceSpec, state: State | None) -> None:
         """``reset --hard``: remove the (stopped) container, whose layer holds the installed

@@ -2,7 +2,8 @@
 
 This is the local runtime's :class:`~fetchml_agent.runtimes.base.RunBackend`. A run executes in
 the workspace's environment (its venv Python first on ``PATH``, its variables) as the runner
-process ``python -m fetchml_agent.experiments.runner RUN_DIR`` (started by module name: nothing
+process ``python -m fetchml_agent.experiments.runner RUN_DIR`` (the server environment's Python,
+which has papermill; the notebook's kernel and a script run use the workspace's kernel environment) (started by module name: nothing
 of it is imported here), launched either
 
 - through the workspace's *warm runner*: a process of that environment started once with
@@ -55,9 +56,12 @@ Exec = Callable[..., Awaitable[ExecResult]]
 class LocalRuns:
     """Launches, watches, cancels and recovers runner processes (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, exec_: Exec) -> None:
+    def __init__(self, data_dir: Path, exec_: Exec, python: str = "python") -> None:
         self.data_dir = data_dir
         self._exec = exec_
+        #: The Python the runner runs with (papermill's): the server environment's, while the
+        #: notebook's kernel and a script run use the workspace's own (``FETCHML_KERNEL_PYTHON``).
+        self.python = python
         self._warm_locks: dict[str, asyncio.Lock] = {}
         self._cancelled: set[str] = set()  # run directories whose cancel was asked for
 
@@ -83,7 +87,7 @@ class LocalRuns:
 
     async def _launch_exec(self, ws: WorkspaceSpec, spec: RunSpec, env: dict[str, str]) -> dict[str, Any]:
         """Launch the runner with ``exec`` of the runner module (a fresh interpreter)."""
-        res = await self._exec(ws, spec.workspace_state, ["python", "-m", RUNNER_MODULE, spec.run_dir], env=env,
+        res = await self._exec(ws, spec.workspace_state, [self.python, "-m", RUNNER_MODULE, spec.run_dir], env=env,
                                timeout=60)
         return _last_json(res.output) or {"error": res.output.decode("utf-8", "replace")[-500:] or f"exit code {res.exit_code}"}
 
@@ -103,7 +107,7 @@ class LocalRuns:
             if reply is not None:
                 return reply
             await run_blocking(_prepare_socket_dir, sock)
-            argv = ["python", "-m", RUNNER_MODULE, "--serve", str(sock), str(spec.warm_runner_idle_s)]
+            argv = [self.python, "-m", RUNNER_MODULE, "--serve", str(sock), str(spec.warm_runner_idle_s)]
             res = await self._exec(ws, spec.workspace_state, argv, timeout=60)
             if res.exit_code != 0:
                 log.warning("the warm runner of %s did not start: %s", ws.name, res.output.decode("utf-8", "replace")[-300:])

@@ -32,6 +32,7 @@ from ...gpus import detect_gpus
 from ...netpolicy import LocalUserNet
 from ...policy.scan import installed_from_path
 from ...testpoints import pause_point
+from .. import disk
 from ..base import (
     ENVIRONMENT_VERSIONS,
     Capabilities,
@@ -52,8 +53,14 @@ from ..base import (
     version_mismatch,
 )
 from ..cgroups import Cgroups
-from . import disk
-from .env import create_workspace_env, process_tree_stats, tail
+from .env import (
+    KERNEL_RUNNER_ENV,
+    create_server_env,
+    create_workspace_env,
+    kernel_base,
+    process_tree_stats,
+    tail,
+)
 from .gpu import LocalGpuActivity
 from .pool import LocalWarmPool
 from .runs import LocalRuns
@@ -176,7 +183,11 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         self.cgroups: Cgroups | None = None
         self.gpus = GpuAllocator(g["index"] for g in gpus or [])
         self.ports = PortAllocator(port_base)
-        self.runs = LocalRuns(data_dir, self.exec)
+        # JupyterLab and the experiment runner run from the server environment, kernels from each
+        # workspace's kernel environment over the kernel base (env.py).
+        self.server_python = self._ws_root / "server-env" / "bin" / "python"
+        self._kernel_base: Path | None = None
+        self.runs = LocalRuns(data_dir, self.exec, python=str(self.server_python))
         self._cpu_samples: dict[tuple[Any, Any], tuple[float, float]] = {}  # (pid, start) → (when, cpu s)
 
     async def open(self) -> None:
@@ -243,10 +254,15 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         return self.users.user_for(spec.owner) if self.users is not None else None
 
     def _prepare_env(self, spec: WorkspaceSpec, user: OsUser | None) -> Path:
-        """The workspace's venv with its index configuration; owned by its user, if it has one."""
+        """The workspace's kernel environment with its index configuration (owned by its user, if
+        it has one), and the server environment; the kernel environment's ``python``."""
         env_dir = self.env_dir(spec.id)
         fresh = not (env_dir / "bin" / "python").exists()
-        python = create_workspace_env(env_dir, self.users.python if self.users is not None else None)
+        base_python = self.users.python if self.users is not None else None
+        if self._kernel_base is None or not self._kernel_base.is_dir():
+            self._kernel_base = kernel_base(self._ws_root / "kernel-base")
+        create_server_env(self.server_python.parent.parent, base_python)
+        python = create_workspace_env(env_dir, base_python, self._kernel_base)
         self._install_index_config(spec, env_dir)
         if user is not None:
             if fresh:
@@ -266,9 +282,8 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
 
     def package_layer(self, spec: WorkspaceSpec) -> list[Path]:
-        """The site-packages of what the workspace installed itself (its venv), without the shared
-        base (the agent's own environment, which JupyterLab needs). The package policy's startup
-        scan looks only here: the base is the same for every workspace and is the operator's."""
+        """The site-packages of what the workspace installed itself (its kernel environment's
+        venv), without the kernel base (ipykernel and pip, the operator's)."""
         env_dir = self.env_dir(spec.id)
         paths: list[Path] = []
         for key in ("purelib", "platlib"):
@@ -278,9 +293,14 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         return paths
 
     async def inventory(self, spec: WorkspaceSpec) -> Inventory:
-        """What the workspace installed into its own layer (:meth:`package_layer`)."""
+        """What a kernel of the workspace can import: its own layer (:meth:`package_layer`) and
+        the kernel base; ``own`` the layer alone."""
         paths = [p for p in self.package_layer(spec) if p.is_dir()]
-        return Inventory(await run_blocking(installed_from_path, paths), "workspace layer")
+        own = await run_blocking(installed_from_path, paths)
+        if self._kernel_base is None or not self._kernel_base.is_dir():
+            self._kernel_base = await run_blocking(kernel_base, self._ws_root / "kernel-base")
+        everything = await run_blocking(installed_from_path, [*paths, self._kernel_base])
+        return Inventory(everything, "kernel environment (workspace layer and kernel base)", own=own)
 
     def _install_index_config(self, spec: WorkspaceSpec, env_dir: Path) -> None:
         """Copy the agent's pip.conf/.condarc for this workspace into its venv (see the module doc)."""
@@ -300,6 +320,9 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                 "FETCHML_WORKSPACE": spec.name,
                 "FETCHML_WORKSPACE_ID": spec.id,
                 "PYTHONNOUSERSITE": "1",
+                # The workspace's kernelspec (env.write_kernelspec) before any other.
+                "JUPYTER_PATH": str(env_dir / "share" / "jupyter"),
+                KERNEL_RUNNER_ENV: str(env_dir / "bin" / "python"),
                 "HOME": env.get("HOME", str(spec.path)),
             }
         )
@@ -337,6 +360,8 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
             # fetchml_jupyter: the agent decides who may do what (docs/access.md); with live
             # collaboration, whose frontend extensions live in the agent's environment.
             "ServerApp": {"open_browser": False, "root_dir": str(spec.path), "jpserver_extensions": SERVER_EXTENSIONS},
+            # The workspace's kernelspec only (JUPYTER_PATH), never the server's own Python.
+            "KernelSpecManager": {"ensure_native_kernel": False},
             "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
                        "extra_labextensions_path": [str(Path(sysconfig.get_path("data")) / "share/jupyter/labextensions")]},
         }
@@ -370,7 +395,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         await progress("preparing environment")
         env_dir = self.env_dir(spec.id)
         user = await run_blocking(self._os_user, spec)
-        python = await run_blocking(self._prepare_env, spec, user)
+        await run_blocking(self._prepare_env, spec, user)
         spec.path.mkdir(parents=True, exist_ok=True)
         disk_limit = await run_blocking(self._disk, spec)
         run_dir = self.server_run_dir(spec.id)
@@ -397,7 +422,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         tried: list[int] = []
         while True:
             argv = [
-                str(python), "-m", "jupyterlab",
+                str(self.server_python), "-m", "jupyterlab",
                 "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
                 f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
             ]

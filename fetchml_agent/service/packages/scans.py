@@ -47,7 +47,7 @@ def scans_before_start(agent: AgentCore) -> bool:
 
 async def startup_installed(agent: AgentCore, ws: Workspace, state: State | None = None) -> tuple[list[tuple[str, str]], str]:
     """What the startup scan looks at, and its scope: what the runtime's :class:`PackageInventory`
-    lists before the start (the workspace's own layer: local; its image: docker), or the
+    lists before the start (what a kernel can import: local; its image: docker), or the
     environment of the workload just started (``state``)."""
     if scans_before_start(agent):
         found = await capability(agent.runtime, PackageInventory).inventory(agent.workspace_spec(ws))
@@ -92,7 +92,7 @@ async def inventory(agent: AgentCore, ws: Workspace) -> dict[str, Any]:
     layer: dict[str, tuple[str, str]] = {}
     if over_base:
         own = await capability(agent.runtime, PackageInventory).inventory(agent.workspace_spec(ws))
-        for n, v in own.packages:
+        for n, v in own.packages if own.own is None else own.own:
             layer.setdefault(normalize_name(n), (n, v))
     rows: dict[str, dict[str, Any]] = {}
     for key, (n, v) in layer.items():

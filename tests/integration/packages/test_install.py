@@ -31,9 +31,11 @@ def test_allowed_install_records_who_and_when(pkg_agent: AgentProcess, workspace
     assert rows["beta"]["installed_by"] == "bob" and rows["beta"]["spec"] == "beta" and rows["beta"]["requested"]
     assert rows["alpha"]["installed_by"] == "bob" and rows["alpha"]["requested"] is False
     assert rows["beta"]["location"] == "workspace" and rows["beta"]["installed_at"] > 0
-    assert rows["jupyterlab"]["location"] == "base" and rows["jupyterlab"]["installed_by"] is None
+    # the kernel base (ipykernel and pip with what they need), not JupyterLab's server environment
+    assert rows["ipykernel"]["location"] == "base" and rows["ipykernel"]["installed_by"] is None
+    assert "jupyterlab" not in rows and "requests" not in rows
     table = pkg_agent.ml("jupyter", "packages", workspace, user="bob").stdout
-    assert "beta" in table and "bob" in table and "jupyterlab" not in table and "--all" in table
+    assert "beta" in table and "bob" in table and "ipykernel" not in table and "--all" in table
     decision = _events(pkg_agent, workspace, "package.decision")[0]
     assert decision["user"] == "bob" and decision["outcome"] == "allow"
     assert decision["details"]["spec"] == "beta" and decision["details"]["package"] == "beta"
@@ -71,7 +73,7 @@ def test_pip_in_a_notebook_uses_the_workspace_index(pkg_agent: AgentProcess, wor
     out = execute(url, "!pip install netlib", timeout=240)
     assert 'fetchml-policy="netlib is blocked by the package policy' in out, out
     assert "No matching distribution found for netlib" in out
-    # requests itself sits in the local runtime's shared base; any other version must come from the index
+    # requests is not in the kernel's environment: any version must come from the index
     out = execute(url, "!pip install requests==2.31.0", timeout=240)
     assert 'fetchml-policy="requests is blocked by the package policy' in out, out
     out = execute(url, "!pip install webtool", timeout=240)
@@ -168,8 +170,8 @@ def test_security_scan_of_a_clean_workspace(pkg_agent: AgentProcess, workspace: 
     doc = pkg_agent.ml_json("jupyter", "security-scan", workspace, user="bob")
     assert doc["ok"] and doc["startup_scan"]["found"] == []
     assert doc["startup_scan"]["variable"] == "FETCHML_JUPYTER_STARTUP_BLOCKED_PACKAGES"
-    base = {f["name"].lower(): f for f in doc["findings"]}
-    # the shared base (the agent's own environment) ships requests: listed, not failing
-    assert base["requests"]["location"] == "base" and base["requests"]["rule"] == "blocked_packages"
+    # what a kernel can import: the kernel base holds no blocked package (JupyterLab's requests
+    # stays in the server's environment)
+    assert not [f for f in doc["findings"] if f.get("rule") == "blocked_packages"], doc["findings"]
     cleared = pkg_agent.ml_json("jupyter", "clear-cache", workspace, user="bob")
     assert cleared["pip_exit_code"] == 0 and cleared["index_files_removed"] >= 0
