@@ -31,8 +31,52 @@ def _preload(names: list[str]) -> None:
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # an extension that cannot import fails the same way at the claim
-            print(f"zygote: preloading {name} failed: {exc!r}", file=sys.stderr)
+        except Exception:  # one that cannot import now fails the same way at the claim
+            continue
+
+
+def _modules_of_a_start(extensions: list[str]) -> list[str]:
+    """The modules a server's initialisation imports past :func:`_preload` (extension handlers,
+    templates, clients): a forked child initialises a throw-away server in a temporary directory
+    (no HTTP server, so no socket) and names them; this process imports them and keeps nothing
+    else of it."""
+    import tempfile
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(read_end)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            tmp = tempfile.mkdtemp(prefix="fml-zygote-")
+            os.environ.update(HOME=tmp, JUPYTER_CONFIG_DIR=f"{tmp}/config", JUPYTER_DATA_DIR=f"{tmp}/data",
+                              JUPYTER_RUNTIME_DIR=f"{tmp}/runtime")
+            before = set(sys.modules)
+            from jupyter_server.serverapp import ServerApp
+
+            enabled = {name: True for name in ["jupyterlab", *extensions]}
+            app = ServerApp.instance()
+            try:
+                app.initialize(argv=["--no-browser", "--allow-root", "--ip=127.0.0.1", f"--ServerApp.root_dir={tmp}",
+                                     f"--ServerApp.jpserver_extensions={enabled!r}",
+                                     f"--BaseFileIdManager.db_path={tmp}/file_id.db"], new_httpserver=False)
+            finally:
+                with os.fdopen(write_end, "w") as fh:
+                    fh.write("\n".join(sorted(set(sys.modules) - before)))
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as fh:
+        names = fh.read().split()
+    os.waitpid(pid, 0)
+    return names
 
 
 def _become(uid: int, gid: int) -> None:
@@ -55,6 +99,7 @@ def main(args: list[str]) -> int:
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]  # not this package's modules
     preload = [n for a in args if a.startswith("--preload=") for n in a.split("=", 1)[1].split(",") if n]
     _preload(preload)
+    _preload(_modules_of_a_start(preload))
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     line = sys.stdin.readline()
