@@ -503,7 +503,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         self._children[proc.pid] = proc
         return proc
 
-    async def _wait_ready(self, proc: Any, url: str, token: str, log_path: Path) -> None:
+    async def _wait_ready(self, proc: Any, url: str, token: str, log_path: Path, poll: float = _READY_POLL) -> None:
         """Return once the server on ``url`` is this workspace's own: it proves it holds ``token``
         (:mod:`fetchml_jupyter.probe`), or, without the access extension, accepts it. Any other
         answer (another server on the port) is no answer."""
@@ -533,7 +533,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                         f"JupyterLab did not answer within {self.start_timeout:.0f} s",
                         tail(log_path),
                     )
-                await asyncio.sleep(_READY_POLL)
+                await asyncio.sleep(poll)
 
     async def poll(self, state: State) -> Status:
         pid = int(state.get("pid") or 0)

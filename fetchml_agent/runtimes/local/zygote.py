@@ -39,6 +39,7 @@ __all__ = ["SCRIPT", "Zygotes"]
 
 SCRIPT = Path(__file__).with_name("zygote_server.py")
 _READY_TIMEOUT = 120.0
+_CLAIM_POLL = 0.01  # the claim's readiness poll: a claimed server answers within a few hundred ms
 #: Environment variables a zygote does not inherit from the agent (secrets, other environments).
 _NOT_INHERITED = ("FETCHML_", "JUPYTER_TOKEN", "PIP_", "UV_", "CONDA", "VIRTUAL_ENV", "PYTHONHOME")
 
@@ -137,7 +138,7 @@ class Zygotes:
             request = {"uid": user.uid, "gid": user.gid, "umask": 0o077, "cwd": str(spec.path),
                        "env": rt._server_env(spec, user), "argv": rt._server_args(spec, port, config_file, user)}
             await run_blocking(_release, proc, request)
-            await rt._wait_ready(proc, f"http://127.0.0.1:{port}/", spec.token, Path(state["log"]))
+            await rt._wait_ready(proc, f"http://127.0.0.1:{port}/", spec.token, Path(state["log"]), poll=_CLAIM_POLL)
         except BaseException:
             await rt._forget_firewall(spec.id)
             raise

@@ -97,6 +97,10 @@ def _become(uid: int, gid: int) -> None:
 def main(args: list[str]) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]  # not this package's modules
+    # Prepared in the background at low priority: a claimed server's start (which takes the
+    # agent's priority back before it drops root) goes first on a busy host.
+    priority = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, min(19, priority + 10))
     preload = [n for a in args if a.startswith("--preload=") for n in a.split("=", 1)[1].split(",") if n]
     _preload(preload)
     _preload(_modules_of_a_start(preload))
@@ -110,6 +114,7 @@ def main(args: list[str]) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)  # stdout was the agent's pipe: from here on, the server's log like stderr
+    os.setpriority(os.PRIO_PROCESS, 0, priority)
     _become(int(req["uid"]), int(req["gid"]))
     os.umask(int(req.get("umask", 0o077)))
     os.environ.clear()
