@@ -102,6 +102,8 @@ def _version_of(dist: str) -> str:
 #: Set in a JupyterLab's environment to its run directory (``DATA_DIR/run/ID``): how
 #: :meth:`LocalRuntime.discover` finds this agent's servers in ``/proc``, recorded or not.
 SERVER_ENV = "FETCHML_SERVER_RUN_DIR"
+#: In a server's run directory: its file-id database (collaboration's document ids).
+FILE_ID_DB = "file_id_manager.db"
 
 
 def _user_name(uid: int) -> str:
@@ -372,7 +374,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         }
         # File ids (collaboration's document ids) belong to this workspace, not to a shared data
         # dir under whatever HOME the agent has; they survive restarts with the run dir.
-        cfg["BaseFileIdManager"] = {"db_path": str(run_dir / "file_id_manager.db")}
+        cfg["BaseFileIdManager"] = {"db_path": str(run_dir / FILE_ID_DB)}
         if user is not None:
             # Kernels talk to their server over Unix sockets in the 0700 runtime dir, not loopback
             # TCP ports: the uid rules then need no port of theirs.

@@ -30,7 +30,7 @@ from ...allocators import workspace_holder
 from ...errors import BackendError
 from ..base import Started, State, WorkspaceSpec
 from .env import tail
-from .users import OsUser, WorkspaceUsers
+from .users import OsUser, WorkspaceUsers, chown_tree
 
 if TYPE_CHECKING:
     from .runtime import LocalRuntime
@@ -45,12 +45,13 @@ _NOT_INHERITED = ("FETCHML_", "JUPYTER_TOKEN", "PIP_", "UV_", "CONDA", "VIRTUAL_
 
 
 def _spawn(rt: LocalRuntime, spec: WorkspaceSpec, port: int, log_path: Path) -> subprocess.Popen[str]:
-    from .runtime import SERVER_ENV
+    from .runtime import FILE_ID_DB, SERVER_ENV
 
     run_dir = rt.server_run_dir(spec.id)
     env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
     env.update({SERVER_ENV: str(run_dir), "PYTHONNOUSERSITE": "1"})
-    argv = [str(rt.server_python), str(SCRIPT), f"--port={port}", "--preload=" + ",".join(SERVER_EXTENSIONS)]
+    argv = [str(rt.server_python), str(SCRIPT), f"--port={port}", "--preload=" + ",".join(SERVER_EXTENSIONS),
+            f"--file-ids={run_dir / FILE_ID_DB}"]
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with open(fd, "ab", buffering=0) as log:
         proc = subprocess.Popen(argv, cwd=str(run_dir), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -72,7 +73,7 @@ def _hand_over(rt: LocalRuntime, spec: WorkspaceSpec, user: OsUser) -> Path:
     server's configuration written for them. Its path."""
     rt._own_env(rt.env_dir(spec.id), user, fresh=True)
     run_dir = rt.server_run_dir(spec.id)
-    os.chown(run_dir, user.uid, user.gid)
+    chown_tree(run_dir, user.uid, user.gid)  # with what the zygote made ahead (its file-id database)
     if spec.path.stat().st_uid == os.geteuid():
         WorkspaceUsers.private_dir(spec.path, user.uid, user.gid)
     return rt._write_server_config(spec, run_dir, user)

@@ -79,6 +79,13 @@ def _modules_of_a_start(extensions: list[str]) -> list[str]:
     return names
 
 
+def _file_ids(db_path: str) -> None:
+    """Create the server's (empty) file-id database ahead: its tables cost a few synced writes."""
+    from jupyter_server_fileid.manager import ArbitraryFileIdManager
+
+    ArbitraryFileIdManager(db_path=db_path, root_dir="/").con.close()
+
+
 def _become(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
@@ -104,6 +111,12 @@ def main(args: list[str]) -> int:
     preload = [n for a in args if a.startswith("--preload=") for n in a.split("=", 1)[1].split(",") if n]
     _preload(preload)
     _preload(_modules_of_a_start(preload))
+    for a in args:
+        if a.startswith("--file-ids="):
+            try:
+                _file_ids(a.split("=", 1)[1])
+            except Exception as exc:  # the server then creates it itself
+                print(f"zygote: file-id database not made ahead: {exc!r}", file=sys.stderr)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     line = sys.stdin.readline()
@@ -114,6 +127,10 @@ def main(args: list[str]) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)  # stdout was the agent's pipe: from here on, the server's log like stderr
+    import time
+
+    print(f"[I {time.strftime('%Y-%m-%d %H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} zygote] claimed: "
+          f"becoming uid {req['uid']}", file=sys.stderr, flush=True)
     os.setpriority(os.PRIO_PROCESS, 0, priority)
     _become(int(req["uid"]), int(req["gid"]))
     os.umask(int(req.get("umask", 0o077)))
