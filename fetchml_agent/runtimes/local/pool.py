@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import secrets
 import shutil
 from pathlib import Path
@@ -58,6 +59,12 @@ class LocalWarmPool(WarmPool):
 
     def _rt(self) -> LocalRuntime:
         return cast("LocalRuntime", self)
+
+    def pool_unavailable(self) -> str:
+        if self._rt().users is not None and os.geteuid() != 0:
+            return ("local.isolation: users keeps warm pools of zygotes, which drop from root to the owner's uid at "
+                    "the claim: this agent is not root (docs/warm-pool.md)")
+        return ""
 
     def _zygotes(self) -> Zygotes | None:
         """The zygote members' part under ``local.isolation: users`` (``None`` without it)."""

@@ -122,7 +122,6 @@ def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess)
                 cgroup = Path(f"/proc/{_server_pid(a, small['id'])}/cgroup").read_text()
                 assert small["id"] in cgroup, cgroup
             print("claim seconds:", [w["start"]["seconds"] for w in (one, two, small)])
-            print((a.data_dir / "logs" / f"{two['id']}.log").read_text())
 
             # An agent killed with a claimed workspace and a waiting member: the next one adopts
             # the first (same process) and ends the second.
