@@ -385,6 +385,10 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                 raise BackendError(f"kernel socket paths under {run_dir} would be too long for Unix sockets",
                                    "choose a shorter local.workspaces_dir")
             cfg["KernelManager"] = {"transport": "ipc", "ip": str(ipc)}
+            # The server environment is the operator's (root's), not the owner's to install
+            # extensions into: JupyterLab's extension manager lists, never installs (and makes no
+            # HTTP client at start, which a warm pool claim waits for).
+            cfg["LabApp"]["extension_manager"] = "readonly"
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
         config_file = run_dir / "jupyter_server_config.json"
