@@ -14,6 +14,7 @@ import os
 import pwd
 import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -129,6 +130,14 @@ def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess)
             members = [d for d in (Path(a.extra["local"]["workspaces_dir"]) / "run").glob("*/pool-member.json")]
             waiting = [(_server_pid(a, m.parent.name), m.parent.name) for m in members]
             assert waiting
+            for zygote, _member in waiting:  # root, no credential, listening on nothing
+                assert _uids(zygote) == [0] * 4
+                env = procs.environ(zygote)
+                assert "JUPYTER_TOKEN" not in env and not any(k.startswith("FETCHML_") and k != SERVER_ENV for k in env)
+                port = next(int(x.split("=")[1]) for x in Path(f"/proc/{zygote}/cmdline").read_text().split("\0")
+                            if x.startswith("--port="))
+                with pytest.raises(OSError):
+                    socket.create_connection(("127.0.0.1", port), timeout=2).close()
             waiting_started = [(p, procs.start_time(p)) for p, _ in waiting]
             a.kill9()
             a.start()
