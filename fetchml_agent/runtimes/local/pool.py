@@ -38,7 +38,7 @@ from ...aio import run_blocking
 from ...allocators import workspace_holder
 from ...errors import BackendError
 from ..base import PoolMember, Progress, Started, State, WarmPool, WorkspaceSpec
-from .zygote import Zygotes
+from .zygote import Zygotes, close_pipes
 
 if TYPE_CHECKING:
     from .runtime import LocalRuntime
@@ -155,6 +155,7 @@ class LocalWarmPool(WarmPool):
             except (OSError, ValueError, KeyError):
                 path = None
         if state and state.get("pid"):
+            close_pipes(rt, state)
             await rt.stop(state, grace=2.0)
         spec = WorkspaceSpec(id=member_id, name=member_id, owner="", path=path or Path("/nonexistent"), token="")
         await rt.remove(spec, state)

@@ -35,7 +35,7 @@ from .users import OsUser, WorkspaceUsers, chown_tree
 if TYPE_CHECKING:
     from .runtime import LocalRuntime
 
-__all__ = ["SCRIPT", "Zygotes"]
+__all__ = ["SCRIPT", "Zygotes", "close_pipes"]
 
 SCRIPT = Path(__file__).with_name("zygote_server.py")
 _READY_TIMEOUT = 120.0
@@ -89,6 +89,17 @@ def _release(proc: subprocess.Popen[str], request: dict[str, Any]) -> None:
     finally:
         proc.stdin.close()
         proc.stdout.close()
+
+
+def close_pipes(rt: LocalRuntime, state: State | None) -> None:
+    """Close the agent's ends of a waiting zygote's pipes (it reads end of input and exits)."""
+    proc = rt._children.get(int((state or {}).get("pid") or 0))
+    for pipe in (getattr(proc, "stdin", None), getattr(proc, "stdout", None)):
+        if pipe is not None and not pipe.closed:
+            try:
+                pipe.close()
+            except OSError:  # its reader is gone already
+                pass
 
 
 class Zygotes:
