@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -140,9 +139,12 @@ def docker_rows() -> list[Row]:
     ]
 
 
-def local_rows() -> list[Row]:
-    """The local runtime's pool (``isolation: none``), through a real agent: claim against a cold
-    create in the same run, and the memory (RSS of the process tree) of an idle member."""
+def local_rows(users: bool = False) -> list[Row]:
+    """The local runtime's pool through a real agent: claim against a cold create in the same run,
+    and the memory (RSS of the process tree) of an idle member. ``users``: under
+    ``local.isolation: users`` (root only), where a member is a zygote (docs/warm-pool.md) and the
+    claim includes the agent's users-mode steps; the owner's OS user exists already (a first
+    cold create made it), as it does for anyone with a workspace before."""
     from fetchml_agent.client import Client
     from fetchml_agent.procs import start_time, tree_roots_with_env
     from fetchml_agent.runtimes.local.env import process_tree_stats
@@ -150,11 +152,20 @@ def local_rows() -> list[Row]:
     from fetchml_agent.runtimes.local.runtime import SERVER_ENV
     from tests.conftest import KEYS, AgentProcess, free_port
 
+    if users and os.geteuid() != 0:
+        print("  (local.isolation: users rows skipped: switching users needs root)")
+        return []
     tmp = Path(tempfile.mkdtemp(prefix="fmlbench-cap-local-"))
-    agent = AgentProcess(tmp / "agent", free_port(), {
-        "package_management": {"startup_blocked_packages": "off"},
-        "warm_pool": {"size": 2},
-    })
+    extra: dict[str, Any] = {"package_management": {"startup_blocked_packages": "off"}, "warm_pool": {"size": 2}}
+    prefix = f"fb{os.getpid() % 100000}-"
+    table = f"fmlbench_{os.getpid()}_users"
+    if users:
+        os.chmod(tmp, 0o711)
+        extra["local"] = {"isolation": "users", "workspaces_dir": str(tmp / "workspaces"),
+                          "python": os.environ.get("BENCH_USERS_PYTHON", "/usr/bin/python3.11"),
+                          "user_prefix": prefix, "uid_range": [64000, 64999], "firewall_table": table}
+    agent = AgentProcess(tmp / "agent", free_port(), extra)
+    label = "local (isolation: users, zygote)" if users else "local"
     claims: list[float] = []
     colds: list[float] = []
     member_mb: list[float] = []
@@ -162,7 +173,8 @@ def local_rows() -> list[Row]:
         agent.start()
         c = Client(agent.ws_url, KEYS["bob"], timeout=600)
         _wait_ready_members(c, 2)
-        run = agent.data_dir / "run"
+        run = (tmp / "workspaces" if users else agent.data_dir) / "run"
+        colds.append(_create_to_ready(c, "cold-first", {"cpu": 1})[0])  # bob's OS user, with users
         for pid, env in tree_roots_with_env(SERVER_ENV, str(run) + os.sep):
             if (Path(env[SERVER_ENV]) / MARKER).exists():
                 stats = process_tree_stats({"pid": pid, "start_time": start_time(pid)})
@@ -173,7 +185,7 @@ def local_rows() -> list[Row]:
             assert doc["start"]["kind"] == "claim", doc["start"]
             claims.append(seconds)
             print(f"  claim {i}: {seconds * 1000:.0f} ms (agent: {doc['start']['seconds'] * 1000:.0f} ms)", flush=True)
-        for i in range(COLDS):
+        for i in range(COLDS - 1):
             seconds, doc = _create_to_ready(c, f"cold-{i}", {"cpu": 1})
             assert doc["start"]["kind"] == "cold", doc["start"]
             colds.append(seconds)
@@ -181,132 +193,23 @@ def local_rows() -> list[Row]:
     finally:
         agent.cleanup_workspaces()
         agent.stop()
+        if users:
+            for pid in agent.servers(prefix=str(tmp / "workspaces" / "run") + os.sep):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            from tests.integration.test_local_isolation import _remove_users
+
+            _remove_users(prefix)
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
     cold_p50 = percentile(colds, 50) * 1000
     return [
-        Row("local create->ready, warm pool claim p50", percentile(claims, 50) * 1000, "ms",
+        Row(f"{label} create->ready, warm pool claim p50", percentile(claims, 50) * 1000, "ms",
             "cold create p50", cold_p50),
-        Row("local create->ready, warm pool claim p95", percentile(claims, 95) * 1000, "ms",
+        Row(f"{label} create->ready, warm pool claim p95", percentile(claims, 95) * 1000, "ms",
             "cold create p50", cold_p50, "<= 300 ms and <= 0.15x cold"),
-        Row("local create->ready, cold create p95", percentile(colds, 95) * 1000, "ms"),
-        Row("memory of an idle local pool member (RSS, JupyterLab)", sum(member_mb) / max(1, len(member_mb)), "MiB"),
-    ]
-
-
-# What a zygote would buy under local.isolation: users (docs/warm-pool.md): a process that imported
-# JupyterLab and its server extensions ahead of time, forks per request, and the child drops to the
-# owner's uid and runs JupyterLab's main. A measurement of the approach, not the agent's code path.
-_ZYGOTE = r"""
-import json, os, random, sys
-import jupyterlab.labapp, jupyter_server.serverapp  # noqa: the point: imported before any fork
-for mod in ("jupyter_lsp", "jupyter_server_ydoc", "jupyter_server_fileid", "jupyter_server_terminals",
-            "notebook_shim", "jupyter_collaboration", "fetchml_jupyter"):
-    try:
-        __import__(mod)
-    except ImportError:
-        pass
-import signal
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-sys.stdout.write("ready\n"); sys.stdout.flush()
-for line in sys.stdin:
-    req = json.loads(line)
-    pid = os.fork()
-    if pid:
-        sys.stdout.write(f"{pid}\n"); sys.stdout.flush()
-        continue
-    try:
-        os.setsid()
-        fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(fd, 1); os.dup2(fd, 2)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.setgroups([]); os.setgid(req["gid"]); os.setuid(req["uid"]); os.umask(0o077)
-        os.chdir(req["cwd"])
-        os.environ.clear(); os.environ.update(req["env"])
-        random.seed()
-        sys.argv = ["jupyter-lab", *req["argv"]]
-        jupyterlab.labapp.main()
-    finally:
-        os._exit(0)
-"""
-
-
-def zygote_rows(n: int = 4) -> list[Row]:
-    """Server start -> /api/status as an unprivileged uid (``nobody``): ``python -m jupyterlab``
-    (what a cold start runs) against a fork of a pre-imported process that drops to the uid."""
-    import pwd
-
-    if os.geteuid() != 0:
-        print("  (zygote rows skipped: dropping to another uid needs root)")
-        return []
-    nobody = pwd.getpwnam("nobody")
-    import sysconfig
-
-    # As under local.isolation: users: a Python every user may run, seeing the agent's packages.
-    python = os.environ.get("BENCH_USERS_PYTHON", "/usr/bin/python3.11")
-    site = sysconfig.get_path("purelib")
-    if not os.access(python, os.X_OK):
-        print(f"  (zygote rows skipped: no {python}; set BENCH_USERS_PYTHON)")
-        return []
-    tmp = Path(tempfile.mkdtemp(prefix="fmlbench-cap-zyg-"))
-    os.chmod(tmp, 0o755)
-    from tests.conftest import free_port
-
-    def target(i: int, kind: str) -> tuple[Path, list[str], dict[str, str], str, int]:
-        d = tmp / f"{kind}{i}"
-        d.mkdir()
-        os.chown(d, nobody.pw_uid, nobody.pw_gid)
-        port, token = free_port(), os.urandom(12).hex()
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(d), "JUPYTER_TOKEN": token, "PYTHONPATH": site,
-               "JUPYTER_RUNTIME_DIR": str(d / "runtime"), "JUPYTER_CONFIG_DIR": str(d / "config"),
-               "JUPYTER_DATA_DIR": str(d / "data")}
-        argv = ["--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0", f"--ServerApp.root_dir={d}"]
-        return d, argv, env, f"http://127.0.0.1:{port}/?token={token}", port
-
-    def wait(url: str, t0: float) -> float:
-        deadline = time.monotonic() + 120
-        while not _status_ok(url):
-            if time.monotonic() > deadline:
-                raise TimeoutError(url)
-            time.sleep(0.01)
-        return time.perf_counter() - t0
-
-    zyg = subprocess.Popen([python, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": site}, cwd=tmp)
-    assert zyg.stdout is not None and zyg.stdin is not None
-    zyg.stdout.readline()
-    servers: list[int] = []
-    colds: list[float] = []
-    forks: list[float] = []
-    try:
-        for i in range(n):
-            d, argv, env, url, _ = target(i, "cold")
-            t0 = time.perf_counter()
-            with open(d / "log", "ab") as log:
-                p = subprocess.Popen([python, "-m", "jupyterlab", *argv], cwd=d, env=env, stdout=log,
-                                     stderr=log, user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
-                                     umask=0o077, start_new_session=True)
-            servers.append(p.pid)
-            colds.append(wait(url, t0))
-            d, argv, env, url, _ = target(i, "fork")
-            t0 = time.perf_counter()
-            zyg.stdin.write(json.dumps({"argv": argv, "env": env, "cwd": str(d), "log": str(d / "log"),
-                                        "uid": nobody.pw_uid, "gid": nobody.pw_gid}) + "\n")
-            zyg.stdin.flush()
-            servers.append(int(zyg.stdout.readline()))
-            forks.append(wait(url, t0))
-    finally:
-        for pid in servers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        zyg.kill()
-        zyg.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-    cold_p50 = percentile(colds, 50) * 1000
-    return [
-        Row("users: JupyterLab start->ready as the owner's uid, zygote fork p50", percentile(forks, 50) * 1000, "ms",
-            "python -m jupyterlab p50", cold_p50),
-        Row("users: JupyterLab start->ready as the owner's uid, zygote fork p95", percentile(forks, 95) * 1000, "ms",
-            "python -m jupyterlab p50", cold_p50),
+        Row(f"{label} create->ready, cold create p95", percentile(colds, 95) * 1000, "ms"),
+        Row(f"memory of an idle {label} pool member (RSS)", sum(member_mb) / max(1, len(member_mb)), "MiB"),
     ]
 
 
@@ -350,7 +253,7 @@ def sweep_rows(n: int = 1000) -> list[Row]:
 
 
 def main() -> list[Row]:
-    return [*sweep_rows(), *local_rows(), *zygote_rows(), *docker_rows()]
+    return [*sweep_rows(), *local_rows(), *local_rows(users=True), *docker_rows()]
 
 
 if __name__ == "__main__":

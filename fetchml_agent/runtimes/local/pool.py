@@ -14,15 +14,17 @@ directory, venv, cgroup, port and root_dir the server was started with are the w
 exactly as a cold start under that id would have made them; the marker goes, and the agent binds
 the server's credential to the workspace (the access layer's ``bind_server``).
 
-With ``local.isolation: users`` there is no pool: the owner, and so the OS user a server must run
-as, is known only at the claim, and a started server cannot become another uid
-(:meth:`pool_unavailable` says so in ``ml status``).
+With ``local.isolation: users`` the owner, and so the OS user a server must run as, is known only
+at the claim, and a started server cannot become another uid: a member is then a zygote
+(:mod:`.zygote`), a pre-imported JupyterLab process under the member's id that becomes the
+owner's server at the claim.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import os
 import secrets
 import shutil
 from pathlib import Path
@@ -36,6 +38,7 @@ from ...aio import run_blocking
 from ...allocators import workspace_holder
 from ...errors import BackendError
 from ..base import PoolMember, Progress, Started, State, WarmPool, WorkspaceSpec
+from .zygote import Zygotes, close_pipes
 
 if TYPE_CHECKING:
     from .runtime import LocalRuntime
@@ -52,16 +55,25 @@ class LocalWarmPool(WarmPool):
 
     members_are_workspaces = True
     _claim_http: httpx.AsyncClient | None = None
+    _zygote_part: Zygotes | None = None
 
     def _rt(self) -> LocalRuntime:
         return cast("LocalRuntime", self)
 
     def pool_unavailable(self) -> str:
-        if self._rt().users is not None:
-            return ("local.isolation: users: a server must run as its owner's OS user, known only at the claim, "
-                    "and a started JupyterLab cannot change its uid; the local runtime keeps warm pools with "
-                    "local.isolation none or unset (docs/warm-pool.md)")
+        if self._rt().users is not None and os.geteuid() != 0:
+            return ("local.isolation: users keeps warm pools of zygotes, which drop from root to the owner's uid at "
+                    "the claim: this agent is not root (docs/warm-pool.md)")
         return ""
+
+    def _zygotes(self) -> Zygotes | None:
+        """The zygote members' part under ``local.isolation: users`` (``None`` without it)."""
+        rt = self._rt()
+        if rt.users is None:
+            return None
+        if self._zygote_part is None:
+            self._zygote_part = Zygotes(rt)
+        return self._zygote_part
 
     def is_member(self, workspace_id: str) -> bool:
         """Whether ``workspace_id`` names an unclaimed member (its run directory is marked)."""
@@ -81,8 +93,9 @@ class LocalWarmPool(WarmPool):
         await run_blocking(self._mark, spec)
         if self._claim_http is None:  # made here, off the claim's path (a client costs tens of ms)
             self._claim_http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+        zygotes = self._zygotes()
         try:
-            started = await rt.start(spec, progress)
+            started = await (zygotes.prepare(spec) if zygotes is not None else rt.start(spec, progress))
         except BaseException:
             await self._remove_member(spec.id, None, spec.path)
             raise
@@ -96,6 +109,13 @@ class LocalWarmPool(WarmPool):
             raise BackendError(f"warm pool member {member.id} can only become the workspace of its own id and directory")
         if (await rt.poll(member.state)).state != "running":
             raise BackendError(f"warm pool member {member.id} is not running")
+        marker = rt.server_run_dir(member.id) / MARKER
+        zygotes = self._zygotes()
+        if zygotes is not None:  # the zygote becomes the owner's server; proven like a cold start's
+            state = await zygotes.claim(member.state, spec)
+            limits = self._member_limits(member.id)
+            marker.unlink()
+            return Started(state=state, url=member.url, limits=limits)
         # Its server answers and holds the credential the workspace takes over (the proof of a
         # start: fetchml_jupyter.probe, answered by the server itself, without asking the agent).
         nonce = secrets.token_hex(16)
@@ -109,13 +129,15 @@ class LocalWarmPool(WarmPool):
             raise BackendError(f"warm pool member {member.id} does not answer", str(exc)) from exc
         if not hmac.compare_digest(proof, server_proof(spec.token, nonce)):
             raise BackendError(f"warm pool member {member.id} answered {r.status_code} without the proof of its credential")
-        marker = rt.server_run_dir(member.id) / MARKER
-        try:
-            limits = json.loads(marker.read_text()).get("limits") or {}
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"warm pool member {member.id} has lost its marker", str(exc)) from exc
+        limits = self._member_limits(member.id)
         marker.unlink()
         return Started(state=dict(member.state), url=member.url, limits=limits)
+
+    def _member_limits(self, member_id: str) -> dict[str, object]:
+        try:
+            return json.loads((self._rt().server_run_dir(member_id) / MARKER).read_text()).get("limits") or {}
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"warm pool member {member_id} has lost its marker", str(exc)) from exc
 
     async def close_pool_client(self) -> None:
         if self._claim_http is not None:
@@ -133,6 +155,7 @@ class LocalWarmPool(WarmPool):
             except (OSError, ValueError, KeyError):
                 path = None
         if state and state.get("pid"):
+            close_pipes(rt, state)
             await rt.stop(state, grace=2.0)
         spec = WorkspaceSpec(id=member_id, name=member_id, owner="", path=path or Path("/nonexistent"), token="")
         await rt.remove(spec, state)

@@ -106,6 +106,8 @@ def _version_of(dist: str) -> str:
 #: Set in a JupyterLab's environment to its run directory (``DATA_DIR/run/ID``): how
 #: :meth:`LocalRuntime.discover` finds this agent's servers in ``/proc``, recorded or not.
 SERVER_ENV = "FETCHML_SERVER_RUN_DIR"
+#: In a server's run directory: its file-id database (collaboration's document ids).
+FILE_ID_DB = "file_id_manager.db"
 
 
 def _user_name(uid: int) -> str:
@@ -272,15 +274,20 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         python = create_workspace_env(env_dir, base_python, self._kernel_base)
         self._install_index_config(spec, env_dir)
         if user is not None:
-            if fresh:
-                chown_tree(env_dir, user.uid, user.gid)
-            for name in ("pip.conf", ".condarc"):
-                if (env_dir / name).exists():
-                    os.chown(env_dir / name, user.uid, user.gid)
-                    os.chmod(env_dir / name, 0o600)
-            os.chown(env_dir, user.uid, user.gid)
-            os.chmod(env_dir, 0o700)
+            self._own_env(env_dir, user, fresh)
         return python
+
+    @staticmethod
+    def _own_env(env_dir: Path, user: OsUser, fresh: bool) -> None:
+        """Make the kernel environment ``user``'s (all of it when the agent just made it)."""
+        if fresh:
+            chown_tree(env_dir, user.uid, user.gid)
+        for name in ("pip.conf", ".condarc"):
+            if (env_dir / name).exists():
+                os.chown(env_dir / name, user.uid, user.gid)
+                os.chmod(env_dir / name, 0o600)
+        os.chown(env_dir, user.uid, user.gid)
+        os.chmod(env_dir, 0o700)
 
     def _as_user(self, user: OsUser | None) -> dict[str, Any]:
         """Popen's arguments that make a child the workspace's user (nothing without one)."""
@@ -376,7 +383,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         }
         # File ids (collaboration's document ids) belong to this workspace, not to a shared data
         # dir under whatever HOME the agent has; they survive restarts with the run dir.
-        cfg["BaseFileIdManager"] = {"db_path": str(run_dir / "file_id_manager.db")}
+        cfg["BaseFileIdManager"] = {"db_path": str(run_dir / FILE_ID_DB)}
         if user is not None:
             # Kernels talk to their server over Unix sockets in the 0700 runtime dir, not loopback
             # TCP ports: the uid rules then need no port of theirs.
@@ -389,6 +396,10 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                                    "choose a shorter local.workspaces_dir")
             cfg["KernelManager"] = {"transport": "ipc", "ip": str(ipc)}
             cfg["MappingKernelManager"] = {"kernel_manager_class": IPC_KERNEL_MANAGER}
+            # The server environment is the operator's (root's), not the owner's to install
+            # extensions into: JupyterLab's extension manager lists, never installs (and makes no
+            # HTTP client at start, which a warm pool claim waits for).
+            cfg["LabApp"]["extension_manager"] = "readonly"
         if spec.password_hash:
             cfg["PasswordIdentityProvider"] = {"hashed_password": spec.password_hash, "password_required": True}
         config_file = run_dir / "jupyter_server_config.json"
@@ -399,12 +410,31 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
             os.chown(config_file, user.uid, user.gid)
         return config_file
 
+    def _server_env(self, spec: WorkspaceSpec, user: OsUser | None) -> dict[str, str]:
+        """A workspace server's environment (``JUPYTER_TOKEN``: its own credential)."""
+        env = self._workspace_env(spec, self.env_dir(spec.id))
+        if user is not None:
+            env.update(HOME=str(user.home), USER=user.name, LOGNAME=user.name)
+        run_dir = self.server_run_dir(spec.id)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
+        env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
+        env[SERVER_ENV] = str(run_dir)
+        return env
+
+    @staticmethod
+    def _server_args(spec: WorkspaceSpec, port: int, config_file: Path, user: OsUser | None) -> list[str]:
+        """JupyterLab's arguments for a workspace server (after ``-m jupyterlab``)."""
+        args = ["--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
+                f"--config={config_file}", f"--ServerApp.root_dir={spec.path}"]
+        if os.geteuid() == 0 and user is None:
+            args.append("--allow-root")
+        return args
+
     async def start(self, spec: WorkspaceSpec, progress: Progress) -> Started:
         # The agent claims the port before it starts a workspace (then this is the same one); a
         # caller that did not gets spec.port when free, else the lowest free one.
         port = self.ports.claim(workspace_holder(spec.id), spec.port)
         await progress("preparing environment")
-        env_dir = self.env_dir(spec.id)
         user = await run_blocking(self._os_user, spec)
         await run_blocking(self._prepare_env, spec, user)
         spec.path.mkdir(parents=True, exist_ok=True)
@@ -417,13 +447,8 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
             if spec.path.stat().st_uid == os.geteuid():  # a directory the agent made: the user's now
                 WorkspaceUsers.private_dir(spec.path, user.uid, user.gid)
         config_file = self._write_server_config(spec, run_dir, user)
-        env = self._workspace_env(spec, env_dir)  # JUPYTER_TOKEN: the server's own credential
-        if user is not None:
-            env.update(HOME=str(user.home), USER=user.name, LOGNAME=user.name)
+        env = self._server_env(spec, user)
         gpu_indexes = list(spec.gpu_ids)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_indexes))
-        env["JUPYTER_RUNTIME_DIR"] = str(run_dir / "runtime")
-        env[SERVER_ENV] = str(run_dir)
         log_path = self.data_dir / "logs" / f"{spec.id}.log"
         if user is not None and self.firewall is not None:  # rules before the server exists
             self._fw_users[spec.id] = (user.name, user.uid, port)
@@ -432,13 +457,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         await progress("starting")
         tried: list[int] = []
         while True:
-            argv = [
-                str(self.server_python), "-m", "jupyterlab",
-                "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-                f"--config={config_file}", f"--ServerApp.root_dir={spec.path}",
-            ]
-            if os.geteuid() == 0 and user is None:
-                argv.append("--allow-root")
+            argv = [str(self.server_python), "-m", "jupyterlab", *self._server_args(spec, port, config_file, user)]
             log_from = log_path.stat().st_size if log_path.exists() else 0
             proc = await run_blocking(self._spawn, argv, env, spec.path, log_path, self._as_user(user))
             pause_point("start.spawned")  # a crash here leaves a server that only discover() finds
@@ -501,7 +520,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
         self._children[proc.pid] = proc
         return proc
 
-    async def _wait_ready(self, proc: Any, url: str, token: str, log_path: Path) -> None:
+    async def _wait_ready(self, proc: Any, url: str, token: str, log_path: Path, poll: float = _READY_POLL) -> None:
         """Return once the server on ``url`` is this workspace's own: it proves it holds ``token``
         (:mod:`fetchml_jupyter.probe`), or, without the access extension, accepts it. Any other
         answer (another server on the port) is no answer."""
@@ -531,7 +550,7 @@ class LocalRuntime(LocalGpuActivity, Runtime, RunBackend, PackageInventory, Pack
                         f"JupyterLab did not answer within {self.start_timeout:.0f} s",
                         tail(log_path),
                     )
-                await asyncio.sleep(_READY_POLL)
+                await asyncio.sleep(poll)
 
     async def poll(self, state: State) -> Status:
         pid = int(state.get("pid") or 0)
