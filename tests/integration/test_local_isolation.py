@@ -97,6 +97,18 @@ def _remove_users(prefix: str) -> None:
             subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
 
 
+def end_users_leftovers(a: AgentProcess, workspaces_dir: Path, prefix: str, table: str) -> None:
+    """After a ``local.isolation: users`` agent stopped: its servers, the OS users it made (named
+    with ``prefix``) and its nftables table go."""
+    for pid in a.servers(prefix=str(workspaces_dir / "run") + os.sep):
+        try:
+            os.killpg(pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _remove_users(prefix)
+    subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+
+
 @pytest.fixture(params=["root", "capabilities"])
 def isolated_agent(request: pytest.FixtureRequest, shared_dir: Path) -> Iterator[AgentProcess]:
     """The agent as root, and as a user of its own holding only the capabilities the
@@ -120,13 +132,7 @@ def isolated_agent(request: pytest.FixtureRequest, shared_dir: Path) -> Iterator
             with a.running(env):
                 yield a
         finally:
-            for pid in a.servers(prefix=str(shared_dir / "workspaces" / "run") + os.sep):
-                try:
-                    os.killpg(pid, 9)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            _remove_users(prefix)
-            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+            end_users_leftovers(a, shared_dir / "workspaces", prefix, table)
 
 
 def test_each_owner_runs_as_a_user_of_their_own(isolated_agent: AgentProcess, internet: Server) -> None:

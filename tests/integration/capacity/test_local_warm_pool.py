@@ -10,48 +10,14 @@ with a member waiting ends it at its next start (process, directories), keeps th
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from fetchml_agent import procs
 from tests.conftest import AgentProcess
 from tests.integration.jupyter import execute, put_contents
-
-
-def _pool(a: AgentProcess, name: str = "default") -> dict[str, Any]:
-    pools = a.ml_json("status")["capacity"]["pools"]["pools"]
-    return next(p for p in pools if p["name"] == name)  # type: ignore[no-any-return]
-
-
-def _wait_ready(a: AgentProcess, name: str = "default", n: int = 1, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pool = _pool(a, name)
-        if pool["ready"] >= n:
-            return pool
-        time.sleep(0.5)
-    raise AssertionError(f"the pool never got {n} ready member(s): {_pool(a, name)}\n"
-                         + (a.root / "agent.log").read_text()[-3000:])
-
-
-def _get(url: str, path: str, token: str) -> tuple[int, Any]:
-    parts = urllib.parse.urlsplit(url)
-    req = urllib.request.Request(f"{parts.scheme}://{parts.netloc}/{path}", headers={"Authorization": f"token {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-
-
-def _token(url: str) -> str:
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+from tests.integration.pools import get, pool_status, token_of, wait_ready
 
 
 def _member_dirs(a: AgentProcess) -> list[Path]:
@@ -66,33 +32,33 @@ def test_local_claims_serve_their_owner_and_nothing_crosses(fresh_agent: AgentPr
         "warm_pool": {"size": 1, "profiles": [{"name": "small", "size": 1, "cpu": 1, "memory": "512m"}]},
     }
     with fresh_agent.running() as a:
-        _wait_ready(a)
+        wait_ready(a)
         one = a.ml_json("jupyter", "create", "lp-one", user="bob")
         assert one["start"]["kind"] == "claim" and one["start"]["pool"] == "default", one
         member_one = one["start"]["member"]
         # The member's id and directory are the workspace's: its root_dir is the workspace's dir.
         assert one["id"] == member_one and Path(one["path"]).name == f".pool-{member_one}"
-        assert _get(one["url"], "api/status", _token(one["url"]))[0] == 200  # the owner's own token, at once
+        assert get(one["url"], "api/status", token_of(one["url"]))[0] == 200  # the owner's own token, at once
         put_contents(one["url"], "secret.txt", {"type": "file", "format": "text", "content": "bob's"})
         assert (Path(one["path"]) / "secret.txt").read_text() == "bob's"
         assert "claimed from warm pool default" in a.ml("jupyter", "info", "lp-one", user="bob").stdout
         assert execute(one["url"], "import os; print(os.getcwd(), os.environ.get('FETCHML_WORKSPACE_ID'))").split() \
             == [one["path"], member_one]
 
-        _wait_ready(a)  # refilled in the background with a new member
+        wait_ready(a)  # refilled in the background with a new member
         two = a.ml_json("jupyter", "create", "lp-two", user="carol")
         assert two["start"]["kind"] == "claim" and two["start"]["member"] not in (member_one, "")
         assert two["path"] != one["path"] and two["url"] != one["url"]
-        status, listing = _get(two["url"], "api/contents", _token(two["url"]))
+        status, listing = get(two["url"], "api/contents", token_of(two["url"]))
         assert status == 200 and [f["name"] for f in listing["content"]] == []  # nothing of bob's
-        assert _get(two["url"], "api/kernels", _token(two["url"])) == (200, [])  # nor his kernel
-        assert _get(two["url"], "api/sessions", _token(two["url"])) == (200, [])
-        assert _get(two["url"], "api/status", _token(one["url"]))[0] in (401, 403)  # bob's token is not carol's
-        assert _get(one["url"], "api/status", _token(two["url"]))[0] in (401, 403)
-        assert _get(one["url"], "api/contents/secret.txt", _token(one["url"]))[0] == 200
+        assert get(two["url"], "api/kernels", token_of(two["url"])) == (200, [])  # nor his kernel
+        assert get(two["url"], "api/sessions", token_of(two["url"])) == (200, [])
+        assert get(two["url"], "api/status", token_of(one["url"]))[0] in (401, 403)  # bob's token is not carol's
+        assert get(one["url"], "api/status", token_of(two["url"]))[0] in (401, 403)
+        assert get(one["url"], "api/contents/secret.txt", token_of(one["url"]))[0] == 200
 
         # A profile's member has the profile's limits, which the create asked for: as a cold start would.
-        _wait_ready(a, "small")
+        wait_ready(a, "small")
         small = a.ml_json("jupyter", "create", "lp-small", "--cpu", "1", "--memory", "512m", user="bob")
         assert small["start"]["kind"] == "claim" and small["start"]["pool"] == "small"
         assert small["resources"]["memory"] == "512m"
@@ -106,7 +72,7 @@ def test_local_claims_serve_their_owner_and_nothing_crosses(fresh_agent: AgentPr
         if small["limits"]["enforced"]:  # the cgroup is the workspace's, named after its id
             assert small["limits"]["cgroup"].endswith(small["id"]) and small["id"] == small["start"]["member"]
 
-        pool = _pool(a)
+        pool = pool_status(a)
         assert pool["claims"] == 2 and pool["size"] == 1
         assert "warm pool default: size 1" in a.ml("status").stdout
 
@@ -117,7 +83,7 @@ def test_local_claims_serve_their_owner_and_nothing_crosses(fresh_agent: AgentPr
         assert "access.server_bind" in audit and "workspace.create" in audit
 
         # The agent stopping ends the members nobody claimed, with their directories.
-        _wait_ready(a)
+        wait_ready(a)
         waiting = _member_dirs(a)
         assert waiting
     assert not _member_dirs(a) and not any(d.exists() for d in waiting)
@@ -132,20 +98,20 @@ def test_local_pool_stays_under_quotas_and_restart_ends_waiting_members(fresh_ag
         "warm_pool": {"size": 2},
     }
     with fresh_agent.running() as a:
-        _wait_ready(a, n=2)
+        wait_ready(a, n=2)
         keep = a.ml_json("jupyter", "create", "lp-keep", user="bob")
         assert keep["start"]["kind"] == "claim"
         put_contents(keep["url"], "notes.txt", {"type": "file", "format": "text", "content": "kept"})
-        ready = _pool(a)["ready"]
+        ready = pool_status(a)["ready"]
         # A quota refuses a claim as it refuses a cold start (exit 8), and the member stays waiting.
         refused = a.ml("jupyter", "create", "lp-over", user="bob", check=False)
         assert refused.returncode == 8 and "quotas.default.workspaces" in refused.stderr, refused
-        assert _pool(a)["ready"] >= ready and _pool(a)["claims"] == 1
+        assert pool_status(a)["ready"] >= ready and pool_status(a)["claims"] == 1
         a.ml_json("jupyter", "create", "lp-next", user="carol")
         time.sleep(3)  # the refill had its chance: 2 workspaces + members stay within 3
-        pool = _pool(a)
+        pool = pool_status(a)
         assert pool["ready"] + pool["preparing"] <= 1, pool
-        _wait_ready(a, n=1)
+        wait_ready(a, n=1)
         (member_dir,) = _member_dirs(a)
         member_id = member_dir.name.removeprefix(".pool-")
         member_pid = next(pid for pid, env in procs.tree_roots_with_env(
@@ -162,14 +128,14 @@ def test_local_pool_stays_under_quotas_and_restart_ends_waiting_members(fresh_ag
         assert not member_dir.exists() and not (a.data_dir / "run" / member_id).exists()
         after = a.ml_json("jupyter", "info", "lp-keep", user="bob")
         assert after["status"] == "running" and after["id"] == keep["id"]
-        assert _get(after["url"], "api/contents/notes.txt", _token(after["url"]))[0] == 200
+        assert get(after["url"], "api/contents/notes.txt", token_of(after["url"]))[0] == 200
 
         # A claimed workspace stops and starts like any other (its directory stays its own).
         a.ml("jupyter", "stop", "lp-keep", user="bob")
         a.ml("jupyter", "start", "--name", "lp-keep", user="bob")
         again = a.ml_json("jupyter", "info", "lp-keep", user="bob")
         assert again["status"] == "running" and again["path"] == keep["path"]
-        assert _get(again["url"], "api/contents/notes.txt", _token(again["url"]))[0] == 200
+        assert get(again["url"], "api/contents/notes.txt", token_of(again["url"]))[0] == 200
     assert os.path.isdir(keep["path"])
 
 
@@ -192,8 +158,8 @@ def test_local_gpu_profiles_hold_a_gpu_only_when_they_say_so(fresh_agent: AgentP
                                    {"name": "gpu-held", "size": 1, "cpu": 1, "gpu": 1, "hold_gpu": True}]},
     }
     with fresh_agent.running(env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}) as a:
-        held = _wait_ready(a, "gpu-held")
-        cold_pool = _pool(a, "gpu-cold")
+        held = wait_ready(a, "gpu-held")
+        cold_pool = pool_status(a, "gpu-cold")
         assert cold_pool["ready"] == 0 and "hold_gpu" in (cold_pool["blocked"] or ""), cold_pool
         (member_dir,) = _member_dirs(a)
         member_id = member_dir.name.removeprefix(".pool-")

@@ -25,9 +25,9 @@ import pytest
 
 from fetchml_agent import procs
 from tests.conftest import AgentProcess, free_port
-from tests.integration.capacity.test_local_warm_pool import _get, _pool, _token, _wait_ready
 from tests.integration.jupyter import execute, put_contents
-from tests.integration.test_local_isolation import BASE_PYTHON, _probe, _remove_users
+from tests.integration.pools import get, pool_status, token_of, wait_ready
+from tests.integration.test_local_isolation import BASE_PYTHON, _probe, end_users_leftovers
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -54,13 +54,7 @@ def zygote_agent() -> Iterator[AgentProcess]:
         yield a
     finally:
         a.stop()
-        for pid in a.servers(prefix=str(shared / "workspaces" / "run") + os.sep):
-            try:
-                os.killpg(pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
-        _remove_users(prefix)
-        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+        end_users_leftovers(a, shared / "workspaces", prefix, table)
         shutil.rmtree(shared, ignore_errors=True)
 
 
@@ -78,11 +72,11 @@ def _uids(pid: int) -> list[int]:
 def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess) -> None:
     with zygote_agent.running() as a:
         try:
-            _wait_ready(a)
+            wait_ready(a)
             one = a.ml_json("jupyter", "create", "zy-one", user="bob")
             assert one["start"]["kind"] == "claim" and one["start"]["pool"] == "default", one
             assert Path(one["path"]).name == f".pool-{one['id']}"
-            assert _get(one["url"], "api/status", _token(one["url"]))[0] == 200  # the owner's token, at once
+            assert get(one["url"], "api/status", token_of(one["url"]))[0] == 200  # the owner's token, at once
             bob = pwd.getpwnam(a.extra["local"]["user_prefix"] + "bob")
             pid = _server_pid(a, one["id"])
             assert _uids(pid) == [bob.pw_uid] * 4  # the server itself, not only its kernels
@@ -99,19 +93,19 @@ def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess)
             assert f"skuid {bob.pw_uid}" in ruleset or f"skuid {bob.pw_name}" in ruleset, ruleset
 
             # Carol's claim: another member, another uid, nothing of bob's.
-            _wait_ready(a)
+            wait_ready(a)
             two = a.ml_json("jupyter", "create", "zy-two", user="carol")
             assert two["start"]["kind"] == "claim" and two["id"] != one["id"] and two["path"] != one["path"]
             carol = pwd.getpwnam(a.extra["local"]["user_prefix"] + "carol")
             assert _uids(_server_pid(a, two["id"])) == [carol.pw_uid] * 4
-            status, listing = _get(two["url"], "api/contents", _token(two["url"]))
+            status, listing = get(two["url"], "api/contents", token_of(two["url"]))
             assert status == 200 and listing["content"] == []
-            assert _get(two["url"], "api/kernels", _token(two["url"])) == (200, [])
-            assert _get(two["url"], "api/status", _token(one["url"]))[0] in (401, 403)
+            assert get(two["url"], "api/kernels", token_of(two["url"])) == (200, [])
+            assert get(two["url"], "api/status", token_of(one["url"]))[0] in (401, 403)
             assert not _probe(two["url"], {"bob": str(Path(one["path"]) / "secret.txt")})["bob"].startswith("read:")
 
             # A profile's member: the profile's limits, as a cold start gets them.
-            _wait_ready(a, "small")
+            wait_ready(a, "small")
             small = a.ml_json("jupyter", "create", "zy-small", "--cpu", "1", "--memory", "512m", user="bob")
             assert small["start"]["kind"] == "claim" and small["start"]["pool"] == "small", small
             cold = a.ml_json("jupyter", "create", "zy-cold", "--cpu", "1", "--memory", "512m", "--password", "pw-zy",
@@ -126,7 +120,7 @@ def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess)
 
             # An agent killed with a claimed workspace and a waiting member: the next one adopts
             # the first (same process) and ends the second.
-            _wait_ready(a)
+            wait_ready(a)
             members = [d for d in (Path(a.extra["local"]["workspaces_dir"]) / "run").glob("*/pool-member.json")]
             waiting = [(_server_pid(a, m.parent.name), m.parent.name) for m in members]
             assert waiting
@@ -147,9 +141,9 @@ def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess)
             assert not any(procs.alive(p, s) for p, s in waiting_started)
             after = a.ml_json("jupyter", "info", "zy-one", user="bob")
             assert after["status"] == "running" and _server_pid(a, one["id"]) == pid
-            assert _get(after["url"], "api/contents/secret.txt", _token(after["url"]))[0] == 200
-            _wait_ready(a)
-            assert _pool(a)["ready"] >= 1
+            assert get(after["url"], "api/contents/secret.txt", token_of(after["url"]))[0] == 200
+            wait_ready(a)
+            assert pool_status(a)["ready"] >= 1
         except BaseException:
             for log in sorted((a.data_dir / "logs").glob("*.log")):
                 print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")

@@ -8,12 +8,7 @@ profile's CPU and memory limits; a create that asks for something else starts co
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +18,7 @@ import pytest
 from tests.conftest import AgentProcess, free_port
 from tests.integration.docker.conftest import cleanup
 from tests.integration.jupyter import put_contents
+from tests.integration.pools import get, pool_status, token_of, wait_ready
 
 PREFIX = f"fmltest-{os.getpid()}-wp"
 TABLE = f"fmltest_{os.getpid()}_wp"
@@ -44,58 +40,28 @@ def pool_agent(tmp_path: Path, docker_client: Any, workspace_image: str) -> Iter
         cleanup(docker_client, PREFIX, TABLE)
 
 
-def _pool(a: AgentProcess, name: str = "default") -> dict[str, Any]:
-    pools = a.ml_json("status")["capacity"]["pools"]["pools"]
-    return next(p for p in pools if p["name"] == name)  # type: ignore[no-any-return]
-
-
-def _wait_ready(a: AgentProcess, name: str = "default", timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pool = _pool(a, name)
-        if pool["ready"] >= 1:
-            return pool
-        time.sleep(0.5)
-    raise AssertionError(f"the pool never got a ready member: {_pool(a, name)}\n"
-                         + (a.root / "agent.log").read_text()[-3000:])
-
-
-def _get(url: str, path: str, token: str) -> tuple[int, Any]:
-    parts = urllib.parse.urlsplit(url)
-    req = urllib.request.Request(f"{parts.scheme}://{parts.netloc}/{path}", headers={"Authorization": f"token {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-
-
-def _token(url: str) -> str:
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
-
-
 def test_claims_serve_their_owner_and_nothing_crosses(pool_agent: AgentProcess, docker_client: Any) -> None:
     a = pool_agent
-    _wait_ready(a)
+    wait_ready(a)
     one = a.ml_json("jupyter", "create", "wp-one", user="bob")
     assert one["start"]["kind"] == "claim" and one["start"]["pool"] == "default", one
     member_one = one["start"]["member"]
-    assert _get(one["url"], "api/status", _token(one["url"]))[0] == 200  # the owner's own token, at once
+    assert get(one["url"], "api/status", token_of(one["url"]))[0] == 200  # the owner's own token, at once
     put_contents(one["url"], "secret.txt", {"type": "file", "format": "text", "content": "bob's"})
     assert "claimed from warm pool default" in a.ml("jupyter", "info", "wp-one", user="bob").stdout
     (container,) = docker_client.containers.list(filters={"name": f"^{PREFIX}-wp-one$"})
     assert container.labels["io.fetchml.pool.member"] == member_one
 
-    _wait_ready(a)  # refilled in the background with a new member
+    wait_ready(a)  # refilled in the background with a new member
     two = a.ml_json("jupyter", "create", "wp-two", user="carol")
     assert two["start"]["kind"] == "claim" and two["start"]["member"] != member_one
-    status, listing = _get(two["url"], "api/contents", _token(two["url"]))
+    status, listing = get(two["url"], "api/contents", token_of(two["url"]))
     assert status == 200 and [f["name"] for f in listing["content"]] == []  # nothing of bob's
-    assert _get(two["url"], "api/status", _token(one["url"]))[0] in (401, 403)  # bob's token is not carol's
-    assert _get(one["url"], "api/contents/secret.txt", _token(one["url"]))[0] == 200
+    assert get(two["url"], "api/status", token_of(one["url"]))[0] in (401, 403)  # bob's token is not carol's
+    assert get(one["url"], "api/contents/secret.txt", token_of(one["url"]))[0] == 200
 
     # A profile's member has the profile's limits, which the create asked for: as a cold start would.
-    _wait_ready(a, "small")
+    wait_ready(a, "small")
     small = a.ml_json("jupyter", "create", "wp-small", "--cpu", "1", "--memory", "512m", user="bob")
     assert small["start"]["kind"] == "claim" and small["start"]["pool"] == "small"
     assert small["limits"]["enforced"] and small["resources"]["memory"] == "512m"
@@ -105,7 +71,7 @@ def test_claims_serve_their_owner_and_nothing_crosses(pool_agent: AgentProcess, 
 
     cold = a.ml_json("jupyter", "create", "wp-cold", "--cpu", "2", user="bob")
     assert cold["start"]["kind"] == "cold"
-    pool = _pool(a)
+    pool = pool_status(a)
     assert pool["claims"] == 2 and pool["size"] == 1
     assert "warm pool default: size 1" in a.ml("status").stdout
 
@@ -119,7 +85,7 @@ def test_claims_serve_their_owner_and_nothing_crosses(pool_agent: AgentProcess, 
 def test_claimed_workspace_stops_starts_and_survives_an_agent_restart(pool_agent: AgentProcess,
                                                                       docker_client: Any) -> None:
     a = pool_agent
-    _wait_ready(a)
+    wait_ready(a)
     ws = a.ml_json("jupyter", "create", "wp-keep", user="bob")
     assert ws["start"]["kind"] == "claim"
     member = ws["start"]["member"]
@@ -127,16 +93,16 @@ def test_claimed_workspace_stops_starts_and_survives_an_agent_restart(pool_agent
     a.ml("jupyter", "stop", "wp-keep", user="bob")
     a.ml("jupyter", "start", "--name", "wp-keep", user="bob")
     again = a.ml_json("jupyter", "info", "wp-keep", user="bob")
-    assert again["status"] == "running" and _get(again["url"], "api/contents/notes.txt", _token(again["url"]))[0] == 200
+    assert again["status"] == "running" and get(again["url"], "api/contents/notes.txt", token_of(again["url"]))[0] == 200
 
-    _wait_ready(a)  # a member nobody claimed: gone after the restart (its secrets were in memory)
+    wait_ready(a)  # a member nobody claimed: gone after the restart (its secrets were in memory)
     label = {"label": [f"io.fetchml.instance={PREFIX}", "io.fetchml.pool.member"]}
     waiting = {c.labels["io.fetchml.pool.member"] for c in docker_client.containers.list(filters=label)} - {member}
     assert waiting
     a.kill9()
     a.start()
     after = a.ml_json("jupyter", "info", "wp-keep", user="bob")
-    assert after["status"] == "running" and _get(after["url"], "api/status", _token(after["url"]))[0] == 200
+    assert after["status"] == "running" and get(after["url"], "api/status", token_of(after["url"]))[0] == 200
     left = {c.labels["io.fetchml.pool.member"] for c in docker_client.containers.list(all=True, filters=label)}
     assert member in left and not (waiting & left)
 
