@@ -19,10 +19,8 @@ everything made is named ``fmlbench-cap-*`` and removed. Asserts nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -79,6 +77,33 @@ def _wait_ready_members(client: Any, n: int, timeout: float = 600) -> None:
     raise TimeoutError(f"the pool did not refill: {pool}")
 
 
+def _claim_then_cold(client: Any, claims: list[float], colds: list[float], n_cold: int) -> None:
+    """CLAIMS creates that claim a member (each waits for a ready one), then ``n_cold`` that ask
+    for something no profile has and start cold: create -> ready seconds appended to each list."""
+    for i in range(CLAIMS):
+        _wait_ready_members(client, 1)
+        seconds, doc = _create_to_ready(client, f"claim-{i}", {})
+        assert doc["start"]["kind"] == "claim", doc["start"]
+        claims.append(seconds)
+        print(f"  claim {i}: {seconds * 1000:.0f} ms (agent: {doc['start']['seconds'] * 1000:.0f} ms)", flush=True)
+    for i in range(n_cold):
+        seconds, doc = _create_to_ready(client, f"cold-{i}", {"cpu": 1})
+        assert doc["start"]["kind"] == "cold", doc["start"]
+        colds.append(seconds)
+
+
+def _pool_rows(label: str, claims: list[float], colds: list[float], member_mb: list[float], memory: str) -> list[Row]:
+    cold_p50 = percentile(colds, 50) * 1000
+    return [
+        Row(f"{label} create->ready, warm pool claim p50", percentile(claims, 50) * 1000, "ms",
+            "cold create p50", cold_p50),
+        Row(f"{label} create->ready, warm pool claim p95", percentile(claims, 95) * 1000, "ms",
+            "cold create p50", cold_p50, "<= 300 ms and <= 0.15x cold"),
+        Row(f"{label} create->ready, cold create p95", percentile(colds, 95) * 1000, "ms"),
+        Row(f"memory of an idle {label} pool member ({memory})", sum(member_mb) / max(1, len(member_mb)), "MiB"),
+    ]
+
+
 def docker_rows() -> list[Row]:
     if os.geteuid() != 0 or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         print("  (docker rows skipped: needs root and a Docker engine)")
@@ -108,15 +133,7 @@ def docker_rows() -> list[Row]:
             stats = container.stats(stream=False)
             mem = stats.get("memory_stats") or {}
             member_mb.append((mem.get("usage", 0) - (mem.get("stats") or {}).get("inactive_file", 0)) / 2**20)
-        for i in range(CLAIMS):
-            _wait_ready_members(c, 1)
-            seconds, doc = _create_to_ready(c, f"claim-{i}", {})
-            assert doc["start"]["kind"] == "claim", doc["start"]
-            claims.append(seconds)
-        for i in range(COLDS):
-            seconds, doc = _create_to_ready(c, f"cold-{i}", {"cpu": 1})
-            assert doc["start"]["kind"] == "cold", doc["start"]
-            colds.append(seconds)
+        _claim_then_cold(c, claims, colds, COLDS)
         c.close()
     finally:
         agent.stop()
@@ -128,15 +145,7 @@ def docker_rows() -> list[Row]:
         for v in client.volumes.list(filters=label):
             v.remove(force=True)
         subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
-    cold_p50 = percentile(colds, 50) * 1000
-    return [
-        Row("docker create->ready, warm pool claim p50", percentile(claims, 50) * 1000, "ms",
-            "cold create p50", cold_p50),
-        Row("docker create->ready, warm pool claim p95", percentile(claims, 95) * 1000, "ms",
-            "cold create p50", cold_p50, "<= 300 ms and <= 0.15x cold"),
-        Row("docker create->ready, cold create p95", percentile(colds, 95) * 1000, "ms"),
-        Row("memory of an idle pool member (container)", sum(member_mb) / max(1, len(member_mb)), "MiB"),
-    ]
+    return _pool_rows("docker", claims, colds, member_mb, "container")
 
 
 def local_rows(users: bool = False) -> list[Row]:
@@ -151,6 +160,7 @@ def local_rows(users: bool = False) -> list[Row]:
     from fetchml_agent.runtimes.local.pool import MARKER
     from fetchml_agent.runtimes.local.runtime import SERVER_ENV
     from tests.conftest import KEYS, AgentProcess, free_port
+    from tests.integration.test_local_isolation import BASE_PYTHON, end_users_leftovers
 
     if users and os.geteuid() != 0:
         print("  (local.isolation: users rows skipped: switching users needs root)")
@@ -162,7 +172,7 @@ def local_rows(users: bool = False) -> list[Row]:
     if users:
         os.chmod(tmp, 0o711)
         extra["local"] = {"isolation": "users", "workspaces_dir": str(tmp / "workspaces"),
-                          "python": os.environ.get("BENCH_USERS_PYTHON", "/usr/bin/python3.11"),
+                          "python": BASE_PYTHON,
                           "user_prefix": prefix, "uid_range": [64000, 64999], "firewall_table": table}
     agent = AgentProcess(tmp / "agent", free_port(), extra)
     label = "local (isolation: users, zygote)" if users else "local"
@@ -179,38 +189,15 @@ def local_rows(users: bool = False) -> list[Row]:
             if (Path(env[SERVER_ENV]) / MARKER).exists():
                 stats = process_tree_stats({"pid": pid, "start_time": start_time(pid)})
                 member_mb.append(stats.get("memory_bytes", 0) / 2**20)
-        for i in range(CLAIMS):
-            _wait_ready_members(c, 1)
-            seconds, doc = _create_to_ready(c, f"claim-{i}", {})
-            assert doc["start"]["kind"] == "claim", doc["start"]
-            claims.append(seconds)
-            print(f"  claim {i}: {seconds * 1000:.0f} ms (agent: {doc['start']['seconds'] * 1000:.0f} ms)", flush=True)
-        for i in range(COLDS - 1):
-            seconds, doc = _create_to_ready(c, f"cold-{i}", {"cpu": 1})
-            assert doc["start"]["kind"] == "cold", doc["start"]
-            colds.append(seconds)
+        _claim_then_cold(c, claims, colds, COLDS - 1)
         c.close()
     finally:
         agent.cleanup_workspaces()
         agent.stop()
         if users:
-            for pid in agent.servers(prefix=str(tmp / "workspaces" / "run") + os.sep):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            from tests.integration.test_local_isolation import _remove_users
-
-            _remove_users(prefix)
-            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+            end_users_leftovers(agent, tmp / "workspaces", prefix, table)
         shutil.rmtree(tmp, ignore_errors=True)
-    cold_p50 = percentile(colds, 50) * 1000
-    return [
-        Row(f"{label} create->ready, warm pool claim p50", percentile(claims, 50) * 1000, "ms",
-            "cold create p50", cold_p50),
-        Row(f"{label} create->ready, warm pool claim p95", percentile(claims, 95) * 1000, "ms",
-            "cold create p50", cold_p50, "<= 300 ms and <= 0.15x cold"),
-        Row(f"{label} create->ready, cold create p95", percentile(colds, 95) * 1000, "ms"),
-        Row(f"memory of an idle {label} pool member (RSS)", sum(member_mb) / max(1, len(member_mb)), "MiB"),
-    ]
+    return _pool_rows(label, claims, colds, member_mb, "RSS")
 
 
 def sweep_rows(n: int = 1000) -> list[Row]:

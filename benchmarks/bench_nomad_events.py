@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -64,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +194,10 @@ async def _follow(address: str, events: bool, n: int, changes: int, commands: An
     return out
 
 
-def bench_events(n: int, changes: int) -> list[Row]:
+@contextlib.contextmanager
+def _double_and_driver(n: int) -> Iterator[tuple[str, float, Any, Any]]:
+    """The double in a process of its own with ``n`` running workspace jobs, and the driver
+    process that changes them on command: ``(address, setup seconds, commands, answers)``."""
     ctx = multiprocessing.get_context("spawn")
     port_queue, stop, latency = ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
     double = ctx.Process(target=_serve_double, args=(port_queue, stop, latency), daemon=True)
@@ -206,14 +211,19 @@ def bench_events(n: int, changes: int) -> list[Row]:
         commands, answers = ctx.Queue(), ctx.Queue()
         driver = ctx.Process(target=_drive, args=(address, commands, answers), daemon=True)
         driver.start()
-        stream = asyncio.run(_follow(address, True, n, changes, commands, answers))
-        blocking = asyncio.run(_follow(address, False, n, changes, commands, answers))
+        yield address, setup, commands, answers
         commands.put(None)
     finally:
         if driver is not None:
             driver.join(10)
         stop.set()
         double.join(30)
+
+
+def bench_events(n: int, changes: int) -> list[Row]:
+    with _double_and_driver(n) as (address, setup, commands, answers):
+        stream = asyncio.run(_follow(address, True, n, changes, commands, answers))
+        blocking = asyncio.run(_follow(address, False, n, changes, commands, answers))
     s, b = stream["latencies"], blocking["latencies"]
     per_k_events = stream["cpu"] / max(1, stream["events"]) * 1000
     return [
@@ -437,33 +447,17 @@ def _client_mode(tmp: Path, address: str, events: bool, n: int, picks: list[int]
 
 def bench_client(n: int, changes: int) -> list[Row]:
     """Section 1 (see the module docstring)."""
-    ctx = multiprocessing.get_context("spawn")
-    port_queue, stop, latency = ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
-    double = ctx.Process(target=_serve_double, args=(port_queue, stop, latency), daemon=True)
-    double.start()
-    driver = None
     tmp = Path(tempfile.mkdtemp(prefix="fetchml-bench-events-"))
     picks = [(k * 7919) % n for k in range(min(changes, n))]  # distinct workspaces, spread out
     try:
-        address = port_queue.get(timeout=60)
-        t0 = time.perf_counter()
-        asyncio.run(_setup(address, n))
-        setup = time.perf_counter() - t0
-        commands, answers = ctx.Queue(), ctx.Queue()
-        driver = ctx.Process(target=_drive, args=(address, commands, answers), daemon=True)
-        driver.start()
-        stream = _client_mode(tmp, address, True, n, picks, commands, answers)
-        for i in picks:  # the stopped workspaces run again for the second agent
-            commands.put(("start", i))
-            answers.get(timeout=60)
-        _wait_running(address, n)
-        blocking = _client_mode(tmp, address, False, n, picks, commands, answers)
-        commands.put(None)
+        with _double_and_driver(n) as (address, setup, commands, answers):
+            stream = _client_mode(tmp, address, True, n, picks, commands, answers)
+            for i in picks:  # the stopped workspaces run again for the second agent
+                commands.put(("start", i))
+                answers.get(timeout=60)
+            _wait_running(address, n)
+            blocking = _client_mode(tmp, address, False, n, picks, commands, answers)
     finally:
-        if driver is not None:
-            driver.join(10)
-        stop.set()
-        double.join(30)
         shutil.rmtree(tmp, ignore_errors=True)
     s, b = stream["latencies"], blocking["latencies"]
     return [
