@@ -33,7 +33,9 @@ def pause_point(step: str) -> None:
     if os.environ.get(PAUSE_AT) != step:
         return
     marker = os.environ.get(PAUSE_FILE)
-    if marker:
-        Path(marker).write_text(step)
+    if marker:  # whole or not at all: the test reads it as soon as the name exists
+        tmp = Path(marker + ".tmp")
+        tmp.write_text(step)
+        tmp.replace(marker)
     while True:  # the test kills the agent here
         time.sleep(3600)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fetchml_agent.client import Client
+from fetchml_agent.errors import AgentUnreachable
 from fetchml_agent.protocol.opcodes import Opcode
 from tests.conftest import KEYS, AgentProcess, free_port
 
@@ -31,8 +32,12 @@ class Subscriber(threading.Thread):
         self.client.on_log = got
         seq = self.client.call(Opcode.AGENT_STATUS).data["live_seq"]
         self.ready.set()
-        self.message = self.client.call(Opcode.SUBSCRIBE, {"after": seq, **self.args}, timeout=120).message
-        self.client.close()
+        try:
+            self.message = self.client.call(Opcode.SUBSCRIBE, {"after": seq, **self.args}, timeout=120).message
+        except AgentUnreachable as exc:  # the agent stopped: what `ml status --watch` reports then
+            self.message = exc.message
+        finally:
+            self.client.close()
 
 
 def test_subscribers_see_what_they_may_see_as_it_happens(agent: AgentProcess, unique_name: str) -> None:
