@@ -162,6 +162,18 @@ def _write_pth(env_dir: Path, site_dirs: list[str]) -> None:
     (_site_dir(env_dir) / "_fetchml_base.pth").write_text(_pth_text(site_dirs))
 
 
+def _readable_by_all(root: Path) -> None:
+    """Every workspace user runs the server environment: readable (and, where the owner may,
+    executable) by all, whatever the agent's umask (the role's unit sets 0027)."""
+    for dirpath, _dirs, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, mode | 0o444 | (0o111 if mode & 0o100 else 0))
+
+
 def create_server_env(env_dir: Path, base_python: str | None = None) -> Path:
     """The server environment (idempotent; see the module doc): its ``python``.
 
@@ -182,6 +194,7 @@ def create_server_env(env_dir: Path, base_python: str | None = None) -> Path:
             site_dirs.append(p)
     _write_pth(tmp, site_dirs)
     _launchers(tmp, python, (("jupyter", "jupyter_core.command"), ("papermill", "papermill.cli")))
+    _readable_by_all(tmp)
     try:
         tmp.rename(env_dir)
     except OSError:  # made meanwhile by another start

@@ -5,12 +5,15 @@ venv reads only it, and one made before kernels had an environment of their own 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sysconfig
 from pathlib import Path
 
 from fetchml_agent.runtimes.local.env import (
     KERNEL_NAME,
+    create_server_env,
     create_workspace_env,
     kernel_base,
     kernel_closure,
@@ -54,3 +57,19 @@ def test_an_old_workspace_venv_moves_onto_the_kernel_base(tmp_path: Path) -> Non
     assert not (env_dir / "bin" / "papermill").exists() and (env_dir / "bin" / "pip").is_file()
     spec = json.loads((env_dir / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json").read_text())
     assert spec["argv"][:3] == [str(python), "-m", "ipykernel_launcher"]
+
+
+def test_the_server_env_is_readable_by_every_workspace_user_under_the_units_umask(tmp_path: Path) -> None:
+    """The role's unit runs the agent with UMask=0027: the server environment it makes must still
+    be readable by the workspace users that run JupyterLab from it (a molecule run found it not)."""
+    old = os.umask(0o027)
+    try:
+        python = create_server_env(tmp_path / "server-env")
+    finally:
+        os.umask(old)
+    for path in [tmp_path / "server-env", *(tmp_path / "server-env").rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        assert mode & 0o005 == 0o005 if path.is_dir() else mode & 0o004, f"{path}: {stat.filemode(mode)}"
+    assert os.access(python.parent / "jupyter", os.X_OK) and (python.parent / "jupyter").stat().st_mode & 0o001
