@@ -104,8 +104,8 @@ def _become(uid: int, gid: int) -> None:
 def main(args: list[str]) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]  # not this package's modules
-    # Prepared in the background at low priority: a claimed server's start (which takes the
-    # agent's priority back before it drops root) goes first on a busy host.
+    # Prepared in the background at low priority: a claimed server's start (boosted above the
+    # agent's priority before it drops root, for its start-up only) goes first on a busy host.
     priority = os.getpriority(os.PRIO_PROCESS, 0)
     os.setpriority(os.PRIO_PROCESS, 0, min(19, priority + 10))
     preload = [n for a in args if a.startswith("--preload=") for n in a.split("=", 1)[1].split(",") if n]
@@ -131,7 +131,9 @@ def main(args: list[str]) -> int:
 
     print(f"[I {time.strftime('%Y-%m-%d %H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} zygote] claimed: "
           f"becoming uid {req['uid']}", file=sys.stderr, flush=True)
-    os.setpriority(os.PRIO_PROCESS, 0, priority)
+    # The claimed server's start-up runs ahead of the host's other work (root may raise it; the
+    # agent puts every thread back to ``priority`` once the server answers).
+    os.setpriority(os.PRIO_PROCESS, 0, max(-20, priority + int(req.get("boost", 0))))
     _become(int(req["uid"]), int(req["gid"]))
     os.umask(int(req.get("umask", 0o077)))
     os.environ.clear()

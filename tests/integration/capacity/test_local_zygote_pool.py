@@ -69,6 +69,11 @@ def _uids(pid: int) -> list[int]:
     return [int(v) for v in line.split()[1:]]
 
 
+def _nice(task: Path) -> int:
+    stat = (task / "stat").read_text()
+    return int(stat[stat.rfind(")") + 2:].split()[16])  # field 19 of proc(5)
+
+
 def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess) -> None:
     with zygote_agent.running() as a:
         try:
@@ -80,6 +85,9 @@ def test_users_claims_serve_their_owner_as_their_uid(zygote_agent: AgentProcess)
             bob = pwd.getpwnam(a.extra["local"]["user_prefix"] + "bob")
             pid = _server_pid(a, one["id"])
             assert _uids(pid) == [bob.pw_uid] * 4  # the server itself, not only its kernels
+            # Its start-up ran boosted; once it answered, every thread is back at the agent's priority.
+            assert a.proc is not None
+            assert {_nice(t) for t in Path(f"/proc/{pid}/task").iterdir()} == {_nice(Path(f"/proc/{a.proc.pid}"))}
             assert os.stat(one["path"]).st_uid == bob.pw_uid and os.stat(one["path"]).st_mode & 0o077 == 0
             put_contents(one["url"], "secret.txt", {"type": "file", "format": "text", "content": "bob's"})
             assert os.stat(Path(one["path"]) / "secret.txt").st_uid == bob.pw_uid
