@@ -864,17 +864,18 @@ _RUNNER_FILES = re.compile(r"(result|progress|state|environment)\.json|attempt-\
 
 def _copy_back(src: Path, dest: Path) -> list[str]:
     """Copy the regular files under ``src`` (a workspace user's) into ``dest``, the agent's: never
-    through a symlink (``O_NOFOLLOW``), so a run cannot make the agent copy a file of its choice."""
+    through a symlink, at any depth and whatever the run swaps meanwhile (``os.fwalk`` holds each
+    directory open and follows no link; files open relative to it with ``O_NOFOLLOW``), so a run
+    cannot make the agent copy a file of its choice."""
     copied: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(src):
+    for dirpath, _dirs, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
         rel = Path(dirpath).relative_to(src)
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
         (dest / rel).mkdir(parents=True, exist_ok=True)
         for name in filenames:
             if rel == Path(".") and not _RUNNER_FILES.fullmatch(name):
                 continue  # at the top, only what the runner writes: never the agent's own files
             try:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dirfd)
             except OSError:
                 continue  # a symlink (ELOOP), or gone
             with os.fdopen(fd, "rb") as fh:
